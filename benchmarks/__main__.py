@@ -1,0 +1,24 @@
+"""Run every benchmark, or those named: `python -m benchmarks hashing ledger`."""
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    wanted = set(sys.argv[1:])
+    names = sorted(
+        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if m.name.startswith("bench_")
+    )
+    for name in names:
+        if wanted and name.removeprefix("bench_") not in wanted:
+            continue
+        print(f"== {name}", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

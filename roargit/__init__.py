@@ -1,0 +1,3 @@
+"""roargit: git-native lineage for ML and data pipelines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from roargit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The `roar` command line: parse, call one domain function, render.
+
+argparse rather than typer: a do-nothing typer app costs ~170 ms to start on these machines,
+more than the whole fixed-cost budget of `roar run`. Each command module registers its own
+subcommands and imports its heavy dependencies only when the command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from roargit import __version__
+
+# Modules under roargit.cli that define `register(subparsers)`, in --help order.
+COMMAND_MODULES = ("setup", "capture", "query", "reproduce", "compare")
+
+EPILOG = """\
+examples:
+  roar init                          prepare this repository
+  roar run python train.py --lr 0.1  run and record a step
+  roar show model.pkl                what produced this file, from what
+  roar dag                           the session's pipeline
+  roar reproduce 3fa9c1 --run -y     recreate an artifact, byte for byte
+
+Every command has --help with examples; query commands take --json."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roar",
+        description="Git-native lineage: record what each command read and wrote.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"roar {__version__}")
+    parser.add_argument(
+        "-C", dest="chdir", metavar="PATH", help="run as if roar was started in PATH"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"roargit.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"roargit.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def add_command(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    func: Callable[[argparse.Namespace], int | None],
+    help: str,
+    examples: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register one subcommand; every command carries examples in its --help."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog="examples:\n" + examples.strip("\n"),
+        formatter_class=HelpFormatter,
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def crash_log_dir() -> Path:
+    from roargit.repo import find_roar_dir
+
+    try:
+        return find_roar_dir(Path.cwd()) / "logs"
+    except Exception:
+        return Path(tempfile.gettempdir())
+
+
+def report_bug(exc: BaseException) -> int:
+    try:
+        log_dir = crash_log_dir()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log.write_text(
+            f"roar {__version__}\nargv: {sys.argv!r}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        )
+        where = f"; details in {log}"
+    except OSError:
+        where = ""
+    print(f"roar: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from roargit.errors import RoarError
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        if args.chdir:
+            os.chdir(args.chdir)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return int(args.func(args) or 0)
+    except RoarError as exc:
+        print(f"roar: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("roar: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `roar log | head`: the reader left; not an error worth a report.
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        return report_bug(exc)

@@ -1,0 +1,81 @@
+"""Conditions roargit reports to users.
+
+Every error a user can cause or meet in normal use is a `RoarError`: the CLI prints its
+message on one line and exits 1. Anything else is a bug and gets a short report plus a log.
+"""
+
+from __future__ import annotations
+
+
+class RoarError(Exception):
+    """A known condition with a one-line, user-facing message."""
+
+
+class NotAGitRepo(RoarError):
+    def __init__(self, path: object) -> None:
+        super().__init__(f"not a git repository (or any parent up to /): {path}")
+
+
+class GitFailed(RoarError):
+    """The `git` subprocess failed; carries everything needed to understand why."""
+
+    def __init__(self, cmd: list[str], returncode: int, stdout: bytes, stderr: bytes) -> None:
+        self.cmd = cmd
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        detail = stderr.decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else f"exit status {returncode}"
+        super().__init__(f"git {' '.join(cmd[1:3])} failed: {last}")
+
+
+class RecordCorrupt(RoarError):
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"record {name} is corrupt: {why}")
+
+
+class RecordTooNew(RoarError):
+    def __init__(self, name: str, version: int, supported: int) -> None:
+        super().__init__(
+            f"record {name} has schema version {version}; this roargit reads up to "
+            f"{supported}: upgrade roargit"
+        )
+
+
+class NoMatch(RoarError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no artifact, run or step matches '{ref}'")
+
+
+class AmbiguousPrefix(RoarError):
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        self.candidates = candidates
+        shown = ", ".join(c[:16] for c in candidates[:10])
+        more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+        super().__init__(f"'{prefix}' is ambiguous: it matches {shown}{more}")
+
+
+class PrefixTooShort(RoarError):
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"'{prefix}' is too short: give at least 6 hex characters")
+
+
+class BlobMissing(RoarError):
+    def __init__(self, digest: str, where: str) -> None:
+        super().__init__(f"blob {digest[:16]} is not in {where}")
+
+
+class BlobCorrupt(RoarError):
+    def __init__(self, digest: str, where: str, actual: str) -> None:
+        super().__init__(
+            f"blob {digest[:16]} in {where} is corrupt (its content hashes to {actual[:16]}); "
+            "it was not used"
+        )
+
+
+class ConfigError(RoarError):
+    pass
+
+
+class TracerUnavailable(RoarError):
+    pass
