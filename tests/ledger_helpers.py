@@ -1,0 +1,33 @@
+"""Builders for plain records used across ledger tests."""
+
+from __future__ import annotations
+
+from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
+
+
+def hexid(n: int, salt: str = "") -> ArtifactId:
+    from blake3 import blake3
+
+    return ArtifactId(blake3(f"{salt}{n}".encode()).hexdigest())
+
+
+def make_run(
+    n: int,
+    inputs: tuple[str, ...] = (),
+    outputs: tuple[str, ...] = (),
+    session: str = "s" * 64,
+    step: int = 1,
+) -> RunRecord:
+    return RunRecord(
+        argv=("python", "step.py", str(n)),
+        cwd=".",
+        started_at=1_700_000_000_000_000_000 + n,
+        ended_at=1_700_000_001_000_000_000 + n,
+        exit_code=0,
+        status="ok",
+        inputs=tuple(FileRef(f"in/{h[:8]}", ArtifactId(h), 10) for h in inputs),
+        outputs=tuple(FileRef(f"out/{h[:8]}", ArtifactId(h), 20) for h in outputs),
+        code=CodeState(commit=None, branch="main", dirty=False, tree=None),
+        session=SessionId(session),
+        step=step,
+    )

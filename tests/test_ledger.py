@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pygit2
+import pytest
+from conftest import git
+from ledger_helpers import hexid, make_run
+
+from roargit.errors import RecordCorrupt
+from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.repo import find_repo
+
+
+def ledger(repo: Path) -> Ledger:
+    return Ledger(find_repo(repo))
+
+
+def test_append_and_find_by_prefix_and_artifact(git_repo: Path) -> None:
+    led = ledger(git_repo)
+    a, b, c = hexid(1), hexid(2), hexid(3)
+    r1 = led.append_run(make_run(1, inputs=(a,), outputs=(b,)))
+    r2 = led.append_run(make_run(2, inputs=(b,), outputs=(c,)))
+    assert led.find_runs(r1[:6]) == [r1]
+    assert led.run(r2).outputs[0].hash == c
+    assert led.artifact_runs(b) == ([r1], [r2])
+    assert led.artifact_runs(a) == ([], [r1])
+    assert led.find_artifacts(c[:8]) == [c]
+    assert [ids for _, ids in led.history()] == [[r2], [r1]]
+
+
+def test_appending_the_same_record_twice_changes_nothing(git_repo: Path) -> None:
+    led = ledger(git_repo)
+    led.append_run(make_run(1))
+    tip = led.tip()
+    led.append_run(make_run(1))
+    assert led.tip() == tip
+
+
+def test_user_branches_index_and_worktree_untouched(git_repo: Path) -> None:
+    (git_repo / "wip.txt").write_text("uncommitted\n")
+    git(git_repo, "add", "wip.txt")
+    before = (
+        git(git_repo, "for-each-ref"),
+        git(git_repo, "status", "--porcelain"),
+        (git_repo / ".git" / "index").read_bytes(),
+    )
+    ledger(git_repo).append_run(make_run(1, outputs=(hexid(9),)))
+    refs = git(git_repo, "for-each-ref", "--format=%(refname)").splitlines()
+    assert [r for r in refs if not r.startswith("refs/roar/")] == ["refs/heads/main"]
+    after = (
+        git(git_repo, "for-each-ref", "refs/heads"),
+        git(git_repo, "status", "--porcelain"),
+        (git_repo / ".git" / "index").read_bytes(),
+    )
+    assert before[0].splitlines()[0] == after[0]
+    assert before[1:] == after[1:]
+
+
+APPENDER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from ledger_helpers import hexid, make_run
+from roargit.ledger import Ledger
+from roargit.repo import find_repo
+n = int(sys.argv[1])
+Ledger(find_repo(Path({repo!r}))).append_run(
+    make_run(n, inputs=(hexid(0),), outputs=(hexid(n, "out"),)))
+"""
+
+
+def test_64_concurrent_appenders_lose_nothing(git_repo: Path) -> None:
+    script = APPENDER.format(tests=str(Path(__file__).parent), repo=str(git_repo))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(n)], stderr=subprocess.PIPE)
+        for n in range(64)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    led = ledger(git_repo)
+    produced, consumed = led.artifact_runs(hexid(0))
+    assert len(consumed) == 64 and produced == []
+    assert sum(len(ids) for _, ids in led.history()) == 64
+    subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
+
+
+def test_merge_of_diverged_ledgers_is_the_union(git_repo: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(git_repo), str(clone))
+    shared = ledger(git_repo).append_run(make_run(0, outputs=(hexid(0),)))
+    git(clone, "fetch", "-q", str(git_repo), f"{LEDGER_REF}:{LEDGER_REF}")
+    mine = [ledger(git_repo).append_run(make_run(n, inputs=(hexid(0),))) for n in (1, 2)]
+    theirs = [ledger(clone).append_run(make_run(n, inputs=(hexid(0),))) for n in (3, 4, 1)]
+    git(git_repo, "fetch", "-q", str(clone), f"{LEDGER_REF}:refs/roar/remotes/clone/ledger")
+    led = ledger(git_repo)
+    assert led.sync_remotes() == ["refs/roar/remotes/clone/ledger"]
+    assert sorted(led.artifact_runs(hexid(0))[1]) == sorted({*mine, *theirs})
+    assert led.artifact_runs(hexid(0))[0] == [shared]
+    merge = led.repo[led.tip()]
+    assert len(merge.parents) == 2
+    assert led.sync_remotes() == []  # merged already: nothing to do
+    subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
+
+
+def test_merge_fast_forwards_when_ours_is_behind(git_repo: Path, tmp_path: Path) -> None:
+    led = ledger(git_repo)
+    led.append_run(make_run(1))
+    base = led.tip()
+    led.append_run(make_run(2))
+    ahead = led.tip()
+    git(git_repo, "update-ref", LEDGER_REF, str(base))
+    assert led.merge(ahead) == ahead
+
+
+def test_tampered_record_is_refused_by_name(git_repo: Path) -> None:
+    led = ledger(git_repo)
+    rid = led.append_run(make_run(1))
+    bogus = led.blob(b"\x93not a record")
+    led.commit([Entry(("runs", rid[:2], rid[2:4], rid), bogus)], "tamper")
+    with pytest.raises(RecordCorrupt, match=f"run {rid[:12]}"):
+        led.run(rid)
+
+
+def test_ledger_commit_has_roar_identity_without_user_config(git_repo: Path) -> None:
+    led = ledger(git_repo)
+    led.append_run(make_run(1))
+    commit = led.repo[led.tip()]
+    assert isinstance(commit, pygit2.Commit)
+    assert commit.author.name == "roar"
