@@ -1,2 +1,980 @@
-/* placeholder until the tracer lands */
-int main(void) { return 0; }
+/*
+ * roar-trace: record the file accesses of a command and of every process it starts.
+ *
+ *   roar-trace --log FILE [--no-filter] [--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]
+ *
+ * The command runs under ptrace with a seccomp-bpf filter installed before its execve, so
+ * only the file-related system calls (open family, rename/unlink/link/symlink/truncate,
+ * mkdir/rmdir, chdir, execve) stop it, once, at syscall entry (SECCOMP_RET_TRACE gives a
+ * PTRACE_EVENT_SECCOMP stop); every other call runs at full speed. The tracer never takes
+ * the exit stop: the path and flags are read at entry and the outcome is judged later, by
+ * the Python side, from the state of the file system (see docs/trace-format.md).
+ *
+ * Processes: the front process (this one) forks a worker, the worker forks the command and
+ * is its tracer. The front waits for the worker's verdict and exits with the command's
+ * status. That split lets the worker keep serving processes the command left behind (see
+ * "Left-behind processes" in docs/trace-format.md) after the front has returned.
+ *
+ * Env: ROAR_TRACE_NO_FILTER=1 (same as --no-filter: stop at every syscall entry and exit,
+ * a debug switch that shows what the filter saves), ROAR_TRACE_DAEMON_GRACE=SECONDS.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_VERSION 1
+
+#if defined(__x86_64__)
+#define NATIVE_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define NATIVE_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "roar-trace supports x86_64 and aarch64"
+#endif
+
+#ifndef __NR_openat2
+#define __NR_openat2 437 /* same number on every architecture (unified table, Linux 5.6) */
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#ifndef O_TMPFILE
+#define O_TMPFILE (020000000 | O_DIRECTORY)
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
+
+/* SECCOMP_RET_DATA values: what the filter saw. */
+#define DATA_FILE 1
+#define DATA_FOREIGN 2 /* another syscall ABI (i386, x32): we cannot decode it */
+
+/* ptrace(PTRACE_GET_SYSCALL_INFO) result, Linux 5.3; layout is kernel ABI. */
+struct roar_syscall_info {
+    uint8_t op;
+    uint8_t pad[3];
+    uint32_t arch;
+    uint64_t instruction_pointer;
+    uint64_t stack_pointer;
+    union {
+        struct {
+            uint64_t nr;
+            uint64_t args[6];
+        } entry;
+        struct {
+            int64_t rval;
+            uint8_t is_error;
+        } exit;
+        struct {
+            uint64_t nr;
+            uint64_t args[6];
+            uint32_t ret_data;
+        } seccomp;
+    };
+};
+#define ROAR_GET_SYSCALL_INFO 0x420e
+#define INFO_OP_ENTRY 1
+#define INFO_OP_SECCOMP 3
+
+/* ---------------------------------------------------------------- the filter */
+
+static const long traced_calls[] = {
+#ifdef __NR_open
+    __NR_open,
+#endif
+#ifdef __NR_creat
+    __NR_creat,
+#endif
+#ifdef __NR_rename
+    __NR_rename,
+#endif
+#ifdef __NR_unlink
+    __NR_unlink,
+#endif
+#ifdef __NR_link
+    __NR_link,
+#endif
+#ifdef __NR_symlink
+    __NR_symlink,
+#endif
+#ifdef __NR_mkdir
+    __NR_mkdir,
+#endif
+#ifdef __NR_rmdir
+    __NR_rmdir,
+#endif
+#ifdef __NR_renameat
+    __NR_renameat,
+#endif
+    __NR_openat,   __NR_openat2, __NR_renameat2, __NR_unlinkat, __NR_truncate,
+    __NR_linkat,   __NR_symlinkat, __NR_mkdirat, __NR_chdir,    __NR_fchdir,
+    __NR_execve,   __NR_execveat,
+};
+#define N_TRACED (sizeof traced_calls / sizeof traced_calls[0])
+
+static int is_traced_call(long nr) {
+    for (size_t i = 0; i < N_TRACED; i++)
+        if (traced_calls[i] == nr) return 1;
+    return 0;
+}
+
+static int install_filter(void) {
+    struct sock_filter prog[8 + N_TRACED * 1 + 4];
+    size_t n = 0;
+    /* Jump offsets below are relative; the two return blocks sit at the end. */
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, arch));
+    /* arch != native -> foreign (index computed after the list) */
+    size_t arch_jump = n;
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 0, 0);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, nr));
+#if defined(__x86_64__)
+    /* x32 calls share AUDIT_ARCH_X86_64 and carry bit 30 in the number. */
+    size_t x32_jump = n;
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 0);
+#endif
+    size_t first_cmp = n;
+    for (size_t i = 0; i < N_TRACED; i++)
+        prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+                                                 (uint32_t)traced_calls[i], 0, 0);
+    size_t ret_allow = n;
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    size_t ret_trace = n;
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE | DATA_FILE);
+    size_t ret_foreign = n;
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE | DATA_FOREIGN);
+    (void)ret_allow;
+    /* patch jumps */
+    prog[arch_jump].jt = 0;
+    prog[arch_jump].jf = (uint8_t)(ret_foreign - arch_jump - 1);
+#if defined(__x86_64__)
+    prog[x32_jump].jt = (uint8_t)(ret_foreign - x32_jump - 1);
+    prog[x32_jump].jf = 0;
+#endif
+    for (size_t i = first_cmp; i < first_cmp + N_TRACED; i++) {
+        prog[i].jt = (uint8_t)(ret_trace - i - 1);
+        prog[i].jf = 0;
+    }
+    struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the log */
+
+static FILE *logf_;     /* NULL once the log is finished */
+static int no_filter;
+
+static void log_raw(const char *s) {
+    if (logf_) fputs(s, logf_);
+}
+
+/* Paths are raw bytes: escape what would break the line format (see trace-format.md). */
+static void log_bytes(const char *s, size_t len) {
+    if (!logf_) return;
+    putc_unlocked(' ', logf_);
+    if (len == 0) {
+        fputs("%00", logf_); /* an empty field still needs a token; %00 cannot be a path byte */
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == '%' || c == 0x7f)
+            fprintf(logf_, "%%%02X", c);
+        else
+            putc_unlocked(c, logf_);
+    }
+}
+static void log_str(const char *s) { log_bytes(s, strlen(s)); }
+
+static void log_end_line(void) {
+    if (logf_) putc_unlocked('\n', logf_);
+}
+
+static void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_warn(const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    log_raw("warn");
+    log_str(buf);
+    log_end_line();
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+struct task {
+    pid_t tid;
+    pid_t tgid;
+    int cwd_gen;       /* cwd_cache valid while equal to the global generation */
+    char *cwd_cache;
+    char *pending_exec; /* resolved path of the last execve entry, used at the exec event */
+    int foreign_warned;
+};
+
+static struct task *tasks;
+static size_t n_tasks, cap_tasks;
+static int cwd_generation = 1;
+
+static struct task *find_task(pid_t tid) {
+    for (size_t i = n_tasks; i-- > 0;)
+        if (tasks[i].tid == tid) return &tasks[i];
+    return NULL;
+}
+
+static pid_t read_tgid(pid_t tid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/status", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return tid;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return tid;
+    buf[n] = 0;
+    char *p = strstr(buf, "\nTgid:");
+    return p ? (pid_t)atoi(p + 6) : tid;
+}
+
+static struct task *add_task(pid_t tid) {
+    struct task *t = find_task(tid);
+    if (t) return t;
+    if (n_tasks == cap_tasks) {
+        cap_tasks = cap_tasks ? cap_tasks * 2 : 64;
+        tasks = realloc(tasks, cap_tasks * sizeof *tasks);
+        if (!tasks) abort();
+    }
+    t = &tasks[n_tasks++];
+    memset(t, 0, sizeof *t);
+    t->tid = tid;
+    t->tgid = read_tgid(tid);
+    return t;
+}
+
+static void remove_task(pid_t tid) {
+    for (size_t i = 0; i < n_tasks; i++) {
+        if (tasks[i].tid == tid) {
+            free(tasks[i].cwd_cache);
+            free(tasks[i].pending_exec);
+            tasks[i] = tasks[--n_tasks];
+            return;
+        }
+    }
+}
+
+static size_t live_processes(void) {
+    size_t n = 0;
+    for (size_t i = 0; i < n_tasks; i++)
+        if (tasks[i].tid == tasks[i].tgid) n++;
+    return n;
+}
+
+/* ---------------------------------------------------------------- tracee memory */
+
+/* Read a NUL-terminated string from the tracee, page by page so an unmapped page after the
+ * string does not fail the whole read. Returns its length, or -1. */
+static ssize_t read_string(pid_t tid, uint64_t addr, char *out, size_t cap) {
+    size_t got = 0;
+    while (got < cap - 1) {
+        uint64_t a = addr + got;
+        size_t chunk = 4096 - (size_t)(a & 4095);
+        if (chunk > cap - 1 - got) chunk = cap - 1 - got;
+        struct iovec local = {out + got, chunk};
+        struct iovec remote = {(void *)(uintptr_t)a, chunk};
+        ssize_t n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (n <= 0) {
+            /* process_vm_readv can be refused where ptrace is not: fall back to PEEKDATA. */
+            errno = 0;
+            long word = ptrace(PTRACE_PEEKDATA, tid, (void *)(uintptr_t)(a & ~7UL), 0);
+            if (errno) return got ? (ssize_t)got : -1;
+            size_t off = (size_t)(a & 7);
+            n = (ssize_t)(8 - off);
+            if ((size_t)n > cap - 1 - got) n = (ssize_t)(cap - 1 - got);
+            memcpy(out + got, (char *)&word + off, (size_t)n);
+        }
+        void *nul = memchr(out + got, 0, (size_t)n);
+        if (nul) return (char *)nul - out;
+        got += (size_t)n;
+    }
+    out[got] = 0;
+    return (ssize_t)got;
+}
+
+static int read_mem(pid_t tid, uint64_t addr, void *out, size_t len) {
+    struct iovec local = {out, len};
+    struct iovec remote = {(void *)(uintptr_t)addr, len};
+    return process_vm_readv(tid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+static const char *task_cwd(struct task *t) {
+    if (t->cwd_cache && t->cwd_gen == cwd_generation) return t->cwd_cache;
+    char link[64], buf[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/%d/cwd", t->tid);
+    ssize_t n = readlink(link, buf, sizeof buf - 1);
+    if (n < 0) return NULL;
+    buf[n] = 0;
+    free(t->cwd_cache);
+    t->cwd_cache = strdup(buf);
+    t->cwd_gen = cwd_generation;
+    return t->cwd_cache;
+}
+
+static int fd_path(pid_t tid, long fd, char *out, size_t cap) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/fd/%ld", tid, fd);
+    ssize_t n = readlink(link, out, cap - 1);
+    if (n < 0) return -1;
+    out[n] = 0;
+    return 0;
+}
+
+/* Resolve `path` (in the tracee) against dirfd and the task's cwd into out. The result is
+ * absolute but not normalised: the Python side normalises lexically. */
+static int resolve(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out, size_t cap) {
+    char rel[PATH_MAX];
+    ssize_t n = read_string(t->tid, addr, rel, sizeof rel);
+    if (n < 0) return -1;
+    if (n == 0 && !empty_ok) return -1; /* the call fails with ENOENT */
+    if (rel[0] == '/') {
+        memcpy(out, rel, (size_t)n + 1);
+        return 0;
+    }
+    char base[PATH_MAX];
+    if ((int)dirfd == AT_FDCWD) {
+        const char *cwd = task_cwd(t);
+        if (!cwd) return -1;
+        snprintf(base, sizeof base, "%s", cwd);
+    } else if (fd_path(t->tid, dirfd, base, sizeof base) != 0) {
+        return -1;
+    }
+    if (n == 0)
+        snprintf(out, cap, "%s", base);
+    else
+        snprintf(out, cap, "%s%s%s", base, strcmp(base, "/") == 0 ? "" : "/", rel);
+    return 0;
+}
+
+static char exists_flag(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 ? '1' : '0';
+}
+
+/* ---------------------------------------------------------------- syscall handling */
+
+static void log_head(const char *kind, pid_t tgid) {
+    if (logf_) fprintf(logf_, "%s %d", kind, tgid);
+}
+
+static void log_path_event(const char *kind, struct task *t, long dirfd, uint64_t addr,
+                           int check_exists) {
+    char p[PATH_MAX * 2];
+    if (resolve(t, dirfd, addr, 0, p, sizeof p) != 0) return;
+    log_head(kind, t->tgid);
+    if (check_exists) {
+        char e[3] = {' ', exists_flag(p), 0};
+        log_raw(e);
+    }
+    log_str(p);
+    log_end_line();
+}
+
+static void log_open(struct task *t, long dirfd, uint64_t addr, uint64_t flags) {
+    char p[PATH_MAX * 2];
+    if (resolve(t, dirfd, addr, 0, p, sizeof p) != 0) return;
+    char existed = (flags & O_CREAT) ? exists_flag(p) : '-';
+    if (logf_) fprintf(logf_, "open %d %llx %c", t->tgid, (unsigned long long)flags, existed);
+    log_str(p);
+    log_end_line();
+}
+
+static void log_two(const char *kind, struct task *t, long d1, uint64_t a1, long d2, uint64_t a2,
+                    int first_is_literal) {
+    char p1[PATH_MAX * 2], p2[PATH_MAX * 2];
+    if (first_is_literal) { /* symlink target: a string, not a path we resolve */
+        if (read_string(t->tid, a1, p1, sizeof p1) < 0) return;
+    } else if (resolve(t, d1, a1, 0, p1, sizeof p1) != 0) {
+        return;
+    }
+    if (resolve(t, d2, a2, 0, p2, sizeof p2) != 0) return;
+    log_head(kind, t->tgid);
+    char e[3] = {' ', exists_flag(p2), 0};
+    log_raw(e);
+    log_str(p1);
+    log_str(p2);
+    log_end_line();
+}
+
+static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
+    switch (nr) {
+#ifdef __NR_open
+    case __NR_open:
+        log_open(t, AT_FDCWD, a[0], a[1]);
+        break;
+#endif
+#ifdef __NR_creat
+    case __NR_creat:
+        log_open(t, AT_FDCWD, a[0], O_CREAT | O_WRONLY | O_TRUNC);
+        break;
+#endif
+    case __NR_openat:
+        log_open(t, (long)(int)a[0], a[1], a[2]);
+        break;
+    case __NR_openat2: {
+        uint64_t flags = 0; /* struct open_how starts with the u64 flags */
+        if (read_mem(t->tid, a[2], &flags, sizeof flags) == 0)
+            log_open(t, (long)(int)a[0], a[1], flags);
+        break;
+    }
+#ifdef __NR_rename
+    case __NR_rename:
+        log_two("rename", t, AT_FDCWD, a[0], AT_FDCWD, a[1], 0);
+        break;
+#endif
+#ifdef __NR_renameat
+    case __NR_renameat:
+        log_two("rename", t, (long)(int)a[0], a[1], (long)(int)a[2], a[3], 0);
+        break;
+#endif
+    case __NR_renameat2:
+        /* RENAME_EXCHANGE (2) swaps: record both directions. */
+        log_two("rename", t, (long)(int)a[0], a[1], (long)(int)a[2], a[3], 0);
+        if (a[4] & 2) log_two("rename", t, (long)(int)a[2], a[3], (long)(int)a[0], a[1], 0);
+        break;
+#ifdef __NR_unlink
+    case __NR_unlink:
+        log_path_event("unlink", t, AT_FDCWD, a[0], 1);
+        break;
+#endif
+    case __NR_unlinkat:
+        log_path_event((a[2] & AT_REMOVEDIR) ? "rmdir" : "unlink", t, (long)(int)a[0], a[1], 1);
+        break;
+#ifdef __NR_rmdir
+    case __NR_rmdir:
+        log_path_event("rmdir", t, AT_FDCWD, a[0], 1);
+        break;
+#endif
+#ifdef __NR_mkdir
+    case __NR_mkdir:
+        log_path_event("mkdir", t, AT_FDCWD, a[0], 1);
+        break;
+#endif
+    case __NR_mkdirat:
+        log_path_event("mkdir", t, (long)(int)a[0], a[1], 1);
+        break;
+    case __NR_truncate:
+        log_path_event("truncate", t, AT_FDCWD, a[0], 1);
+        break;
+#ifdef __NR_link
+    case __NR_link:
+        log_two("link", t, AT_FDCWD, a[0], AT_FDCWD, a[1], 0);
+        break;
+#endif
+    case __NR_linkat:
+        log_two("link", t, (long)(int)a[0], a[1], (long)(int)a[2], a[3], 0);
+        break;
+#ifdef __NR_symlink
+    case __NR_symlink:
+        log_two("symlink", t, 0, a[0], AT_FDCWD, a[1], 1);
+        break;
+#endif
+    case __NR_symlinkat:
+        log_two("symlink", t, 0, a[0], (long)(int)a[1], a[2], 1);
+        break;
+    case __NR_chdir:
+    case __NR_fchdir:
+        /* The cwd changes after this stop; every task's cached cwd may be stale (threads and
+         * CLONE_FS children share it), so invalidate them all. */
+        cwd_generation++;
+        break;
+    case __NR_execve:
+    case __NR_execveat: {
+        char p[PATH_MAX * 2];
+        int r = nr == __NR_execve ? resolve(t, AT_FDCWD, a[0], 0, p, sizeof p)
+                                  : resolve(t, (long)(int)a[0], a[1], (a[4] & AT_EMPTY_PATH) != 0,
+                                            p, sizeof p);
+        free(t->pending_exec);
+        t->pending_exec = r == 0 ? strdup(p) : NULL;
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static int get_syscall(pid_t tid, long *nr, uint64_t args[6], int *op) {
+    struct roar_syscall_info info;
+    memset(&info, 0, sizeof info);
+    long r = ptrace((enum __ptrace_request)ROAR_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info);
+    if (r <= 0) return -1;
+    *op = info.op;
+    if (info.op == INFO_OP_SECCOMP) {
+        *nr = (long)info.seccomp.nr;
+        memcpy(args, info.seccomp.args, sizeof info.seccomp.args);
+    } else if (info.op == INFO_OP_ENTRY) {
+        *nr = (long)info.entry.nr;
+        memcpy(args, info.entry.args, sizeof info.entry.args);
+    }
+    return 0;
+}
+
+static void on_syscall_stop(pid_t tid, int seccomp_stop) {
+    struct task *t = add_task(tid);
+    long nr = -1;
+    uint64_t args[6] = {0};
+    int op = 0;
+    if (get_syscall(tid, &nr, args, &op) != 0) {
+        log_warn("cannot read the system call of task %d: %s", tid, strerror(errno));
+        return;
+    }
+    if (seccomp_stop) {
+        unsigned long data = 0;
+        ptrace(PTRACE_GETEVENTMSG, tid, 0, &data);
+        if (data == DATA_FOREIGN) {
+            if (!t->foreign_warned) {
+                t->foreign_warned = 1;
+                log_warn("process %d uses a foreign system-call ABI (32-bit or x32); its file "
+                         "accesses are not recorded",
+                         t->tgid);
+                log_raw("incomplete\n");
+            }
+            return;
+        }
+    } else if (op != INFO_OP_ENTRY || !is_traced_call(nr)) {
+        return; /* unfiltered mode: exits and non-file calls */
+    }
+    handle_file_call(t, nr, args);
+}
+
+static void on_exec(pid_t tid) {
+    unsigned long old = 0;
+    ptrace(PTRACE_GETEVENTMSG, tid, 0, &old);
+    char *path = NULL;
+    struct task *prev = find_task((pid_t)old);
+    if (prev) {
+        path = prev->pending_exec;
+        prev->pending_exec = NULL;
+    }
+    if ((pid_t)old != tid) remove_task((pid_t)old); /* a non-leader thread exec'd */
+    struct task *t = add_task(tid);
+    t->tgid = tid;
+    if (!path) {
+        path = t->pending_exec;
+        t->pending_exec = NULL;
+    }
+    char buf[PATH_MAX];
+    if (!path) { /* no entry seen (should not happen): fall back to the binary */
+        char link[64];
+        snprintf(link, sizeof link, "/proc/%d/exe", tid);
+        ssize_t n = readlink(link, buf, sizeof buf - 1);
+        buf[n < 0 ? 0 : n] = 0;
+        path = strdup(buf);
+    }
+    const char *cwd = task_cwd(t);
+    if (logf_) fprintf(logf_, "exec %d %lu", tid, old);
+    log_str(path ? path : "");
+    log_str(cwd ? cwd : "");
+    free(path);
+    /* argv from /proc/<pid>/cmdline: NUL-separated, read in the new image. */
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/cmdline", tid);
+    int fd = open(link, O_RDONLY | O_CLOEXEC);
+    size_t len = 0, cap = 0;
+    char *cmd = NULL;
+    if (fd >= 0) {
+        for (;;) {
+            if (len == cap) {
+                cap = cap ? cap * 2 : 4096;
+                cmd = realloc(cmd, cap);
+                if (!cmd) abort();
+            }
+            ssize_t n = read(fd, cmd + len, cap - len);
+            if (n <= 0) break;
+            len += (size_t)n;
+        }
+        close(fd);
+    }
+    for (size_t i = 0; i < len;) {
+        size_t l = strnlen(cmd + i, len - i);
+        log_bytes(cmd + i, l);
+        i += l + 1;
+    }
+    free(cmd);
+    log_end_line();
+}
+
+/* ---------------------------------------------------------------- the worker */
+
+static volatile sig_atomic_t alarm_fired;
+static volatile sig_atomic_t command_pid;
+static void on_alarm(int sig) { (void)sig; alarm_fired = 1; }
+static void relay(int sig) {
+    if (command_pid > 0) kill(command_pid, sig);
+}
+
+static void resume(pid_t tid, int sig) {
+    ptrace(no_filter ? PTRACE_SYSCALL : PTRACE_CONT, tid, 0, (void *)(long)sig);
+}
+
+static int is_stop_signal(int sig) {
+    return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
+
+/* Runs the command and traces it; writes the verdict (its wait status) to verdict_fd. */
+static int worker(char **cmd, const char *log_path, double grace, int sigint_ignored,
+                  int verdict_fd) {
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        fprintf(stderr, "roar-trace: cannot write %s: %s\n", log_path, strerror(errno));
+        return 125;
+    }
+    logf_ = fdopen(logfd, "w");
+    static char logbuf[1 << 18];
+    setvbuf(logf_, logbuf, _IOFBF, sizeof logbuf);
+    fprintf(logf_, "roar-trace %d\n", LOG_VERSION);
+
+    int go[2], err[2];
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return 125;
+    pid_t child = fork();
+    if (child < 0) return 125;
+    if (child == 0) {
+        close(go[1]);
+        close(err[0]);
+        char c;
+        if (read(go[0], &c, 1) != 1) _exit(125); /* the tracer is gone */
+        signal(SIGINT, sigint_ignored ? SIG_IGN : SIG_DFL);
+        signal(SIGQUIT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        if (!no_filter && install_filter() != 0) {
+            char msg[256];
+            int m = snprintf(msg, sizeof msg, "seccomp refused: %s", strerror(errno));
+            if (write(err[1], msg, (size_t)m) < 0) _exit(125);
+            _exit(125);
+        }
+        execvp(cmd[0], cmd);
+        char msg[PATH_MAX + 64];
+        int e = errno;
+        int m = snprintf(msg, sizeof msg, "exec %s", strerror(e));
+        if (write(err[1], msg, (size_t)m) < 0) _exit(127);
+        _exit(e == ENOENT ? 127 : 126);
+    }
+    close(go[0]);
+    close(err[1]);
+    long opts = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
+                PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP |
+                PTRACE_O_TRACESYSGOOD;
+    if (ptrace(PTRACE_SEIZE, child, 0, (void *)opts) != 0) {
+        int e = errno;
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        fprintf(logf_, "unavailable");
+        log_str("ptrace refused");
+        log_str(strerror(e));
+        log_end_line();
+        fclose(logf_);
+        return 125;
+    }
+    fprintf(logf_, "start %d %d\n", child, no_filter ? 0 : 1);
+    add_task(child)->tgid = child;
+    if (write(go[1], "g", 1) != 1) return 125;
+    close(go[1]);
+    if (no_filter) {
+        /* Without the filter nothing stops the child until we make it: interrupt it and
+         * let the first stop switch it to PTRACE_SYSCALL mode. */
+        ptrace(PTRACE_INTERRUPT, child, 0, 0);
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm; /* no SA_RESTART: waitpid returns EINTR at the deadline */
+    sigaction(SIGALRM, &sa, NULL);
+    /* SIGTERM and friends sent to roar-trace are meant for the command. */
+    command_pid = child;
+    sa.sa_handler = relay;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+
+    int root_status = -1, root_exec_seen = 0, finished = 0;
+    for (;;) {
+        if (n_tasks == 0) break;
+        if (root_status != -1 && !finished && alarm_fired) {
+            /* Grace period over: finish the log, hand the verdict back, keep serving the
+             * processes left behind (they stay under the filter, which without a tracer
+             * would fail their file calls with ENOSYS, so detaching is no option). */
+            for (size_t i = 0; i < n_tasks; i++)
+                if (tasks[i].tid == tasks[i].tgid) fprintf(logf_, "leftover %d\n", tasks[i].tid);
+            break;
+        }
+        int status;
+        pid_t tid = waitpid(-1, &status, __WALL);
+        if (tid < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            struct task *t = find_task(tid);
+            if (t && t->tid == t->tgid) {
+                if (WIFEXITED(status))
+                    fprintf(logf_, "exit %d code %d\n", tid, WEXITSTATUS(status));
+                else
+                    fprintf(logf_, "exit %d signal %d\n", tid, WTERMSIG(status));
+            }
+            remove_task(tid);
+            if (tid == child) {
+                root_status = status;
+                if (n_tasks > 0 && live_processes() > 0) {
+                    struct itimerval it;
+                    memset(&it, 0, sizeof it);
+                    it.it_value.tv_sec = (time_t)grace;
+                    it.it_value.tv_usec = (suseconds_t)((grace - (double)(time_t)grace) * 1e6);
+                    if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+                    setitimer(ITIMER_REAL, &it, NULL);
+                }
+            }
+            continue;
+        }
+        if (!WIFSTOPPED(status)) continue;
+        int sig = WSTOPSIG(status);
+        int event = (unsigned)status >> 16;
+        switch (event) {
+        case PTRACE_EVENT_SECCOMP:
+            on_syscall_stop(tid, 1);
+            resume(tid, 0);
+            break;
+        case PTRACE_EVENT_FORK:
+        case PTRACE_EVENT_VFORK:
+        case PTRACE_EVENT_CLONE: {
+            unsigned long nid = 0;
+            ptrace(PTRACE_GETEVENTMSG, tid, 0, &nid);
+            struct task *parent = add_task(tid);
+            pid_t ptgid = parent->tgid;
+            char *pcwd = parent->cwd_cache ? strdup(parent->cwd_cache) : NULL;
+            int pgen = parent->cwd_gen;
+            struct task *c = add_task((pid_t)nid); /* may realloc: parent is stale now */
+            if (!c->cwd_cache && pcwd) {
+                c->cwd_cache = pcwd;
+                c->cwd_gen = pgen;
+            } else {
+                free(pcwd);
+            }
+            fprintf(logf_, "task %lu %d %d %s\n", nid, c->tgid, ptgid,
+                    event == PTRACE_EVENT_FORK ? "fork"
+                    : event == PTRACE_EVENT_VFORK ? "vfork"
+                    : c->tgid == ptgid ? "thread" : "clone");
+            resume(tid, 0);
+            break;
+        }
+        case PTRACE_EVENT_EXEC:
+            on_exec(tid);
+            if (tid == child) root_exec_seen = 1;
+            resume(tid, 0);
+            break;
+        case PTRACE_EVENT_STOP:
+            add_task(tid);
+            if (is_stop_signal(sig))
+                ptrace(PTRACE_LISTEN, tid, 0, 0); /* group-stop: stay stopped, like untraced */
+            else
+                resume(tid, 0);
+            break;
+        case 0:
+            if (sig == (SIGTRAP | 0x80)) { /* syscall stop (unfiltered mode only) */
+                on_syscall_stop(tid, 0);
+                resume(tid, 0);
+            } else {
+                /* signal-delivery-stop: pass the signal on */
+                struct task *t = add_task(tid);
+                if (sig != SIGCHLD) fprintf(logf_, "signal %d %d\n", t->tgid, sig);
+                resume(tid, sig);
+            }
+            break;
+        default:
+            resume(tid, 0);
+            break;
+        }
+    }
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    setitimer(ITIMER_REAL, &off, NULL);
+
+    if (!root_exec_seen) {
+        char msg[PATH_MAX + 64];
+        ssize_t n = read(err[0], msg, sizeof msg - 1);
+        if (n > 0) {
+            msg[n] = 0;
+            if (strncmp(msg, "seccomp", 7) == 0) {
+                fprintf(logf_, "unavailable");
+                log_str(msg);
+                log_end_line();
+                fclose(logf_);
+                logf_ = NULL;
+                return 125;
+            }
+            log_warn("cannot run %s: %s", cmd[0], msg + 5);
+            fprintf(stderr, "roar-trace: %s: %s\n", cmd[0], msg + 5);
+        }
+    }
+    close(err[0]);
+    if (root_status == -1) root_status = 125 << 8; /* lost the root: should not happen */
+    if (WIFSIGNALED(root_status))
+        fprintf(logf_, "end signal %d\n", WTERMSIG(root_status));
+    else
+        fprintf(logf_, "end code %d\n", WEXITSTATUS(root_status));
+    fclose(logf_);
+    logf_ = NULL;
+
+    int verdict[2] = {root_status, (int)n_tasks};
+    if (write(verdict_fd, verdict, sizeof verdict) < 0) return 125;
+    close(verdict_fd);
+
+    if (n_tasks > 0) {
+        /* Left-behind processes: keep serving them, unrecorded, until they exit. The front
+         * has returned; we must outlive it, so drop the parent-death signal. */
+        prctl(PR_SET_PDEATHSIG, 0);
+        while (n_tasks > 0) {
+            int status;
+            pid_t tid = waitpid(-1, &status, __WALL);
+            if (tid < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
+            if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                remove_task(tid);
+                continue;
+            }
+            if (!WIFSTOPPED(status)) continue;
+            int sig = WSTOPSIG(status), event = (unsigned)status >> 16;
+            if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK ||
+                event == PTRACE_EVENT_CLONE) {
+                unsigned long nid = 0;
+                ptrace(PTRACE_GETEVENTMSG, tid, 0, &nid);
+                add_task((pid_t)nid);
+            }
+            add_task(tid);
+            if (event == PTRACE_EVENT_STOP && is_stop_signal(sig))
+                ptrace(PTRACE_LISTEN, tid, 0, 0);
+            else
+                resume(tid, event == 0 && sig != (SIGTRAP | 0x80) ? sig : 0);
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the front */
+
+static volatile sig_atomic_t worker_pid;
+static void forward(int sig) {
+    if (worker_pid > 0) kill(worker_pid, sig);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: roar-trace --log FILE [--no-filter] [--grace SECONDS] "
+                    "[--sigint-ignored] -- CMD [ARG...]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *log_path = NULL;
+    double grace = 2.0;
+    int sigint_ignored = 0, i;
+    const char *e = getenv("ROAR_TRACE_NO_FILTER");
+    no_filter = e && *e && strcmp(e, "0") != 0;
+    if ((e = getenv("ROAR_TRACE_DAEMON_GRACE")) && *e) grace = atof(e);
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc) {
+            log_path = argv[++i];
+        } else if (strcmp(argv[i], "--grace") == 0 && i + 1 < argc) {
+            grace = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--no-filter") == 0) {
+            no_filter = 1;
+        } else if (strcmp(argv[i], "--sigint-ignored") == 0) {
+            sigint_ignored = 1;
+        } else {
+            usage();
+        }
+    }
+    if (!log_path || i >= argc) usage();
+    if (grace < 0) grace = 0;
+
+    /* Ctrl-C and Ctrl-\ reach the command through its process group; we must survive them
+     * to finish the log. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* roar killed -> we die -> EXITKILL kills the command */
+    if (getppid() != parent) return 125;
+
+    int verdict[2];
+    if (pipe2(verdict, O_CLOEXEC) != 0) return 125;
+    pid_t w = fork();
+    if (w < 0) return 125;
+    if (w == 0) {
+        close(verdict[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(125);
+        int rc = worker(argv + i, log_path, grace, sigint_ignored, verdict[1]);
+        _exit(rc);
+    }
+    close(verdict[1]);
+    worker_pid = w;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+
+    int got[2] = {0, 0};
+    ssize_t n;
+    do {
+        n = read(verdict[0], got, sizeof got);
+    } while (n < 0 && errno == EINTR);
+    int status = got[0];
+    if (n == (ssize_t)sizeof got && got[1] == 0) {
+        /* Nothing left behind: the worker is about to exit; reap it. */
+        while (waitpid(w, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    if (n != (ssize_t)sizeof got) {
+        /* The worker ended without a verdict (unavailable, bad usage, crash). */
+        int ws = 0;
+        while (waitpid(w, &ws, 0) < 0 && errno == EINTR) {
+        }
+        if (WIFEXITED(ws)) return WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 125;
+        return 125;
+    }
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
