@@ -21,13 +21,19 @@ def compile_tracer(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     cc = os.environ.get("CC", "cc")
     flags = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
-    subprocess.run(
-        [cc, *flags, "-o", str(out_dir / "roar-trace"), str(HERE / SOURCE)], check=True
-    )
+    subprocess.run([cc, *flags, "-o", str(out_dir / "roar-trace"), str(HERE / SOURCE)], check=True)
     if (HERE / SHIM).exists():
         subprocess.run(
-            [cc, *flags, "-shared", "-fPIC", "-o", str(out_dir / "roar-shim.so"),
-             str(HERE / SHIM), "-ldl"],
+            [
+                cc,
+                *flags,
+                "-shared",
+                "-fPIC",
+                "-o",
+                str(out_dir / "roar-shim.so"),
+                str(HERE / SHIM),
+                "-ldl",
+            ],
             check=True,
         )
 

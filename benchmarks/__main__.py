@@ -9,7 +9,8 @@ from pathlib import Path
 def main() -> int:
     wanted = set(sys.argv[1:])
     names = sorted(
-        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
     for name in names:

@@ -77,9 +77,10 @@ class Ledger:
 
     def tip(self, ref: str | None = None) -> pygit2.Oid | None:
         try:
-            return self.repo.references[ref or self.ref].target  # type: ignore[no-any-return]
+            target = self.repo.references[ref or self.ref].target
         except KeyError:
             return None
+        return target if isinstance(target, pygit2.Oid) else None
 
     def tree(self) -> pygit2.Tree | None:
         tip = self.tip()
@@ -191,7 +192,9 @@ class Ledger:
         for f in record.outputs:
             entries.append(Entry(("artifacts", *fanout(f.hash), f.hash, f"p.{run_id}"), oid))
         if record.code.tree:
-            entries.append(Entry(("code", record.code.tree), pygit2.Oid(hex=record.code.tree), TREE))
+            entries.append(
+                Entry(("code", record.code.tree), pygit2.Oid(hex=record.code.tree), TREE)
+            )
         return entries
 
     def append_run(self, record: RunRecord, extra: Sequence[Entry] = ()) -> RunId:
@@ -214,12 +217,12 @@ class Ledger:
             old = self.tip()
             base = self.repo[old].peel(pygit2.Tree) if old is not None else None
             tree = build_tree(self.repo, base, entries)
-            if base is not None and tree == base.id:
-                return old  # type: ignore[return-value]  # every entry was there already
+            if old is not None and base is not None and tree == base.id:
+                return old  # every entry was there already
             parents = [old] if old is not None else []
             new = self.repo.create_commit(None, _signature(), _signature(), message, tree, parents)
             if self._swap(old, new, message):
-                return new  # type: ignore[no-any-return]
+                return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
@@ -266,7 +269,9 @@ class Ledger:
 
     def remote_refs(self) -> list[str]:
         return sorted(
-            r for r in self.repo.references if r.startswith(REMOTES_PREFIX) and r.endswith("/ledger")
+            r
+            for r in self.repo.references
+            if r.startswith(REMOTES_PREFIX) and r.endswith("/ledger")
         )
 
     def sync_remotes(self) -> list[str]:
@@ -279,9 +284,7 @@ class Ledger:
         return merged
 
 
-def build_tree(
-    repo: pygit2.Repository, base: pygit2.Tree | None, entries: Iterable[Entry]
-) -> pygit2.Oid:
+def build_tree(repo: pygit2.Repository, base: Any, entries: Iterable[Entry]) -> pygit2.Oid:
     """`base` with entries added, writing only the trees on the changed paths."""
     here: list[Entry] = []
     below: dict[str, list[Entry]] = defaultdict(list)
@@ -300,14 +303,14 @@ def build_tree(
             if obj.type == GIT_TREE:
                 sub_base = obj
         builder.insert(name, build_tree(repo, sub_base, sub), TREE)
-    return builder.write()  # type: ignore[no-any-return]
+    return builder.write()
 
 
-def union_trees(repo: pygit2.Repository, ours: pygit2.Tree, theirs: pygit2.Tree) -> pygit2.Oid:
+def union_trees(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:
     """The union of two ledger trees. Identical subtrees are skipped by id, so this reads
     only where the two histories differ."""
     if ours.id == theirs.id:
-        return ours.id  # type: ignore[no-any-return]
+        return ours.id
     builder = repo.TreeBuilder(ours)
     for entry in theirs:
         name = entry.name
@@ -323,5 +326,4 @@ def union_trees(repo: pygit2.Repository, ours: pygit2.Tree, theirs: pygit2.Tree)
             # Names are content-derived, so this cannot happen between honest ledgers; keep
             # a deterministic winner so both sides of a merge agree.
             builder.insert(name, entry.id, entry.filemode)
-    return builder.write()  # type: ignore[no-any-return]
-
+    return builder.write()

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_command(
-    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    sub: argparse._SubParsersAction,
     name: str,
     func: Callable[[argparse.Namespace], int | None],
     help: str,

@@ -1,0 +1,126 @@
+"""Settings: `git config roar.*` over team defaults in a committed `.roarconfig`.
+
+Like Git LFS's `.lfsconfig`: the team commits `.roarconfig` (git-config format) at the top of
+the work tree; anyone may override a key in their own git config (local, global or system),
+which wins. Reads happen in-process through pygit2; writes go through `git config` so the files
+stay exactly as git would write them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from roargit.errors import ConfigError
+from roargit.git import run_git
+from roargit.repo import RepoPaths
+
+TEAM_FILE = ".roarconfig"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    default: str
+    help: str
+
+
+# Every key roargit reads, with its default; `roar config list` shows them.
+SETTINGS: dict[str, Setting] = {
+    "roar.store.url": Setting("", "blob store URL (fsspec); empty means .git/roar/blobs"),
+    "roar.store.maxblobsize": Setting(
+        "1G", "outputs larger than this are recorded by hash only (k/M/G suffixes)"
+    ),
+    "roar.env.include": Setting(
+        "", "extra environment variables to record (globs, comma-separated)"
+    ),
+    "roar.ignore": Setting("", "extra path globs a run never records (comma-separated)"),
+    "roar.trace.mode": Setting("auto", "auto, ptrace or fallback"),
+    "roar.trace.daemongrace": Setting("2", "seconds to wait for background processes"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    key: str
+    value: str
+    origin: str  # "git", "team" (.roarconfig) or "default"
+
+
+def normalise_key(key: str) -> str:
+    key = key.strip()
+    if not key.startswith("roar."):
+        key = "roar." + key
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"'{key}' is not a valid key: use section.name, e.g. store.url")
+    # git treats the section and the last part case-insensitively; roargit keys are lower case.
+    return key.lower()
+
+
+def _entries(cfg: object) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in cfg:  # type: ignore[attr-defined]
+        name = entry.name.lower()
+        if name.startswith("roar."):
+            out[name] = entry.value
+    return out
+
+
+def read_all(paths: RepoPaths) -> dict[str, Value]:
+    """Every roar.* key in effect: git config over .roarconfig over defaults."""
+    import pygit2
+
+    values = {k: Value(k, s.default, "default") for k, s in SETTINGS.items()}
+    team = paths.root / TEAM_FILE
+    if team.is_file():
+        try:
+            team_cfg = pygit2.Config(str(team))
+        except pygit2.GitError as exc:
+            raise ConfigError(f"{TEAM_FILE} cannot be read: {exc}") from None
+        for k, v in _entries(team_cfg).items():
+            values[k] = Value(k, v, "team")
+    repo = pygit2.Repository(str(paths.git_dir))
+    for k, v in _entries(repo.config).items():
+        values[k] = Value(k, v, "git")
+    return values
+
+
+def get(paths: RepoPaths, key: str) -> Value | None:
+    return read_all(paths).get(normalise_key(key))
+
+
+def set_value(paths: RepoPaths, key: str, value: str, *, team: bool = False) -> None:
+    key = normalise_key(key)
+    where = ["--file", str(paths.root / TEAM_FILE)] if team else ["--local"]
+    run_git(["config", *where, key, value], paths.root)
+
+
+def unset(paths: RepoPaths, key: str, *, team: bool = False) -> bool:
+    """Remove a key; False when it was not set there."""
+    key = normalise_key(key)
+    file = paths.root / TEAM_FILE
+    if team and not file.exists():
+        return False
+    where = ["--file", str(file)] if team else ["--local"]
+    proc = run_git(["config", *where, "--unset-all", key], paths.root, check=False)
+    if proc.returncode == 5:  # git config: "you try to unset an option which does not exist"
+        return False
+    if proc.returncode != 0:
+        raise ConfigError(proc.stderr.decode(errors="replace").strip() or f"cannot unset {key}")
+    return True
+
+
+def parse_size(text: str) -> int:
+    """'512M' → bytes; plain digits are bytes."""
+    text = text.strip()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    try:
+        if text and text[-1].lower() in units:
+            return int(float(text[:-1]) * units[text[-1].lower()])
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"'{text}' is not a size (e.g. 500M, 2G)") from None
+
+
+def team_file(paths: RepoPaths) -> Path:
+    return paths.root / TEAM_FILE
