@@ -154,9 +154,9 @@ _rule(r"(?P<keep>\b(?:bearer|basic)\s+)" + _NOT_YET + r"[A-Za-z0-9._~+/=-]{8,}",
 # `--password=x`, `--token x`, `-pass x` and bare `db.password=x` / `?token=x&` inside a value
 # (a `bash -c` script, a DSN, a query string). The name is checked by `is_secret_flag`.
 _ASSIGNMENT = re.compile(
-    r"(?<![\w.-])"
+    r"(?<![\w./-])"  # a whole name: not the tail of a word or a path component (/key:x)
     r"(?:(?P<flag>--?[A-Za-z][\w.-]*)\s+(?=[^\s-])"  # --token x: dashed flags only, as
-    r"|(?P<name>(?:--?)?[A-Za-z][\w.-]*)\s*[=:]\s*)"  # "a token here" is prose
+    r"|(?P<name>(?:--?)?[A-Za-z][\w.-]*)[\"']?\s*(?:=|:(?!//))\s*)"  # "a token" is prose
     r"(?P<q>[\"']?)" + _NOT_YET + r"(?P<val>[^\s&;,\"']+)"
 )
 
