@@ -1,7 +1,8 @@
 /*
  * roar-trace: record the file accesses of a command and of every process it starts.
  *
- *   roar-trace --log FILE [--no-filter] [--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]
+ *   roar-trace --log FILE [--cwd DIR] [--no-filter] [--grace SECONDS] [--sigint-ignored]
+ *              -- CMD [ARG...]
  *
  * The command runs under ptrace with a seccomp-bpf filter installed before its execve, so
  * only the file-related system calls (open family, rename/unlink/link/symlink/truncate,
@@ -895,13 +896,13 @@ static void forward(int sig) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: roar-trace --log FILE [--no-filter] [--grace SECONDS] "
+    fprintf(stderr, "usage: roar-trace --log FILE [--cwd DIR] [--no-filter] [--grace SECONDS] "
                     "[--sigint-ignored] -- CMD [ARG...]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    const char *log_path = NULL;
+    const char *log_path = NULL, *cwd = NULL;
     double grace = 2.0;
     int sigint_ignored = 0, i;
     const char *e = getenv("ROAR_TRACE_NO_FILTER");
@@ -913,6 +914,8 @@ int main(int argc, char **argv) {
             break;
         } else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc) {
             log_path = argv[++i];
+        } else if (strcmp(argv[i], "--cwd") == 0 && i + 1 < argc) {
+            cwd = argv[++i];
         } else if (strcmp(argv[i], "--grace") == 0 && i + 1 < argc) {
             grace = atof(argv[++i]);
         } else if (strcmp(argv[i], "--no-filter") == 0) {
@@ -925,6 +928,10 @@ int main(int argc, char **argv) {
     }
     if (!log_path || i >= argc) usage();
     if (grace < 0) grace = 0;
+    if (cwd && chdir(cwd) != 0) {
+        fprintf(stderr, "roar-trace: cannot enter %s: %s\n", cwd, strerror(errno));
+        return 125;
+    }
 
     /* Ctrl-C and Ctrl-\ reach the command through its process group; we must survive them
      * to finish the log. */

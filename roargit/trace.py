@@ -1,0 +1,487 @@
+"""Run a command under the file-access tracer and say what it read, wrote and ran.
+
+`run_traced` is the one choke point for the `roar-trace` binary (roargit/tracer/roar-trace.c).
+The binary writes an event log (docs/trace-format.md); `parse_log` turns its bytes into
+records and `summarize` applies the classification rules to them. Where ptrace or seccomp is
+refused, `run_traced` falls back to `roargit.trace_fallback` and says so in the result.
+
+This module is on the hot path of `roar run`: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roargit.errors import RoarError, TracerUnavailable
+
+LOG_VERSION = 1
+MODE_PTRACE = "ptrace"
+MODE_FALLBACK = "fallback"
+_TRACER_FAILED = 125  # the tracer's own failure status (see roar-trace.c)
+
+
+class TraceLogCorrupt(RoarError):
+    def __init__(self, why: str) -> None:
+        super().__init__(f"trace log is corrupt: {why}")
+
+
+class TraceLogTooNew(RoarError):
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"trace log has format version {version}; this roargit reads up to {LOG_VERSION}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileAccess:
+    """What the run did to one path (absolute, decoded with `os.fsdecode`)."""
+
+    path: str
+    read: bool = False
+    written: bool = False
+    created: bool = False
+    deleted: bool = False
+    executed: bool = False
+    temporary: bool = False  # created and gone again within the run: not an output
+    renamed_from: tuple[str, ...] = ()
+    renamed_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid: int
+    ppid: int  # 0 for the command itself
+    argv: tuple[str, ...]
+    cwd: str
+    executable: str = ""
+    exit_code: int | None = None  # 128 + signal when killed; None when it outlived the trace
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    mode: str  # MODE_PTRACE or MODE_FALLBACK
+    complete: bool  # False: some accesses may be missing; `warnings` says why
+    exit_code: int  # the command's status, 128 + signal if it was killed
+    signal: int | None
+    interrupted: bool  # the command was sent SIGINT (Ctrl-C)
+    files: dict[str, FileAccess]
+    processes: tuple[Process, ...]
+    warnings: tuple[str, ...]
+    leftover: tuple[int, ...] = ()  # pids still running when the trace ended
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One file event of the log, in log order. `existed` is None where not recorded."""
+
+    kind: str  # open, rename, unlink, truncate, link, symlink, mkdir, rmdir, exec
+    pid: int
+    paths: tuple[str, ...]
+    flags: int = 0
+    existed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLog:
+    """The parsed log: events plus what the tracer said about the run as a whole."""
+
+    version: int
+    root: int | None
+    filtered: bool
+    events: tuple[Event, ...]
+    processes: tuple[Process, ...]
+    signals: tuple[tuple[int, int], ...]  # (pid, signal) delivered to traced processes
+    warnings: tuple[str, ...]
+    leftover: tuple[int, ...]
+    unavailable: str | None  # why ptrace/seccomp was refused; nothing ran
+    finished: bool  # the `end` record is there
+    incomplete: bool  # the tracer flagged events it could not decode
+    exit_code: int | None
+    signal: int | None
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _unescape(token: bytes) -> bytes:
+    if b"%" not in token:
+        return token
+    if token == b"%00":
+        return b""
+    parts = token.split(b"%")
+    out = bytearray(parts[0])
+    for part in parts[1:]:
+        out += bytes.fromhex(part[:2].decode("ascii"))
+        out += part[2:]
+    return bytes(out)
+
+
+def _path(token: bytes) -> str:
+    return os.path.normpath(os.fsdecode(_unescape(token)))
+
+
+def _existed(token: bytes) -> bool | None:
+    return None if token == b"-" else token == b"1"
+
+
+class _Procs:
+    """Builds the process tree while the log is read in order."""
+
+    def __init__(self) -> None:
+        self.argv: dict[int, tuple[str, ...]] = {}
+        self.cwd: dict[int, str] = {}
+        self.exe: dict[int, str] = {}
+        self.ppid: dict[int, int] = {}
+        self.exit: dict[int, int] = {}
+        self.order: list[int] = []
+
+    def add(self, pid: int, ppid: int) -> None:
+        if pid not in self.ppid:
+            self.order.append(pid)
+        self.ppid[pid] = ppid
+        self.argv.setdefault(pid, self.argv.get(ppid, ()))
+        self.cwd.setdefault(pid, self.cwd.get(ppid, ""))
+        self.exe.setdefault(pid, self.exe.get(ppid, ""))
+
+    def result(self) -> tuple[Process, ...]:
+        return tuple(
+            Process(
+                pid=p,
+                ppid=self.ppid[p],
+                argv=self.argv.get(p, ()),
+                cwd=self.cwd.get(p, ""),
+                executable=self.exe.get(p, ""),
+                exit_code=self.exit.get(p),
+            )
+            for p in self.order
+        )
+
+
+def parse_log(data: bytes) -> TraceLog:
+    """Parse a roar-trace event log (docs/trace-format.md). Pure: takes the bytes."""
+    lines = data.split(b"\n")
+    head = lines[0].split(b" ")
+    if len(head) != 2 or head[0] != b"roar-trace" or not head[1].isdigit():
+        raise TraceLogCorrupt("missing the 'roar-trace VERSION' header")
+    version = int(head[1])
+    if version > LOG_VERSION:
+        raise TraceLogTooNew(version)
+    events: list[Event] = []
+    procs = _Procs()
+    signals: list[tuple[int, int]] = []
+    warnings: list[str] = []
+    leftover: list[int] = []
+    root: int | None = None
+    filtered = True
+    unavailable: str | None = None
+    finished = incomplete = False
+    exit_code: int | None = None
+    sig: int | None = None
+    # The last line may be cut short if the tracer was killed mid-write: ignore it.
+    body = lines[1:-1]
+    try:
+        for line in body:
+            f = line.split(b" ")
+            kind = f[0]
+            if kind == b"open":
+                events.append(
+                    Event("open", int(f[1]), (_path(f[4]),), int(f[2], 16), _existed(f[3]))
+                )
+            elif kind in (b"rename", b"link"):
+                events.append(
+                    Event(kind.decode(), int(f[1]), (_path(f[3]), _path(f[4])), 0, f[2] == b"1")
+                )
+            elif kind == b"symlink":
+                target = os.fsdecode(_unescape(f[3]))
+                events.append(Event("symlink", int(f[1]), (target, _path(f[4])), 0, f[2] == b"1"))
+            elif kind in (b"unlink", b"truncate", b"mkdir", b"rmdir"):
+                events.append(Event(kind.decode(), int(f[1]), (_path(f[3]),), 0, f[2] == b"1"))
+            elif kind == b"exec":
+                pid = int(f[1])
+                exe = _path(f[3])
+                events.append(Event("exec", pid, (exe,)))
+                if pid not in procs.ppid:
+                    procs.add(pid, 0)
+                procs.exe[pid] = exe
+                procs.cwd[pid] = os.fsdecode(_unescape(f[4]))
+                procs.argv[pid] = tuple(os.fsdecode(_unescape(a)) for a in f[5:])
+            elif kind == b"task":
+                if f[4] != b"thread":
+                    procs.add(int(f[1]), int(f[3]))
+            elif kind == b"exit":
+                status = int(f[3])
+                procs.exit[int(f[1])] = status if f[2] == b"code" else 128 + status
+            elif kind == b"signal":
+                signals.append((int(f[1]), int(f[2])))
+            elif kind == b"start":
+                root = int(f[1])
+                filtered = f[2] == b"1"
+                procs.add(root, 0)
+            elif kind == b"warn":
+                warnings.append(os.fsdecode(_unescape(f[1])))
+            elif kind == b"leftover":
+                leftover.append(int(f[1]))
+            elif kind == b"incomplete":
+                incomplete = True
+            elif kind == b"unavailable":
+                unavailable = ": ".join(os.fsdecode(_unescape(x)) for x in f[1:])
+            elif kind == b"end":
+                finished = True
+                if f[1] == b"code":
+                    exit_code = int(f[2])
+                else:
+                    sig = int(f[2])
+                    exit_code = 128 + sig
+            # unknown record kinds are skipped: minor versions may add them
+    except (IndexError, ValueError) as e:
+        raise TraceLogCorrupt(f"bad record {line[:80]!r}: {e}") from None
+    return TraceLog(
+        version=version,
+        root=root,
+        filtered=filtered,
+        events=tuple(events),
+        processes=procs.result(),
+        signals=tuple(signals),
+        warnings=tuple(warnings),
+        leftover=tuple(leftover),
+        unavailable=unavailable,
+        finished=finished,
+        incomplete=incomplete,
+        exit_code=exit_code,
+        signal=sig,
+    )
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+@dataclass(slots=True)
+class _Acc:
+    read: bool = False
+    written: bool = False
+    created: bool = False
+    deleted: bool = False
+    executed: bool = False
+    renamed_from: list[str] = field(default_factory=list)
+    renamed_to: list[str] = field(default_factory=list)
+
+
+_SKIP_OPEN = os.O_DIRECTORY | getattr(os, "O_PATH", 0)  # O_TMPFILE includes O_DIRECTORY
+_WRITE_OPEN = os.O_TRUNC
+
+
+def _state_at_end(path: str) -> str:
+    """'file', 'dir' or 'none': what is at `path` now (symlinks count as files)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "none"
+    return "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
+
+
+def summarize(
+    events: Sequence[Event], state_at_end: Callable[[str], str] = _state_at_end
+) -> dict[str, FileAccess]:
+    """Apply the classification rules of docs/trace-format.md to `events` (in log order).
+
+    `state_at_end(path)` says what is at a path after the run ('file', 'dir' or 'none'): the
+    tracer does not wait for a call's result, so a call that failed is told apart from one
+    that worked by what exists afterwards.
+    """
+    acc: dict[str, _Acc] = {}
+
+    def get(p: str) -> _Acc:
+        a = acc.get(p)
+        if a is None:
+            a = acc[p] = _Acc()
+        return a
+
+    for ev in events:
+        kind = ev.kind
+        if kind == "open":
+            flags = ev.flags
+            if flags & _SKIP_OPEN:
+                continue
+            a = get(ev.paths[0])
+            mode = flags & 3
+            created = bool(flags & os.O_CREAT) and ev.existed is False
+            if mode != os.O_WRONLY and not created:  # a new file has nothing to read yet
+                a.read = True
+            if mode != os.O_RDONLY or flags & _WRITE_OPEN or created:
+                a.written = True
+            if created:
+                a.created = True
+        elif kind == "rename":
+            src, dst = ev.paths
+            s = get(src)
+            s.renamed_to.append(dst)
+            d = get(dst)
+            d.written = True
+            d.renamed_from.append(src)
+            if ev.existed is False:
+                d.created = True
+        elif kind in ("link", "symlink"):
+            d = get(ev.paths[1])
+            d.written = True
+            if ev.existed is False:
+                d.created = True
+        elif kind == "unlink":
+            if ev.existed:
+                get(ev.paths[0]).deleted = True
+        elif kind == "truncate":
+            if ev.existed:
+                get(ev.paths[0]).written = True
+        elif kind == "exec":
+            get(ev.paths[0]).executed = True
+        # mkdir/rmdir: directories are not file accesses
+
+    out: dict[str, FileAccess] = {}
+    for path, a in acc.items():
+        state = state_at_end(path)
+        if state == "dir":
+            continue
+        gone_by_run = a.deleted or bool(a.renamed_to)
+        if state == "none" and not gone_by_run:
+            continue  # the call failed (or something outside the run removed it)
+        out[path] = FileAccess(
+            path=path,
+            read=a.read,
+            written=a.written,
+            created=a.created,
+            deleted=a.deleted,
+            executed=a.executed,
+            temporary=a.created and state == "none",
+            renamed_from=tuple(dict.fromkeys(a.renamed_from)),
+            renamed_to=tuple(dict.fromkeys(a.renamed_to)),
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def tracer_path() -> Path:
+    """The `roar-trace` binary built by the package install."""
+    path = Path(__file__).resolve().parent / "_bin" / "roar-trace"
+    if not os.access(path, os.X_OK):
+        raise TracerUnavailable(
+            f"the tracer is not built ({path}): reinstall roargit (pip install -e .)"
+        )
+    return path
+
+
+def _wait(pid: int) -> int:
+    """waitpid for `pid`, as an exit code (128 + signal when killed)."""
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def run_traced(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    *,
+    scan_root: Path | None = None,
+    mode: str | None = None,
+) -> Trace:
+    """Run `argv` in `cwd` under the tracer and return what it did.
+
+    `log_path` keeps the raw event log there (otherwise a temporary file is used and
+    removed). `scan_root` is the work tree that the fallback mode scans for outputs
+    (default: `cwd`). `mode` (or env ROAR_TRACE_MODE) set to "fallback" forces the weaker
+    mode. SIGINT is ignored here while the command runs: Ctrl-C reaches the command through
+    the process group and the run is reported as interrupted.
+    """
+    if not argv:
+        raise RoarError("no command to run")
+    mode = mode or os.environ.get("ROAR_TRACE_MODE") or MODE_PTRACE
+    run_env = dict(os.environ if env is None else env)
+    if mode == MODE_FALLBACK:
+        from roargit import trace_fallback
+
+        return trace_fallback.run(argv, cwd, run_env, scan_root or cwd, reason="forced")
+    tracer = tracer_path()
+    own_log = log_path is None
+    if log_path is None:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="roar-trace-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    try:
+        status, data = _spawn_tracer(tracer, argv, Path(cwd), run_env, Path(log_path))
+    finally:
+        if own_log:
+            data_path = Path(log_path)
+            if data_path.exists():
+                data_path.unlink()
+    log = parse_log(data) if data else None
+    if log is not None and log.unavailable is not None:
+        from roargit import trace_fallback
+
+        return trace_fallback.run(argv, cwd, run_env, scan_root or cwd, reason=log.unavailable)
+    if log is None:
+        raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
+    return _to_trace(log, status)
+
+
+def _spawn_tracer(
+    tracer: Path, argv: Sequence[str], cwd: Path, env: dict[str, str], log_path: Path
+) -> tuple[int, bytes]:
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    args = [str(tracer), "--log", str(log_path.absolute()), "--cwd", str(cwd)]
+    if previous == signal.SIG_IGN:
+        args.append("--sigint-ignored")
+    args += ["--", *argv]
+    if in_main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        # posix_spawn, not subprocess: cheaper to import and to start (vfork-like).
+        pid = os.posix_spawn(str(tracer), args, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        status = _wait(pid)
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    try:
+        data = log_path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    return status, data
+
+
+def _to_trace(log: TraceLog, status: int) -> Trace:
+    warnings = list(log.warnings)
+    complete = log.finished and not log.incomplete
+    exit_code = log.exit_code if log.exit_code is not None else status
+    if not log.finished:
+        warnings.append(
+            f"the tracer ended without finishing its log (status {status}): "
+            "accesses after that point are missing"
+        )
+    if log.leftover:
+        complete = False
+        warnings.append(
+            f"{len(log.leftover)} process(es) outlived the command and the grace period "
+            f"(pids {', '.join(map(str, log.leftover))}); they keep running, and what they "
+            "do from now on is not recorded"
+        )
+    interrupted = log.signal == signal.SIGINT or any(s == signal.SIGINT for _, s in log.signals)
+    return Trace(
+        mode=MODE_PTRACE,
+        complete=complete,
+        exit_code=exit_code,
+        signal=log.signal,
+        interrupted=interrupted,
+        files=summarize(log.events),
+        processes=log.processes,
+        warnings=tuple(warnings),
+        leftover=log.leftover,
+    )

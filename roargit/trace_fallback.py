@@ -1,0 +1,172 @@
+"""The weaker capture mode, for where ptrace or seccomp is refused (some containers).
+
+Outputs come from a before/after scan of the work tree (new, changed and removed files);
+reads come from a Python audit hook that a `sitecustomize` module installs in every Python
+process the command starts. Reads by non-Python programs, C-level opens inside Python
+(ctypes, sqlite) and writes outside the work tree are not seen, so a fallback trace is never
+`complete`. See docs/trace-format.md, "Fallback mode".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from roargit import trace
+
+# Installed as `sitecustomize` ahead of any other on PYTHONPATH; chains to the next one.
+_SITECUSTOMIZE = r"""
+import os, sys
+
+def _roar_audit():
+    log = os.environ.get("ROAR_AUDIT_LOG")
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    del sys.modules["sitecustomize"]
+    try:
+        import sitecustomize  # the user's own, if any
+    except ImportError:
+        pass
+    if not log:
+        return
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    write, fsencode, fspath, getcwd = os.write, os.fsencode, os.fspath, os.getcwd
+    join = os.path.join
+
+    def hook(event, args):
+        if event != "open":
+            return
+        path, _mode, flags = args
+        if isinstance(path, int) or path is None:
+            return
+        try:
+            p = join(getcwd(), fsencode(fspath(path)).decode("utf-8", "surrogateescape"))
+            write(fd, b"%x %s\n" % (flags if isinstance(flags, int) else 0,
+                                    fsencode(p).hex().encode()))
+        except Exception:
+            pass
+
+    sys.addaudithook(hook)
+
+_roar_audit()
+del _roar_audit
+"""
+
+_Snapshot = dict[str, tuple[int, int, int]]
+
+
+def _scan(root: Path) -> _Snapshot:
+    """path -> (inode, size, mtime_ns) for every file under root, `.git` excluded."""
+    out: _Snapshot = {}
+    stack = [str(root)]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name != ".git":
+                        stack.append(e.path)
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            out[e.path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _audit_reads(data: bytes) -> dict[str, bool]:
+    """path -> opened for writing, from the audit log."""
+    out: dict[str, bool] = {}
+    for line in data.splitlines():
+        try:
+            flags_hex, path_hex = line.split(b" ")
+            flags = int(flags_hex, 16)
+            path = os.path.normpath(os.fsdecode(bytes.fromhex(path_hex.decode())))
+        except ValueError:
+            continue
+        writes = (flags & 3) != os.O_RDONLY or bool(flags & (os.O_CREAT | os.O_TRUNC))
+        out[path] = out.get(path, False) or writes
+    return out
+
+
+def run(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], scan_root: Path, *, reason: str
+) -> trace.Trace:
+    """Run `argv` untraced; infer its accesses from a scan of `scan_root` and audit hooks."""
+    root = Path(scan_root).resolve()
+    before = _scan(root)
+    hook_dir = tempfile.mkdtemp(prefix="roar-audit-")
+    audit_log = os.path.join(hook_dir, "audit.log")
+    try:
+        Path(hook_dir, "sitecustomize.py").write_text(_SITECUSTOMIZE)
+        run_env = dict(env)
+        run_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (hook_dir, env.get("PYTHONPATH", "")) if p
+        )
+        run_env["ROAR_AUDIT_LOG"] = audit_log
+        exit_code, sig = _run_plain(argv, cwd, run_env)
+        try:
+            audit = Path(audit_log).read_bytes()
+        except FileNotFoundError:
+            audit = b""
+    finally:
+        shutil.rmtree(hook_dir, ignore_errors=True)
+    after = _scan(root)
+
+    files: dict[str, trace.FileAccess] = {}
+    for path, wrote in _audit_reads(audit).items():
+        if path.startswith(hook_dir + os.sep) or not os.path.isfile(path):
+            continue
+        files[path] = trace.FileAccess(path=path, read=not wrote or path in before, written=wrote)
+    for path, meta in after.items():
+        old = before.get(path)
+        if old == meta:
+            continue
+        prev = files.get(path)
+        files[path] = trace.FileAccess(
+            path=path, read=bool(prev and prev.read), written=True, created=old is None
+        )
+    for path in before.keys() - after.keys():
+        files[path] = trace.FileAccess(path=path, deleted=True)
+
+    warning = (
+        f"ptrace unavailable ({reason}): fell back to a scan of {root} and a Python audit "
+        "hook; reads by non-Python programs and writes outside that folder are not seen"
+    )
+    return trace.Trace(
+        mode=trace.MODE_FALLBACK,
+        complete=False,
+        exit_code=exit_code,
+        signal=sig,
+        interrupted=sig == signal.SIGINT,
+        files=files,
+        processes=(trace.Process(pid=0, ppid=0, argv=tuple(argv), cwd=str(cwd)),),
+        warnings=(warning,),
+    )
+
+
+def _run_plain(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> tuple[int, int | None]:
+    try:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env))
+    except FileNotFoundError:
+        return 127, None
+    except PermissionError:
+        return 126, None
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # Ctrl-C reached the command through the process group too
+    if code < 0:
+        return 128 - code, -code
+    return code, None
