@@ -35,6 +35,7 @@ import ast
 import csv
 import fnmatch
 import functools
+import json
 import os
 import pwd
 import re
@@ -495,6 +496,20 @@ def _editable_sources(root: str, rel_paths: Iterable[str]) -> list[str]:
     return [os.path.normpath(s) for s in sources if os.path.isdir(s)]
 
 
+def _is_editable(direct_url_json: str) -> bool:
+    # PEP 610: pip writes direct_url.json for any install from a URL or a local path; only
+    # `dir_info.editable` says the code stays in the source tree.
+    text = _read_text(direct_url_json)
+    if not text:
+        return False
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return False
+    dir_info = info.get("dir_info") if isinstance(info, dict) else None
+    return isinstance(dir_info, dict) and dir_info.get("editable") is True
+
+
 def _build_index(root: str) -> _RootIndex:
     index = _RootIndex()
     owned: list[tuple[tuple[str, str], list[str]]] = []
@@ -511,7 +526,7 @@ def _build_index(root: str) -> _RootIndex:
                 dist = (name, version)
             rels = _record_paths(os.path.join(meta_dir, "RECORD"))
             rels.extend(_read_text(os.path.join(meta_dir, "top_level.txt")).split())
-            if os.path.exists(os.path.join(meta_dir, "direct_url.json")):
+            if _is_editable(os.path.join(meta_dir, "direct_url.json")):
                 for src in _editable_sources(root, rels):
                     index.editable[src] = dist
         elif entry.endswith(".egg-info"):
