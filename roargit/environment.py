@@ -570,13 +570,16 @@ def _build_index(root: str) -> _RootIndex:
                 index.outside[os.path.normpath(os.path.join(root, rel))] = dist
                 continue
             owners.setdefault(rel.split("/", 1)[0], set()).add(dist)
+    # A top-level __pycache__ holds the bytecode of every top-level module of every
+    # distribution: shared even when only one distribution's RECORD happens to list it.
+    shared = {top for top, dists in owners.items() if len(dists) > 1 or top == "__pycache__"}
     for top, dists in owners.items():
-        if len(dists) == 1:
+        if top not in shared:
             index.tops[top] = next(iter(dists))
     for dist, rels in owned:
         for rel in rels:
             top, sep, _ = rel.partition("/")
-            if not sep or len(owners.get(top, ())) < 2:
+            if not sep or top not in shared:
                 continue
             index.shared_files[rel] = dist
             parent = os.path.dirname(rel)

@@ -153,12 +153,19 @@ def test_wheel_files_map_to_their_distribution(venv: dict[str, Path]) -> None:
         f"{site}/tinypkg/data/vocab.txt",
         f"{site}/tinypkg/__pycache__/__init__.{PYTAG}.pyc",
         f"{site}/tinymod.py",
-        f"{site}/__pycache__/tinymod.{PYTAG}.pyc",  # compiled later: not in RECORD
+        f"{site}/__pycache__/tinymod.{PYTAG}.pyc",  # compiled by pip, in RECORD
+        f"{site}/__pycache__/tinymod.cpython-39.pyc",  # by another interpreter: not in RECORD
         f"{site}/Tiny_Pkg-0.3.1.dist-info/METADATA",  # importlib.metadata reads
     ]
     found, classified = packages_for_paths(paths)
     assert found == {"Tiny_Pkg": "0.3.1"}  # the published name, not the import name
     assert classified == set(paths)
+
+
+def test_stray_bytecode_is_not_pinned_on_a_distribution(venv: dict[str, Path]) -> None:
+    # Only Tiny_Pkg's RECORD lists a top-level __pycache__, yet other.py is not Tiny_Pkg's.
+    stray = f"{venv['site']}/__pycache__/other.{PYTAG}.pyc"
+    assert packages_for_paths([stray]) == ({}, {stray})
 
 
 def test_console_script_maps_to_its_distribution(venv: dict[str, Path]) -> None:
