@@ -79,3 +79,23 @@ class ConfigError(RoarError):
 
 class TracerUnavailable(RoarError):
     pass
+
+
+class FileChanged(RoarError):
+    """Files that kept changing while they were hashed: their digests name no real state."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
+        super().__init__(f"{paths[0]} changed while it was being hashed{more}")
+
+
+class DigestMismatch(RoarError):
+    """Content offered to a blob store under a name (digest) that is not its hash."""
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{what} hashes to {actual[:16]}, not {expected[:16]} as claimed; it was not stored"
+        )

@@ -1,0 +1,511 @@
+"""BLAKE3 of files and bytes, and a stat-keyed cache so an unchanged file is read once.
+
+An artifact is named by the BLAKE3-256 of its bytes (64 lowercase hex). `hash_file` reads a
+file in constant memory; `HashCache` remembers, per absolute path, the digest together with
+the file's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns), so asking again about an
+unchanged file costs one `stat` and no reads.
+
+Cache design (all of it derived, rebuildable state):
+
+- One SQLite database `<state_dir>/hashcache.sqlite` in WAL mode with a busy timeout, so
+  many processes (64 concurrent `roar run`s) read it without blocking and write it one
+  transaction at a time. Each `hash_many` does one bulk lookup and at most one write
+  transaction.
+- A row is trusted only if the packed stat key matches exactly. A row is *written* only if
+  the file's stat did not change while it was read, and if its ctime is older than the start
+  of the read by more than `racy_window_ns`. The second rule is git's "racy clean" problem:
+  file timestamps have a coarse granularity (a kernel tick on ext4, a second on some network
+  filesystems), so a same-size rewrite within one tick of our read would leave an identical
+  stat key over different bytes. ctime rather than mtime because `utime` can move mtime into
+  the past (tar, rsync -t) but always sets ctime to now. Such a file is still hashed and
+  returned, just not remembered; the next call re-reads it once and caches it then.
+- A file whose stat differs before and after the read was being written while we read it;
+  its digest names bytes that may never have existed together. It is re-read (twice at most)
+  and, if it keeps changing, `FileChanged` is raised. It is never cached.
+- A corrupt database (SQLITE_CORRUPT / SQLITE_NOTADB) is deleted and rebuilt; any other
+  database failure (locked past the timeout, read-only folder, disk full) degrades to hashing
+  without the cache for that call. The cache never breaks a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import sqlite3
+import stat as stat_mod
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, TypeVar, Union
+
+from blake3 import blake3
+
+from roargit.errors import FileChanged
+
+StrPath = Union[str, "os.PathLike[str]"]
+P = TypeVar("P", bound="str | os.PathLike[str]")
+
+#: Files up to this size are read whole and hashed with one call (one read, one hasher).
+SMALL_FILE = 1 << 20
+#: Above this size the hasher may use all cores (blake3's tree hashing pays off).
+MULTITHREAD_FROM = 1 << 20
+#: Read chunk for large files. Measured on 2 cores with a 2 GiB file in page cache: 4 MiB
+#: buffers with reading and hashing overlapped in two threads gave 4.7 GB/s, against 4.0 for
+#: `update_mmap` and 3.6 for plain read-then-hash; 16 MiB buffers fall off the L2/L3 cache
+#: (2.5 GB/s). mmap is avoided anyway: a file truncated while mapped kills us with SIGBUS.
+CHUNK = 4 << 20
+#: How often a file that changes under us is re-read before `FileChanged` is raised.
+RETRIES = 2
+#: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
+RACY_WINDOW_NS = 1_000_000_000
+
+_STAT_KEY = struct.Struct("<QQQqq")
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_SCHEMA_VERSION = 1
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+# Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
+# 32766 host parameters since 3.32, 999 before).
+_RANGE = 900
+
+
+class FileHash(NamedTuple):
+    digest: str
+    size: int
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters for one `HashCache` instance: how much work the cache saved."""
+
+    hits: int = 0
+    misses: int = 0
+    bytes_read: int = 0
+    #: hashed but not remembered: changed during the read, or too recent (racy)
+    not_cached: int = 0
+    #: the database was unusable once and the call ran without it
+    cache_errors: int = 0
+
+
+def hash_bytes(data: bytes | bytearray | memoryview) -> str:
+    """BLAKE3-256 of `data` as 64 lowercase hex."""
+    threads = blake3.AUTO if len(data) >= MULTITHREAD_FROM else 1
+    return blake3(data, max_threads=threads).hexdigest()
+
+
+def hash_file(path: StrPath) -> FileHash:
+    """BLAKE3-256 and size of the file at `path`, read in constant memory.
+
+    Raises `FileChanged` if the file keeps changing while it is read, OSError as `open` does,
+    and IsADirectoryError / OSError(EINVAL) for something that is not a regular file.
+    """
+    p = os.fspath(path)
+    for _ in range(RETRIES + 1):
+        result = _hash_path(p)
+        if result.stable:
+            return FileHash(result.digest, result.size)
+    raise FileChanged([p])
+
+
+def _abspath(path: StrPath) -> str:
+    p = os.fspath(path)
+    # Most callers hand over clean absolute paths; normpath costs more than these tests.
+    if p[:1] == "/" and "/." not in p and "//" not in p and p[-1:] != "/":
+        return p
+    return os.path.abspath(p)
+
+
+def _stat_key(st: os.stat_result) -> bytes:
+    # st_dev/st_ino are unsigned 64-bit; SQLite integers are signed, so the key is packed.
+    return _STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Hashed(NamedTuple):
+    digest: str
+    size: int
+    key: bytes  # stat key taken before the read
+    stable: bool  # stat identical before and after, and every byte accounted for
+    started_ns: int  # wall clock when the read began
+    ctime_ns: int
+
+
+def _check_regular(st: os.stat_result, path: str) -> None:
+    if stat_mod.S_ISREG(st.st_mode):
+        return
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    raise OSError(errno.EINVAL, "not a regular file", path)
+
+
+def _hash_path(path: str) -> _Hashed:
+    # This runs once per file, 100,000 times for a big tree: it is kept flat on purpose.
+    started = time.time_ns()
+    # O_NONBLOCK: a path swapped for a FIFO between stat and open must not hang us.
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        before = os.fstat(fd)
+        if not stat_mod.S_ISREG(before.st_mode):
+            _check_regular(before, path)
+        size = before.st_size
+        if size <= SMALL_FILE:
+            # One byte more than stat promised, so that growth shows up as a size mismatch.
+            # (Never a fixed large buffer: os.read allocates what it is asked for.)
+            data = os.read(fd, size + 1)
+            if len(data) != size:
+                data = _drain(fd, data)
+            nread = len(data)
+            digest = blake3(data).hexdigest()
+        else:
+            hasher = blake3(max_threads=blake3.AUTO)
+            nread = _hash_fd_piped(fd, hasher)
+            digest = hasher.hexdigest()
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    # dev and ino cannot change on an open fd; size and times can.
+    stable = (
+        nread == size
+        and after.st_size == size
+        and after.st_mtime_ns == before.st_mtime_ns
+        and after.st_ctime_ns == before.st_ctime_ns
+    )
+    return _Hashed(digest, nread, _stat_key(before), stable, started, before.st_ctime_ns)
+
+
+def _drain(fd: int, head: bytes) -> bytes:
+    """The rest of a file whose size was not what fstat said (a short read, or growth)."""
+    parts = [head]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _hash_fd_piped(fd: int, hasher: blake3) -> int:
+    """Feed `hasher` from `fd` with reading overlapped with hashing; return bytes read.
+
+    A reader thread fills one of three 4 MiB buffers while this thread hashes another; both
+    `readv` and blake3's update release the GIL, so the two really run at once.
+    """
+    full: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
+    free: queue.Queue[bytearray | None] = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(CHUNK))
+
+    def reader() -> None:
+        try:
+            while (buf := free.get()) is not None:
+                n = os.readv(fd, [buf])
+                full.put((buf, n))
+                if n == 0:
+                    return
+        except BaseException as exc:  # handed to the hashing thread, which re-raises it
+            full.put(exc)
+
+    thread = threading.Thread(target=reader, name="roar-hash-reader", daemon=True)
+    thread.start()
+    total = 0
+    try:
+        while True:
+            item = full.get()
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            if n == 0:
+                break
+            hasher.update(memoryview(buf)[:n])
+            total += n
+            free.put(buf)
+    finally:
+        free.put(None)  # wakes the reader if it waits for a buffer
+        thread.join()  # the caller closes fd next; the reader must be done with it
+    return total
+
+
+class HashCache:
+    """Digest cache for files, in `<state_dir>/hashcache.sqlite` (see the module docstring).
+
+    `state_dir` is roar's local state folder (e.g. `<repo>/.git/roar`); it is created if
+    missing. One instance belongs to one thread; processes each open their own.
+    """
+
+    FILENAME = "hashcache.sqlite"
+
+    def __init__(
+        self,
+        state_dir: StrPath,
+        *,
+        racy_window_ns: int = RACY_WINDOW_NS,
+        workers: int | None = None,
+    ) -> None:
+        self.path = Path(state_dir) / self.FILENAME
+        self.racy_window_ns = racy_window_ns
+        self.workers = workers or os.cpu_count() or 1
+        self.stats = CacheStats()
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+
+    # -- public API ----------------------------------------------------------------------
+
+    def hash_file(self, path: StrPath) -> FileHash:
+        """Like `hash_file`, through the cache."""
+        p = os.fspath(path)
+        return self.hash_many([p])[p]
+
+    def lookup_many(self, paths: Iterable[P]) -> dict[P, FileHash]:
+        """Cached digests of those `paths` whose stat still matches; reads no file content.
+
+        Paths that are missing, changed or unknown are simply absent from the result.
+        """
+        found: dict[P, FileHash] = {}
+        entries = self._stat_all(paths, missing_ok=True)
+        cached = self._select([e[1] for e in entries])
+        for original, abspath, st in entries:
+            row = cached.get(abspath)
+            if row is not None and row[0] == _stat_key(st):
+                found[original] = FileHash(row[1], st.st_size)
+        return found
+
+    def hash_many(self, paths: Iterable[P], *, missing_ok: bool = False) -> dict[P, FileHash]:
+        """Digest and size of every path, keyed by the path objects given.
+
+        Unchanged files come from the cache without being read; the rest are hashed in a
+        thread pool (hashing pays across files on several cores) and written to the cache in
+        one transaction. With `missing_ok`, a path that does not exist (or vanishes before it
+        is read) is left out instead of raising FileNotFoundError. A file that keeps changing
+        while it is read raises `FileChanged` (after the others were cached).
+        """
+        entries = self._stat_all(paths, missing_ok=missing_ok)
+        cached = self._select([e[1] for e in entries])
+        result: dict[P, FileHash] = {}
+        todo: list[tuple[P, str]] = []
+        for original, abspath, st in entries:
+            row = cached.get(abspath)
+            if row is not None and row[0] == _stat_key(st):
+                result[original] = FileHash(row[1], st.st_size)
+            else:
+                todo.append((original, abspath))
+        self.stats.hits += len(result)
+        self.stats.misses += len(todo)
+        if not todo:
+            return result
+
+        hashed, failed = self._hash_all([a for _, a in todo], missing_ok=missing_ok)
+        unstable: list[str] = []
+        rows: list[tuple[str, bytes, bytes]] = []
+        for original, abspath in todo:
+            h = hashed.get(abspath)
+            if h is None:
+                continue
+            self.stats.bytes_read += h.size
+            if not h.stable:
+                unstable.append(abspath)
+                continue
+            result[original] = FileHash(h.digest, h.size)
+            if h.ctime_ns < h.started_ns - self.racy_window_ns:
+                rows.append((abspath, h.key, bytes.fromhex(h.digest)))
+            else:
+                self.stats.not_cached += 1
+        self.stats.not_cached += len(unstable)
+        self._insert(rows)
+        if failed:
+            raise failed[0]
+        if unstable:
+            raise FileChanged(unstable)
+        return result
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> HashCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- hashing -------------------------------------------------------------------------
+
+    def _stat_all(
+        self, paths: Iterable[P], *, missing_ok: bool
+    ) -> list[tuple[P, str, os.stat_result]]:
+        out: list[tuple[P, str, os.stat_result]] = []
+        for original in paths:
+            abspath = _abspath(original)
+            try:
+                st = os.stat(abspath)
+            except FileNotFoundError:
+                if missing_ok:
+                    continue
+                raise
+            _check_regular(st, abspath)
+            out.append((original, abspath, st))
+        return out
+
+    def _hash_all(
+        self, paths: Sequence[str], *, missing_ok: bool
+    ) -> tuple[dict[str, _Hashed], list[BaseException]]:
+        """Hash `paths` (retrying files that change under us); collect, don't stop at, errors."""
+        hashed: dict[str, _Hashed] = {}
+        failed: list[BaseException] = []
+
+        def one(path: str) -> None:
+            try:
+                h = _hash_path(path)
+                for _ in range(RETRIES):
+                    if h.stable:
+                        break
+                    h = _hash_path(path)
+                hashed[path] = h  # dict item assignment is atomic under the GIL
+            except FileNotFoundError as exc:  # vanished between stat and open
+                if not missing_ok:
+                    failed.append(exc)
+            except OSError as exc:
+                failed.append(exc)
+
+        def batch(chunk: Sequence[str]) -> None:
+            for path in chunk:
+                one(path)
+
+        if len(paths) == 1 or self.workers == 1:
+            batch(paths)
+            return hashed, failed
+        # Batches, not one task per file: a pool task costs ~20 µs, as much as hashing a
+        # small file. Interleaved slices spread big and small files across workers.
+        n = min(len(paths), self.workers * 8)
+        chunks = [paths[i::n] for i in range(n)]
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="roar-hash") as ex:
+            for fut in [ex.submit(batch, c) for c in chunks]:
+                fut.result()
+        return hashed, failed
+
+    # -- the database --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        # A connection inherited across fork must not be used by the child.
+        self._db = None
+        try:
+            db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            self._discard_files()
+            db = self._open()
+        self._db, self._pid = db, os.getpid()
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
+        # the lock up front (honouring the busy timeout) instead of failing on upgrade.
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses at most the last transactions on power loss, never
+            # consistency; fine for derived state.
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SCHEMA_VERSION:
+                db.execute("BEGIN IMMEDIATE")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != _SCHEMA_VERSION:
+                    db.execute("DROP TABLE IF EXISTS files")
+                    db.execute(
+                        "CREATE TABLE files (path TEXT PRIMARY KEY, stat BLOB NOT NULL,"
+                        " digest BLOB NOT NULL) WITHOUT ROWID"
+                    )
+                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _discard_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def _failed(self, exc: BaseException) -> None:
+        """Forget the connection after a database error; delete a corrupt database.
+
+        Derived state: a broken cache costs a re-hash, never the run.
+        """
+        self.stats.cache_errors += 1
+        self.close()
+        if isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc):
+            with contextlib.suppress(OSError):
+                self._discard_files()
+
+    def _select(self, abspaths: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+        """Cached (stat key, digest) for those of `abspaths` the database knows."""
+        if not abspaths:
+            return {}
+        try:
+            db = self._connect()
+            db.execute("BEGIN")  # one read snapshot across all queries
+            try:
+                return _select_rows(db, abspaths)
+            finally:
+                db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return {}
+
+    def _insert(self, rows: list[tuple[str, bytes, bytes]]) -> None:
+        if not rows:
+            return
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Sorted: B-tree inserts in key order touch each page once (-25% measured).
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", sorted(rows))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+
+
+def _select_rows(db: sqlite3.Connection, abspaths: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+    # Range scans over the sorted request, not `path IN (...)`: measured on 100,000 paths,
+    # IN lists cost 0.3-0.4 s (SQLite sorts each list), point queries 1.3 s, and ranges of
+    # 1,000 consecutive paths 0.1-0.2 s. A range may also return cached paths that sort
+    # between the requested ones; LIMIT caps that, and a range that hits it (the request is
+    # sparse among many cached files) falls back to IN for its paths.
+    wanted = sorted(set(abspaths))
+    want = set(wanted)
+    found: dict[str, tuple[bytes, str]] = {}
+    for i in range(0, len(wanted), _RANGE):
+        part = wanted[i : i + _RANGE]
+        limit = 4 * len(part) + 64
+        rows = db.execute(
+            "SELECT path, stat, digest FROM files WHERE path BETWEEN ? AND ? LIMIT ?",
+            (part[0], part[-1], limit),
+        ).fetchall()
+        if len(rows) == limit:
+            marks = ",".join("?" * len(part))
+            query = f"SELECT path, stat, digest FROM files WHERE path IN ({marks})"
+            rows = db.execute(query, part).fetchall()
+        for path, key, digest in rows:
+            if path in want:
+                found[path] = (key, digest.hex())
+    return found
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return "not a database" in text or "malformed" in text
