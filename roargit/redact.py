@@ -181,11 +181,27 @@ def _redact_assignments(value: str) -> str:
     return "".join(parts)
 
 
+# Most values hold no secret. Substring tests (C speed) for what every rule needs let those
+# through for ~1 µs instead of ~25 µs of substitutions; keep this list in step with the rules.
+_RULE_TRIGGERS = (
+    "private key", "eyj", "akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva",
+    "aws", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "sk-",
+    "sk_", "rk_", "hf_", "aiza", "://", "authorization", "bearer", "basic",
+)  # fmt: skip
+_NAME_TRIGGERS = (
+    "pass", "pwd", "secret", "token", "key", "cred", "auth", "cookie", "dsn", "webhook",
+)  # fmt: skip
+
+
 def redact_value(value: str) -> str:
     """`value` with every secret found by its shape (or by the name just before it) replaced."""
-    for pattern, repl in _VALUE_RULES:
-        value = pattern.sub(repl, value)
-    return _redact_assignments(value)
+    low = value.lower()
+    if any(map(low.__contains__, _RULE_TRIGGERS)):
+        for pattern, repl in _VALUE_RULES:
+            value = pattern.sub(repl, value)
+    if any(map(low.__contains__, _NAME_TRIGGERS)):
+        value = _redact_assignments(value)
+    return value
 
 
 # --- argv and environment --------------------------------------------------------------------
