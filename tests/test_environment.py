@@ -484,6 +484,15 @@ def test_round_trip_and_canonical_order() -> None:
     assert Environment.from_dict(d) == e
 
 
+def test_through_the_record_codec() -> None:
+    from roargit import codec
+
+    e = _sample()
+    data = codec.encode({"environment": e.to_dict()})
+    assert data == codec.encode({"environment": Environment.from_dict(e.to_dict()).to_dict()})
+    assert Environment.from_dict(codec.decode(data, "run")["environment"]) == e
+
+
 def test_from_dict_tolerates_missing_fields() -> None:
     e = Environment.from_dict({"arch": "x86_64"})
     assert e.arch == "x86_64" and e.gpus == () and e.packages == {} and e.cpu.count == 0
