@@ -20,6 +20,7 @@
  * a debug switch that shows what the filter saves), ROAR_TRACE_DAEMON_GRACE=SECONDS.
  */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -642,6 +643,28 @@ static void resume(pid_t tid, int sig) {
     ptrace(no_filter ? PTRACE_SYSCALL : PTRACE_CONT, tid, 0, (void *)(long)sig);
 }
 
+static long spin_ns = 0;
+static int pin_cpu = -1;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Stops come in bursts; a blocked tracer is woken by an IPI from the tracee's CPU, which
+ * costs tens of microseconds. Polling briefly before blocking catches the next stop. */
+static pid_t wait_spinning(int *status) {
+    if (spin_ns > 0) {
+        uint64_t until = now_ns() + (uint64_t)spin_ns;
+        do {
+            pid_t tid = waitpid(-1, status, __WALL | WNOHANG);
+            if (tid != 0) return tid;
+        } while (now_ns() < until);
+    }
+    return waitpid(-1, status, __WALL);
+}
+
 static int is_stop_signal(int sig) {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
@@ -659,6 +682,12 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
     setvbuf(logf_, logbuf, _IOFBF, sizeof logbuf);
     fprintf(logf_, "roar-trace %d\n", LOG_VERSION);
 
+    if (pin_cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(pin_cpu, &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
     int go[2], err[2];
     if (pipe2(go, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return 125;
     pid_t child = fork();
@@ -690,8 +719,11 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
     long opts = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
                 PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP |
                 PTRACE_O_TRACESYSGOOD;
-    if (ptrace(PTRACE_SEIZE, child, 0, (void *)opts) != 0) {
-        int e = errno;
+    /* ROAR_TRACE_SIMULATE_REFUSAL=1 acts as a container that refuses ptrace (for tests). */
+    const char *refuse = getenv("ROAR_TRACE_SIMULATE_REFUSAL");
+    int refused = refuse && *refuse && strcmp(refuse, "0") != 0;
+    if (refused || ptrace(PTRACE_SEIZE, child, 0, (void *)opts) != 0) {
+        int e = refused ? EPERM : errno;
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
         fprintf(logf_, "unavailable");
@@ -735,7 +767,7 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
             break;
         }
         int status;
-        pid_t tid = waitpid(-1, &status, __WALL);
+        pid_t tid = wait_spinning(&status);
         if (tid < 0) {
             if (errno == EINTR) continue;
             break;
@@ -908,6 +940,8 @@ int main(int argc, char **argv) {
     const char *e = getenv("ROAR_TRACE_NO_FILTER");
     no_filter = e && *e && strcmp(e, "0") != 0;
     if ((e = getenv("ROAR_TRACE_DAEMON_GRACE")) && *e) grace = atof(e);
+    if ((e = getenv("ROAR_TRACE_SPIN_US")) && *e) spin_ns = atol(e) * 1000;
+    if ((e = getenv("ROAR_TRACE_PIN")) && *e) pin_cpu = atoi(e);
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) {
             i++;
@@ -954,6 +988,7 @@ int main(int argc, char **argv) {
     }
     close(verdict[1]);
     worker_pid = w;
+    (void)pin_cpu;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = forward;
