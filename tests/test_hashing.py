@@ -1,0 +1,240 @@
+"""hashing: digests match blake3, the cache saves reads, and never trusts what changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from roargit import hashing
+from roargit.errors import FileChanged
+from roargit.hashing import HashCache, hash_bytes, hash_file
+
+EMPTY = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_hash_bytes_known_values() -> None:
+    assert hash_bytes(b"") == EMPTY
+    data = bytes(range(251)) * 5000  # above the multi-thread threshold
+    assert hash_bytes(data) == blake3(data).hexdigest()
+    assert hash_bytes(memoryview(data)[:7]) == blake3(data[:7]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 1023, hashing.SMALL_FILE, hashing.SMALL_FILE + 1, 2 * hashing.CHUNK + 3],
+)
+def test_hash_file_matches_blake3_across_size_paths(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    assert hash_file(write(tmp_path / "f", data)) == (blake3(data).hexdigest(), size)
+
+
+def test_hash_file_large(tmp_path: Path) -> None:
+    data = os.urandom(1 << 20) * 64  # 64 MiB: overlapped reads, multi-threaded hasher
+    got = hash_file(write(tmp_path / "big", data))
+    assert got.digest == blake3(data).hexdigest()
+    assert got.size == len(data)
+
+
+def test_hash_file_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError):
+        hash_file(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        hash_file(fifo)  # must not hang waiting for a writer
+    with pytest.raises(FileNotFoundError):
+        hash_file(tmp_path / "nope")
+
+
+def test_cache_hit_reads_no_bytes(tmp_path: Path) -> None:
+    files = [write(tmp_path / f"f{i}", os.urandom(100 + i)) for i in range(50)]
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    first = cache.hash_many(files)
+    assert cache.stats.misses == 50
+    assert cache.stats.bytes_read == sum(p.stat().st_size for p in files)
+
+    again = HashCache(tmp_path / "state", racy_window_ns=0)  # a new process, in effect
+    assert again.hash_many(files) == first
+    assert (again.stats.hits, again.stats.misses, again.stats.bytes_read) == (50, 0, 0)
+    assert again.lookup_many(files) == first
+    for p in files:
+        assert first[p] == (blake3(p.read_bytes()).hexdigest(), p.stat().st_size)
+
+
+def test_results_are_keyed_by_the_paths_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "a", b"a")
+    monkeypatch.chdir(tmp_path)
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    out = cache.hash_many(["a", tmp_path / "a", f"{tmp_path}//./a"])
+    assert set(out) == {"a", tmp_path / "a", f"{tmp_path}//./a"}
+    assert len(set(out.values())) == 1
+    assert cache.stats.misses == 3
+    assert cache.hash_file("a") == out["a"]
+    assert cache.stats.hits == 1  # one entry, by absolute path
+
+
+def test_changed_file_is_rehashed(tmp_path: Path) -> None:
+    f = write(tmp_path / "f", b"one")
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    assert cache.hash_file(f).digest == blake3(b"one").hexdigest()
+    st = f.stat()
+    f.write_bytes(b"two")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime (ctime moves)
+    assert cache.hash_file(f).digest == blake3(b"two").hexdigest()
+    assert cache.stats.misses == 2
+
+
+def test_recent_files_are_hashed_but_not_cached(tmp_path: Path) -> None:
+    """Racy-clean: a same-size rewrite within one timestamp tick would keep the stat key."""
+    f = write(tmp_path / "f", b"fresh")
+    cache = HashCache(tmp_path / "state")  # default window: one second
+    assert cache.hash_file(f).digest == blake3(b"fresh").hexdigest()
+    assert cache.stats.not_cached == 1
+    assert cache.lookup_many([f]) == {}
+
+
+def test_file_modified_while_hashed_is_not_cached(tmp_path: Path) -> None:
+    f = write(tmp_path / "growing", os.urandom(8 << 20))
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(f, "ab", buffering=0) as out:
+            while not stop.is_set():
+                out.write(b"x" * 4096)
+                time.sleep(0.0002)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    try:
+        with pytest.raises(FileChanged) as info:
+            cache.hash_many([f])
+        with pytest.raises(FileChanged):
+            hash_file(f)
+    finally:
+        stop.set()
+        writer.join()
+    assert info.value.paths == [str(f)]
+    assert cache.lookup_many([f]) == {}
+    assert cache.stats.not_cached == 1
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    a = write(tmp_path / "a", b"a")
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    with pytest.raises(FileNotFoundError):
+        cache.hash_many([a, tmp_path / "gone"])
+    assert set(cache.hash_many([a, tmp_path / "gone"], missing_ok=True)) == {a}
+    with pytest.raises(IsADirectoryError):
+        cache.hash_many([tmp_path])
+
+
+_WORKER = """
+import json, sys
+from roargit.hashing import HashCache
+paths = json.loads(sys.argv[2])
+out = {}
+for i in range(0, len(paths), 25):  # many small transactions, to interleave with others
+    cache = HashCache(sys.argv[1], racy_window_ns=0)
+    out.update(cache.hash_many(paths[i : i + 25]))
+    cache.close()
+print(json.dumps({p: list(v) for p, v in out.items()}))
+"""
+
+
+def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
+    files = [str(write(tmp_path / f"f{i}", os.urandom(i * 7))) for i in range(300)]
+    expected = {p: [blake3(Path(p).read_bytes()).hexdigest(), os.path.getsize(p)] for p in files}
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(Path(hashing.__file__).parents[1])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(state), json.dumps(files[k * 25 :] + files)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for k in range(8)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+        assert json.loads(out) == expected
+    cache = HashCache(state, racy_window_ns=0)
+    assert cache.hash_many(files) == {p: tuple(v) for p, v in expected.items()}
+    assert cache.stats.hits == len(files)
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+    files = [write(tmp_path / f"f{i}", os.urandom(64)) for i in range(2000)]
+    state = tmp_path / "state"
+    with HashCache(state, racy_window_ns=0) as cache:
+        truth = cache.hash_many(files)
+    db = state / HashCache.FILENAME
+    # Damage the pages in the middle (the header stays valid, so the open succeeds and the
+    # damage shows up only when the rows are read).
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.seek(size // 2)
+        f.write(os.urandom(size // 4))
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_many(files) == truth
+        assert cache.hash_many(files) == truth
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_many(files) == truth
+        assert cache.stats.hits == len(files)  # rebuilt, and in use again
+
+    db.write_bytes(b"this is not a database" * 100)  # and a wrecked header
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_many(files) == truth
+        assert cache.hash_many(files) == truth
+        assert cache.stats.hits == len(files)
+
+
+def test_unusable_cache_location_still_hashes(tmp_path: Path) -> None:
+    f = write(tmp_path / "f", b"data")
+    blocker = write(tmp_path / "state", b"a file where the state folder should be")
+    cache = HashCache(blocker, racy_window_ns=0)
+    assert cache.hash_file(f).digest == blake3(b"data").hexdigest()
+    assert cache.stats.cache_errors >= 1
+
+
+def test_damaged_row_that_still_parses_is_not_trusted(tmp_path: Path) -> None:
+    import sqlite3
+
+    f = write(tmp_path / "f", b"content")
+    state = tmp_path / "state"
+    with HashCache(state, racy_window_ns=0) as cache:
+        truth = cache.hash_file(f)
+    with sqlite3.connect(state / HashCache.FILENAME) as db:  # a flipped bit in a digest
+        db.execute("UPDATE files SET digest = zeroblob(32)")
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_file(f) == truth
+        assert (cache.stats.misses, cache.stats.cache_errors) == (1, 1)
+
+
+def test_names_that_are_not_utf8(tmp_path: Path) -> None:
+    f = Path(os.fsdecode(bytes(tmp_path / "x") + b"\xff\xfe"))
+    write(f, b"odd name")
+    with HashCache(tmp_path / "state", racy_window_ns=0) as cache:
+        assert cache.hash_file(f).digest == blake3(b"odd name").hexdigest()
+    with HashCache(tmp_path / "state", racy_window_ns=0) as cache:
+        assert cache.hash_many([f]) == {f: (blake3(b"odd name").hexdigest(), 8)}
+        assert cache.stats.hits == 1
