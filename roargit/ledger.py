@@ -7,7 +7,7 @@ objects however long the history is:
     artifacts/ab/cd/<hash>/p.<run id>    that run produced the artifact (same blob)
     artifacts/ab/cd/<hash>/c.<run id>    that run consumed it
     sessions/<session id>/session        the session record
-    sessions/<session id>/<run id>       a run of that session
+    sessions/<session id>/ab/<run id>    a run of that session
     manifests/ab/cd/<hash>               a folder artifact's manifest (blob)
     code/<tree id>                       a code state the runs saw (tree), kept reachable
 
@@ -161,7 +161,11 @@ class Ledger:
         return [SessionId(n) for n in self._names("sessions")]
 
     def session_runs(self, session_id: str) -> list[RunId]:
-        return [RunId(n) for n in self._names("sessions", session_id) if n != "session"]
+        runs: list[RunId] = []
+        for bucket in self._names("sessions", session_id):
+            if bucket != "session":
+                runs.extend(RunId(n) for n in self._names("sessions", session_id, bucket))
+        return runs
 
     def history(self) -> Iterator[tuple[pygit2.Commit, list[str]]]:
         """Commits newest first, each with the record ids it added (from its message)."""
@@ -185,7 +189,7 @@ class Ledger:
         oid = self.blob(data)
         entries = [
             Entry(("runs", *fanout(run_id), run_id), oid),
-            Entry(("sessions", record.session, run_id), oid),
+            Entry(("sessions", record.session, run_id[:2], run_id), oid),
         ]
         for f in record.inputs:
             entries.append(Entry(("artifacts", *fanout(f.hash), f.hash, f"c.{run_id}"), oid))

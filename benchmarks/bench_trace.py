@@ -1,0 +1,107 @@
+"""The tracer's cost, as ratios against the bare command in the same run.
+
+- storm: a Python script reading 20,000 small files and writing 2,000 (goal <= 1.5x bare)
+- compute: a ~3 s CPU loop with few file calls (goal <= 1.03x bare)
+each with the seccomp filter on (the normal mode) and off (ROAR_TRACE_NO_FILTER=1: the
+tracer stops at every system call's entry and exit, to show what the filter saves).
+"traced" runs `run_traced` whole (log parsing and classification included); "tracer" is the
+roar-trace binary alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from roargit.trace import run_traced, tracer_path
+
+STORM = r"""
+import os, sys
+root = sys.argv[1]
+src = os.path.join(root, "in")
+dst = os.path.join(root, "out")
+os.makedirs(dst, exist_ok=True)
+names = sorted(os.listdir(src))
+total = 0
+for n in names:
+    with open(os.path.join(src, n), "rb") as f:
+        total += len(f.read())
+for i in range(2000):
+    with open(os.path.join(dst, f"o{i}"), "wb") as f:
+        f.write(b"x" * 64)
+print(total)
+"""
+
+COMPUTE = r"""
+import time
+end = time.perf_counter() + float(__import__("sys").argv[1])
+n = 0
+while time.perf_counter() < end:
+    n += 1
+"""
+
+
+def _time(fn: object, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
+    tracer = str(tracer_path())
+    log = cwd / "bench.log"
+    env = dict(os.environ)
+    nofilter = dict(env, ROAR_TRACE_NO_FILTER="1")
+
+    def bare() -> None:
+        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+
+    def tracer_only(e: dict[str, str]) -> None:
+        cmd = [tracer, "--log", str(log), "--", *argv]
+        subprocess.run(cmd, cwd=cwd, env=e, check=True, stdout=subprocess.DEVNULL)
+
+    def traced(e: dict[str, str]) -> None:
+        out = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        try:
+            t = run_traced(argv, cwd, e)
+        finally:
+            os.dup2(out, 1)
+            os.close(out)
+            os.close(devnull)
+        assert t.exit_code == 0 and t.complete, t.warnings
+
+    rows = [
+        ("bare", _time(bare, repeat)),
+        ("tracer", _time(lambda: tracer_only(env), repeat)),
+        ("traced", _time(lambda: traced(env), repeat)),
+        ("tracer, no filter", _time(lambda: tracer_only(nofilter), repeat)),
+        ("traced, no filter", _time(lambda: traced(nofilter), repeat)),
+    ]
+    base = rows[0][1]
+    for name, secs in rows:
+        print(f"{label:8} {name:18} {secs:7.3f} s  {secs / base:5.2f}x bare", flush=True)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="roar-bench-trace-") as d:
+        root = Path(d)
+        (root / "in").mkdir()
+        for i in range(20_000):
+            (root / "in" / f"f{i:05}").write_bytes(b"y" * 100)
+        (root / "storm.py").write_text(STORM)
+        (root / "compute.py").write_text(COMPUTE)
+        _bench("storm", [sys.executable, "storm.py", str(root)], root, repeat=3)
+        _bench("compute", [sys.executable, "compute.py", "3"], root, repeat=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Small timing helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def process_seconds(argv: Sequence[str], cwd: Path | None = None, repeat: int = 10) -> float:
+    """Median wall time of a whole process (start-up included)."""
+
+    def once() -> None:
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
+
+    once()  # warm the page cache
+    return median_seconds(once, repeat)
+
+
+def verdict(value: float, goal: float) -> str:
+    return "ok" if value <= goal else "MISSED"
