@@ -1,0 +1,93 @@
+"""parse_log and summarize on synthetic logs: the format of docs/trace-format.md."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roargit.trace import (
+    Event,
+    TraceLogCorrupt,
+    TraceLogTooNew,
+    parse_log,
+    summarize,
+)
+
+
+def escape(raw: bytes) -> bytes:
+    """The tracer's field escaping (roar-trace.c: log_bytes)."""
+    if not raw:
+        return b"%00"
+    return b"".join(b"%%%02X" % c if c <= 0x20 or c in (0x25, 0x7F) else bytes([c]) for c in raw)
+
+
+paths = st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b).map(lambda b: b"/" + b)
+
+
+@given(paths)
+def test_path_round_trip(raw: bytes) -> None:
+    log = parse_log(b"roar-trace 1\nopen 7 0 - " + escape(raw) + b"\nend code 0\n")
+    (ev,) = log.events
+    assert ev.paths == (os.path.normpath(os.fsdecode(raw)),)
+    assert os.fsencode(ev.paths[0]) == os.fsencode(os.path.normpath(os.fsdecode(raw)))
+
+
+@given(st.lists(st.binary(max_size=20).filter(lambda b: b"\0" not in b), min_size=1, max_size=5))
+def test_argv_round_trip(argv: list[bytes]) -> None:
+    fields = b" ".join(escape(a) for a in argv)
+    log = parse_log(b"roar-trace 1\nstart 5 1\nexec 5 5 /bin/x /tmp " + fields + b"\n")
+    assert log.processes[0].argv == tuple(os.fsdecode(a) for a in argv)
+    assert not log.finished
+
+
+def test_header_and_version() -> None:
+    with pytest.raises(TraceLogCorrupt):
+        parse_log(b"something else\n")
+    with pytest.raises(TraceLogTooNew):
+        parse_log(b"roar-trace 2\n")
+    with pytest.raises(TraceLogCorrupt):
+        parse_log(b"roar-trace 1\nopen x\n")
+
+
+def test_unknown_records_skipped_and_cut_line_ignored() -> None:
+    log = parse_log(b"roar-trace 1\nfuture 1 2 3\nend signal 9\nopen 7 0 - /half")
+    assert log.events == () and log.finished
+    assert (log.exit_code, log.signal) == (137, 9)
+
+
+def test_process_tree_and_exits() -> None:
+    log = parse_log(
+        b"roar-trace 1\nstart 10 1\nexec 10 10 /bin/sh /w sh -c x\n"
+        b"task 11 11 10 fork\ntask 12 10 10 thread\nexec 11 11 /bin/cat /w cat a\n"
+        b"exit 11 signal 15\nexit 10 code 0\nleftover 13\nend code 0\n"
+    )
+    procs = {p.pid: p for p in log.processes}
+    assert set(procs) == {10, 11}
+    assert procs[11].ppid == 10 and procs[11].argv == ("cat", "a")
+    assert procs[11].exit_code == 143 and procs[10].exit_code == 0
+    assert log.leftover == (13,)
+
+
+def test_rules_on_events() -> None:
+    w = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    events = [
+        Event("open", 1, ("/in",), os.O_RDONLY),
+        Event("open", 1, ("/missing",), os.O_RDONLY),
+        Event("open", 1, ("/tmp1",), w, existed=False),
+        Event("rename", 1, ("/tmp1", "/out"), existed=True),
+        Event("open", 1, ("/scratch",), w, existed=False),
+        Event("unlink", 1, ("/scratch",), existed=True),
+        Event("unlink", 1, ("/never",), existed=False),
+        Event("open", 1, ("/d",), os.O_RDONLY | os.O_DIRECTORY),
+    ]
+    state = {"/in": "file", "/out": "file", "/d": "dir"}
+    files = summarize(events, lambda p: state.get(p, "none"))
+    assert set(files) == {"/in", "/tmp1", "/out", "/scratch"}
+    assert files["/in"].read and not files["/in"].written
+    assert files["/tmp1"].temporary and files["/tmp1"].renamed_to == ("/out",)
+    assert files["/out"].written and not files["/out"].created
+    assert files["/out"].renamed_from == ("/tmp1",)
+    assert files["/scratch"].temporary and files["/scratch"].deleted
