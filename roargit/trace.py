@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from roargit.errors import RoarError, TracerUnavailable
@@ -121,8 +122,16 @@ def _unescape(token: bytes) -> bytes:
     return bytes(out)
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _path(token: bytes) -> str:
-    return os.path.normpath(os.fsdecode(_unescape(token)))
+    raw = _unescape(token) if b"%" in token else token
+    text = raw.decode(_FS_ENCODING, _FS_ERRORS)  # = os.fsdecode, without its overhead
+    if b"/." in raw or b"//" in raw or raw.endswith(b"/"):
+        return os.path.normpath(text)
+    return text
 
 
 def _existed(token: bytes) -> bool | None:
@@ -260,19 +269,9 @@ def parse_log(data: bytes) -> TraceLog:
 # ------------------------------------------------------------------------------ rules
 
 
-@dataclass(slots=True)
-class _Acc:
-    read: bool = False
-    written: bool = False
-    created: bool = False
-    deleted: bool = False
-    executed: bool = False
-    renamed_from: list[str] = field(default_factory=list)
-    renamed_to: list[str] = field(default_factory=list)
-
-
+_READ, _WRITTEN, _CREATED, _DELETED, _EXECUTED, _RENAMED_AWAY = 1, 2, 4, 8, 16, 32
 _SKIP_OPEN = os.O_DIRECTORY | getattr(os, "O_PATH", 0)  # O_TMPFILE includes O_DIRECTORY
-_WRITE_OPEN = os.O_TRUNC
+_ACCMODE = 3
 
 
 def _state_at_end(path: str) -> str:
@@ -293,71 +292,63 @@ def summarize(
     tracer does not wait for a call's result, so a call that failed is told apart from one
     that worked by what exists afterwards.
     """
-    acc: dict[str, _Acc] = {}
-
-    def get(p: str) -> _Acc:
-        a = acc.get(p)
-        if a is None:
-            a = acc[p] = _Acc()
-        return a
-
+    bits: dict[str, int] = {}
+    renamed_from: dict[str, list[str]] = {}
+    renamed_to: dict[str, list[str]] = {}
+    get = bits.get
     for ev in events:
         kind = ev.kind
         if kind == "open":
             flags = ev.flags
             if flags & _SKIP_OPEN:
                 continue
-            a = get(ev.paths[0])
-            mode = flags & 3
-            created = bool(flags & os.O_CREAT) and ev.existed is False
-            if mode != os.O_WRONLY and not created:  # a new file has nothing to read yet
-                a.read = True
-            if mode != os.O_RDONLY or flags & _WRITE_OPEN or created:
-                a.written = True
-            if created:
-                a.created = True
+            path = ev.paths[0]
+            b = get(path, 0)
+            mode = flags & _ACCMODE
+            if flags & os.O_CREAT and ev.existed is False:
+                b |= _CREATED | _WRITTEN  # a new file has nothing to read yet
+            else:
+                if mode != os.O_WRONLY:
+                    b |= _READ
+                if mode != os.O_RDONLY or flags & os.O_TRUNC:
+                    b |= _WRITTEN
+            bits[path] = b
         elif kind == "rename":
             src, dst = ev.paths
-            s = get(src)
-            s.renamed_to.append(dst)
-            d = get(dst)
-            d.written = True
-            d.renamed_from.append(src)
-            if ev.existed is False:
-                d.created = True
+            bits[src] = get(src, 0) | _RENAMED_AWAY
+            renamed_to.setdefault(src, []).append(dst)
+            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if ev.existed is False else 0)
+            renamed_from.setdefault(dst, []).append(src)
         elif kind in ("link", "symlink"):
-            d = get(ev.paths[1])
-            d.written = True
-            if ev.existed is False:
-                d.created = True
+            dst = ev.paths[1]
+            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if ev.existed is False else 0)
         elif kind == "unlink":
             if ev.existed:
-                get(ev.paths[0]).deleted = True
+                bits[ev.paths[0]] = get(ev.paths[0], 0) | _DELETED
         elif kind == "truncate":
             if ev.existed:
-                get(ev.paths[0]).written = True
+                bits[ev.paths[0]] = get(ev.paths[0], 0) | _WRITTEN
         elif kind == "exec":
-            get(ev.paths[0]).executed = True
+            bits[ev.paths[0]] = get(ev.paths[0], 0) | _EXECUTED
         # mkdir/rmdir: directories are not file accesses
 
     out: dict[str, FileAccess] = {}
-    for path, a in acc.items():
+    for path, b in bits.items():
         state = state_at_end(path)
         if state == "dir":
             continue
-        gone_by_run = a.deleted or bool(a.renamed_to)
-        if state == "none" and not gone_by_run:
-            continue  # the call failed (or something outside the run removed it)
+        if state == "none" and not b & (_DELETED | _RENAMED_AWAY):
+            continue  # the call failed (or something outside the run removed the path)
         out[path] = FileAccess(
-            path=path,
-            read=a.read,
-            written=a.written,
-            created=a.created,
-            deleted=a.deleted,
-            executed=a.executed,
-            temporary=a.created and state == "none",
-            renamed_from=tuple(dict.fromkeys(a.renamed_from)),
-            renamed_to=tuple(dict.fromkeys(a.renamed_to)),
+            path,
+            bool(b & _READ),
+            bool(b & _WRITTEN),
+            bool(b & _CREATED),
+            bool(b & _DELETED),
+            bool(b & _EXECUTED),
+            bool(b & _CREATED) and state == "none",
+            tuple(dict.fromkeys(renamed_from.get(path, ()))),
+            tuple(dict.fromkeys(renamed_to.get(path, ()))),
         )
     return out
 
