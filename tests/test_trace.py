@@ -447,3 +447,20 @@ def test_as_an_ordinary_user() -> None:
         assert set(files) == {"in", "out"} and files["out"].written and files["in"].read
     finally:
         shutil.rmtree(d)
+
+
+def test_exec_from_a_thread(tmp_path: Path) -> None:
+    # A non-leader thread's execve: the kernel gives it the leader's pid (ptrace(2), execve).
+    t = py(
+        tmp_path,
+        """
+        import os, threading, time
+        def run():
+            os.execv("/bin/sh", ["sh", "-c", "echo x > after"])
+        threading.Thread(target=run).start()
+        time.sleep(30)
+        """,
+    )
+    assert t.exit_code == 0 and t.complete
+    assert seen(t, tmp_path) == {"after": {"written", "created"}}
+    assert t.processes[0].argv == ("sh", "-c", "echo x > after")
