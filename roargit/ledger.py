@@ -9,6 +9,8 @@ objects however long the history is:
     sessions/<session id>/session        the session record
     sessions/<session id>/ab/<run id>    a run of that session
     manifests/ab/cd/<hash>               a folder artifact's manifest (blob)
+    folders/ab/<path key>/p.<run id>     a run wrote the folder at that path (key: hash
+    folders/ab/<path key>/c.<run id>       of the recorded path), to find it from a file
     code/<tree id>                       a code state the runs saw (tree), kept reachable
 
 Every name is derived from content, so two ledgers can only ever disagree by having different
@@ -60,6 +62,12 @@ class Entry:
 
 def fanout(hexid: str) -> tuple[str, str]:
     return hexid[:2], hexid[2:4]
+
+
+def folder_key(path: str) -> str:
+    from roargit.codec import record_id
+
+    return record_id(path.rstrip("/").encode("utf-8", "surrogateescape"))
 
 
 def _signature() -> pygit2.Signature:
@@ -153,6 +161,15 @@ class Ledger:
             (produced if name[0] == "p" else consumed).append(RunId(name[2:]))
         return produced, consumed
 
+    def folder_runs(self, path: str) -> tuple[list[RunId], list[RunId]]:
+        """(runs that wrote, runs that read) the folder recorded at `path`."""
+        key = folder_key(path)
+        produced: list[RunId] = []
+        consumed: list[RunId] = []
+        for name in self._names("folders", key[:2], key):
+            (produced if name[0] == "p" else consumed).append(RunId(name[2:]))
+        return produced, consumed
+
     def manifest(self, digest: str) -> bytes | None:
         blob = self._lookup("manifests", *fanout(digest), digest)
         return None if blob is None else bytes(blob.data)
@@ -191,10 +208,14 @@ class Ledger:
             Entry(("runs", *fanout(run_id), run_id), oid),
             Entry(("sessions", record.session, run_id[:2], run_id), oid),
         ]
-        for f in record.inputs:
-            entries.append(Entry(("artifacts", *fanout(f.hash), f.hash, f"c.{run_id}"), oid))
-        for f in record.outputs:
-            entries.append(Entry(("artifacts", *fanout(f.hash), f.hash, f"p.{run_id}"), oid))
+        for tag, files in (("c", record.inputs), ("p", record.outputs)):
+            for f in files:
+                entries.append(
+                    Entry(("artifacts", *fanout(f.hash), f.hash, f"{tag}.{run_id}"), oid)
+                )
+                if f.kind == "dir":
+                    key = folder_key(f.path)
+                    entries.append(Entry(("folders", key[:2], key, f"{tag}.{run_id}"), oid))
         if record.code.tree:
             entries.append(
                 Entry(("code", record.code.tree), pygit2.Oid(hex=record.code.tree), TREE)

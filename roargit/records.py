@@ -109,7 +109,8 @@ class RunRecord:
     session: SessionId
     step: int
     kind: str = "run"
-    capture: str = "ptrace"
+    capture: str = "ptrace"  # how accesses were seen: "ptrace" or "fallback"
+    complete: bool = True  # False: the capture may have missed accesses (see warnings)
     environment: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,6 +133,7 @@ class RunRecord:
             "session": self.session,
             "step": self.step,
             "capture": self.capture,
+            "complete": self.complete,
             "environment": dict(self.environment),
         }
 
@@ -163,6 +165,7 @@ class RunRecord:
             step=_int(m, "step", name),
             kind=kind,
             capture=_str(m, "capture", name),
+            complete=_bool(m, "complete", name),
             environment=_map(m.get("environment", {}), name, "environment"),
         )
 

@@ -64,6 +64,7 @@ runs = st.builds(
     step=st.integers(0, 10_000),
     kind=st.sampled_from(records.RUN_KINDS),
     capture=st.sampled_from(["ptrace", "fallback"]),
+    complete=st.booleans(),
     environment=st.dictionaries(st.text(max_size=10), plain, max_size=4),
 )
 

@@ -1,0 +1,340 @@
+"""`roar run`: trace a command, sort what it touched, and record the run.
+
+What a run touched is sorted into:
+- code inputs: read files that are part of the code tree (HEAD's, or the dirty snapshot),
+  kept with their git blob ids; one the ledger already knows as an artifact is an input too;
+- packages: files of installed distributions, kept as {name: version};
+- noise: system files, interpreters' own files, caches, `.git/` and `roar.ignore` globs;
+- artifacts: everything else read (inputs) or written (outputs), inside the repo or not.
+  A folder the run read or wrote most of becomes one artifact (see folders.py).
+Outputs are copied to the blob store (up to `roar.store.maxBlobSize`) so their bytes stay
+reachable by hash after the files are overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from roargit import codestate, config, folders, session
+from roargit.clone import clone_id
+from roargit.environment import capture_environment, is_system_path, packages_for_paths
+from roargit.errors import RoarError
+from roargit.hashing import FileHash, HashCache
+from roargit.ledger import Entry, Ledger
+from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord
+from roargit.redact import redact_argv
+from roargit.repo import RepoPaths, ensure_roar_dir
+from roargit.trace import FileAccess, Trace, run_traced
+
+#: Untracked files with these suffixes (or names) are source, and go into dirty snapshots.
+SOURCE_SUFFIXES = frozenset(
+    [
+        ".py",
+        ".pyx",
+        ".ipynb",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".r",
+        ".jl",
+        ".sql",
+        ".c",
+        ".cc",
+        ".cpp",
+        ".h",
+        ".hpp",
+        ".rs",
+        ".go",
+        ".java",
+        ".scala",
+        ".js",
+        ".ts",
+        ".lua",
+        ".pl",
+        ".rb",
+        ".m",
+        ".toml",
+        ".cfg",
+        ".ini",
+        ".yaml",
+        ".yml",
+        ".mk",
+        ".cmake",
+        ".txt",
+        ".md",
+        ".rst",
+    ]
+)
+SOURCE_NAMES = frozenset({"Makefile", "Dockerfile", "Snakefile", "Justfile", "dvc.yaml"})
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: RunId
+    record: RunRecord
+    label: str
+    warnings: tuple[str, ...]
+    superseded: tuple[RunId, ...]
+    stored: int  # output blobs copied to the store
+
+
+@dataclass(frozen=True, slots=True)
+class Sorted:
+    inputs: list[str]  # absolute paths
+    outputs: list[str]
+    code_reads: list[str]  # relative to the repo root
+    packages: dict[str, str]
+    warnings: list[str]
+
+
+def rel_or_abs(path: str, root: str) -> str:
+    """Paths inside the repo are recorded relative to its root, others absolute."""
+    if path == root:
+        return "."
+    if path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path
+
+
+def abs_path(recorded: str, root: Path) -> str:
+    return recorded if recorded.startswith("/") else str(root / recorded)
+
+
+def is_source_name(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return name in SOURCE_NAMES or os.path.splitext(name)[1].lower() in SOURCE_SUFFIXES
+
+
+def _is_startup_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".pth") or (name.startswith("__editable__") and name.endswith(".py"))
+
+
+def sort_accesses(
+    files: Mapping[str, FileAccess], paths: RepoPaths, home: str, ignore: Sequence[str]
+) -> Sorted:
+    root = str(paths.root)
+    git_dirs = tuple({str(paths.git_dir), str(paths.common_dir)})
+    kept = [
+        a
+        for p, a in files.items()
+        if not a.temporary and not any(p == g or p.startswith(g + "/") for g in git_dirs)
+    ]
+    # Every interpreter reads its .pth files and editable-install finders at start-up: that is
+    # not a use of those distributions, so they are dropped before packages are named.
+    startup = {a.path for a in kept if _is_startup_file(a.path)}
+    packages, package_files = packages_for_paths(
+        [a.path for a in kept if a.path not in startup], code_roots=[root]
+    )
+    package_files |= startup
+    inputs, outputs, code_reads, warnings = [], [], [], []
+    for a in kept:
+        p = a.path
+        if p in package_files or is_system_path(p, home, ignore):
+            continue
+        exists = os.path.isfile(p)
+        written = a.written or a.created or bool(a.renamed_from)
+        if written and exists:
+            outputs.append(p)
+        elif (a.read or a.executed) and not written:
+            if not exists:
+                warnings.append(f"{rel_or_abs(p, root)} was read, then deleted: not recorded")
+                continue
+            if p.startswith(root + "/"):
+                code_reads.append(p)  # sorted into code or data once the code tree is known
+            inputs.append(p)
+    return Sorted(sorted(inputs), sorted(outputs), sorted(code_reads), packages, warnings)
+
+
+def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) -> list[FileRef]:
+    return [
+        FileRef(rel_or_abs(p, root), ArtifactId(hashes[p].digest), hashes[p].size)
+        for p in abs_paths
+        if p in hashes
+    ]
+
+
+def _group_folders(
+    abs_paths: list[str], cache: HashCache, root: str, never: set[str], ledger: Ledger
+) -> tuple[list[str], list[FileRef], list[Entry], dict[str, FileHash]]:
+    """Replace the files of folders read/written nearly whole by one folder artifact each."""
+    chosen = folders.choose_folders(abs_paths, never)
+    if not chosen:
+        return abs_paths, [], [], {}
+    members = [m for ms in chosen.values() for m in ms]
+    hashes = cache.hash_many(members, missing_ok=True)
+    refs, entries = [], []
+    grouped: set[str] = set()
+    for folder, files in chosen.items():
+        manifest = [
+            folders.ManifestEntry(f[len(folder) + 1 :], hashes[f].digest, hashes[f].size)
+            for f in files
+            if f in hashes
+        ]
+        digest, data = folders.encode_manifest(manifest)
+        if ledger.manifest(digest) is None:
+            entries.append(ledger.manifest_entry(digest, data))
+        size = sum(e.size for e in manifest)
+        refs.append(FileRef(rel_or_abs(folder, root) + "/", ArtifactId(digest), size, "dir"))
+        grouped.update(files)
+    return [p for p in abs_paths if p not in grouped], refs, entries, hashes
+
+
+def _interpreter(trace: Trace) -> str | None:
+    for proc in trace.processes:
+        if os.path.basename(proc.executable).startswith("python"):
+            return proc.executable
+    return None
+
+
+def record_run(
+    paths: RepoPaths,
+    argv: Sequence[str],
+    cwd: Path,
+    *,
+    kind: str = "run",
+    step: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunOutcome:
+    """Run `argv` in `cwd` under the tracer and append its record to the ledger."""
+    run_env = dict(os.environ if env is None else env)
+    roar_dir = ensure_roar_dir(paths)
+    settings = config.read_all(paths)
+    ledger = Ledger(paths)
+    cache = HashCache(roar_dir)
+    root = str(paths.root)
+
+    def known_data(rels: list[str]) -> set[str]:
+        sources = [r for r in rels if is_source_name(r)]
+        hashes = cache.hash_many([str(paths.root / r) for r in sources], missing_ok=True)
+        data = {r for r in rels if not is_source_name(r)}
+        data.update(
+            r
+            for r in sources
+            if (h := hashes.get(str(paths.root / r))) and ledger.has_artifact(h.digest)
+        )
+        return data
+
+    code = codestate.capture(paths, ledger.repo, known_data)
+    mode = settings["roar.trace.mode"].value
+    grace = settings["roar.trace.daemongrace"].value
+    run_env.setdefault("ROAR_TRACE_DAEMON_GRACE", grace)
+    started = time.time_ns()
+    trace = run_traced(
+        list(argv), cwd, run_env, scan_root=paths.root, mode=None if mode == "auto" else mode
+    )
+    ended = time.time_ns()
+
+    home = run_env.get("HOME", "")
+    ignore = [g.strip() for g in settings["roar.ignore"].value.split(",") if g.strip()]
+    accesses = sort_accesses(trace.files, paths, home, ignore)
+    warnings = list(trace.warnings) + accesses.warnings
+
+    code_rel = [rel_or_abs(p, root) for p in accesses.code_reads]
+    code_inputs = codestate.code_inputs(ledger.repo, code.tree, code_rel)
+    in_code = {c.path for c in code_inputs}
+
+    never = {"/", root, home, *map(str, paths.root.parents)}
+    in_paths, in_dirs, manifest_entries, _ = _group_folders(
+        accesses.inputs, cache, root, never, ledger
+    )
+    out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
+        accesses.outputs, cache, root, never, ledger
+    )
+    hashes = cache.hash_many([*in_paths, *out_paths], missing_ok=True)
+    inputs = []
+    for ref in _file_refs(in_paths, hashes, root):
+        # A code file is an input artifact only when some run is known to have made it.
+        if ref.path not in in_code or ledger.artifact_runs(ref.hash)[0]:
+            inputs.append(ref)
+    outputs = _file_refs(out_paths, hashes, root)
+
+    environment = capture_environment(
+        run_env,
+        accesses.packages,
+        python=_interpreter(trace),
+        include=[g.strip() for g in settings["roar.env.include"].value.split(",") if g.strip()],
+    )
+    status = "interrupted" if trace.interrupted else ("ok" if trace.exit_code == 0 else "failed")
+    if trace.mode != "ptrace":
+        warnings.append(f"captured in {trace.mode} mode: reads by non-Python programs are missed")
+
+    sid = session.active_session(ledger, roar_dir, clone_id(paths))
+    state = session.read_state(roar_dir)
+    view = session.load_view(ledger, sid, state.popped)
+    all_in = [*inputs, *in_dirs]
+    all_out = [*outputs, *out_dirs]
+    if step is None:
+        step = session.assign_step(view, kind, {f.path for f in all_in}, {f.path for f in all_out})
+    previous = next((s for s in view.steps if s.kind == kind and s.number == step), None)
+
+    record = RunRecord(
+        argv=redact_argv(argv),
+        cwd=rel_or_abs(str(cwd.resolve()), root),
+        started_at=started,
+        ended_at=ended,
+        exit_code=trace.exit_code,
+        status=status,
+        inputs=tuple(sorted(all_in, key=lambda f: f.path)),
+        outputs=tuple(sorted(all_out, key=lambda f: f.path)),
+        code=CodeState(code.commit, code.branch, code.dirty, code.tree, tuple(code_inputs)),
+        session=sid,
+        step=step,
+        kind=kind,
+        capture=trace.mode,
+        complete=trace.complete and trace.mode == "ptrace",
+        environment=environment.to_dict(),
+    )
+    run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
+    stored = store_outputs(paths, settings, out_paths, hashes, out_folder_hashes, warnings)
+    superseded = (previous.run_id, *previous.superseded) if previous else ()
+    return RunOutcome(
+        run_id, record, session.label(kind, step), tuple(warnings), superseded, stored
+    )
+
+
+def default_store_url(paths: RepoPaths) -> str:
+    return f"file://{paths.roar_dir / 'blobs'}"
+
+
+def store_url(paths: RepoPaths, settings: Mapping[str, config.Value]) -> str:
+    return settings["roar.store.url"].value or default_store_url(paths)
+
+
+def store_outputs(
+    paths: RepoPaths,
+    settings: Mapping[str, config.Value],
+    out_paths: list[str],
+    hashes: Mapping[str, FileHash],
+    folder_hashes: Mapping[str, FileHash],
+    warnings: list[str],
+) -> int:
+    """Copy outputs into the blob store so their bytes stay reachable by hash."""
+    cap = config.parse_size(settings["roar.store.maxblobsize"].value)
+    todo = {p: hashes[p] for p in out_paths if p in hashes}
+    todo.update(folder_hashes)
+    if not todo:
+        return 0
+    from roargit.blobstore import BlobStore
+
+    store = BlobStore(store_url(paths, settings))
+    stored = 0
+    skipped = 0
+    for path, h in todo.items():
+        if h.size > cap:
+            skipped += 1
+            continue
+        if not store.has(h.digest):
+            try:
+                store.put_file(path, h.digest)
+            except RoarError as exc:  # changed since hashed: the record keeps the hash only
+                warnings.append(f"not stored: {exc}")
+                continue
+        stored += 1
+    if skipped:
+        warnings.append(f"{skipped} output(s) above roar.store.maxBlobSize recorded by hash only")
+    return stored

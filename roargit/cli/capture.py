@@ -1,0 +1,198 @@
+"""`roar run`, `roar build`, `roar pop`, `roar reset`: recording steps of the session."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from roargit.cli import add_command
+from roargit.cli.output import emit_json, human_duration, human_size, say, short, warn
+
+
+def apply_overrides(argv: list[str], overrides: list[str]) -> list[str]:
+    """`--key=value` overrides replace the flag's value in argv (either spelling), or append."""
+    out = list(argv)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        for i, tok in enumerate(out):
+            if tok == key and eq:
+                if i + 1 < len(out) and not out[i + 1].startswith("-"):
+                    out[i + 1] = value
+                else:
+                    out.insert(i + 1, value)
+                break
+            if tok.startswith(key + "=") or tok == item:
+                out[i] = item
+                break
+        else:
+            out.append(item)
+    return out
+
+
+def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
+    from roargit.views import run_to_json
+
+    return run_to_json(run_id, record, label)
+
+
+def _report(outcome: Any, root: Path) -> None:
+    rec = outcome.record
+    state = rec.status if rec.status != "ok" else "ok"
+    say(
+        f"{outcome.label}  run {short(outcome.run_id)}  {state} (exit {rec.exit_code})  "
+        f"{human_duration(rec.duration_ns)}  [{rec.capture}]"
+    )
+    for c in rec.code.inputs:
+        say(f"  code {c.path}  {c.blob[:10]}")
+    for f in rec.inputs:
+        say(f"  in   {f.path}  {short(f.hash)}  {human_size(f.size)}")
+    for f in rec.outputs:
+        say(f"  out  {f.path}  {short(f.hash)}  {human_size(f.size)}")
+    if not rec.inputs and not rec.outputs:
+        say("  (no data files read or written)")
+    if outcome.superseded:
+        say(f"  supersedes run {short(outcome.superseded[0])}")
+
+
+def _record(args: argparse.Namespace, kind: str) -> int:
+    from roargit.capture import record_run
+    from roargit.errors import RoarError
+    from roargit.repo import find_repo
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise RoarError(f"nothing to run: roar {kind} [--] COMMAND [ARGS…]")
+    paths = find_repo(Path.cwd())
+    step = None
+    cwd = Path.cwd()
+    from roargit.session import parse_label
+
+    parsed = parse_label(command[0])
+    if parsed is not None:
+        from roargit.ledger import Ledger
+        from roargit.session import label, load_view, read_state
+
+        step_kind, step = parsed
+        state = read_state(paths.roar_dir)
+        view = load_view(Ledger(paths), state.session_id, state.popped)
+        old = view.step(label(step_kind, step)).run
+        if any("<redacted>" in a for a in old.argv):
+            warn(f"@{step}'s recorded command had secrets redacted; pass them again")
+        kind = step_kind
+        command = apply_overrides(list(old.argv), command[1:])
+        cwd = paths.root / old.cwd if not old.cwd.startswith("/") else Path(old.cwd)
+    outcome = record_run(paths, command, cwd, kind=kind, step=step)
+    for w in outcome.warnings:
+        warn(w)
+    if args.json:
+        emit_json(run_json(outcome.run_id, outcome.record, outcome.label))
+    elif not args.quiet:
+        sys.stdout.flush()
+        print("", file=sys.stderr)
+        _report_to_stderr(outcome, paths.root)
+    return outcome.record.exit_code
+
+
+def _report_to_stderr(outcome: Any, root: Path) -> None:
+    # The command's own stdout stays clean for pipes: roar's report goes to stderr.
+    stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        _report(outcome, root)
+    finally:
+        sys.stdout = stdout
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _record(args, "run")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return _record(args, "build")
+
+
+def cmd_pop(args: argparse.Namespace) -> int:
+    from roargit.repo import find_repo
+    from roargit.steps import pop_step
+
+    result = pop_step(find_repo(Path.cwd()))
+    if args.json:
+        emit_json(
+            {
+                "popped": result.label,
+                "run": result.run_id,
+                "removed": list(result.removed),
+                "kept": list(result.kept),
+            }
+        )
+        return 0
+    say(f"popped {result.label} (run {short(result.run_id)})")
+    for p in result.removed:
+        say(f"  removed {p} (roar get can bring it back)")
+    for p in result.kept:
+        say(f"  kept {p}")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from roargit.repo import find_repo
+    from roargit.steps import reset_session
+
+    sid = reset_session(find_repo(Path.cwd()))
+    if args.json:
+        emit_json({"session": sid})
+    else:
+        say(f"started a new session {short(sid)}; earlier runs stay in the ledger")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, func, help_text, examples in (
+        (
+            "run",
+            cmd_run,
+            "run a command and record what it read and wrote as a step",
+            """
+  roar run python prepare.py data/raw.csv data/clean.csv
+  roar run -- python train.py --lr 0.01 --out model.pkl
+  roar run @2 --lr=0.001          re-run step 2 with one flag changed
+  roar run -q make all            no report
+  roar run --json ./eval.sh       print the record as JSON""",
+        ),
+        (
+            "build",
+            cmd_build,
+            "record an environment step (@B1…) that reproduction runs first",
+            """
+  roar build pip install -r requirements.txt
+  roar build make -C native""",
+        ),
+    ):
+        p = add_command(sub, name, func, help_text, examples)
+        p.add_argument("-q", "--quiet", action="store_true", help="print no report")
+        p.add_argument("--json", action="store_true", help="print the run record as JSON")
+        p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+    p = add_command(
+        sub,
+        "pop",
+        cmd_pop,
+        "drop the last step from the session (its untracked outputs are removed)",
+        """
+  roar pop          undo the last step; git-tracked files are never deleted
+  roar pop --json""",
+    )
+    p.add_argument("--json", action="store_true")
+    p = add_command(
+        sub,
+        "reset",
+        cmd_reset,
+        "start a new session (the old one stays in the ledger)",
+        """
+  roar reset""",
+    )
+    p.add_argument("--json", action="store_true")

@@ -1,0 +1,309 @@
+"""`roar show`, `roar lineage`, `roar dag`, `roar log`, `roar status`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from roargit.cli import add_command
+from roargit.cli.output import emit_json, human_size, say, short
+
+MARKS = {
+    "ok": "",
+    "stale": "  [stale]",
+    "failed": "  [failed]",
+    "interrupted": "  [interrupted]",
+    "superseded": "  [superseded]",
+}
+
+
+def _context() -> Any:
+    from roargit.repo import find_repo
+    from roargit.views import Context
+
+    return Context(find_repo(Path.cwd()))
+
+
+def _command(argv: list[str], width: int = 70) -> str:
+    text = " ".join(argv)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _render_run(r: dict[str, Any]) -> None:
+    label = r["step"] or "(not in session)"
+    say(f"run {r['id']}")
+    say(f"  step      {label}{MARKS.get(r['status'], '')}")
+    say(f"  command   {' '.join(r['argv'])}")
+    say(f"  cwd       {r['cwd']}")
+    say(
+        f"  status    {r['status']} (exit {r['exit_code']}), {r['duration_s']} s, "
+        f"started {r['started_at']}"
+    )
+    code = r["code"]
+    commit = (code["commit"] or "no commit")[:12]
+    dirty = f", dirty (snapshot tree {code['tree'][:12]})" if code["dirty"] else ""
+    say(f"  code      {commit} on {code['branch'] or 'detached HEAD'}{dirty}")
+    env = r["environment"]
+    py = env.get("python", {})
+    osinfo = env.get("os", {})
+    gpus = ", ".join(g.get("name", "?") for g in env.get("gpus", [])) or "none"
+    system = osinfo.get("distro") or osinfo.get("system", "?")
+    say(
+        f"  env       python {py.get('version', '?')}, {system} {env.get('arch', '')}, "
+        f"gpu: {gpus}, host {env.get('hostname', '?')}"
+    )
+    pkgs = env.get("packages", {})
+    if pkgs:
+        say("  packages  " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items())))
+    if not r["complete"]:
+        say(f"  capture   {r['capture']}, INCOMPLETE: some accesses may be missing")
+    for c in code["inputs"]:
+        say(f"  code in   {c['path']}  (blob {c['blob'][:10]})")
+    for f in r["inputs"]:
+        say(f"  in        {f['path']}  {short(f['hash'])}  {human_size(f['size'])}")
+    for f in r["outputs"]:
+        say(f"  out       {f['path']}  {short(f['hash'])}  {human_size(f['size'])}")
+
+
+def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
+    """The producer chain, target first, each edge named by hash."""
+    runs = {r["id"]: r for r in lin["runs"]}
+    producer_of: dict[str, str] = {}
+    for r in lin["runs"]:
+        for f in r["outputs"]:
+            producer_of.setdefault(f["hash"], r["id"])
+
+    def walk(digest: str, path: str, depth: int, seen: set[str]) -> None:
+        pad = "  " * depth
+        rid = producer_of.get(digest)
+        if rid is None or rid not in runs:
+            tag = "source" if rid is None else "…"
+            say(f"{pad}{path}  {short(digest)}  ({tag})")
+            return
+        r = runs[rid]
+        say(f"{pad}{path}  {short(digest)}  ← {r['step'] or short(rid)} {_command(r['argv'], 50)}")
+        if rid in seen:
+            return
+        for f in r["inputs"]:
+            walk(f["hash"], f["path"], depth + 1, seen | {rid})
+
+    t = lin["target"]
+    if t["kind"] == "artifact":
+        walk(t["hash"], (t["paths"] or [short(t["hash"])])[0], 1, set())
+    else:
+        for f in t["inputs"]:
+            walk(f["hash"], f["path"], 1, set())
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ctx = _context()
+    if args.ref is None:
+        dag = ctx.session_dag()
+        if args.json:
+            emit_json({"kind": "session", **dag})
+            return 0
+        _render_dag(dag)
+        return 0
+    target = ctx.resolve(args.ref, Path.cwd())
+    if target.kind == "run":
+        data = ctx.run_json(target.id)
+        if args.json:
+            emit_json(data)
+            return 0
+        _render_run(data)
+        return 0
+    art = ctx.artifact(target.id, target.path)
+    if args.json:
+        emit_json(art)
+        return 0
+    size = human_size(art["size"]) if art["size"] is not None else "?"
+    say(f"artifact {art['hash']}")
+    say(f"  size         {size}{' (folder)' if art['type'] == 'dir' else ''}")
+    say(f"  paths        {', '.join(art['paths']) or '-'}")
+    for key, title in (("produced_by", "produced by"), ("consumed_by", "consumed by")):
+        for rid in art[key]:
+            r = ctx.run_json(rid)
+            say(f"  {title:<12} {r['step'] or '-':>4} run {short(rid)}  {_command(r['argv'], 50)}")
+        if not art[key]:
+            say(f"  {title:<12} -" + ("  (source data)" if key == "produced_by" else ""))
+    if art["produced_by"]:
+        say("")
+        _render_run(ctx.run_json(ctx.producer(art["hash"])))
+        say("")
+        say("lineage:")
+        _render_tree(ctx, ctx.lineage(target))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    ctx = _context()
+    target = ctx.resolve(args.ref, Path.cwd())
+    lin = ctx.lineage(target, args.depth)
+    if args.json:
+        emit_json(lin)
+        return 0
+    _render_tree(ctx, lin)
+    say(f"{len(lin['runs'])} run(s); source data:")
+    for s in lin["sources"]:
+        say(f"  {s['paths'][0]}  {s['hash']}")
+    return 0
+
+
+def _render_dag(dag: dict[str, Any]) -> None:
+    if not dag["steps"]:
+        say("no steps in this session yet: roar run CMD records one")
+        return
+    for s in dag["steps"]:
+        deps = f"  ← {', '.join(s['depends_on'])}" if s["depends_on"] else ""
+        sup = f"  (supersedes {len(s['superseded'])})" if s["superseded"] else ""
+        say(
+            f"{s['step']:>4}  {short(s['run'], 8)}  {_command(s['command'], 60)}"
+            f"{MARKS.get(s['state'], '')}{deps}{sup}"
+        )
+        for o in s["outputs"]:
+            say(f"        → {o}")
+
+
+def _mermaid(dag: dict[str, Any]) -> str:
+    lines = ["graph TD"]
+    for s in dag["steps"]:
+        node = s["step"].replace("@", "s")
+        text = _command(s["command"], 40).replace('"', "'")
+        lines.append(f'  {node}["{s["step"]} {text}{MARKS.get(s["state"], "")}"]')
+        for d in s["depends_on"]:
+            lines.append(f"  {d.replace('@', 's')} --> {node}")
+    return "\n".join(lines)
+
+
+def _dot(dag: dict[str, Any]) -> str:
+    lines = ["digraph roar {", "  rankdir=LR;"]
+    for s in dag["steps"]:
+        text = _command(s["command"], 40).replace('"', "'")
+        style = ", style=dashed" if s["state"] != "ok" else ""
+        lines.append(
+            f'  "{s["step"]}" [label="{s["step"]} {text}{MARKS.get(s["state"], "")}"{style}];'
+        )
+        for d in s["depends_on"]:
+            lines.append(f'  "{d}" -> "{s["step"]}";')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def cmd_dag(args: argparse.Namespace) -> int:
+    ctx = _context()
+    if args.ref:
+        dag = ctx.lineage_dag(ctx.resolve(args.ref, Path.cwd()))
+    else:
+        dag = ctx.session_dag()
+    if args.json:
+        emit_json(dag)
+    elif args.mermaid:
+        say(_mermaid(dag))
+    elif args.dot:
+        say(_dot(dag))
+    else:
+        _render_dag(dag)
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    ctx = _context()
+    entries = ctx.log(args.n)
+    if args.json:
+        emit_json(entries)
+        return 0
+    for e in entries:
+        say(
+            f"{e['step'] or '-':>4}  {short(e['id'], 10)}  {e['status']:<11} "
+            f"{e['duration_s']:>8.2f}s  {_command(e['argv'])}"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ctx = _context()
+    st = ctx.status()
+    if args.json:
+        emit_json(st)
+        return 0
+    if not st["outputs"]:
+        say("no steps in this session yet")
+    for o in st["outputs"]:
+        say(f"{o['state']:<9} {o['step']:>4}  {o['path']}")
+    if st["stale_steps"]:
+        say(f"stale steps: {', '.join(st['stale_steps'])} (re-run them with roar run @N)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "show",
+        cmd_show,
+        "what produced an artifact and from what, or one run, or the session",
+        """
+  roar show model.pkl        the producer chain: command, inputs (hashes), commit, environment
+  roar show 3fa9c1           an artifact or run by hash prefix (6+ hex)
+  roar show @2               one step of the session
+  roar show data/images/     a folder recorded as one artifact
+  roar show                  the session overview
+  roar show model.pkl --json""",
+    )
+    p.add_argument("ref", nargs="?", help="a path, artifact hash prefix, run id prefix or @N")
+    p.add_argument("--json", action="store_true", help="print as JSON (docs/cli-json.md)")
+
+    p = add_command(
+        sub,
+        "lineage",
+        cmd_lineage,
+        "the upstream graph of an artifact or run, back to the source data",
+        """
+  roar lineage model.pkl
+  roar lineage 3fa9c1 --depth 2
+  roar lineage @3 --json""",
+    )
+    p.add_argument("ref")
+    p.add_argument("--depth", type=int, default=None, help="how many runs upstream (default: all)")
+    p.add_argument("--json", action="store_true")
+
+    p = add_command(
+        sub,
+        "dag",
+        cmd_dag,
+        "the session's steps (or one artifact's lineage) with stale/failed marks",
+        """
+  roar dag                   the active session
+  roar dag model.pkl         the steps behind one artifact
+  roar dag --mermaid         paste into a Markdown document
+  roar dag --dot | dot -Tsvg > dag.svg""",
+    )
+    p.add_argument("ref", nargs="?")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--mermaid", action="store_true", help="print a Mermaid graph")
+    fmt.add_argument("--dot", action="store_true", help="print a Graphviz graph")
+
+    p = add_command(
+        sub,
+        "log",
+        cmd_log,
+        "recorded runs, newest first",
+        """
+  roar log
+  roar log -n 5
+  roar log --json""",
+    )
+    p.add_argument("-n", type=int, default=None, help="show at most N runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add_command(
+        sub,
+        "status",
+        cmd_status,
+        "outputs present, modified or missing, and stale steps",
+        """
+  roar status
+  roar status --json""",
+    )
+    p.add_argument("--json", action="store_true")

@@ -1,0 +1,134 @@
+"""The code a run saw: HEAD, and for a dirty tree a snapshot as a git tree object.
+
+The snapshot holds the tracked files as they are in the work tree plus untracked,
+non-ignored source files (small, and not known to the ledger as a data artifact). It is
+built in a private index under `.git/roar/`, so the user's index, branches and stash are never
+touched, and the tree is kept reachable from the ledger (`code/<tree>`) so it is pushed with
+the lineage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from roargit.git import run_git
+from roargit.records import CodeInput, CodeState
+from roargit.repo import RepoPaths
+
+#: Untracked files above this size are taken for data, not source, and left out of snapshots.
+MAX_UNTRACKED_SOURCE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WorkTreeStatus:
+    modified: tuple[str, ...]  # tracked paths changed or deleted
+    untracked: tuple[str, ...]  # untracked, not ignored
+
+
+def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
+    out = run_git(
+        [
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+            "--ignore-submodules=all",
+        ],
+        paths.root,
+    ).stdout
+    modified: list[str] = []
+    untracked: list[str] = []
+    for item in out.split(b"\0"):
+        if len(item) < 4:
+            continue
+        code, path = item[:2], os.fsdecode(item[3:])
+        (untracked if code == b"??" else modified).append(path)
+    return WorkTreeStatus(tuple(modified), tuple(untracked))
+
+
+def head(repo: pygit2.Repository) -> tuple[str | None, str | None, pygit2.Tree | None]:
+    """(commit id, branch name, tree) of HEAD; all None in a repository with no commit."""
+    try:
+        ref = repo.head
+    except (pygit2.GitError, KeyError):
+        return None, None, None
+    commit = ref.peel(pygit2.Commit)
+    branch = ref.shorthand if ref.name.startswith("refs/heads/") else None
+    return str(commit.id), branch, commit.tree
+
+
+def capture(
+    paths: RepoPaths,
+    repo: pygit2.Repository,
+    is_data: Callable[[list[str]], set[str]],
+) -> CodeState:
+    """HEAD and, when the work tree differs from it, a snapshot tree.
+
+    `is_data(paths)` returns those of the untracked paths (relative to the root) that are data
+    artifacts the ledger already knows; they stay out of the snapshot.
+    """
+    commit, branch, tree = head(repo)
+    status = work_tree_status(paths)
+    small = [p for p in status.untracked if _size(paths.root / p) <= MAX_UNTRACKED_SOURCE]
+    data = is_data(small) if small else set()
+    sources = [p for p in small if p not in data]
+    if not status.modified and not sources:
+        return CodeState(commit, branch, False, str(tree.id) if tree is not None else None)
+    snapshot = snapshot_tree(paths, status.modified, sources)
+    return CodeState(commit, branch, True, snapshot)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return MAX_UNTRACKED_SOURCE + 1
+
+
+def snapshot_tree(paths: RepoPaths, modified: Iterable[str], untracked: Iterable[str]) -> str:
+    """Write the work tree's state to a tree object through a private copy of the index."""
+    tmp_dir = paths.roar_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    index = tmp_dir / f"index-{os.getpid()}"
+    real_index = paths.git_dir / "index"
+    try:
+        if real_index.exists():
+            shutil.copyfile(real_index, index)  # keeps stat data: unchanged files aren't read
+        env = {"GIT_INDEX_FILE": str(index)}
+        listing = [*modified, *untracked]
+        if listing:
+            # --remove stages deletions; -- with --stdin takes NUL-separated paths.
+            run_git(
+                ["update-index", "--add", "--remove", "-z", "--stdin"],
+                paths.root,
+                input=b"\0".join(os.fsencode(p) for p in listing) + b"\0",
+                env=env,
+            )
+        return run_git(["write-tree"], paths.root, env=env).stdout.decode().strip()
+    finally:
+        index.unlink(missing_ok=True)
+
+
+def code_inputs(
+    repo: pygit2.Repository, tree_id: str | None, rel_paths: Iterable[str]
+) -> list[CodeInput]:
+    """The read files that are part of the code tree, with their blob ids."""
+    if tree_id is None:
+        return []
+    tree = repo[tree_id].peel(pygit2.Tree)
+    found = []
+    for rel in rel_paths:
+        try:
+            entry = tree[rel]
+        except KeyError:
+            continue
+        if entry.type == pygit2.enums.ObjectType.BLOB:
+            found.append(CodeInput(rel, str(entry.id)))
+    return sorted(found, key=lambda c: c.path)

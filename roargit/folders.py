@@ -1,0 +1,88 @@
+"""Folders as artifacts: a run that reads (or writes) most of a big folder records the folder
+once, by the hash of its manifest, instead of one entry per file.
+
+A manifest is the canonical msgpack list of `[relative path, hash, size]` of every regular
+file under the folder, sorted by path. Its BLAKE3 is the folder's artifact id, so an unchanged
+folder has the same id run after run and its manifest is stored in the ledger once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import msgpack
+
+from roargit.codec import record_id
+from roargit.errors import RecordCorrupt
+
+#: A folder is recorded as one artifact when the run touched at least this many of its files…
+MIN_FILES = 100
+#: …and at least this share of all the files under it.
+COVERAGE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    path: str  # relative to the folder, '/'-separated
+    hash: str
+    size: int
+
+
+def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
+    """Folders to record whole: {folder: every regular file under it}. `files` are absolute
+    paths the run touched; folders in `never` (/, the repo root, $HOME …) and their parents are
+    never chosen."""
+    counts: Counter[str] = Counter()
+    for f in files:
+        d = os.path.dirname(f)
+        while d and d not in never and d != "/":
+            counts[d] += 1
+            d = os.path.dirname(d)
+    chosen: dict[str, list[str]] = {}
+    for folder in sorted((d for d, n in counts.items() if n >= MIN_FILES), key=len):
+        if any(folder.startswith(c + "/") for c in chosen):
+            continue
+        members = _walk_bounded(folder, int(counts[folder] / COVERAGE))
+        if members is not None and counts[folder] >= COVERAGE * len(members):
+            chosen[folder] = members
+    return chosen
+
+
+def _walk_bounded(folder: str, limit: int) -> list[str] | None:
+    """Every regular file under `folder`, or None as soon as there are more than `limit`."""
+    found: list[str] = []
+    stack = [folder]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != ".git":
+                            stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(entry.path)
+                        if len(found) > limit:
+                            return None
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def encode_manifest(entries: list[ManifestEntry]) -> tuple[str, bytes]:
+    rows = sorted([e.path, e.hash, e.size] for e in entries)
+    data = msgpack.packb(
+        {"type": "manifest", "v": 1, "files": rows},
+        use_bin_type=True,
+        unicode_errors="surrogateescape",
+    )
+    return record_id(data), data
+
+
+def decode_manifest(data: bytes, name: str) -> list[ManifestEntry]:
+    try:
+        m = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
+        return [ManifestEntry(str(p), str(h), int(s)) for p, h, s in m["files"]]
+    except Exception:
+        raise RecordCorrupt(name, "not a folder manifest") from None

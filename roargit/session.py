@@ -1,0 +1,173 @@
+"""Sessions: the pipeline being built in this clone, as numbered steps.
+
+The runs themselves are immutable ledger records carrying (session, step). Which session is
+active, and which runs were popped from it, is this clone's local state in
+`.git/roar/session.json`. Everything else — which run is a step's current one, which are
+superseded, which steps are stale — is derived here from the records.
+
+Rules:
+- A new run takes the number of the active step (same kind) with the same input and output
+  paths, superseding it; otherwise the next free number. `roar run @N` reuses N.
+- A step is stale when an input it read (by path) is now produced, by the current run of
+  another step, with different content — or when a step it depends on is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from roargit.errors import RoarError
+from roargit.ledger import Ledger
+from roargit.records import RunId, RunRecord, SessionId, SessionRecord
+
+STATE_FILE = "session.json"
+
+
+class NoSuchStep(RoarError):
+    def __init__(self, label: str) -> None:
+        super().__init__(f"no step {label} in the current session (see roar dag)")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    label: str  # "@3", or "@B1" for a build step
+    number: int
+    kind: str
+    run_id: RunId
+    run: RunRecord
+    state: str  # "ok", "stale", "failed" or "interrupted"
+    depends_on: tuple[str, ...]
+    superseded: tuple[RunId, ...]  # earlier runs of this step, newest first
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    session_id: SessionId | None
+    steps: tuple[Step, ...]  # build steps first, then by number
+
+    def step(self, label: str) -> Step:
+        for s in self.steps:
+            if s.label == label:
+                return s
+        raise NoSuchStep(label)
+
+    def producer_of(self, path: str) -> Step | None:
+        for s in reversed(self.steps):
+            if any(o.path == path for o in s.run.outputs):
+                return s
+        return None
+
+
+def label(kind: str, number: int) -> str:
+    return f"@B{number}" if kind == "build" else f"@{number}"
+
+
+def parse_label(text: str) -> tuple[str, int] | None:
+    """'@3' → ('run', 3); '@B2' → ('build', 2); anything else → None."""
+    if not text.startswith("@"):
+        return None
+    body = text[1:]
+    kind = "run"
+    if body[:1] in ("B", "b"):
+        kind, body = "build", body[1:]
+    return (kind, int(body)) if body.isdigit() else None
+
+
+# -- local state ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    session_id: SessionId | None
+    popped: frozenset[str]
+
+
+def read_state(roar_dir: Path) -> LocalState:
+    try:
+        data = json.loads((roar_dir / STATE_FILE).read_text())
+        return LocalState(
+            SessionId(data["id"]) if data.get("id") else None, frozenset(data.get("popped", []))
+        )
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return LocalState(None, frozenset())
+
+
+def write_state(roar_dir: Path, state: LocalState) -> None:
+    tmp = roar_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"id": state.session_id, "popped": sorted(state.popped)}))
+    tmp.replace(roar_dir / STATE_FILE)
+
+
+def active_session(ledger: Ledger, roar_dir: Path, clone: str) -> SessionId:
+    """The active session, started on first use."""
+    state = read_state(roar_dir)
+    if state.session_id is not None:
+        return state.session_id
+    return new_session(ledger, roar_dir, clone, parent=None)
+
+
+def new_session(ledger: Ledger, roar_dir: Path, clone: str, parent: SessionId | None) -> SessionId:
+    sid = ledger.append_session(SessionRecord(time.time_ns(), clone, parent))
+    write_state(roar_dir, LocalState(sid, frozenset()))
+    return sid
+
+
+# -- the derived view ---------------------------------------------------------------------
+
+
+def load_view(ledger: Ledger, session_id: SessionId | None, popped: frozenset[str]) -> SessionView:
+    if session_id is None:
+        return SessionView(None, ())
+    runs = [(rid, ledger.run(rid)) for rid in ledger.session_runs(session_id) if rid not in popped]
+    return build_view(session_id, runs)
+
+
+def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> SessionView:
+    by_step: dict[tuple[str, int], list[tuple[RunId, RunRecord]]] = {}
+    for rid, run in runs:
+        by_step.setdefault((run.kind, run.step), []).append((rid, run))
+    current: list[tuple[RunId, RunRecord, tuple[RunId, ...]]] = []
+    for key in sorted(by_step, key=lambda k: (k[0] != "build", k[1])):
+        history = sorted(by_step[key], key=lambda r: (r[1].started_at, r[0]), reverse=True)
+        current.append((history[0][0], history[0][1], tuple(r[0] for r in history[1:])))
+
+    steps: list[Step] = []
+    state_of: dict[str, str] = {}
+    for rid, run, older in current:
+        me = label(run.kind, run.step)
+        deps: list[str] = []
+        stale = False
+        for f in run.inputs:
+            for prior in reversed(steps):
+                out = next((o for o in prior.run.outputs if o.path == f.path), None)
+                if out is None or prior.label == me:
+                    continue
+                deps.append(prior.label)
+                if out.hash != f.hash or state_of[prior.label] == "stale":
+                    stale = True
+                break
+        if run.status != "ok":
+            state = run.status
+        else:
+            state = "stale" if stale else "ok"
+        state_of[me] = state
+        steps.append(
+            Step(me, run.step, run.kind, rid, run, state, tuple(dict.fromkeys(deps)), older)
+        )
+    return SessionView(session_id, tuple(steps))
+
+
+def assign_step(view: SessionView, kind: str, inputs: set[str], outputs: set[str]) -> int:
+    for s in view.steps:
+        if (
+            s.kind == kind
+            and {f.path for f in s.run.inputs} == inputs
+            and {f.path for f in s.run.outputs} == outputs
+        ):
+            return s.number
+    numbers = [s.number for s in view.steps if s.kind == kind]
+    return max(numbers, default=0) + 1

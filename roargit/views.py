@@ -1,0 +1,374 @@
+"""Answers to the query commands, as plain JSON-ready data (docs/cli-json.md is the spec).
+
+Resolving a REF (a path, an artifact hash prefix, a run id prefix, or `@N`) and walking
+lineage read a handful of ledger trees per step; nothing here scans all records.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roargit import session
+from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
+from roargit.hashing import HashCache
+from roargit.ledger import Ledger
+from roargit.records import FileRef, RunId, RunRecord
+from roargit.repo import RepoPaths
+
+MIN_PREFIX = 6
+HEX = frozenset("0123456789abcdef")
+
+
+class NeverRecorded(RoarError):
+    def __init__(self, path: str, digest: str) -> None:
+        super().__init__(f"{path} was never recorded by a run (its current hash is {digest})")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a REF named: an artifact (by hash) or a run."""
+
+    kind: str  # "artifact" or "run"
+    id: str
+    path: str | None = None  # the path the user typed, for artifacts named by path
+
+
+class Context:
+    """The ledger, the active session and the cache, opened once per command."""
+
+    def __init__(self, paths: RepoPaths) -> None:
+        self.paths = paths
+        self.ledger = Ledger(paths)
+        self.ledger.sync_remotes()
+        state = session.read_state(paths.roar_dir)
+        self.state = state
+        self._view: session.SessionView | None = None
+        self._runs: dict[str, RunRecord] = {}
+
+    @property
+    def view(self) -> session.SessionView:
+        if self._view is None:
+            self._view = session.load_view(self.ledger, self.state.session_id, self.state.popped)
+        return self._view
+
+    def run(self, run_id: str) -> RunRecord:
+        rec = self._runs.get(run_id)
+        if rec is None:
+            rec = self._runs[run_id] = self.ledger.run(run_id)
+        return rec
+
+    def label(self, run_id: str) -> str | None:
+        """The run's step label in its session (None if it was popped)."""
+        if run_id in self.state.popped:
+            return None
+        rec = self.run(run_id)
+        return session.label(rec.kind, rec.step)
+
+    # -- resolving REFs ------------------------------------------------------------------
+
+    def resolve(self, ref: str, cwd: Path) -> Target:
+        parsed = session.parse_label(ref)
+        if parsed is not None:
+            step = self.view.step(session.label(*parsed))
+            return Target("run", step.run_id)
+        candidate = (cwd / ref) if not os.path.isabs(ref) else Path(ref)
+        if candidate.exists() or "/" in ref or (not _is_hex(ref)):
+            return self._resolve_path(ref, candidate)
+        if len(ref) < MIN_PREFIX:
+            raise PrefixTooShort(ref)
+        prefix = ref.lower()
+        arts = self.ledger.find_artifacts(prefix)
+        runs = self.ledger.find_runs(prefix)
+        found = [("artifact", a) for a in arts] + [("run", r) for r in runs]
+        if not found:
+            raise NoMatch(ref)
+        if len(found) > 1:
+            raise AmbiguousPrefix(ref, [f"{k} {i}" for k, i in found])
+        return Target(found[0][0], found[0][1])
+
+    def _resolve_path(self, ref: str, candidate: Path) -> Target:
+        from roargit.capture import rel_or_abs
+
+        root = str(self.paths.root)
+        absolute = os.path.abspath(candidate)
+        recorded = rel_or_abs(absolute, root)
+        if candidate.is_dir():
+            produced, consumed = self.ledger.folder_runs(recorded + "/")
+            for rid in [*produced, *consumed]:
+                for f in (*self.run(rid).outputs, *self.run(rid).inputs):
+                    if f.kind == "dir" and f.path.rstrip("/") == recorded:
+                        return Target("artifact", f.hash, recorded + "/")
+            raise NoMatch(ref)
+        if candidate.is_file():
+            digest = HashCache(self.paths.roar_dir).hash_file(absolute).digest
+            if self.ledger.has_artifact(digest):
+                return Target("artifact", digest, recorded)
+            if self._in_recorded_folder(recorded, digest):
+                return Target("artifact", digest, recorded)
+            raise NeverRecorded(recorded, digest)
+        # Gone from disk: the newest step of the session that wrote that path.
+        producer = self.view.producer_of(recorded)
+        if producer is not None:
+            out = next(o for o in producer.run.outputs if o.path == recorded)
+            return Target("artifact", out.hash, recorded)
+        raise NoMatch(ref)
+
+    def _in_recorded_folder(self, recorded: str, digest: str) -> bool:
+        return bool(
+            self.folder_runs_for_file(recorded, digest)[0]
+            or self.folder_runs_for_file(recorded, digest)[1]
+        )
+
+    def folder_runs_for_file(self, recorded: str, digest: str) -> tuple[list[RunId], list[RunId]]:
+        """Runs that wrote / read a recorded folder holding this file with these bytes."""
+        from roargit.folders import decode_manifest
+
+        produced: list[RunId] = []
+        consumed: list[RunId] = []
+        parts = recorded.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            folder = "/".join(parts[:i])
+            rel = "/".join(parts[i:])
+            p, c = self.ledger.folder_runs(folder + "/")
+            for rid, bucket in [*((r, produced) for r in p), *((r, consumed) for r in c)]:
+                rec = self.run(rid)
+                for f in (*rec.inputs, *rec.outputs):
+                    if f.kind != "dir" or f.path.rstrip("/") != folder:
+                        continue
+                    data = self.ledger.manifest(f.hash)
+                    if data and any(
+                        e.path == rel and e.hash == digest
+                        for e in decode_manifest(data, f"manifest {f.hash[:12]}")
+                    ):
+                        bucket.append(rid)
+                        break
+        return sorted(set(produced)), sorted(set(consumed))
+
+    # -- shapes ---------------------------------------------------------------------------
+
+    def artifact(self, digest: str, path: str | None = None) -> dict[str, Any]:
+        produced, consumed = self.ledger.artifact_runs(digest)
+        if path and not produced and not consumed:
+            produced, consumed = self.folder_runs_for_file(path, digest)
+        size = None
+        kind = "file"
+        paths: list[str] = []
+        for rid in [*produced, *consumed]:
+            for f in (*self.run(rid).inputs, *self.run(rid).outputs):
+                if f.hash == digest:
+                    size = f.size
+                    kind = f.kind
+                    paths.append(f.path)
+        if path:
+            paths.append(path)
+        if size is None and path:
+            from roargit.capture import abs_path
+
+            try:
+                size = os.path.getsize(abs_path(path, self.paths.root))
+            except OSError:
+                size = None
+        by_time = sorted(produced, key=lambda r: self.run(r).started_at)
+        return {
+            "kind": "artifact",
+            "hash": digest,
+            "size": size,
+            "type": kind,
+            "paths": sorted(set(paths)),
+            "produced_by": by_time,
+            "consumed_by": sorted(consumed, key=lambda r: self.run(r).started_at),
+        }
+
+    def run_json(self, run_id: str) -> dict[str, Any]:
+        return run_to_json(run_id, self.run(run_id), self.label(run_id))
+
+    def producer(self, digest: str) -> RunId | None:
+        """The newest run that produced these bytes (successful ones first)."""
+        produced, _ = self.ledger.artifact_runs(digest)
+        if not produced:
+            return None
+        return max(produced, key=lambda r: (self.run(r).status == "ok", self.run(r).started_at))
+
+    def lineage(self, target: Target, depth: int | None = None) -> dict[str, Any]:
+        """Upstream of the target, back to source data (artifacts no recorded run produced)."""
+        runs: list[str] = []
+        sources: dict[str, FileRef] = {}
+        seen_runs: set[str] = set()
+        seen_artifacts: set[str] = set()
+        queue: deque[tuple[str, int]] = deque()
+        if target.kind == "run":
+            queue.append((target.id, 1))
+        else:
+            first = self.producer(target.id)
+            if first is not None:
+                queue.append((first, 1))
+            seen_artifacts.add(target.id)
+        while queue:
+            rid, level = queue.popleft()
+            if rid in seen_runs:
+                continue
+            seen_runs.add(rid)
+            runs.append(rid)
+            for f in self.run(rid).inputs:
+                if f.hash in seen_artifacts:
+                    continue
+                seen_artifacts.add(f.hash)
+                producer = self.producer(f.hash)
+                if producer is None:
+                    sources[f.hash] = f
+                elif depth is None or level < depth:
+                    queue.append((producer, level + 1))
+        target_json = (
+            self.artifact(target.id, target.path)
+            if target.kind == "artifact"
+            else self.run_json(target.id)
+        )
+        return {
+            "target": target_json,
+            "runs": [self.run_json(r) for r in runs],
+            "sources": [
+                {"kind": "artifact", "hash": h, "size": f.size, "type": f.kind, "paths": [f.path]}
+                for h, f in sorted(sources.items(), key=lambda kv: kv[1].path)
+            ],
+        }
+
+    def session_dag(self) -> dict[str, Any]:
+        steps = [
+            {
+                "step": s.label,
+                "run": s.run_id,
+                "command": list(s.run.argv),
+                "state": s.state,
+                "depends_on": list(s.depends_on),
+                "superseded": list(s.superseded),
+                "outputs": [f.path for f in s.run.outputs],
+            }
+            for s in self.view.steps
+        ]
+        return {"session": self.view.session_id, "steps": steps}
+
+    def lineage_dag(self, target: Target, depth: int | None = None) -> dict[str, Any]:
+        lin = self.lineage(target, depth)
+        producers: dict[str, str] = {}
+        for r in lin["runs"]:
+            for f in r["outputs"]:
+                producers.setdefault(f["hash"], r["step"] or r["id"][:12])
+        steps = []
+        for r in reversed(lin["runs"]):
+            me = r["step"] or r["id"][:12]
+            deps = [producers[f["hash"]] for f in r["inputs"] if f["hash"] in producers]
+            steps.append(
+                {
+                    "step": me,
+                    "run": r["id"],
+                    "command": r["argv"],
+                    "state": self._state_of(r["id"]),
+                    "depends_on": list(dict.fromkeys(d for d in deps if d != me)),
+                    "superseded": [],
+                    "outputs": [f["path"] for f in r["outputs"]],
+                }
+            )
+        return {"session": None, "target": lin["target"], "steps": steps}
+
+    def _state_of(self, run_id: str) -> str:
+        for s in self.view.steps:
+            if s.run_id == run_id:
+                return s.state
+            if run_id in s.superseded:
+                return "superseded"
+        return self.run(run_id).status
+
+    def log(self, limit: int | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _commit, ids in self.ledger.history():
+            for rid in ids:
+                rec = self.run(rid)
+                out.append(
+                    {
+                        "id": rid,
+                        "step": self.label(rid) if rec.session == self.state.session_id else None,
+                        "session": rec.session,
+                        "status": rec.status,
+                        "exit_code": rec.exit_code,
+                        "started_at": iso(rec.started_at),
+                        "duration_s": round(rec.duration_ns / 1e9, 3),
+                        "argv": list(rec.argv),
+                    }
+                )
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def status(self) -> dict[str, Any]:
+        from roargit.capture import abs_path
+
+        cache = HashCache(self.paths.roar_dir)
+        outputs = []
+        files: list[tuple[str, str, FileRef, str]] = []
+        for s in self.view.steps:
+            for f in s.run.outputs:
+                if f.kind == "file":
+                    files.append((s.label, s.run_id, f, abs_path(f.path, self.paths.root)))
+        hashes = cache.hash_many([a for *_, a in files], missing_ok=True)
+        for label, _rid, f, absolute in files:
+            h = hashes.get(absolute)
+            state = "missing" if h is None else ("present" if h.digest == f.hash else "modified")
+            outputs.append({"step": label, "path": f.path, "hash": f.hash, "state": state})
+        stale = [s.label for s in self.view.steps if s.state == "stale"]
+        return {"session": self.view.session_id, "outputs": outputs, "stale_steps": stale}
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and set(text.lower()) <= HEX
+
+
+def iso(ns: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )
+
+
+def files_json(files: Iterable[FileRef]) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        m: dict[str, Any] = {"path": f.path, "hash": f.hash, "size": f.size}
+        if f.kind != "file":
+            m["type"] = f.kind
+        out.append(m)
+    return out
+
+
+def run_to_json(run_id: str, rec: RunRecord, label: str | None) -> dict[str, Any]:
+    env = rec.environment
+    return {
+        "kind": "run",
+        "id": run_id,
+        "step": label,
+        "session": rec.session,
+        "type": rec.kind,
+        "argv": list(rec.argv),
+        "cwd": rec.cwd,
+        "status": rec.status,
+        "exit_code": rec.exit_code,
+        "inputs": files_json(rec.inputs),
+        "outputs": files_json(rec.outputs),
+        "code": {
+            "commit": rec.code.commit,
+            "branch": rec.code.branch,
+            "dirty": rec.code.dirty,
+            "tree": rec.code.tree,
+            "inputs": [{"path": c.path, "blob": c.blob} for c in rec.code.inputs],
+        },
+        "started_at": iso(rec.started_at),
+        "duration_s": round(rec.duration_ns / 1e9, 3),
+        "capture": rec.capture,
+        "complete": rec.complete,
+        "environment": dict(env),
+    }
