@@ -112,11 +112,7 @@ def is_source_name(rel: str) -> bool:
 def _is_startup_file(path: str) -> bool:
     """Read by every interpreter start: .pth files and the hooks they install."""
     name = path.rsplit("/", 1)[-1]
-    return (
-        name.endswith(".pth")
-        or name.startswith("__editable__")
-        or "/_distutils_hack/" in path
-    )
+    return name.endswith(".pth") or name.startswith("__editable__") or "/_distutils_hack/" in path
 
 
 def sort_accesses(
