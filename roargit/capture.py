@@ -25,7 +25,7 @@ from roargit.environment import capture_environment, is_system_path, packages_fo
 from roargit.errors import RoarError
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import Entry, Ledger
-from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord
+from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord, SessionId
 from roargit.redact import redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.trace import FileAccess, Trace, run_traced
@@ -120,11 +120,16 @@ def sort_accesses(
 ) -> Sorted:
     root = str(paths.root)
     git_dirs = tuple({str(paths.git_dir), str(paths.common_dir)})
-    kept = [
-        a
-        for p, a in files.items()
-        if not a.temporary and not any(p == g or p.startswith(g + "/") for g in git_dirs)
-    ]
+    # A work tree may itself lie inside a git dir (roar reproduce's worktrees under
+    # .git/roar/worktrees/): its files are work-tree files, not git's.
+    inner = tuple(g for g in git_dirs if root.startswith(g + "/"))
+
+    def in_git_dir(p: str) -> bool:
+        if inner and p.startswith(root + "/") and not p.startswith(root + "/.git/"):
+            return False
+        return any(p == g or p.startswith(g + "/") for g in git_dirs)
+
+    kept = [a for p, a in files.items() if not a.temporary and not in_git_dir(p)]
     # Every interpreter reads its .pth files and editable-install finders at start-up: that is
     # not a use of those distributions, so they are dropped before packages are named.
     startup = {a.path for a in kept if _is_startup_file(a.path)}
@@ -200,8 +205,12 @@ def record_run(
     kind: str = "run",
     step: int | None = None,
     env: Mapping[str, str] | None = None,
+    session_id: SessionId | None = None,
 ) -> RunOutcome:
-    """Run `argv` in `cwd` under the tracer and append its record to the ledger."""
+    """Run `argv` in `cwd` under the tracer and append its record to the ledger.
+
+    The run joins `session_id` when given (roar reproduce records into a session of its own),
+    else the clone's active session."""
     run_env = dict(os.environ if env is None else env)
     roar_dir = ensure_roar_dir(paths)
     settings = config.read_all(paths)
@@ -264,9 +273,12 @@ def record_run(
     if trace.mode != "ptrace":
         warnings.append(f"captured in {trace.mode} mode: reads by non-Python programs are missed")
 
-    sid = session.active_session(ledger, roar_dir, clone_id(paths))
-    state = session.read_state(roar_dir)
-    view = session.load_view(ledger, sid, state.popped)
+    if session_id is None:
+        sid = session.active_session(ledger, roar_dir, clone_id(paths))
+        popped = session.read_state(roar_dir).popped
+    else:
+        sid, popped = session_id, frozenset()
+    view = session.load_view(ledger, sid, popped)
     all_in = [*inputs, *in_dirs]
     all_out = [*outputs, *out_dirs]
     if step is None:

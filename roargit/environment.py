@@ -710,7 +710,7 @@ _HOME_KEEP = (".cache/huggingface/", ".cache/torch/hub/")
 _ALWAYS_NOISE = re.compile(
     r"""
       /__pycache__(?:/|$) | \.pyc$
-    | /\.git(?:/|$)
+    | /\.git(?:/(?!roar/worktrees/)|$)          # but roar reproduce's worktrees are work trees
     | /lib(?:64)?/(?:python\d(?:\.\d+)?t?/|python\d+\.zip$)   # an interpreter's stdlib
     | /pyvenv\.cfg$
     | /bin/(?:python|pypy)[\d.]*(?:-config)?$                 # an interpreter itself
