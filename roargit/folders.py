@@ -40,9 +40,13 @@ def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
         while d and d not in never and d != "/":
             counts[d] += 1
             d = os.path.dirname(d)
+    # A folder whose touched files all lie in one of its subfolders is not a candidate: the
+    # subfolder is the dataset, and the parent would only add files the run never touched
+    # (`data/` holding `data/images/` and a few CSVs made by other steps).
+    narrower = {os.path.dirname(d) for d, n in counts.items() if n == counts[os.path.dirname(d)]}
     chosen: dict[str, list[str]] = {}
     for folder in sorted((d for d, n in counts.items() if n >= MIN_FILES), key=len):
-        if any(folder.startswith(c + "/") for c in chosen):
+        if folder in narrower or any(folder.startswith(c + "/") for c in chosen):
             continue
         members = _walk_bounded(folder, int(counts[folder] / COVERAGE))
         if members is not None and counts[folder] >= COVERAGE * len(members):
