@@ -281,12 +281,15 @@ def record_run(
     view = session.load_view(ledger, sid, popped)
     all_in = [*inputs, *in_dirs]
     all_out = [*outputs, *out_dirs]
+    recorded_argv = redact_argv(argv)
     if step is None:
-        step = session.assign_step(view, kind, {f.path for f in all_in}, {f.path for f in all_out})
+        step = session.assign_step(
+            view, kind, {f.path for f in all_in}, {f.path for f in all_out}, recorded_argv
+        )
     previous = next((s for s in view.steps if s.kind == kind and s.number == step), None)
 
     record = RunRecord(
-        argv=redact_argv(argv),
+        argv=recorded_argv,
         cwd=rel_or_abs(str(cwd.resolve()), root),
         started_at=started,
         ended_at=ended,

@@ -7,7 +7,8 @@ superseded, which steps are stale — is derived here from the records.
 
 Rules:
 - A new run takes the number of the active step (same kind) with the same input and output
-  paths, superseding it; otherwise the next free number. `roar run @N` reuses N.
+  paths (and, when it touched no data files, the same argv), superseding it; otherwise the
+  next free number. `roar run @N` reuses N.
 - A step is stale when an input it read (by path) is now produced, by the current run of
   another step, with different content — or when a step it depends on is stale.
 """
@@ -161,12 +162,17 @@ def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> Se
     return SessionView(session_id, tuple(steps))
 
 
-def assign_step(view: SessionView, kind: str, inputs: set[str], outputs: set[str]) -> int:
+def assign_step(
+    view: SessionView, kind: str, inputs: set[str], outputs: set[str], argv: tuple[str, ...]
+) -> int:
     for s in view.steps:
         if (
             s.kind == kind
             and {f.path for f in s.run.inputs} == inputs
             and {f.path for f in s.run.outputs} == outputs
+            # Two commands that touched no data files share no paths to compare: `roar run
+            # true` must not supersede `roar run ./check.sh`. Only the same command re-runs.
+            and (inputs or outputs or s.run.argv == argv)
         ):
             return s.number
     numbers = [s.number for s in view.steps if s.kind == kind]
