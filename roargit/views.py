@@ -259,7 +259,7 @@ class Context:
             for f in r["outputs"]:
                 producers.setdefault(f["hash"], r["step"] or r["id"][:12])
         steps = []
-        for r in reversed(lin["runs"]):
+        for r in _upstream_first(lin["runs"]):
             me = r["step"] or r["id"][:12]
             deps = [producers[f["hash"]] for f in r["inputs"] if f["hash"] in producers]
             steps.append(
@@ -321,6 +321,34 @@ class Context:
             outputs.append({"step": label, "path": f.path, "hash": f.hash, "state": state})
         stale = [s.label for s in self.view.steps if s.state == "stale"]
         return {"session": self.view.session_id, "outputs": outputs, "stale_steps": stale}
+
+
+def _upstream_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs ordered so that each comes after the runs that produced its inputs.
+
+    Start time alone is not enough: the producer found for some bytes is the newest run that
+    made them, which may be a re-run that started after their consumer."""
+    made_by: dict[str, str] = {}
+    for r in runs:
+        for f in r["outputs"]:
+            made_by.setdefault(f["hash"], r["id"])
+    by_id = {r["id"]: r for r in runs}
+    ordered: list[dict[str, Any]] = []
+    done: set[str] = set()
+
+    def visit(rid: str, active: frozenset[str]) -> None:
+        if rid in done or rid in active:
+            return
+        for f in by_id[rid]["inputs"]:
+            dep = made_by.get(f["hash"])
+            if dep is not None and dep != rid:
+                visit(dep, active | {rid})
+        done.add(rid)
+        ordered.append(by_id[rid])
+
+    for r in sorted(runs, key=lambda r: (r["started_at"], r["id"])):
+        visit(r["id"], frozenset())
+    return ordered
 
 
 def _is_hex(text: str) -> bool:
