@@ -39,11 +39,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 from blake3 import blake3
 
@@ -61,6 +61,8 @@ MULTITHREAD_FROM = 1 << 20
 #: `update_mmap` and 3.6 for plain read-then-hash; 16 MiB buffers fall off the L2/L3 cache
 #: (2.5 GB/s). mmap is avoided anyway: a file truncated while mapped kills us with SIGBUS.
 CHUNK = 4 << 20
+#: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
+_POOL_FROM = 256 << 10
 #: How often a file that changes under us is re-read before `FileChanged` is raised.
 RETRIES = 2
 #: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
@@ -68,7 +70,7 @@ RACY_WINDOW_NS = 1_000_000_000
 
 _STAT_KEY = struct.Struct("<QQQqq")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 # Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
@@ -144,15 +146,17 @@ def _check_regular(st: os.stat_result, path: str) -> None:
     raise OSError(errno.EINVAL, "not a regular file", path)
 
 
-def _hash_path(path: str) -> _Hashed:
+def _hash_path(path: str, before: os.stat_result | None = None) -> _Hashed:
+    """Hash one file; `before` is its stat if the caller just took one (saves an fstat)."""
     # This runs once per file, 100,000 times for a big tree: it is kept flat on purpose.
     started = time.time_ns()
     # O_NONBLOCK: a path swapped for a FIFO between stat and open must not hang us.
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        before = os.fstat(fd)
-        if not stat_mod.S_ISREG(before.st_mode):
-            _check_regular(before, path)
+        if before is None:
+            before = os.fstat(fd)
+            if not stat_mod.S_ISREG(before.st_mode):
+                _check_regular(before, path)
         size = before.st_size
         if size <= SMALL_FILE:
             # One byte more than stat promised, so that growth shows up as a size mismatch.
@@ -169,9 +173,12 @@ def _hash_path(path: str) -> _Hashed:
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    # dev and ino cannot change on an open fd; size and times can.
+    # `after` is of the open file, `before` may be of the path: the inode check catches a
+    # file replaced in between (then this is simply retried).
     stable = (
         nread == size
+        and after.st_ino == before.st_ino
+        and after.st_dev == before.st_dev
         and after.st_size == size
         and after.st_mtime_ns == before.st_mtime_ns
         and after.st_ctime_ns == before.st_ctime_ns
@@ -284,22 +291,22 @@ class HashCache:
         entries = self._stat_all(paths, missing_ok=missing_ok)
         cached = self._select([e[1] for e in entries])
         result: dict[P, FileHash] = {}
-        todo: list[tuple[P, str]] = []
+        todo: list[tuple[P, str, os.stat_result]] = []
         for original, abspath, st in entries:
             row = cached.get(abspath)
             if row is not None and row[0] == _stat_key(st):
                 result[original] = FileHash(row[1], st.st_size)
             else:
-                todo.append((original, abspath))
+                todo.append((original, abspath, st))
         self.stats.hits += len(result)
         self.stats.misses += len(todo)
         if not todo:
             return result
 
-        hashed, failed = self._hash_all([a for _, a in todo], missing_ok=missing_ok)
+        hashed, failed = self._hash_all([(a, st) for _, a, st in todo], missing_ok=missing_ok)
         unstable: list[str] = []
         rows: list[tuple[str, bytes, bytes]] = []
-        for original, abspath in todo:
+        for original, abspath, _st in todo:
             h = hashed.get(abspath)
             if h is None:
                 continue
@@ -350,15 +357,15 @@ class HashCache:
         return out
 
     def _hash_all(
-        self, paths: Sequence[str], *, missing_ok: bool
+        self, items: Sequence[tuple[str, os.stat_result]], *, missing_ok: bool
     ) -> tuple[dict[str, _Hashed], list[BaseException]]:
-        """Hash `paths` (retrying files that change under us); collect, don't stop at, errors."""
+        """Hash files (retrying those that change under us); collect, don't stop at, errors."""
         hashed: dict[str, _Hashed] = {}
         failed: list[BaseException] = []
 
-        def one(path: str) -> None:
+        def one(path: str, st: os.stat_result) -> None:
             try:
-                h = _hash_path(path)
+                h = _hash_path(path, st)
                 for _ in range(RETRIES):
                     if h.stable:
                         break
@@ -370,19 +377,21 @@ class HashCache:
             except OSError as exc:
                 failed.append(exc)
 
-        def batch(chunk: Sequence[str]) -> None:
-            for path in chunk:
-                one(path)
-
-        if len(paths) == 1 or self.workers == 1:
-            batch(paths)
+        # Threads pay only where the GIL is released for long: reading and hashing big
+        # files. For small files the per-file Python work holds the GIL, and measured 16 µs
+        # a file with one, two or three threads alike; so they stay on this thread, which
+        # works through them while the pool does the big ones.
+        big = [it for it in items if it[1].st_size > _POOL_FROM]
+        small = [it for it in items if it[1].st_size <= _POOL_FROM]
+        if len(big) < 2 or self.workers == 1:
+            for path, st in items:
+                one(path, st)
             return hashed, failed
-        # Batches, not one task per file: a pool task costs ~20 µs, as much as hashing a
-        # small file. Interleaved slices spread big and small files across workers.
-        n = min(len(paths), self.workers * 8)
-        chunks = [paths[i::n] for i in range(n)]
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="roar-hash") as ex:
-            for fut in [ex.submit(batch, c) for c in chunks]:
+            futures = [ex.submit(one, path, st) for path, st in big]
+            for path, st in small:
+                one(path, st)
+            for fut in futures:
                 fut.result()
         return hashed, failed
 
@@ -420,11 +429,13 @@ class HashCache:
                 if version != _SCHEMA_VERSION:
                     db.execute("DROP TABLE IF EXISTS files")
                     db.execute(
-                        # path is the file-system encoding of the name, a BLOB: names
-                        # need not be UTF-8. crc guards each row against a damaged page
-                        # that still parses (SQLite has no page checksums).
-                        "CREATE TABLE files (path BLOB PRIMARY KEY, stat BLOB NOT NULL,"
-                        " digest BLOB NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID"
+                        # path: the file-system encoding of the name (names need not be
+                        # UTF-8). val: the 40-byte stat key then the 32-byte digest, one
+                        # column because each column costs on a 100k-row read. crc guards
+                        # each row from a damaged page that still parses (SQLite has no
+                        # page checksums).
+                        "CREATE TABLE files (path BLOB PRIMARY KEY, val BLOB NOT NULL,"
+                        " crc INTEGER NOT NULL) WITHOUT ROWID"
                     )
                     db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 db.execute("COMMIT")
@@ -476,7 +487,7 @@ class HashCache:
             try:
                 # Sorted: B-tree inserts in key order touch each page once (-25% measured).
                 db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
                     sorted(_row(path, key, digest) for path, key, digest in rows),
                 )
             except BaseException:
@@ -487,45 +498,64 @@ class HashCache:
             self._failed(exc)
 
 
-def _row(path: str, key: bytes, digest: bytes) -> tuple[bytes, bytes, bytes, int]:
+def _row(path: str, key: bytes, digest: bytes) -> tuple[bytes, bytes, int]:
     bpath = os.fsencode(path)
-    return bpath, key, digest, zlib.crc32(digest, zlib.crc32(key, zlib.crc32(bpath)))
+    val = key + digest
+    return bpath, val, zlib.crc32(val, zlib.crc32(bpath))
+
+
+_ROW_LEN = _STAT_KEY.size + 32
 
 
 def _select_rows(
     db: sqlite3.Connection, abspaths: Sequence[str]
 ) -> tuple[dict[str, tuple[bytes, str]], int]:
     """Rows for `abspaths` as {path: (stat key, hex digest)}, and how many were damaged."""
-    # Range scans over the sorted request, not `path IN (...)`: measured on 100,000 paths,
-    # IN lists cost 0.3-0.4 s (SQLite sorts each list), point queries 1.3 s, and ranges of
-    # 900 consecutive paths 0.1-0.2 s. A range may also return cached paths that sort
-    # between the requested ones; LIMIT caps that, and a range that hits it (the request is
-    # sparse among many cached files) falls back to IN for its paths.
     want = {os.fsencode(p): p for p in abspaths}
-    wanted = sorted(want)
     found: dict[str, tuple[bytes, str]] = {}
     damaged = 0
     crc32 = zlib.crc32
+    klen = _STAT_KEY.size
+    for bpath, val, crc in _candidate_rows(db, want):
+        path = want.get(bpath)
+        if path is None:
+            continue
+        if len(val) != _ROW_LEN or crc32(val, crc32(bpath)) != crc:
+            damaged += 1
+            continue
+        found[path] = (val[:klen], val[klen:].hex())
+    return found, damaged
+
+
+def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, str]) -> Iterable[Any]:
+    """Rows that include those for `want`'s paths, fetched the cheapest way measured.
+
+    On 100,000 paths: a scan of the whole table 0.1 s, range scans over the sorted request
+    (900 paths each) 0.1-0.25 s, `path IN (...)` lists 0.3-0.4 s (SQLite sorts each list),
+    point queries 1.3 s. So: the whole table when the request is most of it; otherwise
+    ranges, which may also return cached paths that sort between the requested ones --
+    LIMIT caps that, and a range that hits it (a request sparse among many cached files)
+    falls back to IN for its paths.
+    """
+    if len(want) >= 5000:
+        (count,) = db.execute("SELECT count(*) FROM files").fetchone()
+        if count <= 2 * len(want):
+            return db.execute("SELECT path, val, crc FROM files")
+    wanted = sorted(want)
+    rows: list[Any] = []
     for i in range(0, len(wanted), _RANGE):
         part = wanted[i : i + _RANGE]
         limit = 4 * len(part) + 64
-        rows = db.execute(
-            "SELECT path, stat, digest, crc FROM files WHERE path BETWEEN ? AND ? LIMIT ?",
+        got = db.execute(
+            "SELECT path, val, crc FROM files WHERE path BETWEEN ? AND ? LIMIT ?",
             (part[0], part[-1], limit),
         ).fetchall()
-        if len(rows) == limit:
+        if len(got) == limit:
             marks = ",".join("?" * len(part))
-            query = f"SELECT path, stat, digest, crc FROM files WHERE path IN ({marks})"
-            rows = db.execute(query, part).fetchall()
-        for bpath, key, digest, crc in rows:
-            path = want.get(bpath)
-            if path is None:
-                continue
-            if crc32(digest, crc32(key, crc32(bpath))) != crc or len(digest) != 32:
-                damaged += 1
-                continue
-            found[path] = (key, digest.hex())
-    return found, damaged
+            query = f"SELECT path, val, crc FROM files WHERE path IN ({marks})"
+            got = db.execute(query, part).fetchall()
+        rows += got
+    return rows
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:

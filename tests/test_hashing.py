@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -224,7 +225,7 @@ def test_damaged_row_that_still_parses_is_not_trusted(tmp_path: Path) -> None:
     with HashCache(state, racy_window_ns=0) as cache:
         truth = cache.hash_file(f)
     with sqlite3.connect(state / HashCache.FILENAME) as db:  # a flipped bit in a digest
-        db.execute("UPDATE files SET digest = zeroblob(32)")
+        db.execute("UPDATE files SET val = substr(val, 1, 40) || zeroblob(32)")
     with HashCache(state, racy_window_ns=0) as cache:
         assert cache.hash_file(f) == truth
         assert (cache.stats.misses, cache.stats.cache_errors) == (1, 1)
@@ -238,3 +239,25 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
     with HashCache(tmp_path / "state", racy_window_ns=0) as cache:
         assert cache.hash_many([f]) == {f: (blake3(b"odd name").hexdigest(), 8)}
         assert cache.stats.hits == 1
+
+
+@pytest.mark.parametrize(
+    "pick",
+    [
+        pytest.param(lambda ps: ps[:3], id="few"),
+        pytest.param(lambda ps: ps[::10], id="sparse-among-many"),  # ranges hit LIMIT
+        pytest.param(lambda ps: ps[:9000], id="most-of-the-table"),  # whole-table scan
+        pytest.param(lambda ps: [*ps[::2], "/nowhere"], id="half-plus-unknown"),
+    ],
+)
+def test_every_lookup_strategy_finds_the_same_rows(
+    tmp_path: Path, pick: Callable[[list[str]], list[str]]
+) -> None:
+    paths = [f"/data/{d:03}/file-{i:04}" for d in range(40) for i in range(300)]
+    rows = [(p, os.urandom(40), blake3(p.encode()).digest()) for p in paths]
+    with HashCache(tmp_path / "state") as cache:
+        cache._insert(rows)
+        wanted = pick(paths)
+        found = cache._select(wanted)
+    expected = {p: (key, digest.hex()) for p, key, digest in rows if p in set(wanted)}
+    assert found == expected
