@@ -2,8 +2,11 @@
 
 - storm: a Python script reading 20,000 small files and writing 2,000 (goal <= 1.5x bare)
 - compute: a ~3 s CPU loop with few file calls (goal <= 1.03x bare)
-each with the seccomp filter on (the normal mode) and off (ROAR_TRACE_NO_FILTER=1: the
-tracer stops at every system call's entry and exit, to show what the filter saves).
+each in the normal mode (seccomp filter + the LD_PRELOAD shim, which records the calls of
+dynamically linked programs in-process), with the shim off (ROAR_TRACE_NO_SHIM=1: every file
+call is a ptrace stop, to show what the shim saves) and with the filter off
+(ROAR_TRACE_NO_FILTER=1: the tracer stops at every system call's entry and exit, to show what
+the filter saves).
 "traced" runs `run_traced` whole (log parsing and classification included); "tracer" is the
 roar-trace binary alone.
 """
@@ -45,13 +48,13 @@ while time.perf_counter() < end:
 """
 
 
-def _time(fn: object, repeat: int) -> float:
-    best = float("inf")
+def _time(fn: object, repeat: int) -> list[float]:
+    times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return sorted(times)
 
 
 def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
@@ -59,6 +62,7 @@ def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
     log = cwd / "bench.log"
     env = dict(os.environ)
     nofilter = dict(env, ROAR_TRACE_NO_FILTER="1")
+    noshim = dict(env, ROAR_TRACE_NO_SHIM="1")
 
     def bare() -> None:
         subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
@@ -79,16 +83,30 @@ def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
             os.close(devnull)
         assert t.exit_code == 0 and t.complete, t.warnings
 
-    rows = [
-        ("bare", _time(bare, repeat)),
-        ("tracer", _time(lambda: tracer_only(env), repeat)),
-        ("traced", _time(lambda: traced(env), repeat)),
-        ("tracer, no filter", _time(lambda: tracer_only(nofilter), repeat)),
-        ("traced, no filter", _time(lambda: traced(nofilter), repeat)),
+    # Interleaved rounds, so that load from other processes hits every row alike.
+    variants: list[tuple[str, object]] = [
+        ("bare", bare),
+        ("tracer", lambda: tracer_only(env)),
+        ("traced", lambda: traced(env)),
+        ("tracer, shim off", lambda: tracer_only(noshim)),
+        ("traced, shim off", lambda: traced(noshim)),
+        ("tracer, no filter", lambda: tracer_only(nofilter)),
+        ("traced, no filter", lambda: traced(nofilter)),
     ]
-    base = rows[0][1]
-    for name, secs in rows:
-        print(f"{label:8} {name:18} {secs:7.3f} s  {secs / base:5.2f}x bare", flush=True)
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for _ in range(repeat):
+        for name, fn in variants:
+            times[name] += _time(fn, 1)
+    best = {name: min(ts) for name, ts in times.items()}
+    median = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+    print(f"{label:8} {'':18} {'best':>7}    {'ratio':>5}        {'median':>7}    {'ratio':>5}")
+    for name, _ in variants:
+        b, m = best[name], median[name]
+        print(
+            f"{label:8} {name:18} {b:7.3f} s  {b / best['bare']:5.2f}x bare  "
+            f"{m:7.3f} s  {m / median['bare']:5.2f}x bare",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -99,7 +117,7 @@ def main() -> None:
             (root / "in" / f"f{i:05}").write_bytes(b"y" * 100)
         (root / "storm.py").write_text(STORM)
         (root / "compute.py").write_text(COMPUTE)
-        _bench("storm", [sys.executable, "storm.py", str(root)], root, repeat=3)
+        _bench("storm", [sys.executable, "storm.py", str(root)], root, repeat=5)
         _bench("compute", [sys.executable, "compute.py", "3"], root, repeat=1)
 
 

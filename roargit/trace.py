@@ -20,7 +20,7 @@ from pathlib import Path
 
 from roargit.errors import RoarError, TracerUnavailable
 
-LOG_VERSION = 1
+LOG_VERSION = 2  # 2: the shim (start has a SHIM field; records after `end` are ignored)
 MODE_PTRACE = "ptrace"
 MODE_FALLBACK = "fallback"
 _TRACER_FAILED = 125  # the tracer's own failure status (see roar-trace.c)
@@ -104,6 +104,7 @@ class TraceLog:
     incomplete: bool  # the tracer flagged events it could not decode
     exit_code: int | None
     signal: int | None
+    shim: bool = False  # roar-shim.so recorded the calls of dynamically linked programs
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -187,6 +188,7 @@ def parse_log(data: bytes) -> TraceLog:
     leftover: list[int] = []
     root: int | None = None
     filtered = True
+    shim = False
     unavailable: str | None = None
     finished = incomplete = False
     exit_code: int | None = None
@@ -230,6 +232,7 @@ def parse_log(data: bytes) -> TraceLog:
             elif kind == b"start":
                 root = int(f[1])
                 filtered = f[2] == b"1"
+                shim = len(f) > 3 and f[3] == b"1"
                 procs.add(root, 0)
             elif kind == b"warn":
                 warnings.append(os.fsdecode(_unescape(f[1])))
@@ -246,6 +249,9 @@ def parse_log(data: bytes) -> TraceLog:
                 else:
                     sig = int(f[2])
                     exit_code = 128 + sig
+                # Processes left behind (see `leftover`) may still append shim records: the
+                # run ends here.
+                break
             # unknown record kinds are skipped: minor versions may add them
     except (IndexError, ValueError) as e:
         raise TraceLogCorrupt(f"bad record {line[:80]!r}: {e}") from None
@@ -263,6 +269,7 @@ def parse_log(data: bytes) -> TraceLog:
         incomplete=incomplete,
         exit_code=exit_code,
         signal=sig,
+        shim=shim,
     )
 
 

@@ -42,10 +42,13 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <stdio_ext.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_VERSION 1
+#include "roar-shim.h"
+
+#define LOG_VERSION 2
 
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -141,8 +144,15 @@ static int is_traced_call(long nr) {
     return 0;
 }
 
+/* Calls that trap even with the shim's marker: the tracer must see them itself (exec records,
+ * the cwd cache). The shim does not wrap them, so they never carry the marker anyway. */
+static const long always_traced[] = {__NR_execve, __NR_execveat, __NR_chdir, __NR_fchdir};
+#define N_ALWAYS (sizeof always_traced / sizeof always_traced[0])
+
+static int use_shim; /* the filter lets calls marked by roar-shim.so pass */
+
 static int install_filter(void) {
-    struct sock_filter prog[8 + N_TRACED * 1 + 4];
+    struct sock_filter prog[16 + N_TRACED + N_ALWAYS];
     size_t n = 0;
     /* Jump offsets below are relative; the two return blocks sit at the end. */
     prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -157,6 +167,30 @@ static int install_filter(void) {
     size_t x32_jump = n;
     prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 0);
 #endif
+    /* Marked by the shim (args[5] == ROAR_SHIM_MARKER, both halves): allow, unless the call
+     * is one the tracer must always see. */
+    size_t marker_hi = 0, marker_lo = 0, first_always = 0;
+    if (use_shim) {
+        prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                 offsetof(struct seccomp_data, args[5]) + 4);
+        marker_hi = n;
+        prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ROAR_SHIM_MARKER_HI, 0, 0);
+        prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                 offsetof(struct seccomp_data, args[5]));
+        marker_lo = n;
+        prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ROAR_SHIM_MARKER_LO, 0, 0);
+        prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                 offsetof(struct seccomp_data, nr));
+        first_always = n;
+        for (size_t i = 0; i < N_ALWAYS; i++)
+            prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+                                                     (uint32_t)always_traced[i], 0, 0);
+        prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        /* not marked: reload the number for the list below */
+        prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                 offsetof(struct seccomp_data, nr));
+    }
+    size_t unmarked = n - 1; /* the reload above (jump targets land after it) */
     size_t first_cmp = n;
     for (size_t i = 0; i < N_TRACED; i++)
         prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
@@ -175,6 +209,16 @@ static int install_filter(void) {
     prog[x32_jump].jt = (uint8_t)(ret_foreign - x32_jump - 1);
     prog[x32_jump].jf = 0;
 #endif
+    if (use_shim) {
+        prog[marker_hi].jt = 0;
+        prog[marker_hi].jf = (uint8_t)(unmarked - marker_hi - 1);
+        prog[marker_lo].jt = 0;
+        prog[marker_lo].jf = (uint8_t)(unmarked - marker_lo - 1);
+        for (size_t i = first_always; i < first_always + N_ALWAYS; i++) {
+            prog[i].jt = (uint8_t)(ret_trace - i - 1);
+            prog[i].jf = 0;
+        }
+    }
     for (size_t i = first_cmp; i < first_cmp + N_TRACED; i++) {
         prog[i].jt = (uint8_t)(ret_trace - i - 1);
         prog[i].jf = 0;
@@ -406,9 +450,12 @@ static void log_path_event(const char *kind, struct task *t, long dirfd, uint64_
     log_end_line();
 }
 
+static char shim_path[PATH_MAX]; /* roar-shim.so, when in use: its own load is not an access */
+
 static void log_open(struct task *t, long dirfd, uint64_t addr, uint64_t flags) {
     char p[PATH_MAX * 2];
     if (resolve(t, dirfd, addr, 0, p, sizeof p) != 0) return;
+    if (shim_path[0] && strcmp(p, shim_path) == 0) return;
     char existed = (flags & O_CREAT) ? exists_flag(p) : '-';
     if (logf_) fprintf(logf_, "open %d %llx %c", t->tgid, (unsigned long long)flags, existed);
     log_str(p);
@@ -665,6 +712,23 @@ static pid_t wait_spinning(int *status) {
     return waitpid(-1, status, __WALL);
 }
 
+/* roar-shim.so next to this binary; not usable where LD_PRELOAD would split its path. */
+static int find_shim(void) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return 0;
+    *slash = 0;
+    if ((size_t)snprintf(shim_path, sizeof shim_path, "%s/roar-shim.so", exe) >= sizeof shim_path ||
+        strpbrk(shim_path, " :\t\n") || access(shim_path, R_OK) != 0) {
+        shim_path[0] = 0;
+        return 0;
+    }
+    return 1;
+}
+
 static int is_stop_signal(int sig) {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
@@ -672,15 +736,21 @@ static int is_stop_signal(int sig) {
 /* Runs the command and traces it; writes the verdict (its wait status) to verdict_fd. */
 static int worker(char **cmd, const char *log_path, double grace, int sigint_ignored,
                   int verdict_fd) {
-    int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* O_APPEND: the shim appends whole lines to the same file from the traced processes. */
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (logfd < 0) {
         fprintf(stderr, "roar-trace: cannot write %s: %s\n", log_path, strerror(errno));
         return 125;
     }
     logf_ = fdopen(logfd, "w");
-    static char logbuf[1 << 18];
+    /* Fully buffered, flushed only between records (see the main loop), so that the shim's
+     * lines never land inside one of ours. */
+    static char logbuf[1 << 20];
     setvbuf(logf_, logbuf, _IOFBF, sizeof logbuf);
     fprintf(logf_, "roar-trace %d\n", LOG_VERSION);
+    fflush(logf_);
+    char shim_log[PATH_MAX];
+    if (use_shim && (!realpath(log_path, shim_log) || !find_shim())) use_shim = 0;
 
     if (pin_cpu >= 0) {
         cpu_set_t set;
@@ -701,6 +771,18 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
         signal(SIGQUIT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        if (use_shim) {
+            /* Ours first, the user's LD_PRELOAD kept after it. */
+            const char *prev = getenv("LD_PRELOAD");
+            size_t need = strlen(shim_path) + (prev ? strlen(prev) : 0) + 2;
+            char *pre = malloc(need);
+            if (pre) {
+                snprintf(pre, need, "%s%s%s", shim_path, prev && *prev ? ":" : "",
+                         prev ? prev : "");
+                setenv("LD_PRELOAD", pre, 1);
+                setenv(ROAR_SHIM_LOG_ENV, shim_log, 1);
+            }
+        }
         if (!no_filter && install_filter() != 0) {
             char msg[256];
             int m = snprintf(msg, sizeof msg, "seccomp refused: %s", strerror(errno));
@@ -733,7 +815,8 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
         fclose(logf_);
         return 125;
     }
-    fprintf(logf_, "start %d %d\n", child, no_filter ? 0 : 1);
+    fprintf(logf_, "start %d %d %d\n", child, no_filter ? 0 : 1, use_shim);
+    fflush(logf_);
     add_task(child)->tgid = child;
     if (write(go[1], "g", 1) != 1) return 125;
     close(go[1]);
@@ -758,6 +841,7 @@ static int worker(char **cmd, const char *log_path, double grace, int sigint_ign
     int root_status = -1, root_exec_seen = 0, finished = 0;
     for (;;) {
         if (n_tasks == 0) break;
+        if (__fpending(logf_) > (1 << 16)) fflush(logf_); /* between records: whole lines */
         if (root_status != -1 && !finished && alarm_fired) {
             /* Grace period over: finish the log, hand the verdict back, keep serving the
              * processes left behind (they stay under the filter, which without a tracer
@@ -928,7 +1012,7 @@ static void forward(int sig) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: roar-trace --log FILE [--cwd DIR] [--no-filter] [--grace SECONDS] "
+    fprintf(stderr, "usage: roar-trace --log FILE [--cwd DIR] [--no-filter] [--no-shim] [--grace SECONDS] "
                     "[--sigint-ignored] -- CMD [ARG...]\n");
     exit(2);
 }
@@ -939,6 +1023,8 @@ int main(int argc, char **argv) {
     int sigint_ignored = 0, i;
     const char *e = getenv("ROAR_TRACE_NO_FILTER");
     no_filter = e && *e && strcmp(e, "0") != 0;
+    e = getenv("ROAR_TRACE_NO_SHIM");
+    int no_shim = e && *e && strcmp(e, "0") != 0;
     if ((e = getenv("ROAR_TRACE_DAEMON_GRACE")) && *e) grace = atof(e);
     if ((e = getenv("ROAR_TRACE_SPIN_US")) && *e) spin_ns = atol(e) * 1000;
     if ((e = getenv("ROAR_TRACE_PIN")) && *e) pin_cpu = atoi(e);
@@ -954,6 +1040,8 @@ int main(int argc, char **argv) {
             grace = atof(argv[++i]);
         } else if (strcmp(argv[i], "--no-filter") == 0) {
             no_filter = 1;
+        } else if (strcmp(argv[i], "--no-shim") == 0) {
+            no_shim = 1;
         } else if (strcmp(argv[i], "--sigint-ignored") == 0) {
             sigint_ignored = 1;
         } else {
@@ -961,6 +1049,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!log_path || i >= argc) usage();
+    use_shim = !no_filter && !no_shim; /* without the filter every call stops anyway */
     if (grace < 0) grace = 0;
     if (cwd && chdir(cwd) != 0) {
         fprintf(stderr, "roar-trace: cannot enter %s: %s\n", cwd, strerror(errno));

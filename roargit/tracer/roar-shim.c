@@ -1,0 +1,413 @@
+/*
+ * roar-shim.so: the in-process half of roar-trace, loaded with LD_PRELOAD into every
+ * dynamically linked program of a traced run (docs/trace-format.md, "The shim").
+ *
+ * It wraps libc's file calls (open family, fopen, creat, rename/link/symlink/unlink/
+ * truncate, mkdir/rmdir), appends the same record the tracer would write to the event log
+ * (one unbuffered write(2) of a whole line to a file opened with O_APPEND, so a killed
+ * process loses nothing it already did and lines of concurrent processes never mix), and then
+ * issues the system call itself with ROAR_SHIM_MARKER in args[5]. The tracer's seccomp filter
+ * lets marked calls pass without a ptrace stop, so a file call costs a few microseconds
+ * instead of a stop (tens of microseconds).
+ *
+ * Whenever the shim cannot record a call (no log configured, the log fd is gone, a path
+ * too long for its buffers, an empty path, cwd unreachable), it issues the call *without*
+ * the marker: the call then stops in the tracer, which records it as before. So the shim
+ * is an accelerator, never a source of misses. chdir/fchdir and exec are not wrapped: they
+ * are rare and the tracer needs to see them (cwd cache, exec records).
+ */
+#undef _FORTIFY_SOURCE
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "roar-shim.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE 2
+#endif
+#ifndef O_PATH
+#define O_PATH 010000000
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
+
+static int log_fd = -1;  /* -1: not recording, every call traps to the tracer */
+static dev_t log_dev;
+static ino_t log_ino;
+static char log_path[PATH_MAX];
+
+static long marked(long nr, long a0, long a1, long a2, long a3, long a4) {
+    return syscall(nr, a0, a1, a2, a3, a4, (long)ROAR_SHIM_MARKER);
+}
+static long plain(long nr, long a0, long a1, long a2, long a3, long a4) {
+    return syscall(nr, a0, a1, a2, a3, a4, 0L);
+}
+
+/* Open the log (with the marker: the tracer must not record it) on a high fd number, so the
+ * program's own fds are not disturbed. */
+static int open_log(void) {
+    int fd = (int)marked(SYS_openat, AT_FDCWD, (long)log_path, O_WRONLY | O_APPEND | O_CLOEXEC, 0,
+                         0);
+    if (fd < 0) return -1;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 700);
+    if (high >= 0) {
+        close(fd);
+        fd = high;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -1;
+    }
+    log_dev = st.st_dev;
+    log_ino = st.st_ino;
+    return fd;
+}
+
+__attribute__((constructor)) static void shim_init(void) {
+    const char *p = getenv(ROAR_SHIM_LOG_ENV);
+    if (!p || p[0] != '/' || strlen(p) >= sizeof log_path) return;
+    strcpy(log_path, p);
+    int e = errno;
+    log_fd = open_log();
+    errno = e;
+}
+
+/* The log fd, checked: the program may have closed our fd and reused its number (for
+ * example after fork, before exec); writing there would corrupt its file. */
+static int current_log(void) {
+    int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_ino == log_ino && st.st_dev == log_dev) return fd;
+    int nfd = open_log();
+    __atomic_store_n(&log_fd, nfd, __ATOMIC_RELAXED);
+    return nfd;
+}
+
+/* ------------------------------------------------------------------ one log line */
+
+struct line {
+    char buf[PATH_MAX + 256];
+    size_t len;
+    int overflow;
+};
+
+static void put_raw(struct line *l, const char *s, size_t n) {
+    if (l->len + n > sizeof l->buf) {
+        l->overflow = 1;
+        return;
+    }
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+/* Escaped path bytes (trace-format.md: bytes <= 0x20, '%' and 0x7f as %XX). */
+static void put_esc(struct line *l, const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (l->len + 3 > sizeof l->buf) {
+            l->overflow = 1;
+            return;
+        }
+        if (c <= 0x20 || c == '%' || c == 0x7f) {
+            l->buf[l->len++] = '%';
+            l->buf[l->len++] = hex[c >> 4];
+            l->buf[l->len++] = hex[c & 15];
+        } else {
+            l->buf[l->len++] = (char)c;
+        }
+    }
+}
+
+static void put_num(struct line *l, unsigned long long v, int base16) {
+    char tmp[24];
+    int n = 0;
+    unsigned b = base16 ? 16 : 10;
+    do {
+        tmp[n++] = "0123456789abcdef"[v % b];
+        v /= b;
+    } while (v);
+    char out[24];
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    put_raw(l, out, (size_t)n);
+}
+
+static void put_head(struct line *l, const char *kind) {
+    l->len = 0;
+    l->overflow = 0;
+    put_raw(l, kind, strlen(kind));
+    put_raw(l, " ", 1);
+    put_num(l, (unsigned long long)getpid(), 0);
+}
+
+/* " PATH" resolved against dirfd / cwd like the tracer does (absolute, not normalised).
+ * Returns -1 where the shim cannot resolve it; the caller then lets the call trap. */
+static int put_path(struct line *l, int dirfd, const char *path) {
+    if (!path || !path[0]) return -1;
+    put_raw(l, " ", 1);
+    if (path[0] != '/') {
+        char base[PATH_MAX];
+        if (dirfd == AT_FDCWD) {
+            if (!getcwd(base, sizeof base) || base[0] != '/') return -1;
+        } else {
+            char link[40] = "/proc/self/fd/";
+            size_t k = strlen(link);
+            char num[16];
+            int n = 0;
+            unsigned v = (unsigned)dirfd;
+            if (dirfd < 0) return -1;
+            do {
+                num[n++] = (char)('0' + v % 10);
+                v /= 10;
+            } while (v);
+            while (n) link[k++] = num[--n];
+            link[k] = 0;
+            ssize_t r = readlink(link, base, sizeof base - 1);
+            if (r <= 0 || base[0] != '/') return -1;
+            base[r] = 0;
+        }
+        put_esc(l, base);
+        if (strcmp(base, "/") != 0) put_raw(l, "/", 1);
+    }
+    put_esc(l, path);
+    return l->overflow ? -1 : 0;
+}
+
+static void put_exists(struct line *l, int dirfd, const char *path) {
+    struct stat st;
+    put_raw(l, fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 ? " 1" : " 0", 2);
+}
+
+/* Write the finished line; 0 if it is in the log. */
+static int emit(struct line *l) {
+    put_raw(l, "\n", 1);
+    if (l->overflow) return -1;
+    int fd = current_log();
+    if (fd < 0) return -1;
+    ssize_t n;
+    do {
+        n = write(fd, l->buf, l->len);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)l->len ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ the calls */
+
+static int do_openat(int dirfd, const char *path, int flags, mode_t mode) {
+    int e = errno;
+    int recorded = 0;
+    if (log_fd >= 0 && path) {
+        if (flags & (O_DIRECTORY | O_PATH)) {
+            recorded = 1; /* not a file access (trace-format.md): nothing to record */
+        } else {
+            struct line l;
+            put_head(&l, "open");
+            put_raw(&l, " ", 1);
+            put_num(&l, (unsigned)flags, 1);
+            if (flags & O_CREAT)
+                put_exists(&l, dirfd, path);
+            else
+                put_raw(&l, " -", 2);
+            recorded = put_path(&l, dirfd, path) == 0 && emit(&l) == 0;
+        }
+    }
+    errno = e;
+    return (int)(recorded ? marked : plain)(SYS_openat, dirfd, (long)path, flags, (long)mode, 0);
+}
+
+static mode_t mode_arg(int flags, va_list ap) {
+    return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, int) : 0;
+}
+
+EXPORT int open(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat(AT_FDCWD, path, flags, m);
+}
+EXPORT int open64(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat(AT_FDCWD, path, flags, m);
+}
+EXPORT int openat(int dirfd, const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat(dirfd, path, flags, m);
+}
+EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat(dirfd, path, flags, m);
+}
+/* _FORTIFY_SOURCE variants (no mode: O_CREAT is not allowed with them) */
+EXPORT int __open_2(const char *path, int flags) { return do_openat(AT_FDCWD, path, flags, 0); }
+EXPORT int __open64_2(const char *path, int flags) { return do_openat(AT_FDCWD, path, flags, 0); }
+EXPORT int __openat_2(int d, const char *path, int flags) { return do_openat(d, path, flags, 0); }
+EXPORT int __openat64_2(int d, const char *path, int flags) { return do_openat(d, path, flags, 0); }
+
+EXPORT int creat(const char *path, mode_t mode) {
+    return do_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+EXPORT int creat64(const char *path, mode_t mode) {
+    return do_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+
+static void *dlsym_next(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+/* fopen = our open + fdopen, so glibc's internal (unwrapped) open is not used. Modes we do
+ * not parse (",ccs=") fall back to libc's fopen, whose open then traps. */
+static FILE *do_fopen(const char *path, const char *mode, int large) {
+    int flags, i = 1;
+    char fmode[3] = {mode ? mode[0] : 0, 0, 0};
+    switch (fmode[0]) {
+    case 'r': flags = O_RDONLY; break;
+    case 'w': flags = O_WRONLY | O_CREAT | O_TRUNC; break;
+    case 'a': flags = O_WRONLY | O_CREAT | O_APPEND; break;
+    default: errno = EINVAL; return NULL;
+    }
+    for (; mode[i]; i++) {
+        switch (mode[i]) {
+        case '+':
+            flags = (flags & ~O_ACCMODE) | O_RDWR;
+            fmode[1] = '+';
+            break;
+        case 'x': flags |= O_EXCL; break;
+        case 'e': flags |= O_CLOEXEC; break;
+        case 'b': case 't': case 'm': case 'c': break;
+        default: {
+            FILE *(*real)(const char *, const char *) =
+                (FILE * (*)(const char *, const char *)) dlsym_next(large ? "fopen64" : "fopen");
+            if (!real) {
+                errno = EINVAL;
+                return NULL;
+            }
+            return real(path, mode);
+        }
+        }
+    }
+    int fd = do_openat(AT_FDCWD, path, flags, 0666);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, fmode);
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode) { return do_fopen(path, mode, 0); }
+EXPORT FILE *fopen64(const char *path, const char *mode) { return do_fopen(path, mode, 1); }
+
+/* One record "KIND PID EXISTED PATH" (EXISTED of PATH, checked before the call). */
+static int record1(const char *kind, int dirfd, const char *path) {
+    if (log_fd < 0 || !path || !path[0]) return 0;
+    struct line l;
+    put_head(&l, kind);
+    put_exists(&l, dirfd, path);
+    return put_path(&l, dirfd, path) == 0 && emit(&l) == 0;
+}
+
+/* "KIND PID EXISTED FROM TO" (EXISTED of TO); a literal FROM is the symlink's text. */
+static int record2(const char *kind, int d1, const char *p1, int literal, int d2, const char *p2) {
+    if (log_fd < 0 || !p1 || !p1[0] || !p2 || !p2[0]) return 0;
+    struct line l;
+    put_head(&l, kind);
+    put_exists(&l, d2, p2);
+    if (literal) {
+        put_raw(&l, " ", 1);
+        put_esc(&l, p1);
+    } else if (put_path(&l, d1, p1) != 0) {
+        return 0;
+    }
+    return put_path(&l, d2, p2) == 0 && emit(&l) == 0;
+}
+
+#define CALL(ok, nr, a0, a1, a2, a3, a4)                                                        \
+    do {                                                                                        \
+        int ok_ = (ok);                                                                         \
+        errno = e_;                                                                             \
+        return (int)(ok_ ? marked : plain)(nr, (long)(a0), (long)(a1), (long)(a2), (long)(a3),  \
+                                           (long)(a4));                                         \
+    } while (0)
+
+static int do_renameat2(int d1, const char *p1, int d2, const char *p2, unsigned flags) {
+    int e_ = errno;
+    int ok = record2("rename", d1, p1, 0, d2, p2);
+    if (ok && (flags & RENAME_EXCHANGE)) ok = record2("rename", d2, p2, 0, d1, p1);
+    CALL(ok, SYS_renameat2, d1, p1, d2, p2, flags);
+}
+EXPORT int rename(const char *a, const char *b) { return do_renameat2(AT_FDCWD, a, AT_FDCWD, b, 0); }
+EXPORT int renameat(int d1, const char *a, int d2, const char *b) {
+    return do_renameat2(d1, a, d2, b, 0);
+}
+EXPORT int renameat2(int d1, const char *a, int d2, const char *b, unsigned flags) {
+    return do_renameat2(d1, a, d2, b, flags);
+}
+
+static int do_linkat(int d1, const char *a, int d2, const char *b, int flags) {
+    int e_ = errno;
+    int ok = !(flags & AT_EMPTY_PATH) && record2("link", d1, a, 0, d2, b);
+    CALL(ok, SYS_linkat, d1, a, d2, b, flags);
+}
+EXPORT int link(const char *a, const char *b) { return do_linkat(AT_FDCWD, a, AT_FDCWD, b, 0); }
+EXPORT int linkat(int d1, const char *a, int d2, const char *b, int flags) {
+    return do_linkat(d1, a, d2, b, flags);
+}
+
+static int do_symlinkat(const char *target, int d, const char *lnk) {
+    int e_ = errno;
+    int ok = record2("symlink", AT_FDCWD, target, 1, d, lnk);
+    CALL(ok, SYS_symlinkat, target, d, lnk, 0, 0);
+}
+EXPORT int symlink(const char *t, const char *l) { return do_symlinkat(t, AT_FDCWD, l); }
+EXPORT int symlinkat(const char *t, int d, const char *l) { return do_symlinkat(t, d, l); }
+
+static int do_unlinkat(int d, const char *p, int flags) {
+    int e_ = errno;
+    int ok = record1((flags & AT_REMOVEDIR) ? "rmdir" : "unlink", d, p);
+    CALL(ok, SYS_unlinkat, d, p, flags, 0, 0);
+}
+EXPORT int unlink(const char *p) { return do_unlinkat(AT_FDCWD, p, 0); }
+EXPORT int unlinkat(int d, const char *p, int flags) { return do_unlinkat(d, p, flags); }
+EXPORT int rmdir(const char *p) { return do_unlinkat(AT_FDCWD, p, AT_REMOVEDIR); }
+
+static int do_mkdirat(int d, const char *p, mode_t mode) {
+    int e_ = errno;
+    int ok = record1("mkdir", d, p);
+    CALL(ok, SYS_mkdirat, d, p, mode, 0, 0);
+}
+EXPORT int mkdir(const char *p, mode_t mode) { return do_mkdirat(AT_FDCWD, p, mode); }
+EXPORT int mkdirat(int d, const char *p, mode_t mode) { return do_mkdirat(d, p, mode); }
+
+static int do_truncate(const char *p, off_t len) {
+    int e_ = errno;
+    int ok = record1("truncate", AT_FDCWD, p);
+    CALL(ok, SYS_truncate, p, len, 0, 0, 0);
+}
+EXPORT int truncate(const char *p, off_t len) { return do_truncate(p, len); }
+EXPORT int truncate64(const char *p, off64_t len) { return do_truncate(p, (off_t)len); }
