@@ -1,0 +1,496 @@
+"""`roar reproduce` and `roar get`: recreate an artifact's bytes, and check that they are.
+
+Executing a plan (plan.py) happens in an isolated git worktree under
+`.git/roar/worktrees/<target>` — never the user's work tree. For each step to run:
+
+1. the worktree is set to the step's exact code state: HEAD moves to the recorded commit
+   (when this clone has it) and `git read-tree -u --reset` writes the recorded tree, which
+   is the dirty snapshot when the run was made from a dirty tree;
+2. each input is put at its recorded path and verified: already there with the right bytes,
+   made by an earlier step of this reproduction, copied from the user's work tree, or read
+   from a blob store (verified while it streams);
+3. the command runs under the tracer, so the reproduction is recorded too (in a session of
+   its own, with the original step numbers), and every output is hashed;
+4. each recorded output is compared by path: `identical`, `differs` or `missing`.
+
+A failed step stops the reproduction. The result is `identical` only when the target's bytes
+came out the same. The worktree is kept (the report says where) until the next reproduction
+of the same target.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roargit.blobstore import BlobStore
+from roargit.errors import BlobCorrupt, BlobMissing, RoarError
+from roargit.hashing import HashCache
+from roargit.ledger import Ledger
+from roargit.plan import Plan, PlanStep
+from roargit.records import FileRef, RunId, SessionId, SessionRecord
+from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
+
+WORKTREES = "worktrees"
+
+
+class PlanIncomplete(RoarError):
+    def __init__(self, plan: Plan) -> None:
+        missing = plan.missing
+        first_step, first = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        if first.file.kind == "tree":
+            super().__init__(
+                f"{first_step.label}'s code tree {first.file.hash[:12]} is not in this clone: "
+                f"fetch the ledger (git fetch brings refs/roar/*){more}"
+            )
+            return
+        super().__init__(
+            f"{first_step.label} needs {first.file.path} ({first.file.hash[:12]}), which is "
+            f"reachable nowhere: not in the work tree, the code, any blob store, or made by a "
+            f"recorded step{more}"
+        )
+
+
+class DestinationExists(RoarError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} exists: choose another path or pass --force to replace it")
+
+
+class NotInStores(RoarError):
+    def __init__(self, digest: str, stores: Sequence[str], how: str) -> None:
+        where = ", ".join(stores) or "no store"
+        super().__init__(f"artifact {digest[:16]} is not in {where}; {how}")
+
+
+class InputUnavailable(RoarError):
+    def __init__(self, label: str, f: FileRef, why: str) -> None:
+        super().__init__(f"{label}: cannot put {f.path} ({f.hash[:12]}) in place: {why}")
+
+
+# -- stores --------------------------------------------------------------------------------
+
+
+def stores_for(paths: RepoPaths, settings: dict[str, Any] | None = None) -> list[BlobStore]:
+    """The configured store (`roar.store.url`) and the local one under `.git/roar/blobs`.
+    S3 endpoints and credentials come from the environment (AWS_ENDPOINT_URL, …)."""
+    from roargit import config
+    from roargit.capture import default_store_url, store_url
+
+    settings = settings if settings is not None else config.read_all(paths)
+    urls = [store_url(paths, settings), default_store_url(paths)]
+    return [BlobStore(u) for u in dict.fromkeys(urls)]
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutputCheck:
+    path: str
+    expected: str
+    actual: str | None  # None: the step did not write it
+    status: str  # "identical", "differs" or "missing"
+
+
+@dataclass(slots=True)
+class StepResult:
+    label: str
+    run_id: RunId
+    action: str  # "ran", "reused", "failed", "skipped by user" or "not run"
+    new_run: RunId | None = None
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    outputs: list[OutputCheck] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    target: str
+    target_status: str  # "identical", "differs" or "missing"
+    target_path: str | None  # where the reproduced target lies (absolute), if it does
+    worktree: str
+    session: SessionId | None
+    steps: list[StepResult]
+    copied_to: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.target_status == "identical"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "reproduction",
+            "target": {
+                "hash": self.target,
+                "status": self.target_status,
+                "path": self.target_path,
+                "copied_to": self.copied_to,
+            },
+            "identical": self.identical,
+            "worktree": self.worktree,
+            "session": self.session,
+            "steps": [
+                {
+                    "step": s.label,
+                    "run": s.run_id,
+                    "action": s.action,
+                    "new_run": s.new_run,
+                    "exit_code": s.exit_code,
+                    "duration_s": round(s.duration_s, 3),
+                    "note": s.note,
+                    "outputs": [
+                        {
+                            "path": o.path,
+                            "hash": o.expected,
+                            "new_hash": o.actual,
+                            "status": o.status,
+                        }
+                        for o in s.outputs
+                    ],
+                }
+                for s in self.steps
+            ],
+            "artifacts": [
+                {"step": s.label, "path": o.path, "hash": o.expected, "status": o.status}
+                for s in self.steps
+                for o in s.outputs
+            ],
+            "warnings": list(self.warnings),
+        }
+
+
+# -- events, for the CLI's progress lines ----------------------------------------------------
+
+Event = Callable[[str, dict[str, Any]], None]
+Confirm = Callable[[PlanStep], bool]
+
+
+def _quiet(_kind: str, _data: dict[str, Any]) -> None:
+    return None
+
+
+# -- the worktree --------------------------------------------------------------------------
+
+
+def worktree_dir(paths: RepoPaths, target: str) -> Path:
+    return paths.roar_dir / WORKTREES / target[:16]
+
+
+def _git(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    from roargit.git import run_git
+
+    run_git(args, cwd, env=env)
+
+
+def prepare_worktree(paths: RepoPaths, where: Path, commit: str | None) -> RepoPaths:
+    """A fresh detached worktree at `where` (an old one there is removed first)."""
+    from roargit.git import run_git
+
+    if where.exists() or (paths.common_dir / "worktrees" / where.name).exists():
+        run_git(["worktree", "remove", "--force", str(where)], paths.root, check=False)
+        if where.exists():
+            shutil.rmtree(where)
+        run_git(["worktree", "prune"], paths.root, check=False)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    start = commit or "HEAD"
+    _git(["worktree", "add", "--detach", "--no-checkout", "-q", str(where), start], paths.root)
+    return find_repo(where)
+
+
+def checkout_code(wt: RepoPaths, step: PlanStep) -> None:
+    """HEAD at the step's commit (when present), index and files at its exact tree."""
+    code = step.run.code
+    if code.commit and step.commit_available:
+        _git(["update-ref", "--no-deref", "HEAD", code.commit], wt.root)
+    _git(["read-tree", "-u", "--reset", code.tree or "HEAD"], wt.root)
+
+
+# -- materialising inputs -------------------------------------------------------------------
+
+
+class Materialiser:
+    """Puts recorded bytes at a path, verified, from wherever they can be had."""
+
+    def __init__(self, user: RepoPaths, cache: HashCache, stores: Sequence[BlobStore]):
+        self.user = user
+        self.cache = cache
+        self.stores = stores
+        self.made: dict[str, str] = {}  # hash -> a file in the worktree with those bytes
+
+    def has(self, path: str, digest: str) -> bool:
+        found = self.cache.hash_many([path], missing_ok=True).get(path)
+        return found is not None and found.digest == digest
+
+    def put(self, digest: str, dest: str, recorded: str, *, work_tree: bool = True) -> str:
+        """Make `dest` hold `digest`; returns where the bytes came from. FileNotFoundError
+        when no copy is found (`work_tree`: look at `recorded` in the user's work tree too)."""
+        if self.has(dest, digest):
+            return "in place"
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        candidates = []
+        if digest in self.made:
+            candidates.append(("step", self.made[digest]))
+        if work_tree and recorded and not recorded.startswith("/"):
+            candidates.append(("worktree", str(self.user.root / recorded)))
+        for how, src in candidates:
+            if src != dest and self.has(src, digest):
+                _copy(src, dest)
+                if self.has(dest, digest):
+                    return how
+        for store in self.stores:
+            try:
+                store.get_file(digest, dest)
+            except (BlobMissing, BlobCorrupt):
+                continue
+            return f"store {store.url}"
+        raise FileNotFoundError(digest)
+
+    def put_ref(self, f: FileRef, wt_root: Path, label: str) -> str:
+        if f.path.startswith("/"):
+            if f.kind == "file" and self.has(f.path, f.hash):
+                return "in place"
+            raise InputUnavailable(label, f, "it lies outside the repository and has changed")
+        dest = str(wt_root / f.path.rstrip("/"))
+        try:
+            if f.kind != "dir":
+                return self.put(f.hash, dest, f.path)
+            from roargit.folders import decode_manifest
+
+            data = Ledger(self.user).manifest(f.hash)
+            if data is None:
+                raise FileNotFoundError(f.hash)
+            hows = {
+                self.put(e.hash, os.path.join(dest, e.path), f"{f.path.rstrip('/')}/{e.path}")
+                for e in decode_manifest(data, f"manifest {f.hash[:12]}")
+            }
+            return ", ".join(sorted(hows))
+        except FileNotFoundError:
+            raise InputUnavailable(label, f, "no copy with those bytes was found") from None
+
+
+def _copy(src: str, dest: str) -> None:
+    tmp = f"{dest}.roar-tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+# -- running the plan ------------------------------------------------------------------------
+
+
+def execute(
+    paths: RepoPaths,
+    plan: Plan,
+    *,
+    confirm: Confirm | None = None,
+    on_event: Event = _quiet,
+    out: Path | None = None,
+    force: bool = False,
+    env: dict[str, str] | None = None,
+) -> Report:
+    """Run `plan` in an isolated worktree; see the module docstring."""
+    from roargit.capture import record_run
+    from roargit.clone import clone_id
+
+    if not plan.ok:
+        raise PlanIncomplete(plan)
+    if out is not None and out.exists() and not force:
+        raise DestinationExists(out)
+    roar_dir = ensure_roar_dir(paths)
+    ledger = Ledger(paths)
+    cache = HashCache(roar_dir)
+    stores = stores_for(paths)
+    todo = [s for s in plan.steps if s.action == "run"]
+    first_commit = next(
+        (s.run.code.commit for s in todo if s.run.code.commit and s.commit_available), None
+    )
+    where = worktree_dir(paths, plan.target)
+    wt = prepare_worktree(paths, where, first_commit)
+    sid = ledger.append_session(SessionRecord(time.time_ns(), clone_id(paths), None))
+    mat = Materialiser(paths, cache, stores)
+    results: list[StepResult] = []
+    report = Report(plan.target, "missing", None, str(where), sid, results, None, [])
+    stopped = ""
+    for step in plan.steps:
+        if step.action == "reuse":
+            results.append(
+                StepResult(step.label, step.run_id, "reused", note="its outputs are available")
+            )
+            continue
+        if stopped:
+            results.append(StepResult(step.label, step.run_id, "not run", note=stopped))
+            continue
+        if confirm is not None and not confirm(step):
+            stopped = "stopped before it"
+            results.append(StepResult(step.label, step.run_id, "skipped by user"))
+            continue
+        on_event("step", {"step": step.label, "command": list(step.run.argv)})
+        result = _run_step(wt, step, mat, sid, env, record_run, on_event)
+        results.append(result)
+        if result.action == "failed":
+            stopped = f"{step.label} failed"
+    _conclude(report, plan, where)
+    if out is not None and report.target_path is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _copy(report.target_path, str(out))
+        report.copied_to = str(out)
+    return report
+
+
+def _run_step(
+    wt: RepoPaths,
+    step: PlanStep,
+    mat: Materialiser,
+    sid: SessionId,
+    env: dict[str, str] | None,
+    record_run: Callable[..., Any],
+    on_event: Event,
+) -> StepResult:
+    rec = step.run
+    checkout_code(wt, step)
+    for i in step.inputs:
+        how = mat.put_ref(i.file, wt.root, step.label)
+        on_event("input", {"step": step.label, "path": i.file.path, "from": how})
+    cwd = Path(rec.cwd) if rec.cwd.startswith("/") else wt.root / rec.cwd
+    cwd.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    outcome = record_run(
+        wt, list(rec.argv), cwd, kind=rec.kind, step=rec.step, env=env, session_id=sid
+    )
+    took = time.perf_counter() - t0
+    new = {f.path: f for f in outcome.record.outputs}
+    checks = []
+    for f in rec.outputs:
+        got = new.get(f.path)
+        if got is None:
+            status, actual = "missing", None
+        else:
+            status = "identical" if got.hash == f.hash else "differs"
+            actual = got.hash
+            if f.kind == "file":
+                mat.made[got.hash] = str(_abs(wt.root, f.path))
+            else:
+                _remember_folder(mat, wt, f.path, got.hash)
+        checks.append(OutputCheck(f.path, f.hash, actual, status))
+    failed = outcome.record.exit_code != 0
+    on_event(
+        "done",
+        {
+            "step": step.label,
+            "exit_code": outcome.record.exit_code,
+            "identical": sum(c.status == "identical" for c in checks),
+            "outputs": len(checks),
+        },
+    )
+    return StepResult(
+        step.label,
+        step.run_id,
+        "failed" if failed else "ran",
+        outcome.run_id,
+        outcome.record.exit_code,
+        took,
+        checks,
+        f"exit status {outcome.record.exit_code}" if failed else "",
+    )
+
+
+def _abs(root: Path, recorded: str) -> Path:
+    return Path(recorded) if recorded.startswith("/") else root / recorded.rstrip("/")
+
+
+def _remember_folder(mat: Materialiser, wt: RepoPaths, recorded: str, digest: str) -> None:
+    from roargit.folders import decode_manifest
+
+    data = Ledger(wt).manifest(digest)
+    if data is None:
+        return
+    base = _abs(wt.root, recorded)
+    for e in decode_manifest(data, f"manifest {digest[:12]}"):
+        mat.made[e.hash] = str(base / e.path)
+
+
+def _conclude(report: Report, plan: Plan, where: Path) -> None:
+    final = next((s for s in reversed(plan.steps) if s.action == "run"), None)
+    for r in report.steps:
+        if final is None or r.run_id != final.run_id:
+            continue
+        for o in r.outputs:
+            if o.expected == plan.target:
+                report.target_status = o.status
+                if o.actual is not None:
+                    report.target_path = str(_abs(where, o.path))
+
+
+# -- roar get --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    hash: str
+    path: str
+    source: str  # where the bytes came from
+    size: int
+    already: bool  # the destination held these bytes already
+
+
+def get_artifact(
+    paths: RepoPaths, digest: str, dest: Path | None, *, force: bool = False
+) -> GetResult:
+    """Write artifact `digest` to `dest` (default: where it was recorded), verified."""
+    from roargit.plan import Locator, Planner
+
+    ledger = Ledger(paths)
+    cache = HashCache(ensure_roar_dir(paths))
+    stores = stores_for(paths)
+    planner = Planner(paths, ledger, Locator(paths, ledger, cache, stores))
+    recorded: FileRef | None = None
+    produced, consumed = ledger.artifact_runs(digest)
+    for rid in [*produced, *consumed]:
+        rec = planner.run(rid)
+        recorded = next((f for f in (*rec.outputs, *rec.inputs) if f.hash == digest), None)
+        if recorded is not None:
+            break
+    if dest is None:
+        if recorded is None:
+            raise RoarError(f"artifact {digest[:16]} has no recorded path: give one with -o PATH")
+        dest = _abs(paths.root, recorded.path)
+    kind = recorded.kind if recorded is not None else "file"
+    mat = Materialiser(paths, cache, stores)
+    if kind == "file" and mat.has(str(dest), digest):
+        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
+    if dest.exists() and not force:
+        raise DestinationExists(dest)
+    try:
+        if kind == "dir":
+            from roargit.folders import decode_manifest
+
+            data = ledger.manifest(digest)
+            if data is None:
+                raise FileNotFoundError(digest)
+            entries = decode_manifest(data, f"manifest {digest[:12]}")
+            base = recorded.path.rstrip("/") if recorded is not None else ""
+            sources = {
+                mat.put(e.hash, str(dest / e.path), f"{base}/{e.path}", work_tree=False)
+                for e in entries
+            }
+            size = sum(e.size for e in entries)
+            return GetResult(digest, str(dest), ", ".join(sorted(sources)), size, False)
+        source = mat.put(digest, str(dest), "", work_tree=False)
+    except FileNotFoundError:
+        how = _how_to_reproduce(planner, digest)
+        raise NotInStores(digest, [s.url for s in stores], how) from None
+    return GetResult(digest, str(dest), source, dest.stat().st_size, False)
+
+
+def _how_to_reproduce(planner: Any, digest: str) -> str:
+    rid = planner.producer(digest, None)
+    if rid is None:
+        return "no recorded run produced it (source data): find the original file"
+    return f"it can be recreated: roar reproduce {digest[:12]} --run -y"
