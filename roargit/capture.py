@@ -8,7 +8,8 @@ What a run touched is sorted into:
 - artifacts: everything else read (inputs) or written (outputs), inside the repo or not.
   A folder the run read or wrote most of becomes one artifact (see folders.py).
 Outputs are copied to the blob store (up to `roar.store.maxBlobSize`) so their bytes stay
-reachable by hash after the files are overwritten.
+reachable by hash after the files are overwritten; with a team store configured
+(`roar.store.url`), source data read from the work tree is copied there too.
 """
 
 from __future__ import annotations
@@ -307,6 +308,16 @@ def record_run(
     )
     run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
     stored = store_outputs(paths, settings, out_paths, hashes, out_folder_hashes, warnings)
+    if settings["roar.store.url"].value:
+        # A team store: source data read from the work tree goes there too, so that a clone
+        # can reproduce from it (docs/reproduce.md). The local default store does not copy
+        # sources: they are already on this disk.
+        sources = [
+            abs_path(f.path, paths.root)
+            for f in inputs
+            if not f.path.startswith("/") and not ledger.artifact_runs(f.hash)[0]
+        ]
+        stored += store_outputs(paths, settings, sources, hashes, {}, warnings)
     superseded = (previous.run_id, *previous.superseded) if previous else ()
     return RunOutcome(
         run_id, record, session.label(kind, step), tuple(warnings), superseded, stored
