@@ -7,7 +7,9 @@ A blob is stored at `<root>/blake3/ab/cd/<64 hex>`, named by the BLAKE3-256 of i
   rename would silently replace); S3 uploads straight to the final key with
   `If-None-Match: *` (a PUT or a completed multipart upload becomes visible all at once,
   and the condition refuses to overwrite); other filesystems write a temp object under
-  `<root>/tmp/` and move it into place if the name is still free.
+  `<root>/tmp/` and move it into place if the name is still free (a check, not a lock:
+  two writers racing on one blob there may both move, and the second replaces the first
+  with the same, verified bytes).
 - Content is hashed while it streams in; a digest the caller claimed but the content does
   not match is refused (`DigestMismatch`) before anything becomes visible under that name.
 - Every read is hashed while it streams; a blob whose bytes do not match its name raises

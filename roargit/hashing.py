@@ -36,6 +36,7 @@ import queue
 import sqlite3
 import stat as stat_mod
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -292,9 +293,12 @@ class HashCache:
         cached = self._select([e[1] for e in entries])
         result: dict[P, FileHash] = {}
         todo: list[tuple[P, str, os.stat_result]] = []
+        pack = _STAT_KEY.pack
         for original, abspath, st in entries:
             row = cached.get(abspath)
-            if row is not None and row[0] == _stat_key(st):
+            if row is not None and row[0] == pack(
+                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+            ):
                 result[original] = FileHash(row[1], st.st_size)
             else:
                 todo.append((original, abspath, st))
@@ -344,15 +348,17 @@ class HashCache:
         self, paths: Iterable[P], *, missing_ok: bool
     ) -> list[tuple[P, str, os.stat_result]]:
         out: list[tuple[P, str, os.stat_result]] = []
+        stat, isreg = os.stat, stat_mod.S_ISREG  # hot loop: 100,000 turns
         for original in paths:
             abspath = _abspath(original)
             try:
-                st = os.stat(abspath)
+                st = stat(abspath)
             except FileNotFoundError:
                 if missing_ok:
                     continue
                 raise
-            _check_regular(st, abspath)
+            if not isreg(st.st_mode):
+                _check_regular(st, abspath)
             out.append((original, abspath, st))
         return out
 
@@ -498,8 +504,16 @@ class HashCache:
             self._failed(exc)
 
 
+def _fsencode(path: str) -> bytes:
+    # os.fsencode, minus its checks: twice as fast, and this runs once per path.
+    return path.encode(_FS_ENCODING, _FS_ERRORS)
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _row(path: str, key: bytes, digest: bytes) -> tuple[bytes, bytes, int]:
-    bpath = os.fsencode(path)
+    bpath = _fsencode(path)
     val = key + digest
     return bpath, val, zlib.crc32(val, zlib.crc32(bpath))
 
@@ -511,7 +525,7 @@ def _select_rows(
     db: sqlite3.Connection, abspaths: Sequence[str]
 ) -> tuple[dict[str, tuple[bytes, str]], int]:
     """Rows for `abspaths` as {path: (stat key, hex digest)}, and how many were damaged."""
-    want = {os.fsencode(p): p for p in abspaths}
+    want = {_fsencode(p): p for p in abspaths}
     found: dict[str, tuple[bytes, str]] = {}
     damaged = 0
     crc32 = zlib.crc32

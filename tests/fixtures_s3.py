@@ -4,7 +4,8 @@
 returns its URL; `s3_bucket_url` (function) creates a bucket with boto3 (s3fs's mkdir sends
 a LocationConstraint that moto refuses for us-east-1) and returns
 `("s3://<bucket>/<prefix>", storage_options)` for `BlobStore(url, options)` or fsspec.
-Credentials are dummies set in the environment; nothing leaves the machine.
+Credentials are dummies, set in the environment for the test's duration only; nothing
+leaves the machine.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ _DUMMY_ENV = {
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    mp = pytest.MonkeyPatch()
-    for name, value in _DUMMY_ENV.items():
-        mp.setenv(name, value)
+    # The server needs no credentials; clients get dummies per test (below), so the
+    # environment of the rest of the session is left alone.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -42,7 +42,6 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
-        mp.undo()
 
 
 @pytest.fixture
@@ -51,12 +50,18 @@ def s3_bucket_url(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     import boto3
 
-    # Function-scoped fixtures (e.g. an autouse $HOME guard) may reset the environment;
-    # set the dummies again for this test.
+    # Dummy credentials for this test only (monkeypatch restores the environment), so that
+    # s3fs/botocore never look for real ones.
     for name, value in _DUMMY_ENV.items():
         monkeypatch.setenv(name, value)
     bucket = f"roar-test-{uuid.uuid4().hex[:16]}"
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=_REGION)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=_REGION,
+        aws_access_key_id=_DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
     client.create_bucket(Bucket=bucket)
     options: dict[str, Any] = {
         "endpoint_url": s3_endpoint,
