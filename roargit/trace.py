@@ -10,11 +10,12 @@ This module is on the hot path of `roar run`: it imports nothing heavy.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +136,6 @@ def _path(token: bytes) -> str:
     return text
 
 
-def _existed(token: bytes) -> bool | None:
-    return None if token == b"-" else token == b"1"
-
-
 class _Procs:
     """Builds the process tree while the log is read in order."""
 
@@ -174,6 +171,16 @@ class _Procs:
 
 def parse_log(data: bytes) -> TraceLog:
     """Parse a roar-trace event log (docs/trace-format.md). Pure: takes the bytes."""
+    log, rows = _parse(data)
+    return dataclasses.replace(log, events=tuple(Event(*r) for r in rows))
+
+
+# An event as a plain tuple (Event's fields, in order): cheaper to build and to read in bulk.
+_Row = tuple[str, int, tuple[str, ...], int, "bool | None"]
+
+
+def _parse(data: bytes) -> tuple[TraceLog, list[_Row]]:
+    """parse_log, with the events as rows and `TraceLog.events` left empty."""
     lines = data.split(b"\n")
     head = lines[0].split(b" ")
     if len(head) != 2 or head[0] != b"roar-trace" or not head[1].isdigit():
@@ -181,7 +188,7 @@ def parse_log(data: bytes) -> TraceLog:
     version = int(head[1])
     if version > LOG_VERSION:
         raise TraceLogTooNew(version)
-    events: list[Event] = []
+    events: list[_Row] = []
     procs = _Procs()
     signals: list[tuple[int, int]] = []
     warnings: list[str] = []
@@ -199,23 +206,29 @@ def parse_log(data: bytes) -> TraceLog:
         for line in body:
             f = line.split(b" ")
             kind = f[0]
-            if kind == b"open":
+            if kind == b"open":  # most of a log: _path inlined
+                tok = f[4]
+                if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
+                    path = _path(tok)
+                else:
+                    path = tok.decode(_FS_ENCODING, _FS_ERRORS)
+                ex = f[3]
                 events.append(
-                    Event("open", int(f[1]), (_path(f[4]),), int(f[2], 16), _existed(f[3]))
+                    ("open", int(f[1]), (path,), int(f[2], 16), None if ex == b"-" else ex == b"1")
                 )
             elif kind in (b"rename", b"link"):
                 events.append(
-                    Event(kind.decode(), int(f[1]), (_path(f[3]), _path(f[4])), 0, f[2] == b"1")
+                    (kind.decode(), int(f[1]), (_path(f[3]), _path(f[4])), 0, f[2] == b"1")
                 )
             elif kind == b"symlink":
                 target = os.fsdecode(_unescape(f[3]))
-                events.append(Event("symlink", int(f[1]), (target, _path(f[4])), 0, f[2] == b"1"))
+                events.append(("symlink", int(f[1]), (target, _path(f[4])), 0, f[2] == b"1"))
             elif kind in (b"unlink", b"truncate", b"mkdir", b"rmdir"):
-                events.append(Event(kind.decode(), int(f[1]), (_path(f[3]),), 0, f[2] == b"1"))
+                events.append((kind.decode(), int(f[1]), (_path(f[3]),), 0, f[2] == b"1"))
             elif kind == b"exec":
                 pid = int(f[1])
                 exe = _path(f[3])
-                events.append(Event("exec", pid, (exe,)))
+                events.append(("exec", pid, (exe,), 0, None))
                 if pid not in procs.ppid:
                     procs.add(pid, 0)
                 procs.exe[pid] = exe
@@ -259,7 +272,7 @@ def parse_log(data: bytes) -> TraceLog:
         version=version,
         root=root,
         filtered=filtered,
-        events=tuple(events),
+        events=(),
         processes=procs.result(),
         signals=tuple(signals),
         warnings=tuple(warnings),
@@ -270,7 +283,7 @@ def parse_log(data: bytes) -> TraceLog:
         exit_code=exit_code,
         signal=sig,
         shim=shim,
-    )
+    ), events
 
 
 # ------------------------------------------------------------------------------ rules
@@ -279,6 +292,7 @@ def parse_log(data: bytes) -> TraceLog:
 _READ, _WRITTEN, _CREATED, _DELETED, _EXECUTED, _RENAMED_AWAY = 1, 2, 4, 8, 16, 32
 _SKIP_OPEN = os.O_DIRECTORY | getattr(os, "O_PATH", 0)  # O_TMPFILE includes O_DIRECTORY
 _ACCMODE = 3
+_O_CREAT, _O_TRUNC, _O_WRONLY, _O_RDONLY = os.O_CREAT, os.O_TRUNC, os.O_WRONLY, os.O_RDONLY
 
 
 def _state_at_end(path: str) -> str:
@@ -290,6 +304,43 @@ def _state_at_end(path: str) -> str:
     return "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
 
 
+def _states_at_end(paths: Collection[str]) -> dict[str, str]:
+    """`_state_at_end` for many paths at once: a directory holding many of them is listed
+    once (`scandir` gives the type without a stat per entry) instead of `lstat` per path."""
+    by_dir: dict[str, list[str]] = {}
+    for p in paths:
+        d, _, name = p.rpartition("/")
+        by_dir.setdefault(d or "/", []).append(p)
+    out: dict[str, str] = {}
+    for d, group in by_dir.items():
+        if len(group) >= _SCAN_AT_LEAST:
+            listed = _list_dir(d, len(group))
+            if listed is not None:
+                for p in group:
+                    name = p.rpartition("/")[2]
+                    out[p] = listed.get(name, "none") if name else _state_at_end(p)
+                continue
+        for p in group:
+            out[p] = _state_at_end(p)
+    return out
+
+
+_SCAN_AT_LEAST = 32  # paths in one directory before listing it beats lstat per path
+
+
+def _list_dir(d: str, wanted: int) -> dict[str, str] | None:
+    """name -> 'file'/'dir' for directory `d`; None where listing it does not pay (a huge
+    directory of which few entries are wanted) or fails (then lstat per path decides)."""
+    try:
+        # st_size grows with the entries on the common file systems (ext4, xfs, tmpfs, btrfs)
+        if os.stat(d).st_size > wanted * 256:
+            return None
+        with os.scandir(d) as it:
+            return {e.name: "dir" if e.is_dir(follow_symlinks=False) else "file" for e in it}
+    except OSError:
+        return None
+
+
 def summarize(
     events: Sequence[Event], state_at_end: Callable[[str], str] = _state_at_end
 ) -> dict[str, FileAccess]:
@@ -299,49 +350,60 @@ def summarize(
     tracer does not wait for a call's result, so a call that failed is told apart from one
     that worked by what exists afterwards.
     """
+    rows = [(ev.kind, ev.pid, ev.paths, ev.flags, ev.existed) for ev in events]
+    return _classify(rows, state_at_end)
+
+
+def _classify(
+    rows: Iterable[_Row], state_at_end: Callable[[str], str] = _state_at_end
+) -> dict[str, FileAccess]:
+    """summarize, on rows (see `_parse`)."""
     bits: dict[str, int] = {}
     renamed_from: dict[str, list[str]] = {}
     renamed_to: dict[str, list[str]] = {}
     get = bits.get
-    for ev in events:
-        kind = ev.kind
+    for kind, _pid, paths, flags, existed in rows:
         if kind == "open":
-            flags = ev.flags
             if flags & _SKIP_OPEN:
                 continue
-            path = ev.paths[0]
+            path = paths[0]
             b = get(path, 0)
             mode = flags & _ACCMODE
-            if flags & os.O_CREAT and ev.existed is False:
+            if flags & _O_CREAT and existed is False:
                 b |= _CREATED | _WRITTEN  # a new file has nothing to read yet
             else:
-                if mode != os.O_WRONLY:
+                if mode != _O_WRONLY:
                     b |= _READ
-                if mode != os.O_RDONLY or flags & os.O_TRUNC:
+                if mode != _O_RDONLY or flags & _O_TRUNC:
                     b |= _WRITTEN
             bits[path] = b
         elif kind == "rename":
-            src, dst = ev.paths
+            src, dst = paths
             bits[src] = get(src, 0) | _RENAMED_AWAY
             renamed_to.setdefault(src, []).append(dst)
-            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if ev.existed is False else 0)
+            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if existed is False else 0)
             renamed_from.setdefault(dst, []).append(src)
         elif kind in ("link", "symlink"):
-            dst = ev.paths[1]
-            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if ev.existed is False else 0)
+            dst = paths[1]
+            bits[dst] = get(dst, 0) | _WRITTEN | (_CREATED if existed is False else 0)
         elif kind == "unlink":
-            if ev.existed:
-                bits[ev.paths[0]] = get(ev.paths[0], 0) | _DELETED
+            if existed:
+                bits[paths[0]] = get(paths[0], 0) | _DELETED
         elif kind == "truncate":
-            if ev.existed:
-                bits[ev.paths[0]] = get(ev.paths[0], 0) | _WRITTEN
+            if existed:
+                bits[paths[0]] = get(paths[0], 0) | _WRITTEN
         elif kind == "exec":
-            bits[ev.paths[0]] = get(ev.paths[0], 0) | _EXECUTED
+            bits[paths[0]] = get(paths[0], 0) | _EXECUTED
         # mkdir/rmdir: directories are not file accesses
 
     out: dict[str, FileAccess] = {}
+    if state_at_end is _state_at_end:
+        states = _states_at_end(bits)
+        state_of: Callable[[str], str] = states.__getitem__
+    else:
+        state_of = state_at_end
     for path, b in bits.items():
-        state = state_at_end(path)
+        state = state_of(path)
         if state == "dir":
             continue
         if state == "none" and not b & (_DELETED | _RENAMED_AWAY):
@@ -354,8 +416,8 @@ def summarize(
             bool(b & _DELETED),
             bool(b & _EXECUTED),
             bool(b & _CREATED) and state == "none",
-            tuple(dict.fromkeys(renamed_from.get(path, ()))),
-            tuple(dict.fromkeys(renamed_to.get(path, ()))),
+            tuple(dict.fromkeys(renamed_from[path])) if path in renamed_from else (),
+            tuple(dict.fromkeys(renamed_to[path])) if path in renamed_to else (),
         )
     return out
 
@@ -420,14 +482,16 @@ def run_traced(
             data_path = Path(log_path)
             if data_path.exists():
                 data_path.unlink()
-    log = parse_log(data) if data else None
+    parsed = _parse(data) if data else None
+    log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
         from roargit import trace_fallback
 
         return trace_fallback.run(argv, cwd, run_env, scan_root or cwd, reason=log.unavailable)
     if log is None:
         raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
-    return _to_trace(log, status)
+    assert parsed is not None
+    return _to_trace(log, status, _classify(parsed[1]))
 
 
 def _spawn_tracer(
@@ -455,7 +519,7 @@ def _spawn_tracer(
     return status, data
 
 
-def _to_trace(log: TraceLog, status: int) -> Trace:
+def _to_trace(log: TraceLog, status: int, files: dict[str, FileAccess]) -> Trace:
     warnings = list(log.warnings)
     complete = log.finished and not log.incomplete
     exit_code = log.exit_code if log.exit_code is not None else status
@@ -478,7 +542,7 @@ def _to_trace(log: TraceLog, status: int) -> Trace:
         exit_code=exit_code,
         signal=log.signal,
         interrupted=interrupted,
-        files=summarize(log.events),
+        files=files,
         processes=log.processes,
         warnings=tuple(warnings),
         leftover=log.leftover,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -91,3 +92,19 @@ def test_rules_on_events() -> None:
     assert files["/out"].written and not files["/out"].created
     assert files["/out"].renamed_from == ("/tmp1",)
     assert files["/scratch"].temporary and files["/scratch"].deleted
+
+
+def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
+    # Enough paths in one directory that it is listed instead of lstat'ed per path.
+    from roargit.trace import _state_at_end, _states_at_end
+
+    for i in range(40):
+        (tmp_path / f"f{i}").write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to("missing")
+    (tmp_path / "dirlink").symlink_to("sub")
+    names = [f"f{i}" for i in range(40)] + ["sub", "link", "dirlink", "gone", "f1/x"]
+    paths = [str(tmp_path / n) for n in names] + ["/", str(tmp_path / "sub") + "/deep"]
+    states = _states_at_end(paths)
+    assert states == {p: _state_at_end(p) for p in paths}
+    assert states[str(tmp_path / "link")] == "file" and states[str(tmp_path / "sub")] == "dir"
