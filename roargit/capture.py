@@ -110,10 +110,39 @@ def is_source_name(rel: str) -> bool:
     return name in SOURCE_NAMES or os.path.splitext(name)[1].lower() in SOURCE_SUFFIXES
 
 
+#: Source suffixes that are documents or plain text rather than programs or their configs.
+TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst"})
+
+
+def is_program(rel: str) -> bool:
+    return is_source_name(rel) and os.path.splitext(rel)[1].lower() not in TEXT_SUFFIXES
+
+
+def named_files(argv: Sequence[str], cwd: Path, root: str) -> set[str]:
+    """Files inside the repo named by a command-line word (or a `--flag=VALUE` value), as
+    paths relative to the root."""
+    found = set()
+    for word in argv:
+        for text in {word, word.partition("=")[2]}:
+            if not text or text.startswith("-"):
+                continue
+            path = os.path.normpath(os.path.join(cwd, text))
+            if path.startswith(root + "/") and os.path.isfile(path):
+                found.add(path[len(root) + 1 :])
+    return found
+
+
 def _is_startup_file(path: str) -> bool:
     """Read by every interpreter start: .pth files and the hooks they install."""
     name = path.rsplit("/", 1)[-1]
-    return name.endswith(".pth") or name.startswith("__editable__") or "/_distutils_hack/" in path
+    return (
+        name.endswith(".pth")
+        or name.startswith("__editable__")
+        or "/_distutils_hack/" in path
+        # The interpreter's own shared library (…/lib/libpython3.11.so.1.0 of a pyenv, conda or
+        # /opt build): the noise rules know its stdlib dir and executable, not this file.
+        or (name.startswith("libpython") and ".so" in name)
+    )
 
 
 def sort_accesses(
@@ -219,10 +248,14 @@ def record_run(
     cache = HashCache(roar_dir)
     root = str(paths.root)
 
+    named = named_files(argv, cwd, root)
+
     def known_data(rels: list[str]) -> set[str]:
-        sources = [r for r in rels if is_source_name(r)]
+        # An untracked text file named on the command line (`cat notes.txt`, `--vocab v.txt`)
+        # is the run's data, though .txt also names sources: only programs stay code.
+        data = {r for r in rels if not is_source_name(r) or (r in named and not is_program(r))}
+        sources = [r for r in rels if r not in data]
         hashes = cache.hash_many([str(paths.root / r) for r in sources], missing_ok=True)
-        data = {r for r in rels if not is_source_name(r)}
         data.update(
             r
             for r in sources

@@ -88,7 +88,8 @@ class Context:
         if not found:
             raise NoMatch(ref)
         if len(found) > 1:
-            raise AmbiguousPrefix(ref, [f"{k} {i}" for k, i in found])
+            # AmbiguousPrefix shows 16 characters of each: the ids alone, so they stay distinct.
+            raise AmbiguousPrefix(ref, [i for _k, i in found])
         return Target(found[0][0], found[0][1])
 
     def _resolve_path(self, ref: str, candidate: Path) -> Target:
