@@ -1,0 +1,565 @@
+"""End to end: the installed `roar` on real processes, in real repositories.
+
+A small pipeline with a fan-in step (prep → feat, and train reading both), a commit midway and
+an uncommitted edit to one script; then re-runs, failures, secrets, folders, pop/reset/build,
+awkward paths and bad REFs. JSON is compared whole: only the clock (`started_at`,
+`duration_s`) and the machine description (`environment`) are checked by shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blake3 import blake3
+from conftest import git
+
+PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
+
+PREP = """import sys
+open(sys.argv[2], "w").write(open(sys.argv[1]).read().upper())
+"""
+FEAT = """import sys
+open(sys.argv[2], "w").write(open(sys.argv[1]).read()[::-1])
+"""
+TRAIN = """import sys
+a = open(sys.argv[1]).read()
+b = open(sys.argv[2]).read()
+lr = sys.argv[sys.argv.index("--lr") + 1]
+open(sys.argv[3], "w").write(a + b + lr)
+"""
+
+
+def roar(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, rc: int | None = 0
+) -> subprocess.CompletedProcess[str]:
+    full_env = None if env is None else {**os.environ, **env}
+    result = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
+    if rc is not None:
+        assert result.returncode == rc, (args, result.stdout, result.stderr)
+    return result
+
+
+def roar_json(*args: str, cwd: Path, env: dict[str, str] | None = None, rc: int = 0) -> Any:
+    # Right after the subcommand: after `roar run`'s command it would be the command's.
+    return json.loads(roar(args[0], "--json", *args[1:], cwd=cwd, env=env, rc=rc).stdout)
+
+
+def b3(path: Path) -> str:
+    return blake3(path.read_bytes()).hexdigest()
+
+
+def fref(repo: Path, rel: str) -> dict[str, Any]:
+    p = repo / rel
+    return {"path": rel, "hash": b3(p), "size": p.stat().st_size}
+
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+
+
+def settle(run: dict[str, Any]) -> dict[str, Any]:
+    """The run with its clock and machine fields checked by shape and blanked."""
+    assert ISO.match(run["started_at"]), run["started_at"]
+    assert isinstance(run["duration_s"], float | int) and run["duration_s"] >= 0
+    env = run["environment"]
+    assert {"python", "os", "cpu", "gpus", "hostname", "user", "packages", "env_vars"} <= set(env)
+    return {**run, "started_at": "T", "duration_s": 0, "environment": {}}
+
+
+@dataclass
+class Pipeline:
+    repo: Path
+    session: str
+    ids: dict[str, str]  # "@1" → run id
+    commits: dict[str, str]  # "@1" → HEAD at the time
+
+
+def make_pipeline(repo: Path) -> Pipeline:
+    (repo / "src").mkdir()
+    (repo / "data").mkdir()
+    (repo / "src" / "prep.py").write_text(PREP)
+    (repo / "src" / "feat.py").write_text(FEAT)
+    (repo / "src" / "train.py").write_text(TRAIN)
+    git(repo, "add", "src")
+    git(repo, "commit", "-q", "-m", "pipeline code")
+    (repo / "data" / "raw.csv").write_text("a,b\n1,2\n")
+    ids, commits = {}, {}
+
+    first = roar("run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv", cwd=repo)
+    ids["@1"] = roar_json("log", "-n", "1", cwd=repo)[0]["id"]
+    commits["@1"] = git(repo, "rev-parse", "HEAD")
+    # The report goes to stderr, so the command's own stdout stays clean for pipes.
+    assert first.stdout == ""
+    assert f"@1  run {ids['@1'][:12]}  ok (exit 0)" in first.stderr
+    assert f"in   data/raw.csv  {b3(repo / 'data/raw.csv')[:12]}" in first.stderr
+    assert f"out  data/clean.csv  {b3(repo / 'data/clean.csv')[:12]}" in first.stderr
+
+    # A commit midway: @2 runs on a newer HEAD than @1.
+    (repo / "src" / "feat.py").write_text(FEAT + "# reversed on purpose\n")
+    git(repo, "commit", "-q", "-am", "comment feat")
+    quiet = roar("run", "-q", PY, "src/feat.py", "data/clean.csv", "data/feat.csv", cwd=repo)
+    assert quiet.stdout == quiet.stderr == ""
+    ids["@2"] = roar_json("log", "-n", "1", cwd=repo)[0]["id"]
+    commits["@2"] = git(repo, "rev-parse", "HEAD")
+
+    # An uncommitted edit: @3 runs on a dirty tree.
+    (repo / "src" / "train.py").write_text(TRAIN + "# dirty edit\n")
+    rec = roar_json(
+        "run", PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl", "--lr", "0.1",
+        cwd=repo,
+    )  # fmt: skip
+    ids["@3"] = rec["id"]
+    commits["@3"] = commits["@2"]
+    return Pipeline(repo, rec["session"], ids, commits)
+
+
+def expected_run(
+    p: Pipeline, step: str, argv: list[str], ins: list[str], outs: list[str], code: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "kind": "run",
+        "id": p.ids[step],
+        "step": step,
+        "session": p.session,
+        "type": "run",
+        "argv": argv,
+        "cwd": ".",
+        "status": "ok",
+        "exit_code": 0,
+        "inputs": [fref(p.repo, i) for i in ins],
+        "outputs": [fref(p.repo, o) for o in outs],
+        "code": code,
+        "started_at": "T",
+        "duration_s": 0,
+        "capture": "ptrace",
+        "complete": True,
+        "environment": {},
+    }
+
+
+def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
+    p = make_pipeline(git_repo)
+    repo = p.repo
+    head_tree = git(repo, "rev-parse", f"{p.commits['@1']}^{{tree}}")
+    run1 = expected_run(
+        p,
+        "@1",
+        [PY, "src/prep.py", "data/raw.csv", "data/clean.csv"],
+        ["data/raw.csv"],
+        ["data/clean.csv"],
+        {
+            "commit": p.commits["@1"],
+            "branch": "main",
+            "dirty": False,
+            "tree": head_tree,
+            "inputs": [{"path": "src/prep.py", "blob": git(repo, "hash-object", "src/prep.py")}],
+        },
+    )
+    run2 = expected_run(
+        p,
+        "@2",
+        [PY, "src/feat.py", "data/clean.csv", "data/feat.csv"],
+        ["data/clean.csv"],
+        ["data/feat.csv"],
+        {
+            "commit": p.commits["@2"],
+            "branch": "main",
+            "dirty": False,
+            "tree": git(repo, "rev-parse", f"{p.commits['@2']}^{{tree}}"),
+            "inputs": [{"path": "src/feat.py", "blob": git(repo, "hash-object", "src/feat.py")}],
+        },
+    )
+    assert p.commits["@1"] != p.commits["@2"]
+    shown3 = roar_json("show", "@3", cwd=repo)
+    snapshot = shown3["code"]["tree"]
+    run3 = expected_run(
+        p,
+        "@3",
+        [PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl", "--lr", "0.1"],
+        ["data/clean.csv", "data/feat.csv"],
+        ["model.pkl"],
+        {
+            "commit": p.commits["@3"],
+            "branch": "main",
+            "dirty": True,
+            "tree": snapshot,
+            "inputs": [{"path": "src/train.py", "blob": git(repo, "hash-object", "src/train.py")}],
+        },
+    )
+    assert settle(shown3) == run3
+    assert settle(roar_json("show", p.ids["@1"][:10], cwd=repo)) == run1
+    assert settle(roar_json("show", "@2", cwd=repo)) == run2
+
+    # The dirty run's snapshot holds the edit, and nothing of the user's was touched.
+    assert git(repo, "show", f"{snapshot}:src/train.py") == (TRAIN + "# dirty edit").rstrip()
+    assert git(repo, "show", f"{snapshot}:src/prep.py") == PREP.rstrip()
+    assert "data" not in git(repo, "ls-tree", "--name-only", snapshot).split()
+    reachable = git(repo, "rev-list", "--objects", "refs/roar/ledger")
+    assert snapshot in reachable
+    assert git(repo, "stash", "list") == ""
+    assert git(repo, "rev-parse", "HEAD") == p.commits["@3"]
+    assert git(repo, "diff", "--cached", "--name-only") == ""
+    assert git(repo, "status", "--porcelain", "src") == "M src/train.py"
+    assert git(repo, "branch", "--format=%(refname)") == "refs/heads/main"
+
+    model = {
+        "kind": "artifact",
+        "hash": b3(repo / "model.pkl"),
+        "size": (repo / "model.pkl").stat().st_size,
+        "type": "file",
+        "paths": ["model.pkl"],
+        "produced_by": [p.ids["@3"]],
+        "consumed_by": [],
+    }
+    assert roar_json("show", "model.pkl", cwd=repo) == model
+    assert roar_json("show", model["hash"][:8], cwd=repo) == model
+    clean = roar_json("show", "data/clean.csv", cwd=repo)
+    assert clean == {
+        "kind": "artifact",
+        **{k: v for k, v in fref(repo, "data/clean.csv").items() if k != "path"},
+        "type": "file",
+        "paths": ["data/clean.csv"],
+        "produced_by": [p.ids["@1"]],
+        "consumed_by": [p.ids["@2"], p.ids["@3"]],
+    }
+
+    lineage = roar_json("lineage", "model.pkl", cwd=repo)
+    raw = fref(repo, "data/raw.csv")
+    assert {**lineage, "runs": [settle(r) for r in lineage["runs"]]} == {
+        "target": model,
+        "runs": [run3, run1, run2],  # breadth-first from the target; inputs by path
+        "sources": [
+            {
+                "kind": "artifact",
+                "hash": raw["hash"],
+                "size": raw["size"],
+                "type": "file",
+                "paths": ["data/raw.csv"],
+            }
+        ],
+    }
+    shallow = roar_json("lineage", "model.pkl", "--depth", "1", cwd=repo)
+    assert [r["id"] for r in shallow["runs"]] == [p.ids["@3"]]
+
+    def step(label: str, argv: list[str], deps: list[str], outs: list[str]) -> dict[str, Any]:
+        return {
+            "step": label,
+            "run": p.ids[label],
+            "command": argv,
+            "state": "ok",
+            "depends_on": deps,
+            "superseded": [],
+            "outputs": outs,
+        }
+
+    steps = [
+        step("@1", run1["argv"], [], ["data/clean.csv"]),
+        step("@2", run2["argv"], ["@1"], ["data/feat.csv"]),
+        step("@3", run3["argv"], ["@1", "@2"], ["model.pkl"]),
+    ]
+    assert roar_json("dag", cwd=repo) == {"session": p.session, "steps": steps}
+    assert roar_json("show", cwd=repo) == {"kind": "session", "session": p.session, "steps": steps}
+    assert roar_json("dag", "model.pkl", cwd=repo) == {
+        "session": None,
+        "target": model,
+        "steps": steps,
+    }
+    mermaid = roar("dag", "--mermaid", cwd=repo).stdout
+    assert "s1 --> s3" in mermaid and "s2 --> s3" in mermaid
+    assert '"@1" -> "@2";' in roar("dag", "--dot", cwd=repo).stdout
+
+    log = roar_json("log", cwd=repo)
+    assert [e["id"] for e in log] == [p.ids["@3"], p.ids["@2"], p.ids["@1"]]
+    assert [e["id"] for e in roar_json("log", "-n", "2", cwd=repo)] == [p.ids["@3"], p.ids["@2"]]
+    assert roar_json("status", cwd=repo) == {
+        "session": p.session,
+        "outputs": [
+            {"step": s, "path": f, "hash": b3(repo / f), "state": "present"}
+            for s, f in (("@1", "data/clean.csv"), ("@2", "data/feat.csv"), ("@3", "model.pkl"))
+        ],
+        "stale_steps": [],
+    }
+    human = roar("show", "model.pkl", cwd=repo).stdout
+    assert p.ids["@3"][:12] in human and "data/raw.csv" in human and "(source)" in human
+
+
+def test_rerun_makes_downstream_stale_and_run_at_n_replaces_flags(git_repo: Path) -> None:
+    p = make_pipeline(git_repo)
+    repo = p.repo
+    (repo / "data" / "raw.csv").write_text("a,b\n3,4\n")
+    again = roar_json("run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv", cwd=repo)
+    assert again["step"] == "@1"
+    dag = {s["step"]: s for s in roar_json("dag", cwd=repo)["steps"]}
+    assert dag["@1"]["superseded"] == [p.ids["@1"]] and dag["@1"]["state"] == "ok"
+    assert dag["@2"]["state"] == dag["@3"]["state"] == "stale"
+    status = roar_json("status", cwd=repo)
+    assert status["stale_steps"] == ["@2", "@3"]
+    assert "stale steps: @2, @3" in roar("status", cwd=repo).stdout
+
+    rerun = roar_json("run", "@3", "--lr=0.5", "--epochs=2", cwd=repo)
+    assert rerun["step"] == "@3"
+    assert rerun["argv"] == [
+        PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl", "--lr", "0.5",
+        "--epochs=2",
+    ]  # fmt: skip
+    assert (repo / "model.pkl").read_text().endswith("0.5")
+    dag = {s["step"]: s for s in roar_json("dag", cwd=repo)["steps"]}
+    assert dag["@3"]["superseded"] == [p.ids["@3"]]
+    assert dag["@3"]["state"] == "stale"  # feat.csv still comes from the old clean.csv
+
+    roar("run", "-q", "@2", cwd=repo)
+    roar("run", "-q", "@3", cwd=repo)
+    dag = roar_json("dag", cwd=repo)
+    assert [(s["step"], s["state"]) for s in dag["steps"]] == [
+        ("@1", "ok"),
+        ("@2", "ok"),
+        ("@3", "ok"),
+    ]
+    assert roar_json("show", "@3", cwd=repo)["argv"][-2:] == ["0.5", "--epochs=2"]
+    assert roar_json("status", cwd=repo)["stale_steps"] == []
+    # The earlier model's lineage still walks to the bytes it was made from.
+    (repo / "model.pkl").write_text("changed by hand")
+    state = {o["path"]: o["state"] for o in roar_json("status", cwd=repo)["outputs"]}
+    assert state["model.pkl"] == "modified"
+    (repo / "data" / "feat.csv").unlink()
+    state = {o["path"]: o["state"] for o in roar_json("status", cwd=repo)["outputs"]}
+    assert state["data/feat.csv"] == "missing"
+
+
+def test_failing_command_passes_its_exit_status_through_and_is_recorded(git_repo: Path) -> None:
+    script = "import sys; open('partial.txt', 'w').write('half'); sys.exit(3)"
+    result = roar("run", PY, "-c", script, cwd=git_repo, rc=3)
+    assert "failed (exit 3)" in result.stderr
+    entry = roar_json("log", "-n", "1", cwd=git_repo)[0]
+    assert (entry["status"], entry["exit_code"], entry["step"]) == ("failed", 3, "@1")
+    run = roar_json("show", "@1", cwd=git_repo)
+    assert run["outputs"] == [fref(git_repo, "partial.txt")]
+    assert roar_json("dag", cwd=git_repo)["steps"][0]["state"] == "failed"
+    # A command that touched no data files is a step of its own, not a re-run of this one.
+    roar("run", "-q", "true", cwd=git_repo)
+    assert [s["step"] for s in roar_json("dag", cwd=git_repo)["steps"]] == ["@1", "@2"]
+    assert roar("run", "-q", "--json", "false", cwd=git_repo, rc=1).stdout.count('"failed"') == 1
+    # roar's own errors are not the command's: a missing program is one line, exit 1.
+    missing = roar("run", "-q", "no-such-program-xyz", cwd=git_repo, rc=None)
+    assert missing.returncode != 0
+
+
+def test_secrets_in_env_and_argv_reach_no_git_object(git_repo: Path) -> None:
+    token = "hf_" + "Q" * 34
+    github = "ghp_" + "Z7" * 18
+    password = "hunter2-very-secret"
+    script = "open('out.txt', 'w').write('done')"
+    rec = roar_json(
+        "run", PY, "-c", script, f"--token={github}", "--password", password,
+        f"https://user:{password}@example.com/x",
+        cwd=git_repo, env={"HF_TOKEN": token, "MY_API_KEY": "plainvalue123"},
+    )  # fmt: skip
+    assert rec["argv"][3:] == [
+        "--token=<redacted>",
+        "--password",
+        "<redacted>",
+        "https://user:<redacted>@example.com/x",
+    ]
+    assert rec["environment"]["env_vars"]["HF_TOKEN"] == "<redacted>"
+    objects = subprocess.run(
+        ["git", "cat-file", "--batch-all-objects", "--batch"],
+        cwd=git_repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert b"<redacted>" in objects  # the record is there…
+    for secret in (token, github, password, "plainvalue123"):
+        assert secret.encode() not in objects  # …the secrets are not
+
+
+def test_folder_dataset_is_one_artifact_and_its_files_find_their_runs(git_repo: Path) -> None:
+    repo = git_repo
+    images = repo / "data" / "images"
+    images.mkdir(parents=True)
+    for i in range(300):
+        (images / f"{i:03d}.png").write_bytes(b"png %d\n" % i)
+    (repo / "data" / "labels.csv").write_text("unrelated\n")
+    (repo / "count.py").write_text(
+        "import os, sys\n"
+        "d = sys.argv[1]\n"
+        "n = sum(len(open(os.path.join(d, f), 'rb').read()) for f in sorted(os.listdir(d)))\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "for i in range(150):\n"
+        "    open(f'out/part-{i}.txt', 'w').write(str(n + i))\n"
+    )
+    first = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    [folder] = first["inputs"]
+    size = sum(f.stat().st_size for f in images.iterdir())
+    assert (folder["path"], folder["type"], folder["size"]) == ("data/images/", "dir", size)
+    [written] = first["outputs"]
+    assert (written["path"], written["type"]) == ("out/", "dir")
+
+    second = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    assert second["inputs"] == first["inputs"]  # unchanged folder, same artifact
+    manifests = git(repo, "ls-tree", "-r", "--name-only", "refs/roar/ledger", "manifests")
+    assert len(manifests.splitlines()) == 2  # data/images/ and out/, each stored once
+
+    art = roar_json("show", "data/images/", cwd=repo)
+    assert art == {
+        "kind": "artifact",
+        "hash": folder["hash"],
+        "size": size,
+        "type": "dir",
+        "paths": ["data/images/"],
+        "produced_by": [],
+        "consumed_by": [first["id"], second["id"]],
+    }
+    assert roar_json("show", "data/images", cwd=repo) == art
+    one = roar_json("show", "data/images/007.png", cwd=repo)
+    assert one == {
+        "kind": "artifact",
+        "hash": b3(images / "007.png"),
+        "size": (images / "007.png").stat().st_size,
+        "type": "file",
+        "paths": ["data/images/007.png"],
+        "produced_by": [],
+        "consumed_by": [first["id"], second["id"]],
+    }
+    part = roar_json("show", "out/part-7.txt", cwd=repo)
+    assert part["produced_by"] == [first["id"], second["id"]]
+    lineage = roar_json("lineage", "out/", cwd=repo)
+    assert [s["paths"] for s in lineage["sources"]] == [["data/images/"]]
+
+
+def test_pop_removes_untracked_outputs_and_never_tracked_ones(git_repo: Path) -> None:
+    repo = git_repo
+    (repo / "notes.txt").write_text("tracked\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-q", "-m", "notes")
+    roar("run", "-q", PY, "-c", "open('a.txt', 'w').write('a')", cwd=repo)
+    script = "open('b.txt', 'w').write('b'); open('notes.txt', 'a').write('more\\n')"
+    roar("run", "-q", PY, "-c", script, cwd=repo)
+    popped = roar_json("pop", cwd=repo)
+    assert popped["popped"] == "@2"
+    assert (popped["removed"], popped["kept"]) == (["b.txt"], ["notes.txt"])
+    assert not (repo / "b.txt").exists()
+    assert (repo / "notes.txt").read_text() == "tracked\nmore\n"
+    assert [s["step"] for s in roar_json("dag", cwd=repo)["steps"]] == ["@1"]
+    assert roar_json("log", cwd=repo)[0]["step"] is None  # still in the ledger, not a step
+    assert "popped @1" in roar("pop", cwd=repo).stdout
+    assert not (repo / "a.txt").exists()
+    empty = roar("pop", cwd=repo, rc=1)
+    assert empty.stderr == "roar: the session has no steps to pop\n"
+    # The next run takes @1 again.
+    assert roar_json("run", "true", cwd=repo)["step"] == "@1"
+
+
+def test_reset_starts_a_new_session_and_build_steps_come_first(git_repo: Path) -> None:
+    repo = git_repo
+    old = roar_json("run", PY, "-c", "open('x.txt', 'w').write('x')", cwd=repo)
+    new_session = roar_json("reset", cwd=repo)["session"]
+    assert new_session != old["session"]
+    assert roar_json("dag", cwd=repo) == {"session": new_session, "steps": []}
+    assert roar_json("log", cwd=repo)[0]["step"] is None
+    assert roar_json("show", "x.txt", cwd=repo)["produced_by"] == [old["id"]]
+
+    built = roar_json("build", "sh", "-c", "echo built > env.txt", cwd=repo)
+    assert (built["step"], built["type"]) == ("@B1", "build")
+    ran = roar_json("run", "sh", "-c", "cat env.txt > y.txt", cwd=repo)
+    assert ran["step"] == "@1" and ran["session"] == new_session
+    dag = roar_json("dag", cwd=repo)["steps"]
+    assert [(s["step"], s["depends_on"]) for s in dag] == [("@B1", []), ("@1", ["@B1"])]
+    assert roar_json("show", "@b1", cwd=repo)["id"] == built["id"]
+
+
+def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
+    repo = tmp_path / "my repo"
+    (repo / "sub dir").mkdir(parents=True)
+    git(repo, "init", "-q")
+    (repo / "gen.py").write_text(
+        "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read() * 2)\n"
+    )
+    git(repo, "add", "gen.py")
+    git(repo, "commit", "-q", "-m", "gen")
+    (repo / "sub dir" / "in put.txt").write_text("hi\n")
+    (repo / "untracked notes.md").write_text("wip\n")  # untracked source: a dirty tree
+    sub = repo / "sub dir"
+    rec = roar_json("run", PY, "../gen.py", "in put.txt", "out put.txt", cwd=sub)
+    assert rec["cwd"] == "sub dir"
+    assert rec["inputs"] == [fref(repo, "sub dir/in put.txt")]
+    assert rec["outputs"] == [fref(repo, "sub dir/out put.txt")]
+    assert rec["code"]["inputs"][0]["path"] == "gen.py"
+    assert rec["code"]["dirty"] is True
+    assert git(repo, "show", f"{rec['code']['tree']}:untracked notes.md") == "wip"
+    shown = roar_json("show", "out put.txt", cwd=sub)
+    assert shown["produced_by"] == [rec["id"]] and shown["paths"] == ["sub dir/out put.txt"]
+    # `roar run @1` from elsewhere runs in the step's own directory.
+    (sub / "in put.txt").write_text("ho\n")
+    assert roar_json("run", "@1", cwd=repo)["cwd"] == "sub dir"
+    assert (sub / "out put.txt").read_text() == "ho\nho\n"
+
+
+def test_bad_refs_are_one_line_errors(git_repo: Path) -> None:
+    repo = git_repo
+    (repo / "a.txt").write_bytes(b"ambiguous 1157\n")  # these two hash to 8f5264…
+    (repo / "b.txt").write_bytes(b"ambiguous 3165\n")
+    assert b3(repo / "a.txt")[:6] == b3(repo / "b.txt")[:6] == "8f5264"
+    roar("run", "-q", "cat", "a.txt", "b.txt", cwd=repo)
+
+    def error(ref: str) -> str:
+        result = roar("show", ref, cwd=repo, rc=1)
+        assert result.stdout == "" and result.stderr.count("\n") == 1
+        return result.stderr
+
+    assert error("xyz") == "roar: no artifact, run or step matches 'xyz'\n"
+    assert error("abcdef0123") == "roar: no artifact, run or step matches 'abcdef0123'\n"
+    assert "too short" in error("abc")
+    ambiguous = error("8f5264")
+    assert "ambiguous" in ambiguous
+    assert b3(repo / "a.txt")[:16] in ambiguous and b3(repo / "b.txt")[:16] in ambiguous
+    assert roar_json("show", b3(repo / "a.txt")[:8], cwd=repo)["paths"] == ["a.txt"]
+    (repo / "new.txt").write_text("never recorded\n")
+    assert error("new.txt") == (
+        f"roar: new.txt was never recorded by a run (its current hash is {b3(repo / 'new.txt')})\n"
+    )
+    assert "no step @7" in error("@7")
+    assert roar("lineage", "xyz", cwd=repo, rc=1).stderr.startswith("roar: no artifact")
+    assert roar("dag", "xyz", cwd=repo, rc=1).stderr.startswith("roar: no artifact")
+
+
+def test_ctrl_c_to_the_process_group_is_recorded_as_interrupted(git_repo: Path) -> None:
+    started = git_repo / "started"
+    script = "import time; open('started', 'w').close(); time.sleep(60)"
+    proc = subprocess.Popen(
+        ["roar", "run", PY, "-c", script],
+        cwd=git_repo,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted (exit 130)" in err
+    entry = roar_json("log", "-n", "1", cwd=git_repo)[0]
+    assert (entry["status"], entry["exit_code"]) == ("interrupted", 130)
+    assert roar_json("dag", cwd=git_repo)["steps"][0]["state"] == "interrupted"
+
+
+@pytest.mark.parametrize("flag", ["-q", "--json"])
+def test_report_flags(git_repo: Path, flag: str) -> None:
+    result = roar("run", flag, "sh", "-c", "echo hello", cwd=git_repo)
+    if flag == "-q":
+        assert (result.stdout, result.stderr) == ("hello\n", "")
+    else:
+        assert result.stdout.startswith("hello\n")
+        assert json.loads(result.stdout[len("hello\n") :])["argv"] == ["sh", "-c", "echo hello"]
