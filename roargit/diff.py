@@ -413,10 +413,38 @@ def text_hunks(path: str, a: bytes, b: bytes) -> dict[str, Any]:
                 shown += 1
             else:
                 omitted += 1
-    out: dict[str, Any] = {"hunks": hunks}
+    out: dict[str, Any] = {"hunks": hunks, "lines": _spans(hunks)}
     if omitted:
         out["hunks_omitted"] = omitted
     return out
+
+
+def _spans(hunks: list[dict[str, Any]]) -> list[list[int]]:
+    """The lines of B that changed, as [first, last] ranges (a deletion: the line after it)."""
+    changed: list[int] = []
+    for h in hunks:
+        m = _HUNK.match(h["header"])
+        if not m:
+            continue
+        line = int(m.group(1))
+        for text in h["lines"]:
+            if text.startswith("+"):
+                changed.append(line)
+                line += 1
+            elif text.startswith("-"):
+                changed.append(max(line, 1))
+            else:
+                line += 1
+    spans: list[list[int]] = []
+    for n in sorted(set(changed)):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return spans
+
+
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
 
 def _is_config(path: str) -> bool:

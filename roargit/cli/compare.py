@@ -56,17 +56,10 @@ def _v(value: str | None) -> str:
 
 
 def _lines_changed(cause: dict[str, Any]) -> str:
-    spans = []
-    for h in cause.get("hunks") or []:
-        # "@@ -a,b +c,d @@": the lines of B the hunk covers.
-        try:
-            plus = h["header"].split()[2][1:]
-            start, _, count = plus.partition(",")
-            first, n = int(start), int(count or 1)
-        except (IndexError, ValueError):
-            continue
-        spans.append(f"{first}" if n <= 1 else f"{first}-{first + n - 1}")
-    return f" at lines {', '.join(spans)}" if spans else ""
+    spans = [f"{a}" if a == b else f"{a}-{b}" for a, b in cause.get("lines") or []]
+    if not spans:
+        return ""
+    return f" at line{'s' if len(spans) > 1 or '-' in spans[0] else ''} {', '.join(spans)}"
 
 
 def cause_text(c: dict[str, Any]) -> str:
