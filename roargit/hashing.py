@@ -57,10 +57,12 @@ P = TypeVar("P", bound="str | os.PathLike[str]")
 SMALL_FILE = 1 << 20
 #: Above this size the hasher may use all cores (blake3's tree hashing pays off).
 MULTITHREAD_FROM = 1 << 20
-#: Read chunk for large files. Measured on 2 cores with a 2 GiB file in page cache: 4 MiB
-#: buffers with reading and hashing overlapped in two threads gave 4.7 GB/s, against 4.0 for
-#: `update_mmap` and 3.6 for plain read-then-hash; 16 MiB buffers fall off the L2/L3 cache
-#: (2.5 GB/s). mmap is avoided anyway: a file truncated while mapped kills us with SIGBUS.
+#: Read chunk for large files. Measured on 2 idle cores with a 2 GiB file in page cache:
+#: 4 MiB buffers with reading and hashing overlapped in two threads gave 4.4-4.7 GB/s,
+#: against 3.8-4.0 for `update_mmap` and b3sum and 3.6 for plain read-then-hash; 16 MiB
+#: buffers fall out of the CPU caches (2.5 GB/s). On a saturated machine mmap wins (b3sum
+#: 0.8 CPU-s for 2 GiB, this 1.0: the read() copy), but mmap is not an option here: a file
+#: truncated while mapped (another process's open(..., "w")) kills us with SIGBUS.
 CHUNK = 4 << 20
 #: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
 _POOL_FROM = 256 << 10
