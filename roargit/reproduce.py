@@ -245,12 +245,18 @@ class Materialiser:
                 _copy(src, dest)
                 if self.has(dest, digest):
                     return how
+        corrupt: BlobCorrupt | None = None
         for store in self.stores:
             try:
                 store.get_file(digest, dest)
-            except (BlobMissing, BlobCorrupt):
+            except BlobMissing:
+                continue
+            except BlobCorrupt as exc:  # never used; another store may hold good bytes
+                corrupt = exc
                 continue
             return f"store {store.url}"
+        if corrupt is not None:
+            raise corrupt
         raise FileNotFoundError(digest)
 
     def put_ref(self, f: FileRef, wt_root: Path, label: str) -> str:
@@ -481,12 +487,14 @@ def get_artifact(
                 for e in entries
             }
             size = sum(e.size for e in entries)
-            return GetResult(digest, str(dest), ", ".join(sorted(sources)), size, False)
+            where = ", ".join(sorted(x.removeprefix("store ") for x in sources))
+            return GetResult(digest, str(dest), where, size, False)
         source = mat.put(digest, str(dest), "", work_tree=False)
     except FileNotFoundError:
         how = _how_to_reproduce(planner, digest)
         raise NotInStores(digest, [s.url for s in stores], how) from None
-    return GetResult(digest, str(dest), source, dest.stat().st_size, False)
+    where = source.removeprefix("store ")
+    return GetResult(digest, str(dest), where, dest.stat().st_size, False)
 
 
 def _how_to_reproduce(planner: Any, digest: str) -> str:
