@@ -216,9 +216,13 @@ class _Compare:
         for ch in argv_changes(ra, rb):
             own.add(self._add("params", step, ch.what, ch.a, ch.b))
         # code (and config files tracked as code): by path, by blob
-        own |= self._code(ra, rb, step)
-        # environment
+        code = self._code(ra, rb, step)
+        own |= code
+        # environment. A package the step started or stopped using, where its code changed
+        # too, follows from that change (a new import): it is not a cause of its own.
         for what, a, b in env_changes(ra.environment, rb.environment):
+            if code and what.startswith("package ") and (a is None or b is None):
+                continue
             own.add(self._add("environment", step, what, a, b))
         # inputs: sources are data, the rest inherits from the step that produced it
         differing_inputs = []
@@ -243,10 +247,6 @@ class _Compare:
                 what = "status differs though nothing recorded changed"
             own.add(self._add("unexplained", step, what, None, None))
             reach = own | inherited
-        for fa, fb in out_diffs:
-            if (fa is None or fb is None) and not reach:
-                continue
-            self.consequences.append(self._artifact_json(step, fa, fb, reach))
         self.reach_a[ida] = self.reach_b[idb] = reach
         if own:
             state = "changed"
@@ -267,6 +267,8 @@ class _Compare:
             self.consequences.append(entry)
         else:
             state = "same" if not out_diffs else "changed"
+        for fa, fb in out_diffs:
+            self.consequences.append(self._artifact_json(step, fa, fb, reach))
         self.steps.append(self._step_json(ida, idb, state, reach))
 
     def _artifact_json(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -99,6 +100,48 @@ def pipeline(repo: Path, lr: str = "0.1", out: str = "", python: str = "python")
     roar(repo, "run", "python", "eval.py", f"{out}model.pkl", f"{out}metrics.json")
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline recorded once per module (the per-test $HOME guard is function-scoped, so
+    this one brings its own home); tests work on copies."""
+    base = tmp_path_factory.mktemp("recorded")
+    home = base / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Test Author",
+        "GIT_AUTHOR_EMAIL": "author@example.com",
+        "GIT_COMMITTER_NAME": "Test Author",
+        "GIT_COMMITTER_EMAIL": "author@example.com",
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    }
+    repo = base / "repo"
+    repo.mkdir()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        git(repo, "init", "-q")
+        setup(repo)
+        pipeline(repo)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return repo
+
+
+@pytest.fixture
+def repo(recorded: Path, tmp_path: Path) -> Path:
+    """A copy of the recorded pipeline: prep → train --lr 0.1 → eval."""
+    copy = tmp_path / "repo"
+    shutil.copytree(recorded, copy, symlinks=True)
+    return copy
+
+
 def rerun(repo: Path, *steps: str) -> None:
     for s in steps:
         roar(repo, "run", s)
@@ -127,13 +170,11 @@ def consequences(result: dict[str, Any]) -> dict[str, list[int]]:
     return out
 
 
-def test_param_change(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    roar(git_repo, "run", "@2", "--lr=0.01")
-    rerun(git_repo, "@3")
-    result = diff(git_repo, before, "metrics.json")
+def test_param_change(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    roar(repo, "run", "@2", "--lr=0.01")
+    rerun(repo, "@3")
+    result = diff(repo, before, "metrics.json")
     cause = only_cause(result, "params", "@2")
     assert (cause["what"], cause["a"], cause["b"]) == ("--lr", "0.1", "0.01")
     assert cause["script"] == "python train.py"
@@ -141,39 +182,35 @@ def test_param_change(git_repo: Path) -> None:
     states = {s["step"]: s["state"] for s in result["steps"]}
     assert states == {"@1": "same", "@2": "changed", "@3": "consequence"}
 
-    human = roar(git_repo, "diff", before, "metrics.json", check=False)
+    human = roar(repo, "diff", before, "metrics.json", check=False)
     assert human.returncode == 1
     assert human.stdout.splitlines()[0] == "1 root cause: --lr 0.1 → 0.01 on @2 python train.py"
     assert "\x1b[" not in human.stdout  # not a terminal: no colour
 
 
-def test_source_data_change(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    raw_before = digest(git_repo / "raw.csv")
-    (git_repo / "raw.csv").write_text(RAW + "d,4\n")
-    rerun(git_repo, "@1", "@2", "@3")
-    result = diff(git_repo, before, "metrics.json")
+def test_source_data_change(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    raw_before = digest(repo / "raw.csv")
+    (repo / "raw.csv").write_text(RAW + "d,4\n")
+    rerun(repo, "@1", "@2", "@3")
+    result = diff(repo, before, "metrics.json")
     cause = only_cause(result, "data", "@1")
     assert (cause["what"], cause["a"], cause["b"]) == (
         "raw.csv",
         raw_before,
-        digest(git_repo / "raw.csv"),
+        digest(repo / "raw.csv"),
     )
     assert consequences(result) == {
         "clean.csv": [1], "@2": [1], "model.pkl": [1], "@3": [1], "metrics.json": [1],
     }  # fmt: skip
 
 
-def test_code_change_committed(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    (git_repo / "train.py").write_text(TRAIN.replace("len(rows) * a.lr", "len(rows) * a.lr * 2"))
-    git(git_repo, "commit", "-q", "-am", "double the score")
-    rerun(git_repo, "@2", "@3")
-    result = diff(git_repo, before, "metrics.json")
+def test_code_change_committed(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    (repo / "train.py").write_text(TRAIN.replace("len(rows) * a.lr", "len(rows) * a.lr * 2"))
+    git(repo, "commit", "-q", "-am", "double the score")
+    rerun(repo, "@2", "@3")
+    result = diff(repo, before, "metrics.json")
     cause = only_cause(result, "code", "@2")
     assert cause["what"] == "train.py"
     detail = result["by_category"]["code"][0]
@@ -182,18 +219,16 @@ def test_code_change_committed(git_repo: Path) -> None:
     assert "-score = len(rows) * a.lr" in lines
     assert "+score = len(rows) * a.lr * 2" in lines
     assert consequences(result) == {"model.pkl": [1], "@3": [1], "metrics.json": [1]}
-    human = roar(git_repo, "diff", before, "metrics.json", check=False).stdout
+    human = roar(repo, "diff", before, "metrics.json", check=False).stdout
     assert human.startswith("1 root cause: train.py changed at line 8 on @2 python train.py")
     assert "+score = len(rows) * a.lr * 2" in human
 
 
-def test_code_change_in_a_dirty_tree(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    (git_repo / "train.py").write_text(TRAIN.replace("rows={len(rows)}", "n={len(rows)}"))
-    rerun(git_repo, "@2", "@3")  # not committed: the run's snapshot holds the change
-    result = diff(git_repo, before, "metrics.json")
+def test_code_change_in_a_dirty_tree(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    (repo / "train.py").write_text(TRAIN.replace("rows={len(rows)}", "n={len(rows)}"))
+    rerun(repo, "@2", "@3")  # not committed: the run's snapshot holds the change
+    result = diff(repo, before, "metrics.json")
     cause = only_cause(result, "code", "@2")
     assert cause["what"] == "train.py"
     detail = result["by_category"]["code"][0]
@@ -252,17 +287,15 @@ def test_package_version_change(git_repo: Path, tmp_path: Path) -> None:
     assert human.splitlines()[0].startswith("1 root cause: package tinypkg 1.0 → 2.0 on @2")
 
 
-def test_extra_pipeline_step(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    roar(git_repo, "reset")
-    roar(git_repo, "run", "python", "prep.py", "raw.csv", "clean.csv")
-    roar(git_repo, "run", "python", "dedup.py", "clean.csv", "dedup.csv")
-    roar(git_repo, "run", "python", "train.py", "--data", "dedup.csv", "--out", "model.pkl",
+def test_extra_pipeline_step(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    roar(repo, "reset")
+    roar(repo, "run", "python", "prep.py", "raw.csv", "clean.csv")
+    roar(repo, "run", "python", "dedup.py", "clean.csv", "dedup.csv")
+    roar(repo, "run", "python", "train.py", "--data", "dedup.csv", "--out", "model.pkl",
          "--lr", "0.1")  # fmt: skip
-    roar(git_repo, "run", "python", "eval.py", "model.pkl", "metrics.json")
-    result = diff(git_repo, before, "metrics.json")
+    roar(repo, "run", "python", "eval.py", "model.pkl", "metrics.json")
+    result = diff(repo, before, "metrics.json")
     cause = only_cause(result, "pipeline", "@2")
     assert (cause["what"], cause["a"], cause["b"]) == (
         "step added",
@@ -280,15 +313,13 @@ def test_extra_pipeline_step(git_repo: Path) -> None:
     assert states == {"@1": "same", "@2": "added", "@2→@3": "consequence", "@3→@4": "consequence"}
 
 
-def test_two_changes_at_once(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "metrics.json")
-    (git_repo / "raw.csv").write_text(RAW + "d,4\n")
-    roar(git_repo, "run", "@1")
-    roar(git_repo, "run", "@2", "--lr=0.5")
-    roar(git_repo, "run", "@3")
-    result = diff(git_repo, before, "metrics.json")
+def test_two_changes_at_once(repo: Path) -> None:
+    before = digest(repo / "metrics.json")
+    (repo / "raw.csv").write_text(RAW + "d,4\n")
+    roar(repo, "run", "@1")
+    roar(repo, "run", "@2", "--lr=0.5")
+    roar(repo, "run", "@3")
+    result = diff(repo, before, "metrics.json")
     causes = {(c["category"], c["step"], c["what"]): c["id"] for c in result["root_causes"]}
     assert set(causes) == {("data", "@1", "raw.csv"), ("params", "@2", "--lr")}
     data, lr = causes[("data", "@1", "raw.csv")], causes[("params", "@2", "--lr")]
@@ -298,7 +329,7 @@ def test_two_changes_at_once(git_repo: Path) -> None:
         "@3": sorted([data, lr]),
         "metrics.json": sorted([data, lr]),
     }
-    human = roar(git_repo, "diff", before, "metrics.json", check=False).stdout
+    human = roar(repo, "diff", before, "metrics.json", check=False).stdout
     assert human.startswith("2 root causes: source data raw.csv changed")
     assert "--lr 0.1 → 0.5 on @2" in human.splitlines()[0]
 
@@ -323,54 +354,48 @@ def test_another_output_folder_is_not_a_params_change(git_repo: Path) -> None:
     ]
 
 
-def test_identical_and_trouble(git_repo: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    proc = roar(git_repo, "diff", "metrics.json", "@3", check=False)
+def test_identical_and_trouble(repo: Path) -> None:
+    proc = roar(repo, "diff", "metrics.json", "@3", check=False)
     assert proc.returncode == 0
     assert proc.stdout.startswith("identical")
     assert len(proc.stdout.splitlines()) == 1
-    proc = roar(git_repo, "diff", "metrics.json", "nosuch.csv", check=False)
+    proc = roar(repo, "diff", "metrics.json", "nosuch.csv", check=False)
     assert proc.returncode == 2
     assert proc.stderr == "roar: no artifact, run or step matches 'nosuch.csv'\n"
     assert proc.stdout == ""
-    proc = roar(git_repo, "diff", "@9", "@3", check=False)
+    proc = roar(repo, "diff", "@9", "@3", check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("roar: no step @9")
 
 
-def test_runs_from_another_clone(git_repo: Path, tmp_path: Path) -> None:
-    setup(git_repo)
-    pipeline(git_repo)
-    ours = digest(git_repo / "metrics.json")
+def test_runs_from_another_clone(repo: Path, tmp_path: Path) -> None:
+    ours = digest(repo / "metrics.json")
     other = tmp_path / "other"
-    git(tmp_path, "clone", "-q", str(git_repo), str(other))
+    git(tmp_path, "clone", "-q", str(repo), str(other))
     (other / "raw.csv").write_text(RAW)
     roar(other, "init")
     pipeline(other, lr="0.2")
     theirs = digest(other / "metrics.json")
     with pytest.raises(AssertionError):
-        roar(git_repo, "diff", ours, theirs)  # not fetched yet: unknown here
-    git(git_repo, "fetch", "-q", str(other), "refs/roar/ledger:refs/roar/remotes/other/ledger")
-    result = diff(git_repo, ours, theirs)
+        roar(repo, "diff", ours, theirs)  # not fetched yet: unknown here
+    git(repo, "fetch", "-q", str(other), "refs/roar/ledger:refs/roar/remotes/other/ledger")
+    result = diff(repo, ours, theirs)
     cause = only_cause(result, "params", "@2")
     assert (cause["what"], cause["a"], cause["b"]) == ("--lr", "0.1", "0.2")
     assert consequences(result) == {"model.pkl": [1], "@3": [1], "metrics.json": [1]}
 
 
-def test_colour_only_on_a_terminal(git_repo: Path) -> None:
+def test_colour_only_on_a_terminal(repo: Path) -> None:
     import pty
 
-    setup(git_repo)
-    pipeline(git_repo)
-    before = digest(git_repo / "model.pkl")
-    roar(git_repo, "run", "@2", "--lr=0.01")
+    before = digest(repo / "model.pkl")
+    roar(repo, "run", "@2", "--lr=0.01")
 
     def on_tty(extra_env: dict[str, str]) -> str:
         master, slave = pty.openpty()
         env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | extra_env
         proc = subprocess.Popen(
-            ["roar", "diff", before, "model.pkl"], cwd=git_repo, stdout=slave, env=env
+            ["roar", "diff", before, "model.pkl"], cwd=repo, stdout=slave, env=env
         )
         os.close(slave)
         chunks = []
