@@ -464,3 +464,144 @@ def test_exec_from_a_thread(tmp_path: Path) -> None:
     assert t.exit_code == 0 and t.complete
     assert seen(t, tmp_path) == {"after": {"written", "created"}}
     assert t.processes[0].argv == ("sh", "-c", "echo x > after")
+
+
+# ------------------------------------------------------------------ the LD_PRELOAD shim
+
+
+def shim_log(root: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[Trace, bytes]:
+    log = root / "trace.log"
+    t = run_traced(list(argv), root, env, log_path=log)
+    assert t.mode == "ptrace", t.warnings
+    data = log.read_bytes()
+    log.unlink()
+    return t, data
+
+
+def test_shim_is_used_and_not_recorded(tmp_path: Path) -> None:
+    from roargit.trace import parse_log
+
+    (tmp_path / "in").write_text("x")
+    t, data = shim_log(tmp_path, PY, "-c", "open('out', 'w').write(open('in').read())")
+    assert parse_log(data).shim
+    assert seen(t, tmp_path) == {"in": {"read"}, "out": {"written", "created"}}
+    assert not any(p.endswith("roar-shim.so") for p in t.files)
+
+
+def test_shim_keeps_the_users_ld_preload(tmp_path: Path) -> None:
+    libm = next(
+        (
+            p
+            for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6")
+            if os.path.exists(p)
+        ),
+        None,
+    )
+    if libm is None:
+        pytest.skip("no libm to preload")
+    env = dict(os.environ, LD_PRELOAD=libm)
+    code = "import os; open('env', 'w').write(os.environ['LD_PRELOAD'])"
+    t, _ = shim_log(tmp_path, PY, "-c", code, env=env)
+    assert t.exit_code == 0
+    shim, user = (tmp_path / "env").read_text().split(":")
+    assert shim.endswith("roar-shim.so") and user == libm
+
+
+def test_cleared_environment_still_traced(tmp_path: Path) -> None:
+    # env -i drops LD_PRELOAD: the shell's calls trap to the tracer instead.
+    t = sh(tmp_path, "env -i /bin/sh -c 'echo x > out; cat out > copy'")
+    assert seen(t, tmp_path) == {
+        "out": {"written", "created", "read"},
+        "copy": {"written", "created"},
+    }
+
+
+@pytest.mark.parametrize("env_var", ["ROAR_TRACE_NO_SHIM", "ROAR_TRACE_NO_FILTER"])
+def test_shim_off_sees_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env_var: str
+) -> None:
+    from roargit.trace import parse_log
+
+    script = "cat a > b; mv b c; ln c d; rm c; mkdir m; : > m/t"
+    (tmp_path / "a").write_text("x")
+    on, _ = shim_log(tmp_path, "bash", "-c", script)
+    on_seen = seen(on, tmp_path)
+    for p in ("c", "d", "m/t"):
+        (tmp_path / p).unlink(missing_ok=True)
+    (tmp_path / "m").rmdir()
+    monkeypatch.setenv(env_var, "1")
+    off, data = shim_log(tmp_path, "bash", "-c", script)
+    assert not parse_log(data).shim
+    assert (
+        seen(off, tmp_path)
+        == on_seen
+        == {
+            "a": {"read"},
+            "b": {"written", "created", "temporary", "to:c"},
+            "c": {"written", "created", "from:b", "deleted", "temporary"},
+            "d": {"written", "created"},
+            "m/t": {"written", "created"},
+        }
+    )
+
+
+def test_shim_survives_its_fd_closed_and_reused(tmp_path: Path) -> None:
+    # The program closes the shim's log fd and puts its own file on that number: the shim
+    # must notice (device/inode check), not write its records into the program's file.
+    code = """
+    import os
+    log = os.path.realpath("trace.log")
+    fd = next(int(n) for n in os.listdir("/proc/self/fd")
+              if os.path.realpath(f"/proc/self/fd/{n}") == log)
+    os.close(fd)
+    mine = os.open("mine", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(mine, fd)
+    open("after", "w").close()
+    os.write(fd, b"ok")
+    """
+    t, _ = shim_log(tmp_path, PY, "-c", textwrap.dedent(code))
+    assert t.exit_code == 0, t
+    assert (tmp_path / "mine").read_bytes() == b"ok"
+    assert seen(t, tmp_path) == {"mine": {"written", "created"}, "after": {"written", "created"}}
+
+
+def test_sigkill_loses_nothing_already_done(tmp_path: Path) -> None:
+    code = "import os; open('out', 'w').write('x'); os.kill(os.getpid(), 9)"
+    t = py(tmp_path, code)
+    assert t.exit_code == 137
+    assert seen(t, tmp_path) == {"out": {"written", "created"}}
+
+
+def test_fopen_through_ctypes(tmp_path: Path) -> None:
+    (tmp_path / "in").write_text("x")
+    code = """
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    for name, mode in ((b"in", b"re"), (b"out", b"w+"), (b"log", b"a")):
+        f = libc.fopen(name, mode)
+        assert f, name
+        libc.fclose(ctypes.c_void_p(f))
+    """
+    t = py(tmp_path, code)
+    assert t.exit_code == 0
+    assert seen(t, tmp_path) == {
+        "in": {"read"},
+        "out": {"written", "created"},  # new: nothing to read yet, even with "w+"
+        "log": {"written", "created"},
+    }
+
+
+def test_many_threads_many_files(tmp_path: Path) -> None:
+    code = """
+    import threading
+    def w(k):
+        for i in range(300):
+            open(f"t{k}-{i}", "w").close()
+    ts = [threading.Thread(target=w, args=(k,)) for k in range(4)]
+    [x.start() for x in ts]
+    [x.join() for x in ts]
+    """
+    t = py(tmp_path, code)
+    want = {f"t{k}-{i}": {"written", "created"} for k in range(4) for i in range(300)}
+    assert seen(t, tmp_path) == want

@@ -1,8 +1,8 @@
 /*
  * roar-trace: record the file accesses of a command and of every process it starts.
  *
- *   roar-trace --log FILE [--cwd DIR] [--no-filter] [--grace SECONDS] [--sigint-ignored]
- *              -- CMD [ARG...]
+ *   roar-trace --log FILE [--cwd DIR] [--no-filter] [--no-shim] [--grace SECONDS]
+ *              [--sigint-ignored] -- CMD [ARG...]
  *
  * The command runs under ptrace with a seccomp-bpf filter installed before its execve, so
  * only the file-related system calls (open family, rename/unlink/link/symlink/truncate,
@@ -16,8 +16,15 @@
  * status. That split lets the worker keep serving processes the command left behind (see
  * "Left-behind processes" in docs/trace-format.md) after the front has returned.
  *
+ * Dynamically linked programs get roar-shim.so (next to this binary) in LD_PRELOAD: it writes
+ * their file calls to the log itself and makes them with a marker in args[5] that the filter
+ * lets pass without a stop (roar-shim.h, "The shim" in docs/trace-format.md). The log is
+ * opened O_APPEND and our buffered records are flushed only between records, so the shim's
+ * lines and ours never mix.
+ *
  * Env: ROAR_TRACE_NO_FILTER=1 (same as --no-filter: stop at every syscall entry and exit,
- * a debug switch that shows what the filter saves), ROAR_TRACE_DAEMON_GRACE=SECONDS.
+ * a debug switch that shows what the filter saves), ROAR_TRACE_NO_SHIM=1 (same as
+ * --no-shim: every file call stops), ROAR_TRACE_DAEMON_GRACE=SECONDS.
  */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -1012,8 +1019,8 @@ static void forward(int sig) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: roar-trace --log FILE [--cwd DIR] [--no-filter] [--no-shim] [--grace SECONDS] "
-                    "[--sigint-ignored] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: roar-trace --log FILE [--cwd DIR] [--no-filter] [--no-shim] "
+                    "[--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]\n");
     exit(2);
 }
 
