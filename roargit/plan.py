@@ -454,11 +454,18 @@ def environment_warnings(steps: Sequence[PlanStep]) -> list[str]:
     here_os = _os_info()
     here_arch = os.uname().machine
     here_gpus = None
+    # Steps of one pipeline mostly share an environment: compare each distinct one once.
+    memo: dict[str, list[str]] = {}
     for s in steps:
         env = s.run.environment
         if not env:
             continue
-        notes: list[str] = []
+        key = repr((s.run.argv[:1], sorted(env.items(), key=lambda kv: kv[0])))
+        if key in memo:
+            for n in memo[key]:
+                seen.setdefault(n, []).append(s.label)
+            continue
+        notes: list[str] = memo.setdefault(key, [])
         osd = env.get("os") or {}
         if osd.get("system") and osd.get("system") != here_os.system:
             notes.append(f"OS {osd.get('system')} → {here_os.system}")
@@ -486,7 +493,12 @@ def environment_warnings(steps: Sequence[PlanStep]) -> list[str]:
                 notes.append(f"GPU {', '.join(gpus)} → {', '.join(here_gpus) or 'none'}")
         for n in notes:
             seen.setdefault(n, []).append(s.label)
-    return [f"environment: {n} ({', '.join(labels)})" for n, labels in seen.items()]
+    return [f"environment: {n} ({_some(labels)})" for n, labels in seen.items()]
+
+
+def _some(labels: list[str], n: int = 5) -> str:
+    more = f" and {len(labels) - n} more" if len(labels) > n else ""
+    return ", ".join(labels[:n]) + more
 
 
 def _same_version(recorded: str, now: str) -> bool:

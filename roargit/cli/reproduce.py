@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import emit_json, human_duration, human_size, say, short, warn
+from roargit.cli.output import human_duration, human_size, say, short, warn
 
 SOURCE_TEXT = {
     "code": "code tree",
@@ -21,6 +21,18 @@ SOURCE_TEXT = {
     "missing": "MISSING",
 }
 MARK = {"identical": "identical", "differs": "DIFFERS", "missing": "MISSING"}
+
+
+def emit_json(value: Any) -> None:
+    """Indented for a terminal; compact (C-encoded, ~10x faster: a 1,000-step plan is
+    ~100k values) when piped to a program."""
+    import json
+
+    if sys.stdout.isatty():
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    sys.stdout.write(text + "\n")
 
 
 def _command(argv: list[str], width: int = 70) -> str:

@@ -1,0 +1,186 @@
+"""`roar reproduce`: planning over a long lineage, and the cost it adds per reproduced step.
+
+Goals (the reproduce issue):
+- `roar reproduce HASH --json` (the plan) over a 1,000-step lineage ≤ 1 s as a whole process;
+- per reproduced step, against running the same commands by hand: ≤ 0.3 s plus hashing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.timing import median_seconds, process_seconds, verdict
+from roargit import records
+from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId, SessionRecord
+
+CHAIN = 1000
+STEPS = 5
+ENVIRONMENT = {
+    "python": {"implementation": "CPython", "version": "3.11.7", "executable": sys.executable},
+    "os": {"system": "Linux", "release": "6.1", "distro": "Debian GNU/Linux 12 (bookworm)"},
+    "arch": os.uname().machine,
+    "packages": {"blake3": "0.0.0"},  # differs from what is installed: one warning
+}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _digest(data: bytes) -> ArtifactId:
+    from blake3 import blake3
+
+    return ArtifactId(blake3(data).hexdigest())
+
+
+def build_chain(repo: Path, n: int) -> str:
+    """A ledger whose last output has an n-step lineage (run k reads what run k-1 wrote),
+    laid out exactly as `Ledger` lays it out, written in one commit by git fast-import.
+    The source data is in the work tree; no output is in a store, so every step is planned.
+    Returns the last output's hash."""
+    source = b"source data\n"
+    (repo / "data").mkdir()
+    (repo / "data" / "step0.bin").write_bytes(source)
+    commit = _git(repo, "rev-parse", "HEAD")
+    tree = _git(repo, "rev-parse", "HEAD^{tree}")
+    sess, sess_data = records.identify(SessionRecord(1_700_000_000 * 10**9, "bench", None))
+    proc = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=repo, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    out = proc.stdin
+    out.write(b"blob\nmark :1\ndata %d\n%s\n" % (len(sess_data), sess_data))
+    lines = [f"M 100644 :1 sessions/{sess}/session", f"M 040000 {tree} code/{tree}"]
+    prev = _digest(source)
+    t0 = 1_700_000_000
+    for k in range(n):
+        output = _digest(f"output {k}".encode())
+        run = RunRecord(
+            argv=("python", "step.py", str(k)),
+            cwd=".",
+            started_at=(t0 + k) * 10**9,
+            ended_at=(t0 + k) * 10**9 + 5 * 10**8,
+            exit_code=0,
+            status="ok",
+            inputs=(FileRef(f"data/step{k}.bin", prev, 12),),
+            outputs=(FileRef(f"data/step{k + 1}.bin", output, 12),),
+            code=CodeState(commit=commit, branch="main", dirty=False, tree=tree),
+            session=SessionId(sess),
+            step=k + 1,
+            environment=ENVIRONMENT,
+        )
+        rid, data = records.identify(run)
+        mark = k + 2
+        out.write(b"blob\nmark :%d\ndata %d\n%s\n" % (mark, len(data), data))
+        for h, tag in ((prev, "c"), (output, "p")):
+            lines.append(f"M 100644 :{mark} artifacts/{h[:2]}/{h[2:4]}/{h}/{tag}.{rid}")
+        lines.append(f"M 100644 :{mark} runs/{rid[:2]}/{rid[2:4]}/{rid}")
+        lines.append(f"M 100644 :{mark} sessions/{sess}/{rid[:2]}/{rid}")
+        prev = output
+    msg = b"bench chain\n"
+    out.write(
+        b"commit refs/roar/ledger\ncommitter roar <roar@localhost> %d +0000\ndata %d\n%s\n"
+        % (t0, len(msg), msg)
+    )
+    out.write(("\n".join(lines) + "\n\n").encode())
+    out.close()
+    if proc.wait() != 0:
+        raise RuntimeError("git fast-import failed")
+    return prev
+
+
+STEP_SCRIPT = """\
+import sys
+k = int(sys.argv[1])
+data = open(f"s{k}.bin", "rb").read()
+open(f"s{k + 1}.bin", "wb").write(data + bytes([k]) * 4096)
+"""
+
+
+def _new_repo(where: Path) -> Path:
+    where.mkdir()
+    _git(where, "init", "-q")
+    _git(where, "config", "user.name", "bench")
+    _git(where, "config", "user.email", "bench@localhost")
+    (where / "step.py").write_text(STEP_SCRIPT)
+    _git(where, "add", "step.py")
+    _git(where, "commit", "-q", "-m", "bench")
+    return where
+
+
+def main() -> None:
+    # As installed for a user: bytecode cached (a dev shell's PYTHONDONTWRITEBYTECODE would
+    # add ~0.25 s of compiling to every process measured here).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
+    tmp = Path(tempfile.mkdtemp(prefix="roar-bench-reproduce-"))
+    try:
+        repo = _new_repo(tmp / "plan")
+        t = time.perf_counter()
+        last = build_chain(repo, CHAIN)
+        print(f"built a {CHAIN}-step lineage in {time.perf_counter() - t:.2f} s (fast-import)")
+        proc = subprocess.run(
+            [roar, "reproduce", last[:16], "--json"], cwd=repo, capture_output=True, text=True
+        )
+        if proc.returncode != 0 or f'"step": "@{CHAIN}"' not in proc.stdout:
+            raise RuntimeError(f"plan failed: {proc.stderr.strip()}")
+        plan_s = process_seconds([roar, "reproduce", last[:16], "--json"], cwd=repo, repeat=5)
+        help_s = process_seconds([roar, "--version"], cwd=repo, repeat=5)
+        print(
+            f"plan over a {CHAIN}-step lineage, whole process: {plan_s:.3f} s "
+            f"(goal ≤ 1 s: {verdict(plan_s, 1.0)}); `roar --version` {help_s:.3f} s; "
+            f"{(plan_s - help_s) / CHAIN * 1e3:.2f} ms per step beyond start-up"
+        )
+
+        pipe = _new_repo(tmp / "pipe")
+        (pipe / "s0.bin").write_bytes(b"seed")
+        for k in range(STEPS):
+            subprocess.run([roar, "run", "-q", "python", "step.py", str(k)], cwd=pipe, check=True)
+        target = _digest((pipe / f"s{STEPS}.bin").read_bytes())
+
+        by_hand = tmp / "by-hand"
+        by_hand.mkdir()
+        shutil.copy(pipe / "step.py", by_hand)
+
+        def run_by_hand() -> None:
+            (by_hand / "s0.bin").write_bytes(b"seed")
+            for k in range(STEPS):
+                subprocess.run([sys.executable, "step.py", str(k)], cwd=by_hand, check=True)
+
+        def reproduce() -> None:
+            p = subprocess.run(
+                [roar, "reproduce", target[:16], "--run", "-y", "--no-reuse"],
+                cwd=pipe,
+                capture_output=True,
+                text=True,
+            )
+            if p.returncode != 0:
+                raise RuntimeError(f"reproduce failed: {p.stdout}{p.stderr}")
+
+        hand_s = median_seconds(run_by_hand, 5)
+        repro_s = median_seconds(reproduce, 5)
+        per_step = (repro_s - hand_s) / STEPS
+        print(
+            f"{STEPS} steps by hand {hand_s:.3f} s; "
+            f"roar reproduce --run --no-reuse {repro_s:.3f} s "
+            f"(×{repro_s / hand_s:.1f}); overhead per step {per_step:.3f} s "
+            f"(goal ≤ 0.3 s plus hashing: {verdict(per_step, 0.3)})"
+        )
+        run_once = median_seconds(
+            lambda: subprocess.run(
+                [roar, "run", "-q", "python", "step.py", "0"], cwd=pipe, check=True
+            ),
+            3,
+        )
+        print(f"for scale: one `roar run` of a step {run_once:.3f} s (capture included)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
