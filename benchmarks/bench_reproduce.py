@@ -131,6 +131,13 @@ def main() -> None:
             raise RuntimeError(f"plan failed: {proc.stderr.strip()}")
         plan_s = process_seconds([roar, "reproduce", last[:16], "--json"], cwd=repo, repeat=5)
         help_s = process_seconds([roar, "--version"], cwd=repo, repeat=5)
+        before = os.times()
+        subprocess.run([roar, "reproduce", last[:16], "--json"], cwd=repo, capture_output=True)
+        after = os.times()
+        cpu = (after.children_user - before.children_user) + (
+            after.children_system - before.children_system
+        )
+        print(f"(plan process CPU time {cpu:.3f} s; load average {os.getloadavg()[0]:.1f})")
         print(
             f"plan over a {CHAIN}-step lineage, whole process: {plan_s:.3f} s "
             f"(goal ≤ 1 s: {verdict(plan_s, 1.0)}); `roar --version` {help_s:.3f} s; "

@@ -224,6 +224,7 @@ class Materialiser:
         self.cache = cache
         self.stores = stores
         self.made: dict[str, str] = {}  # hash -> a file in the worktree with those bytes
+        self.code_state: tuple[str | None, str | None] | None = None  # checked out now
 
     def has(self, path: str, digest: str) -> bool:
         found = self.cache.hash_many([path], missing_ok=True).get(path)
@@ -360,7 +361,11 @@ def _run_step(
     on_event: Event,
 ) -> StepResult:
     rec = step.run
-    checkout_code(wt, step)
+    # Consecutive steps usually share a code state: two git processes saved per step.
+    state = (rec.code.commit, rec.code.tree)
+    if mat.code_state != state:
+        checkout_code(wt, step)
+        mat.code_state = state
     for i in step.inputs:
         how = mat.put_ref(i.file, wt.root, step.label)
         on_event("input", {"step": step.label, "path": i.file.path, "from": how})
