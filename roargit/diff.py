@@ -502,6 +502,8 @@ def _env_items(env: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
 def env_changes(
     a: Mapping[str, Any], b: Mapping[str, Any]
 ) -> list[tuple[str, str | None, str | None]]:
+    if a == b:
+        return []
     ia, ib = _env_items(a), _env_items(b)
     changes: list[tuple[str, str | None, str | None]] = []
     for key in list(dict.fromkeys([*ia, *ib])):

@@ -86,7 +86,33 @@ class _Files:
         return None
 
 
+# Parsed command lines by record identity: a diff asks about each run several times, and
+# RunRecord (which holds a dict) cannot be a cache key itself. Bounded, and checked by `is`.
+_PARSED: dict[int, tuple[RunRecord, list[Token], list[Item]]] = {}
+_PARSED_MAX = 20_000
+
+
+def _parsed(rec: RunRecord) -> tuple[list[Token], list[Item]]:
+    hit = _PARSED.get(id(rec))
+    if hit is not None and hit[0] is rec:
+        return hit[1], hit[2]
+    toks = _tokens(rec)
+    its = _items(toks)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[id(rec)] = (rec, toks, its)
+    return toks, its
+
+
 def tokens(rec: RunRecord) -> list[Token]:
+    return _parsed(rec)[0]
+
+
+def items(rec: RunRecord) -> list[Item]:
+    return _parsed(rec)[1]
+
+
+def _tokens(rec: RunRecord) -> list[Token]:
     files = _Files(rec)
     out: list[Token] = []
     for i, raw in enumerate(rec.argv):
@@ -105,8 +131,7 @@ def tokens(rec: RunRecord) -> list[Token]:
     return out
 
 
-def items(rec: RunRecord) -> list[Item]:
-    toks = tokens(rec)
+def _items(toks: list[Token]) -> list[Item]:
     out: list[Item] = []
     seen: dict[str, int] = {}
     position = 0
