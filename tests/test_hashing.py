@@ -259,5 +259,6 @@ def test_every_lookup_strategy_finds_the_same_rows(
         cache._insert(rows)
         wanted = pick(paths)
         found = cache._select(wanted)
-    expected = {p: (key, digest.hex()) for p, key, digest in rows if p in set(wanted)}
+    chosen = set(wanted)
+    expected = {p: (key, digest.hex()) for p, key, digest in rows if p in chosen}
     assert found == expected
