@@ -34,11 +34,13 @@ def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
     """Folders to record whole: {folder: every regular file under it}. `files` are absolute
     paths the run touched; folders in `never` (/, the repo root, $HOME …) and their parents are
     never chosen."""
+    # Per folder first, then up the parents once per folder (not once per file).
+    direct = Counter(f.rpartition("/")[0] for f in files)
     counts: Counter[str] = Counter()
-    for f in files:
-        d = os.path.dirname(f)
+    for folder, n in direct.items():
+        d = folder
         while d and d not in never and d != "/":
-            counts[d] += 1
+            counts[d] += n
             d = os.path.dirname(d)
     # A folder whose touched files all lie in one of its subfolders is not a candidate: the
     # subfolder is the dataset, and the parent would only add files the run never touched
@@ -82,6 +84,15 @@ def encode_manifest(entries: list[ManifestEntry]) -> tuple[str, bytes]:
         unicode_errors="surrogateescape",
     )
     return record_id(data), data
+
+
+def decode_manifest_rows(data: bytes, name: str) -> dict[str, str]:
+    """{path: hash} of a manifest, without building an entry per file."""
+    try:
+        m = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
+        return {str(p): str(h) for p, h, _s in m["files"]}
+    except Exception:
+        raise RecordCorrupt(name, "not a folder manifest") from None
 
 
 def decode_manifest(data: bytes, name: str) -> list[ManifestEntry]:

@@ -49,6 +49,8 @@ class Context:
         self.state = state
         self._view: session.SessionView | None = None
         self._runs: dict[str, RunRecord] = {}
+        self._manifests: dict[str, dict[str, str]] = {}
+        self._folder_runs: dict[tuple[str, str], tuple[list[RunId], list[RunId]]] = {}
 
     @property
     def view(self) -> session.SessionView:
@@ -120,15 +122,29 @@ class Context:
         raise NoMatch(ref)
 
     def _in_recorded_folder(self, recorded: str, digest: str) -> bool:
-        return bool(
-            self.folder_runs_for_file(recorded, digest)[0]
-            or self.folder_runs_for_file(recorded, digest)[1]
-        )
+        produced, consumed = self.folder_runs_for_file(recorded, digest)
+        return bool(produced or consumed)
+
+    def _manifest_files(self, digest: str) -> dict[str, str]:
+        """{relative path: hash} of a folder artifact's manifest, decoded once per command
+        (a manifest may list 100,000 files, and several runs share one)."""
+        from roargit.folders import decode_manifest_rows
+
+        files = self._manifests.get(digest)
+        if files is None:
+            data = self.ledger.manifest(digest)
+            files = {} if data is None else decode_manifest_rows(data, f"manifest {digest[:12]}")
+            self._manifests[digest] = files
+        return files
 
     def folder_runs_for_file(self, recorded: str, digest: str) -> tuple[list[RunId], list[RunId]]:
         """Runs that wrote / read a recorded folder holding this file with these bytes."""
-        from roargit.folders import decode_manifest
+        key = (recorded, digest)
+        if key not in self._folder_runs:
+            self._folder_runs[key] = self._find_folder_runs(recorded, digest)
+        return self._folder_runs[key]
 
+    def _find_folder_runs(self, recorded: str, digest: str) -> tuple[list[RunId], list[RunId]]:
         produced: list[RunId] = []
         consumed: list[RunId] = []
         parts = recorded.split("/")
@@ -141,11 +157,7 @@ class Context:
                 for f in (*rec.inputs, *rec.outputs):
                     if f.kind != "dir" or f.path.rstrip("/") != folder:
                         continue
-                    data = self.ledger.manifest(f.hash)
-                    if data and any(
-                        e.path == rel and e.hash == digest
-                        for e in decode_manifest(data, f"manifest {f.hash[:12]}")
-                    ):
+                    if self._manifest_files(f.hash).get(rel) == digest:
                         bucket.append(rid)
                         break
         return sorted(set(produced)), sorted(set(consumed))
