@@ -106,8 +106,9 @@ def abs_path(recorded: str, root: Path) -> str:
 
 
 def is_source_name(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return name in SOURCE_NAMES or os.path.splitext(name)[1].lower() in SOURCE_SUFFIXES
+    name = rel.rpartition("/")[2]
+    dot = name.rfind(".")  # as os.path.splitext: a leading dot starts no suffix
+    return name in SOURCE_NAMES or (dot > 0 and name[dot:].lower() in SOURCE_SUFFIXES)
 
 
 #: Source suffixes that are documents or plain text rather than programs or their configs.
@@ -130,6 +131,13 @@ def named_files(argv: Sequence[str], cwd: Path, root: str) -> set[str]:
             if path.startswith(root + "/") and os.path.isfile(path):
                 found.add(path[len(root) + 1 :])
     return found
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 def _is_startup_file(path: str) -> bool:
@@ -254,12 +262,17 @@ def record_run(
         # An untracked text file named on the command line (`cat notes.txt`, `--vocab v.txt`)
         # is the run's data, though .txt also names sources: only programs stay code.
         data = {r for r in rels if not is_source_name(r) or (r in named and not is_program(r))}
-        sources = [r for r in rels if r not in data]
-        hashes = cache.hash_many([str(paths.root / r) for r in sources], missing_ok=True)
+        sources = [
+            r
+            for r in rels
+            if r not in data
+            and _size(os.path.join(root, r)) <= codestate.MAX_UNTRACKED_SOURCE  # not hashed
+        ]
+        hashes = cache.hash_many([os.path.join(root, r) for r in sources], missing_ok=True)
         data.update(
             r
             for r in sources
-            if (h := hashes.get(str(paths.root / r))) and ledger.has_artifact(h.digest)
+            if (h := hashes.get(os.path.join(root, r))) and ledger.has_artifact(h.digest)
         )
         return data
 
@@ -272,6 +285,7 @@ def record_run(
         list(argv), cwd, run_env, scan_root=paths.root, mode=None if mode == "auto" else mode
     )
     ended = time.time_ns()
+    ledger.refresh()  # see runs that other processes recorded while this one ran
 
     home = run_env.get("HOME", "")
     ignore = [g.strip() for g in settings["roar.ignore"].value.split(",") if g.strip()]

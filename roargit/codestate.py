@@ -13,7 +13,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pygit2
 
@@ -71,23 +70,30 @@ def capture(
 ) -> CodeState:
     """HEAD and, when the work tree differs from it, a snapshot tree.
 
-    `is_data(paths)` returns those of the untracked paths (relative to the root) that are data
-    artifacts the ledger already knows; they stay out of the snapshot.
+    `is_data(paths)` returns those of the untracked paths (relative to the root) that are data:
+    not source by name, or artifacts the ledger already knows; they stay out of the snapshot.
+    It should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out
+    anyway.
     """
     commit, branch, tree = head(repo)
     status = work_tree_status(paths)
-    small = [p for p in status.untracked if _size(paths.root / p) <= MAX_UNTRACKED_SOURCE]
-    data = is_data(small) if small else set()
-    sources = [p for p in small if p not in data]
+    # Data first (a name check for most files), then a stat only of the few candidates left:
+    # a work tree may hold 100,000 untracked data files.
+    data = is_data(list(status.untracked)) if status.untracked else set()
+    sources = [
+        p
+        for p in status.untracked
+        if p not in data and _size(os.path.join(paths.root, p)) <= MAX_UNTRACKED_SOURCE
+    ]
     if not status.modified and not sources:
         return CodeState(commit, branch, False, str(tree.id) if tree is not None else None)
     snapshot = snapshot_tree(paths, status.modified, sources)
     return CodeState(commit, branch, True, snapshot)
 
 
-def _size(path: Path) -> int:
+def _size(path: str) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except OSError:
         return MAX_UNTRACKED_SOURCE + 1
 
