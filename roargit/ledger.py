@@ -79,7 +79,10 @@ class Ledger:
         self.paths = paths
         self.ref = ref
         self.repo = pygit2.Repository(str(paths.git_dir))
-        self._tree_cache: tuple[pygit2.Oid | None, pygit2.Tree | None] = (None, None)
+        # Reads see the ledger as of the first read (one ref read per command, not per
+        # lookup); subtrees already walked are kept. Writes always start from the live tip.
+        self._view: tuple[pygit2.Oid, pygit2.Tree] | None = None
+        self._subtrees: dict[tuple[str, ...], Any] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -91,20 +94,41 @@ class Ledger:
         return target if isinstance(target, pygit2.Oid) else None
 
     def tree(self) -> pygit2.Tree | None:
-        tip = self.tip()
-        if tip is None:
-            return None
-        if self._tree_cache[0] != tip:
-            self._tree_cache = (tip, self.repo[tip].peel(pygit2.Tree))
-        return self._tree_cache[1]
+        if self._view is None:
+            tip = self.tip()
+            if tip is None:
+                return None
+            self._pin(tip)
+        return self._view[1] if self._view else None
+
+    def _pin(self, tip: pygit2.Oid) -> None:
+        self._view = (tip, self.repo[tip].peel(pygit2.Tree))
+        self._subtrees = {}
+
+    def refresh(self) -> None:
+        """See writes made by other processes since this ledger was first read."""
+        self._view = None
 
     def _lookup(self, *parts: str) -> Any:
-        """The object at a path in the current tree, or None."""
+        """The object at a path in the read view, or None."""
         obj: Any = self.tree()
-        for part in parts:
-            if obj is None or obj.type != GIT_TREE or part not in obj:
+        if obj is None:
+            return None
+        depth = len(parts)
+        # Start from the deepest subtree already walked on this path.
+        start = 0
+        for k in range(depth, 0, -1):
+            hit = self._subtrees.get(parts[:k])
+            if hit is not None:
+                obj, start = hit, k
+                break
+        for k in range(start, depth):
+            part = parts[k]
+            if obj.type != GIT_TREE or part not in obj:
                 return None
             obj = obj[part]
+            if obj.type == GIT_TREE:
+                self._subtrees[parts[: k + 1]] = obj
         return obj
 
     def _names(self, *parts: str) -> list[str]:
@@ -247,6 +271,7 @@ class Ledger:
             parents = [old] if old is not None else []
             new = self.repo.create_commit(None, _signature(), _signature(), message, tree, parents)
             if self._swap(old, new, message):
+                self._pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
@@ -288,6 +313,7 @@ class Ledger:
                     None, _signature(), _signature(), message, tree, [old, other]
                 )
             if self._swap(old, new, message):
+                self._pin(new)
                 return new
             time.sleep(random.uniform(0, 0.01))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
