@@ -193,7 +193,10 @@ class BlobStore:
             if actual != digest:
                 raise DigestMismatch(what, digest, actual)
         except BaseException:
-            writer.abort()
+            # The first failure is the one to report; a failing clean-up (say the network
+            # is gone) must not replace it.
+            with contextlib.suppress(Exception):
+                writer.abort()
             raise
         writer.commit()
 
