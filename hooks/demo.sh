@@ -10,6 +10,9 @@ mkdir -p "$work"
 cd "$work"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# diff(1)-style commands exit 1 when they find a difference: show it, keep going.
+step_may_differ() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@" || [ $? -eq 1 ]; }
+hash_of() { roar show "$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])'; }
 
 git init -q -b main
 git config user.name "Demo User"
@@ -73,3 +76,18 @@ step roar run python train.py --data data/train.csv --out model.json --lr 0.01
 step roar run python evaluate.py model.json data/test.csv metrics.json
 step roar dag
 step roar show model.json
+
+# "Something behaved differently this run. What changed?"
+first_metrics=$(hash_of metrics.json)
+step roar run @2 --lr=0.02
+step roar dag
+step roar run @3
+step_may_differ roar diff "${first_metrics:0:12}" metrics.json
+
+# "I need to recreate this artifact": delete every output, then reproduce the final one.
+target=$(hash_of metrics.json)
+step rm -f data/train.csv data/test.csv model.json metrics.json
+step roar reproduce "${target:0:12}"
+step roar reproduce "${target:0:12}" --run -y --no-reuse -o metrics.json
+step cat metrics.json
+printf '\nThe demo repository is in %s: try roar show, roar lineage, roar log there.\n' "$work"
