@@ -23,7 +23,7 @@ from pathlib import Path
 from roargit import codestate, config, folders, session
 from roargit.clone import clone_id
 from roargit.environment import capture_environment, is_system_path, packages_for_paths
-from roargit.errors import RoarError
+from roargit.errors import FileChanged, RoarError
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import Entry, Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord, SessionId
@@ -194,6 +194,19 @@ def sort_accesses(
     return Sorted(sorted(inputs), sorted(outputs), sorted(code_reads), packages, warnings)
 
 
+def hash_settled(
+    cache: HashCache, paths: list[str], warnings: list[str]
+) -> dict[str, FileHash]:
+    """Hashes of the files that hold still; one still being written (by a process the run
+    left behind, say) is left out with a warning rather than losing the whole record."""
+    try:
+        return cache.hash_many(paths, missing_ok=True)
+    except FileChanged as exc:
+        moving = set(exc.paths)
+        warnings.extend(f"{p} kept changing while hashed: not recorded" for p in exc.paths)
+        return cache.hash_many([p for p in paths if p not in moving], missing_ok=True)
+
+
 def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) -> list[FileRef]:
     return [
         FileRef(rel_or_abs(p, root), ArtifactId(hashes[p].digest), hashes[p].size)
@@ -210,7 +223,7 @@ def _group_folders(
     if not chosen:
         return abs_paths, [], [], {}
     members = [m for ms in chosen.values() for m in ms]
-    hashes = cache.hash_many(members, missing_ok=True)
+    hashes = hash_settled(cache, members, [])
     refs, entries = [], []
     grouped: set[str] = set()
     for folder, files in chosen.items():
@@ -303,7 +316,7 @@ def record_run(
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
         accesses.outputs, cache, root, never, ledger
     )
-    hashes = cache.hash_many([*in_paths, *out_paths], missing_ok=True)
+    hashes = hash_settled(cache, [*in_paths, *out_paths], warnings)
     inputs = []
     for ref in _file_refs(in_paths, hashes, root):
         # A code file is an input artifact only when some run is known to have made it.
