@@ -8,12 +8,16 @@ call is a ptrace stop, to show what the shim saves) and with the filter off
 (ROAR_TRACE_NO_FILTER=1: the tracer stops at every system call's entry and exit, to show what
 the filter saves).
 "traced" runs `run_traced` whole (log parsing and classification included); "tracer" is the
-roar-trace binary alone.
+roar-trace binary alone. Variants run in interleaved rounds; the table gives best and median
+wall time and median CPU time (user + system of the whole process tree, the benchmark's own
+Python included for "traced"). On a machine loaded by other work the CPU column is the steady
+one for the storm; for compute it means nothing (the loop runs for a fixed wall time).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,13 +52,20 @@ while time.perf_counter() < end:
 """
 
 
-def _time(fn: object, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t0)
-    return sorted(times)
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and its reaped children."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _time(fn: object) -> tuple[float, float]:
+    """(wall, cpu) seconds of one call."""
+    c0, t0 = _cpu(), time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0, _cpu() - c0
 
 
 def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
@@ -94,17 +105,27 @@ def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
         ("traced, no filter", lambda: traced(nofilter)),
     ]
     times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    cpus: dict[str, list[float]] = {name: [] for name, _ in variants}
     for _ in range(repeat):
         for name, fn in variants:
-            times[name] += _time(fn, 1)
+            wall, used = _time(fn)
+            times[name].append(wall)
+            cpus[name].append(used)
+
+    def med(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
     best = {name: min(ts) for name, ts in times.items()}
-    median = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
-    print(f"{label:8} {'':18} {'best':>7}    {'ratio':>5}        {'median':>7}    {'ratio':>5}")
+    median = {name: med(ts) for name, ts in times.items()}
+    cpu = {name: med(cs) for name, cs in cpus.items()}
+    # CPU time (median) is the steadier figure when other processes load the machine.
+    print(f"{label:8} {'':18} {'best wall':>16}  {'median wall':>18}  {'median cpu':>18}")
     for name, _ in variants:
-        b, m = best[name], median[name]
+        b, m, c = best[name], median[name], cpu[name]
         print(
-            f"{label:8} {name:18} {b:7.3f} s  {b / best['bare']:5.2f}x bare  "
-            f"{m:7.3f} s  {m / median['bare']:5.2f}x bare",
+            f"{label:8} {name:18} {b:6.3f} s {b / best['bare']:5.2f}x  "
+            f"{m:8.3f} s {m / median['bare']:5.2f}x  "
+            f"{c:8.3f} s {c / cpu['bare']:5.2f}x",
             flush=True,
         )
 
