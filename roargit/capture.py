@@ -194,9 +194,7 @@ def sort_accesses(
     return Sorted(sorted(inputs), sorted(outputs), sorted(code_reads), packages, warnings)
 
 
-def hash_settled(
-    cache: HashCache, paths: list[str], warnings: list[str]
-) -> dict[str, FileHash]:
+def hash_settled(cache: HashCache, paths: list[str], warnings: list[str]) -> dict[str, FileHash]:
     """Hashes of the files that hold still; one still being written (by a process the run
     left behind, say) is left out with a warning rather than losing the whole record."""
     try:
@@ -334,39 +332,43 @@ def record_run(
     if trace.mode != "ptrace":
         warnings.append(f"captured in {trace.mode} mode: reads by non-Python programs are missed")
 
-    if session_id is None:
-        sid = session.active_session(ledger, roar_dir, clone_id(paths))
-        popped = session.read_state(roar_dir).popped
-    else:
-        sid, popped = session_id, frozenset()
-    view = session.load_view(ledger, sid, popped)
-    all_in = [*inputs, *in_dirs]
-    all_out = [*outputs, *out_dirs]
-    recorded_argv = redact_argv(argv)
-    if step is None:
-        step = session.assign_step(
-            view, kind, {f.path for f in all_in}, {f.path for f in all_out}, recorded_argv
-        )
-    previous = next((s for s in view.steps if s.kind == kind and s.number == step), None)
+    # Numbering the step and appending its run happen under the session lock, so that
+    # concurrent runs in one clone never take the same step number.
+    with session.locked(roar_dir):
+        ledger.refresh()
+        if session_id is None:
+            sid = session.active_session(ledger, roar_dir, clone_id(paths))
+            popped = session.read_state(roar_dir).popped
+        else:
+            sid, popped = session_id, frozenset()
+        view = session.load_view(ledger, sid, popped)
+        all_in = [*inputs, *in_dirs]
+        all_out = [*outputs, *out_dirs]
+        recorded_argv = redact_argv(argv)
+        if step is None:
+            step = session.assign_step(
+                view, kind, {f.path for f in all_in}, {f.path for f in all_out}, recorded_argv
+            )
+        previous = next((s for s in view.steps if s.kind == kind and s.number == step), None)
 
-    record = RunRecord(
-        argv=recorded_argv,
-        cwd=rel_or_abs(str(cwd.resolve()), root),
-        started_at=started,
-        ended_at=ended,
-        exit_code=trace.exit_code,
-        status=status,
-        inputs=tuple(sorted(all_in, key=lambda f: f.path)),
-        outputs=tuple(sorted(all_out, key=lambda f: f.path)),
-        code=CodeState(code.commit, code.branch, code.dirty, code.tree, tuple(code_inputs)),
-        session=sid,
-        step=step,
-        kind=kind,
-        capture=trace.mode,
-        complete=trace.complete and trace.mode == "ptrace",
-        environment=environment.to_dict(),
-    )
-    run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
+        record = RunRecord(
+            argv=recorded_argv,
+            cwd=rel_or_abs(str(cwd.resolve()), root),
+            started_at=started,
+            ended_at=ended,
+            exit_code=trace.exit_code,
+            status=status,
+            inputs=tuple(sorted(all_in, key=lambda f: f.path)),
+            outputs=tuple(sorted(all_out, key=lambda f: f.path)),
+            code=CodeState(code.commit, code.branch, code.dirty, code.tree, tuple(code_inputs)),
+            session=sid,
+            step=step,
+            kind=kind,
+            capture=trace.mode,
+            complete=trace.complete and trace.mode == "ptrace",
+            environment=environment.to_dict(),
+        )
+        run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
     stored = store_outputs(paths, settings, out_paths, hashes, out_folder_hashes, warnings)
     if settings["roar.store.url"].value:
         # A team store: source data read from the work tree goes there too, so that a clone

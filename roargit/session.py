@@ -15,9 +15,12 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +104,17 @@ def write_state(roar_dir: Path, state: LocalState) -> None:
     tmp = roar_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"id": state.session_id, "popped": sorted(state.popped)}))
     tmp.replace(roar_dir / STATE_FILE)
+
+
+@contextlib.contextmanager
+def locked(roar_dir: Path) -> Iterator[None]:
+    """Hold this clone's session lock (flock: released by the kernel if we die)."""
+    fd = os.open(roar_dir / "session.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def active_session(ledger: Ledger, roar_dir: Path, clone: str) -> SessionId:
