@@ -6,7 +6,7 @@ imported, so no install is needed there):
 
     cc -O2 -std=gnu11 -o roargit/_bin/roar-trace roargit/tracer/roar-trace.c
     cc -O2 -std=gnu11 -shared -fPIC -o roargit/_bin/roar-shim.so roargit/tracer/roar-shim.c -ldl
-    python3 -m benchmarks.gpu_dataloader
+    python3 -m benchmarks gpu
 """
 
 from __future__ import annotations
