@@ -214,16 +214,38 @@ def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) 
 
 
 def _group_folders(
-    abs_paths: list[str], cache: HashCache, root: str, never: set[str], ledger: Ledger
+    abs_paths: list[str],
+    cache: HashCache,
+    root: str,
+    never: set[str],
+    ledger: Ledger,
+    known: folders.FolderCache | None = None,
 ) -> tuple[list[str], list[FileRef], list[Entry], dict[str, FileHash]]:
-    """Replace the files of folders read/written nearly whole by one folder artifact each."""
+    """Replace the files of folders read/written nearly whole by one folder artifact each.
+
+    With `known` (for folders the run read), a folder whose files' stat data are as they were
+    when its manifest was last made reuses that manifest without a per-file lookup."""
     chosen = folders.choose_folders(abs_paths, never)
     if not chosen:
         return abs_paths, [], [], {}
-    members = [m for ms in chosen.values() for m in ms]
-    hashes = hash_settled(cache, members, [])
+    began = folders.now_ns()
     refs, entries = [], []
     grouped: set[str] = set()
+    stats: dict[str, tuple[str, int]] = {}
+    if known is not None:
+        for folder, files in list(chosen.items()):
+            seen = folders.stat_digest(folder, files)
+            if seen is None:
+                continue
+            stats[folder] = seen
+            state = known.get(folder)
+            if state and state.stat_digest == seen[0] and ledger.manifest(state.manifest):
+                rel = rel_or_abs(folder, root) + "/"
+                refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
+                grouped.update(files)
+                del chosen[folder]
+    members = [m for ms in chosen.values() for m in ms]
+    hashes = hash_settled(cache, members, []) if members else {}
     for folder, files in chosen.items():
         manifest = [
             folders.ManifestEntry(f[len(folder) + 1 :], hashes[f].digest, hashes[f].size)
@@ -236,6 +258,9 @@ def _group_folders(
         size = sum(e.size for e in manifest)
         refs.append(FileRef(rel_or_abs(folder, root) + "/", ArtifactId(digest), size, "dir"))
         grouped.update(files)
+        if known is not None and folder in stats and len(manifest) == len(files):
+            stat, newest = stats[folder]
+            known.put(folder, folders.FolderState(stat, digest, size), newest, began)
     return [p for p in abs_paths if p not in grouped], refs, entries, hashes
 
 
@@ -309,7 +334,7 @@ def record_run(
 
     never = {"/", root, home, *map(str, paths.root.parents)}
     in_paths, in_dirs, manifest_entries, _ = _group_folders(
-        accesses.inputs, cache, root, never, ledger
+        accesses.inputs, cache, root, never, ledger, folders.FolderCache(roar_dir)
     )
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
         accesses.outputs, cache, root, never, ledger

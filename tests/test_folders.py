@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from roargit import folders
 from roargit.errors import RecordCorrupt
+
+READ = (
+    "import os, sys\n"
+    "for f in os.listdir(sys.argv[1]):\n"
+    "    open(os.path.join(sys.argv[1], f)).read()\n"
+)
 
 
 def _files(folder: Path, n: int) -> list[str]:
@@ -53,3 +64,33 @@ def test_manifest_round_trip_and_corruption() -> None:
     assert folders.decode_manifest_rows(data, "m") == {"a": "2" * 64, "b/x": "1" * 64}
     with pytest.raises(RecordCorrupt, match="not a folder manifest"):
         folders.decode_manifest_rows(b"\x93garbage", "m")
+
+
+def test_an_unchanged_folder_reuses_its_manifest_and_any_change_is_seen(git_repo: Path) -> None:
+    data = git_repo / "data"
+    _files(data, 150)
+    time.sleep(1.1)  # older than the racy window: the folder's state may be remembered
+    read = [sys.executable, "-c", READ, "data"]
+
+    def folder_hash() -> str:
+        out = subprocess.run(
+            ["roar", "run", "--json", *read], cwd=git_repo, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        [entry] = json.loads(out.stdout)["inputs"]
+        assert entry["type"] == "dir"
+        return str(entry["hash"])
+
+    first = folder_hash()
+    assert len(list((git_repo / ".git" / "roar" / "folders").iterdir())) == 1
+    assert folder_hash() == first
+    (data / "0007.bin").write_bytes(b"x")  # same size as before, new bytes
+    changed = folder_hash()
+    assert changed != first
+    where = f"refs/roar/ledger:manifests/{changed[:2]}/{changed[2:4]}/{changed}"
+    blob = subprocess.run(
+        ["git", "cat-file", "blob", where], cwd=git_repo, capture_output=True, check=True
+    ).stdout
+    manifest = folders.decode_manifest_rows(blob, "m")
+    assert manifest["0007.bin"] == blake3(b"x").hexdigest()
+    assert folder_hash() == changed  # racy: not remembered, so recomputed, same answer
