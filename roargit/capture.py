@@ -288,7 +288,7 @@ def record_run(
     run_env = dict(os.environ if env is None else env)
     roar_dir = ensure_roar_dir(paths)
     settings = config.read_all(paths)
-    ledger = Ledger(paths)
+    ledger = Ledger(paths, fast_start=True)  # no pygit2 import on this path (gitobjects.py)
     cache = HashCache(roar_dir)
     root = str(paths.root)
 
@@ -312,7 +312,7 @@ def record_run(
         )
         return data
 
-    code = codestate.capture(paths, ledger.repo, known_data)
+    code = codestate.capture(paths, ledger.reader, known_data)
     mode = settings["roar.trace.mode"].value
     grace = settings["roar.trace.daemongrace"].value
     run_env.setdefault("ROAR_TRACE_DAEMON_GRACE", grace)
@@ -329,7 +329,7 @@ def record_run(
     warnings = list(trace.warnings) + accesses.warnings
 
     code_rel = [rel_or_abs(p, root) for p in accesses.code_reads]
-    code_inputs = codestate.code_inputs(ledger.repo, code.tree, code_rel)
+    code_inputs = codestate.code_inputs(ledger.reader, code.tree, code_rel)
     in_code = {c.path for c in code_inputs}
 
     never = {"/", root, home, *map(str, paths.root.parents)}

@@ -14,9 +14,8 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import pygit2
-
 from roargit.git import run_git
+from roargit.gitobjects import ObjectReader
 from roargit.records import CodeInput, CodeState
 from roargit.repo import RepoPaths
 
@@ -52,20 +51,24 @@ def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
     return WorkTreeStatus(tuple(modified), tuple(untracked))
 
 
-def head(repo: pygit2.Repository) -> tuple[str | None, str | None, pygit2.Tree | None]:
-    """(commit id, branch name, tree) of HEAD; all None in a repository with no commit."""
-    try:
-        ref = repo.head
-    except (pygit2.GitError, KeyError):
+def head(paths: RepoPaths, objects: ObjectReader) -> tuple[str | None, str | None, str | None]:
+    """(commit id, branch name, tree id) of HEAD; all None in a repository with no commit."""
+    commit = objects.info("HEAD")
+    if commit is None:
         return None, None, None
-    commit = ref.peel(pygit2.Commit)
-    branch = ref.shorthand if ref.name.startswith("refs/heads/") else None
-    return str(commit.id), branch, commit.tree
+    tree = objects.info("HEAD^{tree}")
+    try:
+        symref = (paths.git_dir / "HEAD").read_text().strip()
+    except OSError:
+        symref = ""
+    prefix = "ref: refs/heads/"
+    branch = symref[len(prefix) :] if symref.startswith(prefix) else None
+    return commit[0], branch, tree[0] if tree else None
 
 
 def capture(
     paths: RepoPaths,
-    repo: pygit2.Repository,
+    objects: ObjectReader,
     is_data: Callable[[list[str]], set[str]],
 ) -> CodeState:
     """HEAD and, when the work tree differs from it, a snapshot tree.
@@ -75,7 +78,7 @@ def capture(
     It should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out
     anyway.
     """
-    commit, branch, tree = head(repo)
+    commit, branch, tree = head(paths, objects)
     status = work_tree_status(paths)
     # Data first (a name check for most files), then a stat only of the few candidates left:
     # a work tree may hold 100,000 untracked data files.
@@ -86,7 +89,7 @@ def capture(
         if p not in data and _size(os.path.join(paths.root, p)) <= MAX_UNTRACKED_SOURCE
     ]
     if not status.modified and not sources:
-        return CodeState(commit, branch, False, str(tree.id) if tree is not None else None)
+        return CodeState(commit, branch, False, tree)
     snapshot = snapshot_tree(paths, status.modified, sources)
     return CodeState(commit, branch, True, snapshot)
 
@@ -123,18 +126,14 @@ def snapshot_tree(paths: RepoPaths, modified: Iterable[str], untracked: Iterable
 
 
 def code_inputs(
-    repo: pygit2.Repository, tree_id: str | None, rel_paths: Iterable[str]
+    objects: ObjectReader, tree_id: str | None, rel_paths: Iterable[str]
 ) -> list[CodeInput]:
     """The read files that are part of the code tree, with their blob ids."""
     if tree_id is None:
         return []
-    tree = repo[tree_id].peel(pygit2.Tree)
     found = []
     for rel in rel_paths:
-        try:
-            entry = tree[rel]
-        except KeyError:
-            continue
-        if entry.type == pygit2.enums.ObjectType.BLOB:
-            found.append(CodeInput(rel, str(entry.id)))
+        entry = objects.info(f"{tree_id}:{rel}")
+        if entry is not None and entry[1] == "blob":
+            found.append(CodeInput(rel, entry[0]))
     return sorted(found, key=lambda c: c.path)

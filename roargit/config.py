@@ -2,8 +2,8 @@
 
 Like Git LFS's `.lfsconfig`: the team commits `.roarconfig` (git-config format) at the top of
 the work tree; anyone may override a key in their own git config (local, global or system),
-which wins. Reads happen in-process through pygit2; writes go through `git config` so the files
-stay exactly as git would write them.
+which wins. Reads take one `git config --list` (see read_all); writes go through
+`git config`, so the files stay exactly as git would write them.
 """
 
 from __future__ import annotations
@@ -57,31 +57,36 @@ def normalise_key(key: str) -> str:
     return key.lower()
 
 
-def _entries(cfg: object) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for entry in cfg:  # type: ignore[attr-defined]
-        name = entry.name.lower()
-        if name.startswith("roar."):
-            out[name] = entry.value
-    return out
-
-
 def read_all(paths: RepoPaths) -> dict[str, Value]:
-    """Every roar.* key in effect: git config over .roarconfig over defaults."""
-    import pygit2
+    """Every roar.* key in effect: git config over .roarconfig over defaults.
 
+    One `git config --list` reads every scope; .roarconfig comes in through a command-line
+    include, so git parses it exactly as it parses its own files, and `--show-scope` tells
+    its entries (scope "command") from the user's.
+    """
     values = {k: Value(k, s.default, "default") for k, s in SETTINGS.items()}
     team = paths.root / TEAM_FILE
-    if team.is_file():
-        try:
-            team_cfg = pygit2.Config(str(team))
-        except pygit2.GitError as exc:
-            raise ConfigError(f"{TEAM_FILE} cannot be read: {exc}") from None
-        for k, v in _entries(team_cfg).items():
-            values[k] = Value(k, v, "team")
-    repo = pygit2.Repository(str(paths.git_dir))
-    for k, v in _entries(repo.config).items():
-        values[k] = Value(k, v, "git")
+    proc = run_git(
+        ["-c", f"include.path={team}", "config", "--list", "-z", "--show-scope"],
+        paths.root,
+        check=False,
+    )
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ConfigError(why[-1] if why else "git config cannot be read")
+    mine: dict[str, str] = {}
+    fields = proc.stdout.split(b"\0")
+    for scope, item in zip(fields[0::2], fields[1::2], strict=False):
+        key, _, value = item.decode(errors="surrogateescape").partition("\n")
+        key = key.lower()
+        if not key.startswith("roar."):
+            continue
+        if scope == b"command":
+            values[key] = Value(key, value, "team")
+        else:
+            mine[key] = value
+    for key, value in mine.items():
+        values[key] = Value(key, value, "git")
     return values
 
 

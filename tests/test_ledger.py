@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
@@ -14,11 +15,20 @@ from roargit.ledger import LEDGER_REF, Entry, Ledger
 from roargit.repo import find_repo
 
 
-def ledger(repo: Path) -> Ledger:
-    return Ledger(find_repo(repo))
+@pytest.fixture(params=[False, True], ids=["pygit2", "git-cli"])
+def fast_start(request: pytest.FixtureRequest) -> bool:
+    """Every ledger test runs against both backends: pygit2 in-process and the git CLI."""
+    return bool(request.param)
 
 
-def test_append_and_find_by_prefix_and_artifact(git_repo: Path) -> None:
+@pytest.fixture
+def ledger(fast_start: bool) -> Callable[[Path], Ledger]:
+    return lambda repo: Ledger(find_repo(repo), fast_start=fast_start)
+
+
+def test_append_and_find_by_prefix_and_artifact(
+    ledger: Callable[[Path], Ledger], git_repo: Path
+) -> None:
     led = ledger(git_repo)
     a, b, c = hexid(1), hexid(2), hexid(3)
     r1 = led.append_run(make_run(1, inputs=(a,), outputs=(b,)))
@@ -31,7 +41,9 @@ def test_append_and_find_by_prefix_and_artifact(git_repo: Path) -> None:
     assert [ids for _, ids in led.history()] == [[r2], [r1]]
 
 
-def test_appending_the_same_record_twice_changes_nothing(git_repo: Path) -> None:
+def test_appending_the_same_record_twice_changes_nothing(
+    ledger: Callable[[Path], Ledger], git_repo: Path
+) -> None:
     led = ledger(git_repo)
     led.append_run(make_run(1))
     tip = led.tip()
@@ -39,7 +51,9 @@ def test_appending_the_same_record_twice_changes_nothing(git_repo: Path) -> None
     assert led.tip() == tip
 
 
-def test_user_branches_index_and_worktree_untouched(git_repo: Path) -> None:
+def test_user_branches_index_and_worktree_untouched(
+    ledger: Callable[[Path], Ledger], git_repo: Path
+) -> None:
     (git_repo / "wip.txt").write_text("uncommitted\n")
     git(git_repo, "add", "wip.txt")
     before = (
@@ -67,15 +81,19 @@ from ledger_helpers import hexid, make_run
 from roargit.ledger import Ledger
 from roargit.repo import find_repo
 n = int(sys.argv[1])
-Ledger(find_repo(Path({repo!r}))).append_run(
+Ledger(find_repo(Path({repo!r})), fast_start=sys.argv[2] == "1").append_run(
     make_run(n, inputs=(hexid(0),), outputs=(hexid(n, "out"),)))
 """
 
 
-def test_64_concurrent_appenders_lose_nothing(git_repo: Path) -> None:
+def test_64_concurrent_appenders_lose_nothing(
+    ledger: Callable[[Path], Ledger], fast_start: bool, git_repo: Path
+) -> None:
     script = APPENDER.format(tests=str(Path(__file__).parent), repo=str(git_repo))
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(n)], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(n), str(int(fast_start))], stderr=subprocess.PIPE
+        )
         for n in range(64)
     ]
     errors = [p.communicate()[1] for p in procs]
@@ -87,7 +105,9 @@ def test_64_concurrent_appenders_lose_nothing(git_repo: Path) -> None:
     subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
 
 
-def test_merge_of_diverged_ledgers_is_the_union(git_repo: Path, tmp_path: Path) -> None:
+def test_merge_of_diverged_ledgers_is_the_union(
+    ledger: Callable[[Path], Ledger], git_repo: Path, tmp_path: Path
+) -> None:
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(git_repo), str(clone))
     shared = ledger(git_repo).append_run(make_run(0, outputs=(hexid(0),)))
@@ -105,7 +125,9 @@ def test_merge_of_diverged_ledgers_is_the_union(git_repo: Path, tmp_path: Path) 
     subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
 
 
-def test_merge_fast_forwards_when_ours_is_behind(git_repo: Path, tmp_path: Path) -> None:
+def test_merge_fast_forwards_when_ours_is_behind(
+    ledger: Callable[[Path], Ledger], git_repo: Path, tmp_path: Path
+) -> None:
     led = ledger(git_repo)
     led.append_run(make_run(1))
     base = led.tip()
@@ -115,16 +137,19 @@ def test_merge_fast_forwards_when_ours_is_behind(git_repo: Path, tmp_path: Path)
     assert led.merge(ahead) == ahead
 
 
-def test_tampered_record_is_refused_by_name(git_repo: Path) -> None:
+def test_tampered_record_is_refused_by_name(
+    ledger: Callable[[Path], Ledger], git_repo: Path
+) -> None:
     led = ledger(git_repo)
     rid = led.append_run(make_run(1))
-    bogus = led.blob(b"\x93not a record")
-    led.commit([Entry(("runs", rid[:2], rid[2:4], rid), bogus)], "tamper")
+    led.commit([Entry(("runs", rid[:2], rid[2:4], rid), b"\x93not a record")], "tamper")
     with pytest.raises(RecordCorrupt, match=f"run {rid[:12]}"):
         led.run(rid)
 
 
-def test_ledger_commit_has_roar_identity_without_user_config(git_repo: Path) -> None:
+def test_ledger_commit_has_roar_identity_without_user_config(
+    ledger: Callable[[Path], Ledger], git_repo: Path
+) -> None:
     led = ledger(git_repo)
     led.append_run(make_run(1))
     commit = led.repo[led.tip()]

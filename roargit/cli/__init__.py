@@ -130,6 +130,18 @@ def report_bug(exc: BaseException) -> int:
     return 2
 
 
+def _stdout_is_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll(2) says POLLERR then)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from roargit.errors import RoarError
 
@@ -151,9 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("roar: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_is_gone():
+            return report_bug(exc)
         # `roar log | head`: the reader left; not an error worth a report.
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
         return report_bug(exc)

@@ -78,7 +78,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
 
         step_kind, step = parsed
         state = read_state(paths.roar_dir)
-        view = load_view(Ledger(paths), state.session_id, state.popped)
+        view = load_view(Ledger(paths, fast_start=True), state.session_id, state.popped)
         old = view.step(label(step_kind, step)).run
         if any("<redacted>" in a for a in old.argv):
             warn(f"@{step}'s recorded command had secrets redacted; pass them again")
