@@ -179,8 +179,13 @@ def parse_log(data: bytes) -> TraceLog:
 _Row = tuple[str, int, tuple[str, ...], int, "bool | None"]
 
 
-def _parse(data: bytes) -> tuple[TraceLog, list[_Row]]:
-    """parse_log, with the events as rows and `TraceLog.events` left empty."""
+def _parse(data: bytes, opens: dict[bytes, int] | None = None) -> tuple[TraceLog, list[_Row]]:
+    """parse_log, with the events as rows and `TraceLog.events` left empty.
+
+    With `opens`, `open` records (nearly all of a big log) make no rows: each one's access
+    bits (`_open_bits`) are OR-ed into `opens` under the raw path field, and `_classify`
+    takes them from there. That skips a tuple, an int() and a decode per record: a path is
+    decoded once however often it was opened."""
     lines = data.split(b"\n")
     head = lines[0].split(b" ")
     if len(head) != 2 or head[0] != b"roar-trace" or not head[1].isdigit():
@@ -202,11 +207,20 @@ def _parse(data: bytes) -> tuple[TraceLog, list[_Row]]:
     sig: int | None = None
     # The last line may be cut short if the tracer was killed mid-write: ignore it.
     body = lines[1:-1]
+    bits_of: dict[bytes, int] = {}  # FLAGS + EXISTED fields -> access bits (0: not a file)
     try:
         for line in body:
             f = line.split(b" ")
             kind = f[0]
-            if kind == b"open":  # most of a log: _path inlined
+            if kind == b"open" and opens is not None:
+                fl, tok = f[2] + f[3], f[4]
+                b = bits_of.get(fl)
+                if b is None:
+                    ex = f[3]
+                    b = bits_of[fl] = _open_bits(int(f[2], 16), None if ex == b"-" else ex == b"1")
+                if b:
+                    opens[tok] = opens.get(tok, 0) | b
+            elif kind == b"open":  # most of a log: _path inlined
                 tok = f[4]
                 if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
                     path = _path(tok)
@@ -354,29 +368,45 @@ def summarize(
     return _classify(rows, state_at_end)
 
 
+def _open_bits(flags: int, existed: bool | None) -> int:
+    """The access bits of one `open` record; 0 for an open that is no file access."""
+    if flags & _SKIP_OPEN:
+        return 0
+    if flags & _O_CREAT and existed is False:
+        return _CREATED | _WRITTEN  # a new file has nothing to read yet
+    mode = flags & _ACCMODE
+    b = 0
+    if mode != _O_WRONLY:
+        b |= _READ
+    if mode != _O_RDONLY or flags & _O_TRUNC:
+        b |= _WRITTEN
+    return b
+
+
 def _classify(
-    rows: Iterable[_Row], state_at_end: Callable[[str], str] = _state_at_end
+    rows: Iterable[_Row],
+    state_at_end: Callable[[str], str] = _state_at_end,
+    opens: Mapping[bytes, int] | None = None,
 ) -> dict[str, FileAccess]:
-    """summarize, on rows (see `_parse`)."""
+    """summarize, on rows (see `_parse`), plus the bits of `open` records gathered by raw
+    path field (`_parse`'s `opens`)."""
     bits: dict[str, int] = {}
     renamed_from: dict[str, list[str]] = {}
     renamed_to: dict[str, list[str]] = {}
     get = bits.get
+    if opens:
+        enc, errors = _FS_ENCODING, _FS_ERRORS
+        for tok, b in opens.items():
+            if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
+                path = _path(tok)
+            else:
+                path = tok.decode(enc, errors)  # = _path(tok), inlined
+            bits[path] = get(path, 0) | b  # several fields may name one path (`/a/./b`)
     for kind, _pid, paths, flags, existed in rows:
         if kind == "open":
-            if flags & _SKIP_OPEN:
-                continue
-            path = paths[0]
-            b = get(path, 0)
-            mode = flags & _ACCMODE
-            if flags & _O_CREAT and existed is False:
-                b |= _CREATED | _WRITTEN  # a new file has nothing to read yet
-            else:
-                if mode != _O_WRONLY:
-                    b |= _READ
-                if mode != _O_RDONLY or flags & _O_TRUNC:
-                    b |= _WRITTEN
-            bits[path] = b
+            b = _open_bits(flags, existed)
+            if b:
+                bits[paths[0]] = get(paths[0], 0) | b
         elif kind == "rename":
             src, dst = paths
             bits[src] = get(src, 0) | _RENAMED_AWAY
@@ -482,7 +512,8 @@ def run_traced(
             data_path = Path(log_path)
             if data_path.exists():
                 data_path.unlink()
-    parsed = _parse(data) if data else None
+    opens: dict[bytes, int] = {}
+    parsed = _parse(data, opens) if data else None
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
         from roargit import trace_fallback
@@ -491,7 +522,7 @@ def run_traced(
     if log is None:
         raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
     assert parsed is not None
-    return _to_trace(log, status, _classify(parsed[1]))
+    return _to_trace(log, status, _classify(parsed[1], opens=opens))
 
 
 def _spawn_tracer(

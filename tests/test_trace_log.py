@@ -108,3 +108,48 @@ def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
     states = _states_at_end(paths)
     assert states == {p: _state_at_end(p) for p in paths}
     assert states[str(tmp_path / "link")] == "file" and states[str(tmp_path / "sub")] == "dir"
+
+
+_OPEN_FLAGS = [
+    os.O_RDONLY,
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    os.O_RDWR,
+    os.O_RDWR | os.O_CREAT,
+    os.O_RDONLY | os.O_DIRECTORY,
+    os.O_WRONLY | os.O_APPEND,
+]
+# Several fields naming one path (`/a/./b`, `/a//b`), escapes, other record kinds between.
+_FIELDS = [b"/a/b", b"/a/./b", b"/a//b", b"/a/b/", b"/sp%20ace", b"/c", b"/d/../c"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_OPEN_FLAGS),
+            st.sampled_from([b"-", b"0", b"1"]),
+            st.sampled_from(_FIELDS),
+        )
+        | st.tuples(st.sampled_from([b"unlink", b"rename"]), st.sampled_from(_FIELDS)),
+        max_size=12,
+    )
+)
+def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[object, ...]]) -> None:
+    from roargit.trace import _classify, _parse
+
+    lines = [b"roar-trace 2", b"start 1 1 1"]
+    for r in records:
+        if len(r) == 3:
+            flags, existed, field = r
+            lines.append(b"open 1 %x %s %s" % (flags, existed, field))
+        elif r[0] == b"unlink":
+            lines.append(b"unlink 1 1 " + r[1])  # type: ignore[operator]
+        else:
+            lines.append(b"rename 1 0 /c " + r[1])  # type: ignore[operator]
+    data = b"\n".join([*lines, b"end code 0", b""])
+    state = {"/a/b": "file", "/c": "none", "/sp ace": "dir"}.get
+    opens: dict[bytes, int] = {}
+    _, rows = _parse(data, opens)
+    assert not any(row[0] == "open" for row in rows)
+    assert _classify(rows, lambda p: state(p, "file"), opens=opens) == _classify(
+        _parse(data)[1], lambda p: state(p, "file")
+    )
