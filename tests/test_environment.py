@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import roargit.environment as environment
 from roargit.environment import (
@@ -597,3 +599,34 @@ def test_home_rules_need_a_home_and_extra_globs_apply() -> None:
     assert not is_system_path(f"{HOME}/.cache/pip/x", home="")
     assert is_system_path("/data/run/tmp/scratch.bin", home=HOME, extra_ignore=["*/scratch.*"])
     assert not is_system_path("/data/run/tmp/keep.bin", home=HOME, extra_ignore=["*/scratch.*"])
+
+
+def _noise_by_regexes(path: str, home: str, extra: tuple[str, ...]) -> bool:
+    """is_system_path as the rules' regexes alone say it, without the cheap first test."""
+    if environment._SITE_ROOT.match(path):
+        return False
+    if environment._ALWAYS_NOISE.search(path):
+        return True
+    return environment._noise_matcher(home, extra).match(path) is not None
+
+
+_SEGMENTS = [
+    "usr", "local", "lib", "lib64", "libx32", "libexec", "share", "bin", "sbin", "etc", "var",
+    "run", "cache", "dpkg", "nix", "store", "snap", "proc", "dev", "home", "u", ".cache",
+    "huggingface", "torch", "hub", "pip", ".pyenv", ".python_history", "python3.11",
+    "python311.zip", "python", "pypy3", "python3-config", "site-packages", "dist-packages",
+    "__pycache__", "x.pyc", ".git", ".gitignore", "roar", "worktrees", "pyvenv.cfg", "data",
+    "scratch.bin", "library", "binary", "",
+]  # fmt: skip
+
+
+@given(
+    st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=7),
+    st.sampled_from(["", "/home/u", "/home/u/"]),
+    st.sampled_from([(), ("*/scratch.*",), ("/data/*", "*.bin")]),
+)
+def test_cheap_first_test_agrees_with_the_rules(
+    segments: list[str], home: str, extra: tuple[str, ...]
+) -> None:
+    path = "/" + "/".join(segments)
+    assert is_system_path(path, home, extra) == _noise_by_regexes(path, home, extra)
