@@ -22,6 +22,8 @@ entries on the new tip and tries again. Nothing outside `refs/roar/` is touched.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import random
 import time
 from collections import defaultdict
@@ -299,20 +301,38 @@ class Ledger:
                 runs.extend(RunId(n) for n in self._names("sessions", session_id, bucket))
         return runs
 
-    def history(self) -> Iterator[tuple[pygit2.Commit, list[str]]]:
-        """Commits newest first, each with the record ids it added (from its message)."""
-        import pygit2
-
+    def history(self) -> Iterator[list[str]]:
+        """The record ids each ledger commit added (from its message), newest commit first,
+        read lazily: `roar log -n 20` reads about 20 commits, however long the history."""
         tip = self.tip()
         if tip is None:
             return
-        for commit in self.repo.walk(tip, pygit2.enums.SortMode.TIME):
-            ids = [
-                line.split()[1]
-                for line in commit.message.splitlines()
-                if line.startswith("run ") and len(line.split()) > 1
-            ]
-            yield commit, ids
+        counter = itertools.count()
+        heap: list[tuple[int, int, str, list[str], list[str]]] = []
+
+        def push(oid: str) -> None:
+            obj = self.reader.read(oid)
+            if obj is None or obj.type != "commit":
+                raise RecordCorrupt(f"ledger commit {oid[:12]}", "cannot be read")
+            head, _, message = obj.data.decode(errors="replace").partition("\n\n")
+            parents, when = [], 0
+            for line in head.splitlines():
+                if line.startswith("parent "):
+                    parents.append(line[7:])
+                elif line.startswith("committer "):
+                    when = int(line.rsplit(" ", 2)[-2])
+            ids = [ln.split()[1] for ln in message.splitlines() if ln.startswith("run ")]
+            heapq.heappush(heap, (-when, next(counter), oid, parents, ids))
+
+        seen = {tip}
+        push(tip)
+        while heap:
+            _when, _n, _oid, parents, ids = heapq.heappop(heap)
+            yield ids
+            for parent in parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    push(parent)
 
     # -- writing ---------------------------------------------------------------------
 
