@@ -3,8 +3,8 @@
 The two lineages are chains (step k reads what step k-1 wrote) recorded in two sessions with
 different source data, so no run is shared and every one of the 500 pairs is walked, compared
 and found different; step 250 of B also has another `--lr`. The ledger is written with
-`git fast-import` (records real, canonical and laid out as `Ledger` lays them out; only the
-writing is batched), so building it takes a second, not 1,000 `roar run`s.
+`Ledger.import_records` (one `git fast-import`: records real and canonical, laid out by the
+ledger itself; only the writing is batched), so building it takes a second, not 1,000 `roar run`s.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks.timing import median_seconds, process_seconds, verdict
 from roargit import records
+from roargit.ledger import Ledger
 from roargit.records import (
     ArtifactId,
     CodeInput,
@@ -25,6 +26,7 @@ from roargit.records import (
     SessionId,
     SessionRecord,
 )
+from roargit.repo import find_repo
 
 STEPS = 500
 GOAL_S = 1.0
@@ -61,60 +63,38 @@ def build(repo: Path, steps: int = STEPS) -> tuple[str, str]:
         .stdout.decode()
         .strip()
     )
-    proc = subprocess.Popen(
-        ["git", "fast-import", "--quiet", "--force"], cwd=repo, stdin=subprocess.PIPE
-    )
-    assert proc.stdin is not None
-    out = proc.stdin
-    mark = 0
-    lines: list[str] = []
-    ids: list[str] = []
+    items: list[records.Record] = []
     last: list[str] = []
     t0 = 1_700_000_000
     for side in ("a", "b"):
         sess = SessionRecord(created_at=t0 * 10**9 + (side == "b"), clone="bench", parent=None)
-        session, data = records.identify(sess)
-        mark += 1
-        out.write(b"blob\nmark :%d\ndata %d\n%s\n" % (mark, len(data), data))
-        lines.append(f"M 100644 :{mark} sessions/{session}/session")
+        session, _ = records.identify(sess)
+        items.append(sess)
         prev = _digest(f"source {side}")
         for k in range(1, steps + 1):
             output = _digest(f"{side} output {k}")
             lr = "0.01" if side == "b" and k == steps // 2 else "0.1"
-            run = RunRecord(
-                argv=("python", "step.py", f"data/s{k - 1}.bin", f"data/s{k}.bin", "--lr", lr),
-                cwd=".",
-                started_at=(t0 + k) * 10**9 + (side == "b") * 10**12,
-                ended_at=(t0 + k) * 10**9 + (side == "b") * 10**12 + 5 * 10**8,
-                exit_code=0,
-                status="ok",
-                inputs=(FileRef(f"data/s{k - 1}.bin", prev, 1000),),
-                outputs=(FileRef(f"data/s{k}.bin", output, 1000),),
-                code=CodeState("0" * 40, "main", False, None, (CodeInput("step.py", script_blob),)),
-                session=SessionId(session),
-                step=k,
-                environment=ENVIRONMENT,
+            items.append(
+                RunRecord(
+                    argv=("python", "step.py", f"data/s{k - 1}.bin", f"data/s{k}.bin", "--lr", lr),
+                    cwd=".",
+                    started_at=(t0 + k) * 10**9 + (side == "b") * 10**12,
+                    ended_at=(t0 + k) * 10**9 + (side == "b") * 10**12 + 5 * 10**8,
+                    exit_code=0,
+                    status="ok",
+                    inputs=(FileRef(f"data/s{k - 1}.bin", prev, 1000),),
+                    outputs=(FileRef(f"data/s{k}.bin", output, 1000),),
+                    code=CodeState(
+                        "0" * 40, "main", False, None, (CodeInput("step.py", script_blob),)
+                    ),
+                    session=SessionId(session),
+                    step=k,
+                    environment=ENVIRONMENT,
+                )
             )
-            rid, data = records.identify(run)
-            mark += 1
-            out.write(b"blob\nmark :%d\ndata %d\n%s\n" % (mark, len(data), data))
-            for f, tag in ((run.inputs[0], "c"), (run.outputs[0], "p")):
-                h = f.hash
-                lines.append(f"M 100644 :{mark} artifacts/{h[:2]}/{h[2:4]}/{h}/{tag}.{rid}")
-            lines.append(f"M 100644 :{mark} runs/{rid[:2]}/{rid[2:4]}/{rid}")
-            lines.append(f"M 100644 :{mark} sessions/{session}/{rid[:2]}/{rid}")
-            ids.append(rid)
             prev = output
         last.append(prev)
-    msg = "".join(f"run {i}\n" for i in reversed(ids)).encode()
-    out.write(
-        b"commit refs/roar/ledger\ncommitter roar <roar@localhost> %d +0000\ndata %d\n%s\n"
-        % (t0, len(msg), msg)
-    )
-    out.write(("\n".join(lines) + "\n\n").encode())
-    out.close()
-    if proc.wait() != 0:
-        raise RuntimeError("git fast-import failed")
+    Ledger(find_repo(repo)).import_records(items, per_commit=len(items), when=t0)
     return last[0], last[1]
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from benchmarks.timing import median_seconds, process_seconds, verdict
 from roargit import records
+from roargit.ledger import Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId, SessionRecord
+from roargit.repo import find_repo
 
 CHAIN = 1000
 STEPS = 5
@@ -42,7 +44,7 @@ def _digest(data: bytes) -> ArtifactId:
 
 def build_chain(repo: Path, n: int) -> str:
     """A ledger whose last output has an n-step lineage (run k reads what run k-1 wrote),
-    laid out exactly as `Ledger` lays it out, written in one commit by git fast-import.
+    written in one commit by `Ledger.import_records`.
     The source data is in the work tree; no output is in a store, so every step is planned.
     Returns the last output's hash."""
     source = b"source data\n"
@@ -50,47 +52,31 @@ def build_chain(repo: Path, n: int) -> str:
     (repo / "data" / "step0.bin").write_bytes(source)
     commit = _git(repo, "rev-parse", "HEAD")
     tree = _git(repo, "rev-parse", "HEAD^{tree}")
-    sess, sess_data = records.identify(SessionRecord(1_700_000_000 * 10**9, "bench", None))
-    proc = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=repo, stdin=subprocess.PIPE)
-    assert proc.stdin is not None
-    out = proc.stdin
-    out.write(b"blob\nmark :1\ndata %d\n%s\n" % (len(sess_data), sess_data))
-    lines = [f"M 100644 :1 sessions/{sess}/session", f"M 040000 {tree} code/{tree}"]
+    session = SessionRecord(1_700_000_000 * 10**9, "bench", None)
+    sess, _ = records.identify(session)
+    items: list[records.Record] = [session]
     prev = _digest(source)
     t0 = 1_700_000_000
     for k in range(n):
         output = _digest(f"output {k}".encode())
-        run = RunRecord(
-            argv=("python", "step.py", str(k)),
-            cwd=".",
-            started_at=(t0 + k) * 10**9,
-            ended_at=(t0 + k) * 10**9 + 5 * 10**8,
-            exit_code=0,
-            status="ok",
-            inputs=(FileRef(f"data/step{k}.bin", prev, 12),),
-            outputs=(FileRef(f"data/step{k + 1}.bin", output, 12),),
-            code=CodeState(commit=commit, branch="main", dirty=False, tree=tree),
-            session=SessionId(sess),
-            step=k + 1,
-            environment=ENVIRONMENT,
+        items.append(
+            RunRecord(
+                argv=("python", "step.py", str(k)),
+                cwd=".",
+                started_at=(t0 + k) * 10**9,
+                ended_at=(t0 + k) * 10**9 + 5 * 10**8,
+                exit_code=0,
+                status="ok",
+                inputs=(FileRef(f"data/step{k}.bin", prev, 12),),
+                outputs=(FileRef(f"data/step{k + 1}.bin", output, 12),),
+                code=CodeState(commit=commit, branch="main", dirty=False, tree=tree),
+                session=SessionId(sess),
+                step=k + 1,
+                environment=ENVIRONMENT,
+            )
         )
-        rid, data = records.identify(run)
-        mark = k + 2
-        out.write(b"blob\nmark :%d\ndata %d\n%s\n" % (mark, len(data), data))
-        for h, tag in ((prev, "c"), (output, "p")):
-            lines.append(f"M 100644 :{mark} artifacts/{h[:2]}/{h[2:4]}/{h}/{tag}.{rid}")
-        lines.append(f"M 100644 :{mark} runs/{rid[:2]}/{rid[2:4]}/{rid}")
-        lines.append(f"M 100644 :{mark} sessions/{sess}/{rid[:2]}/{rid}")
         prev = output
-    msg = b"bench chain\n"
-    out.write(
-        b"commit refs/roar/ledger\ncommitter roar <roar@localhost> %d +0000\ndata %d\n%s\n"
-        % (t0, len(msg), msg)
-    )
-    out.write(("\n".join(lines) + "\n\n").encode())
-    out.close()
-    if proc.wait() != 0:
-        raise RuntimeError("git fast-import failed")
+    Ledger(find_repo(repo)).import_records(items, per_commit=len(items), when=t0)
     return prev
 
 

@@ -120,42 +120,72 @@ class NewEntry:
     tree: str | None = None
 
 
+class FastImport:
+    """Commits written to `ref` by one `git fast-import`, which builds every tree on the
+    changed paths itself. Small imports are exploded into loose objects
+    (fastimport.unpackLimit), so no pack piles up per `roar run`; big ones stay one pack."""
+
+    def __init__(self, git_dir: Path, ref: str, parent: str | None) -> None:
+        self.ref = ref.encode()
+        self.parent = parent
+        self._mark = 0
+        self._last: int | None = None
+        self._proc = subprocess.Popen(
+            ["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._write(b"feature done\n")
+
+    def _write(self, data: bytes) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(data)
+
+    def commit(self, entries: Sequence[NewEntry], message: str, when: int | None = None) -> None:
+        marks: dict[bytes, int] = {}
+        for e in entries:
+            if e.data is not None and e.data not in marks:
+                self._mark += 1
+                marks[e.data] = self._mark
+                self._write(b"blob\nmark :%d\ndata %d\n%s\n" % (self._mark, len(e.data), e.data))
+        self._mark += 1
+        msg = message.encode()
+        head = [
+            b"commit %s\nmark :%d\n" % (self.ref, self._mark),
+            b"committer roar <roar@localhost> %d +0000\n" % (when or int(time.time())),
+            b"data %d\n%s\n" % (len(msg), msg),
+        ]
+        if self._last is None and self.parent:
+            head.append(b"from %s\n" % self.parent.encode())
+        lines = []
+        for e in entries:
+            path = "/".join(e.path).encode()
+            if e.data is not None:
+                lines.append(b"M 100644 :%d %s\n" % (marks[e.data], path))
+            else:
+                lines.append(b"M 040000 %s %s\n" % (str(e.tree).encode(), path))
+        self._write(b"".join(head) + b"".join(lines) + b"\n")
+        self._last = self._mark
+
+    def finish(self) -> str:
+        """Close the stream; the id of the last commit."""
+        if self._last is None:
+            raise ValueError("fast-import: no commit was written")
+        self._write(b"get-mark :%d\ndone\n" % self._last)
+        out, err = self._proc.communicate()
+        if self._proc.returncode != 0:
+            raise GitFailed(["git", "fast-import"], self._proc.returncode, out, err)
+        return out.split()[-1].decode()
+
+
 def fast_import_commit(
     git_dir: Path, ref: str, parent: str | None, entries: Sequence[NewEntry], message: str
 ) -> str:
-    """Write one commit (parent + entries) to `ref` with `git fast-import`; returns its id.
-
-    fast-import builds every tree on the changed paths itself, in one process, and explodes
-    small imports into loose objects (fastimport.unpackLimit), so no pack piles up per run.
-    """
-    marks: dict[bytes, int] = {}
-    chunks: list[bytes] = [b"feature done\n"]
-    for e in entries:
-        if e.data is not None and e.data not in marks:
-            marks[e.data] = len(marks) + 2
-            chunks.append(b"blob\nmark :%d\ndata %d\n%s\n" % (marks[e.data], len(e.data), e.data))
-    msg = message.encode()
-    chunks.append(
-        b"commit %s\nmark :1\ncommitter roar <roar@localhost> %d +0000\ndata %d\n%s\n"
-        % (ref.encode(), int(time.time()), len(msg), msg)
-    )
-    if parent:
-        chunks.append(b"from %s\n" % parent.encode())
-    for e in entries:
-        path = "/".join(e.path).encode()
-        if e.data is not None:
-            chunks.append(b"M 100644 :%d %s\n" % (marks[e.data], path))
-        else:
-            chunks.append(b"M 040000 %s %s\n" % (str(e.tree).encode(), path))
-    chunks.append(b"\nget-mark :1\ndone\n")
-    proc = subprocess.run(
-        ["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
-        input=b"".join(chunks),
-        capture_output=True,
-    )
-    if proc.returncode != 0:
-        raise GitFailed(["git", "fast-import"], proc.returncode, proc.stdout, proc.stderr)
-    return proc.stdout.split()[-1].decode()
+    """Write one commit (parent + entries) to `ref`; returns its id."""
+    writer = FastImport(git_dir, ref, parent)
+    writer.commit(entries, message)
+    return writer.finish()
 
 
 def resolve_many(reader: ObjectReader, names: Iterable[str]) -> dict[str, tuple[str, str]]:
