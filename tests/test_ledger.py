@@ -155,3 +155,21 @@ def test_ledger_commit_has_roar_identity_without_user_config(
     commit = led.repo[led.tip()]
     assert isinstance(commit, pygit2.Commit)
     assert commit.author.name == "roar"
+
+
+def test_import_records_in_bulk_is_the_same_ledger_as_appending(
+    ledger: Callable[[Path], Ledger], git_repo: Path, tmp_path: Path
+) -> None:
+    runs = [make_run(n, inputs=(hexid(n),), outputs=(hexid(n + 1),)) for n in range(30)]
+    imported = ledger(git_repo)
+    imported.import_records(runs, per_commit=7)
+    assert sum(len(ids) for ids in imported.history()) == 30
+    assert len(list(imported.history())) == 5  # 7 + 7 + 7 + 7 + 2
+    other = tmp_path / "other"
+    git(tmp_path, "init", "-q", str(other))
+    appended = ledger(other)
+    for run in runs:
+        appended.append_run(run)
+    tree = "refs/roar/ledger^{tree}"
+    assert git(git_repo, "rev-parse", tree) == git(other, "rev-parse", tree)
+    assert git(git_repo, "for-each-ref", "refs/roar/tmp/") == ""
