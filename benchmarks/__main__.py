@@ -1,12 +1,16 @@
 """Run every benchmark, or those named: `python -m benchmarks hashing ledger`."""
 
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
 
 
 def main() -> int:
+    # Time commands as a user runs them: with bytecode caching (some shells here set
+    # PYTHONDONTWRITEBYTECODE, which makes every Python start recompile what it imports).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     wanted = set(sys.argv[1:])
     names = sorted(
         m.name

@@ -100,9 +100,6 @@ def _new_repo(where: Path) -> Path:
 
 
 def main() -> None:
-    # As installed for a user: bytecode cached (a dev shell's PYTHONDONTWRITEBYTECODE would
-    # add ~0.25 s of compiling to every process measured here).
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-reproduce-"))
     try:

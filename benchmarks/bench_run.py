@@ -168,12 +168,13 @@ def queries(tmp: Path) -> None:
 
 
 def main() -> None:
+    """All sections, or those named in ROAR_BENCH_ONLY (e.g. fixed_cost,queries)."""
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-run-"))
+    only = set(filter(None, os.environ.get("ROAR_BENCH_ONLY", "").split(",")))
     try:
-        fixed_cost(tmp)
-        big_input(tmp)
-        many_files(tmp)
-        queries(tmp)
+        for section in (fixed_cost, big_input, many_files, queries):
+            if not only or section.__name__ in only:
+                section(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

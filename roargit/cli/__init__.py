@@ -146,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from roargit.errors import RoarError
 
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["--version"]:  # answered before any command module is imported
+        print(f"roar {__version__}")
+        return 0
     first = next((a for a in args_list if not a.startswith("-")), None)
     direct = first if first in COMMAND_OF and args_list and args_list[0] == first else None
     parser = build_parser(direct)
