@@ -52,6 +52,9 @@ class FileAccess:
     temporary: bool = False  # created and gone again within the run: not an output
     renamed_from: tuple[str, ...] = ()
     renamed_to: tuple[str, ...] = ()
+    # A regular file when the trace ended (the trace lists the folders to tell failed calls
+    # apart, so it knows without a stat). False: not one, or not known: ask the file system.
+    regular: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,12 +313,14 @@ _O_CREAT, _O_TRUNC, _O_WRONLY, _O_RDONLY = os.O_CREAT, os.O_TRUNC, os.O_WRONLY, 
 
 
 def _state_at_end(path: str) -> str:
-    """'file', 'dir' or 'none': what is at `path` now (symlinks count as files)."""
+    """What is at `path` now: 'file' (a regular file), 'other' (a symlink or other
+    non-directory, which the rules count as a file), 'dir' or 'none'."""
     try:
         st = os.lstat(path)
     except OSError:
         return "none"
-    return "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
+    kind = st.st_mode & 0o170000
+    return "file" if kind == 0o100000 else "dir" if kind == 0o040000 else "other"
 
 
 def _states_at_end(paths: Collection[str]) -> dict[str, str]:
@@ -350,7 +355,14 @@ def _list_dir(d: str, wanted: int) -> dict[str, str] | None:
         if os.stat(d).st_size > wanted * 256:
             return None
         with os.scandir(d) as it:
-            return {e.name: "dir" if e.is_dir(follow_symlinks=False) else "file" for e in it}
+            return {
+                e.name: "file"
+                if e.is_file(follow_symlinks=False)
+                else "dir"
+                if e.is_dir(follow_symlinks=False)
+                else "other"
+                for e in it
+            }
     except OSError:
         return None
 
@@ -360,9 +372,9 @@ def summarize(
 ) -> dict[str, FileAccess]:
     """Apply the classification rules of docs/trace-format.md to `events` (in log order).
 
-    `state_at_end(path)` says what is at a path after the run ('file', 'dir' or 'none'): the
-    tracer does not wait for a call's result, so a call that failed is told apart from one
-    that worked by what exists afterwards.
+    `state_at_end(path)` says what is at a path after the run ('file', 'other', 'dir' or
+    'none', as `_state_at_end`): the tracer does not wait for a call's result, so a call that
+    failed is told apart from one that worked by what exists afterwards.
     """
     rows = [(ev.kind, ev.pid, ev.paths, ev.flags, ev.existed) for ev in events]
     return _classify(rows, state_at_end)
@@ -448,6 +460,7 @@ def _classify(
             bool(b & _CREATED) and state == "none",
             tuple(dict.fromkeys(renamed_from[path])) if path in renamed_from else (),
             tuple(dict.fromkeys(renamed_to[path])) if path in renamed_to else (),
+            state == "file",
         )
     return out
 

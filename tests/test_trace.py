@@ -230,6 +230,9 @@ def test_hard_link_and_symlink(tmp_path: Path) -> None:
         "hard": {"written", "created"},
         "soft": {"written", "created", "read"},
     }
+    # What the trace saw at the end: a regular file, and a symlink (ask the file system).
+    assert t.files[str(tmp_path / "hard")].regular
+    assert not t.files[str(tmp_path / "soft")].regular
 
 
 def test_rdwr_update_in_place(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
     paths = [str(tmp_path / n) for n in names] + ["/", str(tmp_path / "sub") + "/deep"]
     states = _states_at_end(paths)
     assert states == {p: _state_at_end(p) for p in paths}
-    assert states[str(tmp_path / "link")] == "file" and states[str(tmp_path / "sub")] == "dir"
+    assert states[str(tmp_path / "link")] == "other" and states[str(tmp_path / "sub")] == "dir"
+    assert states[str(tmp_path / "f1")] == "file" and states[str(tmp_path / "gone")] == "none"
 
 
 _OPEN_FLAGS = [
