@@ -94,3 +94,17 @@ def test_an_unchanged_folder_reuses_its_manifest_and_any_change_is_seen(git_repo
     manifest = folders.decode_manifest_rows(blob, "m")
     assert manifest["0007.bin"] == blake3(b"x").hexdigest()
     assert folder_hash() == changed  # racy: not remembered, so recomputed, same answer
+
+
+def test_manifest_from_hashes_is_encode_manifest() -> None:
+    folder = "/d"
+    files = ["/d/b/x", "/d/a", "/d/c", "/d/sp ace"]
+    hashes = {f: (blake3(f.encode()).hexdigest(), len(f)) for f in files if f != "/d/c"}
+    entries = [folders.ManifestEntry(f[3:], h, n) for f, (h, n) in hashes.items()]
+    digest, data = folders.encode_manifest(entries)
+    assert folders.manifest_from_hashes(folder, files, hashes) == (
+        digest,
+        data,
+        sum(e.size for e in entries),
+        3,
+    )
