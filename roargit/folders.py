@@ -105,7 +105,7 @@ def manifest_from_hashes(
     Files without a hash are left out. The same bytes as `encode_manifest`, without an entry
     object per file (0.4 s fewer for 100,000 files)."""
     cut = len(folder) + 1
-    rows = [[f[cut:], h[0], h[1]] for f in files if (h := hashes.get(f)) is not None]
+    rows = [(f[cut:], h[0], h[1]) for f in files if (h := hashes.get(f)) is not None]
     rows.sort()
     data = msgpack.packb(
         {"type": "manifest", "v": 1, "files": rows},
