@@ -182,13 +182,12 @@ def parse_log(data: bytes) -> TraceLog:
 _Row = tuple[str, int, tuple[str, ...], int, "bool | None"]
 
 
-def _parse(data: bytes, opens: dict[bytes, int] | None = None) -> tuple[TraceLog, list[_Row]]:
+def _parse(data: bytes, opens: dict[str, int] | None = None) -> tuple[TraceLog, list[_Row]]:
     """parse_log, with the events as rows and `TraceLog.events` left empty.
 
     With `opens`, `open` records (nearly all of a big log) make no rows: each one's access
-    bits (`_open_bits`) are OR-ed into `opens` under the raw path field, and `_classify`
-    takes them from there. That skips a tuple, an int() and a decode per record: a path is
-    decoded once however often it was opened."""
+    bits (`_open_bits`) are OR-ed into `opens` under its path, and `_classify` takes them
+    from there. That skips a tuple and an int() per record, and a pass over the rows."""
     lines = data.split(b"\n")
     head = lines[0].split(b" ")
     if len(head) != 2 or head[0] != b"roar-trace" or not head[1].isdigit():
@@ -216,13 +215,18 @@ def _parse(data: bytes, opens: dict[bytes, int] | None = None) -> tuple[TraceLog
             f = line.split(b" ")
             kind = f[0]
             if kind == b"open" and opens is not None:
-                fl, tok = f[2] + f[3], f[4]
+                fl = f[2] + f[3]
                 b = bits_of.get(fl)
                 if b is None:
                     ex = f[3]
                     b = bits_of[fl] = _open_bits(int(f[2], 16), None if ex == b"-" else ex == b"1")
                 if b:
-                    opens[tok] = opens.get(tok, 0) | b
+                    tok = f[4]
+                    if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
+                        path = _path(tok)
+                    else:
+                        path = tok.decode(_FS_ENCODING, _FS_ERRORS)  # = _path(tok), inlined
+                    opens[path] = opens.get(path, 0) | b
             elif kind == b"open":  # most of a log: _path inlined
                 tok = f[4]
                 if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
@@ -335,9 +339,10 @@ def _states_at_end(paths: Collection[str]) -> dict[str, str]:
         if len(group) >= _SCAN_AT_LEAST:
             listed = _list_dir(d, len(group))
             if listed is not None:
+                get, cut = listed.get, len(d) + 1 if d != "/" else 1
                 for p in group:
-                    name = p.rpartition("/")[2]
-                    out[p] = listed.get(name, "none") if name else _state_at_end(p)
+                    name = p[cut:]
+                    out[p] = get(name, "none") if name else _state_at_end(p)
                 continue
         for p in group:
             out[p] = _state_at_end(p)
@@ -398,22 +403,16 @@ def _open_bits(flags: int, existed: bool | None) -> int:
 def _classify(
     rows: Iterable[_Row],
     state_at_end: Callable[[str], str] = _state_at_end,
-    opens: Mapping[bytes, int] | None = None,
+    opens: Mapping[str, int] | None = None,
 ) -> dict[str, FileAccess]:
-    """summarize, on rows (see `_parse`), plus the bits of `open` records gathered by raw
-    path field (`_parse`'s `opens`)."""
+    """summarize, on rows (see `_parse`), plus the bits of `open` records gathered by path
+    (`_parse`'s `opens`)."""
     bits: dict[str, int] = {}
     renamed_from: dict[str, list[str]] = {}
     renamed_to: dict[str, list[str]] = {}
     get = bits.get
     if opens:
-        enc, errors = _FS_ENCODING, _FS_ERRORS
-        for tok, b in opens.items():
-            if b"%" in tok or b"/." in tok or b"//" in tok or tok.endswith(b"/"):
-                path = _path(tok)
-            else:
-                path = tok.decode(enc, errors)  # = _path(tok), inlined
-            bits[path] = get(path, 0) | b  # several fields may name one path (`/a/./b`)
+        bits.update(opens)
     for kind, _pid, paths, flags, existed in rows:
         if kind == "open":
             b = _open_bits(flags, existed)
@@ -525,7 +524,7 @@ def run_traced(
             data_path = Path(log_path)
             if data_path.exists():
                 data_path.unlink()
-    opens: dict[bytes, int] = {}
+    opens: dict[str, int] = {}
     parsed = _parse(data, opens) if data else None
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:

@@ -148,7 +148,7 @@ def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[object, ..
             lines.append(b"rename 1 0 /c " + r[1])  # type: ignore[operator]
     data = b"\n".join([*lines, b"end code 0", b""])
     state = {"/a/b": "file", "/c": "none", "/sp ace": "dir"}.get
-    opens: dict[bytes, int] = {}
+    opens: dict[str, int] = {}
     _, rows = _parse(data, opens)
     assert not any(row[0] == "open" for row in rows)
     assert _classify(rows, lambda p: state(p, "file"), opens=opens) == _classify(
