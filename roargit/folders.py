@@ -147,8 +147,6 @@ _STAT = struct.Struct("<QQQqq")
 def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
     """A digest of the stat data of `files` (all under `folder`) and their newest ctime, or
     None when one of them is gone or not a regular file any more."""
-    from blake3 import blake3
-
     # One lstat a file is the floor (a folder's mtime misses in-place writes); the rest is
     # kept to a few operations a file, and hashed in one call at the end.
     lstat, pack = os.lstat, _STAT.pack
@@ -165,12 +163,32 @@ def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
         stats += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ctime)
         if ctime > newest:
             newest = ctime
+    return _stat_digest(folder, files, stats), newest
+
+
+def stat_digest_of_keys(
+    folder: str, files: list[str], keys: Mapping[str, bytes]
+) -> tuple[str, int] | None:
+    """`stat_digest` from stat keys already taken, without an lstat: those that
+    `HashCache.hash_many(..., keys=)` checked or made each digest against (the same packing).
+    None when a file has no key (it vanished, or kept changing while it was read)."""
+    try:
+        packed = b"".join([keys[f] for f in files])
+    except KeyError:
+        return None
+    newest = max((k[4] for k in _STAT.iter_unpack(packed)), default=0)  # k[4]: st_ctime_ns
+    return _stat_digest(folder, files, packed), newest
+
+
+def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str:
+    from blake3 import blake3
+
     cut = len(folder) + 1
     names = "\0".join([f[cut:] for f in files]).encode("utf-8", "surrogateescape")
     h = blake3(names)
     h.update(b"\0\0")  # no name holds NUL, so the names end here
     h.update(stats)
-    return h.hexdigest(), newest
+    return h.hexdigest()
 
 
 class FolderCache:

@@ -287,7 +287,13 @@ class HashCache:
                 found[original] = FileHash(row[1], st.st_size)
         return found
 
-    def hash_many(self, paths: Iterable[P], *, missing_ok: bool = False) -> dict[P, FileHash]:
+    def hash_many(
+        self,
+        paths: Iterable[P],
+        *,
+        missing_ok: bool = False,
+        keys: dict[str, bytes] | None = None,
+    ) -> dict[P, FileHash]:
         """Digest and size of every path, keyed by the path objects given.
 
         Unchanged files come from the cache without being read; the rest are hashed in a
@@ -295,11 +301,17 @@ class HashCache:
         one transaction. With `missing_ok`, a path that does not exist (or vanishes before it
         is read) is left out instead of raising FileNotFoundError. A file that keeps changing
         while it is read raises `FileChanged` (after the others were cached).
+
+        `keys`, when given, is filled with the stat key of each file in the result, by
+        absolute path: `<QQQqq` of (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the
+        stat its digest was checked or made against (for `folders.stat_digest_of_keys`).
         """
         with _gc_paused():
-            return self._hash_many(paths, missing_ok=missing_ok)
+            return self._hash_many(paths, missing_ok=missing_ok, keys=keys)
 
-    def _hash_many(self, paths: Iterable[P], *, missing_ok: bool) -> dict[P, FileHash]:
+    def _hash_many(
+        self, paths: Iterable[P], *, missing_ok: bool, keys: dict[str, bytes] | None
+    ) -> dict[P, FileHash]:
         entries = self._stat_all(paths, missing_ok=missing_ok)
         cached = self._select([e[1] for e in entries])
         result: dict[P, FileHash] = {}
@@ -308,10 +320,12 @@ class HashCache:
             pack = _STAT_KEY.pack
             for original, abspath, st in entries:
                 row = cached.get(abspath)
-                if row is not None and row[0] == pack(
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+                if row is not None and row[0] == (
+                    key := pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 ):
                     result[original] = FileHash(row[1], st.st_size)
+                    if keys is not None:
+                        keys[abspath] = key
                 else:
                     todo.append((original, abspath, st))
         else:
@@ -336,6 +350,8 @@ class HashCache:
                 unstable.append(abspath)
                 continue
             result[original] = FileHash(h.raw.hex(), h.size)
+            if keys is not None:
+                keys[abspath] = h.key
             if h.ctime_ns < h.started_ns - window:
                 rows.append((abspath, h.key, h.raw))
         self.stats.bytes_read += nbytes

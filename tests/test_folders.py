@@ -108,3 +108,18 @@ def test_manifest_from_hashes_is_encode_manifest() -> None:
         sum(e.size for e in entries),
         3,
     )
+
+
+def test_stat_digest_from_the_hash_caches_keys_is_the_lstat_one(tmp_path: Path) -> None:
+    from roargit.hashing import HashCache
+
+    files = _files(tmp_path / "data", 20)
+    folder = str(tmp_path / "data")
+    expected = folders.stat_digest(folder, files)
+    cache = HashCache(tmp_path / "state", racy_window_ns=0)
+    for _ in range(2):  # hashed, then from the cache: the same keys either way
+        keys: dict[str, bytes] = {}
+        cache.hash_many(files, keys=keys)
+        assert folders.stat_digest_of_keys(folder, files, keys) == expected
+    del keys[files[3]]
+    assert folders.stat_digest_of_keys(folder, files, keys) is None
