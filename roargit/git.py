@@ -1,8 +1,10 @@
-"""The one place roargit runs the user's `git` executable.
+"""The one place roargit starts the user's `git` executable.
 
-In-process object and ref reads go through pygit2 (ledger.py); the subprocess is for what must
-behave exactly like the user's git: ref compare-and-swap, config writes, and network sync,
-where credential helpers, SSH config and hosting quirks have to work unchanged.
+`run_git` runs a command to completion; `spawn_git` starts one that a caller talks to over
+pipes (gitobjects.py: `cat-file --batch-command`, `fast-import`). git is used for what must
+behave exactly like the user's git — ref compare-and-swap, config, worktrees, network sync,
+where credential helpers, SSH config and hosting quirks have to work unchanged — and for
+object access on paths where importing pygit2 would cost more than the work (ledger.py).
 """
 
 from __future__ import annotations
@@ -43,3 +45,16 @@ def run_git(
 
 def git_text(args: Sequence[str], cwd: Path) -> str:
     return run_git(args, cwd).stdout.decode(errors="surrogateescape").strip()
+
+
+def spawn_git(args: Sequence[str], git_dir: Path) -> subprocess.Popen[bytes]:
+    """A long-running `git --git-dir GIT_DIR ARGS…` with pipes on all three streams. It runs in
+    its own session: a Ctrl-C meant for a traced command must not end it (it ends by itself
+    when its input is closed)."""
+    return subprocess.Popen(
+        ["git", "--git-dir", str(git_dir), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roargit.errors import GitFailed, RoarError
+from roargit.git import spawn_git
 
 TREE_MODE = 0o40000
 
@@ -41,15 +42,7 @@ class ObjectReader:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["git", "--git-dir", str(self.git_dir), "cat-file", "--batch-command"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                # Its own session: a Ctrl-C meant for the traced command must not end it
-                # (it ends by itself when our end of its input closes).
-                start_new_session=True,
-            )
+            self._proc = spawn_git(["cat-file", "--batch-command"], self.git_dir)
         return self._proc
 
     def _ask(self, command: str, name: str) -> tuple[str, str, int] | None:
@@ -130,12 +123,7 @@ class FastImport:
         self.parent = parent
         self._mark = 0
         self._last: int | None = None
-        self._proc = subprocess.Popen(
-            ["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        self._proc = spawn_git(["fast-import", "--quiet", "--force"], git_dir)
         self._write(b"feature done\n")
 
     def _write(self, data: bytes) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from roargit.blobstore import BlobStore
 from roargit.errors import BlobCorrupt, BlobMissing, RoarError
+from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
 from roargit.plan import Plan, PlanStep
@@ -184,16 +185,8 @@ def worktree_dir(paths: RepoPaths, target: str) -> Path:
     return paths.roar_dir / WORKTREES / target[:16]
 
 
-def _git(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-    from roargit.git import run_git
-
-    run_git(args, cwd, env=env)
-
-
 def prepare_worktree(paths: RepoPaths, where: Path, commit: str | None) -> RepoPaths:
     """A fresh detached worktree at `where` (an old one there is removed first)."""
-    from roargit.git import run_git
-
     if where.exists() or (paths.common_dir / "worktrees" / where.name).exists():
         run_git(["worktree", "remove", "--force", str(where)], paths.root, check=False)
         if where.exists():
@@ -201,7 +194,7 @@ def prepare_worktree(paths: RepoPaths, where: Path, commit: str | None) -> RepoP
         run_git(["worktree", "prune"], paths.root, check=False)
     where.parent.mkdir(parents=True, exist_ok=True)
     start = commit or "HEAD"
-    _git(["worktree", "add", "--detach", "--no-checkout", "-q", str(where), start], paths.root)
+    run_git(["worktree", "add", "--detach", "--no-checkout", "-q", str(where), start], paths.root)
     return find_repo(where)
 
 
@@ -209,8 +202,8 @@ def checkout_code(wt: RepoPaths, step: PlanStep) -> None:
     """HEAD at the step's commit (when present), index and files at its exact tree."""
     code = step.run.code
     if code.commit and step.commit_available:
-        _git(["update-ref", "--no-deref", "HEAD", code.commit], wt.root)
-    _git(["read-tree", "-u", "--reset", code.tree or "HEAD"], wt.root)
+        run_git(["update-ref", "--no-deref", "HEAD", code.commit], wt.root)
+    run_git(["read-tree", "-u", "--reset", code.tree or "HEAD"], wt.root)
 
 
 # -- materialising inputs -------------------------------------------------------------------
