@@ -157,15 +157,18 @@ def sort_accesses(
     files: Mapping[str, FileAccess], paths: RepoPaths, home: str, ignore: Sequence[str]
 ) -> Sorted:
     root = str(paths.root)
+    root_slash = root + "/"
     git_dirs = tuple({str(paths.git_dir), str(paths.common_dir)})
+    git_prefixes = tuple(g + "/" for g in git_dirs)
     # A work tree may itself lie inside a git dir (roar reproduce's worktrees under
     # .git/roar/worktrees/): its files are work-tree files, not git's.
-    inner = tuple(g for g in git_dirs if root.startswith(g + "/"))
+    inner = any(root.startswith(g) for g in git_prefixes)
+    own_git = root_slash + ".git/"
 
     def in_git_dir(p: str) -> bool:
-        if inner and p.startswith(root + "/") and not p.startswith(root + "/.git/"):
+        if inner and p.startswith(root_slash) and not p.startswith(own_git):
             return False
-        return any(p == g or p.startswith(g + "/") for g in git_dirs)
+        return p.startswith(git_prefixes) or p in git_dirs
 
     kept = [a for p, a in files.items() if not a.temporary and not in_git_dir(p)]
     # Every interpreter reads its .pth files and editable-install finders at start-up: that is
@@ -180,7 +183,7 @@ def sort_accesses(
         p = a.path
         if p in package_files or is_system_path(p, home, ignore):
             continue
-        exists = os.path.isfile(p)
+        exists = a.regular or os.path.isfile(p)  # the trace listed most of them
         written = a.written or a.created or bool(a.renamed_from)
         if written and exists:
             outputs.append(p)
@@ -188,21 +191,27 @@ def sort_accesses(
             if not exists:
                 warnings.append(f"{rel_or_abs(p, root)} was read, then deleted: not recorded")
                 continue
-            if p.startswith(root + "/"):
+            if p.startswith(root_slash):
                 code_reads.append(p)  # sorted into code or data once the code tree is known
             inputs.append(p)
     return Sorted(sorted(inputs), sorted(outputs), sorted(code_reads), packages, warnings)
 
 
-def hash_settled(cache: HashCache, paths: list[str], warnings: list[str]) -> dict[str, FileHash]:
+def hash_settled(
+    cache: HashCache,
+    paths: list[str],
+    warnings: list[str],
+    keys: dict[str, bytes] | None = None,
+) -> dict[str, FileHash]:
     """Hashes of the files that hold still; one still being written (by a process the run
-    left behind, say) is left out with a warning rather than losing the whole record."""
+    left behind, say) is left out with a warning rather than losing the whole record.
+    `keys` is filled as `HashCache.hash_many` fills it."""
     try:
-        return cache.hash_many(paths, missing_ok=True)
+        return cache.hash_many(paths, missing_ok=True, keys=keys)
     except FileChanged as exc:
         moving = set(exc.paths)
         warnings.extend(f"{p} kept changing while hashed: not recorded" for p in exc.paths)
-        return cache.hash_many([p for p in paths if p not in moving], missing_ok=True)
+        return cache.hash_many([p for p in paths if p not in moving], missing_ok=True, keys=keys)
 
 
 def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) -> list[FileRef]:
@@ -234,33 +243,34 @@ def _group_folders(
     stats: dict[str, tuple[str, int]] = {}
     if known is not None:
         for folder, files in list(chosen.items()):
+            state = known.get(folder)
+            if state is None:
+                continue  # nothing to compare: its stat digest comes from the hashing below
             seen = folders.stat_digest(folder, files)
             if seen is None:
                 continue
             stats[folder] = seen
-            state = known.get(folder)
-            if state and state.stat_digest == seen[0] and ledger.manifest(state.manifest):
+            if state.stat_digest == seen[0] and ledger.manifest(state.manifest):
                 rel = rel_or_abs(folder, root) + "/"
                 refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
                 grouped.update(files)
                 del chosen[folder]
     members = [m for ms in chosen.values() for m in ms]
-    hashes = hash_settled(cache, members, []) if members else {}
+    keys: dict[str, bytes] = {}
+    hashes = hash_settled(cache, members, [], keys) if members else {}
     for folder, files in chosen.items():
-        manifest = [
-            folders.ManifestEntry(f[len(folder) + 1 :], hashes[f].digest, hashes[f].size)
-            for f in files
-            if f in hashes
-        ]
-        digest, data = folders.encode_manifest(manifest)
+        digest, data, size, count = folders.manifest_from_hashes(folder, files, hashes)
         if ledger.manifest(digest) is None:
             entries.append(ledger.manifest_entry(digest, data))
-        size = sum(e.size for e in manifest)
         refs.append(FileRef(rel_or_abs(folder, root) + "/", ArtifactId(digest), size, "dir"))
         grouped.update(files)
-        if known is not None and folder in stats and len(manifest) == len(files):
-            stat, newest = stats[folder]
-            known.put(folder, folders.FolderState(stat, digest, size), newest, began)
+        if known is not None and count == len(files):
+            # The stat each digest was made against (consistent with the bytes hashed); a
+            # first run so needs no lstat pass of its own.
+            seen = folders.stat_digest_of_keys(folder, files, keys) or stats.get(folder)
+            if seen is not None:
+                stat, newest = seen
+                known.put(folder, folders.FolderState(stat, digest, size), newest, began)
     return [p for p in abs_paths if p not in grouped], refs, entries, hashes
 
 

@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from roargit.git import run_git
-from roargit.gitobjects import ObjectReader
+from roargit.gitobjects import TREE_MODE, ObjectReader, tree_entries
 from roargit.records import CodeInput, CodeState
 from roargit.repo import RepoPaths
+
+#: Tree entry modes of files (regular, executable, symlink); not folders or submodules.
+BLOB_MODES = frozenset({0o100644, 0o100755, 0o120000})
 
 #: Untracked files above this size are taken for data, not source, and left out of snapshots.
 MAX_UNTRACKED_SOURCE = 1 << 20
@@ -128,12 +131,32 @@ def snapshot_tree(paths: RepoPaths, modified: Iterable[str], untracked: Iterable
 def code_inputs(
     objects: ObjectReader, tree_id: str | None, rel_paths: Iterable[str]
 ) -> list[CodeInput]:
-    """The read files that are part of the code tree, with their blob ids."""
+    """The read files that are part of the code tree, with their blob ids.
+
+    One tree object is read per distinct folder (a run reading 100,000 untracked data files
+    under data/ costs one lookup of data/, not 100,000)."""
     if tree_id is None:
         return []
-    found = []
+    width = len(tree_id) // 2
+    listings: dict[str, dict[str, tuple[int, str]] | None] = {}
+
+    def listing(folder: str) -> dict[str, tuple[int, str]] | None:
+        if folder in listings:
+            return listings[folder]
+        found: dict[str, tuple[int, str]] | None = None
+        parent, _, name = folder.rpartition("/")
+        above = listing(parent) if folder else None
+        if not folder or (above is not None and above.get(name, (0, ""))[0] == TREE_MODE):
+            obj = objects.read(f"{tree_id}:{folder}" if folder else tree_id)
+            if obj is not None and obj.type == "tree":
+                found = {n: (mode, oid) for mode, n, oid in tree_entries(obj.data, width)}
+        listings[folder] = found
+        return found
+
+    inputs = []
     for rel in rel_paths:
-        entry = objects.info(f"{tree_id}:{rel}")
-        if entry is not None and entry[1] == "blob":
-            found.append(CodeInput(rel, entry[0]))
-    return sorted(found, key=lambda c: c.path)
+        folder, _, name = rel.rpartition("/")
+        entry = (listing(folder) or {}).get(name)
+        if entry is not None and entry[0] in BLOB_MODES:
+            inputs.append(CodeInput(rel, entry[1]))
+    return sorted(inputs, key=lambda c: c.path)
