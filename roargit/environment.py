@@ -31,16 +31,12 @@ accepts; comparing two lists should normalise with PEP 503 (`packaging.utils.can
 
 from __future__ import annotations
 
-import ast
-import csv
 import fnmatch
 import functools
-import json
 import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -226,6 +222,8 @@ def parse_nvidia_smi(text: str) -> tuple[GpuInfo, ...]:
     """GPUs from `nvidia-smi --query-gpu=name,driver_version,memory.total
     --format=csv,noheader` output ("NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB")."""
     gpus: list[GpuInfo] = []
+    import csv  # lazy: only nvidia-smi output needs it
+
     for row in csv.reader(line for line in text.splitlines() if line.strip()):
         if len(row) < 3:
             continue
@@ -267,7 +265,7 @@ def _cpu_info() -> CpuInfo:
 
 @functools.cache
 def _hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # what gethostname(2) answers, without importing socket
 
 
 _NVIDIA_SMI_TIMEOUT_S = 5.0  # a healthy driver answers in well under a second
@@ -461,6 +459,8 @@ def _record_paths(path: str) -> list[str]:
         if not line:
             continue
         if line[0] == '"':  # a path quoted for its commas: rare, let csv do it properly
+            import csv  # lazy: rarely needed
+
             out.extend(row[0] for row in csv.reader([line]) if row)
         else:
             out.append(line.rsplit(",", 2)[0])
@@ -482,6 +482,8 @@ def _editable_sources(root: str, rel_paths: Iterable[str]) -> list[str]:
             m = _FINDER_MAPPING.search(_read_text(os.path.join(root, rel)))
             if m:
                 try:
+                    import ast  # lazy: only package metadata needs it
+
                     mapping = ast.literal_eval(m.group(1))
                 except (ValueError, SyntaxError):
                     continue
@@ -503,6 +505,8 @@ def _is_editable(direct_url_json: str) -> bool:
     if not text:
         return False
     try:
+        import json  # lazy: only package metadata needs it
+
         info = json.loads(text)
     except ValueError:
         return False

@@ -42,7 +42,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union
@@ -425,6 +424,8 @@ class HashCache:
             for path, st in items:
                 one(path, st)
             return hashed, failed
+        from concurrent.futures import ThreadPoolExecutor  # only big files need it: lazy
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="roar-hash") as ex:
             futures = [ex.submit(one, path, st) for path, st in big]
             for path, st in small:

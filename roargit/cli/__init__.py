@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -106,6 +103,8 @@ def add_command(
 
 
 def crash_log_dir() -> Path:
+    import tempfile
+
     from roargit.repo import find_roar_dir
 
     try:
@@ -115,6 +114,9 @@ def crash_log_dir() -> Path:
 
 
 def report_bug(exc: BaseException) -> int:
+    import time
+    import traceback
+
     try:
         log_dir = crash_log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
