@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No example database (the checkout may be read-only to the user running the tests) and no
+# per-example deadline (a loaded 2-core CI machine makes timings meaningless).
+settings.register_profile("roar", database=None, deadline=None)
+settings.load_profile("roar")
 
 
 def git(cwd: Path, *args: str) -> str:
