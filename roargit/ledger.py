@@ -6,8 +6,8 @@ objects however long the history is:
     runs/ab/cd/<run id>                  the run record (blob)
     artifacts/ab/cd/<hash>/p.<run id>    that run produced the artifact (same blob)
     artifacts/ab/cd/<hash>/c.<run id>    that run consumed it
-    sessions/<session id>/session        the session record
-    sessions/<session id>/ab/<run id>    a run of that session
+    sessions/ab/<session id>/session     the session record
+    sessions/ab/<session id>/cd/<run id> a run of that session
     manifests/ab/cd/<hash>               a folder artifact's manifest (blob)
     folders/ab/<path key>/p.<run id>     a run wrote the folder at that path (key: hash
     folders/ab/<path key>/c.<run id>       of the recorded path), to find it from a file
@@ -263,7 +263,7 @@ class Ledger:
         return record
 
     def session(self, session_id: str) -> SessionRecord:
-        data = self._blob("sessions", session_id, "session")
+        data = self._blob("sessions", session_id[:2], session_id, "session")
         if data is None:
             raise KeyError(session_id)
         record = self._read_record(data, f"session {session_id[:12]}", session_id)
@@ -307,13 +307,15 @@ class Ledger:
         return self._blob("manifests", *fanout(digest), digest)
 
     def sessions(self) -> list[SessionId]:
-        return [SessionId(n) for n in self._names("sessions")]
+        buckets = self._names("sessions")
+        return [SessionId(n) for b in buckets for n in self._names("sessions", b)]
 
     def session_runs(self, session_id: str) -> list[RunId]:
         runs: list[RunId] = []
-        for bucket in self._names("sessions", session_id):
+        where = ("sessions", session_id[:2], session_id)
+        for bucket in self._names(*where):
             if bucket != "session":
-                runs.extend(RunId(n) for n in self._names("sessions", session_id, bucket))
+                runs.extend(RunId(n) for n in self._names(*where, bucket))
         return runs
 
     def history(self) -> Iterator[list[str]]:
@@ -354,7 +356,7 @@ class Ledger:
     def entries_for_run(self, run_id: str, data: bytes, record: RunRecord) -> list[Entry]:
         entries = [
             Entry(("runs", *fanout(run_id), run_id), data),
-            Entry(("sessions", record.session, run_id[:2], run_id), data),
+            Entry(("sessions", record.session[:2], record.session, run_id[:2], run_id), data),
         ]
         for tag, files in (("c", record.inputs), ("p", record.outputs)):
             for f in files:
@@ -375,7 +377,8 @@ class Ledger:
 
     def append_session(self, record: SessionRecord) -> SessionId:
         session_id, data = records.identify(record)
-        self.commit([Entry(("sessions", session_id, "session"), data)], f"session {session_id}")
+        entry = Entry(("sessions", session_id[:2], session_id, "session"), data)
+        self.commit([entry], f"session {session_id}")
         return SessionId(session_id)
 
     def import_records(
@@ -399,7 +402,7 @@ class Ledger:
                 entries.extend(self.entries_for_run(rid, data, record))
                 ids.append(f"run {rid}")
             else:
-                entries.append(Entry(("sessions", rid, "session"), data))
+                entries.append(Entry(("sessions", rid[:2], rid, "session"), data))
                 ids.append(f"session {rid}")
             if len(ids) >= per_commit:
                 writer.commit(entries, "\n".join(reversed(ids)), when)
