@@ -22,6 +22,7 @@ from pathlib import Path
 
 from roargit import codestate, config, folders, session
 from roargit.clone import clone_id
+from roargit.codestate import is_source_name
 from roargit.environment import capture_environment, is_system_path, packages_for_paths
 from roargit.errors import FileChanged, RoarError
 from roargit.hashing import FileHash, HashCache
@@ -30,47 +31,6 @@ from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord, Se
 from roargit.redact import redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.trace import FileAccess, Trace, run_traced
-
-#: Untracked files with these suffixes (or names) are source, and go into dirty snapshots.
-SOURCE_SUFFIXES = frozenset(
-    [
-        ".py",
-        ".pyx",
-        ".ipynb",
-        ".sh",
-        ".bash",
-        ".zsh",
-        ".r",
-        ".jl",
-        ".sql",
-        ".c",
-        ".cc",
-        ".cpp",
-        ".h",
-        ".hpp",
-        ".rs",
-        ".go",
-        ".java",
-        ".scala",
-        ".js",
-        ".ts",
-        ".lua",
-        ".pl",
-        ".rb",
-        ".m",
-        ".toml",
-        ".cfg",
-        ".ini",
-        ".yaml",
-        ".yml",
-        ".mk",
-        ".cmake",
-        ".txt",
-        ".md",
-        ".rst",
-    ]
-)
-SOURCE_NAMES = frozenset({"Makefile", "Dockerfile", "Snakefile", "Justfile", "dvc.yaml"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +65,6 @@ def abs_path(recorded: str, root: Path) -> str:
     return recorded if recorded.startswith("/") else str(root / recorded)
 
 
-def is_source_name(rel: str) -> bool:
-    name = rel.rpartition("/")[2]
-    dot = name.rfind(".")  # as os.path.splitext: a leading dot starts no suffix
-    return name in SOURCE_NAMES or (dot > 0 and name[dot:].lower() in SOURCE_SUFFIXES)
-
-
 #: Source suffixes that are documents or plain text rather than programs or their configs.
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst"})
 
@@ -142,14 +96,15 @@ def _size(path: str) -> int:
 
 def _is_startup_file(path: str) -> bool:
     """Read by every interpreter start: .pth files and the hooks they install."""
+    if path.endswith(".pth") or "/_distutils_hack/" in path:
+        return True
+    if "/__editable__" not in path and "/libpython" not in path:
+        return False  # nearly every path: two substring tests, no split
     name = path.rsplit("/", 1)[-1]
-    return (
-        name.endswith(".pth")
-        or name.startswith("__editable__")
-        or "/_distutils_hack/" in path
+    return name.startswith("__editable__") or (
         # The interpreter's own shared library (…/lib/libpython3.11.so.1.0 of a pyenv, conda or
         # /opt build): the noise rules know its stdlib dir and executable, not this file.
-        or (name.startswith("libpython") and ".so" in name)
+        name.startswith("libpython") and ".so" in name
     )
 
 

@@ -22,6 +22,54 @@ from roargit.repo import RepoPaths
 #: Tree entry modes of files (regular, executable, symlink); not folders or submodules.
 BLOB_MODES = frozenset({0o100644, 0o100755, 0o120000})
 
+#: Untracked files with these suffixes (or names) are source, and go into dirty snapshots.
+SOURCE_SUFFIXES = frozenset(
+    [
+        ".py",
+        ".pyx",
+        ".ipynb",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".r",
+        ".jl",
+        ".sql",
+        ".c",
+        ".cc",
+        ".cpp",
+        ".h",
+        ".hpp",
+        ".rs",
+        ".go",
+        ".java",
+        ".scala",
+        ".js",
+        ".ts",
+        ".lua",
+        ".pl",
+        ".rb",
+        ".m",
+        ".toml",
+        ".cfg",
+        ".ini",
+        ".yaml",
+        ".yml",
+        ".mk",
+        ".cmake",
+        ".txt",
+        ".md",
+        ".rst",
+    ]
+)
+SOURCE_NAMES = frozenset({"Makefile", "Dockerfile", "Snakefile", "Justfile", "dvc.yaml"})
+
+
+def is_source_name(rel: str) -> bool:
+    name = rel.rpartition("/")[2]
+    dot = name.rfind(".")  # as os.path.splitext: a leading dot starts no suffix
+    return name in SOURCE_NAMES or (dot > 0 and name[dot:].lower() in SOURCE_SUFFIXES)
+
+
 #: Untracked files above this size are taken for data, not source, and left out of snapshots.
 MAX_UNTRACKED_SOURCE = 1 << 20
 
@@ -33,6 +81,11 @@ class WorkTreeStatus:
 
 
 def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
+    """Tracked paths that differ from HEAD, and the untracked, not ignored files.
+
+    One `git status`: limiting the untracked listing with source-name pathspecs (so that
+    100,000 untracked data files are not listed) measured twice as slow, since git then
+    matches every file against every pattern."""
     out = run_git(
         [
             "status",
@@ -49,8 +102,7 @@ def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
     for item in out.split(b"\0"):
         if len(item) < 4:
             continue
-        code, path = item[:2], os.fsdecode(item[3:])
-        (untracked if code == b"??" else modified).append(path)
+        (untracked if item[:2] == b"??" else modified).append(os.fsdecode(item[3:]))
     return WorkTreeStatus(tuple(modified), tuple(untracked))
 
 
