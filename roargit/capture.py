@@ -129,9 +129,15 @@ def sort_accesses(
     # Every interpreter reads its .pth files and editable-install finders at start-up: that is
     # not a use of those distributions, so they are dropped before packages are named.
     startup = {a.path for a in kept if _is_startup_file(a.path)}
-    packages, package_files = packages_for_paths(
-        [a.path for a in kept if a.path not in startup], code_roots=[root]
-    )
+    # Inside the repo only an environment's files (a .venv there) can be package files: the
+    # repo's own sources never are (code_roots), so its data files skip the lookup.
+    candidates = [
+        p
+        for a in kept
+        if (p := a.path) not in startup
+        and (not p.startswith(root_slash) or "-packages/" in p or "/bin/" in p or ".egg" in p)
+    ]
+    packages, package_files = packages_for_paths(candidates, code_roots=[root])
     package_files |= startup
     inputs, outputs, code_reads, warnings = [], [], [], []
     for a in kept:
