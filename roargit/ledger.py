@@ -28,7 +28,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from roargit import records
 from roargit.errors import GitFailed, RecordCorrupt, RoarError
@@ -58,6 +58,8 @@ MAX_ATTEMPTS = 400
 #: cat-file answers a read in 0.05-0.5 ms (a pipe round trip; more on a loaded machine),
 #: pygit2 in ~0.01 ms after a 60-100 ms import: past this many reads, pygit2 is cheaper.
 SWITCH_TO_PYGIT2_AT = 150
+
+R = TypeVar("R", RunRecord, SessionRecord)
 
 Entry = NewEntry  # one path to add: a blob's bytes, or an existing tree by id
 
@@ -254,21 +256,21 @@ class Ledger:
         return records.decode(data, name)
 
     def run(self, run_id: str) -> RunRecord:
-        data = self._blob("runs", *fanout(run_id), run_id)
-        if data is None:
-            raise KeyError(run_id)
-        record = self._read_record(data, f"run {run_id[:12]}", run_id)
-        if not isinstance(record, RunRecord):
-            raise RecordCorrupt(f"run {run_id[:12]}", "is not a run record")
-        return record
+        return self._typed(("runs", *fanout(run_id), run_id), run_id, "run", RunRecord)
 
     def session(self, session_id: str) -> SessionRecord:
-        data = self._blob("sessions", session_id[:2], session_id, "session")
+        where = ("sessions", session_id[:2], session_id, "session")
+        return self._typed(where, session_id, "session", SessionRecord)
+
+    def _typed(self, where: tuple[str, ...], record_id: str, what: str, kind: type[R]) -> R:
+        """The record stored at `where`, checked against its id and type; KeyError if none."""
+        data = self._blob(*where)
         if data is None:
-            raise KeyError(session_id)
-        record = self._read_record(data, f"session {session_id[:12]}", session_id)
-        if not isinstance(record, SessionRecord):
-            raise RecordCorrupt(f"session {session_id[:12]}", "is not a session record")
+            raise KeyError(record_id)
+        name = f"{what} {record_id[:12]}"
+        record = self._read_record(data, name, record_id)
+        if not isinstance(record, kind):
+            raise RecordCorrupt(name, f"is not a {what} record")
         return record
 
     def find_runs(self, prefix: str) -> list[RunId]:
