@@ -88,7 +88,11 @@ def _walk_bounded(folder: str, limit: int) -> list[str] | None:
 
 
 def encode_manifest(entries: list[ManifestEntry]) -> tuple[str, bytes]:
-    rows = sorted([e.path, e.hash, e.size] for e in entries)
+    return _encode_rows(sorted((e.path, e.hash, e.size) for e in entries))
+
+
+def _encode_rows(rows: list[tuple[str, str, int]]) -> tuple[str, bytes]:
+    """The one encoding of a manifest: sorted (path, hash, size) rows."""
     data = msgpack.packb(
         {"type": "manifest", "v": 1, "files": rows},
         use_bin_type=True,
@@ -107,12 +111,8 @@ def manifest_from_hashes(
     cut = len(folder) + 1
     rows = [(f[cut:], h[0], h[1]) for f in files if (h := hashes.get(f)) is not None]
     rows.sort()
-    data = msgpack.packb(
-        {"type": "manifest", "v": 1, "files": rows},
-        use_bin_type=True,
-        unicode_errors="surrogateescape",
-    )
-    return record_id(data), data, sum(r[2] for r in rows), len(rows)
+    digest, data = _encode_rows(rows)
+    return digest, data, sum(r[2] for r in rows), len(rows)
 
 
 def decode_manifest_rows(data: bytes, name: str) -> dict[str, str]:
