@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from roargit.errors import RoarError, TracerUnavailable
 
@@ -39,9 +40,11 @@ class TraceLogTooNew(RoarError):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class FileAccess:
-    """What the run did to one path (absolute, decoded with `os.fsdecode`)."""
+class FileAccess(NamedTuple):
+    """What the run did to one path (absolute, decoded with `os.fsdecode`).
+
+    A NamedTuple rather than a frozen dataclass: a big run makes one per path (100,000+), and
+    a frozen dataclass's __init__ costs about 3 µs each against under 1 µs here."""
 
     path: str
     read: bool = False
