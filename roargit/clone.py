@@ -4,7 +4,7 @@ an ordinary `git fetch` bring other clones' ledgers along."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roargit.git import run_git
 from roargit.ledger import LEDGER_REF, REMOTES_PREFIX
@@ -13,8 +13,7 @@ from roargit.repo import RepoPaths, ensure_roar_dir
 CLONE_ID_FILE = "clone-id"
 
 
-@dataclass(frozen=True, slots=True)
-class InitResult:
+class InitResult(NamedTuple):
     roar_dir: str
     created: bool
     remotes_configured: tuple[str, ...]

@@ -8,8 +8,8 @@ which wins. Reads take one `git config --list` (see read_all); writes go through
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from roargit.errors import ConfigError
 from roargit.git import run_git
@@ -18,8 +18,7 @@ from roargit.repo import RepoPaths
 TEAM_FILE = ".roarconfig"
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
+class Setting(NamedTuple):
     default: str
     help: str
 
@@ -39,8 +38,7 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class Value(NamedTuple):
     key: str
     value: str
     origin: str  # "git", "team" (.roarconfig) or "default"

@@ -40,8 +40,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from roargit.errors import RecordCorrupt
 from roargit.redact import MARK, is_secret_name, redact_value
@@ -49,35 +48,30 @@ from roargit.redact import MARK, is_secret_name, redact_value
 # --- the record ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PythonInfo:
+class PythonInfo(NamedTuple):
     implementation: str  # "CPython", "PyPy", or "" when it could not be told
     version: str  # "3.11.7", or "3.11" when only the executable's name says
     executable: str
 
 
-@dataclass(frozen=True, slots=True)
-class OsInfo:
+class OsInfo(NamedTuple):
     system: str  # "Linux"
     release: str  # kernel release, "6.8.0-45-generic"
     distro: str  # /etc/os-release PRETTY_NAME, "" when absent
 
 
-@dataclass(frozen=True, slots=True)
-class CpuInfo:
+class CpuInfo(NamedTuple):
     model: str
-    count: int
+    cores: int  # recorded as "count"
 
 
-@dataclass(frozen=True, slots=True)
-class GpuInfo:
+class GpuInfo(NamedTuple):
     name: str
     driver: str
     memory_mib: int  # 0 when nvidia-smi did not say
 
 
-@dataclass(frozen=True, slots=True)
-class Environment:
+class Environment(NamedTuple):
     """Where a run ran. `env_vars` and `packages` are dicts for the codec: treat as read-only."""
 
     python: PythonInfo
@@ -87,8 +81,8 @@ class Environment:
     gpus: tuple[GpuInfo, ...]
     hostname: str
     user: str
-    env_vars: dict[str, str] = field(default_factory=dict)
-    packages: dict[str, str] = field(default_factory=dict)
+    env_vars: dict[str, str]
+    packages: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain str/int/list/dict data, for the canonical msgpack codec."""
@@ -100,7 +94,7 @@ class Environment:
             },
             "os": {"system": self.os.system, "release": self.os.release, "distro": self.os.distro},
             "arch": self.arch,
-            "cpu": {"model": self.cpu.model, "count": self.cpu.count},
+            "cpu": {"model": self.cpu.model, "count": self.cpu.cores},
             "gpus": [
                 {"name": g.name, "driver": g.driver, "memory_mib": g.memory_mib} for g in self.gpus
             ],
@@ -134,7 +128,7 @@ class Environment:
                 distro=_str(osd, "distro"),
             ),
             arch=_str(data, "arch"),
-            cpu=CpuInfo(model=_str(cpu, "model"), count=_int(cpu, "count")),
+            cpu=CpuInfo(model=_str(cpu, "model"), cores=_int(cpu, "count")),
             gpus=tuple(
                 GpuInfo(
                     name=_str(g, "name"), driver=_str(g, "driver"), memory_mib=_int(g, "memory_mib")
@@ -260,7 +254,7 @@ def _cpu_info() -> CpuInfo:
             head = f.read(8192)
     except OSError:
         head = ""
-    return CpuInfo(model=parse_cpuinfo(head), count=os.cpu_count() or 0)
+    return CpuInfo(model=parse_cpuinfo(head), cores=os.cpu_count() or 0)
 
 
 @functools.cache
@@ -413,20 +407,22 @@ _SITE_ROOT = re.compile(r"^(.*?/(?:site|dist)-packages)(?:/|$)")
 _EGG_DIR = re.compile(r"^(?P<name>[^-/]+)-(?P<version>[^-/]+)(?:-[^/]*)?\.egg$")
 
 
-@dataclass(slots=True)
 class _RootIndex:
     """What one site-packages dir holds: which distribution owns each top-level name."""
 
-    # top-level name (package dir, `mod.py`, `x.dist-info`, `x.pth`) → (name, version)
-    tops: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Namespace packages (`google/`, `nvidia/`) are shared by several distributions; below
-    # such a top the owner is found by file, then by the deepest directory with one owner.
-    shared_files: dict[str, tuple[str, str]] = field(default_factory=dict)
-    shared_dirs: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
-    # Files a distribution installed outside the root (console scripts in bin/), absolute.
-    outside: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Source dirs of editable installs, absolute.
-    editable: dict[str, tuple[str, str]] = field(default_factory=dict)
+    __slots__ = ("editable", "outside", "shared_dirs", "shared_files", "tops")
+
+    def __init__(self) -> None:
+        # top-level name (package dir, `mod.py`, `x.dist-info`, `x.pth`) → (name, version)
+        self.tops: dict[str, tuple[str, str]] = {}
+        # Namespace packages (`google/`, `nvidia/`) are shared by several distributions; below
+        # such a top the owner is found by file, then by the deepest directory with one owner.
+        self.shared_files: dict[str, tuple[str, str]] = {}
+        self.shared_dirs: dict[str, set[tuple[str, str]]] = {}
+        # Files a distribution installed outside the root (console scripts in bin/), absolute.
+        self.outside: dict[str, tuple[str, str]] = {}
+        # Source dirs of editable installs, absolute.
+        self.editable: dict[str, tuple[str, str]] = {}
 
 
 def _metadata_fields(path: str) -> tuple[str, str]:

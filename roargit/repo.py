@@ -8,16 +8,15 @@ so that every worktree of a clone shares one ledger and one `.git/roar/`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from roargit.errors import NotAGitRepo
 
 ROAR_DIRNAME = "roar"
 
 
-@dataclass(frozen=True, slots=True)
-class RepoPaths:
+class RepoPaths(NamedTuple):
     root: Path  # the work tree's top folder
     git_dir: Path  # this work tree's git dir
     common_dir: Path  # shared by all worktrees: objects, refs, config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roargit import session
 from roargit.clone import clone_id
@@ -20,8 +20,7 @@ class EmptySession(RoarError):
         super().__init__("the session has no steps to pop")
 
 
-@dataclass(frozen=True, slots=True)
-class PopResult:
+class PopResult(NamedTuple):
     label: str
     run_id: RunId
     removed: tuple[str, ...]  # untracked outputs deleted (their bytes are in the blob store)

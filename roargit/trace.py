@@ -10,13 +10,11 @@ This module is on the hot path of `roar run`: it imports nothing heavy.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,8 +58,7 @@ class FileAccess(NamedTuple):
     regular: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
+class Process(NamedTuple):
     pid: int
     ppid: int  # 0 for the command itself
     argv: tuple[str, ...]
@@ -70,8 +67,7 @@ class Process:
     exit_code: int | None = None  # 128 + signal when killed; None when it outlived the trace
 
 
-@dataclass(frozen=True, slots=True)
-class Trace:
+class Trace(NamedTuple):
     mode: str  # MODE_PTRACE or MODE_FALLBACK
     complete: bool  # False: some accesses may be missing; `warnings` says why
     exit_code: int  # the command's status, 128 + signal if it was killed
@@ -83,8 +79,7 @@ class Trace:
     leftover: tuple[int, ...] = ()  # pids still running when the trace ended
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One file event of the log, in log order. `existed` is None where not recorded."""
 
     kind: str  # open, rename, unlink, truncate, link, symlink, mkdir, rmdir, exec
@@ -94,8 +89,7 @@ class Event:
     existed: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TraceLog:
+class TraceLog(NamedTuple):
     """The parsed log: events plus what the tracer said about the run as a whole."""
 
     version: int
@@ -178,7 +172,7 @@ class _Procs:
 def parse_log(data: bytes) -> TraceLog:
     """Parse a roar-trace event log (docs/trace-format.md). Pure: takes the bytes."""
     log, rows = _parse(data)
-    return dataclasses.replace(log, events=tuple(Event(*r) for r in rows))
+    return log._replace(events=tuple(Event(*r) for r in rows))
 
 
 # An event as a plain tuple (Event's fields, in order): cheaper to build and to read in bulk.

@@ -299,7 +299,7 @@ def test_capture_on_this_machine(tmp_path: Path) -> None:
     if os.path.exists("/etc/os-release"):
         assert e.os.distro
     assert e.arch == platform.machine()
-    assert e.cpu.count == os.cpu_count()
+    assert e.cpu.cores == os.cpu_count()
     assert e.cpu.model  # every Linux /proc/cpuinfo names the CPU somehow
     assert e.gpus == ()
     assert e.hostname == socket.gethostname()
@@ -497,7 +497,7 @@ def test_through_the_record_codec() -> None:
 
 def test_from_dict_tolerates_missing_fields() -> None:
     e = Environment.from_dict({"arch": "x86_64"})
-    assert e.arch == "x86_64" and e.gpus == () and e.packages == {} and e.cpu.count == 0
+    assert e.arch == "x86_64" and e.gpus == () and e.packages == {} and e.cpu.cores == 0
 
 
 @pytest.mark.parametrize(
