@@ -16,13 +16,15 @@ anywhere in the name) than for flags and `key=value` pairs (`is_secret_flag`: th
 word of the name), because ML command lines are full of harmless names that contain a secret
 word — `--max-tokens`, `--pad-token`, `--sort-key` — while environment names rarely are.
 
-Everything is precompiled: this runs on every `roar run` over the whole environment and argv.
+This runs on every `roar run` over the whole environment and argv. The value rules are compiled
+on first use (by `re`'s own cache): most runs hold no value that triggers them, and compiling
+all of them at import would add milliseconds to every `roar run`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 MARK = "<redacted>"
 
@@ -105,11 +107,12 @@ _NOT_YET = rf"(?!{re.escape(MARK)})"
 # (pattern, replacement); every pattern keeps what is not secret in a group named `keep`.
 # Order matters only for readability of the result: vendor tokens first (they keep their
 # prefix), then the generic rules that would swallow the whole value.
-_VALUE_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = []
+_VALUE_RULES: list[tuple[str, int]] = []
+_KEEP_AND_MARK = rf"\g<keep>{MARK}"
 
 
 def _rule(pattern: str, flags: int = 0) -> None:
-    _VALUE_RULES.append((re.compile(pattern, flags), rf"\g<keep>{MARK}"))
+    _VALUE_RULES.append((pattern, flags))
 
 
 # PEM / OpenSSH private keys: keep the armour lines so the reader sees what it was. A block
@@ -197,8 +200,8 @@ def redact_value(value: str) -> str:
     """`value` with every secret found by its shape (or by the name just before it) replaced."""
     low = value.lower()
     if any(map(low.__contains__, _RULE_TRIGGERS)):
-        for pattern, repl in _VALUE_RULES:
-            value = pattern.sub(repl, value)
+        for pattern, flags in _VALUE_RULES:
+            value = re.sub(pattern, _KEEP_AND_MARK, value, flags=flags)
     if any(map(low.__contains__, _NAME_TRIGGERS)):
         value = _redact_assignments(value)
     return value
