@@ -39,7 +39,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from roargit.errors import RecordCorrupt
@@ -362,20 +362,49 @@ DEFAULT_ENV_INCLUDE: tuple[str, ...] = (
 
 
 @functools.lru_cache(maxsize=64)
-def _env_selector(include: tuple[str, ...]) -> re.Pattern[str]:
-    # Case-sensitive on purpose: environment names are (POSIX), and a glob from the user's
-    # config means exactly what it says.
-    return re.compile("|".join(fnmatch.translate(g) for g in (*DEFAULT_ENV_INCLUDE, *include)))
+def _env_selector(include: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test for variable names matching any of the globs. Names, `X_*` and `*_X` (all the
+    defaults) are set and prefix/suffix tests; only other globs go through a regex, whose
+    compilation would cost a millisecond or two on every `roar run`. Case-sensitive on purpose:
+    environment names are (POSIX), and a glob from the user's config means what it says."""
+    names: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    others: list[str] = []
+    for g in (*DEFAULT_ENV_INCLUDE, *include):
+        if not _GLOB_CHARS.search(g):
+            names.add(g)
+        elif g.endswith("*") and not _GLOB_CHARS.search(g[:-1]):
+            prefixes.append(g[:-1])
+        elif g.startswith("*") and not _GLOB_CHARS.search(g[1:]):
+            suffixes.append(g[1:])
+        else:
+            others.append(g)
+    starts, ends = tuple(prefixes), tuple(suffixes)
+    rest = re.compile("|".join(fnmatch.translate(g) for g in others)) if others else None
+
+    def wanted(name: str) -> bool:
+        return (
+            name in names
+            or name.startswith(starts)
+            or name.endswith(ends)
+            or (rest is not None and rest.match(name) is not None)
+        )
+
+    return wanted
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def select_env(env: Mapping[str, str], include: Iterable[str] = ()) -> dict[str, str]:
     """The variables of `env` worth recording (the defaults plus `include` globs), redacted:
     secret-named ones get the marker, the rest lose secret-looking parts of their values."""
-    selector = _env_selector(tuple(include))
+    wanted = _env_selector(tuple(include))
     return {
         name: MARK if is_secret_name(name) else redact_value(value)
         for name, value in sorted(env.items())
-        if selector.match(name)
+        if wanted(name)
     }
 
 

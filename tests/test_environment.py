@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import os
 import platform
@@ -34,6 +35,7 @@ from roargit.environment import (
     parse_nvidia_smi,
     parse_os_release,
     python_info,
+    select_env,
 )
 from roargit.errors import RecordCorrupt
 from roargit.redact import MARK
@@ -351,6 +353,15 @@ def test_env_vars_selected_and_redacted() -> None:
     assert included["MYAPP_BATCH"] == "32"
     assert included["MYAPP_TOKEN"] == MARK
     assert "EDITOR" not in included and "AWS_SECRET_ACCESS_KEY" not in included
+
+
+def test_include_globs_of_every_shape_match_like_fnmatch() -> None:
+    names = ["EDITOR", "EDIT", "XEDITOR", "RUN_ID", "MY_RUN_ID", "A1C", "ABC", "AC", "K[1]", "K1"]
+    env = {n: "v" for n in names}
+    globs = ["EDITOR", "*_ID", "A?C", "K[0-9]"]
+    chosen = set(select_env(env, globs))
+    assert chosen == {n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)}
+    assert chosen == {"EDITOR", "RUN_ID", "MY_RUN_ID", "A1C", "ABC", "K1"}
 
 
 def test_python_info_for_a_venv_of_this_interpreter(venv: dict[str, Path]) -> None:
