@@ -16,11 +16,13 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from roargit.errors import RoarError, TracerUnavailable
 
-LOG_VERSION = 2  # 2: the shim (start has a SHIM field; records after `end` are ignored)
+LOG_VERSION = 3  # 2: the shim (start has a SHIM field; records after `end` are ignored)
+# 3: the summary (`file` records: one per path, the bits of its `open` records OR-ed)
 MODE_PTRACE = "ptrace"
 MODE_FALLBACK = "fallback"
 _TRACER_FAILED = 125  # the tracer's own failure status (see roar-trace.c)
@@ -106,6 +108,10 @@ class TraceLog(NamedTuple):
     exit_code: int | None
     signal: int | None
     shim: bool = False  # roar-shim.so recorded the calls of dynamically linked programs
+    # From a summary's `file` records: path -> access bits of its opens, and what is at the
+    # path now ("file", "dir", "other", "none"; absent where the path was normalised).
+    summarized: Mapping[str, int] = MappingProxyType({})
+    states: Mapping[str, str] = MappingProxyType({})
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -170,21 +176,54 @@ class _Procs:
 
 
 def parse_log(data: bytes) -> TraceLog:
-    """Parse a roar-trace event log (docs/trace-format.md). Pure: takes the bytes."""
-    log, rows = _parse(data)
-    return log._replace(events=tuple(Event(*r) for r in rows))
+    """Parse a roar-trace event log or summary (docs/trace-format.md). Pure: takes the bytes."""
+    summarized: dict[str, int] = {}
+    states: dict[str, str] = {}
+    log, rows = _parse(data, None, summarized, states)
+    return log._replace(events=tuple(Event(*r) for r in rows), summarized=summarized, states=states)
 
 
 # An event as a plain tuple (Event's fields, in order): cheaper to build and to read in bulk.
 _Row = tuple[str, int, tuple[str, ...], int, "bool | None"]
 
 
-def _parse(data: bytes, opens: dict[str, int] | None = None) -> tuple[TraceLog, list[_Row]]:
+_STATE_OF = {b"f": "file", b"d": "dir", b"o": "other", b"n": "none"}
+
+
+def _file_template(bits: int, state: bytes) -> tuple[Any, ...] | None:
+    """FileAccess's fields after the path for a summary's `file BITS STATE` record whose path
+    no other record touches; None where the rules need more than these two (see `_classify`:
+    a directory, or a path gone by the end)."""
+    if state not in (b"f", b"o"):
+        return None
+    return (bool(bits & _READ), bool(bits & _WRITTEN), bool(bits & _CREATED), False, False,
+            False, (), (), state == b"f")  # fmt: skip
+
+
+_new_tuple = tuple.__new__
+
+
+def _parse(
+    data: bytes,
+    opens: dict[str, int] | None = None,
+    summarized: dict[str, int] | None = None,
+    states: dict[str, str] | None = None,
+    direct: dict[str, FileAccess] | None = None,
+) -> tuple[TraceLog, list[_Row]]:
     """parse_log, with the events as rows and `TraceLog.events` left empty.
 
-    With `opens`, `open` records (nearly all of a big log) make no rows: each one's access
+    With `opens`, `open` records (nearly all of a raw log) make no rows: each one's access
     bits (`_open_bits`) are OR-ed into `opens` under its path, and `_classify` takes them
-    from there. That skips a tuple and an int() per record, and a pass over the rows."""
+    from there. That skips a tuple and an int() per record, and a pass over the rows.
+    A summary's `file` records go to `summarized` (bits, OR-ed; default `opens`) and `states`;
+    with `direct`, those of regular files and symlinks become FileAccess objects there at
+    once (`_classify` merges in what other records did to the same paths): a big run's
+    per-path work, done once, a line at a time."""
+    if summarized is None:
+        summarized = opens if opens is not None else {}
+    if states is None:
+        states = {}
+    templates: dict[bytes, tuple[Any, ...] | None] = {}
     lines = data.split(b"\n")
     head = lines[0].split(b" ")
     if len(head) != 2 or head[0] != b"roar-trace" or not head[1].isdigit():
@@ -211,7 +250,26 @@ def _parse(data: bytes, opens: dict[str, int] | None = None) -> tuple[TraceLog, 
         for line in body:
             f = line.split(b" ")
             kind = f[0]
-            if kind == b"open" and opens is not None:
+            if kind == b"file":  # FILE BITS STATE PATH: nearly all of a summary
+                tok = f[3]
+                if b"/." in tok or b"//" in tok or tok.endswith(b"/"):
+                    # normalised: what the tracer lstat-ed is not this path; lstat it again
+                    path = _path(tok)
+                    summarized[path] = summarized.get(path, 0) | int(f[1])
+                    continue
+                path = (_unescape(tok) if b"%" in tok else tok).decode(_FS_ENCODING, _FS_ERRORS)
+                if direct is not None:
+                    key = f[1] + f[2]
+                    if key in templates:
+                        tpl = templates[key]
+                    else:
+                        tpl = templates[key] = _file_template(int(f[1]), f[2])
+                    if tpl is not None:
+                        direct[path] = _new_tuple(FileAccess, (path, *tpl))
+                        continue
+                summarized[path] = summarized.get(path, 0) | int(f[1])
+                states[path] = _STATE_OF[f[2]]
+            elif kind == b"open" and opens is not None:
                 fl = f[2] + f[3]
                 b = bits_of.get(fl)
                 if b is None:
@@ -284,7 +342,7 @@ def _parse(data: bytes, opens: dict[str, int] | None = None) -> tuple[TraceLog, 
                 # run ends here.
                 break
             # unknown record kinds are skipped: minor versions may add them
-    except (IndexError, ValueError) as e:
+    except (IndexError, KeyError, ValueError) as e:
         raise TraceLogCorrupt(f"bad record {line[:80]!r}: {e}") from None
     return TraceLog(
         version=version,
@@ -370,16 +428,21 @@ def _list_dir(d: str, wanted: int) -> dict[str, str] | None:
 
 
 def summarize(
-    events: Sequence[Event], state_at_end: Callable[[str], str] = _state_at_end
+    events: Sequence[Event],
+    state_at_end: Callable[[str], str] = _state_at_end,
+    *,
+    summarized: Mapping[str, int] | None = None,
+    states: Mapping[str, str] | None = None,
 ) -> dict[str, FileAccess]:
-    """Apply the classification rules of docs/trace-format.md to `events` (in log order).
+    """Apply the classification rules of docs/trace-format.md to `events` (in log order),
+    plus a summary's `file` records (`TraceLog.summarized` and `.states`) when given.
 
     `state_at_end(path)` says what is at a path after the run ('file', 'other', 'dir' or
     'none', as `_state_at_end`): the tracer does not wait for a call's result, so a call that
     failed is told apart from one that worked by what exists afterwards.
     """
     rows = [(ev.kind, ev.pid, ev.paths, ev.flags, ev.existed) for ev in events]
-    return _classify(rows, state_at_end)
+    return _classify(rows, state_at_end, summarized, states)
 
 
 def _open_bits(flags: int, existed: bool | None) -> int:
@@ -401,9 +464,13 @@ def _classify(
     rows: Iterable[_Row],
     state_at_end: Callable[[str], str] = _state_at_end,
     opens: Mapping[str, int] | None = None,
+    known: Mapping[str, str] | None = None,
+    direct: dict[str, FileAccess] | None = None,
 ) -> dict[str, FileAccess]:
     """summarize, on rows (see `_parse`), plus the bits of `open` records gathered by path
-    (`_parse`'s `opens`)."""
+    (`_parse`'s `opens`); `known` holds states already found (a summary's). `direct` (taken
+    over and returned) holds accesses `_parse` made from a summary: a path that rows touch
+    too is taken out of it and classified here with its bits."""
     bits: dict[str, int] = {}
     renamed_from: dict[str, list[str]] = {}
     renamed_to: dict[str, list[str]] = {}
@@ -433,11 +500,21 @@ def _classify(
         elif kind == "exec":
             bits[paths[0]] = get(paths[0], 0) | _EXECUTED
         # mkdir/rmdir: directories are not file accesses
+    if direct:
+        for path in [p for p in bits if p in direct]:
+            a = direct.pop(path)
+            bits[path] |= (a.read and _READ) | (a.written and _WRITTEN) | (a.created and _CREATED)
 
-    out: dict[str, FileAccess] = {}
+    out: dict[str, FileAccess] = direct if direct is not None else {}
     if state_at_end is _state_at_end:
-        states = _states_at_end(bits)
+        if known:
+            states = dict(known)
+            states.update(_states_at_end([p for p in bits if p not in known]))
+        else:
+            states = _states_at_end(bits)
         state_of: Callable[[str], str] = states.__getitem__
+    elif known:
+        state_of = lambda p: known[p] if p in known else state_at_end(p)  # noqa: E731
     else:
         state_of = state_at_end
     for path, b in bits.items():
@@ -514,15 +591,18 @@ def run_traced(
         fd, name = tempfile.mkstemp(prefix="roar-trace-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
+    summary_path = Path(f"{log_path}.summary")
     try:
         status, data = _spawn_tracer(tracer, argv, Path(cwd), run_env, Path(log_path))
     finally:
         if own_log:
-            data_path = Path(log_path)
-            if data_path.exists():
-                data_path.unlink()
+            for p in (Path(log_path), summary_path):
+                if p.exists():
+                    p.unlink()
     opens: dict[str, int] = {}
-    parsed = _parse(data, opens) if data else None
+    states: dict[str, str] = {}
+    direct: dict[str, FileAccess] = {}
+    parsed = _parse(data, opens, None, states, direct) if data else None
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
         from roargit import trace_fallback
@@ -531,7 +611,7 @@ def run_traced(
     if log is None:
         raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
     assert parsed is not None
-    return _to_trace(log, status, _classify(parsed[1], opens=opens))
+    return _to_trace(log, status, _classify(parsed[1], opens=opens, known=states, direct=direct))
 
 
 def _spawn_tracer(
@@ -539,10 +619,15 @@ def _spawn_tracer(
 ) -> tuple[int, bytes]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
-    args = [str(tracer), "--log", str(log_path.absolute()), "--cwd", str(cwd)]
+    # The summary (`file` records, docs/trace-format.md) is what is read when the tracer wrote
+    # one: a fraction of the raw log's lines for a big run.
+    summary = Path(f"{log_path.absolute()}.summary")
+    args = [str(tracer), "--log", str(log_path.absolute()), "--summary", str(summary)]
+    args += ["--cwd", str(cwd)]
     if previous == signal.SIG_IGN:
         args.append("--sigint-ignored")
     args += ["--", *argv]
+    summary.unlink(missing_ok=True)  # an old run's must never pass for this one's
     if in_main:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -552,11 +637,12 @@ def _spawn_tracer(
     finally:
         if in_main and previous is not None:
             signal.signal(signal.SIGINT, previous)
-    try:
-        data = log_path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    return status, data
+    for path in (summary, log_path):
+        try:
+            return status, path.read_bytes()
+        except FileNotFoundError:
+            pass
+    return status, b""
 
 
 def _to_trace(log: TraceLog, status: int, files: dict[str, FileAccess]) -> Trace:

@@ -423,6 +423,40 @@ def test_refused_ptrace_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert seen(t, tmp_path) == {"out": {"written", "created"}}
 
 
+def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
+    """What `run_traced` reads (the tracer's summary) gives the same accesses as the rules on
+    the raw log, for a run that reads, writes, renames, deletes, links and execs."""
+    from roargit.trace import _classify, _parse, parse_log, summarize, tracer_path
+
+    (tmp_path / "in").write_text("x\n")
+    (tmp_path / "old").write_text("o\n")
+    script = (
+        "cat in > out; cp in copy; mv copy old; sed -i s/x/y/ out; echo t > tmp; rm tmp; "
+        "ln -s in sym; cat sym > /dev/null; ln in hard; : > trunc; mkdir dir; "
+        "cat missing 2>/dev/null; printf 'a' >> 'with space'; touch dir/./inner"
+    )
+    log, summary = tmp_path / "log", tmp_path / "log.summary"
+    r = subprocess.run(
+        [tracer_path(), "--log", log, "--summary", summary, "--", "bash", "-c", script],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert r.returncode == 0
+    assert b"\nfile " in summary.read_bytes() and b"\nopen " not in summary.read_bytes()
+    raw = parse_log(log.read_bytes())
+    expected = summarize(raw.events)
+    opens: dict[str, int] = {}
+    states: dict[str, str] = {}
+    direct: dict[str, FileAccess] = {}
+    parsed, rows = _parse(summary.read_bytes(), opens, None, states, direct)
+    assert direct  # the fast path was taken
+    got = _classify(rows, opens=opens, known=states, direct=direct)
+    assert got == expected
+    assert parsed.processes == raw.processes and parsed.exit_code == raw.exit_code == 0
+    names = {Path(p).name for p in got if p.startswith(str(tmp_path))}
+    assert {"in", "out", "old", "tmp", "sym", "hard", "trunc", "with space", "inner"} <= names
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite already runs as an ordinary user")
 def test_as_an_ordinary_user() -> None:
     import tempfile

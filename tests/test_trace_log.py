@@ -48,7 +48,7 @@ def test_header_and_version() -> None:
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"something else\n")
     with pytest.raises(TraceLogTooNew):
-        parse_log(b"roar-trace 3\n")
+        parse_log(b"roar-trace 4\n")
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"roar-trace 1\nopen x\n")
 
@@ -154,3 +154,30 @@ def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[object, ..
     assert _classify(rows, lambda p: state(p, "file"), opens=opens) == _classify(
         _parse(data)[1], lambda p: state(p, "file")
     )
+
+
+def test_summary_file_records() -> None:
+    log = parse_log(
+        b"roar-trace 3\nstart 5 1 1\n"
+        b"file 1 f /d/in\n"
+        b"file 6 n /d/tmp\n"
+        b"file 3 o /d/a%20link\n"
+        b"file 2 f /d/./x\n"
+        b"unlink 5 1 /d/tmp\n"
+        b"end code 0\n"
+    )
+    assert log.finished and log.events[0].kind == "unlink"
+    assert log.summarized == {"/d/in": 1, "/d/tmp": 6, "/d/a link": 3, "/d/x": 2}
+    # STATE is taken as the tracer saw it, except for a path the reader normalised
+    assert log.states == {"/d/in": "file", "/d/tmp": "none", "/d/a link": "other"}
+    files = summarize(log.events, lambda p: "file", summarized=log.summarized, states=log.states)
+    assert files["/d/in"].read and files["/d/in"].regular and not files["/d/in"].written
+    assert files["/d/tmp"].temporary and files["/d/tmp"].deleted
+    link = files["/d/a link"]
+    assert link.read and link.written and not link.regular
+    assert files["/d/x"].written and files["/d/x"].regular  # state_at_end asked
+
+
+def test_summary_with_a_bad_state_is_refused() -> None:
+    with pytest.raises(TraceLogCorrupt):
+        parse_log(b"roar-trace 3\nfile 1 q /x\nend code 0\n")
