@@ -23,7 +23,7 @@ from pathlib import Path
 from roargit import codestate, config, folders, session
 from roargit.clone import clone_id
 from roargit.codestate import is_source_name
-from roargit.environment import capture_environment, is_system_path, packages_for_paths
+from roargit.environment import capture_environment, packages_for_paths, system_paths
 from roargit.errors import FileChanged, RoarError
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import Entry, Ledger
@@ -45,9 +45,11 @@ class RunOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Sorted:
-    inputs: list[str]  # absolute paths
+    # Absolute paths, in the trace's order (a caller sorts what is left after folders are
+    # grouped: 100,000 paths of a grouped folder need no sort).
+    inputs: list[str]
     outputs: list[str]
-    code_reads: list[str]  # relative to the repo root
+    code_reads: list[str]  # the inputs inside the repo, relative to its root
     packages: dict[str, str]
     warnings: list[str]
 
@@ -113,6 +115,7 @@ def sort_accesses(
 ) -> Sorted:
     root = str(paths.root)
     root_slash = root + "/"
+    cut = len(root_slash)
     git_dirs = tuple({str(paths.git_dir), str(paths.common_dir)})
     git_prefixes = tuple(g + "/" for g in git_dirs)
     # A work tree may itself lie inside a git dir (roar reproduce's worktrees under
@@ -120,42 +123,54 @@ def sort_accesses(
     inner = any(root.startswith(g) for g in git_prefixes)
     own_git = root_slash + ".git/"
 
-    def in_git_dir(p: str) -> bool:
-        if inner and p.startswith(root_slash) and not p.startswith(own_git):
-            return False
-        return p.startswith(git_prefixes) or p in git_dirs
-
-    kept = [a for p, a in files.items() if not a.temporary and not in_git_dir(p)]
+    # One pass over what may be 100,000 paths: each rare case (git's files, start-up files,
+    # package candidates) is told by prefix and substring tests before anything costlier.
+    kept: list[FileAccess] = []
     # Every interpreter reads its .pth files and editable-install finders at start-up: that is
     # not a use of those distributions, so they are dropped before packages are named.
-    startup = {a.path for a in kept if _is_startup_file(a.path)}
-    # Inside the repo only an environment's files (a .venv there) can be package files: the
-    # repo's own sources never are (code_roots), so its data files skip the lookup.
-    candidates = [
-        p
-        for a in kept
-        if (p := a.path) not in startup
-        and (not p.startswith(root_slash) or "-packages/" in p or "/bin/" in p or ".egg" in p)
-    ]
+    startup: set[str] = set()
+    candidates: list[str] = []
+    for p, a in files.items():
+        if a.temporary:
+            continue
+        if (p.startswith(git_prefixes) or p in git_dirs) and not (
+            inner and p.startswith(root_slash) and not p.startswith(own_git)
+        ):
+            continue
+        kept.append(a)
+        if (
+            p.endswith(".pth")
+            or "/_distutils_hack/" in p
+            or "/__editable__" in p
+            or "/libpython" in p
+        ) and _is_startup_file(p):
+            startup.add(p)
+            continue
+        # Inside the repo only an environment's files (a .venv there) can be package files:
+        # the repo's own sources never are (code_roots), so its data files skip the lookup.
+        if not p.startswith(root_slash) or "-packages/" in p or "/bin/" in p or ".egg" in p:
+            candidates.append(p)
     packages, package_files = packages_for_paths(candidates, code_roots=[root])
     package_files |= startup
+    noise = system_paths((a.path for a in kept), home, ignore)
     inputs, outputs, code_reads, warnings = [], [], [], []
+    isfile = os.path.isfile
     for a in kept:
         p = a.path
-        if p in package_files or is_system_path(p, home, ignore):
+        if p in package_files or p in noise:
             continue
-        exists = a.regular or os.path.isfile(p)  # the trace listed most of them
         written = a.written or a.created or bool(a.renamed_from)
-        if written and exists:
-            outputs.append(p)
-        elif (a.read or a.executed) and not written:
-            if not exists:
+        if written:
+            if a.regular or isfile(p):  # the trace listed most of them
+                outputs.append(p)
+        elif a.read or a.executed:
+            if not (a.regular or isfile(p)):
                 warnings.append(f"{rel_or_abs(p, root)} was read, then deleted: not recorded")
                 continue
             if p.startswith(root_slash):
-                code_reads.append(p)  # sorted into code or data once the code tree is known
+                code_reads.append(p[cut:])  # sorted into code or data once the tree is known
             inputs.append(p)
-    return Sorted(sorted(inputs), sorted(outputs), sorted(code_reads), packages, warnings)
+    return Sorted(inputs, outputs, code_reads, packages, warnings)
 
 
 def hash_settled(
@@ -266,9 +281,10 @@ def record_run(
     named = named_files(argv, cwd, root)
 
     def known_data(rels: list[str]) -> set[str]:
-        # An untracked text file named on the command line (`cat notes.txt`, `--vocab v.txt`)
-        # is the run's data, though .txt also names sources: only programs stay code.
-        data = {r for r in rels if not is_source_name(r) or (r in named and not is_program(r))}
+        # `rels`: untracked files with source names. One named on the command line
+        # (`cat notes.txt`, `--vocab v.txt`) is the run's data, though .txt also names
+        # sources: only programs stay code.
+        data = {r for r in rels if r in named and not is_program(r)}
         sources = [
             r
             for r in rels
@@ -299,8 +315,7 @@ def record_run(
     accesses = sort_accesses(trace.files, paths, home, ignore)
     warnings = list(trace.warnings) + accesses.warnings
 
-    code_rel = [rel_or_abs(p, root) for p in accesses.code_reads]
-    code_inputs = codestate.code_inputs(ledger.reader, code.tree, code_rel)
+    code_inputs = codestate.code_inputs(ledger.reader, code.tree, accesses.code_reads)
     in_code = {c.path for c in code_inputs}
 
     never = {"/", root, home, *map(str, paths.root.parents)}
@@ -310,6 +325,8 @@ def record_run(
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
         accesses.outputs, cache, root, never, ledger
     )
+    in_paths.sort()
+    out_paths.sort()
     hashes = hash_settled(cache, [*in_paths, *out_paths], warnings)
     inputs = []
     for ref in _file_refs(in_paths, hashes, root):

@@ -10,6 +10,7 @@ the lineage.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -77,15 +78,50 @@ MAX_UNTRACKED_SOURCE = 1 << 20
 @dataclass(frozen=True, slots=True)
 class WorkTreeStatus:
     modified: tuple[str, ...]  # tracked paths changed or deleted
-    untracked: tuple[str, ...]  # untracked, not ignored
+    untracked: tuple[str, ...]  # untracked, not ignored, and source by name (is_source_name)
+
+
+# Source-name endings in a lower-cased `git status -z` listing, as the bytes before a record's
+# NUL: a superset of is_source_name's rule (any case matches), so that the candidates are
+# found by C code and is_source_name decides. Case-insensitive matching in the regex, or the
+# names in its alternation, measured 5-40x slower than lower-casing the listing first and
+# finding the few whole names with str.find.
+_SOURCE_SUFFIX_END = re.compile(
+    "(?:" + "|".join(re.escape(s) for s in sorted(SOURCE_SUFFIXES)) + ")\0"
+)
+_SOURCE_NAME_ENDS = tuple(f"{n.lower()}\0" for n in sorted(SOURCE_NAMES))
+# Records of tracked paths: every record but untracked ones (`?? path`) starts a line after a
+# NUL (the listing gets one in front), with a status other than `?`.
+_TRACKED = re.compile("\0[^?\0][^\0] ([^\0]+)")
+
+
+def _untracked_sources(text: str) -> list[str]:
+    """The untracked source files of a `git status --porcelain=v1 -z` listing (`text`, with a
+    NUL in front), in its order, without a string per listed file."""
+    if not text.isascii():  # lower() may change lengths: no positions to share, so per record
+        return [r[3:] for r in text.split("\0") if r[:3] == "?? " and is_source_name(r[3:])]
+    low = text.lower()
+    ends = {m.end() - 1 for m in _SOURCE_SUFFIX_END.finditer(low)}
+    for needle in _SOURCE_NAME_ENDS:
+        i = low.find(needle)
+        while i >= 0:
+            ends.add(i + len(needle) - 1)
+            i = low.find(needle, i + 1)
+    found = []
+    for end in sorted(ends):
+        start = text.rfind("\0", 0, end) + 1
+        if text.startswith("?? ", start) and is_source_name(path := text[start + 3 : end]):
+            found.append(path)
+    return found
 
 
 def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
-    """Tracked paths that differ from HEAD, and the untracked, not ignored files.
+    """Tracked paths that differ from HEAD, and the untracked, not ignored source files.
 
     One `git status`: limiting the untracked listing with source-name pathspecs (so that
     100,000 untracked data files are not listed) measured twice as slow, since git then
-    matches every file against every pattern."""
+    matches every file against every pattern. The listing is searched by regex instead of
+    being split into a string per file (0.1-0.2 s fewer for 100,000 untracked files)."""
     out = run_git(
         [
             "status",
@@ -97,13 +133,8 @@ def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
         ],
         paths.root,
     ).stdout
-    modified: list[str] = []
-    untracked: list[str] = []
-    for item in out.split(b"\0"):
-        if len(item) < 4:
-            continue
-        (untracked if item[:2] == b"??" else modified).append(os.fsdecode(item[3:]))
-    return WorkTreeStatus(tuple(modified), tuple(untracked))
+    text = "\0" + os.fsdecode(out)
+    return WorkTreeStatus(tuple(_TRACKED.findall(text)), tuple(_untracked_sources(text)))
 
 
 def head(paths: RepoPaths, objects: ObjectReader) -> tuple[str | None, str | None, str | None]:
@@ -128,15 +159,15 @@ def capture(
 ) -> CodeState:
     """HEAD and, when the work tree differs from it, a snapshot tree.
 
-    `is_data(paths)` returns those of the untracked paths (relative to the root) that are data:
-    not source by name, or artifacts the ledger already knows; they stay out of the snapshot.
-    It should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out
-    anyway.
+    `is_data(paths)` gets the untracked files that are source by name (relative to the root)
+    and returns those that are data all the same: artifacts the ledger already knows, say.
+    They stay out of the snapshot, as do untracked files that are not source by name. It
+    should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out anyway.
     """
     commit, branch, tree = head(paths, objects)
     status = work_tree_status(paths)
-    # Data first (a name check for most files), then a stat only of the few candidates left:
-    # a work tree may hold 100,000 untracked data files.
+    # A work tree may hold 100,000 untracked data files: only the few source-named ones
+    # reach is_data, and a stat.
     data = is_data(list(status.untracked)) if status.untracked else set()
     sources = [
         p

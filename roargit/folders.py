@@ -58,7 +58,10 @@ def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
     # (`data/` holding `data/images/` and a few CSVs made by other steps).
     narrower = {os.path.dirname(d) for d, n in counts.items() if n == counts[os.path.dirname(d)]}
     chosen: dict[str, list[str]] = {}
-    for folder in sorted((d for d, n in counts.items() if n >= MIN_FILES), key=len):
+    # Outer folders first; by name among equals, so `files` may come in any order.
+    for folder in sorted(
+        (d for d, n in counts.items() if n >= MIN_FILES), key=lambda d: (len(d), d)
+    ):
         if folder in narrower or any(folder.startswith(c + "/") for c in chosen):
             continue
         members = _walk_bounded(folder, int(counts[folder] / COVERAGE))

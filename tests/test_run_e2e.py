@@ -563,3 +563,60 @@ def test_report_flags(git_repo: Path, flag: str) -> None:
     else:
         assert result.stdout.startswith("hello\n")
         assert json.loads(result.stdout[len("hello\n") :])["argv"] == ["sh", "-c", "echo hello"]
+
+
+def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo: Path) -> None:
+    """The untracked files a dirty snapshot takes are those is_source_name and .gitignore say,
+    found in a listing of many untracked data files (searched, not split per file)."""
+    from roargit.codestate import is_source_name, work_tree_status
+    from roargit.repo import find_repo
+
+    repo = git_repo
+    (repo / ".gitignore").write_text("ignored/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore")
+    (repo / "README").write_text("changed\n")  # tracked and modified
+    (repo / "data").mkdir()
+    for i in range(300):
+        (repo / "data" / f"f{i:03d}.bin").write_bytes(b"%d" % i)
+    ascii_names = [
+        "Tool.PY", "sub/Makefile", "sub/makefile", "deep/er/Snakefile", "weird name.Yml",
+        ".py", "x.py.bin", "mkfile", "Makefile.bak", "a.b.sh", "ignored/secret.py",
+        "data/big.txt", "dvc.yaml",
+    ]  # fmt: skip
+    # ASCII listings are searched by position; others record by record.
+    for names in (ascii_names, ["notes é.md", "café/run.R", "kelvin.m\u212a"]):
+        for name in names:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_text("x\n")
+        status = work_tree_status(find_repo(repo))
+        listed = git(repo, "ls-files", "-o", "--exclude-standard", "-z").split("\0")
+        expected = [n for n in listed if n and is_source_name(n)]
+        assert sorted(status.untracked) == sorted(expected)
+        assert "Tool.PY" in status.untracked and "ignored/secret.py" not in status.untracked
+        assert status.modified == ("README",)
+    (repo / "data" / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))  # too big for source
+
+    rec = roar_json("run", "sh", "-c", "cat data/f001.bin >/dev/null", cwd=repo)
+    tree = rec["code"]["tree"]
+    in_tree = git(repo, "ls-tree", "-r", "-z", "--name-only", tree).split("\0")
+    assert sorted(filter(None, in_tree)) == sorted(
+        [".gitignore", "README", *[n for n in expected if n != "data/big.txt"]]
+    )
+
+
+def test_system_paths_is_is_system_path_for_each() -> None:
+    from roargit.environment import is_system_path, system_paths
+
+    home = "/home/u"
+    paths = [
+        "/usr/lib/python3.11/os.py", "/home/u/.cache/pip/x", "/home/u/.cache/huggingface/m.bin",
+        "/data/run/a.bin", "/data/run/scratch.tmp", "/repo/.git/HEAD", "/repo/x/__pycache__/a.pyc",
+        "/repo/.venv/lib/python3.11/site-packages/numpy/__init__.py", "/repo/libfoo.so",
+        "/repo/.venv/pyvenv.cfg", "/repo/.venv/bin/python3", "/repo/data/f.bin", "/etc/hosts",
+        "/repo/.gitignore", "/opt/bin/tool", "/repo/data/libraries.csv",
+    ]  # fmt: skip
+    for ignore in ([], ["*.tmp"], ["/repo/data/*"]):
+        assert system_paths(paths, home, ignore) == {
+            p for p in paths if is_system_path(p, home, ignore)
+        }
