@@ -25,15 +25,32 @@ Cache design (all of it derived, rebuildable state):
 - A corrupt database (SQLITE_CORRUPT / SQLITE_NOTADB) is deleted and rebuilt; any other
   database failure (locked past the timeout, read-only folder, disk full) degrades to hashing
   without the cache for that call. The cache never breaks a run.
+
+Big files are hashed from a memory map, which saves read()'s copy (a fifth of the CPU on a
+file in the page cache), but only under a Linux read lease (fcntl(2) F_SETLEASE): a mapped
+file truncated by another process would kill us with SIGBUS, and while the lease is held the
+kernel makes every open for writing and every truncate wait until we let go. Where no lease
+can be had (the file is open for writing somewhere; another user's file without CAP_LEASE; a
+file system not in `_LEASE_FS`), or a writer asks for the file mid-way, the rest is read().
+A writer waits for one window of the map (`MAP_WINDOW`, tens of ms); one that opens with
+O_NONBLOCK gets EWOULDBLOCK instead, as with any lease holder. What a lease does not cover,
+and so can still raise SIGBUS while a window is hashed (checked on Linux 6.18): another
+process's open(O_RDONLY | O_TRUNC), which POSIX leaves undefined and Linux carries out
+without breaking read leases; a disk read error on a page reclaimed between our populating
+the window and hashing it; and a lease the kernel takes back after lease-break-time (45 s
+by default, at least 10 s or we don't map) while one window is still being hashed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
+import mmap
 import os
 import queue
+import signal
 import sqlite3
 import stat as stat_mod
 import struct
@@ -41,7 +58,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union
@@ -57,13 +74,17 @@ P = TypeVar("P", bound="str | os.PathLike[str]")
 SMALL_FILE = 1 << 20
 #: Above this size the hasher may use all cores (blake3's tree hashing pays off).
 MULTITHREAD_FROM = 1 << 20
-#: Read chunk for large files. Measured on 2 idle cores with a 2 GiB file in page cache:
-#: 4 MiB buffers with reading and hashing overlapped in two threads gave 4.4-4.7 GB/s,
-#: against 3.8-4.0 for `update_mmap` and b3sum and 3.6 for plain read-then-hash; 16 MiB
-#: buffers fall out of the CPU caches (2.5 GB/s). On a saturated machine mmap wins (b3sum
-#: 0.8 CPU-s for 2 GiB, this 1.0: the read() copy), but mmap is not an option here: a file
-#: truncated while mapped (another process's open(..., "w")) kills us with SIGBUS.
+#: Read chunk for large files read() (no lease, see the module docstring). Measured on 2
+#: idle cores with a 2 GiB file in page cache: 4 MiB buffers with reading and hashing
+#: overlapped in two threads gave 4.4-4.7 GB/s, against 3.6 for plain read-then-hash; 16 MiB
+#: buffers fall out of the CPU caches (2.5 GB/s). It costs 1.0 CPU-s for 2 GiB against 0.8
+#: for the memory map (the copy), which is what counts on a busy machine.
 CHUNK = 4 << 20
+#: Files at least this big are hashed from a memory map where a read lease can be had.
+MMAP_FROM = 8 << 20
+#: Bytes mapped and hashed at a time; the lease is checked between windows, so a waiting
+#: writer waits for one window (tens of ms), and the mapping never holds more than this.
+MAP_WINDOW = 64 << 20
 #: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
 _POOL_FROM = 256 << 10
 #: How often a file that changes under us is re-read before `FileChanged` is raised.
@@ -73,6 +94,17 @@ RACY_WINDOW_NS = 1_000_000_000
 
 _STAT_KEY = struct.Struct("<QQQqq")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+#: statfs(2) f_type of local file systems that every change to a file passes through this
+#: kernel, which breaks our lease first: ext2/3/4, xfs, btrfs, tmpfs, f2fs. Network and FUSE
+#: file systems may grant a lease too, but their files change on the server unannounced.
+_LEASE_FS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0x01021994, 0xF2F52010})
+#: A writer waits at most this long for a lease (proc(5) lease-break-time); then the kernel
+#: takes it away, and a truncate could hit our map. Below this (the default is 45 s) there is
+#: too little margin over the time one window takes on a starved machine: read() instead.
+_MIN_LEASE_BREAK_S = 10
+#: madvise(2) MADV_POPULATE_READ (Linux 5.14): fault a window in, reporting an I/O error as
+#: EFAULT where touching the page would raise SIGBUS.
+_MADV_POPULATE_READ = 22
 _SCHEMA_VERSION = 3
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -177,7 +209,12 @@ def _hash_path(path: str, before: os.stat_result | None = None) -> _Hashed:
             raw = blake3(data).digest()
         else:
             hasher = blake3(max_threads=blake3.AUTO)
-            nread = _hash_fd_piped(fd, hasher)
+            nread = _hash_fd_mapped(fd, hasher) if size >= MMAP_FROM else 0
+            # read() the rest: all of it without a lease, what a writer kept us from, or
+            # what has grown since (one byte tells; spares a reader thread)
+            if nread < size or os.pread(fd, 1, nread):
+                os.lseek(fd, nread, os.SEEK_SET)
+                nread += _hash_fd_piped(fd, hasher)
             raw = hasher.digest()
         after = os.fstat(fd)
     finally:
@@ -199,6 +236,93 @@ def _drain(fd: int, head: bytes) -> bytes:
     while chunk := os.read(fd, CHUNK):
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _hash_fd_mapped(fd: int, hasher: blake3) -> int:
+    """Feed `hasher` from a memory map of `fd` under a read lease; return bytes hashed.
+
+    Returns 0 where no lease can be had, and stops early (after a whole window) when a writer
+    breaks the lease or a window can't be faulted in; the caller reads the rest with read(),
+    which reports an I/O error as an exception where a mapped page would raise SIGBUS.
+    """
+    if not _take_lease(fd):
+        return 0
+    done = 0
+    try:
+        size = os.fstat(fd).st_size  # fixed while the lease is held: no one can write
+        while done < size:
+            n = min(MAP_WINDOW, size - done)
+            try:
+                m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ, offset=done)
+            except (OSError, ValueError):  # out of address space (RLIMIT_AS), say
+                break
+            with m:
+                try:
+                    m.madvise(_MADV_POPULATE_READ)
+                except OSError:  # an I/O error, or a kernel before 5.14 (EINVAL)
+                    break
+                with memoryview(m) as view:
+                    hasher.update(view)
+            done += n
+            # F_UNLCK here means a writer is waiting for us (F_RDLCK while we hold it).
+            if fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK:
+                break
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return done
+
+
+def _take_lease(fd: int) -> bool:
+    """Take a read lease on `fd` if the file system and the kernel make it a safe one."""
+    if sys.platform != "linux":  # leases, MADV_POPULATE_READ and f_type are Linux's
+        return False
+    try:
+        if _fs_type(fd) not in _LEASE_FS or _lease_break_s() < _MIN_LEASE_BREAK_S:
+            return False
+        # A lease break is announced with SIGIO by default, whose default action ends the
+        # process; SIGURG's is to ignore it. We learn of the break with F_GETLEASE instead,
+        # which works on any thread (a signal handler would need the main thread).
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        # EAGAIN: open for writing somewhere; EACCES: another user's file, no CAP_LEASE;
+        # EINVAL: leases disabled (proc(5) leases-enable).
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError:
+        return False
+    return True
+
+
+def _fs_type(fd: int) -> int:
+    """statfs(2) f_type of the file system `fd` is on (0 if unknown)."""
+    global _fstatfs
+    if _fstatfs is None:
+        import ctypes  # 6 ms to import, and only big files need it: lazy
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fstatfs = libc.fstatfs
+        fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+        def call(fd: int) -> int:
+            # struct statfs starts with f_type, a C long on every Linux ABI; 256 bytes
+            # cover the whole struct (120 on x86-64).
+            buf = ctypes.create_string_buffer(256)
+            if fstatfs(fd, buf) != 0:
+                return 0
+            return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+        _fstatfs = call
+    return _fstatfs(fd)
+
+
+_fstatfs: Callable[[int], int] | None = None
+
+
+def _lease_break_s() -> int:
+    try:
+        with open("/proc/sys/fs/lease-break-time", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _hash_fd_piped(fd: int, hasher: blake3) -> int:

@@ -262,3 +262,198 @@ def test_every_lookup_strategy_finds_the_same_rows(
     chosen = set(wanted)
     expected = {p: (key, digest.hex()) for p, key, digest in rows if p in chosen}
     assert found == expected
+
+
+# -- big files: a memory map under a read lease -------------------------------------------
+
+
+def _pythonpath_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(hashing.__file__).parents[1])}
+
+
+def _lease_possible(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return hashing._take_lease(fd)
+    finally:
+        os.close(fd)  # closing the file lets go of the lease
+
+
+@pytest.fixture
+def small_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mapped path for files of a few MiB, in windows of 1 MiB (page multiples)."""
+    monkeypatch.setattr(hashing, "MMAP_FROM", 2 << 20)
+    monkeypatch.setattr(hashing, "MAP_WINDOW", 1 << 20)
+
+
+@pytest.mark.usefixtures("small_map")
+def test_big_file_is_hashed_from_a_map_under_a_lease(tmp_path: Path) -> None:
+    data = os.urandom((5 << 20) + 123)  # windows of 1 MiB, the last one short
+    f = write(tmp_path / "big", data)
+    if not _lease_possible(f):
+        pytest.skip("no read lease here (file system, or leases disabled)")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        hasher = blake3()
+        assert hashing._hash_fd_mapped(fd, hasher) == len(data)
+        assert hasher.hexdigest() == blake3(data).hexdigest()
+        # The lease is let go at once: a writer that would rather fail than wait gets in.
+        os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+    finally:
+        os.close(fd)
+    assert hash_file(f) == (blake3(data).hexdigest(), len(data))
+
+
+_HOLD_OPEN = """
+import sys
+f = open(sys.argv[1], "r+b")
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.usefixtures("small_map")
+def test_file_open_for_writing_elsewhere_is_read_instead(tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    f = write(tmp_path / "big", data)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_OPEN, str(f)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            assert hashing._hash_fd_mapped(fd, blake3()) == 0  # no lease: no map
+        finally:
+            os.close(fd)
+        assert hash_file(f) == (blake3(data).hexdigest(), len(data))
+    finally:
+        holder.communicate(b"", timeout=30)
+
+
+_MAP_THEN_READ = """
+import os, sys, time
+from blake3 import blake3
+from roargit import hashing
+hashing.MAP_WINDOW = 1 << 20
+print("go", flush=True)
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    h = blake3()
+    n = hashing._hash_fd_mapped(fd, h)
+    h.update(os.pread(fd, 1 << 30, n))
+    os.close(fd)
+    print(n, h.hexdigest(), flush=True)
+"""
+
+
+def test_writer_mid_way_gets_the_file_and_the_rest_is_read(tmp_path: Path) -> None:
+    """Opening for writing (without writing) breaks the lease: the hasher lets go after the
+    window it is in, reads the rest, and the digest is still of the whole file."""
+    data = os.urandom(1 << 20) * 32
+    f = write(tmp_path / "big", data)
+    hasher = subprocess.Popen(
+        [sys.executable, "-c", _MAP_THEN_READ, str(f)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_pythonpath_env(),
+    )
+    assert hasher.stdout is not None and hasher.stdout.readline() == b"go\n"
+    waited = []
+    for _ in range(20):
+        start = time.monotonic()
+        with open(f, "r+b"):  # waits while the hasher holds its lease
+            waited.append(time.monotonic() - start)
+        time.sleep(0.02)
+    out, err = hasher.communicate(timeout=60)
+    assert hasher.returncode == 0, err.decode()
+    results = [line.split() for line in out.decode().splitlines()]
+    assert {digest for _, digest in results} == {blake3(data).hexdigest()}
+    if _lease_possible(f):
+        assert any(0 < int(n) < len(data) for n, _ in results)  # stopped mid-way
+        assert any(int(n) == len(data) for n, _ in results)
+    assert max(waited) < 10  # a window, never the kernel's lease-break-time
+
+
+_HASH_UNTIL_EMPTY = """
+import sys, time
+from roargit import hashing
+from roargit.errors import FileChanged
+# Windows big enough that a truncate lands in the middle of hashing one: without the lease
+# this dies of SIGBUS nearly every time (checked).
+hashing.MMAP_FROM, hashing.MAP_WINDOW = 2 << 20, 16 << 20
+print("go", flush=True)
+deadline, empty = time.monotonic() + 20, 0
+while empty < 3 and time.monotonic() < deadline:
+    try:
+        h = hashing.hash_file(sys.argv[1])
+        print(h.digest, h.size, flush=True)
+        empty += h.size == 0
+    except FileChanged:
+        print("changed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["truncate", "open-wb"])
+def test_truncating_a_file_being_hashed_never_kills_us(tmp_path: Path, how: str) -> None:
+    """The hasher runs in its own process, so that SIGBUS would show as its exit status."""
+    data = os.urandom(1 << 20) * 64
+    f = write(tmp_path / "big", data)
+    hasher = subprocess.Popen(
+        [sys.executable, "-c", _HASH_UNTIL_EMPTY, str(f)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_pythonpath_env(),
+    )
+    assert hasher.stdout is not None and hasher.stdout.readline() == b"go\n"
+    hasher.stdout.readline()  # one whole hash done: it is hashing again now
+    if how == "truncate":
+        os.truncate(f, 0)  # waits while the hasher holds its lease
+    else:
+        f.open("wb").close()
+    out, err = hasher.communicate(timeout=60)
+    assert hasher.returncode == 0, (hasher.returncode, err.decode())  # -7: SIGBUS
+    whole, empty = f"{blake3(data).hexdigest()} {len(data)}", f"{EMPTY} 0"
+    results = out.decode().splitlines()
+    assert results[-1] == empty
+    assert set(results) <= {whole, empty, "changed"}
+
+
+_AS_USER = """
+import os, sys
+from blake3 import blake3
+from roargit import hashing
+hashing.MMAP_FROM, hashing.MAP_WINDOW = 2 << 20, 1 << 20
+hashing._fs_type(0)  # loads libc while it still may
+os.chdir(sys.argv[1])
+os.setgid(65534)
+os.setuid(65534)
+for name in ("mine", "root's"):
+    fd = os.open(name, os.O_RDONLY)
+    print(name, hashing._hash_fd_mapped(fd, blake3()), hashing.hash_file(name).digest)
+    os.close(fd)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_leases_as_an_ordinary_user(tmp_path: Path) -> None:
+    """Without CAP_LEASE a lease is granted on one's own files only; others' are read."""
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o755)
+    data = os.urandom(3 << 20)
+    mine, roots = write(home / "mine", data), write(home / "root's", data)
+    os.chown(mine, 65534, 65534)
+    roots.chmod(0o644)
+    leases = _lease_possible(mine)
+    proc = subprocess.run(
+        [sys.executable, "-c", _AS_USER, str(home)],
+        capture_output=True,
+        env=_pythonpath_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    digest = blake3(data).hexdigest()
+    mapped = len(data) if leases else 0
+    assert proc.stdout.decode().splitlines() == [f"mine {mapped} {digest}", f"root's 0 {digest}"]
