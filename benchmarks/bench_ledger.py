@@ -7,6 +7,7 @@ Goals (issue 2): append one run ≤ 20 ms; producers of an artifact ≤ 5 ms in 
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,13 @@ def main() -> None:
                 )
             )
 
-        append_s = median_seconds(append, 30)
+        samples = []
+        for _ in range(30):
+            t = time.perf_counter()
+            append()
+            samples.append(time.perf_counter() - t)
+        samples.sort()
+        append_s = statistics.median(samples)
         producers_s = median_seconds(lambda: led.artifact_runs(big.last_output), 200)
         fresh_s = median_seconds(lambda: Ledger(find_repo(repo)).artifact_runs(big.last_output), 50)
         prefix_s = median_seconds(
@@ -62,6 +69,12 @@ def main() -> None:
         print(
             f"append one run (100k in history): {append_s * 1000:7.2f} ms   goal ≤ 20 ms  "
             f"{verdict(append_s, 0.020)}"
+        )
+        # One append in 32 also rolls the small packs up (git pack-objects, ~60-100 ms here),
+        # which a median leaves out: the mean and the slowest show it when it falls in these 30.
+        print(
+            f"  mean {statistics.mean(samples) * 1000:.2f} ms, "
+            f"slowest {samples[-1] * 1000:.2f} ms of {len(samples)}"
         )
         print(
             f"producers/consumers of an artifact: {producers_s * 1000:5.2f} ms   goal ≤ 5 ms   "

@@ -15,8 +15,14 @@ objects however long the history is:
 
 Every name is derived from content, so two ledgers can only ever disagree by having different
 entries: merging is a union of trees and cannot conflict. The ref moves only by
-compare-and-swap (`git update-ref REF NEW OLD`); a writer that loses the race re-applies its
-entries on the new tip and tries again. Nothing outside `refs/roar/` is touched.
+compare-and-swap (libgit2's under the ref's lock in process, `git update-ref REF NEW OLD`
+otherwise); a writer that loses the race re-applies its entries on the new tip and tries
+again. Nothing outside `refs/roar/` is touched.
+
+An in-process append edits the raw trees on the changed paths itself (the trees it wrote last
+time stay decoded, so the next append reads only the fan-out buckets it has not seen) and
+writes all its new objects as one small pack; small packs are rolled into one now and then
+(gitobjects.roll_up_small_packs).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import heapq
 import itertools
 import random
 import time
-from collections import defaultdict
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,7 +44,10 @@ from roargit.gitobjects import (
     NewEntry,
     ObjectReader,
     fast_import_commit,
+    roll_up_small_packs,
     tree_entries,
+    tree_rows,
+    write_pack,
 )
 from roargit.records import ArtifactId, RunId, RunRecord, SessionId, SessionRecord
 from roargit.repo import RepoPaths
@@ -162,6 +171,94 @@ class _CatFileView:
         return None if found is None else found[0]
 
 
+Rows = tuple[list[bytes], list[bytes]]  # a tree's sort keys and raw entries (tree_rows)
+
+
+class _TreeEditor:
+    """Builds a ledger commit as raw objects: the changed trees, edited from their parents'
+    raw bytes, and the commit; nothing is written here. The trees of the last commit built
+    stay decoded (`_rows`, by id: an id names one content, so an entry is never stale)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, Rows] = {}
+
+    def commit(
+        self, repo: pygit2.Repository, old: str | None, entries: Sequence[Entry], message: str
+    ) -> tuple[str, dict[bytes, tuple[bytes, bytes]]]:
+        """(new commit id, {raw oid: (type, content)} of every object it needs written)."""
+        width = len(old) // 2 if old is not None else 20
+        new_hash = hashlib.sha1 if width == 20 else hashlib.sha256
+        out: dict[bytes, tuple[bytes, bytes]] = {}
+
+        def add(kind: bytes, data: bytes) -> bytes:
+            h = new_hash(b"%s %d\0" % (kind, len(data)))
+            h.update(data)
+            oid = h.digest()
+            out[oid] = (kind, data)
+            return oid
+
+        # The entries as nested {name: subtree dict | (mode, oid)}.
+        top: dict[bytes, Any] = {}
+        for e in entries:
+            node = top
+            for part in e.path[:-1]:
+                node = node.setdefault(part.encode("utf-8", "surrogateescape"), {})
+            name = e.path[-1].encode("utf-8", "surrogateescape")
+            if e.data is not None:
+                node[name] = (b"100644", add(b"blob", e.data))
+            else:
+                node[name] = (b"40000", bytes.fromhex(str(e.tree)))
+
+        seen, self._rows = self._rows, {}
+
+        def edit(base: bytes | None, node: dict[bytes, Any]) -> bytes:
+            if base is None:
+                keys: list[bytes] = []
+                rows: list[bytes] = []
+            else:
+                # Taken out of the cache, so that editing the lists in place is safe.
+                cached = seen.pop(base, None)
+                if cached is None:
+                    cached = tree_rows(repo.odb.read(_pygit2().Oid(raw=base))[1], width)
+                keys, rows = cached
+            for name, value in node.items():
+                if isinstance(value, dict):
+                    key = name + b"/"
+                    i = bisect_left(keys, key)
+                    here = i < len(keys) and keys[i] == key
+                    mode, oid = b"40000", edit(rows[i][-width:] if here else None, value)
+                else:
+                    mode, oid = value
+                    key = name + b"/" if mode == b"40000" else name
+                    i = bisect_left(keys, key)
+                    here = i < len(keys) and keys[i] == key
+                # Same name, other kind: replaced, as a tree builder would.
+                other = name if key != name else name + b"/"
+                j = bisect_left(keys, other)
+                if j < len(keys) and keys[j] == other:
+                    del keys[j], rows[j]
+                    i = bisect_left(keys, key)
+                    here = i < len(keys) and keys[i] == key
+                row = b"%s %s\0%s" % (mode, name, oid)
+                if here:
+                    rows[i] = row
+                else:
+                    keys.insert(i, key)
+                    rows.insert(i, row)
+            oid = add(b"tree", b"".join(rows))
+            self._rows[oid] = (keys, rows)
+            return oid
+
+        root = edit(None if old is None else repo[old].peel(_pygit2().Tree).id.raw, top)
+        when = int(time.time())
+        text = b"tree %s\n" % root.hex().encode()
+        if old is not None:
+            text += b"parent %s\n" % old.encode()
+        who = b"roar <roar@localhost> %d +0000" % when
+        text += b"author %s\ncommitter %s\n\n%s" % (who, who, message.encode())
+        return add(b"commit", text).hex(), out
+
+
 class Ledger:
     """The records under one ref. `fast_start` reads and writes through the `git` executable
     (for `roar run`, whose start-up time is budgeted); otherwise through pygit2."""
@@ -179,6 +276,7 @@ class Ledger:
         self._view: _Pygit2View | _CatFileView | None = None
         self._view_tip: str | None = None
         self._reads = 0
+        self._editor: _TreeEditor | None = None
 
     @property
     def repo(self) -> pygit2.Repository:
@@ -428,6 +526,8 @@ class Ledger:
                 return old
             new, scratch = self._write_commit(old, entries, message)
             if self._swap(old, new, message, scratch):
+                if not self.fast_start:
+                    self._roll_up(len(new) // 2)
                 self._pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
@@ -451,16 +551,28 @@ class Ledger:
 
             scratch = f"{TMP_PREFIX}{os.getpid()}-{random.randrange(1 << 30)}"
             return fast_import_commit(self.paths.git_dir, scratch, old, entries, message), scratch
-        repo = self.repo
-        base = repo[old].peel(_pygit2().Tree) if old is not None else None
-        tree = build_tree(repo, base, entries)
-        parents = [old] if old is not None else []
-        new = repo.create_commit(None, _signature(), _signature(), message, tree, parents)
-        return str(new), None
+        if self._editor is None:
+            self._editor = _TreeEditor()
+        new, objects = self._editor.commit(self.repo, old, entries, message)
+        objects_dir = self.paths.common_dir / "objects"
+        write_pack(
+            objects_dir / "pack", objects, hashlib.sha1 if len(new) == 40 else hashlib.sha256
+        )
+        return new, None
+
+    def _roll_up(self, width: int) -> None:
+        """Keep the number of small packs that in-process appends leave bounded."""
+        objects_dir = self.paths.common_dir / "objects"
+        if roll_up_small_packs(objects_dir, self.paths.roar_dir / "pack.lock", width):
+            # libgit2 would keep the deleted packs in its list (and try each on a miss): read
+            # through a fresh repository. The decoded trees stay valid.
+            self._repo = None
 
     def _swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
         """Move the ref from `old` to `new` if it still points at `old` (one transaction,
         which also drops fast-import's scratch ref)."""
+        if old is not None and scratch is None and not self.fast_start:
+            return self._swap_in_process(old, new, message)
         zero = "0" * len(new)
         script = f"update {self.ref} {new} {old or zero}\n"
         if scratch:
@@ -479,6 +591,28 @@ class Ledger:
         if "lock" in err or "but expected" in err or "is at" in err or "already exists" in err:
             return False
         raise GitFailed(["git", "update-ref", "--stdin"], proc.returncode, proc.stdout, proc.stderr)
+
+    def _swap_in_process(self, old: str, new: str, message: str) -> bool:
+        """The same compare-and-swap through libgit2, without a `git` process: it takes the
+        ref's lock file (the one git takes), checks the ref still names `old` under the lock,
+        and writes `new` (git_reference_set_target, which compares against the target read).
+        Creating the ref stays with update-ref: libgit2 checks absence before locking."""
+        import pygit2
+
+        try:
+            ref = self.repo.references[self.ref]
+        except KeyError:
+            return False  # deleted meanwhile: the caller re-reads the tip
+        if ref.type != pygit2.enums.ReferenceType.DIRECT or str(ref.target) != old:
+            return False
+        try:
+            ref.set_target(new, f"roar: {message[:60]}")
+        except (OSError, pygit2.GitError) as e:
+            text = str(e)
+            if "lock" in text or "does not match" in text:
+                return False  # another writer holds the lock, or moved the ref
+            raise
+        return True
 
     # -- merging -----------------------------------------------------------------------
 
@@ -530,31 +664,6 @@ def _pygit2() -> Any:
     import pygit2
 
     return pygit2
-
-
-def build_tree(repo: pygit2.Repository, base: Any, entries: Iterable[Entry]) -> pygit2.Oid:
-    """`base` with entries added, writing only the trees on the changed paths."""
-    here: list[Entry] = []
-    below: dict[str, list[Entry]] = defaultdict(list)
-    for e in entries:
-        if len(e.path) == 1:
-            here.append(e)
-        else:
-            below[e.path[0]].append(Entry(e.path[1:], e.data, e.tree))
-    builder = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
-    for e in here:
-        if e.data is not None:
-            builder.insert(e.path[0], repo.create_blob(e.data), BLOB)
-        else:
-            builder.insert(e.path[0], _pygit2().Oid(hex=e.tree), TREE)
-    for name, sub in below.items():
-        sub_base = None
-        if base is not None and name in base:
-            obj = base[name]
-            if obj.type == GIT_TREE:
-                sub_base = obj
-        builder.insert(name, build_tree(repo, sub_base, sub), TREE)
-    return builder.write()
 
 
 def union_trees(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:

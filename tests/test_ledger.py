@@ -10,6 +10,7 @@ import pytest
 from conftest import git
 from ledger_helpers import hexid, make_run
 
+from roargit import gitobjects
 from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
 from roargit.repo import find_repo
@@ -173,3 +174,48 @@ def test_import_records_in_bulk_is_the_same_ledger_as_appending(
     tree = "refs/roar/ledger^{tree}"
     assert git(git_repo, "rev-parse", tree) == git(other, "rev-parse", tree)
     assert git(git_repo, "for-each-ref", "refs/roar/tmp/") == ""
+
+
+def test_in_process_swap_refuses_a_moved_ref_and_a_held_lock(git_repo: Path) -> None:
+    led = Ledger(find_repo(git_repo))
+    led.append_run(make_run(1))
+    first = str(led.tip())
+    led.append_run(make_run(2))
+    second = str(led.tip())
+    git(git_repo, "update-ref", LEDGER_REF, first)
+    assert not led._swap(second, first, "stale")  # the ref no longer names `second`
+    lock = git_repo / ".git" / "refs" / "roar" / "ledger.lock"
+    lock.write_text("")
+    try:
+        assert not led._swap(first, second, "locked")
+    finally:
+        lock.unlink()
+    assert led._swap(first, second, "free")
+    assert led.tip() == second
+
+
+def test_small_packs_are_rolled_up_and_nothing_is_lost(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitobjects, "ROLL_UP_AT", 4)
+    led = Ledger(find_repo(git_repo))
+    ids = [led.append_run(make_run(n, inputs=(hexid(0),), outputs=(hexid(n),))) for n in range(11)]
+    pack_dir = git_repo / ".git" / "objects" / "pack"
+    assert len(list(pack_dir.glob("pack-*.idx"))) < 4 + 1
+    assert not (git_repo / ".git" / "roar" / "pack.lock").exists()
+    fresh = Ledger(find_repo(git_repo))
+    assert sorted(fresh.artifact_runs(hexid(0))[1]) == sorted(ids)
+    assert [fresh.run(i).argv for i in ids] == [make_run(n).argv for n in range(11)]
+    subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
+
+
+def test_append_replaces_an_entry_of_the_other_kind_by_name(git_repo: Path) -> None:
+    """A blob where a tree is added (or the reverse) is replaced, as git's tree builder does:
+    a tree never holds one name twice."""
+    led = Ledger(find_repo(git_repo))
+    led.commit([Entry(("x", "a"), b"blob")], "blob")
+    led.commit([Entry(("x", "a", "b"), b"inner")], "tree")
+    assert git(git_repo, "ls-tree", f"{LEDGER_REF}:x").count("\ta") == 1
+    led.commit([Entry(("x", "a"), b"blob again")], "blob")
+    assert git(git_repo, "cat-file", "-p", f"{LEDGER_REF}:x/a") == "blob again"
+    subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
