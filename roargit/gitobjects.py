@@ -337,15 +337,6 @@ class FastImport:
         return out.split()[-1].decode()
 
 
-def fast_import_commit(
-    git_dir: Path, ref: str, parent: str | None, entries: Sequence[NewEntry], message: str
-) -> str:
-    """Write one commit (parent + entries) to `ref`; returns its id."""
-    writer = FastImport(git_dir, ref, parent)
-    writer.commit(entries, message)
-    return writer.finish()
-
-
 def resolve_many(reader: ObjectReader, names: Iterable[str]) -> dict[str, tuple[str, str]]:
     """{name: (oid, type)} for the names that exist."""
     out = {}

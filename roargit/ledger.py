@@ -19,10 +19,11 @@ compare-and-swap (libgit2's under the ref's lock in process, `git update-ref REF
 otherwise); a writer that loses the race re-applies its entries on the new tip and tries
 again. Nothing outside `refs/roar/` is touched.
 
-An in-process append edits the raw trees on the changed paths itself (the trees it wrote last
-time stay decoded, so the next append reads only the fan-out buckets it has not seen) and
-writes all its new objects as one small pack; small packs are rolled into one now and then
-(gitobjects.roll_up_small_packs).
+An append edits the raw trees on the changed paths itself (the trees it wrote last time stay
+decoded, so the next append reads only the fan-out buckets it has not seen) and writes all its
+new objects as one small pack; small packs are rolled into one now and then
+(gitobjects.roll_up_small_packs). Both backends append this way; they differ in how trees are
+read (pygit2, or `git cat-file` with `fast_start`) and how the ref moves.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import itertools
 import random
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from roargit import records
@@ -43,7 +44,6 @@ from roargit.gitobjects import (
     FastImport,
     NewEntry,
     ObjectReader,
-    fast_import_commit,
     roll_up_small_packs,
     tree_entries,
     tree_rows,
@@ -183,9 +183,15 @@ class _TreeEditor:
         self._rows: dict[bytes, Rows] = {}
 
     def commit(
-        self, repo: pygit2.Repository, old: str | None, entries: Sequence[Entry], message: str
+        self,
+        read: Callable[[bytes], bytes],
+        old_root: bytes | None,
+        entries: Sequence[Entry],
+        message: str,
+        old: str | None,
     ) -> tuple[str, dict[bytes, tuple[bytes, bytes]]]:
-        """(new commit id, {raw oid: (type, content)} of every object it needs written)."""
+        """(new commit id, {raw oid: (type, content)} of every object it needs written).
+        `read(raw oid)` gives a tree's content; `old_root` is the tree of commit `old`."""
         width = len(old) // 2 if old is not None else 20
         new_hash = hashlib.sha1 if width == 20 else hashlib.sha256
         out: dict[bytes, tuple[bytes, bytes]] = {}
@@ -219,7 +225,7 @@ class _TreeEditor:
                 # Taken out of the cache, so that editing the lists in place is safe.
                 cached = seen.pop(base, None)
                 if cached is None:
-                    cached = tree_rows(repo.odb.read(_pygit2().Oid(raw=base))[1], width)
+                    cached = tree_rows(read(base), width)
                 keys, rows = cached
             for name, value in node.items():
                 if isinstance(value, dict):
@@ -249,7 +255,7 @@ class _TreeEditor:
             self._rows[oid] = (keys, rows)
             return oid
 
-        root = edit(None if old is None else repo[old].peel(_pygit2().Tree).id.raw, top)
+        root = edit(old_root, top)
         when = int(time.time())
         text = b"tree %s\n" % root.hex().encode()
         if old is not None:
@@ -260,8 +266,9 @@ class _TreeEditor:
 
 
 class Ledger:
-    """The records under one ref. `fast_start` reads and writes through the `git` executable
-    (for `roar run`, whose start-up time is budgeted); otherwise through pygit2."""
+    """The records under one ref. `fast_start` reads through the `git` executable and moves
+    the ref with `git update-ref` (for `roar run` and the queries, whose start-up time is
+    budgeted: no pygit2 import); otherwise pygit2 does both."""
 
     def __init__(
         self, paths: RepoPaths, ref: str = LEDGER_REF, *, fast_start: bool = False
@@ -526,8 +533,7 @@ class Ledger:
                 return old
             new, scratch = self._write_commit(old, entries, message)
             if self._swap(old, new, message, scratch):
-                if not self.fast_start:
-                    self._roll_up(len(new) // 2)
+                self._roll_up(len(new) // 2)
                 self._pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
@@ -545,20 +551,38 @@ class Ledger:
     def _write_commit(
         self, old: str | None, entries: Sequence[Entry], message: str
     ) -> tuple[str, str | None]:
-        """A new commit (not yet on the ref), and the scratch ref fast-import left behind."""
-        if self.fast_start:
-            import os
-
-            scratch = f"{TMP_PREFIX}{os.getpid()}-{random.randrange(1 << 30)}"
-            return fast_import_commit(self.paths.git_dir, scratch, old, entries, message), scratch
+        """A new commit (not yet on the ref), written as one small pack; no scratch ref."""
         if self._editor is None:
             self._editor = _TreeEditor()
-        new, objects = self._editor.commit(self.repo, old, entries, message)
+        read, old_root = self._tree_access(old)
+        new, objects = self._editor.commit(read, old_root, entries, message, old)
         objects_dir = self.paths.common_dir / "objects"
         write_pack(
             objects_dir / "pack", objects, hashlib.sha1 if len(new) == 40 else hashlib.sha256
         )
         return new, None
+
+    def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
+        """How `_TreeEditor` reads trees on this backend, and the root tree of commit `old`.
+        With `fast_start` both come from the `cat-file` reader: no pygit2 import."""
+        if self.fast_start:
+            reader = self.reader
+
+            def read(oid: bytes) -> bytes:
+                obj = reader.read(oid.hex())
+                if obj is None or obj.type != "tree":
+                    raise GitFailed(["git", "cat-file", oid.hex()], 1, b"", b"ledger tree missing")
+                return obj.data
+
+            if old is None:
+                return read, None
+            commit = reader.read(old)
+            if commit is None or not commit.data.startswith(b"tree "):
+                raise GitFailed(["git", "cat-file", old], 1, b"", b"ledger commit missing")
+            return read, bytes.fromhex(commit.data[5 : commit.data.index(b"\n")].decode())
+        repo, oid_of = self.repo, _pygit2().Oid
+        root = None if old is None else repo[old].peel(_pygit2().Tree).id.raw
+        return (lambda oid: repo.odb.read(oid_of(raw=oid))[1]), root
 
     def _roll_up(self, width: int) -> None:
         """Keep the number of small packs that in-process appends leave bounded."""
