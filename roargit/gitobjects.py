@@ -14,9 +14,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git, spawn_git
@@ -28,8 +27,7 @@ class GitTooOld(RoarError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Obj:
+class Obj(NamedTuple):
     oid: str
     type: str  # "blob", "tree", "commit" or "tag"
     data: bytes
@@ -274,8 +272,7 @@ def roll_up_small_packs(objects_dir: Path, lock: Path, oid_bytes: int = 20) -> b
         os.unlink(lock)
 
 
-@dataclass(frozen=True, slots=True)
-class NewEntry:
+class NewEntry(NamedTuple):
     """A path to add in a commit: a blob with `data`, or an existing tree by oid."""
 
     path: tuple[str, ...]

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from roargit import session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
@@ -29,8 +28,7 @@ class NeverRecorded(RoarError):
         super().__init__(f"{path} was never recorded by a run (its current hash is {digest})")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What a REF named: an artifact (by hash) or a run."""
 
     kind: str  # "artifact" or "run"
