@@ -2,9 +2,10 @@
 
 `run_git` runs a command to completion; `spawn_git` starts one that a caller talks to over
 pipes (gitobjects.py: `cat-file --batch-command`, `fast-import`). git is used for what must
-behave exactly like the user's git — ref compare-and-swap, config, worktrees, network sync,
-where credential helpers, SSH config and hosting quirks have to work unchanged — and for
-object access on paths where importing pygit2 would cost more than the work (ledger.py).
+behave exactly like the user's git — config, worktrees, network sync, where credential
+helpers, SSH config and hosting quirks have to work unchanged — and, where importing pygit2
+would cost more than the work (ledger.py's `fast_start`), for object reads and the ledger
+ref's compare-and-swap.
 """
 
 from __future__ import annotations
