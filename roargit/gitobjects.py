@@ -33,6 +33,11 @@ class Obj(NamedTuple):
     data: bytes
 
 
+# Bytes of requests per batch in `read_many`: one page, the least a pipe can hold (a user over
+# fs.pipe-user-pages-soft gets one-page pipes).
+_BATCH = 4096
+
+
 class ObjectReader:
     """Reads objects by name (`<rev>:<path>`, an oid, `HEAD^{tree}`) from one `cat-file`."""
 
@@ -47,9 +52,14 @@ class ObjectReader:
 
     def _ask(self, command: str, name: str) -> tuple[str, str, int] | None:
         proc = self._start()
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
         proc.stdin.write(f"{command} {name}\n".encode("utf-8", "surrogateescape"))
         proc.stdin.flush()
+        return self._answer(proc)
+
+    def _answer(self, proc: subprocess.Popen[bytes]) -> tuple[str, str, int] | None:
+        """The header of the next answer: (oid, type, size), or None for a missing object."""
+        assert proc.stdout is not None
         header = proc.stdout.readline()
         if not header:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -74,6 +84,34 @@ class ObjectReader:
         assert self._proc is not None and self._proc.stdout is not None
         data = self._proc.stdout.read(size + 1)[:-1]  # the content, then a newline
         return Obj(oid, kind, data)
+
+    def read_many(self, names: Sequence[str]) -> list[Obj | None]:
+        """`read` of each name, pipelined: the requests go out in batches and the answers are
+        read back in order, so n objects cost about one round trip per batch, not n. A batch
+        is at most one page of requests, the least a pipe holds: cat-file can take all of it
+        while it is blocked writing answers we have not read yet, so neither side waits on
+        the other."""
+        out: list[Obj | None] = []
+        requests = [f"contents {n}\n".encode("utf-8", "surrogateescape") for n in names]
+        start = 0
+        while start < len(requests):
+            end, size = start, 0
+            while end < len(requests) and (end == start or size + len(requests[end]) <= _BATCH):
+                size += len(requests[end])
+                end += 1
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b"".join(requests[start:end]))
+            proc.stdin.flush()
+            for _ in range(start, end):
+                found = self._answer(proc)
+                if found is None:
+                    out.append(None)
+                    continue
+                oid, kind, size = found
+                out.append(Obj(oid, kind, proc.stdout.read(size + 1)[:-1]))
+            start = end
+        return out
 
     def close(self) -> None:
         """End the `cat-file` (closing its input makes it exit)."""

@@ -219,3 +219,39 @@ def test_append_replaces_an_entry_of_the_other_kind_by_name(git_repo: Path) -> N
     led.commit([Entry(("x", "a"), b"blob again")], "blob")
     assert git(git_repo, "cat-file", "-p", f"{LEDGER_REF}:x/a") == "blob again"
     subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
+
+
+def test_read_many_pipelines_in_order_with_missing_and_big_objects(git_repo: Path) -> None:
+    # Enough names for several batches, a missing one in the middle, and a blob bigger than a
+    # pipe holds (cat-file blocks writing it until it is read: the batching must not deadlock).
+    blobs = [b"small %d\n" % i for i in range(300)]
+    blobs.insert(150, b"x" * (1 << 20))
+    oids = [
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=git_repo, input=b, capture_output=True
+        )
+        .stdout.decode()
+        .strip()
+        for b in blobs
+    ]
+    names = [*oids[:100], "0" * 40, *oids[100:]]
+    reader = gitobjects.ObjectReader(find_repo(git_repo).git_dir)
+    try:
+        got = reader.read_many(names)
+        assert got[100] is None
+        assert [o.data for o in got if o is not None] == blobs
+        assert reader.read(oids[0]) is not None  # the stream is still in step
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("fast_start", [True, False], ids=["cat-file", "pygit2"])
+def test_runs_and_session_runs_read_together(git_repo: Path, fast_start: bool) -> None:
+    paths = find_repo(git_repo)
+    led = Ledger(paths, fast_start=fast_start)
+    ids = [led.append_run(make_run(n, outputs=(hexid(n),), step=n)) for n in range(40)]
+    fresh = Ledger(paths, fast_start=fast_start)
+    assert sorted(fresh.session_runs("s" * 64)) == sorted(ids)
+    assert [r.step for r in fresh.runs(ids)] == list(range(40))
+    with pytest.raises(KeyError):
+        fresh.runs([*ids[:3], hexid(999)])
