@@ -123,21 +123,40 @@ def sort_accesses(
     inner = any(root.startswith(g) for g in git_prefixes)
     own_git = root_slash + ".git/"
 
+    noise = system_paths(files, home, ignore)
+    inputs: list[str] = []
+    outputs: list[str] = []
+    code_reads: list[str] = []
+    warned: list[tuple[int, str]] = []  # (place in the trace, warning)
+    isfile = os.path.isfile
+
+    def place(i: int, a: FileAccess) -> None:
+        p = a.path
+        if a.written or a.created or a.renamed_from:
+            if a.regular or isfile(p):  # the trace listed most of them
+                outputs.append(p)
+        elif a.read or a.executed:
+            if not (a.regular or isfile(p)):
+                warned.append((i, f"{rel_or_abs(p, root)} was read, then deleted: not recorded"))
+            else:
+                if p.startswith(root_slash):
+                    code_reads.append(p[cut:])  # code or data, once the tree is known
+                inputs.append(p)
+
     # One pass over what may be 100,000 paths: each rare case (git's files, start-up files,
-    # package candidates) is told by prefix and substring tests before anything costlier.
-    kept: list[FileAccess] = []
+    # package candidates) is told by prefix and substring tests before anything costlier, and
+    # only package candidates wait for the package lookup.
     # Every interpreter reads its .pth files and editable-install finders at start-up: that is
     # not a use of those distributions, so they are dropped before packages are named.
     startup: set[str] = set()
-    candidates: list[str] = []
-    for p, a in files.items():
+    candidates: list[tuple[int, FileAccess]] = []
+    for i, (p, a) in enumerate(files.items()):
         if a.temporary:
             continue
         if (p.startswith(git_prefixes) or p in git_dirs) and not (
             inner and p.startswith(root_slash) and not p.startswith(own_git)
         ):
             continue
-        kept.append(a)
         if (
             p.endswith(".pth")
             or "/_distutils_hack/" in p
@@ -145,31 +164,17 @@ def sort_accesses(
             or "/libpython" in p
         ) and _is_startup_file(p):
             startup.add(p)
-            continue
         # Inside the repo only an environment's files (a .venv there) can be package files:
         # the repo's own sources never are (code_roots), so its data files skip the lookup.
-        if not p.startswith(root_slash) or "-packages/" in p or "/bin/" in p or ".egg" in p:
-            candidates.append(p)
-    packages, package_files = packages_for_paths(candidates, code_roots=[root])
-    package_files |= startup
-    noise = system_paths((a.path for a in kept), home, ignore)
-    inputs, outputs, code_reads, warnings = [], [], [], []
-    isfile = os.path.isfile
-    for a in kept:
-        p = a.path
-        if p in package_files or p in noise:
-            continue
-        written = a.written or a.created or bool(a.renamed_from)
-        if written:
-            if a.regular or isfile(p):  # the trace listed most of them
-                outputs.append(p)
-        elif a.read or a.executed:
-            if not (a.regular or isfile(p)):
-                warnings.append(f"{rel_or_abs(p, root)} was read, then deleted: not recorded")
-                continue
-            if p.startswith(root_slash):
-                code_reads.append(p[cut:])  # sorted into code or data once the tree is known
-            inputs.append(p)
+        elif not p.startswith(root_slash) or "-packages/" in p or "/bin/" in p or ".egg" in p:
+            candidates.append((i, a))
+        elif p not in noise:
+            place(i, a)
+    packages, package_files = packages_for_paths([a.path for _, a in candidates], code_roots=[root])
+    for i, a in candidates:
+        if a.path not in package_files and a.path not in noise:
+            place(i, a)
+    warnings = [w for _, w in sorted(warned)]
     return Sorted(inputs, outputs, code_reads, packages, warnings)
 
 
