@@ -137,8 +137,9 @@ def new_session(ledger: Ledger, roar_dir: Path, clone: str, parent: SessionId | 
 def load_view(ledger: Ledger, session_id: SessionId | None, popped: frozenset[str]) -> SessionView:
     if session_id is None:
         return SessionView(None, ())
-    runs = [(rid, ledger.run(rid)) for rid in ledger.session_runs(session_id) if rid not in popped]
-    return build_view(session_id, runs)
+    ids = [rid for rid in ledger.session_runs(session_id) if rid not in popped]
+    # Read together: a session re-run many times holds many runs, and `roar run` reads them all.
+    return build_view(session_id, list(zip(ids, ledger.runs(ids), strict=True)))
 
 
 def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> SessionView:
