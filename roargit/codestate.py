@@ -81,7 +81,7 @@ class WorkTreeStatus:
     untracked: tuple[str, ...]  # untracked, not ignored, and source by name (is_source_name)
 
 
-# Source-name endings in a lower-cased `git status -z` listing, as the bytes before a record's
+# Source-name endings in a lower-cased `git ls-files -z` listing, as the bytes before a record's
 # NUL: a superset of is_source_name's rule (any case matches), so that the candidates are
 # found by C code and is_source_name decides. Case-insensitive matching in the regex, or the
 # names in its alternation, measured 5-40x slower than lower-casing the listing first and
@@ -90,16 +90,15 @@ _SOURCE_SUFFIX_END = re.compile(
     "(?:" + "|".join(re.escape(s) for s in sorted(SOURCE_SUFFIXES)) + ")\0"
 )
 _SOURCE_NAME_ENDS = tuple(f"{n.lower()}\0" for n in sorted(SOURCE_NAMES))
-# Records of tracked paths: every record but untracked ones (`?? path`) starts a line after a
-# NUL (the listing gets one in front), with a status other than `?`.
+# The paths of `git status --porcelain=v1 -z` records (with a NUL in front), but untracked ones.
 _TRACKED = re.compile("\0[^?\0][^\0] ([^\0]+)")
 
 
 def _untracked_sources(text: str) -> list[str]:
-    """The untracked source files of a `git status --porcelain=v1 -z` listing (`text`, with a
-    NUL in front), in its order, without a string per listed file."""
+    """The source files named in a `git ls-files -z` listing (`text`, with a NUL in front), in
+    its order, without a string per listed file."""
     if not text.isascii():  # lower() may change lengths: no positions to share, so per record
-        return [r[3:] for r in text.split("\0") if r[:3] == "?? " and is_source_name(r[3:])]
+        return [r for r in text.split("\0") if r and is_source_name(r)]
     low = text.lower()
     ends = {m.end() - 1 for m in _SOURCE_SUFFIX_END.finditer(low)}
     for needle in _SOURCE_NAME_ENDS:
@@ -109,8 +108,8 @@ def _untracked_sources(text: str) -> list[str]:
             i = low.find(needle, i + 1)
     found = []
     for end in sorted(ends):
-        start = text.rfind("\0", 0, end) + 1
-        if text.startswith("?? ", start) and is_source_name(path := text[start + 3 : end]):
+        path = text[text.rfind("\0", 0, end) + 1 : end]
+        if is_source_name(path):
             found.append(path)
     return found
 
@@ -118,23 +117,46 @@ def _untracked_sources(text: str) -> list[str]:
 def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
     """Tracked paths that differ from HEAD, and the untracked, not ignored source files.
 
-    One `git status`: limiting the untracked listing with source-name pathspecs (so that
-    100,000 untracked data files are not listed) measured twice as slow, since git then
-    matches every file against every pattern. The listing is searched by regex instead of
-    being split into a string per file (0.1-0.2 s fewer for 100,000 untracked files)."""
-    out = run_git(
-        [
-            "status",
-            "--porcelain=v1",
-            "-z",
-            "--untracked-files=all",
-            "--no-renames",
-            "--ignore-submodules=all",
-        ],
-        paths.root,
-    ).stdout
-    text = "\0" + os.fsdecode(out)
-    return WorkTreeStatus(tuple(_TRACKED.findall(text)), tuple(_untracked_sources(text)))
+    `git status -uno` for the first and `git ls-files -o --exclude-standard` for the second
+    (the same files as status's untracked listing) run side by side: 100,000 untracked data
+    files took `git status -uall` 0.15-0.18 s here, ls-files 0.10-0.12 s, status without
+    them 0.01 s. Limiting the listing with source-name pathspecs measured twice as slow (git
+    then matches every file against every pattern); the listing is searched by regex instead
+    of being split into a string per file."""
+    import threading
+
+    listed: list[bytes] = []
+    failed: list[BaseException] = []
+
+    def list_untracked() -> None:
+        try:
+            listed.append(
+                run_git(["ls-files", "-z", "--others", "--exclude-standard"], paths.root).stdout
+            )
+        except BaseException as exc:  # re-raised by the caller's thread
+            failed.append(exc)
+
+    lister = threading.Thread(target=list_untracked, name="roar-untracked", daemon=True)
+    lister.start()
+    try:
+        out = run_git(
+            [
+                "status",
+                "--porcelain=v1",
+                "-z",
+                "--untracked-files=no",
+                "--no-renames",
+                "--ignore-submodules=all",
+            ],
+            paths.root,
+        ).stdout
+    finally:
+        lister.join()
+    if failed:
+        raise failed[0]
+    modified = _TRACKED.findall("\0" + os.fsdecode(out))
+    untracked = _untracked_sources("\0" + os.fsdecode(listed[0]))
+    return WorkTreeStatus(tuple(modified), tuple(untracked))
 
 
 def head(paths: RepoPaths, objects: ObjectReader) -> tuple[str | None, str | None, str | None]:
