@@ -123,3 +123,27 @@ def test_stat_digest_from_the_hash_caches_keys_is_the_lstat_one(tmp_path: Path) 
         assert folders.stat_digest_of_keys(folder, files, keys) == expected
     del keys[files[3]]
     assert folders.stat_digest_of_keys(folder, files, keys) is None
+
+
+def test_a_remembered_folder_whose_manifest_the_ledger_lacks_records_it_again(
+    git_repo: Path,
+) -> None:
+    data = git_repo / "data"
+    _files(data, 150)
+    time.sleep(1.1)  # older than the racy window: the folder's state may be remembered
+    read = ["roar", "run", "--json", sys.executable, "-c", READ, "data"]
+
+    def run() -> str:
+        out = subprocess.run(read, cwd=git_repo, capture_output=True, text=True, check=True)
+        [entry] = json.loads(out.stdout)["inputs"]
+        return str(entry["hash"])
+
+    first = run()
+    assert len(list((git_repo / ".git" / "roar" / "folders").iterdir())) == 1
+    subprocess.run(["git", "update-ref", "-d", "refs/roar/ledger"], cwd=git_repo, check=True)
+    assert run() == first
+    where = f"refs/roar/ledger:manifests/{first[:2]}/{first[2:4]}/{first}"
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", where], cwd=git_repo, capture_output=True, text=True
+    )
+    assert kind.stdout.strip() == "blob", kind.stderr
