@@ -380,8 +380,8 @@ _HASH_UNTIL_EMPTY = """
 import sys, time
 from roargit import hashing
 from roargit.errors import FileChanged
-# Windows big enough that a truncate lands in the middle of hashing one: without the lease
-# this dies of SIGBUS nearly every time (checked).
+# Windows big enough that a truncate is likely to land while one is hashed: without the
+# lease, that is SIGBUS.
 hashing.MMAP_FROM, hashing.MAP_WINDOW = 2 << 20, 16 << 20
 print("go", flush=True)
 deadline, empty = time.monotonic() + 20, 0
