@@ -259,9 +259,14 @@ def code_inputs(
         return found
 
     inputs = []
+    last: str | None = None
+    entries: dict[str, tuple[int, str]] = {}
     for rel in rel_paths:
         folder, _, name = rel.rpartition("/")
-        entry = (listing(folder) or {}).get(name)
+        if folder != last:  # a run's reads come folder by folder
+            entries = listing(folder) or {}
+            last = folder
+        entry = entries.get(name)
         if entry is not None and entry[0] in BLOB_MODES:
             inputs.append(CodeInput(rel, entry[1]))
     return sorted(inputs, key=lambda c: c.path)
