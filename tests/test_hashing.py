@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from roargit import hashing
+from roargit import bigfile, hashing
 from roargit.errors import FileChanged
 from roargit.hashing import HashCache, hash_bytes, hash_file
 
@@ -35,7 +35,7 @@ def test_hash_bytes_known_values() -> None:
 
 @pytest.mark.parametrize(
     "size",
-    [0, 1, 1023, hashing.SMALL_FILE, hashing.SMALL_FILE + 1, 2 * hashing.CHUNK + 3],
+    [0, 1, 1023, hashing.SMALL_FILE, hashing.SMALL_FILE + 1, 2 * bigfile.CHUNK + 3],
 )
 def test_hash_file_matches_blake3_across_size_paths(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
@@ -274,7 +274,7 @@ def _pythonpath_env() -> dict[str, str]:
 def _lease_possible(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return hashing._take_lease(fd)
+        return bigfile.take_lease(fd)
     finally:
         os.close(fd)  # closing the file lets go of the lease
 
@@ -283,7 +283,7 @@ def _lease_possible(path: Path) -> bool:
 def small_map(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mapped path for files of a few MiB, in windows of 1 MiB (page multiples)."""
     monkeypatch.setattr(hashing, "MMAP_FROM", 2 << 20)
-    monkeypatch.setattr(hashing, "MAP_WINDOW", 1 << 20)
+    monkeypatch.setattr(bigfile, "MAP_WINDOW", 1 << 20)
 
 
 @pytest.mark.usefixtures("small_map")
@@ -295,7 +295,7 @@ def test_big_file_is_hashed_from_a_map_under_a_lease(tmp_path: Path) -> None:
     fd = os.open(f, os.O_RDONLY)
     try:
         hasher = blake3()
-        assert hashing._hash_fd_mapped(fd, hasher) == len(data)
+        assert bigfile.hash_mapped(fd, hasher) == len(data)
         assert hasher.hexdigest() == blake3(data).hexdigest()
         # The lease is let go at once: a writer that would rather fail than wait gets in.
         os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
@@ -323,7 +323,7 @@ def test_file_open_for_writing_elsewhere_is_read_instead(tmp_path: Path) -> None
         assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
         fd = os.open(f, os.O_RDONLY)
         try:
-            assert hashing._hash_fd_mapped(fd, blake3()) == 0  # no lease: no map
+            assert bigfile.hash_mapped(fd, blake3()) == 0  # no lease: no map
         finally:
             os.close(fd)
         assert hash_file(f) == (blake3(data).hexdigest(), len(data))
@@ -334,14 +334,14 @@ def test_file_open_for_writing_elsewhere_is_read_instead(tmp_path: Path) -> None
 _MAP_THEN_READ = """
 import os, sys, time
 from blake3 import blake3
-from roargit import hashing
-hashing.MAP_WINDOW = 1 << 20
+from roargit import bigfile, hashing
+bigfile.MAP_WINDOW = 1 << 20
 print("go", flush=True)
 deadline = time.monotonic() + 2
 while time.monotonic() < deadline:
     fd = os.open(sys.argv[1], os.O_RDONLY)
     h = blake3()
-    n = hashing._hash_fd_mapped(fd, h)
+    n = bigfile.hash_mapped(fd, h)
     h.update(os.pread(fd, 1 << 30, n))
     os.close(fd)
     print(n, h.hexdigest(), flush=True)
@@ -378,11 +378,11 @@ def test_writer_mid_way_gets_the_file_and_the_rest_is_read(tmp_path: Path) -> No
 
 _HASH_UNTIL_EMPTY = """
 import sys, time
-from roargit import hashing
+from roargit import bigfile, hashing
 from roargit.errors import FileChanged
 # Windows big enough that a truncate is likely to land while one is hashed: without the
 # lease, that is SIGBUS.
-hashing.MMAP_FROM, hashing.MAP_WINDOW = 2 << 20, 16 << 20
+hashing.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 16 << 20
 print("go", flush=True)
 deadline, empty = time.monotonic() + 20, 0
 while empty < 3 and time.monotonic() < deadline:
@@ -423,15 +423,15 @@ def test_truncating_a_file_being_hashed_never_kills_us(tmp_path: Path, how: str)
 _AS_USER = """
 import os, sys
 from blake3 import blake3
-from roargit import hashing
-hashing.MMAP_FROM, hashing.MAP_WINDOW = 2 << 20, 1 << 20
-hashing._fs_type(0)  # loads libc while it still may
+from roargit import bigfile, hashing
+hashing.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 1 << 20
+bigfile._fs_type(0)  # loads libc while it still may
 os.chdir(sys.argv[1])
 os.setgid(65534)
 os.setuid(65534)
 for name in ("mine", "root's"):
     fd = os.open(name, os.O_RDONLY)
-    print(name, hashing._hash_fd_mapped(fd, blake3()), hashing.hash_file(name).digest)
+    print(name, bigfile.hash_mapped(fd, blake3()), hashing.hash_file(name).digest)
     os.close(fd)
 """
 
