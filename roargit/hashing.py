@@ -43,7 +43,6 @@ import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union
 
@@ -84,17 +83,24 @@ class FileHash(NamedTuple):
     size: int
 
 
-@dataclass(slots=True)
 class CacheStats:
-    """Counters for one `HashCache` instance: how much work the cache saved."""
+    """Counters for one `HashCache` instance: how much work the cache saved. (A plain class:
+    a dataclass costs a millisecond or more to define, on every `roar run`.)"""
 
-    hits: int = 0
-    misses: int = 0
-    bytes_read: int = 0
-    #: hashed but not remembered: changed during the read, or too recent (racy)
-    not_cached: int = 0
-    #: the database was unusable once and the call ran without it
-    cache_errors: int = 0
+    __slots__ = ("bytes_read", "cache_errors", "hits", "misses", "not_cached")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.bytes_read = 0
+        #: hashed but not remembered: changed during the read, or too recent (racy)
+        self.not_cached = 0
+        #: the database was unusable once and the call ran without it
+        self.cache_errors = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
+        return f"CacheStats({fields})"
 
 
 def hash_bytes(data: bytes | bytearray | memoryview) -> str:
