@@ -457,6 +457,42 @@ def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
     assert {"in", "out", "old", "tmp", "sym", "hard", "trunc", "with space", "inner"} <= names
 
 
+def test_summary_states_from_a_directory_listing(tmp_path: Path) -> None:
+    """Many paths in one folder: the tracer lists it instead of an lstat per path. Files gone,
+    turned into a folder or a symlink by the end, and odd names, come out as lstat says."""
+    from roargit.trace import _classify, _parse, parse_log, summarize, tracer_path
+
+    d = tmp_path / "many"
+    d.mkdir()
+    names = [f"f{i:02}" for i in range(40)] + ["with space", "pct%41", "tab\tname"]
+    for n in names:
+        (d / n).write_text(n)
+    script = (
+        'for f in many/*; do cat "$f" > /dev/null; done; '
+        "rm many/f00 many/f01; rm many/f02 && mkdir many/f02; "
+        "rm many/f03 && ln -s f04 many/f03; cat many/nothing-here 2>/dev/null; true"
+    )
+    log, summary = tmp_path / "log", tmp_path / "log.summary"
+    r = subprocess.run(
+        [tracer_path(), "--log", log, "--summary", summary, "--", "bash", "-c", script],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert r.returncode == 0
+    expected = summarize(parse_log(log.read_bytes()).events)
+    opens: dict[str, int] = {}
+    states: dict[str, str] = {}
+    direct: dict[str, FileAccess] = {}
+    _, rows = _parse(summary.read_bytes(), opens, None, states, direct)
+    got = _classify(rows, opens=opens, known=states, direct=direct)
+    assert got == expected
+    seen = {Path(p).name: a for p, a in got.items() if p.startswith(str(d))}
+    assert "f02" not in seen and seen["f03"].read and not seen["f03"].regular
+    assert {"with space", "pct%41", "tab\tname"} <= set(seen) and "nothing-here" not in seen
+    # what the listing said: f00 gone (left to the rules), f05 a file (made at once)
+    assert states[str(d / "f00")] == "none" and str(d / "f05") in direct
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite already runs as an ordinary user")
 def test_as_an_ordinary_user() -> None:
     import tempfile
