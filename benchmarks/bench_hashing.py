@@ -20,7 +20,8 @@ from statistics import median
 
 from blake3 import blake3
 
-from roargit.hashing import RACY_WINDOW_NS, HashCache, _take_lease, hash_file
+from roargit.bigfile import take_lease
+from roargit.hashing import RACY_WINDOW_NS, HashCache, hash_file
 
 BIG = 2 << 30
 ROUNDS = 7
@@ -104,7 +105,7 @@ def big_file(tmp: Path) -> None:
 
     fd = os.open(path, os.O_RDONLY)
     try:
-        mapped = "memory map under a read lease" if _take_lease(fd) else "read(), no lease here"
+        mapped = "memory map under a read lease" if take_lease(fd) else "read(), no lease here"
     finally:
         os.close(fd)
     print(
