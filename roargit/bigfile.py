@@ -39,11 +39,12 @@ from blake3 import blake3
 #: for the memory map (the copy), which is what counts on a busy machine.
 CHUNK = 4 << 20
 #: Bytes mapped and hashed at a time (and one more window faulted in meanwhile). The lease
-#: is checked between windows, so a writer waits for one (~0.1 s at full speed). Each window
-#: ends in a join of blake3's threads, which costs on a busy machine: against b3sum, paired
-#: rounds on 2 shared cores gave 0.92-0.97x with 64 MiB, 0.97-1.01x with 256 MiB, 1.01-1.03x
-#: with 1 GiB, 1.00-1.04x for one map of the whole file.
-MAP_WINDOW = 256 << 20
+#: is checked between windows, so a writer waits for one (~0.2 s at full speed, far inside
+#: the 10 s of lease-break-time we insist on). Each window ends in a join of blake3's
+#: threads, which costs on a busy machine: against b3sum, paired rounds on 2 shared cores
+#: gave 0.92-0.97x with 64 MiB, 0.96-1.01x with 256 MiB, 0.97-1.11x with 1 GiB, 1.00-1.04x
+#: for one map of the whole file.
+MAP_WINDOW = 1 << 30
 #: statfs(2) f_type of local file systems that every change to a file passes through this
 #: kernel, which breaks our lease first: ext2/3/4, xfs, btrfs, tmpfs, f2fs. Network and FUSE
 #: file systems may grant a lease too, but their files change on the server unannounced.
