@@ -620,3 +620,55 @@ def test_system_paths_is_is_system_path_for_each() -> None:
         assert system_paths(paths, home, ignore) == {
             p for p in paths if is_system_path(p, home, ignore)
         }
+
+
+def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
+    """What a run touched, sorted in one pass: git's files, start-up files, packages, noise,
+    temporaries, inputs (code reads among them), outputs, and reads of files gone since."""
+    from importlib.metadata import version
+
+    import msgpack
+
+    from roargit.capture import sort_accesses
+    from roargit.repo import RepoPaths
+    from roargit.trace import FileAccess
+
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (tmp_path / "ext").mkdir()
+    for name in ["data/a.bin", "data/b.bin", "out.bin", "script.py", "data/x.skip", ".git/HEAD"]:
+        (root / name).write_text(name)
+    (tmp_path / "ext" / "e.dat").write_text("e")
+    r, ext = str(root), str(tmp_path / "ext" / "e.dat")
+    site = os.path.dirname(os.path.dirname(msgpack.__file__))
+    accesses = [
+        FileAccess(f"{r}/data/gone.bin", read=True),
+        FileAccess(f"{r}/data/a.bin", read=True, regular=True),
+        FileAccess(f"{r}/data/b.bin", read=True),  # not listed by the trace: stat'ed
+        FileAccess(f"{r}/out.bin", written=True, created=True, regular=True),
+        FileAccess(f"{r}/never.bin", written=True),  # written, gone again: nothing
+        FileAccess(f"{r}/tmp.bin", created=True, temporary=True),
+        FileAccess(f"{r}/.git/HEAD", read=True, regular=True),
+        FileAccess(f"{r}/script.py", read=True, regular=True),
+        FileAccess(f"{r}/data/x.skip", read=True, regular=True),
+        FileAccess(ext, read=True, regular=True),
+        FileAccess(msgpack.__file__, read=True, regular=True),
+        FileAccess(f"{site}/distutils-precedence.pth", read=True, regular=True),
+        FileAccess("/usr/lib/python3.11/os.py", read=True, regular=True),
+        FileAccess("/bin/sh", executed=True, regular=True),
+        FileAccess(f"{r}/data/gone2.bin", read=True),
+    ]
+    files = {a.path: a for a in accesses}
+    paths = RepoPaths(root, root / ".git", root / ".git")
+    got = sort_accesses(files, paths, str(tmp_path / "home"), ["*.skip"])
+    assert sorted(got.inputs) == sorted(
+        [f"{r}/data/a.bin", f"{r}/data/b.bin", f"{r}/script.py", ext]
+    )
+    assert got.outputs == [f"{r}/out.bin"]
+    assert sorted(got.code_reads) == ["data/a.bin", "data/b.bin", "script.py"]
+    assert got.packages == {"msgpack": version("msgpack")}
+    assert got.warnings == [
+        "data/gone.bin was read, then deleted: not recorded",
+        "data/gone2.bin was read, then deleted: not recorded",
+    ]
