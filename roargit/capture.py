@@ -18,8 +18,8 @@ import gc
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from roargit import codestate, config, folders, session
 from roargit.clone import clone_id
@@ -34,8 +34,7 @@ from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.trace import FileAccess, Trace, run_traced
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
+class RunOutcome(NamedTuple):
     run_id: RunId
     record: RunRecord
     label: str
@@ -44,8 +43,7 @@ class RunOutcome:
     stored: int  # output blobs copied to the store
 
 
-@dataclass(frozen=True, slots=True)
-class Sorted:
+class Sorted(NamedTuple):
     # Absolute paths, in the trace's order (a caller sorts what is left after folders are
     # grouped: 100,000 paths of a grouped folder need no sort).
     inputs: list[str]

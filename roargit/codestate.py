@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roargit.git import run_git
 from roargit.gitobjects import TREE_MODE, ObjectReader, tree_entries
@@ -75,8 +75,7 @@ def is_source_name(rel: str) -> bool:
 MAX_UNTRACKED_SOURCE = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class WorkTreeStatus:
+class WorkTreeStatus(NamedTuple):
     modified: tuple[str, ...]  # tracked paths changed or deleted
     untracked: tuple[str, ...]  # untracked, not ignored, and source by name (is_source_name)
 

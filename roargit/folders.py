@@ -20,8 +20,8 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 
@@ -34,8 +34,7 @@ MIN_FILES = 100
 COVERAGE = 0.9
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
+class ManifestEntry(NamedTuple):
     path: str  # relative to the folder, '/'-separated
     hash: str
     size: int
@@ -135,8 +134,7 @@ def decode_manifest(data: bytes, name: str) -> list[ManifestEntry]:
         raise RecordCorrupt(name, "not a folder manifest") from None
 
 
-@dataclass(frozen=True, slots=True)
-class FolderState:
+class FolderState(NamedTuple):
     """What a folder's files looked like (their stat data) and the manifest they gave."""
 
     stat_digest: str

@@ -21,8 +21,8 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
@@ -36,8 +36,7 @@ class NoSuchStep(RoarError):
         super().__init__(f"no step {label} in the current session (see roar dag)")
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     label: str  # "@3", or "@B1" for a build step
     number: int
     kind: str
@@ -48,8 +47,7 @@ class Step:
     superseded: tuple[RunId, ...]  # earlier runs of this step, newest first
 
 
-@dataclass(frozen=True, slots=True)
-class SessionView:
+class SessionView(NamedTuple):
     session_id: SessionId | None
     steps: tuple[Step, ...]  # build steps first, then by number
 
@@ -84,8 +82,7 @@ def parse_label(text: str) -> tuple[str, int] | None:
 # -- local state ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LocalState:
+class LocalState(NamedTuple):
     session_id: SessionId | None
     popped: frozenset[str]
 
