@@ -28,10 +28,9 @@ read (pygit2, or `git cat-file` with `fast_start`) and how the ref moves.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
-import random
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,6 +57,35 @@ if TYPE_CHECKING:
 LEDGER_REF = "refs/roar/ledger"
 REMOTES_PREFIX = "refs/roar/remotes/"
 TMP_PREFIX = "refs/roar/tmp/"
+
+
+# Git's object hash: CPython's own SHA-1, as `random` takes its sha512. hashlib loads OpenSSL,
+# ~5 ms of every `roar run`, for a few small objects. (SHA-256 repositories: see `_hasher`.)
+def _load_sha1() -> Callable[..., Any]:
+    try:
+        return __import__("_sha1").sha1
+    except ImportError:  # another Python
+        import hashlib
+
+        return hashlib.sha1
+
+
+sha1 = _load_sha1()
+
+
+def _hasher(oid_bytes: int) -> Callable[..., Any]:
+    """The hash constructor of a repository whose object ids have `oid_bytes` bytes."""
+    if oid_bytes == 20:
+        return sha1
+    from hashlib import sha256
+
+    return sha256
+
+
+def _jitter(most: float) -> float:
+    """A random pause in [0, most) for a writer that lost a race (not `random`: its import)."""
+    return most * int.from_bytes(os.urandom(2), "little") / 65536
+
 
 BLOB = 0o100644
 TREE = 0o040000
@@ -96,7 +124,7 @@ def _signature() -> pygit2.Signature:
 
 def blob_oid(data: bytes, width: int = 40) -> str:
     """The id git gives a blob of these bytes (SHA-1, or SHA-256 in a 64-hex repository)."""
-    h = hashlib.sha1() if width == 40 else hashlib.sha256()
+    h = _hasher(width // 2)()
     h.update(b"blob %d\0" % len(data))
     h.update(data)
     return h.hexdigest()
@@ -216,7 +244,7 @@ class _TreeEditor:
         """(new commit id, {raw oid: (type, content)} of every object it needs written).
         `read(raw oid)` gives a tree's content; `old_root` is the tree of commit `old`."""
         width = len(old) // 2 if old is not None else 20
-        new_hash = hashlib.sha1 if width == 20 else hashlib.sha256
+        new_hash = _hasher(width)
         out: dict[bytes, tuple[bytes, bytes]] = {}
 
         def add(kind: bytes, data: bytes) -> bytes:
@@ -534,8 +562,6 @@ class Ledger:
         """Append many records at once through one `git fast-import` (`per_commit` records a
         commit; imports and benchmarks). The ref moves by one compare-and-swap at the end:
         if another writer moved it meanwhile, LedgerBusy and nothing changes."""
-        import os
-
         old = self.tip()
         scratch = f"{TMP_PREFIX}{os.getpid()}-import"
         writer = FastImport(self.paths.git_dir, scratch, old)
@@ -577,7 +603,7 @@ class Ledger:
                 self._pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
-            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+            time.sleep(_jitter(min(0.05, 0.002 * (attempt + 1))))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
     def _all_present(self, tip: str, entries: Sequence[Entry]) -> bool:
@@ -597,9 +623,7 @@ class Ledger:
         read, old_root = self._tree_access(old)
         new, objects = self._editor.commit(read, old_root, entries, message, old)
         objects_dir = self.paths.common_dir / "objects"
-        write_pack(
-            objects_dir / "pack", objects, hashlib.sha1 if len(new) == 40 else hashlib.sha256
-        )
+        write_pack(objects_dir / "pack", objects, _hasher(len(new) // 2))
         return new, None
 
     def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
@@ -705,7 +729,7 @@ class Ledger:
             if self._swap(old, new, message):
                 self._pin(new)
                 return new
-            time.sleep(random.uniform(0, 0.01))
+            time.sleep(_jitter(0.01))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
     def remote_refs(self) -> list[str]:
