@@ -101,9 +101,17 @@ class Context:
         absolute = os.path.abspath(candidate)
         recorded = rel_or_abs(absolute, root)
         if candidate.is_dir():
+            # The folder as most recently recorded (by a run that wrote or read it whole):
+            # hashing it afresh would mean a manifest of every file in it.
             produced, consumed = self.ledger.folder_runs(recorded + "/")
-            for rid in [*produced, *consumed]:
-                for f in (*self.run(rid).outputs, *self.run(rid).inputs):
+            ids = list(dict.fromkeys([*produced, *consumed]))
+            newest = sorted(
+                zip(ids, self.ledger.runs(ids), strict=True),
+                key=lambda r: (r[1].started_at, r[0]),
+                reverse=True,
+            )
+            for _rid, run in newest:
+                for f in (*run.outputs, *run.inputs):
                     if f.kind == "dir" and f.path.rstrip("/") == recorded:
                         return Target("artifact", f.hash, recorded + "/")
             raise NoMatch(ref)

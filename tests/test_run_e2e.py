@@ -434,6 +434,14 @@ def test_folder_dataset_is_one_artifact_and_its_files_find_their_runs(git_repo: 
     lineage = roar_json("lineage", "out/", cwd=repo)
     assert [s["paths"] for s in lineage["sources"]] == [["data/images/"]]
 
+    # The folder changes and is read again: `show` names it as most recently recorded,
+    # whichever run id sorts first.
+    (images / "300.png").write_bytes(b"png 300\n")
+    third = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    [changed] = third["inputs"]
+    assert changed["hash"] != folder["hash"]
+    assert roar_json("show", "data/images/", cwd=repo)["hash"] == changed["hash"]
+
 
 def test_pop_removes_untracked_outputs_and_never_tracked_ones(git_repo: Path) -> None:
     repo = git_repo
