@@ -212,16 +212,6 @@ def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) 
     ]
 
 
-def _has_manifest(ledger: Ledger, digest: str) -> bool:
-    """Whether the ledger holds manifest `digest`, asked without reading it (the manifest of
-    100,000 files is 8 MB)."""
-    tip = ledger.tip()
-    if tip is None:
-        return False
-    found = ledger.reader.info(f"{tip}:{'/'.join(ledger.manifest_entry(digest, b'').path)}")
-    return found is not None and found[1] == "blob"
-
-
 def _group_folders(
     abs_paths: list[str],
     cache: HashCache,
@@ -250,7 +240,7 @@ def _group_folders(
             if seen is None:
                 continue
             stats[folder] = seen
-            if state.stat_digest == seen[0] and _has_manifest(ledger, state.manifest):
+            if state.stat_digest == seen[0] and ledger.has_manifest(state.manifest):
                 rel = rel_or_abs(folder, root) + "/"
                 refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
                 grouped.update(files)
@@ -260,7 +250,7 @@ def _group_folders(
     hashes = hash_settled(cache, members, [], keys) if members else {}
     for folder, files in chosen.items():
         digest, data, size, count = folders.manifest_from_hashes(folder, files, hashes)
-        if not _has_manifest(ledger, digest):
+        if not ledger.has_manifest(digest):
             entries.append(ledger.manifest_entry(digest, data))
         refs.append(FileRef(rel_or_abs(folder, root) + "/", ArtifactId(digest), size, "dir"))
         grouped.update(files)

@@ -478,6 +478,11 @@ class Ledger:
     def manifest(self, digest: str) -> bytes | None:
         return self._blob("manifests", *fanout(digest), digest)
 
+    def has_manifest(self, digest: str) -> bool:
+        """Whether manifest `digest` is stored, asked without reading it (the manifest of
+        100,000 files is 8 MB)."""
+        return self._exists("manifests", *fanout(digest), digest)
+
     def sessions(self) -> list[SessionId]:
         buckets = self._names("sessions")
         return [SessionId(n) for b in buckets for n in self._names("sessions", b)]
