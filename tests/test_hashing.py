@@ -271,6 +271,18 @@ def _pythonpath_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(hashing.__file__).parents[1])}
 
 
+def _start_script(script: str, path: Path) -> subprocess.Popen[bytes]:
+    """Run `script` on `path` in another Python, once it has printed that it is going."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_pythonpath_env(),
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"go\n"
+    return proc
+
+
 def _lease_possible(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -353,13 +365,8 @@ def test_writer_mid_way_gets_the_file_and_the_rest_is_read(tmp_path: Path) -> No
     window it is in, reads the rest, and the digest is still of the whole file."""
     data = os.urandom(1 << 20) * 32
     f = write(tmp_path / "big", data)
-    hasher = subprocess.Popen(
-        [sys.executable, "-c", _MAP_THEN_READ, str(f)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_pythonpath_env(),
-    )
-    assert hasher.stdout is not None and hasher.stdout.readline() == b"go\n"
+    hasher = _start_script(_MAP_THEN_READ, f)
+    assert hasher.stdout is not None
     waited = []
     for _ in range(20):
         start = time.monotonic()
@@ -400,13 +407,8 @@ def test_truncating_a_file_being_hashed_never_kills_us(tmp_path: Path, how: str)
     """The hasher runs in its own process, so that SIGBUS would show as its exit status."""
     data = os.urandom(1 << 20) * 64
     f = write(tmp_path / "big", data)
-    hasher = subprocess.Popen(
-        [sys.executable, "-c", _HASH_UNTIL_EMPTY, str(f)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_pythonpath_env(),
-    )
-    assert hasher.stdout is not None and hasher.stdout.readline() == b"go\n"
+    hasher = _start_script(_HASH_UNTIL_EMPTY, f)
+    assert hasher.stdout is not None
     hasher.stdout.readline()  # one whole hash done: it is hashing again now
     if how == "truncate":
         os.truncate(f, 0)  # waits while the hasher holds its lease

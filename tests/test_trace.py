@@ -9,10 +9,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from roargit.trace import FileAccess, Trace, run_traced
+from roargit.trace import FileAccess, Trace, TraceLog, run_traced
 
 PY = sys.executable
 
@@ -423,74 +424,78 @@ def test_refused_ptrace_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert seen(t, tmp_path) == {"out": {"written", "created"}}
 
 
-def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
-    """What `run_traced` reads (the tracer's summary) gives the same accesses as the rules on
-    the raw log, for a run that reads, writes, renames, deletes, links and execs."""
+class BothWays(NamedTuple):
+    raw: TraceLog  # the event log, parsed
+    summary: bytes  # the tracer's summary of it
+    expected: dict[str, FileAccess]  # the rules on the raw log
+    got: dict[str, FileAccess]  # what run_traced makes of the summary
+    states: dict[str, str]  # states the summary gave for paths left to the rules
+    direct: dict[str, FileAccess]  # accesses made straight from `file` records
+
+
+def trace_both_ways(cwd: Path, script: str) -> BothWays:
+    """Run `bash -c script` under the tracer with a summary; classify the raw log by the
+    rules and the summary as `run_traced` does."""
     from roargit.trace import _classify, _parse, parse_log, summarize, tracer_path
 
-    (tmp_path / "in").write_text("x\n")
-    (tmp_path / "old").write_text("o\n")
-    script = (
-        "cat in > out; cp in copy; mv copy old; sed -i s/x/y/ out; echo t > tmp; rm tmp; "
-        "ln -s in sym; cat sym > /dev/null; ln in hard; : > trunc; mkdir dir; "
-        "cat missing 2>/dev/null; printf 'a' >> 'with space'; touch dir/./inner"
-    )
-    log, summary = tmp_path / "log", tmp_path / "log.summary"
+    log, summary = cwd / "log", cwd / "log.summary"
     r = subprocess.run(
         [tracer_path(), "--log", log, "--summary", summary, "--", "bash", "-c", script],
-        cwd=tmp_path,
+        cwd=cwd,
         check=False,
     )
     assert r.returncode == 0
-    assert b"\nfile " in summary.read_bytes() and b"\nopen " not in summary.read_bytes()
     raw = parse_log(log.read_bytes())
-    expected = summarize(raw.events)
     opens: dict[str, int] = {}
     states: dict[str, str] = {}
     direct: dict[str, FileAccess] = {}
-    parsed, rows = _parse(summary.read_bytes(), opens, None, states, direct)
-    assert direct  # the fast path was taken
+    _, rows = _parse(summary.read_bytes(), opens, None, states, direct)
     got = _classify(rows, opens=opens, known=states, direct=direct)
-    assert got == expected
-    assert parsed.processes == raw.processes and parsed.exit_code == raw.exit_code == 0
-    names = {Path(p).name for p in got if p.startswith(str(tmp_path))}
+    return BothWays(raw, summary.read_bytes(), summarize(raw.events), got, states, direct)
+
+
+def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
+    """What `run_traced` reads (the tracer's summary) gives the same accesses as the rules on
+    the raw log, for a run that reads, writes, renames, deletes, links and execs."""
+    from roargit.trace import parse_log
+
+    (tmp_path / "in").write_text("x\n")
+    (tmp_path / "old").write_text("o\n")
+    both = trace_both_ways(
+        tmp_path,
+        "cat in > out; cp in copy; mv copy old; sed -i s/x/y/ out; echo t > tmp; rm tmp; "
+        "ln -s in sym; cat sym > /dev/null; ln in hard; : > trunc; mkdir dir; "
+        "cat missing 2>/dev/null; printf 'a' >> 'with space'; touch dir/./inner",
+    )
+    assert b"\nfile " in both.summary and b"\nopen " not in both.summary
+    assert both.direct  # the fast path was taken
+    assert both.got == both.expected
+    parsed = parse_log(both.summary)
+    assert parsed.processes == both.raw.processes and parsed.exit_code == both.raw.exit_code == 0
+    names = {Path(p).name for p in both.got if p.startswith(str(tmp_path))}
     assert {"in", "out", "old", "tmp", "sym", "hard", "trunc", "with space", "inner"} <= names
 
 
 def test_summary_states_from_a_directory_listing(tmp_path: Path) -> None:
     """Many paths in one folder: the tracer lists it instead of an lstat per path. Files gone,
     turned into a folder or a symlink by the end, and odd names, come out as lstat says."""
-    from roargit.trace import _classify, _parse, parse_log, summarize, tracer_path
-
     d = tmp_path / "many"
     d.mkdir()
     names = [f"f{i:02}" for i in range(40)] + ["with space", "pct%41", "tab\tname"]
     for n in names:
         (d / n).write_text(n)
-    script = (
+    both = trace_both_ways(
+        tmp_path,
         'for f in many/*; do cat "$f" > /dev/null; done; '
         "rm many/f00 many/f01; rm many/f02 && mkdir many/f02; "
-        "rm many/f03 && ln -s f04 many/f03; cat many/nothing-here 2>/dev/null; true"
+        "rm many/f03 && ln -s f04 many/f03; cat many/nothing-here 2>/dev/null; true",
     )
-    log, summary = tmp_path / "log", tmp_path / "log.summary"
-    r = subprocess.run(
-        [tracer_path(), "--log", log, "--summary", summary, "--", "bash", "-c", script],
-        cwd=tmp_path,
-        check=False,
-    )
-    assert r.returncode == 0
-    expected = summarize(parse_log(log.read_bytes()).events)
-    opens: dict[str, int] = {}
-    states: dict[str, str] = {}
-    direct: dict[str, FileAccess] = {}
-    _, rows = _parse(summary.read_bytes(), opens, None, states, direct)
-    got = _classify(rows, opens=opens, known=states, direct=direct)
-    assert got == expected
-    seen = {Path(p).name: a for p, a in got.items() if p.startswith(str(d))}
+    assert both.got == both.expected
+    seen = {Path(p).name: a for p, a in both.got.items() if p.startswith(str(d))}
     assert "f02" not in seen and seen["f03"].read and not seen["f03"].regular
     assert {"with space", "pct%41", "tab\tname"} <= set(seen) and "nothing-here" not in seen
     # what the listing said: f00 gone (left to the rules), f05 a file (made at once)
-    assert states[str(d / "f00")] == "none" and str(d / "f05") in direct
+    assert both.states[str(d / "f00")] == "none" and str(d / "f05") in both.direct
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite already runs as an ordinary user")
