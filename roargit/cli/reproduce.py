@@ -107,6 +107,9 @@ def _render_report(report: Any) -> None:
         say(f"  reproduced at {report.target_path}")
     if report.copied_to:
         say(f"  copied to {report.copied_to}")
+    elif report.target_path and report.target_status == "identical":
+        get = f"roar get {report.target[:12]} -o PATH"
+        say(f"  (the work tree is left as it is: add -o PATH, or run `{get}`)")
     say(f"  worktree {report.worktree}")
 
 
