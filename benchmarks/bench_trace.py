@@ -9,8 +9,9 @@ call is a ptrace stop, to show what the shim saves) and with the filter off
 the filter saves).
 "traced" runs `run_traced` whole (log parsing and classification included); "tracer" is the
 roar-trace binary alone. Variants run in interleaved rounds; the table gives best and median
-wall time and median CPU time (user + system of the whole process tree, the benchmark's own
-Python included for "traced"). On a machine loaded by other work the CPU column is the steady
+wall time, median CPU time (user + system of the whole process tree, the benchmark's own
+Python included for "traced"), and the median over rounds of each round's wall time against
+that round's bare run. On a machine loaded by other work the CPU column is the steady
 one for the storm; for compute it means nothing (the loop runs for a fixed wall time).
 """
 
@@ -118,14 +119,22 @@ def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
     best = {name: min(ts) for name, ts in times.items()}
     median = {name: med(ts) for name, ts in times.items()}
     cpu = {name: med(cs) for name, cs in cpus.items()}
+    # Each round's time against that round's bare run, then the median: a load spike hits
+    # the rows of one round alike, where best-of pairs one lucky bare run with other rounds.
+    paired = {
+        n: med([t / b for t, b in zip(ts, times["bare"], strict=True)]) for n, ts in times.items()
+    }
     # CPU time (median) is the steadier figure when other processes load the machine.
-    print(f"{label:8} {'':18} {'best wall':>16}  {'median wall':>18}  {'median cpu':>18}")
+    print(
+        f"{label:8} {'':18} {'best wall':>16}  {'median wall':>18}  {'median cpu':>18}  "
+        f"{'per round':>9}"
+    )
     for name, _ in variants:
         b, m, c = best[name], median[name], cpu[name]
         print(
             f"{label:8} {name:18} {b:6.3f} s {b / best['bare']:5.2f}x  "
             f"{m:8.3f} s {m / median['bare']:5.2f}x  "
-            f"{c:8.3f} s {c / cpu['bare']:5.2f}x",
+            f"{c:8.3f} s {c / cpu['bare']:5.2f}x  {paired[name]:8.2f}x",
             flush=True,
         )
 
