@@ -977,11 +977,10 @@ static void find_states(const struct path_table *t, char *states) {
     while (d.cap < 2 * t->n) d.cap <<= 1;
     d.index = calloc(d.cap, sizeof *d.index);
     long *dir_at = malloc((t->n + 1) * sizeof *dir_at); /* each path's directory, or -1 */
-    for (size_t k = 0; k < t->n; k++) {
+    for (size_t k = 0; dir_at && k < t->n; k++) {
         const struct path_slot *sl = &t->slots[t->order[k]];
-        dir_at[k] = d.index && dir_at ? dir_of(&d, sl->tok, sl->len) : -1;
+        dir_at[k] = d.index ? dir_of(&d, sl->tok, sl->len) : -1;
         if (dir_at[k] >= 0) d.dirs[dir_at[k]].wanted++;
-        if (!dir_at) break;
     }
     for (size_t k = 0; k < t->n; k++) {
         const struct path_slot *sl = &t->slots[t->order[k]];
