@@ -663,7 +663,7 @@ class Ledger:
 
     def _swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
         """Move the ref from `old` to `new` if it still points at `old` (one transaction,
-        which also drops fast-import's scratch ref)."""
+        which also drops a bulk import's scratch ref)."""
         if old is not None and scratch is None and not self.fast_start:
             return self._swap_in_process(old, new, message)
         zero = "0" * len(new)
