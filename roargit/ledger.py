@@ -191,14 +191,7 @@ class _CatFileView:
         return None if obj is None or obj.type != "blob" else obj.data
 
     def names(self, parts: tuple[str, ...]) -> list[str]:
-        if parts not in self._names:
-            obj = self.reader.read(f"{self.tip}:{'/'.join(parts)}")
-            self._names[parts] = (
-                []
-                if obj is None or obj.type != "tree"
-                else [name for _, name, _ in tree_entries(obj.data, self.width)]
-            )
-        return self._names[parts]
+        return self.names_many([parts])[0]
 
     def entry(self, parts: tuple[str, ...]) -> str | None:
         found = self.reader.info(f"{self.tip}:{'/'.join(parts)}")
@@ -602,8 +595,8 @@ class Ledger:
             old = self.tip()
             if old is not None and self._all_present(old, entries):
                 return old
-            new, scratch = self._write_commit(old, entries, message)
-            if self._swap(old, new, message, scratch):
+            new = self._write_commit(old, entries, message)
+            if self._swap(old, new, message):
                 self._roll_up(len(new) // 2)
                 self._pin(new)
                 return new
@@ -619,17 +612,15 @@ class Ledger:
                 return False
         return True
 
-    def _write_commit(
-        self, old: str | None, entries: Sequence[Entry], message: str
-    ) -> tuple[str, str | None]:
-        """A new commit (not yet on the ref), written as one small pack; no scratch ref."""
+    def _write_commit(self, old: str | None, entries: Sequence[Entry], message: str) -> str:
+        """A new commit (not yet on the ref), written as one small pack."""
         if self._editor is None:
             self._editor = _TreeEditor()
         read, old_root = self._tree_access(old)
         new, objects = self._editor.commit(read, old_root, entries, message, old)
         objects_dir = self.paths.common_dir / "objects"
         write_pack(objects_dir / "pack", objects, _hasher(len(new) // 2))
-        return new, None
+        return new
 
     def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
         """How `_TreeEditor` reads trees on this backend, and the root tree of commit `old`.

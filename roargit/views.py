@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,6 +64,12 @@ class Context:
             rec = self._runs[run_id] = self.ledger.run(run_id)
         return rec
 
+    def runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        """`run` of each; those not read yet are read together."""
+        todo = [r for r in dict.fromkeys(run_ids) if r not in self._runs]
+        self._runs.update(zip(todo, self.ledger.runs(todo), strict=True))
+        return [self._runs[r] for r in run_ids]
+
     def label(self, run_id: str) -> str | None:
         """The run's step label in its session (None if it was popped)."""
         if run_id in self.state.popped:
@@ -106,7 +112,7 @@ class Context:
             produced, consumed = self.ledger.folder_runs(recorded + "/")
             ids = list(dict.fromkeys([*produced, *consumed]))
             newest = sorted(
-                zip(ids, self.ledger.runs(ids), strict=True),
+                zip(ids, self.runs(ids), strict=True),
                 key=lambda r: (r[1].started_at, r[0]),
                 reverse=True,
             )

@@ -247,6 +247,8 @@ static void log_raw(const char *s) {
 }
 
 /* Paths are raw bytes: escape what would break the line format (see trace-format.md). */
+static int needs_escape(unsigned char c) { return c <= 0x20 || c == '%' || c == 0x7f; }
+
 static void log_bytes(const char *s, size_t len) {
     if (!logf_) return;
     putc_unlocked(' ', logf_);
@@ -256,7 +258,7 @@ static void log_bytes(const char *s, size_t len) {
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c == '%' || c == 0x7f)
+        if (needs_escape(c))
             fprintf(logf_, "%%%02X", c);
         else
             putc_unlocked(c, logf_);
@@ -834,11 +836,16 @@ struct dir_table {
     size_t n, dirs_cap;
 };
 
+/* The summary's STATE letter of a file mode (trace-format.md, "The summary"). */
+static char state_of_mode(mode_t mode) {
+    return S_ISREG(mode) ? 'f' : S_ISDIR(mode) ? 'd' : 'o';
+}
+
 static size_t escape_into(char *out, const char *s, size_t len) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c == '%' || c == 0x7f)
+        if (needs_escape(c))
             n += (size_t)sprintf(out + n, "%%%02X", c);
         else
             out[n++] = (char)c;
@@ -868,7 +875,7 @@ static char state_now(const char *tok, size_t len) {
     unescape_into(p, sizeof p, tok, len);
     struct stat st;
     if (lstat(p, &st) != 0) return 'n';
-    return S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : 'o';
+    return state_of_mode(st.st_mode);
 }
 
 /* The position in d->dirs of the directory part of a path token (everything before its last
@@ -904,7 +911,7 @@ static char state_of_entry(int dirfd, const struct dirent *e) {
     }
     struct stat st;
     if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) return 'n';
-    return S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : 'o';
+    return state_of_mode(st.st_mode);
 }
 
 /* List `di` into its name set; -1 (lstat per path) where that fails or does not pay: a huge
