@@ -23,7 +23,7 @@ SessionId = NewType("SessionId", str)
 ArtifactId = NewType("ArtifactId", str)
 
 RUN_KINDS = ("run", "build")
-RUN_STATUSES = ("ok", "failed", "interrupted")
+RUN_STATUSES = ("ok", "failed", "interrupted", "terminated")
 
 
 class FileRef(NamedTuple):
@@ -33,11 +33,16 @@ class FileRef(NamedTuple):
     hash: ArtifactId
     size: int
     kind: str = "file"
+    # Why an output's bytes are in no store ("" when they are, or were never meant to be):
+    # the record lands even when the store fails (the upload is queued and retried).
+    not_stored: str = ""
 
     def to_map(self) -> dict[str, Any]:
         m: dict[str, Any] = {"path": self.path, "hash": self.hash, "size": self.size}
         if self.kind != "file":
             m["kind"] = self.kind
+        if self.not_stored:
+            m["not_stored"] = self.not_stored
         return m
 
     @classmethod
@@ -48,6 +53,32 @@ class FileRef(NamedTuple):
             hash=ArtifactId(_hex(m, "hash", name)),
             size=_int(m, "size", name),
             kind=_str(m, "kind", name, default="file"),
+            not_stored=_str(m, "not_stored", name, default=""),
+        )
+
+
+class Unreadable(NamedTuple):
+    """A file the run read or wrote that roargit could not read back (no hash to give)."""
+
+    path: str
+    access: str  # "input" or "output"
+    size: int  # -1 when not even its size could be read
+    reason: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {"path": self.path, "access": self.access, "size": self.size, "reason": self.reason}
+
+    @classmethod
+    def from_map(cls, m: Any, name: str) -> Unreadable:
+        m = _map(m, name, "unreadable entry")
+        access = _str(m, "access", name)
+        if access not in ("input", "output"):
+            raise RecordCorrupt(name, f"unknown access {access!r} of an unreadable file")
+        return cls(
+            path=_str(m, "path", name),
+            access=access,
+            size=_int(m, "size", name),
+            reason=_str(m, "reason", name),
         )
 
 
@@ -112,6 +143,7 @@ class RunRecord(NamedTuple):
     capture: str = "ptrace"  # how accesses were seen: "ptrace" or "fallback"
     complete: bool = True  # False: the capture may have missed accesses (see warnings)
     environment: Mapping[str, Any] = MappingProxyType({})
+    unreadable: tuple[Unreadable, ...] = ()  # written only when there are some (ids unchanged)
 
     @property
     def duration_ns(self) -> int:
@@ -135,7 +167,7 @@ class RunRecord(NamedTuple):
             "capture": self.capture,
             "complete": self.complete,
             "environment": dict(self.environment),
-        }
+        } | ({"unreadable": [u.to_map() for u in self.unreadable]} if self.unreadable else {})
 
     @classmethod
     def from_map(cls, m: Any, name: str) -> RunRecord:
@@ -167,6 +199,9 @@ class RunRecord(NamedTuple):
             capture=_str(m, "capture", name),
             complete=_bool(m, "complete", name),
             environment=_map(m.get("environment", {}), name, "environment"),
+            unreadable=tuple(
+                Unreadable.from_map(u, name) for u in _list(m, "unreadable", name, [])
+            ),
         )
 
 
@@ -271,8 +306,8 @@ def _bool(m: dict[str, Any], key: str, name: str) -> bool:
     return value
 
 
-def _list(m: dict[str, Any], key: str, name: str) -> list[Any]:
-    value = _get(m, key, name)
+def _list(m: dict[str, Any], key: str, name: str, default: list[Any] | None = None) -> list[Any]:
+    value = m.get(key, default) if default is not None else _get(m, key, name)
     if not isinstance(value, list):
         raise RecordCorrupt(name, f"field '{key}' is not a list")
     return value

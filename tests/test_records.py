@@ -15,6 +15,7 @@ from roargit.records import (
     RunRecord,
     SessionId,
     SessionRecord,
+    Unreadable,
 )
 
 hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
@@ -38,6 +39,14 @@ file_refs = st.builds(
     hash=hexes.map(ArtifactId),
     size=st.integers(0, 2**50),
     kind=st.sampled_from(["file", "dir"]),
+    not_stored=st.sampled_from(["", "no credentials for s3://b"]),
+)
+unreadables = st.builds(
+    Unreadable,
+    path=paths,
+    access=st.sampled_from(["input", "output"]),
+    size=st.integers(-1, 2**50),
+    reason=st.text(max_size=30),
 )
 code_states = st.builds(
     CodeState,
@@ -58,6 +67,7 @@ runs = st.builds(
     exit_code=st.integers(-255, 255),
     status=st.sampled_from(records.RUN_STATUSES),
     inputs=st.lists(file_refs, max_size=4).map(tuple),
+    unreadable=st.lists(unreadables, max_size=2).map(tuple),
     outputs=st.lists(file_refs, max_size=4).map(tuple),
     code=code_states,
     session=hexes.map(SessionId),
