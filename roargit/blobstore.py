@@ -27,7 +27,7 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, Union
 
@@ -146,6 +146,12 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+    def write_to(self, digest: str, sink: Callable[[bytes], object]) -> None:
+        """Stream the blob into `sink`, then check it: `BlobCorrupt` after the last chunk if
+        the bytes do not match their name, so `sink` must be able to take them back (a
+        temporary file that is renamed into place only when this returns)."""
+        self._stream(digest, sink)
 
     def verify(self, digest: str) -> bool:
         """True if the blob's bytes match its name, False if corrupt; `BlobMissing` if absent."""
