@@ -44,23 +44,55 @@ def encode(record: dict[str, Any]) -> bytes:
     return msgpack.packb(_canonical(body, "record"), use_bin_type=True, unicode_errors=_ERRORS)
 
 
-def decode(data: bytes, name: str) -> dict[str, Any]:
-    """Parse record bytes; `name` says which object it is when the bytes are refused."""
+# Limits on what a record may hold. Records arrive from other clones, so a few crafted bytes
+# must not make the reader allocate gigabytes: msgpack is told these maxima, each also capped
+# by the input's length (an entry takes at least one byte), so a header that claims more
+# than the bytes can hold is refused before anything is allocated. msgpack's own parser
+# stops at 1024 levels of nesting; the record schema allows far fewer (records.MAX_DEPTH).
+MAX_STR_BYTES = 1 << 20  # a string or binary value: 1 MiB
+MAX_ENTRIES = 10_000_000  # an array's items, a map's pairs
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
+def unpack(data: bytes, name: str, source: str | None = None) -> Any:
+    """The msgpack value in `data`, within the limits above; RecordCorrupt for anything
+    else (not msgpack, trailing bytes, too long, too deep, an extension type)."""
+    n = len(data)
     try:
-        value = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, unicode_errors=_ERRORS, use_list=True
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            unicode_errors=_ERRORS,
+            use_list=True,
+            max_str_len=min(n, MAX_STR_BYTES),
+            max_bin_len=min(n, MAX_STR_BYTES),
+            max_array_len=min(n, MAX_ENTRIES),
+            max_map_len=min(n // 2, MAX_ENTRIES),
+            max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise RecordCorrupt(name, f"not valid msgpack ({type(exc).__name__})") from None
+        raise RecordCorrupt(
+            name, f"not valid msgpack ({type(exc).__name__})", source=source
+        ) from None
+
+
+def decode(data: bytes, name: str, source: str | None = None) -> dict[str, Any]:
+    """Parse record bytes into a map with a schema version this roargit reads; `name` says
+    which object it is (and `source` which remote it came from) when the bytes are refused."""
+    value = unpack(data, name, source)
     if not isinstance(value, dict):
-        raise RecordCorrupt(name, "not a map")
-    version = value.get(VERSION_KEY)
+        raise RecordCorrupt(name, "not a map", source=source)
+    if VERSION_KEY not in value:
+        raise RecordCorrupt(name, "is missing", source=source, field=VERSION_KEY)
+    version = value[VERSION_KEY]
     if not isinstance(version, int) or isinstance(version, bool):
-        raise RecordCorrupt(name, "no schema version")
+        raise RecordCorrupt(name, "must be an integer", source=source, field=VERSION_KEY)
     if version > SCHEMA_VERSION:
-        raise RecordTooNew(name, version, SCHEMA_VERSION)
+        raise RecordTooNew(name, version, SCHEMA_VERSION, source)
     if version < 1:
-        raise RecordCorrupt(name, f"impossible schema version {version}")
+        raise RecordCorrupt(name, "must be at least 1", source=source, field=VERSION_KEY)
     return value
 
 

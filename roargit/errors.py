@@ -30,14 +30,34 @@ class GitFailed(RoarError):
 
 
 class RecordCorrupt(RoarError):
-    def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"record {name} is corrupt: {why}")
+    """A record (or manifest) that cannot be used: bytes that are not a record, bytes that do
+    not hash to the id they are stored under, or a field that breaks the schema.
+
+    `field` is the dotted path of the offending field (`environment.os`, `inputs[3].hash`) and
+    `why` then says what it must be; `source` names the remote the record was fetched from.
+    """
+
+    def __init__(
+        self, name: str, why: str, *, source: str | None = None, field: str | None = None
+    ) -> None:
+        self.name = name
+        self.why = why
+        self.source = source
+        self.field = field
+        where = f"record {name}" + (f" from {source}" if source else "")
+        if field is None:
+            super().__init__(f"{where} is corrupt: {why}")
+        else:
+            super().__init__(f"{where} is malformed: {field} {why}")
 
 
 class RecordTooNew(RoarError):
-    def __init__(self, name: str, version: int, supported: int) -> None:
+    def __init__(self, name: str, version: int, supported: int, source: str | None = None) -> None:
+        self.name = name
+        self.source = source
+        where = f"record {name}" + (f" from {source}" if source else "")
         super().__init__(
-            f"record {name} has schema version {version}; this roargit reads up to "
+            f"{where} has schema version {version}; this roargit reads up to "
             f"{supported}: upgrade roargit"
         )
 

@@ -5,8 +5,11 @@ NamedTuples rather than frozen dataclasses: `roar run` pays for every class made
 run makes 100,000 FileRefs).
 
 A record is immutable; its id is the BLAKE3 of its canonical encoding (see codec.py and
-docs/record-format.md). `to_map` / `from_map` are the only translation to the wire shape, and
-`from_map` checks every field so that a damaged record is refused with its name, not used.
+docs/record-format.md). `to_map` / `decode` are the only translation to and from the wire
+shape. Records arrive from other clones, so `decode` is a gate: every field is checked
+against the schema (type, presence, size, allowed values) before a record object exists, and
+anything else is refused with one `RecordCorrupt` naming the record, where it came from and
+the dotted path of the field (`environment.os must be a map`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ ArtifactId = NewType("ArtifactId", str)
 
 RUN_KINDS = ("run", "build")
 RUN_STATUSES = ("ok", "failed", "interrupted", "terminated")
+CAPTURE_MODES = ("ptrace", "fallback")
+FILE_KINDS = ("file", "dir")
+UNREADABLE_ACCESS = ("input", "output")
+
+#: The most words a command line may have (Linux's own limit, ARG_MAX, allows about this many
+#: short words; more is not a command anyone ran).
+MAX_ARGV = 100_000
+#: How deeply an environment value that this roargit does not know may nest.
+MAX_DEPTH = 32
 
 
 class FileRef(NamedTuple):
@@ -46,14 +58,14 @@ class FileRef(NamedTuple):
         return m
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> FileRef:
-        m = _map(m, name, "file entry")
+    def _read(cls, m: Any) -> FileRef:
+        m = _as_map(m)
         return cls(
-            path=_str(m, "path", name),
-            hash=ArtifactId(_hex(m, "hash", name)),
-            size=_int(m, "size", name),
-            kind=_str(m, "kind", name, default="file"),
-            not_stored=_str(m, "not_stored", name, default=""),
+            path=_path(m, "path"),
+            hash=ArtifactId(_hex(m, "hash")),
+            size=_int(m, "size", 0),
+            kind=_choice(m, "kind", FILE_KINDS, "file"),
+            not_stored=_str(m, "not_stored", ""),
         )
 
 
@@ -69,16 +81,13 @@ class Unreadable(NamedTuple):
         return {"path": self.path, "access": self.access, "size": self.size, "reason": self.reason}
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> Unreadable:
-        m = _map(m, name, "unreadable entry")
-        access = _str(m, "access", name)
-        if access not in ("input", "output"):
-            raise RecordCorrupt(name, f"unknown access {access!r} of an unreadable file")
+    def _read(cls, m: Any) -> Unreadable:
+        m = _as_map(m)
         return cls(
-            path=_str(m, "path", name),
-            access=access,
-            size=_int(m, "size", name),
-            reason=_str(m, "reason", name),
+            path=_path(m, "path"),
+            access=_choice(m, "access", UNREADABLE_ACCESS),
+            size=_int(m, "size", -1),
+            reason=_str(m, "reason"),
         )
 
 
@@ -92,9 +101,9 @@ class CodeInput(NamedTuple):
         return {"path": self.path, "blob": self.blob}
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> CodeInput:
-        m = _map(m, name, "code input")
-        return cls(path=_str(m, "path", name), blob=_str(m, "blob", name))
+    def _read(cls, m: Any) -> CodeInput:
+        m = _as_map(m)
+        return cls(path=_path(m, "path"), blob=_git_oid(m, "blob"))
 
 
 class CodeState(NamedTuple):
@@ -116,14 +125,14 @@ class CodeState(NamedTuple):
         }
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> CodeState:
-        m = _map(m, name, "code state")
+    def _read(cls, m: Any) -> CodeState:
+        m = _as_map(m)
         return cls(
-            commit=_opt_str(m, "commit", name),
-            branch=_opt_str(m, "branch", name),
-            dirty=_bool(m, "dirty", name),
-            tree=_opt_str(m, "tree", name),
-            inputs=tuple(CodeInput.from_map(i, name) for i in _list(m, "inputs", name)),
+            commit=_opt_git_oid(m, "commit"),
+            branch=_opt_str(m, "branch"),
+            dirty=_bool(m, "dirty"),
+            tree=_opt_git_oid(m, "tree"),
+            inputs=_items(m, "inputs", CodeInput._read),
         )
 
 
@@ -170,38 +179,39 @@ class RunRecord(NamedTuple):
         } | ({"unreadable": [u.to_map() for u in self.unreadable]} if self.unreadable else {})
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> RunRecord:
-        m = _map(m, name, "record")
+    def from_map(cls, m: Any, name: str, source: str | None = None) -> RunRecord:
+        """The run in a decoded record map, checked field by field (see `decode`)."""
+        with _refusing(name, source):
+            return cls._read(m)
+
+    @classmethod
+    def _read(cls, m: Any) -> RunRecord:
+        m = _as_map(m)
         if m.get("type") != "run":
-            raise RecordCorrupt(name, f"expected a run record, found type {m.get('type')!r}")
-        kind = _str(m, "kind", name)
-        status = _str(m, "status", name)
-        if kind not in RUN_KINDS:
-            raise RecordCorrupt(name, f"unknown run kind {kind!r}")
-        if status not in RUN_STATUSES:
-            raise RecordCorrupt(name, f"unknown status {status!r}")
-        argv = _list(m, "argv", name)
-        if not all(isinstance(a, str) for a in argv):
-            raise RecordCorrupt(name, "argv holds a non-string")
+            raise _Bad("type", 'must be "run"')
+        argv = _list(m, "argv")
+        if len(argv) > MAX_ARGV:
+            raise _Bad("argv", f"must hold at most {MAX_ARGV} words")
+        for i, word in enumerate(argv):
+            if not isinstance(word, str):
+                raise _Bad(f"argv[{i}]", "must be a string")
         return cls(
             argv=tuple(argv),
-            cwd=_str(m, "cwd", name),
-            started_at=_int(m, "started_at", name),
-            ended_at=_int(m, "ended_at", name),
-            exit_code=_int(m, "exit_code", name),
-            status=status,
-            inputs=tuple(FileRef.from_map(f, name) for f in _list(m, "inputs", name)),
-            outputs=tuple(FileRef.from_map(f, name) for f in _list(m, "outputs", name)),
-            code=CodeState.from_map(m.get("code"), name),
-            session=SessionId(_str(m, "session", name)),
-            step=_int(m, "step", name),
-            kind=kind,
-            capture=_str(m, "capture", name),
-            complete=_bool(m, "complete", name),
-            environment=_map(m.get("environment", {}), name, "environment"),
-            unreadable=tuple(
-                Unreadable.from_map(u, name) for u in _list(m, "unreadable", name, [])
-            ),
+            cwd=_path(m, "cwd"),
+            started_at=_int(m, "started_at"),
+            ended_at=_int(m, "ended_at"),
+            exit_code=_int(m, "exit_code"),
+            status=_choice(m, "status", RUN_STATUSES),
+            inputs=_items(m, "inputs", FileRef._read),
+            outputs=_items(m, "outputs", FileRef._read),
+            code=_sub(m, "code", CodeState._read),
+            session=SessionId(_hex(m, "session")),
+            step=_int(m, "step", 0),
+            kind=_choice(m, "kind", RUN_KINDS),
+            capture=_choice(m, "capture", CAPTURE_MODES),
+            complete=_bool(m, "complete"),
+            environment=_sub(m, "environment", _environment, {}),
+            unreadable=_items(m, "unreadable", Unreadable._read, optional=True),
         )
 
 
@@ -221,15 +231,23 @@ class SessionRecord(NamedTuple):
         }
 
     @classmethod
-    def from_map(cls, m: Any, name: str) -> SessionRecord:
-        m = _map(m, name, "record")
+    def from_map(cls, m: Any, name: str, source: str | None = None) -> SessionRecord:
+        """The session in a decoded record map, checked field by field (see `decode`)."""
+        with _refusing(name, source):
+            return cls._read(m)
+
+    @classmethod
+    def _read(cls, m: Any) -> SessionRecord:
+        m = _as_map(m)
         if m.get("type") != "session":
-            raise RecordCorrupt(name, f"expected a session record, found type {m.get('type')!r}")
-        parent = _opt_str(m, "parent", name)
+            raise _Bad("type", 'must be "session"')
+        parent = m.get("parent")
+        if parent is not None:
+            parent = _hex(m, "parent")
         return cls(
-            created_at=_int(m, "created_at", name),
-            clone=_str(m, "clone", name),
-            parent=SessionId(parent) if parent else None,
+            created_at=_int(m, "created_at"),
+            clone=_str(m, "clone"),
+            parent=SessionId(parent) if parent is not None else None,
         )
 
 
@@ -240,14 +258,17 @@ def encode(record: Record) -> bytes:
     return codec.encode(record.to_map())
 
 
-def decode(data: bytes, name: str) -> Record:
-    m = codec.decode(data, name)
+def decode(data: bytes, name: str, source: str | None = None) -> Record:
+    """The record in `data`, or RecordCorrupt / RecordTooNew: never another exception,
+    whatever the bytes. `name` says which object it is (e.g. `run 3fa9c1d2e4b5`) and
+    `source` the remote it was fetched from (None: recorded here)."""
+    m = codec.decode(data, name, source)
     kind = m.get("type")
     if kind == "run":
-        return RunRecord.from_map(m, name)
+        return RunRecord.from_map(m, name, source)
     if kind == "session":
-        return SessionRecord.from_map(m, name)
-    raise RecordCorrupt(name, f"unknown record type {kind!r}")
+        return SessionRecord.from_map(m, name, source)
+    raise RecordCorrupt(name, 'must be "run" or "session"', source=source, field="type")
 
 
 def identify(record: Record) -> tuple[str, bytes]:
@@ -256,58 +277,263 @@ def identify(record: Record) -> tuple[str, bytes]:
     return codec.record_id(data), data
 
 
-# -- field checks: each names the record and field it refused ---------------------------
+# -- the environment map ----------------------------------------------------------------
+# What `Environment.to_dict` writes, and what readers (plan, diff, views, the CLI) take from
+# it. Every key is optional (an older writer wrote fewer); a key this roargit does not know
+# may hold any plain value (nil, booleans, int64s, strings, lists, string-keyed maps).
+
+_ENV_STRINGS = ("arch", "hostname", "user")
+_ENV_SUBMAPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # key: (string fields, integer fields)
+    "python": (("implementation", "version", "executable"), ()),
+    "os": (("system", "release", "distro"), ()),
+    "cpu": (("model",), ("count",)),
+}
+_GPU_FIELDS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "driver"), ("memory_mib",))
+_ENV_STRMAPS = ("env_vars", "packages")
 
 
-def _map(m: Any, name: str, what: str) -> dict[str, Any]:
-    if not isinstance(m, dict):
-        raise RecordCorrupt(name, f"{what} is not a map")
+def _environment(m: Any) -> dict[str, Any]:
+    m = _as_map(m)
+    for key, value in m.items():
+        if key in _ENV_STRINGS:
+            _str(m, key)
+        elif key in _ENV_SUBMAPS:
+            strings, ints = _ENV_SUBMAPS[key]
+            _sub(m, key, lambda v, s=strings, i=ints: _fields(v, s, i))
+        elif key == "gpus":
+            _items(m, key, lambda v: _fields(v, *_GPU_FIELDS))
+        elif key in _ENV_STRMAPS:
+            _sub(m, key, _str_map)
+        else:
+            _unknown(key, value)
     return m
 
 
-def _get(m: dict[str, Any], key: str, name: str) -> Any:
-    if key not in m:
-        raise RecordCorrupt(name, f"field '{key}' is missing")
-    return m[key]
+def _fields(m: Any, strings: tuple[str, ...], ints: tuple[str, ...]) -> dict[str, Any]:
+    m = _as_map(m)
+    for key, value in m.items():
+        if key in strings:
+            _str(m, key)
+        elif key in ints:
+            _int(m, key)
+        else:
+            _unknown(key, value)
+    return m
 
 
-def _str(m: dict[str, Any], key: str, name: str, default: str | None = None) -> str:
-    value = m.get(key, default) if default is not None else _get(m, key, name)
+def _unknown(key: Any, value: Any) -> None:
+    """A key this roargit does not read: it must still be plain data, for those who print it."""
+    if not isinstance(key, str):
+        raise _Bad("", "must have string keys")
+    try:
+        _plain(value)
+    except _Bad as bad:
+        raise bad.under(_key(key)) from None
+
+
+def _str_map(m: Any) -> dict[str, str]:
+    m = _as_map(m)
+    for key, value in m.items():
+        if not isinstance(key, str):
+            raise _Bad("", "must have string keys")
+        if not isinstance(value, str):
+            raise _Bad(_key(key), "must be a string")
+    return m
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """`value` if it is plain data (as JSON would hold it, with int64s and no floats)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if not codec.INT64_MIN <= value <= codec.INT64_MAX:
+            raise _Bad("", "must be an integer within int64")
+        return value
+    if depth >= MAX_DEPTH:
+        raise _Bad("", f"must nest at most {MAX_DEPTH} levels deep")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            try:
+                _plain(item, depth + 1)
+            except _Bad as bad:
+                raise bad.under(f"[{i}]") from None
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Bad("", "must have string keys")
+            try:
+                _plain(item, depth + 1)
+            except _Bad as bad:
+                raise bad.under(_key(key)) from None
+        return value
+    raise _Bad("", "must be nil, a boolean, an integer, a string, a list or a map")
+
+
+# -- field checks -------------------------------------------------------------------------
+# Each raises _Bad with the (relative) path of the field it refused and what the field must
+# be; containers prefix their own path on the way out, and `_refusing` turns the result into
+# one RecordCorrupt. No message quotes a value from the record: it may be anything.
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, why: str) -> None:
+        self.field = field
+        self.why = why
+
+    def under(self, parent: str) -> _Bad:
+        if not self.field:
+            self.field = parent
+        elif self.field.startswith("["):
+            self.field = parent + self.field
+        else:
+            self.field = f"{parent}.{self.field}"
+        return self
+
+
+class _refusing:
+    """Turns a _Bad raised inside into the record's RecordCorrupt."""
+
+    def __init__(self, name: str, source: str | None) -> None:
+        self.name = name
+        self.source = source
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, bad: BaseException | None, tb: object) -> None:
+        if isinstance(bad, _Bad):
+            raise RecordCorrupt(
+                self.name, bad.why, source=self.source, field=bad.field or "record"
+            ) from None
+
+
+_SAFE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _key(key: str) -> str:
+    """A map key as a field-path step: plain names as they are, others quoted and escaped
+    (a key may hold control characters, and messages are one line)."""
+    if key and len(key) <= 64 and all(c in _SAFE_KEY for c in key):
+        return key
+    shown = key if len(key) <= 64 else key[:61] + "..."
+    return "[" + ascii(shown) + "]"
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _as_map(m: Any) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        raise _Bad("", "must be a map")
+    return m
+
+
+def _get(m: dict[str, Any], key: str) -> Any:
+    try:
+        return m[key]
+    except KeyError:
+        raise _Bad(key, "is missing") from None
+
+
+def _str(m: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = m.get(key, default) if default is not None else _get(m, key)
     if not isinstance(value, str):
-        raise RecordCorrupt(name, f"field '{key}' is not a string")
+        raise _Bad(key, "must be a string")
     return value
 
 
-def _opt_str(m: dict[str, Any], key: str, name: str) -> str | None:
+def _opt_str(m: dict[str, Any], key: str) -> str | None:
     value = m.get(key)
     if value is not None and not isinstance(value, str):
-        raise RecordCorrupt(name, f"field '{key}' is not a string")
+        raise _Bad(key, "must be a string or nil")
     return value
 
 
-def _hex(m: dict[str, Any], key: str, name: str) -> str:
-    value = _str(m, key, name)
-    if len(value) != 64 or value.strip("0123456789abcdef"):
-        raise RecordCorrupt(name, f"field '{key}' is not a 64-hex hash")
+def _path(m: dict[str, Any], key: str) -> str:
+    value = _get(m, key)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise _Bad(key, "must be a non-empty string without NUL")
     return value
 
 
-def _int(m: dict[str, Any], key: str, name: str) -> int:
-    value = _get(m, key, name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RecordCorrupt(name, f"field '{key}' is not an integer")
+def _hex(m: dict[str, Any], key: str) -> str:
+    value = _get(m, key)
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise _Bad(key, "must be 64 lowercase hex digits")
     return value
 
 
-def _bool(m: dict[str, Any], key: str, name: str) -> bool:
-    value = _get(m, key, name)
+def _is_git_oid(value: Any) -> bool:
+    # SHA-1 repositories name objects with 40 hex digits, SHA-256 ones with 64.
+    return isinstance(value, str) and len(value) in (40, 64) and not value.strip("0123456789abcdef")
+
+
+def _git_oid(m: dict[str, Any], key: str) -> str:
+    value = _get(m, key)
+    if not _is_git_oid(value):
+        raise _Bad(key, "must be a git object id (40 or 64 lowercase hex digits)")
+    return str(value)
+
+
+def _opt_git_oid(m: dict[str, Any], key: str) -> str | None:
+    value = _get(m, key)
+    if value is not None and not _is_git_oid(value):
+        raise _Bad(key, "must be nil or a git object id (40 or 64 lowercase hex digits)")
+    return value
+
+
+def _int(m: dict[str, Any], key: str, minimum: int = codec.INT64_MIN) -> int:
+    value = _get(m, key)
+    if type(value) is not int or not minimum <= value <= codec.INT64_MAX:
+        if minimum == codec.INT64_MIN:
+            raise _Bad(key, "must be an integer within int64")
+        raise _Bad(key, f"must be an integer from {minimum} to 2**63-1")
+    return value
+
+
+def _bool(m: dict[str, Any], key: str) -> bool:
+    value = _get(m, key)
     if not isinstance(value, bool):
-        raise RecordCorrupt(name, f"field '{key}' is not a boolean")
+        raise _Bad(key, "must be a boolean")
     return value
 
 
-def _list(m: dict[str, Any], key: str, name: str, default: list[Any] | None = None) -> list[Any]:
-    value = m.get(key, default) if default is not None else _get(m, key, name)
+def _choice(
+    m: dict[str, Any], key: str, choices: tuple[str, ...], default: str | None = None
+) -> str:
+    value = m.get(key, default) if default is not None else _get(m, key)
+    if not isinstance(value, str) or value not in choices:
+        raise _Bad(key, "must be one of " + ", ".join(f'"{c}"' for c in choices))
+    return value
+
+
+def _list(m: dict[str, Any], key: str) -> list[Any]:
+    value = _get(m, key)
     if not isinstance(value, list):
-        raise RecordCorrupt(name, f"field '{key}' is not a list")
+        raise _Bad(key, "must be a list")
     return value
+
+
+def _sub(m: dict[str, Any], key: str, read: Any, default: Any = None) -> Any:
+    """`read` of the value under `key` (missing: `default`, or refused when that is None)."""
+    value = m.get(key, default) if default is not None else _get(m, key)
+    try:
+        return read(value)
+    except _Bad as bad:
+        raise bad.under(key) from None
+
+
+def _items(m: dict[str, Any], key: str, read: Any, optional: bool = False) -> tuple[Any, ...]:
+    """`read` of each item of the list under `key`, as a tuple."""
+    if optional and key not in m:
+        return ()
+    value = _list(m, key)
+    out: list[Any] = []
+    try:
+        for item in value:
+            out.append(read(item))
+    except _Bad as bad:
+        raise bad.under(f"{key}[{len(out)}]") from None
+    return tuple(out)

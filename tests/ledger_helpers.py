@@ -15,7 +15,7 @@ def make_run(
     n: int,
     inputs: tuple[str, ...] = (),
     outputs: tuple[str, ...] = (),
-    session: str = "s" * 64,
+    session: str = "5" * 64,  # a session id is 64 hex digits
     step: int = 1,
 ) -> RunRecord:
     return RunRecord(

@@ -48,15 +48,37 @@ unreadables = st.builds(
     size=st.integers(-1, 2**50),
     reason=st.text(max_size=30),
 )
+oids = st.text("0123456789abcdef", min_size=40, max_size=40) | hexes
+words = st.text(max_size=12)
+environments = st.fixed_dictionaries(
+    {},
+    optional={
+        "python": st.fixed_dictionaries(
+            {"implementation": words, "version": words, "executable": words}
+        ),
+        "os": st.fixed_dictionaries({"system": words, "release": words, "distro": words}),
+        "arch": words,
+        "cpu": st.fixed_dictionaries({"model": words, "count": st.integers(0, 4096)}),
+        "gpus": st.lists(
+            st.fixed_dictionaries(
+                {"name": words, "driver": words, "memory_mib": st.integers(0, 2**20)}
+            ),
+            max_size=2,
+        ),
+        "hostname": words,
+        "user": words,
+        "env_vars": st.dictionaries(words, words, max_size=3),
+        "packages": st.dictionaries(words, words, max_size=3),
+        "future": plain,  # a key a newer writer adds: any plain value
+    },
+)
 code_states = st.builds(
     CodeState,
     commit=st.none() | st.text("0123456789abcdef", min_size=40, max_size=40),
     branch=st.none() | st.text(min_size=1, max_size=20),
     dirty=st.booleans(),
     tree=st.none() | st.text("0123456789abcdef", min_size=40, max_size=40),
-    inputs=st.lists(st.builds(CodeInput, path=paths, blob=st.text(max_size=40)), max_size=3).map(
-        tuple
-    ),
+    inputs=st.lists(st.builds(CodeInput, path=paths, blob=oids), max_size=3).map(tuple),
 )
 runs = st.builds(
     RunRecord,
@@ -75,7 +97,7 @@ runs = st.builds(
     kind=st.sampled_from(records.RUN_KINDS),
     capture=st.sampled_from(["ptrace", "fallback"]),
     complete=st.booleans(),
-    environment=st.dictionaries(st.text(max_size=10), plain, max_size=4),
+    environment=environments,
 )
 
 
@@ -115,7 +137,7 @@ def test_corrupt_and_truncated_records_name_the_object() -> None:
     _, data = records.identify(SessionRecord(created_at=1, clone="c"))
     with pytest.raises(RecordCorrupt, match=r"record session abc is corrupt"):
         records.decode(data[:-3], "session abc")
-    with pytest.raises(RecordCorrupt, match="field 'clone' is missing"):
+    with pytest.raises(RecordCorrupt, match="^record s is malformed: clone is missing$"):
         records.decode(codec.encode({"type": "session", "created_at": 1}), "s")
 
 
@@ -126,7 +148,7 @@ def test_newer_schema_is_refused_with_upgrade_hint() -> None:
 
 
 def test_unknown_type_and_bad_field_types_are_refused() -> None:
-    with pytest.raises(RecordCorrupt, match="unknown record type"):
+    with pytest.raises(RecordCorrupt, match='type must be "run" or "session"'):
         records.decode(codec.encode({"type": "dance"}), "x")
-    with pytest.raises(RecordCorrupt, match="not an integer"):
+    with pytest.raises(RecordCorrupt, match="created_at must be an integer within int64"):
         records.decode(codec.encode({"type": "session", "created_at": "x", "clone": "c"}), "x")
