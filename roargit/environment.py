@@ -107,9 +107,11 @@ class Environment(NamedTuple):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:
         """The inverse of `to_dict`. Missing fields read as empty (an older writer); unknown
-        ones are ignored (a newer minor writer); wrong types raise `RecordCorrupt`."""
-        if not isinstance(data, Mapping):
-            raise RecordCorrupt("environment", "not a map")
+        ones are ignored (a newer minor writer); wrong types raise `RecordCorrupt`, from the
+        record schema's own check, so this reads only what a record may hold."""
+        from roargit.records import check_environment
+
+        data = check_environment(data, "environment")
         py = _submap(data, "python")
         osd = _submap(data, "os")
         cpu = _submap(data, "cpu")

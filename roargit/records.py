@@ -293,6 +293,16 @@ _GPU_FIELDS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "driver"), ("me
 _ENV_STRMAPS = ("env_vars", "packages")
 
 
+def check_environment(m: Any, name: str, source: str | None = None) -> dict[str, Any]:
+    """`m` as a run's environment map, checked as `decode` checks it; RecordCorrupt naming
+    the field (`environment.os must be a map`) otherwise."""
+    with _refusing(name, source):
+        try:
+            return _environment(dict(m) if isinstance(m, Mapping) else m)
+        except _Bad as bad:
+            raise bad.under("environment") from None
+
+
 def _environment(m: Any) -> dict[str, Any]:
     m = _as_map(m)
     for key, value in m.items():
