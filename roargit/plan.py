@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roargit import session
+from roargit import pathguard, session
 from roargit.errors import RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
@@ -169,6 +169,7 @@ class Locator:
         self.stores = stores
         self._in_store: dict[str, str | None] = {}
         self._tree_hash: dict[tuple[str, str], str | None] = {}
+        self._manifests: dict[str, list[Any] | None] = {}
 
     def abs_path(self, recorded: str) -> str:
         return recorded if recorded.startswith("/") else str(self.paths.root / recorded)
@@ -194,8 +195,11 @@ class Locator:
     def manifest(self, digest: str) -> list[Any] | None:
         from roargit.folders import decode_manifest
 
-        data = self.ledger.manifest(digest)
-        return None if data is None else decode_manifest(data, f"manifest {digest[:12]}")
+        if digest not in self._manifests:
+            data = self.ledger.manifest(digest)
+            entries = None if data is None else decode_manifest(data, f"manifest {digest[:12]}")
+            self._manifests[digest] = entries
+        return self._manifests[digest]
 
     def locate(self, f: FileRef, tree_id: str | None) -> tuple[str, str] | None:
         """(source, detail) for bytes available without running anything, or None."""
@@ -317,6 +321,7 @@ def make_plan(
         if rid in to_run:
             continue
         rec = planner.run(rid)
+        check_paths(rec, pathguard.source_of(ledger, rid), locator)
         to_run[rid] = inputs = []
         if rec.session not in sessions_seen:
             sessions_seen.add(rec.session)
@@ -367,6 +372,9 @@ def make_plan(
                 _has_object(repo, rec.code.commit),
             )
         )
+    for s in steps:
+        if s.action == "run" and s.code_available:
+            _check_tree_links(repo, s, pathguard.source_of(ledger, s.run_id))
     warnings = _plan_warnings(steps, paths)
     if env_check:
         warnings += environment_warnings([s for s in steps if s.action == "run"])
@@ -378,6 +386,61 @@ def make_plan(
         tuple(s.url for s in stores),
         reuse,
     )
+
+
+def check_paths(rec: RunRecord, source: pathguard.Source, locator: Locator) -> None:
+    """Every path of a run to re-run through the one gate (pathguard.check), before anything
+    is written: its working folder and code paths must lie inside the repository; inputs and
+    outputs too, or be absolute (read in place, never written); so must each file of a
+    folder it reads."""
+    pathguard.check(rec.cwd, source, root_ok=True)
+    for c in rec.code.inputs:
+        pathguard.check(c.path, source)
+    for f in rec.outputs:
+        pathguard.check(f.path, source, absolute_ok=True)
+    for f in rec.inputs:
+        folder = pathguard.check(f.path, source, absolute_ok=True)
+        if f.kind == "dir":
+            for e in locator.manifest(f.hash) or ():
+                pathguard.check(e.path, source)
+                pathguard.check(f"{folder}/{e.path}", source, absolute_ok=True)
+
+
+def _check_tree_links(repo: Any, step: PlanStep, source: pathguard.Source) -> None:
+    """Refuse a step whose code tree puts a symbolic link where an input is to be written or
+    on the way to it, or on the way to its working folder: checked before anything is
+    written (writes refuse links too, but by then earlier steps may have run)."""
+    tree_id = step.run.code.tree
+    if not tree_id:
+        return
+    wanted = [i.file.path.rstrip("/") for i in step.inputs if i.source != "code"]
+    for rel in [*wanted, step.run.cwd]:
+        if rel.startswith("/") or rel == ".":
+            continue
+        link = _tree_link(repo, tree_id, rel)
+        if link is not None:
+            raise pathguard.UnsafePath(rel, source, f"'{link}' is a symbolic link in its code")
+
+
+def _tree_link(repo: Any, tree_id: str, rel: str) -> str | None:
+    """The first component of `rel` that the tree holds as a symbolic link, if any."""
+    import pygit2
+
+    try:
+        tree = repo[tree_id].peel(pygit2.Tree)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    parts = rel.split("/")
+    for n in range(1, len(parts) + 1):
+        try:
+            entry = tree["/".join(parts[:n])]
+        except KeyError:
+            return None
+        if entry.filemode == pygit2.enums.FileMode.LINK:
+            return "/".join(parts[:n])
+        if entry.type != pygit2.enums.ObjectType.TREE:
+            return None
+    return None
 
 
 def _order(planner: Planner, to_run: Mapping[RunId, list[InputPlan]]) -> list[RunId]:

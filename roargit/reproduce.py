@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from roargit import pathguard
 from roargit.blobstore import BlobStore
 from roargit.errors import BlobCorrupt, BlobMissing, RoarError
 from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
+from roargit.pathguard import Root, Source, escape
 from roargit.plan import Plan, PlanStep
 from roargit.records import FileRef, RunId, SessionId, SessionRecord
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
@@ -52,15 +54,25 @@ class PlanIncomplete(RoarError):
             )
             return
         super().__init__(
-            f"{first_step.label} needs {first.file.path} ({first.file.hash[:12]}), which is "
-            f"reachable nowhere: not in the work tree, the code, any blob store, or made by a "
-            f"recorded step{more}"
+            f"{first_step.label} needs {escape(first.file.path)} ({first.file.hash[:12]}), "
+            "which is reachable nowhere: not in the work tree, the code, any blob store, or "
+            f"made by a recorded step{more}"
         )
 
 
 class DestinationExists(RoarError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path} exists: choose another path or pass --force to replace it")
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            f"{escape(str(path))} exists: choose another path or pass --force to replace it"
+        )
+
+
+class RecordedOutside(RoarError):
+    def __init__(self, digest: str, path: str) -> None:
+        super().__init__(
+            f"artifact {digest[:16]} was recorded outside the repository, at '{escape(path)}': "
+            "roar writes only inside it; give a destination with -o PATH"
+        )
 
 
 class NotInStores(RoarError):
@@ -71,7 +83,7 @@ class NotInStores(RoarError):
 
 class InputUnavailable(RoarError):
     def __init__(self, label: str, f: FileRef, why: str) -> None:
-        super().__init__(f"{label}: cannot put {f.path} ({f.hash[:12]}) in place: {why}")
+        super().__init__(f"{label}: cannot put {escape(f.path)} ({f.hash[:12]}) in place: {why}")
 
 
 # -- stores --------------------------------------------------------------------------------
@@ -210,10 +222,12 @@ def checkout_code(wt: RepoPaths, step: PlanStep) -> None:
 
 
 class Materialiser:
-    """Puts recorded bytes at a path, verified, from wherever they can be had."""
+    """Puts recorded bytes at a path below a `Root`, verified, from wherever they can be had.
+    Every write goes through the root (pathguard): it never follows a link out of it."""
 
     def __init__(self, user: RepoPaths, cache: HashCache, stores: Sequence[BlobStore]):
         self.user = user
+        self.ledger = Ledger(user)
         self.cache = cache
         self.stores = stores
         self.made: dict[str, str] = {}  # hash -> a file in the worktree with those bytes
@@ -223,12 +237,16 @@ class Materialiser:
         found = self.cache.hash_many([path], missing_ok=True).get(path)
         return found is not None and found.digest == digest
 
-    def put(self, digest: str, dest: str, recorded: str, *, work_tree: bool = True) -> str:
-        """Make `dest` hold `digest`; returns where the bytes came from. FileNotFoundError
-        when no copy is found (`work_tree`: look at `recorded` in the user's work tree too)."""
+    def put(
+        self, digest: str, root: Root, rel: str, recorded: str, *, work_tree: bool = True
+    ) -> str:
+        """Make `rel` below `root` hold `digest`; returns where the bytes came from.
+        FileNotFoundError when no copy is found (`work_tree`: look at `recorded` in the
+        user's work tree too)."""
+        root.preflight(rel)
+        dest = os.path.join(root.path, rel)
         if self.has(dest, digest):
             return "in place"
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
         candidates = []
         if digest in self.made:
             candidates.append(("step", self.made[digest]))
@@ -236,13 +254,13 @@ class Materialiser:
             candidates.append(("worktree", str(self.user.root / recorded)))
         for how, src in candidates:
             if src != dest and self.has(src, digest):
-                _copy(src, dest)
+                root.copy_in(rel, src)
                 if self.has(dest, digest):
                     return how
         corrupt: BlobCorrupt | None = None
         for store in self.stores:
             try:
-                store.get_file(digest, dest)
+                root.write(rel, _filler(store, digest))
             except BlobMissing:
                 continue
             except BlobCorrupt as exc:  # never used; another store may hold good bytes
@@ -253,33 +271,38 @@ class Materialiser:
             raise corrupt
         raise FileNotFoundError(digest)
 
-    def put_ref(self, f: FileRef, wt_root: Path, label: str) -> str:
+    def put_ref(self, f: FileRef, root: Root, label: str) -> str:
+        source = root.source
         if f.path.startswith("/"):
+            pathguard.check(f.path, source, absolute_ok=True)
             if f.kind == "file" and self.has(f.path, f.hash):
                 return "in place"
             raise InputUnavailable(label, f, "it lies outside the repository and has changed")
-        dest = str(wt_root / f.path.rstrip("/"))
+        rel = pathguard.check(f.path, source)
         try:
             if f.kind != "dir":
-                return self.put(f.hash, dest, f.path)
-            from roargit.folders import decode_manifest
-
-            data = Ledger(self.user).manifest(f.hash)
-            if data is None:
-                raise FileNotFoundError(f.hash)
-            hows = {
-                self.put(e.hash, os.path.join(dest, e.path), f"{f.path.rstrip('/')}/{e.path}")
-                for e in decode_manifest(data, f"manifest {f.hash[:12]}")
-            }
+                return self.put(f.hash, root, rel, rel)
+            entries = self.manifest(f.hash, rel, root)
+            hows = {self.put(e.hash, root, p, p) for e, p in entries}
             return ", ".join(sorted(hows))
         except FileNotFoundError:
             raise InputUnavailable(label, f, "no copy with those bytes was found") from None
 
+    def manifest(self, digest: str, folder: str, root: Root) -> list[tuple[Any, str]]:
+        """A folder artifact's entries, each with its path below `root` (`folder/entry`),
+        every one checked and pre-flighted before any is written."""
+        from roargit.folders import decode_manifest
 
-def _copy(src: str, dest: str) -> None:
-    tmp = f"{dest}.roar-tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+        data = self.ledger.manifest(digest)
+        if data is None:
+            raise FileNotFoundError(digest)
+        entries = [
+            (e, pathguard.join(folder, e.path, root.source) if folder else e.path)
+            for e in decode_manifest(data, f"manifest {digest[:12]}")
+        ]
+        for _e, rel in entries:
+            root.preflight(rel)
+        return entries
 
 
 # -- running the plan ------------------------------------------------------------------------
@@ -303,6 +326,7 @@ def execute(
         raise PlanIncomplete(plan)
     if out is not None and out.exists() and not force:
         raise DestinationExists(out)
+    _check_out(out)
     roar_dir = ensure_roar_dir(paths)
     ledger = Ledger(paths)
     cache = HashCache(roar_dir)
@@ -339,9 +363,20 @@ def execute(
     _conclude(report, plan, where)
     if out is not None and report.target_path is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _copy(report.target_path, str(out))
-        report.copied_to = str(out)
+        with Root(out.parent) as dest:
+            report.copied_to = dest.copy_in(out.name, report.target_path)
     return report
+
+
+def _filler(store: BlobStore, digest: str) -> Callable[[BinaryIO], None]:
+    return lambda f: store.write_to(digest, f.write)
+
+
+def _check_out(out: Path | None) -> None:
+    """Refuse an `-o` path that could not be written (a link there, say) before any step runs."""
+    if out is not None and out.parent.is_dir():
+        with Root(out.parent) as dest:
+            dest.preflight(out.name)
 
 
 def _run_step(
@@ -359,11 +394,12 @@ def _run_step(
     if mat.code_state != state:
         checkout_code(wt, step)
         mat.code_state = state
-    for i in step.inputs:
-        how = mat.put_ref(i.file, wt.root, step.label)
-        on_event("input", {"step": step.label, "path": i.file.path, "from": how})
-    cwd = Path(rec.cwd) if rec.cwd.startswith("/") else wt.root / rec.cwd
-    cwd.mkdir(parents=True, exist_ok=True)
+    # A fresh root each step: the checkout above may have replaced any folder below it.
+    with Root(wt.root, pathguard.source_of(mat.ledger, step.run_id)) as root:
+        for i in step.inputs:
+            how = mat.put_ref(i.file, root, step.label)
+            on_event("input", {"step": step.label, "path": i.file.path, "from": how})
+        cwd = Path(root.makedirs(rec.cwd))
     t0 = time.perf_counter()
     outcome = record_run(
         wt, list(rec.argv), cwd, kind=rec.kind, step=rec.step, env=env, session_id=sid
@@ -447,7 +483,11 @@ class GetResult:
 def get_artifact(
     paths: RepoPaths, digest: str, dest: Path | None, *, force: bool = False
 ) -> GetResult:
-    """Write artifact `digest` to `dest` (default: where it was recorded), verified."""
+    """Write artifact `digest` to `dest` (default: where it was recorded), verified.
+
+    The recorded path, and every entry of a folder's manifest, pass pathguard before
+    anything is written; the writes never follow a symbolic link below the repository (or
+    below the folder `dest` names)."""
     from roargit.plan import Locator, Planner
 
     ledger = Ledger(paths)
@@ -455,44 +495,82 @@ def get_artifact(
     stores = stores_for(paths)
     planner = Planner(paths, ledger, Locator(paths, ledger, cache, stores))
     recorded: FileRef | None = None
+    source: Source | None = None
     produced, consumed = ledger.artifact_runs(digest)
     for rid in [*produced, *consumed]:
         rec = planner.run(rid)
         recorded = next((f for f in (*rec.outputs, *rec.inputs) if f.hash == digest), None)
         if recorded is not None:
+            source = pathguard.source_of(ledger, rid)
             break
+    kind = recorded.kind if recorded is not None else "file"
     if dest is None:
         if recorded is None:
             raise RoarError(f"artifact {digest[:16]} has no recorded path: give one with -o PATH")
-        dest = _abs(paths.root, recorded.path)
-    kind = recorded.kind if recorded is not None else "file"
+        if recorded.path.startswith("/"):
+            pathguard.check(recorded.path, source, absolute_ok=True)
+            raise RecordedOutside(digest, recorded.path)
+        # Below the repository, by the recorded path.
+        base, rel = paths.root, pathguard.check(recorded.path, source)
+    elif kind == "dir":
+        base, rel = dest, ""  # below the folder the user named
+    else:
+        base, rel = dest.parent, dest.name
     mat = Materialiser(paths, cache, stores)
-    if kind == "file" and mat.has(str(dest), digest):
-        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
-    if dest.exists() and not force:
-        raise DestinationExists(dest)
     try:
         if kind == "dir":
-            from roargit.folders import decode_manifest
-
-            data = ledger.manifest(digest)
-            if data is None:
-                raise FileNotFoundError(digest)
-            entries = decode_manifest(data, f"manifest {digest[:12]}")
-            base = recorded.path.rstrip("/") if recorded is not None else ""
-            sources = {
-                mat.put(e.hash, str(dest / e.path), f"{base}/{e.path}", work_tree=False)
-                for e in entries
-            }
-            size = sum(e.size for e in entries)
-            where = ", ".join(sorted(x.removeprefix("store ") for x in sources))
-            return GetResult(digest, str(dest), where, size, False)
-        source = mat.put(digest, str(dest), "", work_tree=False)
+            return _get_folder(mat, digest, base, rel, source, force)
+        return _get_file(mat, digest, base, rel, source, force)
     except FileNotFoundError:
         how = _how_to_reproduce(planner, digest)
         raise NotInStores(digest, [s.url for s in stores], how) from None
-    where = source.removeprefix("store ")
-    return GetResult(digest, str(dest), where, dest.stat().st_size, False)
+
+
+def _get_file(
+    mat: Materialiser, digest: str, base: Path, rel: str, source: Source | None, force: bool
+) -> GetResult:
+    rel = pathguard.check(rel, source)
+    dest = base / rel
+    if base.is_dir():
+        with Root(base, source) as root:
+            root.preflight(rel)
+    if mat.has(str(dest), digest):
+        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
+    if dest.exists() and not force:
+        raise DestinationExists(dest)
+    base.mkdir(parents=True, exist_ok=True)
+    with Root(base, source) as root:
+        how = mat.put(digest, root, rel, "", work_tree=False)
+    return GetResult(digest, str(dest), how.removeprefix("store "), dest.stat().st_size, False)
+
+
+def _get_folder(
+    mat: Materialiser, digest: str, base: Path, folder: str, source: Source | None, force: bool
+) -> GetResult:
+    from roargit.folders import decode_manifest
+
+    data = mat.ledger.manifest(digest)
+    if data is None:
+        raise FileNotFoundError(digest)
+    entries = decode_manifest(data, f"manifest {digest[:12]}")
+    # Every name is checked before the folder is made or anything written.
+    rels = [
+        pathguard.join(folder, e.path, source) if folder else pathguard.check(e.path, source)
+        for e in entries
+    ]
+    dest = base / folder if folder else base
+    if dest.exists() and not force:
+        raise DestinationExists(dest)
+    base.mkdir(parents=True, exist_ok=True)
+    with Root(base, source) as root:
+        for r in rels:
+            root.preflight(r)
+        sources = {
+            mat.put(e.hash, root, r, "", work_tree=False)
+            for e, r in zip(entries, rels, strict=True)
+        }
+    where = ", ".join(sorted(x.removeprefix("store ") for x in sources))
+    return GetResult(digest, str(dest), where, sum(e.size for e in entries), False)
 
 
 def _how_to_reproduce(planner: Any, digest: str) -> str:

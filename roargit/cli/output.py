@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
+
+from roargit.pathguard import escape as show_text
 
 
 def emit_json(value: Any) -> None:
@@ -11,6 +14,51 @@ def emit_json(value: Any) -> None:
 
     json.dump(value, sys.stdout, indent=2, ensure_ascii=False, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def show_word(word: str) -> str:
+    """One argv word as a shell would need it typed: `shlex.quote`, or, when it holds a
+    control character, bash's `$'…'` with the character escaped (what `printf %q` prints),
+    so that a carriage return cannot hide the words before it."""
+    import shlex
+
+    shown = show_text(word)
+    if shown == word:
+        return shlex.quote(word)
+    inner = show_text(word.replace("\\", "\\\\")).replace("'", "\\'")
+    return f"$'{inner}'"
+
+
+def show_argv(argv: Sequence[str]) -> str:
+    """A recorded command, whole, quoted and inert: pasted into a shell, it is that argv."""
+    return " ".join(show_word(w) for w in argv)
+
+
+def shorten(text: str, width: int) -> str:
+    """For one-line overviews (`roar log`, `roar dag`): cut with a visible `…`. Never for a
+    command someone is asked to run."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def wrap_argv(head: str, argv: Sequence[str], width: int | None = None) -> list[str]:
+    """`head` and the whole command in lines of about `width` columns (the terminal's),
+    broken between words with a shell continuation (` \\`) and indented: pasted into a
+    shell it is still that argv. A word wider than a line keeps a line of its own."""
+    import shutil
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    pad = " " * 6
+    lines: list[str] = []
+    line, fresh = head, True
+    for word in (show_word(w) for w in argv):
+        if fresh or len(line) + 1 + len(word) + 2 <= width:
+            line += ("" if fresh else " ") + word
+            fresh = False
+        else:
+            lines.append(line + " \\")
+            line = pad + word
+    lines.append(line)
+    return lines
 
 
 def say(text: str = "") -> None:
