@@ -9,6 +9,7 @@ so two machines that record the same facts produce the same id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -42,6 +43,14 @@ def encode(record: dict[str, Any]) -> bytes:
     body = dict(record)
     body[VERSION_KEY] = SCHEMA_VERSION
     return msgpack.packb(_canonical(body, "record"), use_bin_type=True, unicode_errors=_ERRORS)
+
+
+def encode_with_rows(record: dict[str, Any], key: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """`encode(record | {key: rows})`, the same bytes, for rows of plain strings and ints that
+    need no canonical walk one by one (a folder manifest may list millions of files)."""
+    head = _canonical({**record, key: [], VERSION_KEY: SCHEMA_VERSION}, "record")
+    head[key] = rows  # the key keeps its sorted place; only its value is swapped
+    return msgpack.packb(head, use_bin_type=True, unicode_errors=_ERRORS)
 
 
 # Limits on what a record may hold. Records arrive from other clones, so a few crafted bytes

@@ -1,9 +1,11 @@
 """Folders as artifacts: a run that reads (or writes) most of a big folder records the folder
 once, by the hash of its manifest, instead of one entry per file.
 
-A manifest is the canonical msgpack list of `[relative path, hash, size]` of every regular
-file under the folder, sorted by path. Its BLAKE3 is the folder's artifact id, so an unchanged
-folder has the same id run after run and its manifest is stored in the ledger once.
+A manifest is a canonical msgpack record (docs/record-format.md) listing `[relative path,
+hash, size]` of every regular file under the folder, sorted by path. Its BLAKE3 is the
+folder's artifact id, so an unchanged folder has the same id run after run and its manifest is
+stored in the ledger once. Manifests arrive from other clones too: reading one checks it
+against its id and its schema, as records are checked.
 
 A folder that did not change is not re-hashed file by file either: `FolderCache` remembers,
 per folder, a digest of every file's stat data (path, device, inode, size, mtime, ctime) and
@@ -21,10 +23,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import msgpack
-
+from roargit import codec
 from roargit.codec import record_id
 from roargit.errors import RecordCorrupt
 
@@ -94,12 +95,10 @@ def encode_manifest(entries: list[ManifestEntry]) -> tuple[str, bytes]:
 
 
 def _encode_rows(rows: list[tuple[str, str, int]]) -> tuple[str, bytes]:
-    """The one encoding of a manifest: sorted (path, hash, size) rows."""
-    data = msgpack.packb(
-        {"type": "manifest", "v": 1, "files": rows},
-        use_bin_type=True,
-        unicode_errors="surrogateescape",
-    )
+    """The one encoding of a manifest: a canonical record holding the sorted (path, hash,
+    size) rows. (Manifests written before it was canonical put `type` and `v` before `files`;
+    they still read, and keep their ids: an id is the hash of the bytes as stored.)"""
+    data = codec.encode_with_rows({"type": "manifest"}, "files", rows)
     return record_id(data), data
 
 
@@ -117,21 +116,59 @@ def manifest_from_hashes(
     return digest, data, sum(r[2] for r in rows), len(rows)
 
 
-def decode_manifest_rows(data: bytes, name: str) -> dict[str, str]:
-    """{path: hash} of a manifest, without building an entry per file."""
-    try:
-        m = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
-        return {str(p): str(h) for p, h, _s in m["files"]}
-    except Exception:
-        raise RecordCorrupt(name, "not a folder manifest") from None
+def decode_manifest_rows(
+    data: bytes, name: str, *, digest: str | None = None, source: str | None = None
+) -> dict[str, str]:
+    """{path: hash} of a manifest, without building an entry per file (see `decode_manifest`)."""
+    return {p: h for p, h, _s in _checked_rows(data, name, digest, source)}
 
 
-def decode_manifest(data: bytes, name: str) -> list[ManifestEntry]:
-    try:
-        m = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
-        return [ManifestEntry(str(p), str(h), int(s)) for p, h, s in m["files"]]
-    except Exception:
-        raise RecordCorrupt(name, "not a folder manifest") from None
+def decode_manifest(
+    data: bytes, name: str, *, digest: str | None = None, source: str | None = None
+) -> list[ManifestEntry]:
+    """The entries of a manifest, checked as records are: its bytes against `digest` (its id,
+    when the caller knows it), then every row against the schema; RecordCorrupt (or
+    RecordTooNew) naming `name`, `source` and the row's field otherwise."""
+    return [ManifestEntry(p, h, s) for p, h, s in _checked_rows(data, name, digest, source)]
+
+
+def _checked_rows(
+    data: bytes, name: str, digest: str | None, source: str | None
+) -> list[list[Any]]:
+    if digest is not None and record_id(data) != digest:
+        raise RecordCorrupt(name, "its content does not match its id", source=source)
+    m = codec.decode(data, name, source)
+
+    def bad(field: str, why: str) -> RecordCorrupt:
+        return RecordCorrupt(name, why, source=source, field=field)
+
+    if m.get("type") != "manifest":
+        raise bad("type", 'must be "manifest"')
+    if "files" not in m:
+        raise bad("files", "is missing")
+    rows = m["files"]
+    if not isinstance(rows, list):
+        raise bad("files", "must be a list")
+    prev = ""
+    for i, row in enumerate(rows):
+        if type(row) is not list or len(row) != 3:
+            raise bad(f"files[{i}]", "must be a [path, hash, size] list")
+        path, digest_, size = row
+        if type(path) is not str or not path or "\0" in path:
+            raise bad(f"files[{i}].path", "must be a non-empty string without NUL")
+        if path <= prev:
+            # Rows are sorted by path, each path once: a second row for a path would make
+            # two readers of one manifest disagree on that file.
+            raise bad(f"files[{i}].path", "must sort after the path before it")
+        prev = path
+        if type(digest_) is not str or len(digest_) != 64 or digest_.strip(_HEX):
+            raise bad(f"files[{i}].hash", "must be 64 lowercase hex digits")
+        if type(size) is not int or not 0 <= size <= codec.INT64_MAX:
+            raise bad(f"files[{i}].size", "must be an integer from 0 to 2**63-1")
+    return rows
+
+
+_HEX = "0123456789abcdef"
 
 
 class FolderState(NamedTuple):

@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 from blake3 import blake3
 
-from roargit import folders
-from roargit.errors import RecordCorrupt
+from roargit import codec, folders
+from roargit.errors import RecordCorrupt, RecordTooNew
 
 READ = (
     "import os, sys\n"
@@ -62,8 +63,73 @@ def test_manifest_round_trip_and_corruption() -> None:
         entries, key=lambda e: e.path
     )
     assert folders.decode_manifest_rows(data, "m") == {"a": "2" * 64, "b/x": "1" * 64}
-    with pytest.raises(RecordCorrupt, match="not a folder manifest"):
+    assert folders.decode_manifest(data, "m", digest=digest) == sorted(entries)
+    with pytest.raises(RecordCorrupt, match=r"^record m is corrupt: not valid msgpack"):
         folders.decode_manifest_rows(b"\x93garbage", "m")
+
+
+def test_a_manifest_is_a_canonical_record() -> None:
+    rows = [("a", "2" * 64, 0), ("b/x", "1" * 64, 3)]
+    digest, data = folders.encode_manifest([folders.ManifestEntry(*r) for r in rows])
+    assert data == codec.encode({"type": "manifest", "files": [list(r) for r in rows]})
+    assert list(msgpack.unpackb(data)) == ["files", "type", "v"]
+    assert digest == blake3(data).hexdigest()
+
+
+def test_a_manifest_written_in_the_old_key_order_still_reads_under_its_own_id() -> None:
+    rows = [["a", "2" * 64, 0], ["b/x", "1" * 64, 3]]
+    old = msgpack.packb({"type": "manifest", "v": 1, "files": rows}, use_bin_type=True)
+    entries = folders.decode_manifest(old, "m", digest=blake3(old).hexdigest())
+    assert entries == [folders.ManifestEntry(*r) for r in rows]
+
+
+def _manifest(files: object, **extra: object) -> bytes:
+    return msgpack.packb({"files": files, "type": "manifest", "v": 1, **extra})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_manifest([["a", "1" * 64, 1]]) + b"\xc0", "is corrupt: not valid msgpack"),
+        (msgpack.packb([1, 2]), "is corrupt: not a map"),
+        (msgpack.packb({"type": "manifest", "files": []}), "is malformed: v is missing"),
+        (_manifest([], type="run"), 'is malformed: type must be "manifest"'),
+        (msgpack.packb({"type": "manifest", "v": 1}), "is malformed: files is missing"),
+        (_manifest({"a": 1}), "is malformed: files must be a list"),
+        (_manifest([["a", "1" * 64]]), r"files\[0\] must be a \[path, hash, size\] list"),
+        (_manifest([["", "1" * 64, 1]]), r"files\[0\].path must be a non-empty string"),
+        (_manifest([["a\0b", "1" * 64, 1]]), r"files\[0\].path must be a non-empty string"),
+        (_manifest([[b"a", "1" * 64, 1]]), r"files\[0\].path must be a non-empty string"),
+        (_manifest([["a", "1" * 63, 1]]), r"files\[0\].hash must be 64 lowercase hex"),
+        (_manifest([["a", "A" * 64, 1]]), r"files\[0\].hash must be 64 lowercase hex"),
+        (_manifest([["a", "1" * 64, -1]]), r"files\[0\].size must be an integer from 0"),
+        (_manifest([["a", "1" * 64, 2**63]]), r"files\[0\].size must be an integer from 0"),
+        (_manifest([["a", "1" * 64, True]]), r"files\[0\].size must be an integer from 0"),
+        (
+            _manifest([["b", "1" * 64, 1], ["a", "1" * 64, 1]]),
+            r"files\[1\].path must sort after the path before it",
+        ),
+        (
+            _manifest([["a", "1" * 64, 1], ["a", "2" * 64, 1]]),
+            r"files\[1\].path must sort after the path before it",
+        ),
+    ],
+)
+def test_a_malformed_manifest_is_refused_with_the_field(data: bytes, message: str) -> None:
+    for decode in (folders.decode_manifest, folders.decode_manifest_rows):
+        with pytest.raises(RecordCorrupt, match=message):
+            decode(data, "manifest 0123456789ab", source="origin")
+    with pytest.raises(RecordCorrupt, match=r"^record manifest 0123456789ab from origin is "):
+        folders.decode_manifest(data, "manifest 0123456789ab", source="origin")
+
+
+def test_a_manifest_is_checked_against_its_id_and_its_version() -> None:
+    _, data = folders.encode_manifest([folders.ManifestEntry("a", "1" * 64, 1)])
+    with pytest.raises(RecordCorrupt, match="does not match its id"):
+        folders.decode_manifest(data, "m", digest="0" * 64)
+    newer = msgpack.packb({"files": [], "type": "manifest", "v": 2})
+    with pytest.raises(RecordTooNew, match="upgrade roargit"):
+        folders.decode_manifest_rows(newer, "m")
 
 
 def test_an_unchanged_folder_reuses_its_manifest_and_any_change_is_seen(git_repo: Path) -> None:
