@@ -34,10 +34,10 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from roargit import records
-from roargit.errors import GitFailed, RecordCorrupt, RoarError
+from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import (
     FastImport,
@@ -53,6 +53,8 @@ from roargit.repo import RepoPaths
 
 if TYPE_CHECKING:
     import pygit2
+
+    from roargit.ledger_check import Rejected
 
 LEDGER_REF = "refs/roar/ledger"
 REMOTES_PREFIX = "refs/roar/remotes/"
@@ -106,8 +108,25 @@ class LedgerBusy(RoarError):
         super().__init__(f"could not update {ref} after {attempts} attempts: too many writers")
 
 
+class RecordMissing(RoarError, KeyError):
+    """A record an index or a commit names is not in the ledger (a KeyError too, for callers
+    that look records up like a mapping)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"record {name} is not in the ledger")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def fanout(hexid: str) -> tuple[str, str]:
     return hexid[:2], hexid[2:4]
+
+
+def _plain(record_id: str) -> bool:
+    """Whether an id can name a record: 64 lowercase hex (ids also come from commit messages,
+    which another clone wrote)."""
+    return len(record_id) == 64 and not record_id.strip("0123456789abcdef")
 
 
 def folder_key(path: str) -> str:
@@ -328,6 +347,7 @@ class Ledger:
         self._view_tip: str | None = None
         self._reads = 0
         self._editor: _TreeEditor | None = None
+        self._origins: dict[str, str] | None = None
 
     @property
     def repo(self) -> pygit2.Repository:
@@ -401,36 +421,64 @@ class Ledger:
         from roargit.codec import record_id
 
         if record_id(data) != expect_id:
-            raise RecordCorrupt(name, "its content does not match its id")
-        return records.decode(data, name)
+            raise RecordCorrupt(
+                name, "its content does not match its id", source=self.origin(expect_id)
+            )
+        try:
+            return records.decode(data, name)
+        except (RecordCorrupt, RecordTooNew):
+            source = self.origin(expect_id)
+            if source is None:
+                raise
+            # Decoded again only to name where it came from: this is the rare path.
+            return records.decode(data, name, source=source)
 
     def run(self, run_id: str) -> RunRecord:
         return self._typed(("runs", *fanout(run_id), run_id), run_id, "run", RunRecord)
 
     def runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
         """`run` of each id, read together (one round trip per batch with `fast_start`)."""
-        view = self._current()
-        if view is None:
-            if run_ids:
-                raise KeyError(run_ids[0])
+        out = []
+        for r in self.runs_or_errors(run_ids):
+            if isinstance(r, RoarError):
+                raise r
+            out.append(r)
+        return out
+
+    def runs_or_errors(self, run_ids: Sequence[str]) -> list[RunRecord | RoarError]:
+        """`runs`, where a record that is missing or cannot be used is its error instead
+        (RecordMissing, RecordCorrupt, RecordTooNew): one bad record must not hide the rest."""
+        if not run_ids:
             return []
-        found = view.blobs([("runs", *fanout(r), r) for r in run_ids])
-        return [
-            self._checked(data, r, "run", RunRecord) for r, data in zip(run_ids, found, strict=True)
-        ]
+        view = self._current()
+        found = (
+            [None] * len(run_ids)
+            if view is None
+            else view.blobs([("runs", *fanout(r), r) for r in run_ids if _plain(r)])
+        )
+        it = iter(found)
+        out: list[RunRecord | RoarError] = []
+        for r in run_ids:
+            try:
+                out.append(self._checked(next(it) if _plain(r) else None, r, "run", RunRecord))
+            except RoarError as exc:
+                out.append(exc)
+        return out
 
     def session(self, session_id: str) -> SessionRecord:
         where = ("sessions", session_id[:2], session_id, "session")
         return self._typed(where, session_id, "session", SessionRecord)
 
     def _typed(self, where: tuple[str, ...], record_id: str, what: str, kind: type[R]) -> R:
-        """The record stored at `where`, checked against its id and type; KeyError if none."""
-        return self._checked(self._blob(*where), record_id, what, kind)
+        """The record stored at `where`, checked against its id and type; RecordMissing (a
+        KeyError) if none."""
+        data = self._blob(*where) if _plain(record_id) else None
+        return self._checked(data, record_id, what, kind)
 
     def _checked(self, data: bytes | None, record_id: str, what: str, kind: type[R]) -> R:
-        if data is None:
-            raise KeyError(record_id)
         name = f"{what} {record_id[:12]}"
+        if data is None:
+            raise RecordMissing(name)
         record = self._read_record(data, name, record_id)
         if not isinstance(record, kind):
             raise RecordCorrupt(name, f"is not a {what} record")
@@ -700,33 +748,47 @@ class Ledger:
 
     # -- merging -----------------------------------------------------------------------
 
-    def merge(self, other: str, message: str = "merge") -> str | None:
-        """Union another ledger commit into ours; returns the new tip (None if nothing to do)."""
+    def merge(self, other: str, message: str = "merge", source: str | None = None) -> Merged | None:
+        """Union another ledger commit (fetched: untrusted) into ours. Every local record stays;
+        of the other side only well-formed entries are taken (ledger_check). The result is a
+        merge commit with both parents, or a fast-forward when the other side holds all of ours
+        and nothing of it was refused. None if `other` is merged already."""
+        from roargit import ledger_check
+
         for _attempt in range(MAX_ATTEMPTS):
             old = self.tip()
-            if old == other:
+            if old == other or (old is not None and self._is_ancestor(other, old)):
                 return None
-            if old is None:
-                new = other
-            elif self.repo.descendant_of(old, other):
-                return None
-            elif self.repo.descendant_of(other, old):
-                new = other  # fast-forward
+            tree_type = _pygit2().Tree
+            repo = self.repo
+            theirs = repo[other].peel(tree_type)
+            ours = None if old is None else repo[old].peel(tree_type)
+            found = ledger_check.union(repo, ours, theirs, source)
+            tree = found.tree if found.tree is not None else str(repo.TreeBuilder().write())
+            if tree == str(theirs.id) and (old is None or self._is_ancestor(old, other)):
+                new = other  # a fast-forward: theirs holds every local entry, all of it right
             else:
-                tree_type = _pygit2().Tree
-                ours = self.repo[old].peel(tree_type)
-                theirs = self.repo[other].peel(tree_type)
-                tree = union_trees(self.repo, ours, theirs)
+                parents = [other] if old is None else [old, other]
                 new = str(
-                    self.repo.create_commit(
-                        None, _signature(), _signature(), message, tree, [old, other]
-                    )
+                    repo.create_commit(None, _signature(), _signature(), message, tree, parents)
                 )
             if self._swap(old, new, message):
                 self._pin(new)
-                return new
+                return Merged(new, found.rejected, found.added)
             time.sleep(_jitter(0.01))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
+
+    def _is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether `ancestor` is reachable from `commit`; through `git merge-base` with
+        `fast_start`, so that a query finding the fetched ledger merged imports no pygit2."""
+        if not self.fast_start:
+            return ancestor == commit or bool(self.repo.descendant_of(commit, ancestor))
+        proc = run_git(
+            ["merge-base", "--is-ancestor", ancestor, commit], self.paths.git_dir, check=False
+        )
+        if proc.returncode in (0, 1):
+            return proc.returncode == 0
+        raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)
 
     def remote_refs(self) -> list[str]:
         out = run_git(
@@ -734,40 +796,64 @@ class Ledger:
         ).stdout.decode()
         return sorted(r for r in out.split() if r.endswith("/ledger"))
 
-    def sync_remotes(self) -> list[str]:
-        """Merge every fetched remote ledger not merged yet; returns the refs merged."""
-        merged = []
+    def sync_remotes(self) -> list[Synced]:
+        """Merge every fetched remote ledger not merged yet. Entries left out are quarantined
+        (ledger_check), records taken are noted as that remote's; a remote whose ledger cannot
+        be merged at all is reported in `error`, and the others are still merged."""
+        from roargit import ledger_check
+
+        done = []
         for ref in self.remote_refs():
-            tip = self.tip(ref)
-            if tip is not None and self.merge(tip, f"merge {ref}") is not None:
-                merged.append(ref)
-        return merged
+            remote = remote_name(ref)
+            try:
+                tip = self.tip(ref)
+                merged = None if tip is None else self.merge(tip, f"merge {ref}", remote)
+            except (RoarError, ValueError, KeyError, OSError, _pygit2().GitError) as exc:
+                done.append(Synced(ref, remote, None, (), f"{type(exc).__name__}: {exc}"))
+                continue
+            if merged is None:
+                continue
+            roar_dir = self.paths.roar_dir
+            ledger_check.quarantine(roar_dir, remote, merged.rejected, str(tip))
+            ledger_check.note_origins(roar_dir, remote, merged.added)
+            if self._origins is not None:
+                for rid in merged.added:
+                    self._origins.setdefault(rid, remote)
+            done.append(Synced(ref, remote, merged.tip, tuple(merged.rejected)))
+        return done
+
+    def origin(self, record_id: str) -> str | None:
+        """The remote a record arrived from by a merge; None if it was recorded here (or
+        arrived before origins were kept)."""
+        if self._origins is None:
+            from roargit.ledger_check import read_origins
+
+            self._origins = read_origins(self.paths.roar_dir)
+        return self._origins.get(record_id)
+
+
+class Merged(NamedTuple):
+    tip: str  # the ledger's new tip
+    rejected: list[Rejected]  # entries of the other side left out
+    added: list[str]  # ids of the records taken from it
+
+
+class Synced(NamedTuple):
+    """One remote ledger merged (or not: `error`) by `sync_remotes`."""
+
+    ref: str
+    remote: str
+    tip: str | None
+    rejected: tuple[Rejected, ...]
+    error: str = ""
+
+
+def remote_name(ref: str) -> str:
+    """'refs/roar/remotes/origin/ledger' -> 'origin'."""
+    return ref[len(REMOTES_PREFIX) : -len("/ledger")]
 
 
 def _pygit2() -> Any:
     import pygit2
 
     return pygit2
-
-
-def union_trees(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:
-    """The union of two ledger trees. Identical subtrees are skipped by id, so this reads
-    only where the two histories differ."""
-    if ours.id == theirs.id:
-        return ours.id
-    builder = repo.TreeBuilder(ours)
-    for entry in theirs:
-        name = entry.name
-        if name not in ours:
-            builder.insert(name, entry.id, entry.filemode)
-            continue
-        mine = ours[name]
-        if mine.id == entry.id:
-            continue
-        if mine.type == GIT_TREE and entry.type == GIT_TREE:
-            builder.insert(name, union_trees(repo, mine, entry), TREE)
-        elif entry.id < mine.id:
-            # Names are content-derived, so this cannot happen between honest ledgers; keep
-            # a deterministic winner so both sides of a merge agree.
-            builder.insert(name, entry.id, entry.filemode)
-    return builder.write()

@@ -131,12 +131,30 @@ def new_session(ledger: Ledger, roar_dir: Path, clone: str, parent: SessionId | 
 # -- the derived view ---------------------------------------------------------------------
 
 
-def load_view(ledger: Ledger, session_id: SessionId | None, popped: frozenset[str]) -> SessionView:
+def load_view(
+    ledger: Ledger,
+    session_id: SessionId | None,
+    popped: frozenset[str],
+    warnings: list[str] | None = None,
+) -> SessionView:
+    """The session's steps. A run whose record is missing or cannot be used (a fetched one
+    left out, a damaged one) is skipped, with a line in `warnings` when given: one bad record
+    must not stop the queries or the numbering of the next run."""
     if session_id is None:
         return SessionView(None, ())
     ids = [rid for rid in ledger.session_runs(session_id) if rid not in popped]
     # Read together: a session re-run many times holds many runs, and `roar run` reads them all.
-    return build_view(session_id, list(zip(ids, ledger.runs(ids), strict=True)))
+    runs = []
+    for rid, found in zip(ids, ledger.runs_or_errors(ids), strict=True):
+        if isinstance(found, RunRecord):
+            runs.append((rid, found))
+        elif warnings is not None:
+            from roargit.ledger_check import printable
+
+            line = printable(f"{found} (skipped)")
+            if line not in warnings:
+                warnings.append(line)
+    return build_view(session_id, runs)
 
 
 def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> SessionView:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from roargit import session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.hashing import HashCache
-from roargit.ledger import Ledger
+from roargit.ledger import Ledger, RecordMissing
 from roargit.records import FileRef, RunId, RunRecord
 from roargit.repo import RepoPaths
 
@@ -39,24 +39,54 @@ class Target(NamedTuple):
 class Context:
     """The ledger, the active session and the cache, opened once per command."""
 
-    def __init__(self, paths: RepoPaths) -> None:
+    def __init__(self, paths: RepoPaths, on_warning: Callable[[str], None] | None = None) -> None:
         self.paths = paths
         # Through the git CLI: a query reads tens to thousands of objects, ~30 µs each, which
         # costs less than pygit2's ~70 ms import (diff and plan still open pygit2 for blobs).
         self.ledger = Ledger(paths, fast_start=True)
-        self.ledger.sync_remotes()
+        # What the command should tell the user besides its answer: entries of a fetched
+        # ledger left out, records that could not be read and were skipped. Each line is also
+        # handed to `on_warning` as it comes (the CLI prints it on stderr).
+        self.warnings: list[str] = []
+        self._on_warning = on_warning
+        # Fetched ledgers are merged here, before the first read, until fetching has a
+        # command of its own; the merge takes only well-formed entries (ledger_check).
+        for synced in self.ledger.sync_remotes():
+            n = len(synced.rejected)
+            if synced.error:
+                self._warn(
+                    f"could not merge the ledger fetched from {synced.remote}: {synced.error}"
+                )
+            elif n:
+                entries = "entry" if n == 1 else "entries"
+                self._warn(f"skipped {n} bad {entries} from {synced.remote} (roar fsck lists them)")
         state = session.read_state(paths.roar_dir)
         self.state = state
         self._view: session.SessionView | None = None
         self._runs: dict[str, RunRecord] = {}
+        self._skipped: set[str] = set()
         self._manifests: dict[str, dict[str, str]] = {}
         self._folder_runs: dict[tuple[str, str], tuple[list[RunId], list[RunId]]] = {}
 
     @property
     def view(self) -> session.SessionView:
         if self._view is None:
-            self._view = session.load_view(self.ledger, self.state.session_id, self.state.popped)
+            skipped: list[str] = []
+            self._view = session.load_view(
+                self.ledger, self.state.session_id, self.state.popped, skipped
+            )
+            for line in skipped:
+                self._warn(line)
         return self._view
+
+    def _warn(self, text: str) -> None:
+        from roargit.ledger_check import printable
+
+        line = printable(text)
+        if line not in self.warnings:
+            self.warnings.append(line)
+            if self._on_warning is not None:
+                self._on_warning(line)
 
     def run(self, run_id: str) -> RunRecord:
         rec = self._runs.get(run_id)
@@ -69,6 +99,21 @@ class Context:
         todo = [r for r in dict.fromkeys(run_ids) if r not in self._runs]
         self._runs.update(zip(todo, self.ledger.runs(todo), strict=True))
         return [self._runs[r] for r in run_ids]
+
+    def usable(self, run_ids: Sequence[str], *, quiet_missing: bool = False) -> list[RunId]:
+        """Those of `run_ids` whose records can be read (read together, in order): one bad
+        record is skipped with one warning, never the end of the command. With
+        `quiet_missing`, a run no longer in the ledger is left out silently (a commit message
+        of a fetched ledger may name runs that were not taken)."""
+        todo = [r for r in dict.fromkeys(run_ids) if r not in self._runs and r not in self._skipped]
+        for rid, rec in zip(todo, self.ledger.runs_or_errors(todo), strict=True):
+            if isinstance(rec, RunRecord):
+                self._runs[rid] = rec
+                continue
+            self._skipped.add(rid)
+            if not (quiet_missing and isinstance(rec, RecordMissing)):
+                self._warn(f"{rec} (skipped)")
+        return [RunId(r) for r in run_ids if r in self._runs]
 
     def label(self, run_id: str) -> str | None:
         """The run's step label in its session (None if it was popped)."""
@@ -110,7 +155,7 @@ class Context:
             # The folder as most recently recorded (by a run that wrote or read it whole):
             # hashing it afresh would mean a manifest of every file in it.
             produced, consumed = self.ledger.folder_runs(recorded + "/")
-            ids = list(dict.fromkeys([*produced, *consumed]))
+            ids = self.usable(list(dict.fromkeys([*produced, *consumed])))
             newest = sorted(
                 zip(ids, self.runs(ids), strict=True),
                 key=lambda r: (r[1].started_at, r[0]),
@@ -165,7 +210,7 @@ class Context:
         for i in range(len(parts) - 1, 0, -1):
             folder = "/".join(parts[:i])
             rel = "/".join(parts[i:])
-            p, c = self.ledger.folder_runs(folder + "/")
+            p, c = (self.usable(ids) for ids in self.ledger.folder_runs(folder + "/"))
             for rid, bucket in [*((r, produced) for r in p), *((r, consumed) for r in c)]:
                 rec = self.run(rid)
                 for f in (*rec.inputs, *rec.outputs):
@@ -179,7 +224,7 @@ class Context:
     # -- shapes ---------------------------------------------------------------------------
 
     def artifact(self, digest: str, path: str | None = None) -> dict[str, Any]:
-        produced, consumed = self.ledger.artifact_runs(digest)
+        produced, consumed = (self.usable(ids) for ids in self.ledger.artifact_runs(digest))
         if path and not produced and not consumed:
             produced, consumed = self.folder_runs_for_file(path, digest)
         size = None
@@ -216,7 +261,7 @@ class Context:
 
     def producer(self, digest: str) -> RunId | None:
         """The newest run that produced these bytes (successful ones first)."""
-        produced, _ = self.ledger.artifact_runs(digest)
+        produced = self.usable(self.ledger.artifact_runs(digest)[0])
         if not produced:
             return None
         return max(produced, key=lambda r: (self.run(r).status == "ok", self.run(r).started_at))
@@ -311,9 +356,14 @@ class Context:
         return self.run(run_id).status
 
     def log(self, limit: int | None) -> list[dict[str, Any]]:
+        """Runs, newest first, each once: a rewritten history merged with the original names
+        the same runs in two commits."""
         out: list[dict[str, Any]] = []
+        listed: set[str] = set()
         for ids in self.ledger.history():
-            for rid in ids:
+            fresh = [r for r in dict.fromkeys(ids) if r not in listed]
+            listed.update(fresh)
+            for rid in self.usable(fresh, quiet_missing=True):
                 rec = self.run(rid)
                 out.append(
                     {

@@ -117,7 +117,10 @@ def test_merge_of_diverged_ledgers_is_the_union(
     theirs = [ledger(clone).append_run(make_run(n, inputs=(hexid(0),))) for n in (3, 4, 1)]
     git(git_repo, "fetch", "-q", str(clone), f"{LEDGER_REF}:refs/roar/remotes/clone/ledger")
     led = ledger(git_repo)
-    assert led.sync_remotes() == ["refs/roar/remotes/clone/ledger"]
+    synced = led.sync_remotes()
+    assert [(s.ref, s.remote, s.rejected) for s in synced] == [
+        ("refs/roar/remotes/clone/ledger", "clone", ())
+    ]
     assert sorted(led.artifact_runs(hexid(0))[1]) == sorted({*mine, *theirs})
     assert led.artifact_runs(hexid(0))[0] == [shared]
     merge = led.repo[led.tip()]
@@ -135,7 +138,8 @@ def test_merge_fast_forwards_when_ours_is_behind(
     led.append_run(make_run(2))
     ahead = led.tip()
     git(git_repo, "update-ref", LEDGER_REF, str(base))
-    assert led.merge(ahead) == ahead
+    merged = led.merge(ahead)
+    assert merged is not None and merged.tip == ahead and merged.rejected == []
 
 
 def test_tampered_record_is_refused_by_name(
