@@ -29,7 +29,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, NamedTuple, Protocol, Union
 
 from blake3 import blake3
 
@@ -72,21 +72,38 @@ class _Backend(Protocol):
     def list_rel(self) -> Iterator[str]: ...
 
 
+class Limits(NamedTuple):
+    """How long a remote store may take: every request gives up after `timeout` seconds
+    (to connect, and between bytes read) and is tried `retries` more times, so a dead or
+    unreachable endpoint fails in bounded time instead of hanging the command. `part_size`:
+    files larger than this go up in a multipart upload of parts this size (S3)."""
+
+    timeout: float = 10.0
+    retries: int = 2
+    part_size: int | None = None  # None: the filesystem's own default
+
+
 class BlobStore:
     """A content-addressed store at `url` (see the module docstring).
 
     `options` are fsspec storage options (for s3: `endpoint_url`, `key`, `secret`, …);
     anything not given comes from the environment the way s3fs/botocore read it.
+    `limits` bound each request to a remote store (see `Limits`); a local folder has none.
     """
 
-    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        options: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.url = url
         self._backend: _Backend
         local = _local_root(url)
         if local is not None:
             self._backend = _LocalBackend(local)
         else:
-            self._backend = _FsspecBackend(url, dict(options or {}))
+            self._backend = _FsspecBackend(url, dict(options or {}), limits or Limits())
 
     def __repr__(self) -> str:
         return f"BlobStore({self.url!r})"
@@ -167,6 +184,13 @@ class BlobStore:
             name = rel.rsplit("/", 1)[-1]
             if _HEX64.fullmatch(name) and rel.endswith(_relpath(name)):
                 yield name
+
+    def local_path(self, digest: str) -> Path | None:
+        """Where the blob lies on this machine when the store is a local folder (the file may
+        be absent); None for any other store."""
+        if isinstance(self._backend, _LocalBackend):
+            return self._backend.root / _relpath(check_digest(digest))
+        return None
 
     # -- internals -----------------------------------------------------------------------
 
@@ -278,27 +302,58 @@ class _LocalBackend:
 
 
 class _CommitOnCloseWriter:
-    """Writes straight to the final key; visible only when `close` commits it (S3)."""
+    """Writes straight to the final key; visible only when `close` commits it (S3).
 
-    def __init__(self, fs: Any, path: str) -> None:
+    A failed write or commit leaves the file marked closed before anything else happens:
+    s3fs's `__del__` closes an open file, which uploads and commits what is buffered through
+    fsspec's event loop; run from the garbage collector or at interpreter exit (the loop
+    thread gone) it could commit a partial blob or wait forever. A multipart upload left
+    open is aborted best-effort, within `abort_timeout` seconds.
+    """
+
+    def __init__(self, fs: Any, path: str, abort_timeout: float) -> None:
         # "xb": s3fs sends If-None-Match: * so an existing blob is never replaced.
         self.f = fs.open(path, "xb")
+        self.abort_timeout = abort_timeout
 
     def write(self, data: bytes) -> None:
-        self.f.write(data)
+        try:
+            self.f.write(data)
+        except BaseException:
+            self._close_unsent()
+            raise
 
     def commit(self) -> bool:
         try:
-            self.f.close()
+            self.f.close()  # marks the file closed whether or not the upload completes
         except FileExistsError:
             return False
+        except BaseException:
+            self._abort_upload()
+            raise
         return True
 
     def abort(self) -> None:
-        # discard() aborts a multipart upload and drops the buffer; marking the file closed
-        # keeps close() (also run by its __del__) from committing what is left.
-        self.f.discard()
+        self._close_unsent()
+        self._abort_upload()
+
+    def _close_unsent(self) -> None:
+        # Dropping the buffer and marking the file closed keeps close() from sending or
+        # committing anything.
+        self.f.buffer = None
         self.f.closed = True
+
+    def _abort_upload(self) -> None:
+        mpu, self.f.mpu = getattr(self.f, "mpu", None), None
+        if not mpu:
+            return
+        # An upload that is never completed holds its parts in the bucket (until a lifecycle
+        # rule removes them); a dead endpoint must not hold the command, hence the timeout
+        # (fsspec's sync() raises FSTimeoutError when it passes).
+        with contextlib.suppress(Exception):
+            self.f.fs.abort_mpu(
+                self.f.bucket, self.f.key, mpu["UploadId"], timeout=self.abort_timeout
+            )
 
 
 class _TempThenMoveWriter:
@@ -331,8 +386,21 @@ class _TempThenMoveWriter:
             self.fs.rm_file(self.tmp)
 
 
+def _s3_limits(options: dict[str, Any], limits: Limits) -> None:
+    """botocore's own timeouts and retries (standard mode retries refused connections and
+    timeouts with backoff); s3fs's retry loop around them is set to one try (see
+    _FsspecBackend) so that the attempts do not multiply."""
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", limits.timeout)
+    config.setdefault("read_timeout", limits.timeout)
+    config.setdefault("retries", {"total_max_attempts": limits.retries + 1, "mode": "standard"})
+    options["config_kwargs"] = config
+    if limits.part_size is not None:
+        options.setdefault("default_block_size", limits.part_size)
+
+
 class _FsspecBackend:
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, options: dict[str, Any], limits: Limits) -> None:
         from fsspec.core import url_to_fs
 
         # Blobs are immutable but other processes add them: a cached directory listing
@@ -340,7 +408,13 @@ class _FsspecBackend:
         # filesystem instance of our own (fsspec caches instances by options).
         options.setdefault("use_listings_cache", False)
         options.setdefault("skip_instance_cache", True)
+        s3 = url.split("://", 1)[0] in _COMMIT_ON_CLOSE
+        if s3:
+            _s3_limits(options, limits)
         self.fs, root = url_to_fs(url, **options)
+        if s3:
+            self.fs.retries = 1  # s3fs counts tries, not retries: one, botocore retries
+        self.limits = limits
         self.root = root.rstrip("/")
         protocol = self.fs.protocol
         self.protocol = protocol if isinstance(protocol, str) else protocol[0]
@@ -357,7 +431,7 @@ class _FsspecBackend:
 
     def begin(self, rel: str) -> _Writer:
         if self.protocol in _COMMIT_ON_CLOSE:
-            return _CommitOnCloseWriter(self.fs, self._path(rel))
+            return _CommitOnCloseWriter(self.fs, self._path(rel), self.limits.timeout)
         return _TempThenMoveWriter(self.fs, self.root, self._path(rel))
 
     def list_rel(self) -> Iterator[str]:

@@ -21,17 +21,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from roargit import codestate, config, folders, session
+from roargit import codestate, config, folders, session, uploads
 from roargit.clone import clone_id
 from roargit.codestate import is_source_name
 from roargit.environment import capture_environment, packages_for_paths, system_paths
-from roargit.errors import FileChanged, RoarError
+from roargit.errors import FileChanged
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import Entry, Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord, SessionId
 from roargit.redact import redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.trace import FileAccess, Trace, run_traced
+from roargit.uploads import default_store_url, store_url  # noqa: F401 - imported from here
 
 
 class RunOutcome(NamedTuple):
@@ -380,6 +381,16 @@ def _record_run(
     if trace.mode != "ptrace":
         warnings.append(f"captured in {trace.mode} mode: reads by non-Python programs are missed")
 
+    # The bytes go to the store before the record is appended, so that the record can say
+    # which outputs' bytes are in no store (a failing store never costs the record: the
+    # failure is queued, bounded in time by the store's limits).
+    team_store = bool(settings["roar.store.url"].value)
+    stored_to = _store_run_files(
+        paths, settings, ledger, out_paths, hashes, out_folder_hashes, inputs, team_store, warnings
+    )
+    outputs = uploads.mark_not_stored(outputs, stored_to.not_stored, paths.root)
+    out_dirs = uploads.mark_not_stored(out_dirs, stored_to.not_stored, paths.root)
+
     # Numbering the step and appending its run happen under the session lock, so that
     # concurrent runs in one clone never take the same step number.
     with session.locked(roar_dir):
@@ -417,61 +428,37 @@ def _record_run(
             environment=environment.to_dict(),
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
-    stored = store_outputs(paths, settings, out_paths, hashes, out_folder_hashes, warnings)
-    if settings["roar.store.url"].value:
-        # A team store: source data read from the work tree goes there too, so that a clone
-        # can reproduce from it (docs/reproduce.md). The local default store does not copy
-        # sources: they are already on this disk.
-        sources = [
-            abs_path(f.path, paths.root)
-            for f in inputs
-            if not f.path.startswith("/") and not ledger.artifact_runs(f.hash)[0]
-        ]
-        stored += store_outputs(paths, settings, sources, hashes, {}, warnings)
+    stored = stored_to.stored
+    if stored and stored_to.failure is None:
+        # The store took this run's bytes: a good moment to send what earlier runs queued.
+        uploads.drain_quietly(paths, settings, uploads.store_url(paths, settings), warnings)
     superseded = (previous.run_id, *previous.superseded) if previous else ()
     return RunOutcome(
         run_id, record, session.label(kind, step), tuple(warnings), superseded, stored
     )
 
 
-def default_store_url(paths: RepoPaths) -> str:
-    return f"file://{paths.roar_dir / 'blobs'}"
-
-
-def store_url(paths: RepoPaths, settings: Mapping[str, config.Value]) -> str:
-    return settings["roar.store.url"].value or default_store_url(paths)
-
-
-def store_outputs(
+def _store_run_files(
     paths: RepoPaths,
     settings: Mapping[str, config.Value],
+    ledger: Ledger,
     out_paths: list[str],
     hashes: Mapping[str, FileHash],
     folder_hashes: Mapping[str, FileHash],
+    inputs: list[FileRef],
+    team_store: bool,
     warnings: list[str],
-) -> int:
-    """Copy outputs into the blob store so their bytes stay reachable by hash."""
-    cap = config.parse_size(settings["roar.store.maxblobsize"].value)
-    todo = {p: hashes[p] for p in out_paths if p in hashes}
-    todo.update(folder_hashes)
-    if not todo:
-        return 0
-    from roargit.blobstore import BlobStore
-
-    store = BlobStore(store_url(paths, settings))
-    stored = 0
-    skipped = 0
-    for path, h in todo.items():
-        if h.size > cap:
-            skipped += 1
-            continue
-        if not store.has(h.digest):
-            try:
-                store.put_file(path, h.digest)
-            except RoarError as exc:  # changed since hashed: the record keeps the hash only
-                warnings.append(f"not stored: {exc}")
-                continue
-        stored += 1
-    if skipped:
-        warnings.append(f"{skipped} output(s) above roar.store.maxBlobSize recorded by hash only")
-    return stored
+) -> uploads.Stored:
+    """Outputs go to the store; with a team store, source data read from the work tree goes
+    there too, so that a clone can reproduce from it (docs/reproduce.md). The local default
+    store does not copy sources: they are already on this disk."""
+    outputs = {p: hashes[p] for p in out_paths if p in hashes}
+    outputs.update(folder_hashes)
+    sources = {}
+    if team_store:
+        for f in inputs:
+            if not f.path.startswith("/") and not ledger.artifact_runs(f.hash)[0]:
+                path = abs_path(f.path, paths.root)
+                if path in hashes:
+                    sources[path] = hashes[path]
+    return uploads.store_files(paths, settings, outputs, sources, warnings)

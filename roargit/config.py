@@ -8,6 +8,7 @@ which wins. Reads take one `git config --list` (see read_all); writes go through
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +29,13 @@ SETTINGS: dict[str, Setting] = {
     "roar.store.url": Setting("", "blob store URL (fsspec); empty means .git/roar/blobs"),
     "roar.store.maxblobsize": Setting(
         "1G", "outputs larger than this are recorded by hash only (k/M/G suffixes)"
+    ),
+    "roar.store.timeout": Setting(
+        "10", "seconds a remote store may take to connect or to answer, per request"
+    ),
+    "roar.store.retries": Setting("2", "times a failed request to a remote store is retried"),
+    "roar.store.partsize": Setting(
+        "50M", "files above this go to S3 in a multipart upload of parts this size (min 5M)"
     ),
     "roar.env.include": Setting(
         "", "extra environment variables to record (globs, comma-separated)"
@@ -127,3 +135,46 @@ def parse_size(text: str) -> int:
 
 def team_file(paths: RepoPaths) -> Path:
     return paths.root / TEAM_FILE
+
+
+def parse_seconds(text: str, key: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{key} must be a number of seconds above 0, not '{text}'")
+    return value
+
+
+def parse_count(text: str, key: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{key} must be a whole number (0 or more), not '{text}'")
+    return value
+
+
+def resolve_store_url(paths: RepoPaths, value: str) -> str:
+    """`roar.store.url` as a URL that names one store wherever roar runs.
+
+    A relative folder is relative to the top of the clone's main work tree, never to the
+    current folder: a run from `sub/` must find the same store as one from the top, and so
+    must a reproduction in a worktree under `.git/roar/worktrees/` (all worktrees share the
+    ledger and `.git/roar/`, so they share the store too). `~` is the user's home.
+    """
+    value = value.strip()
+    if not value:
+        return ""
+    prefix = ""
+    if value.startswith("file://"):
+        prefix, value = "file://", value[len("file://") :]
+    elif "://" in value or "::" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        main = paths.common_dir.parent if paths.common_dir.name == ".git" else paths.root
+        path = main / path
+    return prefix + os.path.normpath(path)
