@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import emit_json, say, short
+from roargit.cli.output import emit_json, say, short, show_text
 
 CATEGORY_ORDER = ("code", "data", "params", "environment", "pipeline", "unexplained")
 
@@ -63,7 +63,12 @@ def _lines_changed(cause: dict[str, Any]) -> str:
 
 
 def cause_text(c: dict[str, Any]) -> str:
-    """One phrase for a root cause: `--lr 0.1 → 0.01`, `numpy 1.26.4 → 2.1.0`."""
+    """One phrase for a root cause: `--lr 0.1 → 0.01`, `numpy 1.26.4 → 2.1.0` (recorded
+    text in it escaped: it is printed)."""
+    return show_text(_cause_text(c))
+
+
+def _cause_text(c: dict[str, Any]) -> str:
     cat, what, a, b = c["category"], c["what"], c.get("a"), c.get("b")
     if cat == "code" or (cat == "params" and "path" in c and a and len(a) == 40):
         if a is None or b is None:
@@ -86,6 +91,10 @@ def cause_text(c: dict[str, Any]) -> str:
 
 
 def _where(c: dict[str, Any]) -> str:
+    return show_text(_where_raw(c))
+
+
+def _where_raw(c: dict[str, Any]) -> str:
     steps = c.get("steps") or []
     if not steps or steps == ["-"]:
         return ""
@@ -102,7 +111,8 @@ def render(result: dict[str, Any], paint: Paint) -> None:
     if result["identical"]:
         n = result["counts"]["b_steps"]
         if a["kind"] == b["kind"] and a["id"] == b["id"]:
-            say(f"identical: {a['ref']} and {b['ref']} name the same {a['kind']} {short(a['id'])}")
+            refs = show_text(f"{a['ref']} and {b['ref']}")
+            say(f"identical: {refs} name the same {a['kind']} {short(a['id'])}")
         else:
             say(
                 f"identical lineages: {n} step{'s' if n != 1 else ''} with the same code, data, "
@@ -114,8 +124,8 @@ def render(result: dict[str, Any], paint: Paint) -> None:
     more = f"; and {len(causes) - 3} more" if len(causes) > 3 else ""
     noun = "root cause" if len(causes) == 1 else "root causes"
     say(paint.bold(f"{len(causes)} {noun}: ") + paint.red(head + more))
-    say(paint.dim(f"A  {a['ref']}  {a['kind']} {short(a['id'])}"))
-    say(paint.dim(f"B  {b['ref']}  {b['kind']} {short(b['id'])}"))
+    say(paint.dim(f"A  {show_text(a['ref'])}  {a['kind']} {short(a['id'])}"))
+    say(paint.dim(f"B  {show_text(b['ref'])}  {b['kind']} {short(b['id'])}"))
     say("")
     say(paint.bold("root causes"))
     for c in causes:
@@ -128,14 +138,15 @@ def render(result: dict[str, Any], paint: Paint) -> None:
             if q["kind"] == "artifact":
                 path = q["path"] if "a_path" not in q else f"{q['a_path']} → {q['path']}"
                 say(
-                    f"  {paint.yellow(path)}  {_v(q['a'])} → {_v(q['b'])}  "
-                    + paint.dim(f"written by {q['step']}, because of {why}")
+                    f"  {paint.yellow(show_text(path))}  {show_text(_v(q['a']))} → "
+                    f"{show_text(_v(q['b']))}  "
+                    + paint.dim(show_text(f"written by {q['step']}, because of {why}"))
                 )
             else:
                 ins = ", ".join(i["path"] for i in q.get("inputs", []) if i["path"])
                 say(
-                    f"  {paint.yellow(q['step'] + ' ' + q['script'])}  "
-                    + paint.dim(f"re-ran on changed input {ins}, because of {why}")
+                    f"  {paint.yellow(show_text(q['step'] + ' ' + q['script']))}  "
+                    + paint.dim(show_text(f"re-ran on changed input {ins}, because of {why}"))
                 )
     say("")
     say(paint.bold("by category"))
@@ -149,9 +160,10 @@ def render(result: dict[str, Any], paint: Paint) -> None:
             label = cat if i == 0 else ""
             say(f"  {label:<12} [{c['id']}] {cause_text(c)}  {_where(c)}".rstrip())
             for h in c.get("hunks") or []:
-                say("               " + paint.cyan(h["header"]))
+                say("               " + paint.cyan(show_text(h["header"])))
                 for line in h["lines"]:
-                    text = "               " + line
+                    # A changed line of a recorded file: its bytes are not the terminal's.
+                    text = "               " + show_text(line)
                     if line.startswith("+"):
                         text = paint.green(text)
                     elif line.startswith("-"):
@@ -160,9 +172,9 @@ def render(result: dict[str, Any], paint: Paint) -> None:
             if c.get("hunks_omitted"):
                 say(f"               … {c['hunks_omitted']} more lines")
             if c.get("note"):
-                say(paint.dim(f"               ({c['note']})"))
+                say(paint.dim(f"               ({show_text(c['note'])})"))
     for w in result.get("warnings", []):
-        print(f"roar: warning: {w}", file=sys.stderr)
+        print(f"roar: warning: {show_text(w)}", file=sys.stderr)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -176,7 +188,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         result = compare(ctx, args.a, args.b, Path.cwd())
     except RoarError as exc:
         # diff(1) keeps 1 for "different": trouble is 2.
-        print(f"roar: {exc}", file=sys.stderr)
+        print(f"roar: {show_text(str(exc))}", file=sys.stderr)
         return 2
     if args.json:
         emit_json(result)

@@ -47,7 +47,7 @@ def wrap_argv(head: str, argv: Sequence[str], width: int | None = None) -> list[
     import shutil
 
     width = width or shutil.get_terminal_size((100, 24)).columns
-    pad = " " * 6
+    pad = " " * min(len(head) + 2, 16)
     lines: list[str] = []
     line, fresh = head, True
     for word in (show_word(w) for w in argv):

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import emit_json, human_size, say, short
+from roargit.cli.output import (
+    emit_json,
+    human_size,
+    say,
+    short,
+    shorten,
+    show_argv,
+    show_text,
+    wrap_argv,
+)
 
 MARKS = {
     "ok": "",
@@ -26,16 +35,17 @@ def _context() -> Any:
 
 
 def _command(argv: list[str], width: int = 70) -> str:
-    text = " ".join(argv)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A recorded command for a one-line overview: quoted, escaped, cut with a `…`."""
+    return shorten(show_argv(argv), width)
 
 
 def _render_run(r: dict[str, Any]) -> None:
     label = r["step"] or "(not in session)"
     say(f"run {r['id']}")
     say(f"  step      {label}{MARKS.get(r['status'], '')}")
-    say(f"  command   {' '.join(r['argv'])}")
-    say(f"  cwd       {r['cwd']}")
+    for line in wrap_argv("  command   ", r["argv"]):
+        say(line)
+    say(f"  cwd       {show_text(r['cwd'])}")
     say(
         f"  status    {r['status']} (exit {r['exit_code']}), {r['duration_s']} s, "
         f"started {r['started_at']}"
@@ -43,27 +53,29 @@ def _render_run(r: dict[str, Any]) -> None:
     code = r["code"]
     commit = (code["commit"] or "no commit")[:12]
     dirty = f", dirty (snapshot tree {code['tree'][:12]})" if code["dirty"] else ""
-    say(f"  code      {commit} on {code['branch'] or 'detached HEAD'}{dirty}")
+    say(f"  code      {commit} on {show_text(code['branch'] or 'detached HEAD')}{dirty}")
     env = r["environment"]
     py = env.get("python", {})
     osinfo = env.get("os", {})
     gpus = ", ".join(g.get("name", "?") for g in env.get("gpus", [])) or "none"
     system = osinfo.get("distro") or osinfo.get("system", "?")
     say(
-        f"  env       python {py.get('version', '?')}, {system} {env.get('arch', '')}, "
-        f"gpu: {gpus}, host {env.get('hostname', '?')}"
+        show_text(
+            f"  env       python {py.get('version', '?')}, {system} {env.get('arch', '')}, "
+            f"gpu: {gpus}, host {env.get('hostname', '?')}"
+        )
     )
     pkgs = env.get("packages", {})
     if pkgs:
-        say("  packages  " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items())))
+        say(show_text("  packages  " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()))))
     if not r["complete"]:
         say(f"  capture   {r['capture']}, INCOMPLETE: some accesses may be missing")
     for c in code["inputs"]:
-        say(f"  code in   {c['path']}  (blob {c['blob'][:10]})")
+        say(f"  code in   {show_text(c['path'])}  (blob {show_text(c['blob'][:10])})")
     for f in r["inputs"]:
-        say(f"  in        {f['path']}  {short(f['hash'])}  {human_size(f['size'])}")
+        say(f"  in        {show_text(f['path'])}  {short(f['hash'])}  {human_size(f['size'])}")
     for f in r["outputs"]:
-        say(f"  out       {f['path']}  {short(f['hash'])}  {human_size(f['size'])}")
+        say(f"  out       {show_text(f['path'])}  {short(f['hash'])}  {human_size(f['size'])}")
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
@@ -79,10 +91,11 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
         rid = producer_of.get(digest)
         if rid is None or rid not in runs:
             tag = "source" if rid is None else "…"
-            say(f"{pad}{path}  {short(digest)}  ({tag})")
+            say(f"{pad}{show_text(path)}  {short(digest)}  ({tag})")
             return
         r = runs[rid]
-        say(f"{pad}{path}  {short(digest)}  ← {r['step'] or short(rid)} {_command(r['argv'], 50)}")
+        made = f"{r['step'] or short(rid)} {_command(r['argv'], 50)}"
+        say(f"{pad}{show_text(path)}  {short(digest)}  ← {made}")
         if rid in seen:
             return
         for f in r["inputs"]:
@@ -120,7 +133,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     size = human_size(art["size"]) if art["size"] is not None else "?"
     say(f"artifact {art['hash']}")
     say(f"  size         {size}{' (folder)' if art['type'] == 'dir' else ''}")
-    say(f"  paths        {', '.join(art['paths']) or '-'}")
+    say(f"  paths        {show_text(', '.join(art['paths'])) or '-'}")
     for key, title in (("produced_by", "produced by"), ("consumed_by", "consumed by")):
         for rid in art[key]:
             r = ctx.run_json(rid)
@@ -146,7 +159,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     _render_tree(ctx, lin)
     say(f"{len(lin['runs'])} run(s); source data:")
     for s in lin["sources"]:
-        say(f"  {s['paths'][0]}  {s['hash']}")
+        say(f"  {show_text(s['paths'][0])}  {s['hash']}")
     return 0
 
 
@@ -162,7 +175,7 @@ def _render_dag(dag: dict[str, Any]) -> None:
             f"{MARKS.get(s['state'], '')}{deps}{sup}"
         )
         for o in s["outputs"]:
-            say(f"        → {o}")
+            say(f"        → {show_text(o)}")
 
 
 def _mermaid(dag: dict[str, Any]) -> str:
@@ -179,7 +192,8 @@ def _mermaid(dag: dict[str, Any]) -> str:
 def _dot(dag: dict[str, Any]) -> str:
     lines = ["digraph roar {", "  rankdir=LR;"]
     for s in dag["steps"]:
-        text = _command(s["command"], 40).replace('"', "'")
+        # DOT reads backslashes in a label (\r and \l break lines): doubled, they show as typed.
+        text = _command(s["command"], 40).replace("\\", "\\\\").replace('"', "'")
         style = ", style=dashed" if s["state"] != "ok" else ""
         lines.append(
             f'  "{s["step"]}" [label="{s["step"]} {text}{MARKS.get(s["state"], "")}"{style}];'
@@ -230,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not st["outputs"]:
         say("no steps in this session yet")
     for o in st["outputs"]:
-        say(f"{o['state']:<9} {o['step']:>4}  {o['path']}")
+        say(f"{o['state']:<9} {o['step']:>4}  {show_text(o['path'])}")
     if st["stale_steps"]:
         say(f"stale steps: {', '.join(st['stale_steps'])} (re-run them with roar run @N)")
     return 0

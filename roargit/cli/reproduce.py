@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import human_duration, human_size, say, short, warn
+from roargit.cli.output import (
+    human_duration,
+    human_size,
+    say,
+    short,
+    show_text,
+    warn,
+    wrap_argv,
+)
 
 SOURCE_TEXT = {
     "code": "code tree",
@@ -35,11 +43,6 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _command(argv: list[str], width: int = 70) -> str:
-    text = " ".join(argv)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _target(ref: str) -> tuple[Any, str]:
     """(the repository's paths, the artifact's full hash) for a REF."""
     from roargit.plan import NotAnArtifact
@@ -57,13 +60,16 @@ def _target(ref: str) -> tuple[Any, str]:
 def _render_plan(plan: Any) -> None:
     todo = [s for s in plan.steps if s.action == "run"]
     say(
-        f"plan for {plan.target[:16]}  ({plan.target_path or 'no path'}): "
+        f"plan for {plan.target[:16]}  ({show_text(plan.target_path or 'no path')}): "
         f"{len(todo)} step(s) to run" + ("" if plan.reuse else ", no reuse")
     )
     for s in plan.steps:
         rec = s.run
         if s.action == "reuse":
-            say(f"{s.label:>5}  skip  {_command(list(rec.argv), 60)}  (its outputs are available)")
+            lines = wrap_argv(f"{s.label:>5}  skip  ", rec.argv)
+            lines[-1] += "  (its outputs are available)"
+            for line in lines:
+                say(line)
             continue
         code = rec.code
         state = (
@@ -73,8 +79,12 @@ def _render_plan(plan: Any) -> None:
         )
         if not s.code_available:
             state += "  MISSING from this clone"
-        say(f"{s.label:>5}  run   {_command(list(rec.argv), 60)}")
-        say(f"         code  {state}" + (f", cwd {rec.cwd}" if rec.cwd != "." else ""))
+        # Whole, quoted and escaped: this is what will run (a carriage return in a word
+        # cannot hide what comes before it).
+        for line in wrap_argv(f"{s.label:>5}  run   ", rec.argv):
+            say(line)
+        cwd = f", cwd {show_text(rec.cwd)}" if rec.cwd != "." else ""
+        say(f"         code  {state}{cwd}")
         for i in s.inputs:
             where = SOURCE_TEXT[i.source]
             if i.source == "step":
@@ -83,11 +93,13 @@ def _render_plan(plan: Any) -> None:
                 where = f"store {i.detail}"
             elif i.source == "missing":
                 where = f"MISSING ({i.detail})"
-            say(f"         in    {i.file.path}  {short(i.file.hash)}  {where}")
+            say(
+                f"         in    {show_text(i.file.path)}  {short(i.file.hash)}  {show_text(where)}"
+            )
         for f in rec.outputs:
-            say(f"         out   {f.path}  {short(f.hash)}  {human_size(f.size)}")
+            say(f"         out   {show_text(f.path)}  {short(f.hash)}  {human_size(f.size)}")
     for w in plan.warnings:
-        say(f"warning: {w}")
+        say(f"warning: {show_text(w)}")
 
 
 def _render_report(report: Any) -> None:
@@ -97,20 +109,20 @@ def _render_report(report: Any) -> None:
         took = (
             f"  {human_duration(int(s.duration_s * 1e9))}" if s.action in ("ran", "failed") else ""
         )
-        say(f"{s.label:>5}  {s.action}{took}{extra}")
+        say(f"{s.label:>5}  {s.action}{took}{show_text(extra)}")
         for o in s.outputs:
-            say(f"         {MARK[o.status]:<9}  {o.path}  {short(o.expected)}")
+            say(f"         {MARK[o.status]:<9}  {show_text(o.path)}  {short(o.expected)}")
     say("")
     status = MARK[report.target_status]
     say(f"target {report.target[:16]}: {status}")
     if report.target_path:
-        say(f"  reproduced at {report.target_path}")
+        say(f"  reproduced at {show_text(report.target_path)}")
     if report.copied_to:
-        say(f"  copied to {report.copied_to}")
+        say(f"  copied to {show_text(report.copied_to)}")
     elif report.target_path and report.target_status == "identical":
         get = f"roar get {report.target[:12]} -o PATH"
         say(f"  (the work tree is left as it is: add -o PATH, or run `{get}`)")
-    say(f"  worktree {report.worktree}")
+    say(f"  worktree {show_text(report.worktree)}")
 
 
 @contextlib.contextmanager
@@ -128,6 +140,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _ask(question: str) -> bool:
+    """`question` (already made inert) on stderr; True for y/yes typed on the terminal."""
     if not sys.stdin.isatty():
         from roargit.errors import RoarError
 
@@ -138,7 +151,7 @@ def _ask(question: str) -> bool:
 
 def _progress(kind: str, data: dict[str, Any]) -> None:
     if kind == "step":
-        warn(f"{data['step']}: {_command(data['command'])}")
+        warn("\n".join(wrap_argv(f"{data['step']}: ", data["command"])))
     elif kind == "done":
         warn(
             f"{data['step']}: exit {data['exit_code']}, "
@@ -183,7 +196,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 1
 
     def confirm(step: Any) -> bool:
-        return _ask(f"run {step.label}: {_command(list(step.run.argv))}?")
+        # The whole command, wrapped: the answer is about exactly this argv.
+        lines = wrap_argv(f"{step.label}: ", step.run.argv)
+        return _ask("\n".join(lines) + f"\nrun {step.label}?")
 
     with _stdout_to_stderr():
         report = execute(
@@ -222,9 +237,10 @@ def cmd_get(args: argparse.Namespace) -> int:
             }
         )
     elif result.already:
-        say(f"{result.path} already holds {short(result.hash)}")
+        say(f"{show_text(result.path)} already holds {short(result.hash)}")
     else:
-        say(f"{result.path}  {short(result.hash)}  {human_size(result.size)}  from {result.source}")
+        size, where = human_size(result.size), show_text(result.source)
+        say(f"{show_text(result.path)}  {short(result.hash)}  {size}  from {where}")
     return 0
 
 
