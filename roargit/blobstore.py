@@ -114,7 +114,7 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> str:
         """Store `data`; return its digest."""
         digest = blake3(data).hexdigest()
-        if not self.has(digest):
+        if not holds_intact(self, digest, len(data)):
             self._put(digest, [data], what="data")
         return digest
 
@@ -133,7 +133,11 @@ class BlobStore:
             # this hash and the upload is caught by the streaming check below.
             digest = hash_file(path).digest
         check_digest(digest)
-        if self.has(digest):
+        try:
+            size: int | None = os.stat(path).st_size
+        except OSError:
+            size = None
+        if holds_intact(self, digest, size):
             return digest
         with open(path, "rb") as f:
             self._put(digest, _read_chunks(f), what=os.fspath(path))
@@ -445,3 +449,49 @@ class _FsspecBackend:
             path = path.lstrip("/")
             if path.startswith(prefix):
                 yield path[len(prefix) :]
+
+
+# -- a corrupt blob gives way to the right bytes ---------------------------------------
+
+
+def _stored_size(backend: _Backend, rel: str) -> int | None:
+    try:
+        if isinstance(backend, _LocalBackend):
+            return os.stat(backend.root / rel).st_size
+        assert isinstance(backend, _FsspecBackend)
+        return int(backend.fs.size(backend._path(rel)))
+    except FileNotFoundError:
+        return None
+
+
+def holds_intact(store: BlobStore, digest: str, size: int | None) -> bool:
+    """Whether a put of `size` bytes named `digest` may leave `store` as it is: the blob is
+    there, of that size (one stat or HEAD, as `has`). A stored blob of another size is corrupt
+    (truncated, say): it is removed so that the put stores the right bytes in its place. A
+    corruption that keeps the size is caught by every read, and `roar fsck --repair`
+    removes it."""
+    if size is None:
+        return store.has(digest)
+    rel = _relpath(check_digest(digest))
+    stored = _stored_size(store._backend, rel)
+    if stored is None:
+        return False
+    if stored != size:
+        remove_blob(store, digest)
+        return False
+    return True
+
+
+def remove_blob(store: BlobStore, digest: str) -> bool:
+    """Delete a blob (a corrupt one: blobs are otherwise never removed); False if absent."""
+    rel = _relpath(check_digest(digest))
+    backend = store._backend
+    try:
+        if isinstance(backend, _LocalBackend):
+            os.unlink(backend.root / rel)
+        else:
+            assert isinstance(backend, _FsspecBackend)
+            backend.fs.rm_file(backend._path(rel))
+    except FileNotFoundError:
+        return False
+    return True
