@@ -358,11 +358,11 @@ def store_files(
                 store.put_file(path, h.digest)
             stored += 1
         except DigestMismatch:  # changed since it was hashed: no bytes hold that hash now
-            warnings.append(f"{_shown(paths, path)} changed after it was hashed: not stored")
+            warnings.append(f"{shown_path(paths, path)} changed after it was hashed: not stored")
             not_stored[path] = "changed after it was hashed"
         except OSError as exc:
             if exc.filename == path:  # the file itself, not the store
-                warnings.append(f"{_shown(paths, path)} could not be read back: not stored")
+                warnings.append(f"{shown_path(paths, path)} could not be read back: not stored")
                 not_stored[path] = f"could not be read back: {exc.strerror or exc}"
             else:
                 failure = classify(exc, url)
@@ -409,7 +409,7 @@ def _queue_all(
     return queued
 
 
-def _shown(paths: RepoPaths, path: str) -> str:
+def shown_path(paths: RepoPaths, path: str) -> str:
     root = str(paths.root) + "/"
     return path[len(root) :] if path.startswith(root) else path
 
@@ -484,9 +484,10 @@ def _sync_store(
         except (Exception, KeyboardInterrupt) as exc:
             failure = classify(exc, url)
             result.failures[url] = failure
+            e = e._replace(reason=f"{url}: {failure.what}; queued")
             result.left.append(e)
             with contextlib.suppress(OSError):
-                _enqueue(paths, e._replace(reason=f"{url}: {failure.what}; queued"))
+                _enqueue(paths, e)
             note("left", e, failure.text)
             continue
         _dequeue(paths, e)

@@ -6,10 +6,19 @@ a LocationConstraint that moto refuses for us-east-1) and returns
 `("s3://<bucket>/<prefix>", storage_options)` for `BlobStore(url, options)` or fsspec.
 Credentials are dummies, set in the environment for the test's duration only; nothing
 leaves the machine.
+
+`S3Process` runs the same server in a process of its own, so that a test can kill it (before,
+or in the middle of, an upload: `die_at_part=N` makes it SIGKILL itself when the N-th part of a
+multipart upload arrives) and start another on the same port. `python tests/fixtures_s3.py
+[--port P] [--die-at-part N]` is that process; it prints its port, then serves.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -70,3 +79,82 @@ def s3_bucket_url(
         "client_kwargs": {"region_name": _REGION},
     }
     yield f"s3://{bucket}/store", options
+
+
+def make_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=_REGION,
+        aws_access_key_id=_DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+    ).create_bucket(Bucket=bucket)
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What a `roar` subprocess needs to reach the endpoint with dummy credentials."""
+    return {**_DUMMY_ENV, "AWS_ENDPOINT_URL": endpoint}
+
+
+class S3Process:
+    """A moto S3 server in a process of its own, on loopback (see the module docstring)."""
+
+    def __init__(self, port: int = 0, die_at_part: int = 0) -> None:
+        argv = [sys.executable, __file__, "--port", str(port), "--die-at-part", str(die_at_part)]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"the S3 server did not start: {line!r}")
+        self.port = int(line)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _serve(port: int, die_at_part: int) -> None:
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    parts = 0
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        nonlocal parts
+        query = environ.get("QUERY_STRING", "")
+        if die_at_part and "partNumber=" in query and "uploadId=" in query:
+            parts += 1
+            if parts >= die_at_part:
+                # Killed as a crash would kill it: no response, the connection reset.
+                os.kill(os.getpid(), signal.SIGKILL)
+        return app(environ, start_response)
+
+    server = make_server("127.0.0.1", port, wsgi, True, request_handler=MotoRequestHandler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--die-at-part", type=int, default=0)
+    args = parser.parse_args()
+    _serve(args.port, args.die_at_part)

@@ -16,7 +16,7 @@ from pathlib import Path
 from roargit import __version__
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
-COMMAND_MODULES = ("setup", "capture", "query", "reproduce", "compare")
+COMMAND_MODULES = ("setup", "capture", "query", "reproduce", "compare", "store", "maintenance")
 
 EPILOG = """\
 examples:
@@ -79,6 +79,8 @@ COMMAND_OF = {
     "reproduce": "reproduce",
     "get": "reproduce",
     "diff": "compare",
+    "store": "store",
+    "fsck": "maintenance",
 }
 
 
