@@ -544,6 +544,18 @@ def drain_quietly(
         )
 
 
+def retry_before_use(paths: RepoPaths) -> list[str]:
+    """For a command about to talk to the configured store (`roar get`, `roar reproduce`):
+    retry what is queued for it first; its warnings. Costs one directory listing when the
+    queue is empty."""
+    if not pending(paths):
+        return []
+    settings = config.read_all(paths)
+    warnings: list[str] = []
+    drain_quietly(paths, settings, store_url(paths, settings), warnings)
+    return warnings
+
+
 def mark_not_stored(
     refs: list[FileRef], not_stored: Mapping[str, str], root: Path
 ) -> list[FileRef]:

@@ -446,6 +446,8 @@ def files_json(files: Iterable[FileRef]) -> list[dict[str, Any]]:
         m: dict[str, Any] = {"path": f.path, "hash": f.hash, "size": f.size}
         if f.kind != "file":
             m["type"] = f.kind
+        if f.not_stored:
+            m["not_stored"] = f.not_stored
         out.append(m)
     return out
 

@@ -75,7 +75,9 @@ def _render_run(r: dict[str, Any]) -> None:
     for f in r["inputs"]:
         say(f"  in        {show_text(f['path'])}  {short(f['hash'])}  {human_size(f['size'])}")
     for f in r["outputs"]:
-        say(f"  out       {show_text(f['path'])}  {short(f['hash'])}  {human_size(f['size'])}")
+        lost = f"  not stored: {show_text(f['not_stored'])}" if f.get("not_stored") else ""
+        size = human_size(f["size"])
+        say(f"  out       {show_text(f['path'])}  {short(f['hash'])}  {size}{lost}")
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:

@@ -57,6 +57,14 @@ def _target(ref: str) -> tuple[Any, str]:
     return paths, target.id
 
 
+def _retry_uploads(paths: Any) -> None:
+    """Blobs earlier runs could not store go first: this command talks to that store."""
+    from roargit.uploads import retry_before_use
+
+    for w in retry_before_use(paths):
+        warn(w)
+
+
 def _render_plan(plan: Any) -> None:
     todo = [s for s in plan.steps if s.action == "run"]
     say(
@@ -166,6 +174,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from roargit.reproduce import PlanIncomplete, execute, stores_for
 
     paths, digest = _target(args.ref)
+    _retry_uploads(paths)
     ledger = Ledger(paths)
     plan = make_plan(
         paths,
@@ -224,6 +233,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     from roargit.reproduce import get_artifact
 
     paths, digest = _target(args.ref)
+    _retry_uploads(paths)
     out = Path(args.output).absolute() if args.output else None
     result = get_artifact(paths, digest, out, force=args.force)
     if args.json:
