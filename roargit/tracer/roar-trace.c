@@ -692,7 +692,33 @@ static void on_exec(pid_t tid) {
 static volatile sig_atomic_t alarm_fired;
 static volatile sig_atomic_t command_pid;
 static void on_alarm(int sig) { (void)sig; alarm_fired = 1; }
+
+/* SIGTERM/SIGHUP: the first is passed to the command; a second one, at least TERM_SETTLE_NS
+ * later, kills every traced process (kill_requested, acted on in the main loop). One signal
+ * sent to a process group reaches this process directly and again through the front (and
+ * roar), all within a moment: those copies are the same request, not a second one. */
+#define TERM_SETTLE_NS 500000000L
+static volatile sig_atomic_t term_seen, kill_requested;
+static struct timespec term_first;
+
 static void relay(int sig) {
+    if (sig == SIGTERM || sig == SIGHUP) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now); /* async-signal-safe (POSIX.1-2008) */
+        if (term_seen) {
+            long ns = (long)(now.tv_sec - term_first.tv_sec) * 1000000000L +
+                      (now.tv_nsec - term_first.tv_nsec);
+            if (ns >= TERM_SETTLE_NS) {
+                kill_requested = 1;
+                /* The root at once (kill is async-signal-safe; the task table is not): its
+                 * exit wakes the main loop, which kills the rest. */
+                if (command_pid > 0) kill(command_pid, SIGKILL);
+            }
+            return;
+        }
+        term_seen = 1;
+        term_first = now;
+    }
     if (command_pid > 0) kill(command_pid, sig);
 }
 
@@ -1190,9 +1216,18 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
     sigaction(SIGUSR2, &sa, NULL);
 
     int root_status = -1, root_exec_seen = 0, finished = 0;
+    int killed_all = 0;
     for (;;) {
         if (n_tasks == 0) break;
         if (__fpending(logf_) > (1 << 16)) fflush(logf_); /* between records: whole lines */
+        if (kill_requested && !killed_all) {
+            /* A second SIGTERM/SIGHUP: end the whole tree now. The exits are still waited
+             * for and logged, so the log is finished and the run recorded. */
+            killed_all = 1;
+            log_warn("a second termination signal: every process of the command was killed");
+            for (size_t i = 0; i < n_tasks; i++)
+                if (tasks[i].tid == tasks[i].tgid) kill(tasks[i].tid, SIGKILL);
+        }
         if (root_status != -1 && !finished && alarm_fired) {
             /* Grace period over: finish the log, hand the verdict back, keep serving the
              * processes left behind (they stay under the filter, which without a tracer
@@ -1320,14 +1355,16 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
     if (summary_path && write_summary(log_path, summary_path) != 0)
         unlink(summary_path); /* the reader falls back to the log */
 
+    /* Left-behind processes: we must outlive the front, which exits as soon as it has the
+     * verdict, so the parent-death signal goes before the verdict is written (after it, the
+     * front could exit first and take us, and with EXITKILL the processes, along). */
+    if (n_tasks > 0) prctl(PR_SET_PDEATHSIG, 0);
     int verdict[2] = {root_status, (int)n_tasks};
     if (write(verdict_fd, verdict, sizeof verdict) < 0) return 125;
     close(verdict_fd);
 
     if (n_tasks > 0) {
-        /* Left-behind processes: keep serving them, unrecorded, until they exit. The front
-         * has returned; we must outlive it, so drop the parent-death signal. */
-        prctl(PR_SET_PDEATHSIG, 0);
+        /* Keep serving them, unrecorded, until they exit. */
         while (n_tasks > 0) {
             int status;
             pid_t tid = waitpid(-1, &status, __WALL);

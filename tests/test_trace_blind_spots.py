@@ -1,0 +1,80 @@
+"""What the tracer used to miss, on real programs: each case either records the right paths or
+marks the run incomplete with a warning that names what was not seen. These are the rows of
+"What is and is not seen" in docs/trace-format.md (`test_the_table_names_every_case` keeps
+the two together)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from roargit.trace import FileAccess, Trace, run_traced
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
+
+
+def flags(a: FileAccess) -> set[str]:
+    return {n for n in ("read", "written", "created", "deleted", "executed") if getattr(a, n)}
+
+
+def seen(t: Trace, root: Path) -> dict[str, set[str]]:
+    prefix = str(root) + os.sep
+    return {p[len(prefix) :]: flags(a) for p, a in t.files.items() if p.startswith(prefix)}
+
+
+def traced(root: Path, *argv: str, env: dict[str, str] | None = None) -> Trace:
+    t = run_traced(list(argv), root, env)
+    assert t.mode == "ptrace", t.warnings
+    return t
+
+
+def build_c(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc to build the test program")
+    (tmp_path / f"{name}.c").write_text(textwrap.dedent(source))
+    out = tmp_path / name
+    r = subprocess.run(
+        [gcc, "-O1", *flags, "-o", str(out), f"{name}.c"],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot build {name}.c here: {r.stderr.decode(errors='replace')[-200:]}")
+    return out
+
+
+# ------------------------------------------------------------------ left-behind processes
+
+
+def test_daemon_keeps_running_every_time(tmp_path: Path) -> None:
+    """A process that outlives the command is served by the tracer's worker after roar has
+    returned; fifty in a row all get to write their file."""
+    env = dict(os.environ, ROAR_TRACE_DAEMON_GRACE="0")
+    traces = []
+    for i in range(50):
+        t = traced(tmp_path, "sh", "-c", f"(sleep 0.3; echo done > d{i}) &", env=env)
+        traces.append(t)
+    deadline = time.monotonic() + 20
+    missing = [i for i in range(50) if not (tmp_path / f"d{i}").exists()]
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.05)
+        missing = [i for i in missing if not (tmp_path / f"d{i}").exists()]
+    try:
+        assert missing == []
+        assert all((tmp_path / f"d{i}").read_text() == "done\n" for i in range(50))
+        assert all(len(t.leftover) == 1 and not t.complete for t in traces)
+    finally:
+        for t in traces:
+            for pid in t.leftover:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
