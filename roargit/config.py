@@ -43,6 +43,10 @@ SETTINGS: dict[str, Setting] = {
     "roar.ignore": Setting("", "extra path globs a run never records (comma-separated)"),
     "roar.trace.mode": Setting("auto", "auto, ptrace or fallback"),
     "roar.trace.daemongrace": Setting("2", "seconds to wait for background processes"),
+    "roar.share.blobs": Setting("true", "roar push uploads the bytes records name to the store"),
+    "roar.hooks.strict": Setting("false", "a failing pre-push or pre-commit check blocks git"),
+    "roar.hooks.precommit": Setting("warn", "staged outputs no run produced: warn, fail or off"),
+    "roar.hooks.postrun": Setting("", "shell command run after each roar run (ROAR_RUN_* set)"),
 }
 
 
