@@ -14,8 +14,11 @@ reachable by hash after the files are overwritten; with a team store configured
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,13 +28,24 @@ from roargit import codestate, config, folders, session, uploads
 from roargit.clone import clone_id
 from roargit.codestate import is_source_name
 from roargit.environment import capture_environment, packages_for_paths, system_paths
-from roargit.errors import FileChanged
+from roargit.errors import FileChanged, GitFailed, RoarError
+from roargit.git import run_git
+from roargit.gitobjects import drop_stale_keeps, refs_under
 from roargit.hashing import FileHash, HashCache
-from roargit.ledger import Entry, Ledger
-from roargit.records import ArtifactId, CodeState, FileRef, RunId, RunRecord, SessionId
+from roargit.ledger import TMP_PREFIX, Entry, Ledger
+from roargit.records import (
+    ArtifactId,
+    CodeState,
+    FileRef,
+    RunId,
+    RunRecord,
+    SessionId,
+    Unreadable,
+)
 from roargit.redact import redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
-from roargit.trace import FileAccess, Trace, run_traced
+from roargit.stdio import Redirect, with_redirects
+from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
 from roargit.uploads import default_store_url, store_url  # noqa: F401 - imported from here
 
 
@@ -42,6 +56,49 @@ class RunOutcome(NamedTuple):
     warnings: tuple[str, ...]
     superseded: tuple[RunId, ...]
     stored: int  # output blobs copied to the store
+    # SIGTERM or SIGHUP that reached roar during the run (the command got it, and the run is
+    # "terminated" if it came while the command ran): roar then exits with 128 + it.
+    signal: int | None = None
+
+
+class NotRecorded(RoarError):
+    """The command ran (or was never started, see `exit_code`) but its record could not be
+    written. `exit_code` is what `roar run` exits with: the command's status (1 if that was
+    0: a zero would claim a recorded run), or 128 + N when roar was sent signal N."""
+
+    def __init__(self, message: str, exit_code: int, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.cause = cause
+
+
+class TerminatedBeforeStart(NotRecorded):
+    def __init__(self, sig: int) -> None:
+        import signal
+
+        name = signal.Signals(sig).name
+        super().__init__(f"{name} arrived before the command started: nothing was run", 128 + sig)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, GitFailed):
+        text = exc.stderr.decode(errors="replace")
+        return "No space left on device" in text or "Disk quota exceeded" in text
+    return False
+
+
+def _not_recorded(exc: Exception, exit_code: int) -> NotRecorded:
+    if _is_disk_full(exc):
+        if isinstance(exc, OSError):
+            detail = f"cannot write {exc.filename}" if exc.filename else str(exc)
+        else:
+            detail = str(exc)
+        return NotRecorded(f"the disk is full: {detail}; the run was not recorded", exit_code, exc)
+    return NotRecorded(f"{exc}; the run was not recorded", exit_code, exc)
 
 
 class Sorted(NamedTuple):
@@ -193,16 +250,41 @@ def hash_settled(
     paths: list[str],
     warnings: list[str],
     keys: dict[str, bytes] | None = None,
+    errors: dict[str, OSError] | None = None,
 ) -> dict[str, FileHash]:
     """Hashes of the files that hold still; one still being written (by a process the run
     left behind, say) is left out with a warning rather than losing the whole record.
-    `keys` is filled as `HashCache.hash_many` fills it."""
+    `keys` and `errors` (files that could not be read) are filled as `HashCache.hash_many`
+    fills them."""
     try:
-        return cache.hash_many(paths, missing_ok=True, keys=keys)
+        return cache.hash_many(paths, missing_ok=True, keys=keys, errors=errors)
     except FileChanged as exc:
         moving = set(exc.paths)
         warnings.extend(f"{p} kept changing while hashed: not recorded" for p in exc.paths)
-        return cache.hash_many([p for p in paths if p not in moving], missing_ok=True, keys=keys)
+        rest = [p for p in paths if p not in moving]
+        return cache.hash_many(rest, missing_ok=True, keys=keys, errors=errors)
+
+
+def _unreadable(
+    inputs: Mapping[str, OSError],
+    outputs: Mapping[str, OSError],
+    root: str,
+    warnings: list[str],
+) -> tuple[Unreadable, ...]:
+    """The files the run read or wrote that could not be read back: recorded by path, size
+    (-1 when not even that could be had) and why, never a reason to lose the run."""
+    out = []
+    for access, failed in (("input", inputs), ("output", outputs)):
+        for p, exc in failed.items():
+            try:
+                size = os.stat(p).st_size
+            except OSError:
+                size = -1
+            why = (exc.strerror or str(exc)).lower()
+            rel = rel_or_abs(p, root)
+            out.append(Unreadable(rel, access, size, why))
+            warnings.append(f"{rel} could not be read ({why}): recorded without its hash")
+    return tuple(sorted(out))
 
 
 def _file_refs(abs_paths: list[str], hashes: Mapping[str, FileHash], root: str) -> list[FileRef]:
@@ -220,6 +302,7 @@ def _group_folders(
     never: set[str],
     ledger: Ledger,
     known: folders.FolderCache | None = None,
+    failed: dict[str, OSError] | None = None,
 ) -> tuple[list[str], list[FileRef], list[Entry], dict[str, FileHash]]:
     """Replace the files of folders read/written nearly whole by one folder artifact each.
 
@@ -248,7 +331,7 @@ def _group_folders(
                 del chosen[folder]
     members = [m for ms in chosen.values() for m in ms]
     keys: dict[str, bytes] = {}
-    hashes = hash_settled(cache, members, [], keys) if members else {}
+    hashes = hash_settled(cache, members, [], keys, failed) if members else {}
     for folder, files in chosen.items():
         digest, data, size, count = folders.manifest_from_hashes(folder, files, hashes)
         if not ledger.has_manifest(digest):
@@ -281,21 +364,82 @@ def record_run(
     step: int | None = None,
     env: Mapping[str, str] | None = None,
     session_id: SessionId | None = None,
+    streams: Sequence[Redirect] = (),
 ) -> RunOutcome:
     """Run `argv` in `cwd` under the tracer and append its record to the ledger.
 
     The run joins `session_id` when given (roar reproduce records into a session of its own),
-    else the clone's active session."""
+    else the clone's active session. `streams` are the files the user's shell redirected
+    roar's own standard streams to (`stdio.redirects()`): recorded as the command's."""
     # A big run makes a few objects for each path it touched (100,000+), and no cycles: the
     # cyclic collector would walk them all again and again (0.04-0.13 s of a 100,000-file
     # run), so it waits until the run is recorded.
     if not gc.isenabled():
-        return _record_run(paths, argv, cwd, kind, step, env, session_id)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams)
     gc.disable()
     try:
-        return _record_run(paths, argv, cwd, kind, step, env, session_id)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams)
     finally:
         gc.enable()
+
+
+#: Temporary files and folders under .git/roar/tmp, each named by the pid of the roar that
+#: made it: its trace log (trace.LOG_PREFIX), the fallback's hook folder, the snapshot's
+#: private index and object folder (codestate.snapshot_tree).
+_LEFTOVER = re.compile(rf"(?:{re.escape(LOG_PREFIX)}|roar-audit-|index-|objects-)(\d+)(?:[-.]|$)")
+_TMP_REF = re.compile(r"(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: another user's process, alive
+    return True
+
+
+def clear_leftovers(paths: RepoPaths) -> None:
+    """Remove what a roar that died mid-run (SIGKILL, a crash, a power cut) left: its files
+    under .git/roar/tmp, its snapshot ref under refs/roar/tmp/ and a `.keep` of its packs.
+    Each names the process that made it; only those of processes no longer alive go."""
+    tmp = paths.roar_dir / "tmp"
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        names = []
+    for name in names:
+        m = _LEFTOVER.match(name)
+        if m is None or _alive(int(m[1])):
+            continue
+        path = tmp / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    dead = [
+        ref
+        for ref in refs_under(paths.common_dir, TMP_PREFIX)
+        if (m := _TMP_REF.match(ref[len(TMP_PREFIX) :])) and not _alive(int(m[1]))
+    ]
+    if dead:
+        script = "".join(f"delete {ref}\n" for ref in dead).encode()
+        run_git(["update-ref", "--stdin"], paths.git_dir, input=script, check=False)
+    drop_stale_keeps(paths.common_dir / "objects" / "pack", _alive)
+
+
+class _Progress:
+    """How far a run got, for `_record_run` to say what a failure cost."""
+
+    __slots__ = ("pinned", "trace")
+
+    def __init__(self) -> None:
+        self.trace: Trace | None = None  # set once the command has run
+        self.pinned: str | None = None  # the ref that keeps the dirty snapshot from gc
 
 
 def _record_run(
@@ -306,9 +450,52 @@ def _record_run(
     step: int | None,
     env: Mapping[str, str] | None,
     session_id: SessionId | None,
+    streams: Sequence[Redirect] = (),
+) -> RunOutcome:
+    """`_trace_and_record`, with what keeps a run from being lost around it: SIGTERM and
+    SIGHUP go to the command instead of ending roar; what a dead roar left is cleared first;
+    the snapshot's ref is dropped however the run ends; and once the command has run, a
+    failure to record it comes as NotRecorded with the status roar should exit with."""
+    roar_dir = ensure_roar_dir(paths)
+    clear_leftovers(paths)
+    signals = Terminations()
+    signals.install()
+    progress = _Progress()
+    try:
+        outcome = _trace_and_record(
+            paths, argv, cwd, kind, step, env, session_id, signals, progress, roar_dir, streams
+        )
+        return outcome._replace(signal=signals.first)
+    except NotRecorded:
+        raise
+    except Exception as exc:
+        if progress.trace is None:
+            raise
+        code = progress.trace.exit_code or 1
+        if signals.first is not None:
+            code = 128 + signals.first
+        raise _not_recorded(exc, code) from exc
+    finally:
+        if progress.pinned is not None:
+            # The record names the snapshot now (code/<tree>), or the run failed.
+            run_git(["update-ref", "-d", progress.pinned], paths.git_dir, check=False)
+        signals.restore()
+
+
+def _trace_and_record(
+    paths: RepoPaths,
+    argv: Sequence[str],
+    cwd: Path,
+    kind: str,
+    step: int | None,
+    env: Mapping[str, str] | None,
+    session_id: SessionId | None,
+    signals: Terminations,
+    progress: _Progress,
+    roar_dir: Path,
+    streams: Sequence[Redirect] = (),
 ) -> RunOutcome:
     run_env = dict(os.environ if env is None else env)
-    roar_dir = ensure_roar_dir(paths)
     settings = config.read_all(paths)
     ledger = Ledger(paths, fast_start=True)  # no pygit2 import on this path (gitobjects.py)
     cache = HashCache(roar_dir)
@@ -327,7 +514,9 @@ def _record_run(
             if r not in data
             and _size(os.path.join(root, r)) <= codestate.MAX_UNTRACKED_SOURCE  # not hashed
         ]
-        hashes = cache.hash_many([os.path.join(root, r) for r in sources], missing_ok=True)
+        hashes = cache.hash_many(
+            [os.path.join(root, r) for r in sources], missing_ok=True, errors={}
+        )
         data.update(
             r
             for r in sources
@@ -335,35 +524,58 @@ def _record_run(
         )
         return data
 
-    code = codestate.capture(paths, ledger.reader, known_data)
+    # A dirty tree's snapshot is written before the command runs (the command may change the
+    # code), under a ref of this run's own until the record names it (codestate.snapshot_tree).
+    pin = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+    early: list[str] = []
+    code = codestate.capture(paths, ledger.reader, known_data, pin=pin, warnings=early)
+    if code.dirty:
+        progress.pinned = pin
     mode = settings["roar.trace.mode"].value
     grace = settings["roar.trace.daemongrace"].value
     run_env.setdefault("ROAR_TRACE_DAEMON_GRACE", grace)
+    if signals.first is not None:
+        raise TerminatedBeforeStart(signals.first)
     started = time.time_ns()
     trace = run_traced(
-        list(argv), cwd, run_env, scan_root=paths.root, mode=None if mode == "auto" else mode
+        list(argv),
+        cwd,
+        run_env,
+        scan_root=paths.root,
+        mode=None if mode == "auto" else mode,
+        tmp_dir=roar_dir / "tmp",
+        signals=signals,
     )
     ended = time.time_ns()
+    progress.trace = trace
     ledger.refresh()  # see runs that other processes recorded while this one ran
 
     home = run_env.get("HOME", "")
     ignore = [g.strip() for g in settings["roar.ignore"].value.split(",") if g.strip()]
-    accesses = sort_accesses(trace.files, paths, home, ignore)
-    warnings = list(trace.warnings) + accesses.warnings
+    accesses = sort_accesses(with_redirects(trace.files, streams), paths, home, ignore)
+    warnings = early + list(trace.warnings) + accesses.warnings
 
     code_inputs = codestate.code_inputs(ledger.reader, code.tree, accesses.code_reads)
     in_code = {c.path for c in code_inputs}
 
     never = {"/", root, home, *map(str, paths.root.parents)}
+    in_failed: dict[str, OSError] = {}
+    out_failed: dict[str, OSError] = {}
     in_paths, in_dirs, manifest_entries, _ = _group_folders(
-        accesses.inputs, cache, root, never, ledger, folders.FolderCache(roar_dir)
+        accesses.inputs, cache, root, never, ledger, folders.FolderCache(roar_dir), in_failed
     )
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
-        accesses.outputs, cache, root, never, ledger
+        accesses.outputs, cache, root, never, ledger, None, out_failed
     )
     in_paths.sort()
     out_paths.sort()
-    hashes = hash_settled(cache, [*in_paths, *out_paths], warnings)
+    failed: dict[str, OSError] = {}
+    hashes = hash_settled(cache, [*in_paths, *out_paths], warnings, errors=failed)
+    if failed:
+        written = set(out_paths)
+        for p, exc in failed.items():
+            (out_failed if p in written else in_failed)[p] = exc
+    unreadable = _unreadable(in_failed, out_failed, root, warnings)
     inputs = []
     for ref in _file_refs(in_paths, hashes, root):
         # A code file is an input artifact only when some run is known to have made it.
@@ -378,6 +590,8 @@ def _record_run(
         include=[g.strip() for g in settings["roar.env.include"].value.split(",") if g.strip()],
     )
     status = "interrupted" if trace.interrupted else ("ok" if trace.exit_code == 0 else "failed")
+    if signals.during_command:
+        status = "terminated"
     if trace.mode != "ptrace":
         warnings.append(f"captured in {trace.mode} mode: reads by non-Python programs are missed")
 
@@ -396,7 +610,7 @@ def _record_run(
     with session.locked(roar_dir):
         ledger.refresh()
         if session_id is None:
-            sid = session.active_session(ledger, roar_dir, clone_id(paths))
+            sid = session.active_session(ledger, roar_dir, clone_id(paths), warnings)
             popped = session.read_state(roar_dir).popped
         else:
             sid, popped = session_id, frozenset()
@@ -426,6 +640,7 @@ def _record_run(
             capture=trace.mode,
             complete=trace.complete and trace.mode == "ptrace",
             environment=environment.to_dict(),
+            unreadable=unreadable,
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
     stored = stored_to.stored

@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from roargit.git import run_git
-from roargit.gitobjects import TREE_MODE, ObjectReader, tree_entries
+from roargit.gitobjects import (
+    TREE_MODE,
+    ObjectReader,
+    drop_keep,
+    pack_loose_objects,
+    tree_entries,
+)
 from roargit.records import CodeInput, CodeState
 from roargit.repo import RepoPaths
 
@@ -177,6 +183,8 @@ def capture(
     paths: RepoPaths,
     objects: ObjectReader,
     is_data: Callable[[list[str]], set[str]],
+    pin: str | None = None,
+    warnings: list[str] | None = None,
 ) -> CodeState:
     """HEAD and, when the work tree differs from it, a snapshot tree.
 
@@ -184,6 +192,10 @@ def capture(
     and returns those that are data all the same: artifacts the ledger already knows, say.
     They stay out of the snapshot, as do untracked files that are not source by name. It
     should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out anyway.
+
+    A snapshot is kept from `git gc` by the ref `pin` (see `snapshot_tree`); the caller
+    deletes it once something else (the run's record) names the tree. Files that cannot be
+    read are left out of the snapshot, each with a line in `warnings`.
     """
     commit, branch, tree = head(paths, objects)
     status = work_tree_status(paths)
@@ -197,8 +209,44 @@ def capture(
     ]
     if not status.modified and not sources:
         return CodeState(commit, branch, False, tree)
-    snapshot = snapshot_tree(paths, status.modified, sources)
+    modified, sources = _readable(paths, status.modified, sources, warnings)
+    snapshot = snapshot_tree(paths, modified, sources, pin)
     return CodeState(commit, branch, True, snapshot)
+
+
+def _readable(
+    paths: RepoPaths,
+    modified: Iterable[str],
+    untracked: Iterable[str],
+    warnings: list[str] | None,
+) -> tuple[list[str], list[str]]:
+    """The paths `git update-index` can read (it fails as a whole on one it cannot). A
+    modified file that cannot be read keeps its committed version in the snapshot; an
+    untracked one is left out."""
+    out: tuple[list[str], list[str]] = ([], [])
+    for kept, group, what in (
+        (out[0], modified, "its committed version is in the snapshot"),
+        (out[1], untracked, "left out of the snapshot"),
+    ):
+        for rel in group:
+            full = os.path.join(paths.root, rel)
+            # A deleted file is staged as a deletion; a folder (a submodule) is git's business.
+            if os.path.lexists(full) and not os.path.isdir(full) and not _can_read(full):
+                if warnings is not None:
+                    warnings.append(f"{rel} could not be read: {what}")
+                continue
+            kept.append(rel)
+    return out
+
+
+def _can_read(path: str) -> bool:
+    if os.path.islink(path):
+        return True  # git stores the link's text, not the file it names
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
 
 
 def _size(path: str) -> int:
@@ -208,16 +256,32 @@ def _size(path: str) -> int:
         return MAX_UNTRACKED_SOURCE + 1
 
 
-def snapshot_tree(paths: RepoPaths, modified: Iterable[str], untracked: Iterable[str]) -> str:
-    """Write the work tree's state to a tree object through a private copy of the index."""
+def snapshot_tree(
+    paths: RepoPaths, modified: Iterable[str], untracked: Iterable[str], pin: str | None = None
+) -> str:
+    """Write the work tree's state to a tree object through a private copy of the index.
+
+    With `pin`, the new objects are protected from `git gc` from the moment they exist until
+    the caller deletes that ref: git writes them into a private object folder (the
+    repository's objects as its alternate), they move into the repository as one pack with a
+    `.keep` file, the ref `pin` is pointed at the tree, and only then is the `.keep` removed.
+    Loose objects named by no ref would be fair game for a concurrent `git gc --prune=now`
+    all the while the command runs."""
     tmp_dir = paths.roar_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    index = tmp_dir / f"index-{os.getpid()}"
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+    index = tmp_dir / f"index-{tag}"
+    quarantine = tmp_dir / f"objects-{tag}"
     real_index = paths.git_dir / "index"
+    objects_dir = paths.common_dir / "objects"
     try:
         if real_index.exists():
             shutil.copyfile(real_index, index)  # keeps stat data: unchanged files aren't read
         env = {"GIT_INDEX_FILE": str(index)}
+        if pin is not None:
+            quarantine.mkdir()
+            env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
+            env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(objects_dir)
         listing = [*modified, *untracked]
         if listing:
             # --remove stages deletions; -- with --stdin takes NUL-separated paths.
@@ -227,9 +291,20 @@ def snapshot_tree(paths: RepoPaths, modified: Iterable[str], untracked: Iterable
                 input=b"\0".join(os.fsencode(p) for p in listing) + b"\0",
                 env=env,
             )
-        return run_git(["write-tree"], paths.root, env=env).stdout.decode().strip()
+        tree = run_git(["write-tree"], paths.root, env=env).stdout.decode().strip()
+        if pin is not None:
+            pack_dir = objects_dir / "pack"
+            pack = pack_loose_objects(paths.git_dir, quarantine, pack_dir, len(tree) // 2)
+            try:
+                run_git(["update-ref", pin, tree, "0" * len(tree)], paths.git_dir)
+            finally:
+                if pack is not None:
+                    drop_keep(pack_dir, pack)
+        return tree
     finally:
         index.unlink(missing_ok=True)
+        if pin is not None:
+            shutil.rmtree(quarantine, ignore_errors=True)
 
 
 def code_inputs(

@@ -166,12 +166,24 @@ PACK_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
 
 
 def write_pack(
-    pack_dir: Path, objects: Mapping[bytes, tuple[bytes, bytes]], new_hash: Callable[[], Any]
+    pack_dir: Path,
+    objects: Mapping[bytes, tuple[bytes, bytes]],
+    new_hash: Callable[[], Any],
+    *,
+    keep: bool = False,
 ) -> str:
     """Write `objects` ({raw oid: (type, content)}) as one pack and its index; returns the pack's
     name. One pack is two new files, where loose objects are one each: creating a file is the
-    dear part of a small write (0.4-0.9 ms on a loaded ext4 volume), not compressing it.
-    The pack is renamed into place before its index, as git does: readers find packs by index."""
+    dear part of a small write, not compressing it.
+    The pack is renamed into place before its index, as git does: readers find packs by index.
+
+    With `keep`, a `.keep` file (naming this process, see `drop_stale_keeps`) is written
+    before the pack: `git gc`/`git repack` leave a kept pack alone, so its objects survive
+    until a ref names them, however early a concurrent `git gc --prune=now` read the refs.
+    The caller removes it with `drop_keep` once the ref is written.
+
+    On any failure (a full disk, say) nothing of the pack is left behind: no temporary file,
+    no pack without its index, no `.keep`."""
     import struct
     import zlib
 
@@ -221,15 +233,170 @@ def write_pack(
     h.update(idx)
     idx += h.digest()
     name = f"pack-{checksum.hex()}"
-    for ext, blob in ((".pack", b"".join(parts)), (".idx", idx)):
-        tmp = pack_dir / f"tmp_roar_{os.getpid()}_{time.monotonic_ns()}{ext}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        try:
-            os.write(fd, blob)
-        finally:
-            os.close(fd)
-        os.replace(tmp, pack_dir / (name + ext))
+    install_pack(pack_dir, name, [(".pack", b"".join(parts)), (".idx", idx)], keep=keep)
     return name
+
+
+def install_pack(
+    pack_dir: Path, name: str, files: Sequence[tuple[str, bytes | Path]], *, keep: bool
+) -> None:
+    """Put a pack's files (`.pack`, then `.rev` if any, then `.idx`: readers find packs by
+    index) into `pack_dir` under `name`, each as bytes to write or a finished file to move
+    there (same file system). With `keep`, `name.keep` comes first (see `write_pack`). All or
+    nothing: on failure every file this call made is removed (an identical pack that was
+    already there stays) and the error is raised."""
+    made: list[Path] = []
+    try:
+        if keep:
+            keep_path = pack_dir / f"{name}.keep"
+            if not keep_path.exists():
+                _write_new(keep_path, KEEP_TEXT % os.getpid())
+                made.append(keep_path)
+        for ext, blob in files:
+            final = pack_dir / (name + ext)
+            if final.exists():
+                continue  # the same objects, already packed by an earlier write
+            if isinstance(blob, Path):
+                os.replace(blob, final)
+            else:
+                tmp = pack_dir / f"tmp_roar_{os.getpid()}_{time.monotonic_ns()}{ext}"
+                made.append(tmp)
+                _write_new(tmp, blob)
+                os.replace(tmp, final)
+                made.pop()
+            made.append(final)
+    except BaseException:
+        # The index first: a pack without one is invisible, an index without its pack is not.
+        for path in sorted(made, key=lambda p: p.suffix != ".idx"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+
+
+#: A `.keep` file's text: git prints it as the reason the pack is kept.
+KEEP_TEXT = b"roar %d: objects not yet named by a ref\n"
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        view = memoryview(data)
+        while view:  # a write may be short (a nearly full disk); the rest is retried
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def drop_keep(pack_dir: Path, name: str) -> None:
+    """Remove the `.keep` that `write_pack(..., keep=True)` wrote (a ref names the pack's
+    objects now)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pack_dir / f"{name}.keep")
+
+
+def drop_stale_keeps(pack_dir: Path, alive: Callable[[int], bool]) -> None:
+    """Remove the `.keep` files that a roar process which is no longer `alive` left (killed
+    between writing a pack and naming its objects)."""
+    try:
+        names = os.listdir(pack_dir)
+    except OSError:
+        return
+    for n in names:
+        if not n.endswith(".keep"):
+            continue
+        try:
+            with open(pack_dir / n, "rb") as f:
+                head = f.read(64)
+        except OSError:
+            continue
+        pid = _keep_pid(head)
+        if pid is not None and not alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pack_dir / n)
+
+
+def _keep_pid(head: bytes) -> int | None:
+    fields = head.split(b" ", 2)
+    if len(fields) < 2 or fields[0] != b"roar" or not fields[1].rstrip(b":").isdigit():
+        return None
+    return int(fields[1].rstrip(b":"))
+
+
+#: Loose objects above this many bytes in all go to a pack through `git pack-objects`
+#: (streaming) rather than being read into memory by `pack_loose_objects`.
+_PACK_IN_PROCESS = 32 << 20
+
+
+def pack_loose_objects(
+    git_dir: Path, objects_dir: Path, pack_dir: Path, oid_bytes: int
+) -> str | None:
+    """Move the loose objects of `objects_dir` (a private object folder that git wrote into,
+    with the repository's as its alternate) into one kept pack in `pack_dir` (see
+    `write_pack`); returns its name, or None when there were none. `objects_dir` is emptied."""
+    import zlib
+
+    loose: list[Path] = []
+    total = 0
+    for d in os.listdir(objects_dir):
+        if len(d) == 2 and os.path.isdir(objects_dir / d):
+            for f in os.listdir(objects_dir / d):
+                p = objects_dir / d / f
+                loose.append(p)
+                total += p.stat().st_size
+    if not loose:
+        return None
+    if total > _PACK_IN_PROCESS:
+        oids = [p.parent.name + p.name for p in loose]
+        return _pack_with_git(git_dir, objects_dir, pack_dir, oids)
+    objects: dict[bytes, tuple[bytes, bytes]] = {}
+    for p in loose:
+        raw = zlib.decompress(p.read_bytes())
+        nul = raw.index(b"\0")
+        kind = raw[: raw.index(b" ")]
+        objects[bytes.fromhex(p.parent.name + p.name)] = (kind, raw[nul + 1 :])
+    from hashlib import sha1, sha256
+
+    return write_pack(pack_dir, objects, sha1 if oid_bytes == 20 else sha256, keep=True)
+
+
+def _pack_with_git(git_dir: Path, objects_dir: Path, pack_dir: Path, oids: list[str]) -> str:
+    out_dir = objects_dir / "pack"
+    out_dir.mkdir(exist_ok=True)
+    env = {"GIT_OBJECT_DIRECTORY": str(objects_dir)}
+    proc = run_git(
+        ["pack-objects", "-q", str(out_dir / "pack")],
+        git_dir,
+        input="".join(o + "\n" for o in oids).encode(),
+        env=env,
+    )
+    name = "pack-" + proc.stdout.decode().strip()
+    files: list[tuple[str, bytes | Path]] = [
+        (ext, out_dir / (name + ext))
+        for ext in (".pack", ".rev", ".idx")
+        if (out_dir / (name + ext)).exists()
+    ]
+    install_pack(pack_dir, name, files, keep=True)
+    return name
+
+
+def refs_under(common_dir: Path, prefix: str) -> list[str]:
+    """The names of the refs under `prefix` (`refs/roar/tmp/`), loose or packed, read from
+    the files git keeps them in: a look that costs no `git` process when there are none."""
+    found: set[str] = set()
+    top = common_dir / prefix
+    for dirpath, _dirs, files in os.walk(top):
+        rel = os.path.relpath(dirpath, common_dir)
+        found.update(f"{rel}/{f}" for f in files if not f.endswith(".lock"))
+    try:
+        packed = (common_dir / "packed-refs").read_bytes()
+    except OSError:
+        packed = b""
+    if prefix.encode() in packed:
+        for line in packed.splitlines():
+            fields = line.split(b" ")
+            if len(fields) == 2 and fields[1].startswith(prefix.encode()):
+                found.add(fields[1].decode(errors="surrogateescape"))
+    return sorted(found)
 
 
 def pack_index_oids(idx: Path, oid_bytes: int = 20) -> list[str]:

@@ -260,6 +260,7 @@ class HashCache:
         *,
         missing_ok: bool = False,
         keys: dict[str, bytes] | None = None,
+        errors: dict[P, OSError] | None = None,
     ) -> dict[P, FileHash]:
         """Digest and size of every path, keyed by the path objects given.
 
@@ -272,14 +273,23 @@ class HashCache:
         `keys`, when given, is filled with the stat key of each file in the result, by
         absolute path: `<QQQqq` of (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the
         stat its digest was checked or made against (for `folders.stat_digest_of_keys`).
+
+        `errors`, when given, takes each path that could not be stat-ed or read (no
+        permission, not a regular file, an I/O error) with its OSError, and the path is left
+        out of the result instead of the whole call failing.
         """
         with _gc_paused():
-            return self._hash_many(paths, missing_ok=missing_ok, keys=keys)
+            return self._hash_many(paths, missing_ok=missing_ok, keys=keys, errors=errors)
 
     def _hash_many(
-        self, paths: Iterable[P], *, missing_ok: bool, keys: dict[str, bytes] | None
+        self,
+        paths: Iterable[P],
+        *,
+        missing_ok: bool,
+        keys: dict[str, bytes] | None,
+        errors: dict[P, OSError] | None = None,
     ) -> dict[P, FileHash]:
-        entries = self._stat_all(paths, missing_ok=missing_ok)
+        entries = self._stat_all(paths, missing_ok=missing_ok, errors=errors)
         cached = self._select([e[1] for e in entries])
         result: dict[P, FileHash] = {}
         todo: list[tuple[P, str, os.stat_result]] = []
@@ -303,6 +313,12 @@ class HashCache:
             return result
 
         hashed, failed = self._hash_all([(a, st) for _, a, st in todo], missing_ok=missing_ok)
+        if errors is not None and failed:
+            by_path = {os.fspath(exc.filename): exc for exc in failed if exc.filename}
+            for original, abspath, _st in todo:
+                if abspath in by_path:
+                    errors[original] = by_path.pop(abspath)
+            failed = [exc for exc in failed if not exc.filename or exc.filename in by_path]
         unstable: list[str] = []
         rows: list[tuple[str, bytes, bytes]] = []
         window = self.racy_window_ns
@@ -344,7 +360,11 @@ class HashCache:
     # -- hashing -------------------------------------------------------------------------
 
     def _stat_all(
-        self, paths: Iterable[P], *, missing_ok: bool
+        self,
+        paths: Iterable[P],
+        *,
+        missing_ok: bool,
+        errors: dict[P, OSError] | None = None,
     ) -> list[tuple[P, str, os.stat_result]]:
         out: list[tuple[P, str, os.stat_result]] = []
         stat, isreg = os.stat, stat_mod.S_ISREG  # hot loop: 100,000 turns
@@ -352,21 +372,29 @@ class HashCache:
             abspath = _abspath(original)
             try:
                 st = stat(abspath)
+                if not isreg(st.st_mode):
+                    _check_regular(st, abspath)
             except FileNotFoundError:
                 if missing_ok:
                     continue
-                raise
-            if not isreg(st.st_mode):
-                _check_regular(st, abspath)
+                if errors is None:
+                    raise
+                errors[original] = FileNotFoundError(errno.ENOENT, "no such file", abspath)
+                continue
+            except OSError as exc:
+                if errors is None:
+                    raise
+                errors[original] = exc
+                continue
             out.append((original, abspath, st))
         return out
 
     def _hash_all(
         self, items: Sequence[tuple[str, os.stat_result]], *, missing_ok: bool
-    ) -> tuple[dict[str, _Hashed], list[BaseException]]:
+    ) -> tuple[dict[str, _Hashed], list[OSError]]:
         """Hash files (retrying those that change under us); collect, don't stop at, errors."""
         hashed: dict[str, _Hashed] = {}
-        failed: list[BaseException] = []
+        failed: list[OSError] = []
 
         def one(path: str, st: os.stat_result) -> None:
             try:
@@ -378,9 +406,11 @@ class HashCache:
                 hashed[path] = h  # dict item assignment is atomic under the GIL
             except FileNotFoundError as exc:  # vanished between stat and open
                 if not missing_ok:
-                    failed.append(exc)
+                    failed.append(exc if exc.filename else type(exc)(exc.errno, exc.strerror, path))
             except OSError as exc:
-                failed.append(exc)
+                # The path it is about, for `hash_many`'s `errors` (an error from read() has
+                # none).
+                failed.append(exc if exc.filename else type(exc)(exc.errno, exc.strerror, path))
 
         # Threads pay only where the GIL is released for long: reading and hashing big
         # files. For small files the per-file Python work holds the GIL, and measured 16 µs

@@ -43,6 +43,7 @@ from roargit.gitobjects import (
     FastImport,
     NewEntry,
     ObjectReader,
+    drop_keep,
     roll_up_small_packs,
     tree_entries,
     tree_rows,
@@ -644,7 +645,11 @@ class Ledger:
             if old is not None and self._all_present(old, entries):
                 return old
             new = self._write_commit(old, entries, message)
-            if self._swap(old, new, message):
+            try:
+                swapped = self._swap(old, new, message)
+            finally:  # the ref names the commit now (or never will): see write_pack's keep
+                drop_keep(self.paths.common_dir / "objects" / "pack", self._kept_pack)
+            if swapped:
                 self._roll_up(len(new) // 2)
                 self._pin(new)
                 return new
@@ -667,7 +672,10 @@ class Ledger:
         read, old_root = self._tree_access(old)
         new, objects = self._editor.commit(read, old_root, entries, message, old)
         objects_dir = self.paths.common_dir / "objects"
-        write_pack(objects_dir / "pack", objects, _hasher(len(new) // 2))
+        # Kept until the ref moves: a `git gc` meanwhile must not drop the unnamed commit.
+        self._kept_pack = write_pack(
+            objects_dir / "pack", objects, _hasher(len(new) // 2), keep=True
+        )
         return new
 
     def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:

@@ -85,19 +85,54 @@ def parse_label(text: str) -> tuple[str, int] | None:
 class LocalState(NamedTuple):
     session_id: SessionId | None
     popped: frozenset[str]
+    # Why the state file could not be used (it is then read as no active session), or None.
+    damaged: str | None = None
 
 
 def read_state(roar_dir: Path) -> LocalState:
+    """This clone's active session. A damaged state file reads as no session, with
+    `damaged` saying why; only a writer moves it aside (`set_aside_damaged`)."""
     try:
-        data = json.loads((roar_dir / STATE_FILE).read_text())
-        return LocalState(
-            SessionId(data["id"]) if data.get("id") else None, frozenset(data.get("popped", []))
-        )
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        text = (roar_dir / STATE_FILE).read_bytes()
+    except FileNotFoundError:
         return LocalState(None, frozenset())
+    try:
+        data = json.loads(text)
+        sid = data["id"]
+        popped = data.get("popped", [])
+        if not (sid is None or isinstance(sid, str)) or not isinstance(popped, list):
+            raise TypeError("unexpected types")
+        if not all(isinstance(p, str) for p in popped):
+            raise TypeError("popped runs are not all ids")
+        return LocalState(SessionId(sid) if sid else None, frozenset(popped))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        return LocalState(None, frozenset(), damaged=why)
+
+
+def set_aside_damaged(roar_dir: Path) -> str | None:
+    """Move a damaged state file to `session.json.corrupt-<UTC time>`, where it can be looked
+    at, instead of letting a new session silently replace it; the message to show the user
+    once, or None when the file is fine (or absent)."""
+    state = read_state(roar_dir)
+    if state.damaged is None:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = roar_dir / f"{STATE_FILE}.corrupt-{stamp}"
+    if aside.exists():
+        aside = roar_dir / f"{STATE_FILE}.corrupt-{stamp}-{os.getpid()}"
+    try:
+        (roar_dir / STATE_FILE).replace(aside)
+    except FileNotFoundError:
+        return None  # another process moved it first, and says so
+    return (
+        f".git/roar/{STATE_FILE} was damaged ({state.damaged}): moved to {aside.name}; "
+        "a new session starts (earlier runs stay in the ledger)"
+    )
 
 
 def write_state(roar_dir: Path, state: LocalState) -> None:
+    set_aside_damaged(roar_dir)  # kept for a look, never overwritten
     tmp = roar_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"id": state.session_id, "popped": sorted(state.popped)}))
     tmp.replace(roar_dir / STATE_FILE)
@@ -114,11 +149,18 @@ def locked(roar_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def active_session(ledger: Ledger, roar_dir: Path, clone: str) -> SessionId:
-    """The active session, started on first use."""
+def active_session(
+    ledger: Ledger, roar_dir: Path, clone: str, warnings: list[str] | None = None
+) -> SessionId:
+    """The active session, started on first use. A damaged state file is moved aside first,
+    with a line in `warnings` (call under `locked`)."""
     state = read_state(roar_dir)
     if state.session_id is not None:
         return state.session_id
+    if state.damaged is not None:
+        message = set_aside_damaged(roar_dir)
+        if message is not None and warnings is not None:
+            warnings.append(message)
     return new_session(ledger, roar_dir, clone, parent=None)
 
 

@@ -10,6 +10,7 @@ This module is on the hot path of `roar run`: it imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -553,9 +554,66 @@ def tracer_path() -> Path:
 
 def _wait(pid: int) -> int:
     """waitpid for `pid`, as an exit code (128 + signal when killed)."""
-    _, status = os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)  # retried after a signal handler returns (PEP 475)
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
+
+
+#: What a batch scheduler, `timeout`, systemd or a closed terminal sends to end a job.
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminations:
+    """SIGTERM and SIGHUP that reach roar while it records a run.
+
+    A terminated job must still leave its record, so these signals do not end roar: while the
+    command runs each one is passed to the tracer (which passes the first to the command and
+    kills the whole tree on a second, see docs/trace-format.md, "Signals"); before or after
+    that they are only remembered. `received` lists them in order; `during_command` those
+    that came while the command ran. The handlers are installed by `install` (main thread
+    only; elsewhere nothing is caught) and put back by `restore`."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.during_command: list[int] = []
+        self._target: int | None = None
+        self._kill: Callable[[int, int], None] = os.kill
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in TERMINATING:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, sig: int, _frame: object) -> None:
+        self.received.append(sig)
+        if self._target is not None:
+            self.during_command.append(sig)
+            with contextlib.suppress(ProcessLookupError):
+                self._kill(self._target, sig)
+
+    def forward_to(self, pid: int, kill: Callable[[int, int], None] = os.kill) -> None:
+        """From now on pass signals to `pid` (through `kill`, which may do more than
+        `os.kill`); one that came while the command was being started is passed at once."""
+        self._target, self._kill = pid, kill
+        if self.received and not self.during_command:
+            sig = self.received[-1]
+            self.during_command.append(sig)
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid, sig)
+
+    def stop_forwarding(self) -> None:
+        self._target = None
+
+    @property
+    def first(self) -> int | None:
+        return self.received[0] if self.received else None
 
 
 def run_traced(
@@ -566,14 +624,17 @@ def run_traced(
     *,
     scan_root: Path | None = None,
     mode: str | None = None,
+    tmp_dir: Path | None = None,
+    signals: Terminations | None = None,
 ) -> Trace:
     """Run `argv` in `cwd` under the tracer and return what it did.
 
     `log_path` keeps the raw event log there (otherwise a temporary file is used and
-    removed). `scan_root` is the work tree that the fallback mode scans for outputs
-    (default: `cwd`). `mode` (or env ROAR_TRACE_MODE) set to "fallback" forces the weaker
-    mode. SIGINT is ignored here while the command runs: Ctrl-C reaches the command through
-    the process group and the run is reported as interrupted.
+    removed: in `tmp_dir` when given, else in $TMPDIR). `scan_root` is the work tree that the
+    fallback mode scans for outputs (default: `cwd`). `mode` (or env ROAR_TRACE_MODE) set to
+    "fallback" forces the weaker mode. SIGINT is ignored here while the command runs: Ctrl-C
+    reaches the command through the process group and the run is reported as interrupted.
+    `signals` (installed by the caller) passes SIGTERM and SIGHUP to the command.
     """
     if not argv:
         raise RoarError("no command to run")
@@ -582,58 +643,101 @@ def run_traced(
     if mode == MODE_FALLBACK:
         from roargit import trace_fallback
 
-        return trace_fallback.run(argv, cwd, run_env, scan_root or cwd, reason="forced")
+        return trace_fallback.run(
+            argv, cwd, run_env, scan_root or cwd, reason="forced", signals=signals, tmp_dir=tmp_dir
+        )
     tracer = tracer_path()
     own_log = log_path is None
     if log_path is None:
-        log_path = _new_log_path()
+        log_path = new_log_path(tmp_dir)
     summary_path = Path(f"{log_path}.summary")
     try:
-        status, data = _spawn_tracer(tracer, argv, Path(cwd), run_env, Path(log_path))
+        status, data = _spawn_tracer(tracer, argv, Path(cwd), run_env, Path(log_path), signals)
     finally:
         if own_log:
             for p in (Path(log_path), summary_path):
-                if p.exists():
-                    p.unlink()
+                p.unlink(missing_ok=True)
     opens: dict[str, int] = {}
     states: dict[str, str] = {}
     direct: dict[str, FileAccess] = {}
-    parsed = _parse(data, opens, None, states, direct) if data else None
+    try:
+        parsed = _parse(data, opens, None, states, direct) if data else None
+    except TraceLogCorrupt as exc:
+        # The command has run: what it did is lost, not the run (a log cut by a full disk).
+        return _unreadable_log(argv, cwd, status, str(exc))
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
         from roargit import trace_fallback
 
-        return trace_fallback.run(argv, cwd, run_env, scan_root or cwd, reason=log.unavailable)
+        return trace_fallback.run(
+            argv,
+            cwd,
+            run_env,
+            scan_root or cwd,
+            reason=log.unavailable,
+            signals=signals,
+            tmp_dir=tmp_dir,
+        )
     if log is None:
-        raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
+        if status in (_TRACER_FAILED, 126, 127) and not (signals and signals.during_command):
+            raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
+        return _unreadable_log(argv, cwd, status, "the tracer wrote no log")
     assert parsed is not None
     return _to_trace(log, status, _classify(parsed[1], opens=opens, known=states, direct=direct))
 
 
-def _new_log_path() -> Path:
-    """A new private file for the event log, as tempfile.mkstemp makes one; `tempfile` itself
-    is left for when $TMPDIR or /tmp will not do (its import, with `random`'s, costs ~3 ms of
-    every `roar run`)."""
-    base = os.environ.get("TMPDIR") or "/tmp"
-    for _ in range(3):
-        name = os.path.join(base, f"roar-trace-{os.getpid()}-{os.urandom(6).hex()}.log")
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        except OSError:
-            break
-        os.close(fd)
-        return Path(name)
+def _unreadable_log(argv: Sequence[str], cwd: Path, status: int, why: str) -> Trace:
+    """The trace of a command that ran but whose log could not be read: nothing is known of
+    its accesses, only its status."""
+    return Trace(
+        mode=MODE_PTRACE,
+        complete=False,
+        exit_code=status,
+        signal=status - 128 if status > 128 else None,
+        interrupted=status == 128 + signal.SIGINT,
+        files={},
+        processes=(Process(pid=0, ppid=0, argv=tuple(argv), cwd=str(cwd)),),
+        warnings=(f"{why} (exit status {status}): the run's file accesses are not known",),
+    )
+
+
+#: Names of this module's temporary files: `roar-trace-<pid>-<random>.log` (and `.summary`),
+#: so that those of a roar that died can be told by their pid (see capture.clear_leftovers).
+LOG_PREFIX = "roar-trace-"
+
+
+def new_log_path(tmp_dir: Path | None = None) -> Path:
+    """A new private file for the event log, as tempfile.mkstemp makes one, in `tmp_dir`
+    (roar's own folder in the repository: a roar killed with SIGKILL leaves it where the next
+    run finds it) or else $TMPDIR. `tempfile` itself is left for when neither will do (its
+    import, with `random`'s, costs ~3 ms of every `roar run`)."""
+    bases = [str(tmp_dir)] if tmp_dir is not None else []
+    bases.append(os.environ.get("TMPDIR") or "/tmp")
+    for base in bases:
+        for _ in range(3):
+            name = os.path.join(base, f"{LOG_PREFIX}{os.getpid()}-{os.urandom(6).hex()}.log")
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue
+            except OSError:
+                break  # e.g. a full disk: the next folder
+            os.close(fd)
+            return Path(name)
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix="roar-trace-", suffix=".log")
+    fd, name = tempfile.mkstemp(prefix=LOG_PREFIX, suffix=".log")
     os.close(fd)
     return Path(name)
 
 
 def _spawn_tracer(
-    tracer: Path, argv: Sequence[str], cwd: Path, env: dict[str, str], log_path: Path
+    tracer: Path,
+    argv: Sequence[str],
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    signals: Terminations | None = None,
 ) -> tuple[int, bytes]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
@@ -650,8 +754,17 @@ def _spawn_tracer(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         # posix_spawn, not subprocess: cheaper to import and to start (vfork-like).
-        pid = os.posix_spawn(str(tracer), args, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-        status = _wait(pid)
+        # SIGTERM/SIGHUP back to their defaults in the tracer, whatever roar's handlers are:
+        # it installs its own (docs/trace-format.md, "Signals").
+        default = (signal.SIGPIPE, signal.SIGXFSZ, *TERMINATING)
+        pid = os.posix_spawn(str(tracer), args, env, setsigdef=default)
+        if signals is not None:
+            signals.forward_to(pid)
+        try:
+            status = _wait(pid)
+        finally:
+            if signals is not None:
+                signals.stop_forwarding()
     finally:
         if in_main and previous is not None:
             signal.signal(signal.SIGINT, previous)

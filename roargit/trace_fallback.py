@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -99,12 +100,20 @@ def _audit_reads(data: bytes) -> dict[str, bool]:
 
 
 def run(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str], scan_root: Path, *, reason: str
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    scan_root: Path,
+    *,
+    reason: str,
+    signals: trace.Terminations | None = None,
+    tmp_dir: Path | None = None,
 ) -> trace.Trace:
     """Run `argv` untraced; infer its accesses from a scan of `scan_root` and audit hooks."""
     root = Path(scan_root).resolve()
     before = _scan(root)
-    hook_dir = tempfile.mkdtemp(prefix="roar-audit-")
+    # Named by pid like the trace log, so that the next run removes it if roar was killed.
+    hook_dir = _hook_dir(tmp_dir)
     audit_log = os.path.join(hook_dir, "audit.log")
     try:
         Path(hook_dir, "sitecustomize.py").write_text(_SITECUSTOMIZE)
@@ -113,7 +122,7 @@ def run(
             p for p in (hook_dir, env.get("PYTHONPATH", "")) if p
         )
         run_env["ROAR_AUDIT_LOG"] = audit_log
-        exit_code, sig = _run_plain(argv, cwd, run_env)
+        exit_code, sig = _run_plain(argv, cwd, run_env, signals)
         try:
             audit = Path(audit_log).read_bytes()
         except FileNotFoundError:
@@ -154,19 +163,56 @@ def run(
     )
 
 
-def _run_plain(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> tuple[int, int | None]:
+def _hook_dir(tmp_dir: Path | None) -> str:
+    prefix = f"roar-audit-{os.getpid()}-"
+    if tmp_dir is not None:
+        try:
+            return tempfile.mkdtemp(prefix=prefix, dir=tmp_dir)
+        except OSError:
+            pass
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+#: As the tracer's: copies of one signal sent to a process group arrive within this.
+_TERM_SETTLE_S = 0.5
+
+
+def _run_plain(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    signals: trace.Terminations | None = None,
+) -> tuple[int, int | None]:
     try:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env))
     except FileNotFoundError:
         return 127, None
     except PermissionError:
         return 126, None
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:
-            continue  # Ctrl-C reached the command through the process group too
+    if signals is not None:
+        first: list[float] = []
+
+        def relay(pid: int, sig: int) -> None:
+            # The first SIGTERM/SIGHUP goes to the command; a second one kills it. Untraced,
+            # its children are not known here.
+            now = time.monotonic()
+            if not first:
+                first.append(now)
+                os.kill(pid, sig)
+            elif now - first[0] >= _TERM_SETTLE_S:
+                os.kill(pid, signal.SIGKILL)
+
+        signals.forward_to(proc.pid, relay)
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # Ctrl-C reached the command through the process group too
+    finally:
+        if signals is not None:
+            signals.stop_forwarding()
     if code < 0:
         return 128 - code, -code
     return code, None

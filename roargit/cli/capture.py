@@ -50,14 +50,21 @@ def _report(outcome: Any, root: Path) -> None:
         say(f"  in   {f.path}  {short(f.hash)}  {human_size(f.size)}")
     for f in rec.outputs:
         say(f"  out  {f.path}  {short(f.hash)}  {human_size(f.size)}")
-    if not rec.inputs and not rec.outputs:
+    for u in rec.unreadable:
+        size = human_size(u.size) if u.size >= 0 else "size unknown"
+        tag = "in  " if u.access == "input" else "out "
+        say(f"  {tag} {u.path}  unreadable ({u.reason})  {size}")
+    if not rec.inputs and not rec.outputs and not rec.unreadable:
         say("  (no data files read or written)")
     if outcome.superseded:
         say(f"  supersedes run {short(outcome.superseded[0])}")
 
 
 def _record(args: argparse.Namespace, kind: str) -> int:
-    from roargit.capture import record_run
+    """Record the command's run; exit with its status (see docs/trace-format.md, "Exit
+    status", for the exceptions)."""
+    from roargit.capture import NotRecorded, record_run
+    from roargit.stdio import redirects
     from roargit.errors import RoarError
     from roargit.repo import find_repo
 
@@ -85,7 +92,15 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         kind = step_kind
         command = apply_overrides(list(old.argv), command[1:])
         cwd = paths.root / old.cwd if not old.cwd.startswith("/") else Path(old.cwd)
-    outcome = record_run(paths, command, cwd, kind=kind, step=step)
+    try:
+        outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=redirects())
+    except NotRecorded as exc:
+        if exc.cause is not None and not isinstance(exc.cause, (RoarError, OSError)):
+            from roargit.cli import report_bug
+
+            report_bug(exc.cause)  # a bug: its report and log, but the command's status
+        warn(str(exc))
+        return exc.exit_code
     for w in outcome.warnings:
         warn(w)
     if args.json:
@@ -94,6 +109,8 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         sys.stdout.flush()
         print("", file=sys.stderr)
         _report_to_stderr(outcome, paths.root)
+    if outcome.signal is not None:
+        return 128 + outcome.signal  # as a process ended by that signal would
     return outcome.record.exit_code
 
 
