@@ -69,11 +69,13 @@ def is_hex(text: str, length: int) -> bool:
 
 
 def printable(text: str) -> str:
-    """`text` with control characters escaped (`\\x1b`, `\\n`): anything that came from a
-    record or a fetched tree may hold terminal escapes."""
+    """`text` made inert for a terminal (pathguard.escape): anything that came from a record
+    or a fetched tree may hold terminal escapes."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    from roargit.pathguard import escape
+
+    return escape(text)
 
 
 def decode_record(data: bytes, name: str, source: str | None) -> records.Record:
@@ -188,7 +190,7 @@ class _Checker:
             if what == "manifest":
                 from roargit.folders import decode_manifest
 
-                decode_manifest(data, name)
+                decode_manifest(data, name, source=self.source)
                 return digest, True
             return digest, decode_record(data, name, self.source)
         except (RecordCorrupt, RecordTooNew) as exc:
