@@ -72,9 +72,52 @@ def test_daemon_keeps_running_every_time(tmp_path: Path) -> None:
     try:
         assert missing == []
         assert all((tmp_path / f"d{i}").read_text() == "done\n" for i in range(50))
-        assert all(len(t.leftover) == 1 and not t.complete for t in traces)
+        assert all(t.leftover and not t.complete for t in traces)
     finally:
         for t in traces:
             for pid in t.leftover:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ the user's own redirects
+
+
+def roar_run(repo: Path, shell: str) -> dict[str, object]:
+    """`roar run` as a shell starts it (the redirects are the shell's), then the record."""
+    import json
+
+    subprocess.run(["bash", "-c", shell], cwd=repo, check=True, capture_output=True)
+    show = subprocess.run(
+        ["roar", "show", "--json", "@1"], cwd=repo, check=True, capture_output=True, text=True
+    )
+    return json.loads(show.stdout)
+
+
+def paths_of(record: dict[str, object], key: str) -> dict[str, str]:
+    run = record.get("run", record)
+    assert isinstance(run, dict), record
+    return {f["path"]: f["hash"] for f in run[key]}
+
+
+def test_redirected_stdin_and_stdout_are_recorded(git_repo: Path) -> None:
+    from blake3 import blake3
+
+    (git_repo / "score.py").write_text("import sys\nfor line in sys.stdin:\n    print(len(line))\n")
+    (git_repo / "input.jsonl").write_text('{"a": 1}\n{"b": 22}\n')
+    record = roar_run(git_repo, "roar run python score.py < input.jsonl > preds.jsonl 2> err.log")
+    inputs, outputs = paths_of(record, "inputs"), paths_of(record, "outputs")
+    assert "input.jsonl" in inputs
+    assert set(outputs) == {"preds.jsonl", "err.log"}
+    assert outputs["preds.jsonl"] == blake3((git_repo / "preds.jsonl").read_bytes()).hexdigest()
+
+
+def test_streams_that_are_not_files_are_not_recorded(git_repo: Path) -> None:
+    record = roar_run(git_repo, "echo hi | roar run cat > /dev/null 2>&1")
+    assert paths_of(record, "inputs") == {} and paths_of(record, "outputs") == {}
+
+
+def test_redirect_outside_the_repo_is_absolute(git_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere.txt"
+    record = roar_run(git_repo, f"roar run echo hello > {out}")
+    assert set(paths_of(record, "outputs")) == {str(out)}

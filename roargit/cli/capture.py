@@ -64,9 +64,9 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     """Record the command's run; exit with its status (see docs/trace-format.md, "Exit
     status", for the exceptions)."""
     from roargit.capture import NotRecorded, record_run
-    from roargit.stdio import redirects
     from roargit.errors import RoarError
     from roargit.repo import find_repo
+    from roargit.stdio import redirects
 
     command = list(args.command)
     if command and command[0] == "--":

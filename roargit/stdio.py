@@ -1,0 +1,69 @@
+"""The files a shell opened around `roar run`: `roar run python score.py < in.jsonl > out.jsonl`.
+
+The shell opens them before roar starts, so the traced command never opens them itself and
+the tracer cannot see them; roar looks at its own standard streams instead. A stream that is
+a regular file is recorded with the path the shell opened (from /proc/self/fd/N): stdin as an
+input, stdout and stderr as outputs (hashed after the run, like every output). Pipes,
+terminals, sockets and devices (`> /dev/null`) are not files and are left alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from roargit.trace import FileAccess
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+
+
+class Redirect(NamedTuple):
+    fd: int  # STDIN, STDOUT or STDERR
+    path: str  # absolute, as the shell opened it
+
+
+def redirects(fds: Sequence[int] = (STDIN, STDOUT, STDERR)) -> list[Redirect]:
+    """The standard streams of this process that are regular files, with their paths.
+
+    Only a stream used in its own direction counts (stdin readable, stdout and stderr
+    writable), and only while the path still names the very file that is open: one removed or
+    replaced since the shell opened it has no path to record."""
+    found = []
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            now = os.stat(path)
+        except OSError:
+            continue
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not path.startswith("/"):
+            continue
+        wanted = os.O_WRONLY if fd != STDIN else os.O_RDONLY
+        if mode not in (wanted, os.O_RDWR):
+            continue
+        found.append(Redirect(fd, path))
+    return found
+
+
+def with_redirects(
+    files: Mapping[str, FileAccess], streams: Sequence[Redirect]
+) -> Mapping[str, FileAccess]:
+    """The run's accesses plus what it did through the redirected streams: stdin's file read,
+    stdout's and stderr's written. `files` is returned as it is when there are none."""
+    if not streams:
+        return files
+    out = dict(files)
+    for r in streams:
+        path = os.path.normpath(r.path)
+        had = out.get(path, FileAccess(path, regular=True))
+        if r.fd == STDIN:
+            out[path] = had._replace(read=True)
+        else:
+            out[path] = had._replace(written=True)
+    return out
