@@ -109,7 +109,7 @@ class S3Process:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.isdigit():
-            self.proc.kill()
+            self.kill()
             raise RuntimeError(f"the S3 server did not start: {line!r}")
         self.port = int(line)
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -118,6 +118,8 @@ class S3Process:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     @property
     def alive(self) -> bool:
