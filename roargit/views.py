@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import session
+from roargit import pathguard, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger, RecordMissing
@@ -391,7 +391,9 @@ class Context:
             for f in s.run.outputs:
                 if f.kind == "file":
                     files.append((s.label, s.run_id, f, abs_path(f.path, self.paths.root)))
-        hashes = cache.hash_many([a for *_, a in files], missing_ok=True)
+        # A path that fails the gate (`../x`, into .git) is never read: it shows as missing.
+        readable = [a for _l, _r, f, a in files if not pathguard.problem(f.path, absolute_ok=True)]
+        hashes = cache.hash_many(readable, missing_ok=True)
         for label, _rid, f, absolute in files:
             h = hashes.get(absolute)
             state = "missing" if h is None else ("present" if h.digest == f.hash else "modified")
