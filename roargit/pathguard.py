@@ -234,15 +234,7 @@ class Root:
         """Refuse `rel` now if writing it would: a bad name, a symbolic link or a file among
         the folders that exist on its way, or a link or folder where the file would go.
         Creates nothing."""
-        rel = check(rel, source or self.source)
-        *parents, name = rel.split("/")
-        fd = self._walk(rel, parents, False, source)
-        if fd is None:
-            return
-        try:
-            self._check_final(fd, name, rel, source)
-        finally:
-            os.close(fd)
+        self.exists(rel, source)
 
     def _check_final(self, fd: int, name: str, rel: str, source: Source | None) -> bool:
         """Whether `name` exists (as a regular file) in folder `fd`; refuses anything else."""
@@ -267,16 +259,22 @@ class Root:
         return self.path if rel == "." else os.path.join(self.path, rel)
 
     def exists(self, rel: str, source: Source | None = None) -> bool:
-        """Whether a regular file is at `rel` (refusing the same things `preflight` does)."""
+        """Whether a regular file is at `rel`; refuses what `write` would. Creates nothing."""
         rel = check(rel, source or self.source)
         *parents, name = rel.split("/")
-        fd = self._walk(rel, parents, False, source)
-        if fd is None:
-            return False
-        try:
-            return self._check_final(fd, name, rel, source)
-        finally:
-            os.close(fd)
+        fd = self._existing_parent(rel, parents, source)
+        return fd is not None and self._check_final(fd, name, rel, source)
+
+    def _existing_parent(self, rel: str, parts: list[str], source: Source | None) -> int | None:
+        """`_parent_fd` without creating anything: None when a folder on the way is missing."""
+        folder = "/".join(parts)
+        if self._parent is not None and self._parent[0] == folder:
+            return self._parent[1]
+        fd = self._walk(rel, parts, False, source)
+        if fd is not None:
+            self._forget()
+            self._parent = (folder, fd)
+        return fd
 
     def write(
         self,
