@@ -16,7 +16,16 @@ from pathlib import Path
 from roargit import __version__
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
-COMMAND_MODULES = ("setup", "capture", "query", "reproduce", "compare", "store", "maintenance")
+COMMAND_MODULES = (
+    "setup",
+    "capture",
+    "query",
+    "reproduce",
+    "compare",
+    "store",
+    "maintenance",
+    "share",
+)
 
 EPILOG = """\
 examples:
@@ -79,6 +88,9 @@ COMMAND_OF = {
     "reproduce": "reproduce",
     "get": "reproduce",
     "diff": "compare",
+    "push": "share",
+    "fetch": "share",
+    "hooks": "share",
     "store": "store",
     "fsck": "maintenance",
 }
