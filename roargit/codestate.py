@@ -24,6 +24,7 @@ from roargit.gitobjects import (
     tree_entries,
 )
 from roargit.records import CodeInput, CodeState
+from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
 
 #: Tree entry modes of files (regular, executable, symlink); not folders or submodules.
@@ -207,6 +208,12 @@ def capture(
         for p in status.untracked
         if p not in data and _size(os.path.join(paths.root, p)) <= MAX_UNTRACKED_SOURCE
     ]
+    hidden = [p for p in (*status.modified, *sources) if is_secret_path(p)]
+    if hidden:  # never copied into a snapshot (a ref that is pushed); a run reading one hashes it
+        status = status._replace(modified=tuple(p for p in status.modified if p not in hidden))
+        sources = [p for p in sources if p not in hidden]
+        if warnings is not None:
+            warnings.append(f"not in the code snapshot (secret-looking name): {', '.join(hidden)}")
     if not status.modified and not sources:
         return CodeState(commit, branch, False, tree)
     modified, sources = _readable(paths, status.modified, sources, warnings)

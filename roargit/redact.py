@@ -237,3 +237,25 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     return {
         name: MARK if is_secret_name(name) else redact_value(value) for name, value in env.items()
     }
+
+
+# --- file names ------------------------------------------------------------------------------
+
+_SECRET_FILE_NAMES = frozenset({".env", ".netrc", "_netrc", ".pgpass"})
+_SECRET_FILE_SUFFIXES = (".pem", ".p12", ".pfx")
+
+
+def is_secret_path(path: str) -> bool:
+    """True when a file's name says it holds secrets: `.env` (and `.env.local`, …), `.netrc`,
+    `*secret*`, `*credential*`, `*.pem` and the like, and SSH keys (`id_rsa`, `id_ed25519.pub`:
+    an `id_` name with no suffix but `.pub`, so that `id_utils.py` stays code). Such files are
+    never copied into a code snapshot nor uploaded to a store."""
+    name = path.rstrip("/").rpartition("/")[2].lower()
+    if name in _SECRET_FILE_NAMES or name.startswith(".env."):
+        return True
+    if "secret" in name or "credential" in name or name.endswith(_SECRET_FILE_SUFFIXES):
+        return True
+    if name.startswith("id_"):
+        dot = name.find(".")
+        return dot < 0 or name[dot:] == ".pub"
+    return False
