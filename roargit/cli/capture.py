@@ -109,6 +109,11 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         sys.stdout.flush()
         print("", file=sys.stderr)
         _report_to_stderr(outcome, paths.root)
+    from roargit.hooks import after_run
+
+    hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
+    if hook_failed:
+        warn(hook_failed)
     if outcome.signal is not None:
         return 128 + outcome.signal  # as a process ended by that signal would
     return outcome.record.exit_code
