@@ -177,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return int(args.func(args) or 0)
     except RoarError as exc:
-        print(f"roar: {exc}", file=sys.stderr)
+        from roargit.pathguard import escape
+
+        # Messages quote recorded paths and names: whatever they hold is printed inert.
+        print(f"roar: {escape(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("roar: interrupted", file=sys.stderr)
