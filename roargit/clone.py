@@ -7,7 +7,7 @@ import os
 from typing import NamedTuple
 
 from roargit.git import run_git
-from roargit.ledger import LEDGER_REF, REMOTES_PREFIX
+from roargit.ledger import REMOTES_PREFIX
 from roargit.repo import RepoPaths, ensure_roar_dir
 
 CLONE_ID_FILE = "clone-id"
@@ -40,25 +40,39 @@ def clone_id(paths: RepoPaths) -> str:
     return f.read_text().strip()
 
 
-def fetch_refspec(remote: str) -> str:
-    return f"+{LEDGER_REF}:{REMOTES_PREFIX}{remote}/ledger"
+def fetch_refspecs(remote: str) -> tuple[str, ...]:
+    """What a fetch of `remote` maps for roargit: its `refs/roar/*` into our
+    `refs/roar/remotes/<remote>/`, except what is itself a copy or scratch there (negative
+    refspecs, git 2.29). A glob, because a refspec naming one ref exactly fails the whole
+    `git fetch` while the remote lacks that ref (before anyone pushed lineage there)."""
+    return (
+        f"+refs/roar/*:{REMOTES_PREFIX}{remote}/*",
+        f"^{REMOTES_PREFIX}*",
+        "^refs/roar/tmp/*",
+    )
+
+
+def configure_remote(paths: RepoPaths, remote: str) -> bool:
+    """Add the refspecs to `remote` where missing; True when something was added. Fetch
+    refspecs only: what `git push` sends stays as the user set it."""
+    key = f"remote.{remote}.fetch"
+    have = set(
+        run_git(["config", "--get-all", key], paths.root, check=False)
+        .stdout.decode(errors="replace")
+        .splitlines()
+    )
+    added = False
+    for spec in fetch_refspecs(remote):
+        if spec not in have:
+            run_git(["config", "--add", key, spec], paths.root)
+            added = True
+    return added
 
 
 def configure_remotes(paths: RepoPaths) -> tuple[str, ...]:
-    """Add the ledger fetch refspec to every remote that lacks it; returns those changed."""
+    """Configure every remote (see configure_remote); returns those changed."""
     remotes = run_git(["remote"], paths.root).stdout.decode().split()
-    changed = []
-    for remote in remotes:
-        spec = fetch_refspec(remote)
-        have = (
-            run_git(["config", "--get-all", f"remote.{remote}.fetch"], paths.root, check=False)
-            .stdout.decode()
-            .splitlines()
-        )
-        if spec not in have:
-            run_git(["config", "--add", f"remote.{remote}.fetch", spec], paths.root)
-            changed.append(remote)
-    return tuple(changed)
+    return tuple(r for r in remotes if configure_remote(paths, r))
 
 
 def init_clone(paths: RepoPaths) -> InitResult:

@@ -64,18 +64,6 @@ class PushRejected(RoarError):
         super().__init__(f"push to {remote} still rejected after {attempts} attempt(s): {why}")
 
 
-def refspecs(remote: str) -> tuple[str, ...]:
-    """What a fetch of `remote` maps for roargit: its `refs/roar/*` into our
-    `refs/roar/remotes/<remote>/`, except what is itself a copy or scratch (negative refspecs,
-    git 2.29). A glob, so that a remote without some ref does not fail the whole fetch, as a
-    missing ref named exactly would."""
-    return (
-        f"+refs/roar/*:{REMOTES_PREFIX}{remote}/*",
-        f"^{REMOTES_PREFIX}*",
-        "^refs/roar/tmp/*",
-    )
-
-
 def tracking_ref(remote: str, ref: str) -> str:
     return f"{REMOTES_PREFIX}{remote}/{ref.rsplit('/', 1)[1]}"
 
@@ -108,21 +96,10 @@ def resolve_remote(paths: RepoPaths, name: str | None) -> str:
 
 
 def ensure_refspecs(paths: RepoPaths, remote: str) -> bool:
-    """Add roargit's fetch refspecs to `remote` when missing (a remote added after `roar
-    init`); True when something was added. Fetch refspecs only: what `git push` sends is
-    left as the user set it."""
-    key = f"remote.{remote}.fetch"
-    have = set(
-        run_git(["config", "--get-all", key], paths.root, check=False)
-        .stdout.decode(errors="replace")
-        .splitlines()
-    )
-    added = False
-    for spec in refspecs(remote):
-        if spec not in have:
-            run_git(["config", "--add", key, spec], paths.root)
-            added = True
-    return added
+    """Set up fetching for a remote added after `roar init` (clone.configure_remote)."""
+    from roargit.clone import configure_remote
+
+    return configure_remote(paths, remote)
 
 
 # -- small git helpers -------------------------------------------------------------------
@@ -442,7 +419,9 @@ class Fetched(NamedTuple):
 
 
 def _git_fetch(paths: RepoPaths, remote: str) -> None:
-    run_git(["fetch", "--quiet", "--no-tags", remote, *refspecs(remote)], paths.root)
+    from roargit.clone import fetch_refspecs
+
+    run_git(["fetch", "--quiet", "--no-tags", remote, *fetch_refspecs(remote)], paths.root)
 
 
 def _merge_fetched(paths: RepoPaths, remote: str) -> list[str]:

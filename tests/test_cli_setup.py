@@ -41,9 +41,11 @@ def test_init_makes_git_fetch_bring_ledgers(git_repo: Path, bare_remote: Path) -
     result = roar("init", cwd=git_repo)
     assert "git fetch origin" in result.stdout
     specs = git(git_repo, "config", "--get-all", "remote.origin.fetch").splitlines()
-    assert "+refs/roar/ledger:refs/roar/remotes/origin/ledger" in specs
+    assert "+refs/roar/*:refs/roar/remotes/origin/*" in specs
+    assert "^refs/roar/remotes/*" in specs  # never other clones' copies
     roar("init", cwd=git_repo)
-    assert len(git(git_repo, "config", "--get-all", "remote.origin.fetch").splitlines()) == 2
+    assert len(git(git_repo, "config", "--get-all", "remote.origin.fetch").splitlines()) == 4
+    git(git_repo, "fetch", "-q", "origin")  # a remote nobody pushed lineage to: no error
 
 
 def test_config_layers_git_over_team_file_over_defaults(

@@ -26,7 +26,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         verb = "Initialized" if result.created else "Already initialized:"
         say(f"{verb} roar in {result.roar_dir}")
         for remote in result.remotes_configured:
-            say(f"  git fetch {remote} now brings refs/roar/ledger along")
+            say(f"  git fetch {remote} now brings refs/roar/* along")
     return 0
 
 
