@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import emit_json, say, short, show_text
+from roargit.cli.output import emit_json, say, short, show_text, warn
 
 CATEGORY_ORDER = ("code", "data", "params", "environment", "pipeline", "unexplained")
 
@@ -184,7 +184,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from roargit.views import Context
 
     try:
-        ctx = Context(find_repo(Path.cwd()))
+        ctx = Context(find_repo(Path.cwd()), on_warning=warn)
         result = compare(ctx, args.a, args.b, Path.cwd())
     except RoarError as exc:
         # diff(1) keeps 1 for "different": trouble is 2.

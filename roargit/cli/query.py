@@ -15,6 +15,7 @@ from roargit.cli.output import (
     shorten,
     show_argv,
     show_text,
+    warn,
     wrap_argv,
 )
 
@@ -31,7 +32,7 @@ def _context() -> Any:
     from roargit.repo import find_repo
     from roargit.views import Context
 
-    return Context(find_repo(Path.cwd()))
+    return Context(find_repo(Path.cwd()), on_warning=warn)
 
 
 def _command(argv: list[str], width: int = 70) -> str:

@@ -50,7 +50,7 @@ def _target(ref: str) -> tuple[Any, str]:
     from roargit.views import Context
 
     paths = find_repo(Path.cwd())
-    ctx = Context(paths)  # merges fetched remote ledgers first
+    ctx = Context(paths, on_warning=warn)  # merges fetched remote ledgers first
     target = ctx.resolve(ref, Path.cwd())
     if target.kind != "artifact":
         raise NotAnArtifact(ref)
