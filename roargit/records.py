@@ -488,7 +488,7 @@ def _git_oid(m: dict[str, Any], key: str) -> str:
 
 
 def _opt_git_oid(m: dict[str, Any], key: str) -> str | None:
-    value = _get(m, key)
+    value = m.get(key)
     if value is not None and not _is_git_oid(value):
         raise _Bad(key, "must be nil or a git object id (40 or 64 lowercase hex digits)")
     return value
