@@ -66,7 +66,10 @@ def say(text: str = "") -> None:
 
 
 def warn(text: str) -> None:
-    print(f"roar: {text}", file=sys.stderr)
+    """`roar: text` on stderr, each line made inert (warnings quote recorded paths, remote
+    names, hook output)."""
+    lines = "\n".join(show_text(line) for line in text.split("\n"))
+    print(f"roar: {lines}", file=sys.stderr)
 
 
 def short(hexid: str, n: int = 12) -> str:
