@@ -42,7 +42,7 @@ from roargit.records import (
     SessionId,
     Unreadable,
 )
-from roargit.redact import redact_argv
+from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.stdio import Redirect, with_redirects
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
@@ -672,7 +672,9 @@ def _store_run_files(
     sources = {}
     if team_store:
         for f in inputs:
-            if not f.path.startswith("/") and not ledger.artifact_runs(f.hash)[0]:
+            if f.path.startswith("/") or is_secret_path(f.path):  # .env & co: hash only
+                continue
+            if not ledger.artifact_runs(f.hash)[0]:
                 path = abs_path(f.path, paths.root)
                 if path in hashes:
                     sources[path] = hashes[path]
