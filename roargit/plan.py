@@ -374,7 +374,7 @@ def make_plan(
         )
     for s in steps:
         if s.action == "run" and s.code_available:
-            _check_tree_links(repo, s, pathguard.source_of(ledger, s.run_id))
+            _check_tree_links(repo, s, pathguard.source_of(ledger, s.run_id), locator)
     warnings = _plan_warnings(steps, paths)
     if env_check:
         warnings += environment_warnings([s for s in steps if s.action == "run"])
@@ -406,14 +406,22 @@ def check_paths(rec: RunRecord, source: pathguard.Source, locator: Locator) -> N
                 pathguard.check(f"{folder}/{e.path}", source, absolute_ok=True)
 
 
-def _check_tree_links(repo: Any, step: PlanStep, source: pathguard.Source) -> None:
+def _check_tree_links(
+    repo: Any, step: PlanStep, source: pathguard.Source, locator: Locator
+) -> None:
     """Refuse a step whose code tree puts a symbolic link where an input is to be written or
     on the way to it, or on the way to its working folder: checked before anything is
-    written (writes refuse links too, but by then earlier steps may have run)."""
+    written (writes refuse links too, but by then earlier steps may have run). An input
+    that this work tree already holds by that path (a committed link to a dataset folder)
+    is read in place, not written, and passes."""
     tree_id = step.run.code.tree
     if not tree_id:
         return
-    wanted = [i.file.path.rstrip("/") for i in step.inputs if i.source != "code"]
+    wanted = [
+        i.file.path.rstrip("/")
+        for i in step.inputs
+        if i.source != "code" and not locator.work_tree_has(i.file.path, i.file.hash)
+    ]
     for rel in [*wanted, step.run.cwd]:
         if rel.startswith("/") or rel == ".":
             continue

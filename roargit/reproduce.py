@@ -243,10 +243,10 @@ class Materialiser:
         """Make `rel` below `root` hold `digest`; returns where the bytes came from.
         FileNotFoundError when no copy is found (`work_tree`: look at `recorded` in the
         user's work tree too)."""
-        root.preflight(rel)
         dest = os.path.join(root.path, rel)
         if self.has(dest, digest):
-            return "in place"
+            return "in place"  # nothing to write (even if a link leads there)
+        root.preflight(rel)
         candidates = []
         if digest in self.made:
             candidates.append(("step", self.made[digest]))
@@ -531,11 +531,11 @@ def _get_file(
 ) -> GetResult:
     rel = pathguard.check(rel, source)
     dest = base / rel
+    if mat.has(str(dest), digest):
+        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
     if base.is_dir():
         with Root(base, source) as root:
             root.preflight(rel)
-    if mat.has(str(dest), digest):
-        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
     if dest.exists() and not force:
         raise DestinationExists(dest)
     base.mkdir(parents=True, exist_ok=True)

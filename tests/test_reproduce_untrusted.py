@@ -258,3 +258,24 @@ def test_a_fetched_record_names_the_remote_it_came_from(
     line = refused(box.repo, "get", digest[:12])
     assert line.startswith(f"roar: record {rid[:12]} from origin names an unsafe path '../../../x'")
     git(box.repo, "remote", "remove", "origin")
+
+
+def test_a_committed_link_to_a_dataset_folder_is_read_in_place(
+    box: Box, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    datasets = tmp_path_factory.mktemp("datasets")
+    (datasets / "x.csv").write_text("a,b\n")
+    (box.repo / "data").symlink_to(datasets)
+    (box.repo / "make.py").write_text(
+        "open('model.txt', 'w').write(open('data/x.csv').read() * 2)\n"
+    )
+    git(box.repo, "add", "data", "make.py")
+    git(box.repo, "commit", "-q", "-m", "data lives elsewhere")
+    roar(box.repo, "run", "-q", "python", "make.py")
+    (box.repo / "model.txt").unlink()
+    done = roar(box.repo, "reproduce", "model.txt", "--run", "-y").stdout
+    assert "target" in done and "identical" in done
+    assert (datasets / "x.csv").read_text() == "a,b\n"
+    (box.repo / "data").unlink()
+    (box.repo / "make.py").unlink()
+    git(box.repo, "rm", "-q", "--cached", "data", "make.py")
