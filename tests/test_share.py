@@ -1,0 +1,242 @@
+"""roar push / roar fetch with real bare remotes, file:// and moto s3:// team stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
+from test_reproduce_helpers import digest, git, roar, roar_json, run_pipeline, write_pipeline
+
+from roargit.blobstore import BlobStore
+
+
+def run_ids(repo: Path) -> set[str]:
+    return {r["id"] for r in roar_json(repo, "log")}
+
+
+def remote_refs(remote: Path) -> dict[str, str]:
+    out = git(remote, "for-each-ref", "--format=%(refname) %(objectname)")
+    return {name: oid for name, oid in (line.split() for line in out.splitlines() if line)}
+
+
+def make_clone(remote: Path, where: Path) -> Path:
+    git(where.parent, "clone", "-q", str(remote), str(where))
+    return where
+
+
+def test_push_and_fetch_with_a_remote_added_after_init(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    write_pipeline(git_repo)
+    roar(git_repo, "init")
+    run_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))  # after init: no refspec yet
+    git(git_repo, "push", "-q", "origin", "main")
+    branches_before = remote_refs(bare_remote)
+
+    out = roar_json(git_repo, "push")
+    assert out["pushed"] and out["remote"] == "origin" and len(out["runs"]) == 3
+    assert out["store"] is None  # no team store configured: bytes stay here
+    refs = remote_refs(bare_remote)
+    assert "refs/roar/ledger" in refs and "refs/roar/commits" in refs
+    assert not [r for r in refs if r.startswith("refs/roar/remotes/")]
+    assert {r: refs[r] for r in branches_before} == branches_before
+    # What a plain `git push` sends is unchanged: no push refspec was configured.
+    proc = subprocess.run(
+        ["git", "config", "--get-all", "remote.origin.push"], cwd=git_repo, capture_output=True
+    )
+    assert proc.returncode == 1
+    # The tracking copy moved with the push, so the next push has nothing to send.
+    again = roar_json(git_repo, "push")
+    assert again["up_to_date"] and again["runs"] == []
+
+    other = make_clone(bare_remote, tmp_path / "other")
+    fetched = roar_json(other, "fetch")
+    assert fetched["runs_added"] == 3 and fetched["refspecs_added"]
+    assert run_ids(other) == run_ids(git_repo)
+    git(other, "fetch", "-q")  # plain git fetch works with the refspecs in place
+    assert roar_json(other, "fetch")["runs_added"] == 0
+
+
+def test_push_to_a_named_remote_and_unknown_remote(git_repo: Path, bare_remote: Path) -> None:
+    write_pipeline(git_repo)
+    run_pipeline(git_repo)
+    bad = roar(git_repo, "push", "nowhere", check=False)
+    assert bad.returncode == 1 and "no git remote named 'nowhere'" in bad.stderr
+    git(git_repo, "remote", "add", "team", str(bare_remote))
+    assert roar_json(git_repo, "push", "team")["pushed"]
+    assert "refs/roar/ledger" in remote_refs(bare_remote)
+
+
+def test_a_push_that_loses_the_race_merges_and_retries(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    write_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    git(git_repo, "push", "-q", "origin", "main")
+    a = make_clone(bare_remote, tmp_path / "a")
+    b = make_clone(bare_remote, tmp_path / "b")
+    for clone, name in ((a, "a"), (b, "b")):
+        (clone / "raw.csv").write_text(f"{name},1\n")
+        roar(clone, "run", "-q", "python", "prep.py", "raw.csv", f"{name}.csv")
+    first = roar_json(a, "push")
+    assert first["attempts"] == 1
+    second = roar_json(b, "push")  # rejected (fetch first): fetch, merge, push again
+    assert second["pushed"] and second["attempts"] == 2
+    roar(a, "fetch")
+    assert run_ids(a) == run_ids(b) and len(run_ids(a)) == 2
+
+
+def test_blobs_recorded_before_the_store_was_set_go_with_the_next_push(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    write_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    model = run_pipeline(git_repo)
+    git(git_repo, "push", "-q", "origin", "main")
+    assert roar_json(git_repo, "push")["store"] is None  # lineage went, bytes stayed
+
+    store = tmp_path / "team-store"
+    git(git_repo, "config", "--file", ".roarconfig", "roar.store.url", f"file://{store}")
+    git(git_repo, "add", ".roarconfig")
+    git(git_repo, "commit", "-q", "-m", "team store")
+    git(git_repo, "push", "-q", "origin", "main")
+    dry = roar_json(git_repo, "push", "--dry-run")
+    assert dry["runs"] == []  # the remote has every record already
+    going = {b["path"] for b in dry["store"]["to_upload"]}
+    assert {"raw.csv", "clean.csv", "features.csv", "model.pkl"} <= going
+    assert not store.exists()  # a dry run sends nothing
+
+    out = roar_json(git_repo, "push")
+    assert out["store"]["uploaded"] >= 4 and out["store"]["failed"] == []
+    assert BlobStore(f"file://{store}").has(model)
+    assert BlobStore(f"file://{store}").has(digest(git_repo / "raw.csv"))  # source data too
+    assert roar_json(git_repo, "push")["store"]["uploaded"] == 0
+
+    clone = make_clone(bare_remote, tmp_path / "fresh")
+    roar(clone, "fetch")
+    rep = roar_json(clone, "reproduce", model[:12], "--run", "-y", "--no-reuse")
+    assert rep["identical"], rep
+
+
+def test_reproduce_in_a_fresh_clone_after_the_branch_was_deleted_and_force_pushed_away(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "team-store"
+    write_pipeline(git_repo)
+    git(git_repo, "config", "--file", ".roarconfig", "roar.store.url", f"file://{store}")
+    git(git_repo, "add", ".roarconfig")
+    git(git_repo, "commit", "-q", "-m", "team store")
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    git(git_repo, "push", "-q", "origin", "main")
+    base = git(git_repo, "rev-parse", "HEAD")
+    git(git_repo, "checkout", "-q", "-b", "experiment")
+    train = git_repo / "train.py"
+    train.write_text(train.read_text().replace("lr={lr}", "lr={lr}, exp=1"))
+    git(git_repo, "commit", "-q", "-am", "experiment")
+    experiment = git(git_repo, "rev-parse", "HEAD")
+    (git_repo / "features.py").write_text(  # dirty: a change never committed anywhere
+        (git_repo / "features.py").read_text().replace('",f"', '",g"')
+    )
+    model = run_pipeline(git_repo)
+    git(git_repo, "push", "-q", "origin", "experiment")
+    assert roar_json(git_repo, "push")["pushed"]
+    # The branch goes: deleted on the remote, main force-pushed back, gone locally too.
+    git(git_repo, "checkout", "-q", "-f", "main")
+    git(git_repo, "push", "-q", "origin", ":experiment")
+    git(git_repo, "push", "-q", "-f", "origin", f"{base}:main")
+    git(git_repo, "branch", "-q", "-D", "experiment")
+
+    clone = make_clone(bare_remote, tmp_path / "fresh")
+    roar(clone, "fetch")
+    assert git(clone, "cat-file", "-t", experiment) == "commit"  # kept by refs/roar/commits
+    rep = roar_json(clone, "reproduce", model[:12], "--run", "-y", "--no-reuse")
+    assert rep["identical"], rep
+
+
+def test_dry_run_names_a_planted_env_file_and_never_uploads_it(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "team-store"
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    (git_repo / "load.py").write_text(
+        "import sys\nsecret = open('.env').read()\nopen('out.txt', 'w').write(str(len(secret)))\n"
+    )
+    git(git_repo, "add", "load.py")
+    git(git_repo, "commit", "-q", "-m", "load")
+    (git_repo / ".env").write_text("API_TOKEN=hunter2\n")
+    (git_repo / "db_credentials.yaml").write_text("password: hunter2\n")  # source-named
+    (git_repo / "helper.py").write_text("X = 1\n")  # untracked code
+    roar(git_repo, "config", "set", "store.url", f"file://{store}")
+    run = roar(git_repo, "run", "-q", "python", "load.py")
+    assert "db_credentials.yaml" in run.stderr  # left out of the snapshot, said so
+
+    dry = roar(git_repo, "push", "--dry-run")
+    assert ".env" in dry.stdout and "secret-file" in dry.stdout
+    assert "helper.py" in dry.stdout and "untracked-code" in dry.stdout
+    info = roar_json(git_repo, "push", "--dry-run")
+    snapshot_files = {f["path"] for s in info["snapshots"] for f in s["added"]}
+    assert "helper.py" in snapshot_files and "db_credentials.yaml" not in snapshot_files
+    kinds = {(f["kind"], f["detail"].split()[0]) for f in info["sensitive"]}
+    assert ("secret-file", ".env") in kinds and ("untracked-code", "helper.py") in kinds
+    assert {"hostname", "user"} <= {k for k, _d in kinds}
+    assert [b["path"] for b in info["store"]["secret"]] == [".env"]
+
+    roar(git_repo, "push")
+    assert not BlobStore(f"file://{store}").has(digest(git_repo / ".env"))
+    # Nothing under the pushed refs holds the file's bytes.
+    blob = git(git_repo, "hash-object", "db_credentials.yaml")
+    listing = git(bare_remote, "rev-list", "--objects", "--all")
+    assert blob not in listing
+
+
+def test_push_to_an_s3_store(
+    git_repo: Path,
+    bare_remote: Path,
+    s3_bucket_url: tuple[str, dict[str, Any]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, options = s3_bucket_url
+    monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint_url"])
+    write_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    model = run_pipeline(git_repo)  # recorded with no team store
+    roar(git_repo, "config", "set", "store.url", url)
+    out = roar_json(git_repo, "push")
+    assert out["store"]["url"] == url and out["store"]["failed"] == []
+    s3 = BlobStore(url, options)
+    assert s3.has(model) and s3.has(digest(git_repo / "raw.csv"))
+
+
+def _record_and_push(clone: Path, name: str) -> dict[str, Any]:
+    for i in range(2):
+        (clone / f"{name}-{i}.in").write_text(f"{name} {i}\n")
+        roar(clone, "run", "-q", "python", "prep.py", f"{name}-{i}.in", f"{name}-{i}.out")
+    proc = roar(clone, "push", "--json")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.mark.slow
+def test_eight_clones_recording_and_pushing_at_once_lose_nothing(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    write_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    git(git_repo, "push", "-q", "origin", "main")
+    clones = [make_clone(bare_remote, tmp_path / f"c{i}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(_record_and_push, clones, [f"c{i}" for i in range(8)]))
+    assert all(r["pushed"] for r in results)
+    everything: set[str] = set()
+    for clone in clones:
+        roar(clone, "fetch")
+        everything |= run_ids(clone)
+    assert len(everything) == 16
+    for clone in clones:
+        assert run_ids(clone) == everything
