@@ -59,6 +59,25 @@ class FileRef(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> FileRef:
+        # A run may list 100,000 files: the common, valid entry is checked in one expression;
+        # anything else takes the field-by-field path below, which names what is wrong.
+        if type(m) is dict:
+            path, digest, size = m.get("path"), m.get("hash"), m.get("size")
+            kind, not_stored = m.get("kind", "file"), m.get("not_stored", "")
+            if (
+                type(path) is str
+                and path
+                and "\0" not in path
+                and type(digest) is str
+                and len(digest) == 64
+                and not digest.strip("0123456789abcdef")
+                and type(size) is int
+                and 0 <= size <= codec.INT64_MAX
+                and (kind == "file" or kind == "dir")
+                and type(kind) is str
+                and type(not_stored) is str
+            ):
+                return cls(path, ArtifactId(digest), size, kind, not_stored)
         m = _as_map(m)
         return cls(
             path=_path(m, "path"),
