@@ -124,6 +124,10 @@ def fanout(hexid: str) -> tuple[str, str]:
     return hexid[:2], hexid[2:4]
 
 
+def _is_oid(text: str) -> bool:
+    return len(text) in (40, 64) and not text.strip("0123456789abcdef")
+
+
 def _plain(record_id: str) -> bool:
     """Whether an id can name a record: 64 lowercase hex (ids also come from commit messages,
     which another clone wrote)."""
@@ -134,12 +138,6 @@ def folder_key(path: str) -> str:
     from roargit.codec import record_id
 
     return record_id(path.rstrip("/").encode("utf-8", "surrogateescape"))
-
-
-def _signature() -> pygit2.Signature:
-    import pygit2
-
-    return pygit2.Signature("roar", "roar@localhost", int(time.time()), 0)
 
 
 def blob_oid(data: bytes, width: int = 40) -> str:
@@ -552,15 +550,23 @@ class Ledger:
         def push(oid: str) -> None:
             obj = self.reader.read(oid)
             if obj is None or obj.type != "commit":
-                raise RecordCorrupt(f"ledger commit {oid[:12]}", "cannot be read")
+                if oid == tip:
+                    raise RecordCorrupt(f"ledger commit {oid[:12]}", "cannot be read")
+                return  # a parent a shallow fetch left out, or a fetched one that lies
+            # Commits merged from other clones are theirs: nothing here may be taken on trust.
             head, _, message = obj.data.decode(errors="replace").partition("\n\n")
             parents, when = [], 0
             for line in head.splitlines():
-                if line.startswith("parent "):
+                if line.startswith("parent ") and _is_oid(line[7:]):
                     parents.append(line[7:])
                 elif line.startswith("committer "):
-                    when = int(line.rsplit(" ", 2)[-2])
-            ids = [ln.split()[1] for ln in message.splitlines() if ln.startswith("run ")]
+                    stamp = line.rsplit(" ", 2)
+                    when = int(stamp[-2]) if len(stamp) == 3 and stamp[-2].isdigit() else 0
+            ids = [
+                words[1]
+                for words in map(str.split, message.splitlines())
+                if len(words) == 2 and words[0] == "run"
+            ]
             heapq.heappush(heap, (-when, next(counter), oid, parents, ids))
 
         seen = {tip}
@@ -767,30 +773,43 @@ class Ledger:
             old = self.tip()
             if old == other or (old is not None and self._is_ancestor(other, old)):
                 return None
-            tree_type = _pygit2().Tree
             repo = self.repo
-            theirs = repo[other].peel(tree_type)
-            ours = None if old is None else repo[old].peel(tree_type)
+            theirs = repo[self._root_of(other)]
+            if not isinstance(theirs, _pygit2().Tree):
+                raise RecordCorrupt(f"ledger commit {other[:12]}", "its tree is not a tree")
+            ours = None if old is None else repo[self._root_of(old)]
             found = ledger_check.union(repo, ours, theirs, source)
             tree = found.tree if found.tree is not None else str(repo.TreeBuilder().write())
             if tree == str(theirs.id) and (old is None or self._is_ancestor(old, other)):
                 new = other  # a fast-forward: theirs holds every local entry, all of it right
             else:
-                parents = [other] if old is None else [old, other]
-                new = str(
-                    repo.create_commit(None, _signature(), _signature(), message, tree, parents)
-                )
+                new = self._write_merge(tree, [other] if old is None else [old, other], message)
             if self._swap(old, new, message):
                 self._pin(new)
                 return Merged(new, found.rejected, found.added)
             time.sleep(_jitter(0.01))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
+    def _root_of(self, commit: str) -> str:
+        """The tree of a commit, read from its raw text: libgit2 refuses a whole commit over
+        a malformed signature, and a fetched one is the other clone's to malform."""
+        kind, data = self.repo.odb.read(commit)
+        if kind != 1 or not data.startswith(b"tree "):  # GIT_OBJECT_COMMIT
+            raise RecordCorrupt(f"ledger commit {commit[:12]}", "is not a commit")
+        return data[5 : data.index(b"\n")].decode()
+
+    def _write_merge(self, tree: str, parents: list[str], message: str) -> str:
+        """A merge commit, written as raw text (libgit2's writer would parse the parents)."""
+        who = b"roar <roar@localhost> %d +0000" % int(time.time())
+        text = b"tree %s\n" % tree.encode()
+        text += b"".join(b"parent %s\n" % p.encode() for p in parents)
+        text += b"author %s\ncommitter %s\n\n%s" % (who, who, message.encode())
+        return str(self.repo.odb.write(1, text))
+
     def _is_ancestor(self, ancestor: str, commit: str) -> bool:
-        """Whether `ancestor` is reachable from `commit`; through `git merge-base` with
-        `fast_start`, so that a query finding the fetched ledger merged imports no pygit2."""
-        if not self.fast_start:
-            return ancestor == commit or bool(self.repo.descendant_of(commit, ancestor))
+        """Whether `ancestor` is reachable from `commit`, asked of `git merge-base` (no pygit2
+        import for a query that finds the fetched ledger merged already; and git reads a
+        malformed fetched commit where libgit2 refuses it)."""
         proc = run_git(
             ["merge-base", "--is-ancestor", ancestor, commit], self.paths.git_dir, check=False
         )

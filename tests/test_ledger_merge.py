@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
@@ -311,3 +312,31 @@ def test_a_run_named_but_missing_is_an_error_not_a_key_error(pair: Pair) -> None
         ctx.run(hexid(404))
     assert ctx.usable([hexid(404), pair.own]) == [pair.own]
     assert ctx.warnings == [f"record run {hexid(404)[:12]} is not in the ledger (skipped)"]
+
+
+def test_commit_messages_and_headers_of_a_fetched_ledger_are_not_trusted(pair: Pair) -> None:
+    """`roar log` reads the run ids each commit added from its message, and orders commits by
+    their committer line: a crafted commit that lies in both lists nothing and breaks nothing."""
+    tip = git(pair.attacker, "rev-parse", LEDGER_REF)
+    tree = git(pair.attacker, "rev-parse", f"{tip}^{{tree}}")
+    text = (
+        f"tree {tree}\nparent {tip}\nauthor a <a> 1 +0000\n"
+        f"committer nobody\n\nrun\nrun ../../x y\nrun {'ab' * 32}\nrun {pair.shared}\n"
+    )
+    commit = (
+        subprocess.run(
+            ["git", "hash-object", "-t", "commit", "-w", "--literally", "--stdin"],
+            cwd=pair.attacker,
+            input=text.encode(),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    git(pair.attacker, "update-ref", LEDGER_REF, commit)
+    push_ledger(pair.attacker)
+    fetch(pair.victim)
+    ctx = Context(find_repo(pair.victim))
+    assert sorted(e["id"] for e in ctx.log(None)) == sorted([pair.shared, pair.own])
+    assert ctx.warnings == []
