@@ -614,7 +614,7 @@ def _trace_and_record(
             popped = session.read_state(roar_dir).popped
         else:
             sid, popped = session_id, frozenset()
-        view = session.load_view(ledger, sid, popped)
+        view = session.load_view(ledger, sid, popped, warnings)
         all_in = [*inputs, *in_dirs]
         all_out = [*outputs, *out_dirs]
         recorded_argv = redact_argv(argv)
