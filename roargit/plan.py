@@ -197,7 +197,11 @@ class Locator:
 
         if digest not in self._manifests:
             data = self.ledger.manifest(digest)
-            entries = None if data is None else decode_manifest(data, f"manifest {digest[:12]}")
+            entries = (
+                None
+                if data is None
+                else decode_manifest(data, f"manifest {digest[:12]}", digest=digest)
+            )
             self._manifests[digest] = entries
         return self._manifests[digest]
 

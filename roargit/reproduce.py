@@ -298,7 +298,7 @@ class Materialiser:
             raise FileNotFoundError(digest)
         entries = [
             (e, pathguard.join(folder, e.path, root.source) if folder else e.path)
-            for e in decode_manifest(data, f"manifest {digest[:12]}")
+            for e in decode_manifest(data, f"manifest {digest[:12]}", digest=digest)
         ]
         for _e, rel in entries:
             root.preflight(rel)
@@ -452,7 +452,7 @@ def _remember_folder(mat: Materialiser, wt: RepoPaths, recorded: str, digest: st
     if data is None:
         return
     base = _abs(wt.root, recorded)
-    for e in decode_manifest(data, f"manifest {digest[:12]}"):
+    for e in decode_manifest(data, f"manifest {digest[:12]}", digest=digest):
         mat.made[e.hash] = str(base / e.path)
 
 
@@ -552,7 +552,7 @@ def _get_folder(
     data = mat.ledger.manifest(digest)
     if data is None:
         raise FileNotFoundError(digest)
-    entries = decode_manifest(data, f"manifest {digest[:12]}")
+    entries = decode_manifest(data, f"manifest {digest[:12]}", digest=digest)
     # Every name is checked before the folder is made or anything written.
     rels = [
         pathguard.join(folder, e.path, source) if folder else pathguard.check(e.path, source)

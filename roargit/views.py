@@ -192,7 +192,11 @@ class Context:
         files = self._manifests.get(digest)
         if files is None:
             data = self.ledger.manifest(digest)
-            files = {} if data is None else decode_manifest_rows(data, f"manifest {digest[:12]}")
+            files = (
+                {}
+                if data is None
+                else decode_manifest_rows(data, f"manifest {digest[:12]}", digest=digest)
+            )
             self._manifests[digest] = files
         return files
 
