@@ -121,3 +121,51 @@ def test_redirect_outside_the_repo_is_absolute(git_repo: Path, tmp_path: Path) -
     out = tmp_path / "elsewhere.txt"
     record = roar_run(git_repo, f"roar run echo hello > {out}")
     assert set(paths_of(record, "outputs")) == {str(out)}
+
+
+# ------------------------------------------------------------------ paths as the kernel walks them
+
+SHIM_MODES = [pytest.param({}, id="shim"), pytest.param({"ROAR_TRACE_NO_SHIM": "1"}, id="tracer")]
+
+
+@pytest.mark.parametrize("mode", SHIM_MODES)
+def test_dotdot_after_a_symlinked_folder(tmp_path: Path, mode: dict[str, str]) -> None:
+    """`datalink/../in.csv` is the in.csv beside the link's target; an in.csv beside the link
+    must not be recorded in its place."""
+    (tmp_path / "real" / "data").mkdir(parents=True)
+    (tmp_path / "real" / "in.csv").write_text("the real input\n")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "in.csv").write_text("a decoy\n")
+    (tmp_path / "work" / "datalink").symlink_to("../real/data")
+    t = traced(
+        tmp_path / "work",
+        "sh",
+        "-c",
+        "cat datalink/../in.csv > out; cat datalink/../missing.csv 2>/dev/null; true",
+        env=dict(os.environ, **mode),
+    )
+    assert t.complete
+    assert seen(t, tmp_path) == {"real/in.csv": {"read"}, "work/out": {"written", "created"}}
+    assert (tmp_path / "work" / "out").read_text() == "the real input\n"
+
+
+TMPFILE_LINK = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <unistd.h>
+    int main(void) {
+        int fd = open(".", O_TMPFILE | O_WRONLY, 0644);
+        if (fd < 0 || write(fd, "made\n", 5) != 5) return 1;
+        return linkat(fd, "", AT_FDCWD, "made", AT_EMPTY_PATH) == 0 ? 0 : 2;
+    }
+"""
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["shim", "static"])
+def test_linkat_empty_path_creates_its_new_name(tmp_path: Path, static: bool) -> None:
+    prog = build_c(tmp_path, "tmpfile", TMPFILE_LINK, *(["-static"] if static else []))
+    t = traced(tmp_path, str(prog))
+    assert t.exit_code == 0 and t.complete
+    files = seen(t, tmp_path)
+    assert files.get("made") == {"written", "created"}
+    assert (tmp_path / "made").read_text() == "made\n"

@@ -156,37 +156,87 @@ static void put_head(struct line *l, const char *kind) {
     put_num(l, (unsigned long long)getpid(), 0);
 }
 
-/* " PATH" resolved against dirfd / cwd like the tracer does (absolute, not normalised).
- * Returns -1 where the shim cannot resolve it; the caller then lets the call trap. */
-static int put_path(struct line *l, int dirfd, const char *path) {
-    if (!path || !path[0]) return -1;
-    put_raw(l, " ", 1);
-    if (path[0] != '/') {
-        char base[PATH_MAX];
-        if (dirfd == AT_FDCWD) {
-            if (!getcwd(base, sizeof base) || base[0] != '/') return -1;
-        } else {
-            char link[40] = "/proc/self/fd/";
-            size_t k = strlen(link);
-            char num[16];
-            int n = 0;
-            unsigned v = (unsigned)dirfd;
-            if (dirfd < 0) return -1;
-            do {
-                num[n++] = (char)('0' + v % 10);
-                v /= 10;
-            } while (v);
-            while (n) link[k++] = num[--n];
-            link[k] = 0;
-            ssize_t r = readlink(link, base, sizeof base - 1);
-            if (r <= 0 || base[0] != '/') return -1;
-            base[r] = 0;
-        }
-        put_esc(l, base);
-        if (strcmp(base, "/") != 0) put_raw(l, "/", 1);
+/* The path of an open fd (the kernel's name for it); -1 if it has none we can use. */
+static int fd_path(int fd, char *out, size_t cap) {
+    char link[40] = "/proc/self/fd/";
+    size_t k = strlen(link);
+    char num[16];
+    int n = 0;
+    unsigned v = (unsigned)fd;
+    if (fd < 0) return -1;
+    do {
+        num[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) link[k++] = num[--n];
+    link[k] = 0;
+    ssize_t r = readlink(link, out, cap - 1);
+    if (r <= 0 || out[0] != '/') return -1;
+    out[r] = 0;
+    return 0;
+}
+
+/* A ".." component is taken as the kernel takes it: after a symlinked folder it goes up from
+ * the link's target (resolve_dotdot in roar-trace.c, which this mirrors). The folder part is
+ * opened with O_PATH (a marked call: it is no access) and named from /proc/self/fd. */
+static int resolve_dotdot(char *path, size_t cap) {
+    const char *s = path;
+    int dotdot = 0;
+    while (!dotdot && (s = strstr(s, "/..")) != NULL) {
+        dotdot = s[3] == '/' || s[3] == 0;
+        s += 3;
     }
-    put_esc(l, path);
+    if (!dotdot) return 0;
+    char *slash = strrchr(path, '/');
+    const char *name = slash + 1;
+    int whole = !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    char dir[PATH_MAX], real[PATH_MAX], tail[PATH_MAX];
+    size_t dlen = whole ? strlen(path) : (size_t)(slash - path);
+    if (dlen >= sizeof dir || strlen(name) >= sizeof tail) return -1;
+    memcpy(dir, path, dlen);
+    dir[dlen] = 0;
+    if (!dlen) strcpy(dir, "/");
+    strcpy(tail, whole ? "" : name);
+    int fd = (int)marked(SYS_openat, AT_FDCWD, (long)dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0);
+    if (fd < 0) return -1;
+    int r = fd_path(fd, real, sizeof real);
+    close(fd);
+    if (r != 0) return -1;
+    size_t rl = strlen(real), tl = strlen(tail);
+    int sep = tl && strcmp(real, "/") != 0;
+    if (rl + (size_t)sep + tl + 1 > cap) return -1;
+    memcpy(path, real, rl);
+    if (sep) path[rl++] = '/';
+    memcpy(path + rl, tail, tl + 1);
+    return 0;
+}
+
+/* " PATH" resolved against dirfd / cwd like the tracer does (absolute, not normalised but for
+ * ".."). An empty path names dirfd itself where `empty_ok` (AT_EMPTY_PATH). Returns -1 where
+ * the shim cannot resolve it; the caller then lets the call trap. */
+static int put_path_at(struct line *l, int dirfd, const char *path, int empty_ok) {
+    if (!path || (!path[0] && !empty_ok)) return -1;
+    char full[PATH_MAX * 2];
+    size_t n = 0, len = strlen(path);
+    if (path[0] != '/') {
+        if (dirfd == AT_FDCWD) {
+            if (!getcwd(full, PATH_MAX) || full[0] != '/') return -1;
+        } else if (fd_path(dirfd, full, PATH_MAX) != 0) {
+            return -1;
+        }
+        n = strlen(full);
+        if (len && strcmp(full, "/") != 0) full[n++] = '/';
+    }
+    if (n + len + 1 > sizeof full) return -1;
+    memcpy(full + n, path, len + 1);
+    if (resolve_dotdot(full, sizeof full) != 0) return -1;
+    put_raw(l, " ", 1);
+    put_esc(l, full);
     return l->overflow ? -1 : 0;
+}
+
+static int put_path(struct line *l, int dirfd, const char *path) {
+    return put_path_at(l, dirfd, path, 0);
 }
 
 static void put_exists(struct line *l, int dirfd, const char *path) {
@@ -332,16 +382,18 @@ static int record1(const char *kind, int dirfd, const char *path) {
     return put_path(&l, dirfd, path) == 0 && emit(&l) == 0;
 }
 
-/* "KIND PID EXISTED FROM TO" (EXISTED of TO); a literal FROM is the symlink's text. */
+/* "KIND PID EXISTED FROM TO" (EXISTED of TO); a literal FROM (1) is the symlink's text; with
+ * EMPTY_NAMES_FD (2) an empty FROM names the fd d1 (linkat's AT_EMPTY_PATH). */
+#define EMPTY_NAMES_FD 2
 static int record2(const char *kind, int d1, const char *p1, int literal, int d2, const char *p2) {
-    if (log_fd < 0 || !p1 || !p1[0] || !p2 || !p2[0]) return 0;
+    if (log_fd < 0 || !p1 || (!p1[0] && literal != EMPTY_NAMES_FD) || !p2 || !p2[0]) return 0;
     struct line l;
     put_head(&l, kind);
     put_exists(&l, d2, p2);
-    if (literal) {
+    if (literal == 1) {
         put_raw(&l, " ", 1);
         put_esc(&l, p1);
-    } else if (put_path(&l, d1, p1) != 0) {
+    } else if (put_path_at(&l, d1, p1, literal == EMPTY_NAMES_FD) != 0) {
         return 0;
     }
     return put_path(&l, d2, p2) == 0 && emit(&l) == 0;
@@ -371,7 +423,8 @@ EXPORT int renameat2(int d1, const char *a, int d2, const char *b, unsigned flag
 
 static int do_linkat(int d1, const char *a, int d2, const char *b, int flags) {
     int e_ = errno;
-    int ok = !(flags & AT_EMPTY_PATH) && record2("link", d1, a, 0, d2, b);
+    /* AT_EMPTY_PATH links the open fd d1 itself: an O_TMPFILE file gets its name here. */
+    int ok = record2("link", d1, a, (flags & AT_EMPTY_PATH) ? EMPTY_NAMES_FD : 0, d2, b);
     CALL(ok, SYS_linkat, d1, a, d2, b, flags);
 }
 EXPORT int link(const char *a, const char *b) { return do_linkat(AT_FDCWD, a, AT_FDCWD, b, 0); }

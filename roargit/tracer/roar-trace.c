@@ -410,9 +410,73 @@ static int fd_path(pid_t tid, long fd, char *out, size_t cap) {
     return 0;
 }
 
+static int resolve_named(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out,
+                         size_t cap);
+
+/* Does `p` have a ".." component? */
+static int has_dotdot(const char *p) {
+    for (const char *s = p; (s = strstr(s, "/..")) != NULL; s += 3)
+        if (s[3] == '/' || s[3] == 0) return 1;
+    return 0;
+}
+
+/* The kernel takes ".." from where the path has got to, so after a symlinked folder it goes
+ * up from the link's target: `datalink/../in.csv` is the `in.csv` beside the target, not the
+ * one beside the link that lexical normalisation would give. So the folder part of a path
+ * with a ".." is resolved against the file system (its last component, a symlink or not, is
+ * left as named); `root` is the task's root ("/" unless it chrooted), which ".." never
+ * leaves. -1 where the folder cannot be walked: the call itself then fails too. Not cached:
+ * a link may be re-pointed by any process of the run, and few paths have a "..". */
+static int resolve_dotdot(const char *root, char *path, size_t cap) {
+    if (!has_dotdot(path)) return 0;
+    char *slash = strrchr(path, '/');
+    const char *name = slash + 1;
+    int whole = !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    char dir[PATH_MAX * 2], real[PATH_MAX];
+    size_t dlen = whole ? strlen(path) : (size_t)(slash - path);
+    if (dlen >= sizeof dir) return -1;
+    memcpy(dir, path, dlen);
+    dir[dlen] = 0;
+    if (!dlen) strcpy(dir, "/");
+    int fd;
+    size_t rlen = strlen(root);
+    if (strcmp(root, "/") == 0) {
+        fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    } else {
+        /* A chrooted task: walk its view of the path from its root, which ".." and absolute
+         * symlinks do not leave (RESOLVE_IN_ROOT, openat2, Linux 5.6). */
+        struct {
+            uint64_t flags, mode, resolve;
+        } how = {O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0x10 /* RESOLVE_IN_ROOT */};
+        const char *inside = strncmp(dir, root, rlen) == 0 ? dir + rlen : dir;
+        int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        fd = rfd < 0 ? -1 : (int)syscall(__NR_openat2, rfd, *inside ? inside : "/", &how, sizeof how);
+        if (rfd >= 0) close(rfd);
+    }
+    if (fd < 0) return -1;
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real - 1);
+    close(fd);
+    if (n <= 0 || real[0] != '/') return -1;
+    real[n] = 0;
+    char tail[PATH_MAX];
+    snprintf(tail, sizeof tail, "%s", whole ? "" : name);
+    int w = whole ? snprintf(path, cap, "%s", real)
+                  : snprintf(path, cap, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", tail);
+    return w < 0 || (size_t)w >= cap ? -1 : 0;
+}
+
 /* Resolve `path` (in the tracee) against dirfd and the task's cwd into out. The result is
- * absolute but not normalised: the Python side normalises lexically. */
+ * absolute but not normalised (the Python side normalises lexically), except that a ".."
+ * is taken as the kernel takes it (resolve_dotdot). */
 static int resolve(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out, size_t cap) {
+    if (resolve_named(t, dirfd, addr, empty_ok, out, cap) != 0) return -1;
+    return resolve_dotdot("/", out, cap);
+}
+
+static int resolve_named(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out,
+                         size_t cap) {
     char rel[PATH_MAX];
     ssize_t n = read_string(t->tid, addr, rel, sizeof rel);
     if (n < 0) return -1;
@@ -472,12 +536,17 @@ static void log_open(struct task *t, long dirfd, uint64_t addr, uint64_t flags) 
     log_end_line();
 }
 
+/* first: FIRST_PATH, FIRST_LITERAL (a symlink's target: a string, not a path we resolve) or
+ * FIRST_EMPTY_OK (linkat's AT_EMPTY_PATH: an empty path names the fd d1 itself). */
+#define FIRST_PATH 0
+#define FIRST_LITERAL 1
+#define FIRST_EMPTY_OK 2
 static void log_two(const char *kind, struct task *t, long d1, uint64_t a1, long d2, uint64_t a2,
-                    int first_is_literal) {
+                    int first) {
     char p1[PATH_MAX * 2], p2[PATH_MAX * 2];
-    if (first_is_literal) { /* symlink target: a string, not a path we resolve */
+    if (first == FIRST_LITERAL) {
         if (read_string(t->tid, a1, p1, sizeof p1) < 0) return;
-    } else if (resolve(t, d1, a1, 0, p1, sizeof p1) != 0) {
+    } else if (resolve(t, d1, a1, first == FIRST_EMPTY_OK, p1, sizeof p1) != 0) {
         return;
     }
     if (resolve(t, d2, a2, 0, p2, sizeof p2) != 0) return;
@@ -555,7 +624,9 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
         break;
 #endif
     case __NR_linkat:
-        log_two("link", t, (long)(int)a[0], a[1], (long)(int)a[2], a[3], 0);
+        /* AT_EMPTY_PATH: the open file a[0] gets the new name (the O_TMPFILE pattern). */
+        log_two("link", t, (long)(int)a[0], a[1], (long)(int)a[2], a[3],
+                (a[4] & AT_EMPTY_PATH) ? FIRST_EMPTY_OK : FIRST_PATH);
         break;
 #ifdef __NR_symlink
     case __NR_symlink:
