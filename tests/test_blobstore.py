@@ -210,3 +210,52 @@ def test_s3_multipart_upload_with_wrong_digest_leaves_nothing(
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     d = store.put_file(src)  # and the right one goes through as a multipart upload
     assert store.verify(d)
+
+
+@pytest.mark.parametrize("part", [1, 2])  # killed during a write, or during the commit
+def test_s3_server_killed_mid_multipart_upload_fails_in_bounded_time_and_closes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part: int
+) -> None:
+    """The writer is closed before the abort is tried: s3fs's __del__ (at exit, say, with
+    fsspec's loop gone) then has nothing to send and cannot wait on the dead server."""
+    import time
+
+    from fixtures_s3 import S3Process, make_bucket, s3_env
+
+    from roargit.blobstore import Limits
+
+    for name, value in s3_env("").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    server = S3Process(die_at_part=part)
+    try:
+        make_bucket(server.endpoint, "bkt")
+        store = BlobStore(
+            "s3://bkt/store",
+            {"endpoint_url": server.endpoint},
+            Limits(timeout=2, retries=1, part_size=5 << 20),
+        )
+        writers: list[Any] = []
+        begin = store._backend.begin
+
+        def spy(rel: str) -> Any:
+            writers.append(begin(rel))
+            return writers[-1]
+
+        monkeypatch.setattr(store._backend, "begin", spy)
+        src = tmp_path / "big"
+        src.write_bytes(os.urandom(12 << 20))
+        started = time.monotonic()
+        with pytest.raises(Exception, match="endpoint"):
+            store.put_file(src)
+        assert time.monotonic() - started < 30
+        assert not server.alive
+        [writer] = writers
+        assert writer.f.closed and writer.f.mpu is None  # aborted (best-effort), closed
+        writer.f.close()  # a no-op now, as __del__ will be
+        started = time.monotonic()
+        with pytest.raises(Exception, match="endpoint"):
+            store.has(blake3(b"x").hexdigest())
+        assert time.monotonic() - started < 15  # two tries of a refused connection
+    finally:
+        server.kill()
