@@ -254,11 +254,18 @@ def cmd_hooks(args: argparse.Namespace) -> int:
         return 0
     # run: what the installed scripts call
     if args.hook == "pre-push":
-        if len(args.args) < 2:
+        import os
+
+        # git passes REMOTE URL; the pre-commit framework passes them in its environment.
+        given = args.args or [
+            os.environ.get("PRE_COMMIT_REMOTE_NAME", ""),
+            os.environ.get("PRE_COMMIT_REMOTE_URL", ""),
+        ]
+        if len(given) < 2 or not given[0]:
             from roargit.errors import RoarError
 
             raise RoarError("usage: roar hooks run pre-push REMOTE URL")
-        outcome = hooks.pre_push(paths, args.args[0], args.args[1])
+        outcome = hooks.pre_push(paths, given[0], given[1])
     elif args.hook == "pre-commit":
         outcome = hooks.pre_commit(paths, args.args or None)
     else:
