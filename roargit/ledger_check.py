@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 TOPS = frozenset({"artifacts", "code", "folders", "manifests", "runs", "sessions"})
 TREE_MODE = 0o040000
-BLOB_MODES = frozenset({0o100644, 0o100755})
+BLOB_MODES = frozenset({0o100644})
 QUARANTINE_DIR = "quarantine"
 ORIGINS_FILE = "origins"
 _HEX = "0123456789abcdef"
@@ -147,9 +147,10 @@ class _Checker:
     """Checks entries of one ledger tree; each blob is hashed and decoded once, however many
     index entries name it (a run's blob sits under runs/, sessions/ and each artifact)."""
 
-    def __init__(self, repo: pygit2.Repository, source: str | None) -> None:
+    def __init__(self, repo: pygit2.Repository, source: str | None, roots: list[Any]) -> None:
         self.repo = repo
         self.source = source
+        self.roots = roots  # where a run's own entry is looked for: ours first, then theirs
         self.rejected: list[Rejected] = []
         self.added: list[str] = []
         self._seen: dict[Any, tuple[str, Any]] = {}  # blob oid -> (blake3, record | reason)
@@ -176,7 +177,22 @@ class _Checker:
         if not isinstance(record, want):
             return f"{what} {record_id[:12]}: is not a {what} record"
         if extra is not None:
+            if self._run_entry(record_id) != entry.id:
+                return f"run {record_id[:12]} is not filed under runs/ with these bytes"
             return _index_problem(record, record_id, extra)
+        return None
+
+    def _run_entry(self, run_id: str) -> Any:
+        """The object id of `runs/ab/cd/<run id>` in the first root that has it (the local
+        one wins a merge, so an index entry must agree with it)."""
+        path = f"runs/{run_id[:2]}/{run_id[2:4]}/{run_id}"
+        for root in self.roots:
+            if root is None:
+                continue
+            try:
+                return root[path].id
+            except KeyError:
+                continue
         return None
 
     def _decode(self, what: str, record_id: str, data: bytes) -> tuple[str, Any]:
@@ -220,7 +236,7 @@ def _index_problem(run: Any, run_id: str, extra: tuple[str, str]) -> str | None:
 def union(repo: pygit2.Repository, ours: Any, theirs: Any, source: str | None) -> Union:
     """Our ledger tree (None: we have none) with what `theirs` may add to it (see the module
     docstring). Writes the new trees; reads only where the two differ."""
-    checker = _Checker(repo, source)
+    checker = _Checker(repo, source, [ours, theirs])
     tree = _merge(repo, checker, (), ours, theirs)
     return Union(None if tree is None else str(tree), checker.rejected, checker.added)
 
@@ -284,7 +300,7 @@ def _merge(repo: Any, checker: _Checker, parts: tuple[str, ...], ours: Any, thei
 def check_tree(repo: pygit2.Repository, tree: Any) -> tuple[list[Rejected], list[Any]]:
     """(every entry of a ledger tree that is not right, the decoded records that are) — the
     same checks a merge makes, over the whole tree (`roar fsck`)."""
-    checker = _Checker(repo, None)
+    checker = _Checker(repo, None, [tree])
     found: list[Any] = []
     _walk(checker, (), tree, found)
     return checker.rejected, found
@@ -299,6 +315,8 @@ def _walk(checker: _Checker, parts: tuple[str, ...], tree: Any, found: list[Any]
         elif slot[0] == "tree":
             if entry.filemode != TREE_MODE:
                 checker.reject(here, entry.id, "a blob where a tree belongs")
+            elif len(entry) == 0:
+                checker.reject(here, entry.id, "an empty tree")
             else:
                 _walk(checker, here, entry, found)
         elif slot[0] == "code":

@@ -140,7 +140,15 @@ def test_an_honest_descendant_is_fast_forwarded_and_its_records_have_an_origin(
 
 @pytest.mark.parametrize(
     "damage",
-    ["id mismatch", "truncated", "mistyped", "index lies", "wrong session", "not a record"],
+    [
+        "id mismatch",
+        "truncated",
+        "mistyped",
+        "index lies",
+        "unfiled",
+        "wrong session",
+        "not a record",
+    ],
 )
 def test_bad_records_are_quarantined_and_the_good_ones_taken(pair: Pair, damage: str) -> None:
     good_id, good, good_map = record(["python", "good.py"], outputs=[_out("ee" * 32)])
@@ -156,10 +164,16 @@ def test_bad_records_are_quarantined_and_the_good_ones_taken(pair: Pair, damage:
         data = pack(broken)
         entries = run_entries(data, broken)
     elif damage == "index lies":  # a genuine run filed as the producer of bytes it never made
-        entries = {f"artifacts/{fan(hexid(2))}/{hexid(2)}/p.{bad_id}": bad}
+        lie = f"artifacts/{fan(hexid(2))}/{hexid(2)}/p.{bad_id}"
+        entries = {f"runs/{fan(bad_id)}/{bad_id}": bad, lie: bad}
+    elif damage == "unfiled":  # an index entry for a run that is not under runs/
+        entries = {f"artifacts/{fan('ff' * 32)}/{'ff' * 32}/p.{bad_id}": bad}
     elif damage == "wrong session":
         other = "ab" * 32
-        entries = {f"sessions/{other[:2]}/{other}/{bad_id[:2]}/{bad_id}": bad}
+        entries = {
+            f"runs/{fan(bad_id)}/{bad_id}": bad,
+            f"sessions/{other[:2]}/{other}/{bad_id[:2]}/{bad_id}": bad,
+        }
     else:
         entries = {f"runs/{fan(bad_id)}/{bad_id}": pack({"type": "session", "clone": 1})}
     plant(pair.attacker, {**run_entries(good, good_map), **entries})
@@ -172,7 +186,15 @@ def test_bad_records_are_quarantined_and_the_good_ones_taken(pair: Pair, damage:
     assert {q.path for q in quarantined} <= set(entries)
     if damage == "index lies":
         assert led.artifact_runs(hexid(2)) == ([pair.own], [])
-        assert "does not produce" in quarantined[0].reason
+        assert [q.reason for q in quarantined] == [
+            f"run {bad_id[:12]} does not produce artifact {hexid(2)[:12]}"
+        ]
+    if damage == "wrong session":
+        assert [q.reason for q in quarantined] == [
+            f"run {bad_id[:12]} is not a run of session {'ab' * 6}"
+        ]
+    if damage == "unfiled":
+        assert "is not filed under runs/" in quarantined[0].reason
 
 
 def _out(digest: str) -> dict[str, object]:
