@@ -450,9 +450,6 @@ def _key(key: str) -> str:
     return "[" + ascii(shown) + "]"
 
 
-_HEX = frozenset("0123456789abcdef")
-
-
 def _as_map(m: Any) -> dict[str, Any]:
     if not isinstance(m, dict):
         raise _Bad("", "must be a map")
