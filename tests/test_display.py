@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -135,3 +136,18 @@ def test_the_step_by_step_prompt_shows_the_whole_command(tricked: tuple[Path, st
     prompt = text[: text.index("[y/N]")]
     assert "@1: sh -c $'echo x > f #\\r   python train.py'\r\nrun @1?" in prompt
     raw_free(prompt.replace("\r\n", "\n"))
+
+
+def test_diff_and_status_print_recorded_text_escaped(git_repo: Path) -> None:
+    roar(git_repo, "init")
+    script = 'echo "$1" > o'
+    roar(git_repo, "run", "-q", "sh", "-c", script, "sh", "v1\x1b[31m")
+    first = roar(git_repo, "show", "o", "--json").stdout
+    roar(git_repo, "run", "-q", "sh", "-c", script, "sh", "v2\r\u202e")
+    old = json.loads(first)["hash"]
+    proc = roar(git_repo, "diff", old[:12], "o", check=False)
+    assert proc.returncode == 1, proc.stderr
+    raw_free(proc.stdout)
+    assert "\u202e" not in proc.stdout
+    assert "v1\\x1b[31m → v2\\r\\u202e" in proc.stdout
+    raw_free(roar(git_repo, "status").stdout)
