@@ -259,7 +259,7 @@ def install_pack(
             if isinstance(blob, Path):
                 os.replace(blob, final)
             else:
-                tmp = pack_dir / f"tmp_roar_{os.getpid()}_{time.monotonic_ns()}{ext}"
+                tmp = pack_dir / f"{INCOMING}{os.getpid()}-{time.monotonic_ns()}{ext}.tmp"
                 made.append(tmp)
                 _write_new(tmp, blob)
                 os.replace(tmp, final)
@@ -272,6 +272,12 @@ def install_pack(
                 os.unlink(path)
         raise
 
+
+#: Prefix of a pack file being written (`<prefix><pid>-<n>.pack.tmp`). Not git's `tmp_`:
+#: `git gc --prune=now` deletes those at once, a file still being written included; nor a
+#: name ending in `.idx`: `git gc` deletes an index without its pack. The pid names the
+#: writer, for `drop_stale_keeps` to tidy up after one that died.
+INCOMING = "incoming-roar-"
 
 #: A `.keep` file's text: git prints it as the reason the pack is kept.
 KEEP_TEXT = b"roar %d: objects not yet named by a ref\n"
@@ -295,13 +301,19 @@ def drop_keep(pack_dir: Path, name: str) -> None:
 
 
 def drop_stale_keeps(pack_dir: Path, alive: Callable[[int], bool]) -> None:
-    """Remove the `.keep` files that a roar process which is no longer `alive` left (killed
-    between writing a pack and naming its objects)."""
+    """Remove the `.keep` files, and pack files half written, that a roar process which is no
+    longer `alive` left (killed between writing a pack and naming its objects)."""
     try:
         names = os.listdir(pack_dir)
     except OSError:
         return
     for n in names:
+        if n.startswith(INCOMING):
+            writer = n[len(INCOMING) :].partition("-")[0]
+            if writer.isdigit() and not alive(int(writer)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pack_dir / n)
+            continue
         if not n.endswith(".keep"):
             continue
         try:

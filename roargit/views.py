@@ -484,4 +484,4 @@ def run_to_json(run_id: str, rec: RunRecord, label: str | None) -> dict[str, Any
         "capture": rec.capture,
         "complete": rec.complete,
         "environment": dict(env),
-    }
+    } | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})

@@ -79,6 +79,10 @@ def _render_run(r: dict[str, Any]) -> None:
         lost = f"  not stored: {show_text(f['not_stored'])}" if f.get("not_stored") else ""
         size = human_size(f["size"])
         say(f"  out       {show_text(f['path'])}  {short(f['hash'])}  {size}{lost}")
+    for u in r.get("unreadable", []):  # read or written, but roar could not read it back
+        size = human_size(u["size"]) if u["size"] >= 0 else "size unknown"
+        tag = "in" if u["access"] == "input" else "out"
+        say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({u['reason']})  {size}")
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
