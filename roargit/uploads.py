@@ -27,6 +27,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +39,7 @@ from roargit.blobstore import BlobStore, Limits, check_digest
 from roargit.errors import DigestMismatch
 from roargit.hashing import FileHash
 from roargit.records import FileRef
+from roargit.redact import redact_value
 from roargit.repo import RepoPaths
 
 QUEUE = "uploads/queue"
@@ -118,6 +120,9 @@ _UNREACHABLE = frozenset(
 )
 
 
+_URL_PATH = re.compile(r"(https?://[^/\s\"']+)/[^\s\"']*")
+
+
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
@@ -129,6 +134,8 @@ def classify(exc: BaseException, url: str) -> Failure:
     # An OSError's own text repeats the file name; the store's URL says where already.
     message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     detail = " ".join(message.split()) or type(exc).__name__
+    # An endpoint is named by its origin; the object path (and an upload id) is noise here.
+    detail = _URL_PATH.sub(r"\1", detail)
     scheme = _scheme(url)
     remote = scheme != "file"
     if isinstance(exc, KeyboardInterrupt):
@@ -371,7 +378,9 @@ def store_files(
             failure = classify(exc, url)
             left.append((path, h, is_output))
     if left and failure is not None:
-        reason = f"{url}: {failure.what}; queued"
+        # The reason goes into the record, which may be pushed: no secret rides along (a
+        # URL with a password in it, say), and no essay.
+        reason = redact_value(f"{url}: {failure.what[:200]}; queued")
         queued = _queue_all(paths, url, left, reason)
         outs = sum(is_output for _, _, is_output in left)
         what = " and ".join(

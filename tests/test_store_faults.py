@@ -41,6 +41,7 @@ def s3_repo(repo: Path, endpoint: str, bucket: str = "bkt") -> dict[str, str]:
     git(repo, "config", "roar.store.url", f"s3://{bucket}/roar")
     git(repo, "config", "roar.store.partsize", "5M")
     git(repo, "config", "roar.store.timeout", "3")
+    git(repo, "config", "roar.store.retries", "1")
     return {**os.environ, **s3_env(endpoint)}
 
 
@@ -345,3 +346,22 @@ def test_classify_names_the_cause_and_the_fix() -> None:
     assert cause(ValueError("odd"), "/s") == "error"
     text = uploads.classify(OSError(errno.ENOSPC, "No space left", "/s/x"), "/s").text
     assert "/s/x" not in text  # the store's URL says where; the message says what
+
+
+def test_resolve_store_url(git_repo: Path, tmp_path: Path) -> None:
+    from roargit.config import resolve_store_url
+
+    top = find_repo(git_repo)
+    assert resolve_store_url(top, "") == ""
+    assert resolve_store_url(top, "store") == str(git_repo / "store")
+    assert resolve_store_url(top, "../shared/./store") == str(git_repo.parent / "shared/store")
+    assert resolve_store_url(top, "file://store") == f"file://{git_repo / 'store'}"
+    assert resolve_store_url(top, "/abs/store") == "/abs/store"
+    assert resolve_store_url(top, "s3://bucket/prefix") == "s3://bucket/prefix"
+    assert resolve_store_url(top, "~/store") == str(Path.home() / "store")
+    # A linked worktree (roar reproduce makes them under .git/roar/worktrees) shares the
+    # clone's ledger and .git/roar: it shares the store too.
+    git(git_repo, "worktree", "add", "-q", "--detach", str(tmp_path / "wt"))
+    wt = find_repo(tmp_path / "wt")
+    assert wt.root != top.root
+    assert resolve_store_url(wt, "store") == str(git_repo / "store")
