@@ -52,15 +52,17 @@ def fetch_refspecs(remote: str) -> tuple[str, ...]:
     )
 
 
-def configure_remote(paths: RepoPaths, remote: str) -> bool:
-    """Add the refspecs to `remote` where missing; True when something was added. Fetch
-    refspecs only: what `git push` sends stays as the user set it."""
+def configure_remote(paths: RepoPaths, remote: str, have: set[str] | None = None) -> bool:
+    """Add the refspecs to `remote` where missing (`have`: its fetch refspecs, when the caller
+    read them already); True when something was added. Fetch refspecs only: what `git push`
+    sends stays as the user set it."""
     key = f"remote.{remote}.fetch"
-    have = set(
-        run_git(["config", "--get-all", key], paths.root, check=False)
-        .stdout.decode(errors="replace")
-        .splitlines()
-    )
+    if have is None:
+        have = set(
+            run_git(["config", "--get-all", key], paths.root, check=False)
+            .stdout.decode(errors="replace")
+            .splitlines()
+        )
     added = False
     for spec in fetch_refspecs(remote):
         if spec not in have:

@@ -71,13 +71,35 @@ def tracking_ref(remote: str, ref: str) -> str:
 # -- remotes -------------------------------------------------------------------------------
 
 
-def remote_names(paths: RepoPaths) -> list[str]:
-    return run_git(["remote"], paths.root).stdout.decode(errors="replace").split()
+def git_config(paths: RepoPaths) -> dict[str, list[str]]:
+    """Every git config key in effect with its values, from one `git config --list` (git
+    lower-cases a key's section and name; a subsection, such as a remote's name, keeps its
+    case)."""
+    out = run_git(["config", "-z", "--list"], paths.root, check=False).stdout
+    found: dict[str, list[str]] = {}
+    for item in out.split(b"\0"):
+        if item:
+            key, _, value = item.decode(errors="surrogateescape").partition("\n")
+            found.setdefault(key, []).append(value)
+    return found
 
 
-def resolve_remote(paths: RepoPaths, name: str | None) -> str:
+def remote_names(paths: RepoPaths, cfg: dict[str, list[str]] | None = None) -> list[str]:
+    """Configured remotes: those with a URL (what `git remote` lists)."""
+    cfg = git_config(paths) if cfg is None else cfg
+    return [
+        k[len("remote.") : -len(".url")]
+        for k in cfg
+        if k.startswith("remote.") and k.endswith(".url")
+    ]
+
+
+def resolve_remote(
+    paths: RepoPaths, name: str | None, cfg: dict[str, list[str]] | None = None
+) -> str:
     """`name`, or the current branch's remote, or `origin`; NoRemote if it is not configured."""
-    known = remote_names(paths)
+    cfg = git_config(paths) if cfg is None else cfg
+    known = remote_names(paths, cfg)
     if name is None:
         name = "origin"
         try:
@@ -86,8 +108,7 @@ def resolve_remote(paths: RepoPaths, name: str | None) -> str:
             head = ""
         if head.startswith("ref: refs/heads/"):
             branch = head[len("ref: refs/heads/") :]
-            proc = run_git(["config", f"branch.{branch}.remote"], paths.root, check=False)
-            configured = proc.stdout.decode(errors="replace").strip()
+            configured = _branch_remote(paths, branch, cfg)
             if configured in known:
                 name = configured
     if name not in known:
@@ -95,11 +116,17 @@ def resolve_remote(paths: RepoPaths, name: str | None) -> str:
     return name
 
 
-def ensure_refspecs(paths: RepoPaths, remote: str) -> bool:
+def _branch_remote(paths: RepoPaths, branch: str, cfg: dict[str, list[str]]) -> str | None:
+    values = cfg.get(f"branch.{branch}.remote")
+    return values[-1] if values else None
+
+
+def ensure_refspecs(paths: RepoPaths, remote: str, cfg: dict[str, list[str]] | None = None) -> bool:
     """Set up fetching for a remote added after `roar init` (clone.configure_remote)."""
     from roargit.clone import configure_remote
 
-    return configure_remote(paths, remote)
+    have = None if cfg is None else set(cfg.get(f"remote.{remote}.fetch", []))
+    return configure_remote(paths, remote, have)
 
 
 # -- small git helpers -------------------------------------------------------------------
@@ -108,6 +135,14 @@ def ensure_refspecs(paths: RepoPaths, remote: str) -> bool:
 def _rev(paths: RepoPaths, name: str) -> str | None:
     proc = run_git(["rev-parse", "-q", "--verify", f"{name}^{{commit}}"], paths.root, check=False)
     return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+
+def roar_refs(paths: RepoPaths) -> dict[str, str]:
+    """{ref: commit} of every ref under refs/roar/, in one `git for-each-ref`."""
+    out = run_git(
+        ["for-each-ref", "--format=%(refname) %(objectname)", "refs/roar/"], paths.root
+    ).stdout.decode(errors="surrogateescape")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 def _is_ancestor(paths: RepoPaths, a: str, b: str) -> bool:
@@ -144,14 +179,18 @@ def _keep_commit(paths: RepoPaths, parents: Sequence[str], message: str) -> str:
     return run_git(args, paths.root, env=env).stdout.decode().strip()
 
 
-def added_paths(paths: RepoPaths, base: str | None, tip: str, top: str) -> list[str]:
-    """Names of the entries under `top/` of ledger commit `tip` that `base` lacks (diff-tree
-    reads only the subtrees that differ, so ten new records cost ten, not the ledger)."""
+def added_paths(
+    paths: RepoPaths, base: str | None, tip: str, tops: str | Sequence[str]
+) -> list[str]:
+    """Paths of the entries under the `tops` folders of ledger commit `tip` that `base`
+    lacks (diff-tree reads only the subtrees that differ: ten new records cost ten lookups,
+    not the ledger)."""
+    specs = [f"{t}/" for t in ((tops,) if isinstance(tops, str) else tops)]
     if base is None:
-        out = run_git(["ls-tree", "-r", "-z", "--name-only", tip, "--", f"{top}/"], paths.root)
+        out = run_git(["ls-tree", "-r", "-z", "--name-only", tip, "--", *specs], paths.root)
     else:
         out = run_git(
-            ["diff-tree", "-r", "-z", "--name-only", "--diff-filter=A", base, tip, "--", f"{top}/"],
+            ["diff-tree", "-r", "-z", "--name-only", "--diff-filter=A", base, tip, "--", *specs],
             paths.root,
         )
     return [p for p in os.fsdecode(out.stdout).split("\0") if p]
@@ -178,9 +217,14 @@ def _has_code(paths: RepoPaths, tip: str) -> bool:
 def new_runs(
     paths: RepoPaths, ledger: Ledger, base: str | None, tip: str
 ) -> list[tuple[str, RunRecord]]:
-    """The runs in ledger commit `tip` that `base` lacks, with their records (a record that
-    cannot be read is left out: it is not this command's to judge; fsck lists it)."""
-    ids = [p.rsplit("/", 1)[-1] for p in added_paths(paths, base, tip, "runs")]
+    """The runs in ledger commit `tip` that `base` lacks, with their records."""
+    return _read_runs(ledger, added_paths(paths, base, tip, "runs"))
+
+
+def _read_runs(ledger: Ledger, run_paths: Sequence[str]) -> list[tuple[str, RunRecord]]:
+    """The records at these `runs/…` paths (one that cannot be read is left out: it is not
+    this command's to judge; `roar fsck` lists it)."""
+    ids = [p.rsplit("/", 1)[-1] for p in run_paths]
     found = ledger.runs_or_errors(ids)
     return [(rid, rec) for rid, rec in zip(ids, found, strict=True) if isinstance(rec, RunRecord)]
 
@@ -322,10 +366,13 @@ def _read_state(paths: RepoPaths) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def stored_tip(paths: RepoPaths, store_url: str) -> str | None:
+def stored_tip(paths: RepoPaths, store_url: str, ledger: Ledger) -> str | None:
     """The ledger commit whose blobs were all offered to `store_url` by an earlier push."""
     tip = _read_state(paths).get("stored", {}).get(store_url)
-    return tip if isinstance(tip, str) and _rev(paths, tip) else None
+    if not isinstance(tip, str) or not tip.isalnum():
+        return None
+    found = ledger.reader.info(tip)
+    return tip if found is not None and found[1] == "commit" else None
 
 
 def _note_stored(paths: RepoPaths, store_url: str, tip: str) -> None:
@@ -344,36 +391,43 @@ def _note_stored(paths: RepoPaths, store_url: str, tip: str) -> None:
 
 
 def unkept_commits(paths: RepoPaths, commits: Iterable[str], keep: Sequence[str]) -> list[str]:
-    """The commits (present here) not reachable from any of the `keep` refs, in order."""
+    """The commits (present here) not reachable from any of the `keep` refs (which must
+    exist), in order."""
     wanted = list(dict.fromkeys(c for c in commits if c))
     if not wanted:
         return []
+    if keep:
+        proc = run_git(
+            ["rev-list", "--ignore-missing", "--stdin"],
+            paths.root,
+            input="".join(c + "\n" for c in wanted).encode()
+            + "".join(f"^{k}\n" for k in keep).encode(),
+            check=False,
+        )
+        if proc.returncode == 0:
+            unreached = set(proc.stdout.decode().split())
+            return [c for c in wanted if c in unreached]
     check = run_git(
         ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
         paths.root,
         input="".join(c + "\n" for c in wanted).encode(),
     ).stdout.decode()
     here = [line.split()[0] for line in check.splitlines() if line.endswith(" commit")]
-    if not here:
-        return []
-    negative = [k for k in keep if _rev(paths, k)]
-    if not negative:
+    if not keep or not here:
         return here
     out = run_git(
         ["rev-list", "--stdin"],
         paths.root,
-        input="".join(c + "\n" for c in here).encode()
-        + "".join(f"^{k}\n" for k in negative).encode(),
+        input="".join(c + "\n" for c in here).encode() + "".join(f"^{k}\n" for k in keep).encode(),
     ).stdout.decode()
     unreached = set(out.split())
     return [c for c in here if c in unreached]
 
 
-def keep_commits(paths: RepoPaths, commits: Sequence[str]) -> str | None:
-    """Make KEEP_REF reach `commits` (compare-and-swap, retried); its new tip."""
+def keep_commits(paths: RepoPaths, commits: Sequence[str], old: str | None) -> str | None:
+    """Make KEEP_REF (now at `old`) reach `commits` (compare-and-swap, retried); its tip."""
     for _ in range(50):
-        old = _rev(paths, KEEP_REF)
-        todo = unkept_commits(paths, commits, [KEEP_REF] if old else [])
+        todo = unkept_commits(paths, commits, [old] if old else [])
         if not todo:
             return old
         tip = old
@@ -384,6 +438,7 @@ def keep_commits(paths: RepoPaths, commits: Sequence[str]) -> str | None:
         if _swap_ref(paths, KEEP_REF, tip, old):
             return tip
         time.sleep(_jitter(0.02))
+        old = _rev(paths, KEEP_REF)
     raise RoarError(f"could not update {KEEP_REF}: too many writers")
 
 
@@ -501,10 +556,9 @@ class PushReport(NamedTuple):
 
 def _team_store(paths: RepoPaths, settings: Mapping[str, Any]) -> tuple[Any, Any] | None:
     from roargit.blobstore import BlobStore
-    from roargit.capture import default_store_url
 
     url = settings["roar.store.url"].value
-    local = default_store_url(paths)
+    local = f"file://{paths.roar_dir / 'blobs'}"  # capture.default_store_url
     if not url or url.rstrip("/") == local.rstrip("/"):
         return None
     return BlobStore(url), BlobStore(local)
@@ -617,11 +671,11 @@ def sensitive(runs: Sequence[tuple[str, RunRecord]], snapshots: Sequence[Snapsho
     return flags
 
 
-def _push_refs(paths: RepoPaths, remote: str) -> tuple[bool, bool, str]:
-    """One `git push` of the shared refs: (all accepted, all already there, why not).
-    --no-verify: this may itself run inside a pre-push hook, which must not run again."""
-    refs = [f"{r}:{r}" for r in SHARED_REFS if _rev(paths, r)]
-    proc = run_git(["push", "--porcelain", "--no-verify", remote, *refs], paths.root, check=False)
+def _push_refs(paths: RepoPaths, remote: str, refs: Sequence[str]) -> tuple[bool, bool, str]:
+    """One `git push` of `refs` to the same names: (all accepted, all already there, why
+    not). --no-verify: this may itself run inside a pre-push hook, which must not run again."""
+    specs = [f"{r}:{r}" for r in refs]
+    proc = run_git(["push", "--porcelain", "--no-verify", remote, *specs], paths.root, check=False)
     lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if "\t" in ln]
     rejected = [ln for ln in lines if ln.startswith("!")]
     if proc.returncode == 0 and not rejected:
@@ -629,6 +683,16 @@ def _push_refs(paths: RepoPaths, remote: str) -> tuple[bool, bool, str]:
     if rejected:
         return False, False, rejected[0].split("\t")[-1].strip()
     raise GitFailed(["git", "push", remote], proc.returncode, proc.stdout, proc.stderr)
+
+
+def _nothing(remote: str, dry_run: bool) -> PushReport:
+    return PushReport(
+        remote, dry_run, [], 0, [], [], 0, None, None, [], False, True, 0, ["nothing recorded yet"]
+    )
+
+
+def _on(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def push(
@@ -643,70 +707,51 @@ def push(
     the module docstring). With `dry_run`, only say what would go."""
     from roargit import config
 
-    name = resolve_remote(paths, remote)
+    cfg = git_config(paths)
+    name = resolve_remote(paths, remote, cfg)
     if not dry_run:
-        ensure_refspecs(paths, name)
+        ensure_refspecs(paths, name, cfg)
     settings = config.read_all(paths)
     warnings: list[str] = []
+    refs = roar_refs(paths)
+    tip = refs.get(LEDGER_REF)
+    if tip is None:
+        return _nothing(name, dry_run)
+    remote_tip = refs.get(tracking_ref(name, LEDGER_REF))
     ledger = Ledger(paths, fast_start=True)
     try:
-        tip = ledger.tip()
-        if tip is None:
-            return PushReport(
-                name,
-                dry_run,
-                [],
-                0,
-                [],
-                [],
-                0,
-                None,
-                None,
-                [],
-                False,
-                True,
-                0,
-                ["nothing recorded yet"],
-            )
-        remote_tip = _rev(paths, tracking_ref(name, LEDGER_REF))
-        runs = new_runs(paths, ledger, remote_tip, tip)
-        sessions = len(added_paths(paths, remote_tip, tip, "sessions")) - len(runs)
-        upload_blobs = blobs and settings["roar.share.blobs"].value.strip().lower() in (
-            "1", "true", "yes", "on",
-        )  # fmt: skip
-        stores = _team_store(paths, settings) if upload_blobs else None
+        added = added_paths(paths, remote_tip, tip, ("runs", "sessions"))
+        runs = _read_runs(ledger, [p for p in added if p.startswith("runs/")])
+        sessions = sum(1 for p in added if p.endswith("/session"))
+        stores = (
+            _team_store(paths, settings)
+            if blobs and _on(settings["roar.share.blobs"].value)
+            else None
+        )
         plan = None
-        store_base = None
         if stores is not None:
             store, local = stores
-            store_base = stored_tip(paths, store.url)
-            store_runs = (
-                runs if store_base == remote_tip else new_runs(paths, ledger, store_base, tip)
-            )
+            base = stored_tip(paths, store.url, ledger)
+            store_runs = runs if base == remote_tip else new_runs(paths, ledger, base, tip)
             wanted = referenced_blobs(store_runs, ledger.manifest)
             cap = config.parse_size(settings["roar.store.maxblobsize"].value)
             plan = plan_blobs(paths, store, local, wanted, cap)
-        snapshots: list[Snapshot] = []
-        commits: list[str] = []
-        flags: list[Flag] = []
-        ledger_bytes = 0
         if dry_run:
             trees = added_code_trees(paths, remote_tip, tip)
             snapshots = _snapshots(paths, trees, runs)
             commits = unpushed_commits(paths, name, [r.code.commit or "" for _i, r in runs])
-            flags = sensitive(runs, snapshots)
-            bases = [b for b in (remote_tip, _rev(paths, tracking_ref(name, KEEP_REF))) if b]
-            ledger_bytes = _disk_usage(paths, [tip], bases)
+            bases = [b for b in (remote_tip, refs.get(tracking_ref(name, KEEP_REF))) if b]
             return PushReport(
-                name, True, [r for r, _ in runs], max(sessions, 0), snapshots, commits,
-                ledger_bytes, plan, None, flags, False, not runs, 0, warnings,
+                name, True, [r for r, _ in runs], sessions, snapshots, commits,
+                _disk_usage(paths, [tip], bases), plan, None, sensitive(runs, snapshots), False,
+                not runs, 0, warnings,
             )  # fmt: skip
         uploaded = None
         if plan is not None and stores is not None:
             uploaded = upload(stores[0], plan.to_upload, progress)
             if not uploaded.failed:
                 _note_stored(paths, stores[0].url, tip)
-        keep_commits(paths, [r.code.commit or "" for _i, r in runs])
+        keep = keep_commits(paths, [r.code.commit or "" for _i, r in runs], refs.get(KEEP_REF))
     finally:
         ledger.close()
 
@@ -714,20 +759,24 @@ def push(
     why = ""
     while attempts < MAX_PUSH_ATTEMPTS:
         attempts += 1
-        ok, same, why = _push_refs(paths, name)
+        local = {LEDGER_REF: tip, KEEP_REF: keep}
+        ok, same, why = _push_refs(paths, name, [r for r, oid in local.items() if oid])
         if ok:
-            for ref in SHARED_REFS:
-                local_tip = _rev(paths, ref)
-                if local_tip:
-                    run_git(["update-ref", tracking_ref(name, ref), local_tip], paths.root)
+            # What the remote holds now (git also does this when a fetch refspec maps the ref).
+            script = "".join(
+                f"update {tracking_ref(name, r)} {oid}\n" for r, oid in local.items() if oid
+            )
+            run_git(["update-ref", "--stdin"], paths.root, input=script.encode())
             return PushReport(
-                name, False, [r for r, _ in runs], max(sessions, 0), [], [], 0, plan, uploaded,
+                name, False, [r for r, _ in runs], sessions, [], [], 0, plan, uploaded,
                 [], True, same, attempts, warnings,
             )  # fmt: skip
         # Someone pushed first: take theirs, merge the union, and offer ours again.
         time.sleep(_jitter(min(0.5, 0.05 * attempts)))
         _git_fetch(paths, name)
         warnings.extend(_merge_fetched(paths, name))
+        refs = roar_refs(paths)
+        tip, keep = refs.get(LEDGER_REF, tip), refs.get(KEEP_REF)
     raise PushRejected(name, attempts, why)
 
 
