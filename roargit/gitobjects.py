@@ -249,9 +249,11 @@ def install_pack(
     try:
         if keep:
             keep_path = pack_dir / f"{name}.keep"
-            if not keep_path.exists():
+            try:
                 _write_new(keep_path, KEEP_TEXT % os.getpid())
                 made.append(keep_path)
+            except FileExistsError:
+                pass  # an identical pack being written by another process: the same objects
         for ext, blob in files:
             final = pack_dir / (name + ext)
             if final.exists():
@@ -261,7 +263,7 @@ def install_pack(
             else:
                 tmp = pack_dir / f"{INCOMING}{os.getpid()}-{time.monotonic_ns()}{ext}.tmp"
                 made.append(tmp)
-                _write_new(tmp, blob)
+                _write_new(tmp, blob, final)
                 os.replace(tmp, final)
                 made.pop()
             made.append(final)
@@ -283,14 +285,20 @@ INCOMING = "incoming-roar-"
 KEEP_TEXT = b"roar %d: objects not yet named by a ref\n"
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+def _write_new(path: Path, data: bytes, shown: Path | None = None) -> None:
+    """Write a new file; an error names `shown` (the file this one becomes) or `path`."""
     try:
-        view = memoryview(data)
-        while view:  # a write may be short (a nearly full disk); the rest is retried
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            view = memoryview(data)
+            while view:  # a write may be short (a nearly full disk); the rest is retried
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.filename is None or shown is not None:
+            raise OSError(exc.errno, exc.strerror, str(shown or path)) from exc
+        raise
 
 
 def drop_keep(pack_dir: Path, name: str) -> None:
