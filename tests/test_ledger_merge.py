@@ -20,6 +20,7 @@ from hostile import fan, pack, plant, push_ledger, rid, run_entries, run_map
 from ledger_helpers import hexid, make_run
 
 from roargit import ledger_check, session
+from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
 from roargit.records import RunId, SessionId
 from roargit.repo import find_repo
@@ -320,8 +321,6 @@ def test_reads_skip_a_bad_local_record_with_one_warning(pair: Pair) -> None:
     assert ctx.artifact(hexid(1))["consumed_by"] == [pair.own]
     assert len(ctx.warnings) == 1
     assert ctx.warnings[0].startswith(f"record run {pair.shared[:12]} is corrupt")
-    from roargit.errors import RecordCorrupt
-
     with pytest.raises(RecordCorrupt):
         ctx.run_json(pair.shared)
 
@@ -362,3 +361,17 @@ def test_commit_messages_and_headers_of_a_fetched_ledger_are_not_trusted(pair: P
     ctx = Context(find_repo(pair.victim))
     assert sorted(e["id"] for e in ctx.log(None)) == sorted([pair.shared, pair.own])
     assert ctx.warnings == []
+
+
+def test_a_fetched_record_that_fails_later_is_named_with_its_remote(pair: Pair) -> None:
+    record_id, data, m = record(["python", "theirs.py"])
+    plant(pair.attacker, run_entries(data, m))
+    led = attack(pair)
+    assert led.origin(record_id) == "origin"
+    # Damaged after the merge (a disk error, a hand edit): the message says where it came from.
+    led.commit([Entry(("runs", record_id[:2], record_id[2:4], record_id), data[:-3])], "damage")
+    ctx = Context(find_repo(pair.victim))
+    with pytest.raises(RecordCorrupt, match=f"record run {record_id[:12]} from origin is"):
+        ctx.run(record_id)
+    assert ctx.usable([record_id, pair.own]) == [pair.own]
+    assert ctx.warnings[0].startswith(f"record run {record_id[:12]} from origin is")
