@@ -169,3 +169,139 @@ def test_linkat_empty_path_creates_its_new_name(tmp_path: Path, static: bool) ->
     files = seen(t, tmp_path)
     assert files.get("made") == {"written", "created"}
     assert (tmp_path / "made").read_text() == "made\n"
+
+
+# ------------------------------------------------------------------ files reached another way
+
+IO_URING = r"""
+    #include <linux/io_uring.h>
+    #include <string.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    int main(void) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        long fd = syscall(__NR_io_uring_setup, 4, &p); /* refused where io_uring is disabled */
+        if (fd >= 0) close((int)fd);
+        return 0;
+    }
+"""
+
+BY_HANDLE = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <stdlib.h>
+    #include <unistd.h>
+    int main(void) {
+        struct file_handle *h = malloc(sizeof *h + MAX_HANDLE_SZ);
+        int mount_id;
+        h->handle_bytes = MAX_HANDLE_SZ;
+        if (name_to_handle_at(AT_FDCWD, "in", h, &mount_id, 0) != 0) return 0;
+        int dir = open(".", O_RDONLY | O_DIRECTORY);
+        int fd = open_by_handle_at(dir, h, O_RDONLY); /* needs CAP_DAC_READ_SEARCH */
+        char b[8];
+        if (fd >= 0 && read(fd, b, sizeof b) < 0) return 1;
+        return 0;
+    }
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "warning"),
+    [(IO_URING, "uses io_uring"), (BY_HANDLE, "opens files by handle")],
+    ids=["io_uring", "open_by_handle_at"],
+)
+def test_calls_that_reach_files_unseen_mark_the_run_incomplete(
+    tmp_path: Path, source: str, warning: str
+) -> None:
+    if source is IO_URING and not Path("/usr/include/linux/io_uring.h").exists():
+        pytest.skip("no io_uring header")
+    prog = build_c(tmp_path, "reach", source)
+    (tmp_path / "in").write_text("x")
+    t = traced(tmp_path, str(prog))
+    assert t.exit_code == 0
+    assert not t.complete
+    (line,) = [w for w in t.warnings if warning in w]
+    assert f"({prog.name})" in line and "\n" not in line
+
+
+# ------------------------------------------------------------------ other views of the file system
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and mount need root")
+
+JAILED_COPY = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <unistd.h>
+    /* With an argument: chroot there first. Then copy /in (named through a "..") to /out. */
+    int main(int argc, char **argv) {
+        char b[64];
+        if (argc > 1 && (chroot(argv[1]) != 0 || chdir("/") != 0)) return 3;
+        int fd = open("/data/../in", O_RDONLY);
+        ssize_t n = read(fd, b, sizeof b);
+        close(fd);
+        fd = open("/out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (n <= 0 || write(fd, b, (size_t)n) != n) return 1;
+        close(fd);
+        fd = open("data/rel", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        return fd < 0;
+    }
+"""
+
+
+def make_jail(tmp_path: Path) -> Path:
+    prog = build_c(tmp_path, "jailed", JAILED_COPY, "-static")
+    jail = tmp_path / "jail"
+    (jail / "data").mkdir(parents=True)
+    shutil.copy(prog, jail / "copy")
+    (jail / "in").write_text("inside\n")
+    (tmp_path / "in").write_text("a decoy outside\n")  # what /in names outside the jail
+    return jail
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["itself", "chroot(1)"])
+def test_chroot_paths_are_translated(tmp_path: Path, how: str) -> None:
+    """A static program in a chroot: by its own chroot call (always a tracer stop), or started
+    by chroot(1), whose chroot goes through the shim."""
+    jail = make_jail(tmp_path)
+    if how == "itself":
+        t = traced(tmp_path, str(jail / "copy"), str(jail))
+    else:
+        if shutil.which("chroot") is None:
+            pytest.skip("no chroot(1)")
+        t = traced(tmp_path, "chroot", str(jail), "/copy")
+    assert t.exit_code == 0, t.warnings
+    assert t.complete, t.warnings
+    assert (jail / "out").read_text() == "inside\n"
+    files = {k: v for k, v in seen(t, tmp_path).items() if k != "jailed"}
+    assert files == {
+        "jail/copy": {"executed"},
+        "jail/in": {"read"},
+        "jail/out": {"written", "created"},
+        "jail/data/rel": {"written", "created"},
+    }
+
+
+@needs_root
+def test_bind_mount_in_a_new_mount_namespace_is_not_recorded_as_a_host_file(
+    tmp_path: Path,
+) -> None:
+    """Inside `unshare -m`, b/x is a's x: the host's b/x is another file. The run is marked
+    incomplete with one warning, and no path of the namespace is recorded."""
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("no unshare(1) or mount(8)")
+    probe = subprocess.run(["unshare", "-m", "true"], check=False, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -m is refused here")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("the bytes read\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("a decoy\n")
+    t = traced(tmp_path, "unshare", "-m", "sh", "-c", "mount --bind a b && cat b/x > out")
+    assert t.exit_code == 0
+    assert (tmp_path / "out").read_text() == "the bytes read\n"
+    assert not t.complete
+    (line,) = [w for w in t.warnings if "another mount namespace" in w]
+    assert "(unshare)" in line
+    assert "b/x" not in seen(t, tmp_path)

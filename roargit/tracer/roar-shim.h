@@ -15,5 +15,9 @@
 
 /* Environment: the log the shim appends to (absolute path). Set by the tracer. */
 #define ROAR_SHIM_LOG_ENV "ROAR_SHIM_LOG"
+/* The tracer's view of the file system, "MNT_NS DEV:INO" (readlink of /proc/self/ns/mnt, and
+ * the device and inode of its "/"): a shim in another view (a chroot, another mount namespace)
+ * records nothing, so that the tracer, which translates or refuses such paths, sees its calls. */
+#define ROAR_SHIM_VIEW_ENV "ROAR_SHIM_VIEW"
 
 #endif

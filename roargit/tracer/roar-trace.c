@@ -143,6 +143,12 @@ static const long traced_calls[] = {
     __NR_openat,   __NR_openat2, __NR_renameat2, __NR_unlinkat, __NR_truncate,
     __NR_linkat,   __NR_symlinkat, __NR_mkdirat, __NR_chdir,    __NR_fchdir,
     __NR_execve,   __NR_execveat,
+    /* Not file calls, but after them paths mean something else or files are reached another
+     * way: they are warned about or translated (see "What is and is not seen"). */
+    __NR_chroot,   __NR_pivot_root, __NR_unshare, __NR_setns, __NR_open_by_handle_at,
+#ifdef __NR_io_uring_setup
+    __NR_io_uring_setup,
+#endif
 };
 #define N_TRACED (sizeof traced_calls / sizeof traced_calls[0])
 
@@ -153,8 +159,11 @@ static int is_traced_call(long nr) {
 }
 
 /* Calls that trap even with the shim's marker: the tracer must see them itself (exec records,
- * the cwd cache). The shim does not wrap them, so they never carry the marker anyway. */
-static const long always_traced[] = {__NR_execve, __NR_execveat, __NR_chdir, __NR_fchdir};
+ * the cwd cache, a task's view of the file system). The shim does not wrap the first four, so
+ * they never carry the marker; it wraps chroot, unshare and setns, and marks them to say that
+ * it stops recording after them (its paths would be the task's new view, not the host's). */
+static const long always_traced[] = {__NR_execve, __NR_execveat, __NR_chdir,   __NR_fchdir,
+                                     __NR_chroot, __NR_unshare,  __NR_setns, __NR_pivot_root};
 #define N_ALWAYS (sizeof always_traced / sizeof always_traced[0])
 
 static int use_shim; /* the filter lets calls marked by roar-shim.so pass */
@@ -291,11 +300,25 @@ struct task {
     char *cwd_cache;
     char *pending_exec; /* resolved path of the last execve entry, used at the exec event */
     int foreign_warned;
+    int view_gen;       /* view and root valid while equal to view_generation */
+    int view;           /* VIEW_HOST, VIEW_CHROOT (root: its root, as we see it), VIEW_OTHER */
+    char *root;
+    int uring_warned, handle_warned;
 };
 
 static struct task *tasks;
 static size_t n_tasks, cap_tasks;
 static int cwd_generation = 1;
+
+/* A task's view of the file system: the tracer's (VIEW_HOST); chrooted (VIEW_CHROOT: its paths
+ * are translated, its root prefixed and its folders walked inside that root); or another mount
+ * namespace (VIEW_OTHER: a bind mount, a container), where a path may name a different file
+ * than ours, so its accesses are not recorded and the run is marked incomplete. */
+#define VIEW_HOST 0
+#define VIEW_CHROOT 1
+#define VIEW_OTHER 2
+static int view_generation = 1; /* bumped by chroot, pivot_root, unshare, setns */
+static char own_mnt_ns[64];     /* readlink of /proc/self/ns/mnt */
 
 static struct task *find_task(pid_t tid) {
     for (size_t i = n_tasks; i-- > 0;)
@@ -336,6 +359,7 @@ static void remove_task(pid_t tid) {
         if (tasks[i].tid == tid) {
             free(tasks[i].cwd_cache);
             free(tasks[i].pending_exec);
+            free(tasks[i].root);
             tasks[i] = tasks[--n_tasks];
             return;
         }
@@ -420,46 +444,61 @@ static int has_dotdot(const char *p) {
     return 0;
 }
 
-/* The kernel takes ".." from where the path has got to, so after a symlinked folder it goes
- * up from the link's target: `datalink/../in.csv` is the `in.csv` beside the target, not the
- * one beside the link that lexical normalisation would give. So the folder part of a path
- * with a ".." is resolved against the file system (its last component, a symlink or not, is
- * left as named); `root` is the task's root ("/" unless it chrooted), which ".." never
- * leaves. -1 where the folder cannot be walked: the call itself then fails too. Not cached:
- * a link may be re-pointed by any process of the run, and few paths have a "..". */
-static int resolve_dotdot(const char *root, char *path, size_t cap) {
-    if (!has_dotdot(path)) return 0;
-    char *slash = strrchr(path, '/');
-    const char *name = slash + 1;
-    int whole = !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
-    char dir[PATH_MAX * 2], real[PATH_MAX];
-    size_t dlen = whole ? strlen(path) : (size_t)(slash - path);
-    if (dlen >= sizeof dir) return -1;
-    memcpy(dir, path, dlen);
-    dir[dlen] = 0;
-    if (!dlen) strcpy(dir, "/");
-    int fd;
+/* Open `path` (as we see it) with O_PATH, as a task with root `root` would walk it: from that
+ * root, which ".." and absolute symlinks do not leave (RESOLVE_IN_ROOT, openat2, Linux 5.6),
+ * for a chrooted task. Its real name into `real`; -1 if it cannot be walked. */
+static int walk(const char *root, const char *path, int dir, char *real, size_t cap) {
+    int fd, flags = O_PATH | O_CLOEXEC | (dir ? O_DIRECTORY : 0);
     size_t rlen = strlen(root);
     if (strcmp(root, "/") == 0) {
-        fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        fd = open(path, flags);
     } else {
-        /* A chrooted task: walk its view of the path from its root, which ".." and absolute
-         * symlinks do not leave (RESOLVE_IN_ROOT, openat2, Linux 5.6). */
         struct {
             uint64_t flags, mode, resolve;
-        } how = {O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0x10 /* RESOLVE_IN_ROOT */};
-        const char *inside = strncmp(dir, root, rlen) == 0 ? dir + rlen : dir;
+        } how = {(uint64_t)flags, 0, 0x10 /* RESOLVE_IN_ROOT */};
+        const char *inside = strncmp(path, root, rlen) == 0 ? path + rlen : path;
         int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        fd = rfd < 0 ? -1 : (int)syscall(__NR_openat2, rfd, *inside ? inside : "/", &how, sizeof how);
+        fd = rfd < 0 ? -1
+                     : (int)syscall(__NR_openat2, rfd, *inside ? inside : "/", &how, sizeof how);
         if (rfd >= 0) close(rfd);
     }
     if (fd < 0) return -1;
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, real, sizeof real - 1);
+    ssize_t n = readlink(link, real, cap - 1);
     close(fd);
     if (n <= 0 || real[0] != '/') return -1;
     real[n] = 0;
+    return 0;
+}
+
+/* The kernel takes ".." from where the path has got to, so after a symlinked folder it goes
+ * up from the link's target: `datalink/../in.csv` is the `in.csv` beside the target, not the
+ * one beside the link that lexical normalisation would give. So the folder part of a path
+ * with a ".." is resolved against the file system (its last component, a symlink or not, is
+ * left as named). For a chrooted task (`root` is not "/") every path is walked so, inside its
+ * root, since its absolute symlinks point inside it too; with `follow`, the last component as
+ * well where it exists (open and exec follow it). -1 where the folder cannot be walked: the
+ * call itself then fails too. Not cached: a link may be re-pointed by any process of the run,
+ * and few paths have a "..". */
+static int resolve_dotdot(const char *root, char *path, size_t cap, int follow) {
+    int chrooted = strcmp(root, "/") != 0;
+    if (!chrooted && !has_dotdot(path)) return 0;
+    char real[PATH_MAX];
+    if (chrooted && follow && walk(root, path, 0, real, sizeof real) == 0) {
+        if ((size_t)snprintf(path, cap, "%s", real) >= cap) return -1;
+        return 0;
+    }
+    char *slash = strrchr(path, '/');
+    const char *name = slash + 1;
+    int whole = !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    char dir[PATH_MAX * 2];
+    size_t dlen = whole ? strlen(path) : (size_t)(slash - path);
+    if (dlen >= sizeof dir) return -1;
+    memcpy(dir, path, dlen);
+    dir[dlen] = 0;
+    if (!dlen) strcpy(dir, "/");
+    if (walk(root, dir, 1, real, sizeof real) != 0) return -1;
     char tail[PATH_MAX];
     snprintf(tail, sizeof tail, "%s", whole ? "" : name);
     int w = whole ? snprintf(path, cap, "%s", real)
@@ -467,14 +506,70 @@ static int resolve_dotdot(const char *root, char *path, size_t cap) {
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 
-/* Resolve `path` (in the tracee) against dirfd and the task's cwd into out. The result is
- * absolute but not normalised (the Python side normalises lexically), except that a ".."
- * is taken as the kernel takes it (resolve_dotdot). */
-static int resolve(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out, size_t cap) {
-    if (resolve_named(t, dirfd, addr, empty_ok, out, cap) != 0) return -1;
-    return resolve_dotdot("/", out, cap);
+/* The name of a process, for warnings. */
+static const char *comm_of(pid_t pid, char *buf, size_t cap) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/comm", pid);
+    int fd = open(link, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, cap - 1);
+    if (fd >= 0) close(fd);
+    if (n <= 0) n = 0;
+    while (n > 0 && buf[n - 1] == '\n') n--;
+    buf[n] = 0;
+    if (!n) snprintf(buf, cap, "?");
+    return buf;
 }
 
+/* The task's view (VIEW_*), checked again after any chroot, pivot_root, unshare or setns of
+ * the run and once for each new task (a clone may have CLONE_NEWNS). */
+static int task_view(struct task *t) {
+    if (t->view_gen == view_generation) return t->view;
+    t->view_gen = view_generation;
+    char link[64], buf[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/%d/ns/mnt", t->tid);
+    ssize_t n = readlink(link, buf, sizeof buf - 1);
+    if (n > 0 && own_mnt_ns[0]) {
+        buf[n] = 0;
+        if (strcmp(buf, own_mnt_ns) != 0) return t->view = VIEW_OTHER;
+    }
+    snprintf(link, sizeof link, "/proc/%d/root", t->tid);
+    n = readlink(link, buf, sizeof buf - 1);
+    free(t->root);
+    t->root = NULL;
+    if (n <= 0 || buf[0] != '/') return t->view = VIEW_HOST; /* gone: its calls fail */
+    buf[n] = 0;
+    if (strcmp(buf, "/") == 0) return t->view = VIEW_HOST;
+    t->root = strdup(buf);
+    return t->view = t->root ? VIEW_CHROOT : VIEW_OTHER;
+}
+
+/* Resolve `path` (in the tracee) against dirfd and the task's cwd into out. The result is
+ * absolute, in our view of the file system, and not normalised (the Python side normalises
+ * lexically), except that a ".." is taken as the kernel takes it (resolve_dotdot). A chrooted
+ * task's absolute paths get its root in front (its cwd and fds we read as we see them). */
+static int resolve_view(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out,
+                        size_t cap, int follow) {
+    int absolute = resolve_named(t, dirfd, addr, empty_ok, out, cap);
+    if (absolute < 0) return -1;
+    int view = task_view(t);
+    if (view == VIEW_OTHER) return -1;
+    if (view == VIEW_CHROOT) {
+        if (absolute) {
+            char inside[PATH_MAX * 2];
+            snprintf(inside, sizeof inside, "%s", out);
+            if ((size_t)snprintf(out, cap, "%s%s", t->root, inside) >= cap) return -1;
+        }
+        return resolve_dotdot(t->root, out, cap, follow);
+    }
+    return resolve_dotdot("/", out, cap, 0);
+}
+
+static int resolve(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out, size_t cap) {
+    return resolve_view(t, dirfd, addr, empty_ok, out, cap, 0);
+}
+
+/* The path as named, made absolute (not yet in our view): 1 if it was absolute, 0 if made so
+ * from the cwd or dirfd (as we see them), -1 if it cannot be read. */
 static int resolve_named(struct task *t, long dirfd, uint64_t addr, int empty_ok, char *out,
                          size_t cap) {
     char rel[PATH_MAX];
@@ -483,7 +578,7 @@ static int resolve_named(struct task *t, long dirfd, uint64_t addr, int empty_ok
     if (n == 0 && !empty_ok) return -1; /* the call fails with ENOENT */
     if (rel[0] == '/') {
         memcpy(out, rel, (size_t)n + 1);
-        return 0;
+        return 1;
     }
     char base[PATH_MAX];
     if ((int)dirfd == AT_FDCWD) {
@@ -528,7 +623,7 @@ static char shim_path[PATH_MAX]; /* roar-shim.so, when in use: its own load is n
 
 static void log_open(struct task *t, long dirfd, uint64_t addr, uint64_t flags) {
     char p[PATH_MAX * 2];
-    if (resolve(t, dirfd, addr, 0, p, sizeof p) != 0) return;
+    if (resolve_view(t, dirfd, addr, 0, p, sizeof p, !(flags & O_NOFOLLOW)) != 0) return;
     if (shim_path[0] && strcmp(p, shim_path) == 0) return;
     char existed = (flags & O_CREAT) ? exists_flag(p) : '-';
     if (logf_) fprintf(logf_, "open %d %llx %c", t->tgid, (unsigned long long)flags, existed);
@@ -556,6 +651,36 @@ static void log_two(const char *kind, struct task *t, long d1, uint64_t a1, long
     log_str(p1);
     log_str(p2);
     log_end_line();
+}
+
+/* Does the process have roar-shim.so mapped? */
+static int has_shim(pid_t pid) {
+    char path[64], line[PATH_MAX + 128];
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    FILE *f = fopen(path, "re");
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, "/roar-shim.so") != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+#ifndef CLONE_NEWNS
+#define CLONE_NEWNS 0x00020000
+#endif
+
+/* chroot, pivot_root, unshare, setns: the call has not been made yet, so every task looks at
+ * its view again at its next call (task_view). The shim marks the ones it makes: it records
+ * nothing after them. One made another way (a raw system call) in a process with the shim
+ * leaves the shim recording paths of the new view: we cannot stop it, so we say so. */
+static void on_view_change(struct task *t, long nr, const uint64_t *a) {
+    if (nr == __NR_unshare && !(a[0] & CLONE_NEWNS)) return;
+    view_generation++;
+    if (!use_shim || a[5] == ROAR_SHIM_MARKER || !has_shim(t->tgid)) return;
+    char comm[32];
+    log_warn("process %d (%s) changed its root or mount namespace by a raw system call: what it "
+             "does after that may be recorded under the wrong paths",
+             t->tgid, comm_of(t->tgid, comm, sizeof comm));
+    log_raw("incomplete\n");
 }
 
 static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
@@ -636,6 +761,34 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
     case __NR_symlinkat:
         log_two("symlink", t, 0, a[0], (long)(int)a[1], a[2], 1);
         break;
+    case __NR_chroot:
+    case __NR_pivot_root:
+    case __NR_unshare:
+    case __NR_setns:
+        on_view_change(t, nr, a);
+        break;
+    case __NR_open_by_handle_at:
+        if (!t->handle_warned) {
+            char comm[32];
+            t->handle_warned = 1;
+            log_warn("process %d (%s) opens files by handle (open_by_handle_at): those files are "
+                     "not recorded",
+                     t->tgid, comm_of(t->tgid, comm, sizeof comm));
+            log_raw("incomplete\n");
+        }
+        break;
+#ifdef __NR_io_uring_setup
+    case __NR_io_uring_setup:
+        if (!t->uring_warned) {
+            char comm[32];
+            t->uring_warned = 1;
+            log_warn("process %d (%s) uses io_uring: the files it opens, reads or writes through "
+                     "it are not recorded",
+                     t->tgid, comm_of(t->tgid, comm, sizeof comm));
+            log_raw("incomplete\n");
+        }
+        break;
+#endif
     case __NR_chdir:
     case __NR_fchdir:
         /* The cwd changes after this stop; every task's cached cwd may be stale (threads and
@@ -645,9 +798,10 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
     case __NR_execve:
     case __NR_execveat: {
         char p[PATH_MAX * 2];
-        int r = nr == __NR_execve ? resolve(t, AT_FDCWD, a[0], 0, p, sizeof p)
-                                  : resolve(t, (long)(int)a[0], a[1], (a[4] & AT_EMPTY_PATH) != 0,
-                                            p, sizeof p);
+        int r = nr == __NR_execve
+                    ? resolve_view(t, AT_FDCWD, a[0], 0, p, sizeof p, 1)
+                    : resolve_view(t, (long)(int)a[0], a[1], (a[4] & AT_EMPTY_PATH) != 0, p,
+                                   sizeof p, 1);
         free(t->pending_exec);
         t->pending_exec = r == 0 ? strdup(p) : NULL;
         break;
@@ -698,7 +852,16 @@ static void on_syscall_stop(pid_t tid, int seccomp_stop) {
     } else if (op != INFO_OP_ENTRY || !is_traced_call(nr)) {
         return; /* unfiltered mode: exits and non-file calls */
     }
-    handle_file_call(t, nr, args);
+    static int other_view_warned; /* once a run: its children are there too */
+    if (task_view(t) == VIEW_OTHER && !other_view_warned) {
+        char comm[32];
+        other_view_warned = 1;
+        log_warn("process %d (%s) works in another mount namespace (unshare, setns or a "
+                 "container): the files used there are not recorded",
+                 t->tgid, comm_of(t->tgid, comm, sizeof comm));
+        log_raw("incomplete\n");
+    }
+    handle_file_call(t, nr, args); /* resolve() refuses the paths of VIEW_OTHER */
 }
 
 static void on_exec(pid_t tid) {
@@ -718,6 +881,7 @@ static void on_exec(pid_t tid) {
         t->pending_exec = NULL;
     }
     char buf[PATH_MAX];
+    if (!path && task_view(t) == VIEW_OTHER) path = strdup(""); /* its path is not ours */
     if (!path) { /* no entry seen (should not happen): fall back to the binary */
         char link[64];
         snprintf(link, sizeof link, "/proc/%d/exe", tid);
@@ -1184,6 +1348,8 @@ static int write_summary(const char *log_path, const char *summary_path) {
 
 static int worker(char **cmd, const char *log_path, const char *summary_path, double grace,
                   int sigint_ignored, int verdict_fd) {
+    ssize_t ns_len = readlink("/proc/self/ns/mnt", own_mnt_ns, sizeof own_mnt_ns - 1);
+    own_mnt_ns[ns_len > 0 ? ns_len : 0] = 0;
     /* O_APPEND: the shim appends whole lines to the same file from the traced processes. */
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (logfd < 0) {
@@ -1229,6 +1395,15 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
                          prev ? prev : "");
                 setenv("LD_PRELOAD", pre, 1);
                 setenv(ROAR_SHIM_LOG_ENV, shim_log, 1);
+                /* Our view of the file system: a shim that finds itself in another (a chroot,
+                 * a mount namespace) records nothing, its calls come to us. */
+                struct stat rst;
+                char view[160];
+                if (stat("/", &rst) == 0) {
+                    snprintf(view, sizeof view, "%s %lu:%lu", own_mnt_ns,
+                             (unsigned long)rst.st_dev, (unsigned long)rst.st_ino);
+                    setenv(ROAR_SHIM_VIEW_ENV, view, 1);
+                }
             }
         }
         if (!no_filter && install_filter() != 0) {
