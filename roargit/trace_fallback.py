@@ -28,11 +28,16 @@ def _roar_audit():
     log = os.environ.get("ROAR_AUDIT_LOG")
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    del sys.modules["sitecustomize"]
+    # The user's own sitecustomize, if any, under the same name; this module goes back into
+    # sys.modules after, where the import that is running it expects to find it.
+    mine = sys.modules.pop("sitecustomize", None)
     try:
-        import sitecustomize  # the user's own, if any
+        import sitecustomize
     except ImportError:
         pass
+    finally:
+        if mine is not None:
+            sys.modules["sitecustomize"] = mine
     if not log:
         return
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

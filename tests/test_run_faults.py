@@ -94,7 +94,7 @@ time.sleep(60)
 """
 
 
-def start(repo: Path, *args: str) -> subprocess.Popen[str]:
+def start(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`roar run python sleeper.py` in a session of its own: signals go to roar's pid only."""
     (repo / "sleeper.py").write_text(SLEEPER)  # untracked source: a dirty-tree snapshot
     (repo / "started").unlink(missing_ok=True)
@@ -105,6 +105,7 @@ def start(repo: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
     wait_for(repo / "started", proc)
     return proc
@@ -126,6 +127,19 @@ def test_sigterm_and_sighup_to_roar_reach_the_command_and_the_run_is_recorded(
     assert [o["path"] for o in run["outputs"]] == ["out.txt", "started"]
     assert run["code"]["dirty"]
     assert git(git_repo, "cat-file", "-t", run["code"]["tree"]) == "tree"
+    assert leftovers(git_repo, proc.pid) == []
+
+
+def test_in_fallback_mode_too_a_signal_to_roar_is_passed_on_and_recorded(git_repo: Path) -> None:
+    proc = start(git_repo, "ignore", env={"ROAR_TRACE_MODE": "fallback"})
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGHUP)  # the command ignores the first: the second kills it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Error in sitecustomize" not in err  # the audit hook chains quietly
+    run = last_run(git_repo)
+    assert (run["status"], run["exit_code"], run["capture"]) == ("terminated", 137, "fallback")
     assert leftovers(git_repo, proc.pid) == []
 
 
