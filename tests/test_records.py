@@ -137,7 +137,7 @@ def test_corrupt_and_truncated_records_name_the_object() -> None:
     _, data = records.identify(SessionRecord(created_at=1, clone="c"))
     with pytest.raises(RecordCorrupt, match=r"record session abc is corrupt"):
         records.decode(data[:-3], "session abc")
-    with pytest.raises(RecordCorrupt, match="^record s is malformed: clone is missing$"):
+    with pytest.raises(RecordCorrupt, match=r"^record s is malformed: clone is missing$"):
         records.decode(codec.encode({"type": "session", "created_at": 1}), "s")
 
 
