@@ -365,3 +365,18 @@ def test_resolve_store_url(git_repo: Path, tmp_path: Path) -> None:
     wt = find_repo(tmp_path / "wt")
     assert wt.root != top.root
     assert resolve_store_url(wt, "store") == str(git_repo / "store")
+
+
+def test_a_folder_output_says_how_many_of_its_files_were_not_stored(git_repo: Path) -> None:
+    (git_repo / "blocker").write_text("a file, not a folder")
+    (git_repo / "many.py").write_text(
+        "import os\nos.makedirs('out')\n"
+        "for i in range(120):\n    open(f'out/{i}.txt', 'w').write(str(i))\n"
+    )
+    git(git_repo, "config", "roar.store.url", "blocker/store")
+    proc = roar(git_repo, "run", "python", "many.py")
+    [warning] = store_lines(proc.stderr)
+    assert "could not store 120 output(s)" in warning
+    [out] = step(git_repo)["outputs"]
+    assert out["type"] == "dir" and out["not_stored"].startswith("120 file(s): ")
+    assert len(queue(git_repo)) == 120
