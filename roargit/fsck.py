@@ -9,7 +9,8 @@
 `repair` clears the quarantine and removes corrupt blobs, storing the right bytes again when
 an intact copy is found: in another configured store, or a work-tree file at a path the
 artifact was recorded under that still holds those bytes. A corrupt ledger entry is listed,
-never removed: the ledger only grows.
+never removed: the ledger only grows. When `.git/roar/origins` is gone, `repair` rebuilds it:
+a session started by another clone came from the first fetched ledger that holds it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from roargit import ledger_check
 from roargit.errors import BlobMissing, RoarError
-from roargit.ledger import LEDGER_REF, Ledger
+from roargit.ledger import LEDGER_REF, Ledger, fanout, remote_name
 from roargit.records import RunRecord
 from roargit.repo import RepoPaths
 
@@ -53,7 +54,7 @@ class Report(NamedTuple):
 
 
 class Repair(NamedTuple):
-    kind: str  # "quarantine" or "blob"
+    kind: str  # "quarantine", "blob" or "origins"
     where: str
     id: str
     action: str  # "cleared", "restored from …", "removed (no intact copy found)"
@@ -161,6 +162,9 @@ def repair(paths: RepoPaths, stores: Sequence[BlobStore], report: Report) -> lis
     from roargit.blobstore import remove_blob
 
     done: list[Repair] = []
+    rebuilt = rebuild_origins(paths)
+    if rebuilt:
+        done.append(Repair("origins", str(paths.roar_dir / "origins"), "", f"rebuilt ({rebuilt})"))
     held = [p for p in report.problems if p.kind == "quarantine"]
     if held:
         ledger_check.clear_quarantine(paths.roar_dir)
@@ -246,3 +250,37 @@ def _recorded_paths(paths: RepoPaths, digest: str) -> list[Path]:
         return found
     finally:
         ledger.close()
+
+
+def rebuild_origins(paths: RepoPaths) -> int | None:
+    """Write `.git/roar/origins` again if it is gone (None when it is there, or when this
+    clone's id is gone too and a session's clone cannot be told from ours); the number of
+    records attributed. Derived from the records themselves: the runs of a session started by
+    another clone came from the first fetched ledger (by remote name) that holds them."""
+    roar_dir = paths.roar_dir
+    try:
+        local = (roar_dir / "clone-id").read_text().strip()
+    except OSError:
+        return None
+    if (roar_dir / ledger_check.ORIGINS_FILE).exists() or not local:
+        return None
+    ledger = Ledger(paths)
+    remotes = [(remote_name(ref), Ledger(paths, ref)) for ref in ledger.remote_refs()]
+    if not remotes:
+        return None
+    origins: dict[str, str] = {}
+    for sid in ledger.sessions():
+        try:
+            if ledger.session(sid).clone == local:
+                continue
+        except (KeyError, RoarError):
+            continue
+        for record_id in [sid, *ledger.session_runs(sid)]:
+            where = ("sessions", sid[:2], sid, "session") if record_id == sid else None
+            for name, theirs in remotes:
+                held = theirs._exists(*(where or ("runs", *fanout(record_id), record_id)))
+                if held:
+                    origins[record_id] = name
+                    break
+    ledger_check.write_origins(roar_dir, origins)
+    return len(origins)

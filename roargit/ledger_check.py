@@ -413,6 +413,14 @@ def note_origins(roar_dir: Path, remote: str, ids: list[str]) -> None:
         os.close(fd)
 
 
+def write_origins(roar_dir: Path, origins: dict[str, str]) -> None:
+    """Replace the whole map (a rebuild: `roar fsck --repair`)."""
+    target = roar_dir / ORIGINS_FILE
+    tmp = target.with_name(f".{ORIGINS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{i} {_quote(r)}\n" for i, r in sorted(origins.items())))
+    tmp.replace(target)
+
+
 def read_origins(roar_dir: Path) -> dict[str, str]:
     """{record id: remote} of the records that arrived by a merge (the first remote wins)."""
     out: dict[str, str] = {}

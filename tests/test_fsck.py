@@ -300,3 +300,20 @@ def test_a_bad_record_asked_for_directly_is_a_one_line_error(pipeline: Path) -> 
     assert logged.stderr == shown.stderr.rstrip("\n") + " (skipped)\n"
     assert roar(pipeline, "dag").stderr == logged.stderr
     roar(pipeline, "run", "-q", PY, "step.py", "in.txt", "out.txt")  # recording goes on
+
+
+def test_repair_rebuilds_a_lost_origins_map(box: Box) -> None:
+    roar(box.attacker, "init")
+    (box.attacker / "other.txt").write_text("theirs\n")
+    roar(box.attacker, "run", "-q", PY, "step.py", "other.txt", "theirs.txt")
+    push_ledger(box.attacker)
+    git(box.victim, "fetch", "-q", "origin")
+    roar(box.victim, "log")  # merges
+    origins = box.victim / ".git" / "roar" / "origins"
+    before = dict(line.split() for line in origins.read_text().splitlines())
+    assert set(before.values()) == {"origin"} and len(before) == 2  # a session and a run
+    assert not set(before) & set(box.own)
+    origins.unlink()
+    [fix] = fsck_json(box.victim, "--repair")["repaired"]
+    assert fix["kind"] == "origins" and fix["action"] == "rebuilt (2)"
+    assert dict(line.split() for line in origins.read_text().splitlines()) == before

@@ -18,7 +18,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     stores = stores_for(paths)
     report = check(paths, stores)
     repaired = []
-    if args.repair and report.problems:
+    if args.repair:
         repaired = repair(paths, stores, report)
         report = check(paths, stores)
     if args.json:
