@@ -233,7 +233,7 @@ def staged_files(paths: RepoPaths) -> list[str]:
 def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[Finding]:
     """Staged files the active session recorded as outputs whose staged bytes no recorded run
     produced, or that come from a stale step."""
-    from roargit.ledger import Ledger
+    from roargit.ledger import SWITCH_TO_PYGIT2_AT, Ledger
     from roargit.session import load_view, read_state
 
     state = read_state(paths.roar_dir)
@@ -243,6 +243,10 @@ def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[F
     if not staged:
         return []
     ledger = Ledger(paths, fast_start=True)
+    if len(ledger.session_runs(state.session_id)) > SWITCH_TO_PYGIT2_AT:
+        # Reading this many records costs more through cat-file than pygit2's import.
+        ledger.close()
+        ledger = Ledger(paths)
     try:
         view = load_view(ledger, state.session_id, state.popped)
         produced: dict[str, tuple[str, str, str]] = {}  # path: (recorded hash, step, state)
@@ -309,11 +313,10 @@ def staged_digests(paths: RepoPaths, files: Sequence[str]) -> dict[str, str]:
 
     from roargit.hashing import HashCache
 
-    unstaged = set(
-        os.fsdecode(run_git(["diff", "--name-only", "-z", "--", *files], paths.root).stdout).split(
-            "\0"
-        )
-    )
+    # Many pathspecs cost git more to match than listing every unstaged change.
+    limit = ["--", *files] if len(files) <= 50 else []
+    listing = run_git(["diff", "--name-only", "-z", *limit], paths.root).stdout
+    unstaged = set(os.fsdecode(listing).split("\0"))
     clean = [p for p in files if p not in unstaged]
     out: dict[str, str] = {}
     if clean:

@@ -1,0 +1,138 @@
+"""Sharing: `roar push` to a local bare remote and a file:// team store, and the pre-commit hook.
+
+Goals (issue 15): push of 1,000 new records + 1,000 small blobs ≤ 3 s; incremental push of
+10 new records (and their blobs) ≤ 0.3 s; the pre-commit hook on a commit of 1,000 staged
+files, all of them recorded outputs, ≤ 0.2 s. Each is timed as the whole `roar` process a
+user or git starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.timing import median_seconds, verdict
+from roargit import records
+from roargit.blobstore import BlobStore
+from roargit.ledger import Ledger
+from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId, SessionRecord
+from roargit.repo import find_repo
+
+ROAR = [sys.executable, "-m", "roargit"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def roar(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ROAR, *args], cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def timed(cwd: Path, *args: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = roar(cwd, *args)
+    return time.perf_counter() - t, proc.stdout
+
+
+def add_runs(repo: Path, first: int, count: int, session: str) -> None:
+    """`count` runs, each writing one small file (in the work tree and the local store, as
+    `roar run` leaves them), imported into the ledger at once."""
+    paths = find_repo(repo)
+    local = BlobStore(f"file://{paths.roar_dir / 'blobs'}")
+    commit = git(repo, "rev-parse", "HEAD")
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    (repo / "out").mkdir(exist_ok=True)
+
+    def generate() -> Iterator[records.Record]:
+        for n in range(first, first + count):
+            data = f"result {n}\n".encode() * 8
+            (repo / "out" / f"r{n}.txt").write_bytes(data)
+            digest = ArtifactId(local.put_bytes(data))
+            yield RunRecord(
+                argv=("python", "step.py", f"--n={n}"),
+                cwd=".",
+                started_at=(1_700_000_000 + n) * 10**9,
+                ended_at=(1_700_000_000 + n) * 10**9 + 5 * 10**8,
+                exit_code=0,
+                status="ok",
+                inputs=(),
+                outputs=(FileRef(f"out/r{n}.txt", digest, len(data)),),
+                code=CodeState(commit=commit, branch="main", dirty=False, tree=tree),
+                session=SessionId(session),
+                step=n + 1,
+            )
+
+    Ledger(paths).import_records(generate(), per_commit=count)
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="roar-bench-push-"))
+    try:
+        remote = tmp / "remote.git"
+        git(tmp, "init", "-q", "--bare", str(remote))
+        repo = tmp / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "step.py").write_text("print('step')\n")
+        git(repo, "add", "step.py")
+        git(repo, "commit", "-q", "-m", "code")
+        git(repo, "remote", "add", "origin", str(remote))
+        git(repo, "push", "-q", "origin", "main")
+        roar(repo, "init")
+        roar(repo, "config", "set", "store.url", f"file://{tmp / 'store'}")
+        session = SessionRecord(created_at=1_700_000_000 * 10**9, clone="bench", parent=None)
+        sid, _ = records.identify(session)
+        Ledger(find_repo(repo)).import_records([session])
+        (find_repo(repo).roar_dir / "session.json").write_text(
+            json.dumps({"id": sid, "popped": []})
+        )
+
+        add_runs(repo, 0, 1000, sid)
+        first, out = timed(repo, "push", "--json")
+        report = json.loads(out)
+        sent = len(report["runs"])
+        blobs = report["store"]["uploaded"]
+        print(
+            f"push of {sent} new records + {blobs} blobs: {first:.2f} s  (goal 3 s) "
+            f"{verdict(first, 3.0)}"
+        )
+
+        samples = []
+        for k in range(5):
+            add_runs(repo, 1000 + 10 * k, 10, sid)
+            t, out = timed(repo, "push", "--json")
+            report = json.loads(out)
+            assert len(report["runs"]) == 10 and report["store"]["uploaded"] == 10, report
+            samples.append(t)
+        incremental = sorted(samples)[len(samples) // 2]
+        print(
+            f"incremental push of 10 records + 10 blobs: {incremental:.3f} s median of 5 "
+            f"(goal 0.3 s) {verdict(incremental, 0.3)}"
+        )
+        noop, _ = timed(repo, "push", "--json")
+        print(f"push with nothing new: {noop:.3f} s")
+
+        git(repo, "add", "out")
+        staged = len(git(repo, "diff", "--cached", "--name-only").splitlines())
+        roar(repo, "hooks", "run", "pre-commit")  # the hash cache, as after the runs
+        hook = median_seconds(lambda: roar(repo, "hooks", "run", "pre-commit"), 7)
+        print(
+            f"pre-commit hook on {staged} staged recorded outputs: {hook:.3f} s median of 7 "
+            f"(goal 0.2 s) {verdict(hook, 0.2)}"
+        )
+        bare = median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"]), 7)
+        print(f"  (python -c pass: {bare:.3f} s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
