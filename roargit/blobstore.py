@@ -395,7 +395,9 @@ def _s3_limits(options: dict[str, Any], limits: Limits) -> None:
     timeouts with backoff); s3fs's retry loop around them is set to one try (see
     _FsspecBackend) so that the attempts do not multiply."""
     config = dict(options.get("config_kwargs") or {})
-    config.setdefault("connect_timeout", limits.timeout)
+    # A connection is made in well under a second or not at all (a black-holed address):
+    # waiting the whole timeout for each of several tries would only delay the verdict.
+    config.setdefault("connect_timeout", min(limits.timeout, 5.0))
     config.setdefault("read_timeout", limits.timeout)
     config.setdefault("retries", {"total_max_attempts": limits.retries + 1, "mode": "standard"})
     options["config_kwargs"] = config

@@ -154,6 +154,12 @@ def classify(exc: BaseException, url: str) -> Failure:
         remote and isinstance(exc, FileNotFoundError) and "bucket" in detail.lower()
     ):
         return Failure("bucket missing", "bucket missing", "create it, or fix roar.store.url")
+    if remote and isinstance(exc, FileNotFoundError):  # a 404 on a write: no such bucket
+        return Failure(
+            "bucket missing",
+            f"bucket or endpoint not found: {detail}",
+            "check roar.store.url and the endpoint URL",
+        )
     if (
         names & _UNREACHABLE
         or isinstance(exc, TimeoutError | ConnectionError)
