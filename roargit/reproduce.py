@@ -296,8 +296,9 @@ class Materialiser:
         data = self.ledger.manifest(digest)
         if data is None:
             raise FileNotFoundError(digest)
+        src = root.source
         entries = [
-            (e, pathguard.join(folder, e.path, root.source) if folder else e.path)
+            (e, pathguard.join(folder, e.path, src) if folder else pathguard.check(e.path, src))
             for e in decode_manifest(data, f"manifest {digest[:12]}", digest=digest)
         ]
         for _e, rel in entries:
