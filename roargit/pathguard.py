@@ -98,10 +98,6 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-def needs_escape(text: str) -> bool:
-    return escape(text) != text
-
-
 def problem(path: str, *, absolute_ok: bool = False, root_ok: bool = False) -> str:
     """Why `path` is not a safe recorded path ("" when it is). One trailing '/' (a folder
     artifact) is allowed."""
@@ -316,14 +312,3 @@ class Root:
                 shutil.copyfileobj(s, f, 1 << 20)
 
         return self.write(rel, fill, source)
-
-
-def write_file(
-    root: str | os.PathLike[str],
-    rel: str,
-    fill: Callable[[BinaryIO], object],
-    source: Source | None = None,
-) -> str:
-    """`Root(root).write(rel, fill)` for a single file."""
-    with Root(root, source) as r:
-        return r.write(rel, fill)
