@@ -13,6 +13,10 @@ A valid name can still lead out through a symbolic link already on disk (a commi
 with `mkdirat`, and creates the file under a temporary name with `O_NOFOLLOW | O_EXCL`
 before renaming it into place within the same folder descriptor: no symbolic link is ever
 followed below the root, and a reader never sees a half-written file.
+
+Text from a record is printed through `escape`, so that a control character in it (a carriage
+return, an ANSI sequence, a bidi override) shows as what it is instead of acting on the
+terminal.
 """
 
 from __future__ import annotations
