@@ -82,7 +82,7 @@ def _render_run(r: dict[str, Any]) -> None:
     for u in r.get("unreadable", []):  # read or written, but roar could not read it back
         size = human_size(u["size"]) if u["size"] >= 0 else "size unknown"
         tag = "in" if u["access"] == "input" else "out"
-        say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({u['reason']})  {size}")
+        say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({show_text(u['reason'])})  {size}")
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
