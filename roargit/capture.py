@@ -419,7 +419,7 @@ def clear_leftovers(paths: RepoPaths) -> None:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # tidying up never stops a run
                 path.unlink()
     dead = [
         ref

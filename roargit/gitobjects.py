@@ -319,7 +319,7 @@ def drop_stale_keeps(pack_dir: Path, alive: Callable[[int], bool]) -> None:
         if n.startswith(INCOMING):
             writer = n[len(INCOMING) :].partition("-")[0]
             if writer.isdigit() and not alive(int(writer)):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(pack_dir / n)
             continue
         if not n.endswith(".keep"):
@@ -331,7 +331,7 @@ def drop_stale_keeps(pack_dir: Path, alive: Callable[[int], bool]) -> None:
             continue
         pid = _keep_pid(head)
         if pid is not None and not alive(pid):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(pack_dir / n)
 
 

@@ -27,8 +27,10 @@ from typing import Any
 import pytest
 from conftest import git
 
-from roargit import gitobjects, session
+from roargit import codestate, gitobjects, session
+from roargit.capture import TerminatedBeforeStart, record_run
 from roargit.hashing import HashCache
+from roargit.repo import find_repo
 
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
 
@@ -392,6 +394,27 @@ def test_a_record_that_cannot_be_written_keeps_the_command_status(git_repo: Path
 
 
 # -- the pieces, in process --------------------------------------------------------------
+
+
+def test_a_signal_before_the_command_starts_runs_nothing(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = codestate.capture
+
+    def capture_then_signal(*args: Any, **kw: Any) -> Any:
+        state = real(*args, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while roar prepares the run
+        return state
+
+    monkeypatch.setattr(codestate, "capture", capture_then_signal)
+    (git_repo / "edit.py").write_text("# dirty\n")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TerminatedBeforeStart) as caught:
+        record_run(find_repo(git_repo), ["touch", "ran"], git_repo)
+    assert caught.value.exit_code == 143
+    assert not (git_repo / "ran").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert leftovers(git_repo, os.getpid()) == []
 
 
 def test_write_pack_leaves_nothing_when_the_disk_refuses(tmp_path: Path) -> None:
