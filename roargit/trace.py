@@ -113,6 +113,9 @@ class TraceLog(NamedTuple):
     # path now ("file", "dir", "other", "none"; absent where the path was normalised).
     summarized: Mapping[str, int] = MappingProxyType({})
     states: Mapping[str, str] = MappingProxyType({})
+    # (pid, family, address) of each `connect` to a server on this machine ("unix" and a
+    # socket path, or "inet" and a loopback address:port).
+    connects: tuple[tuple[int, str, str], ...] = ()
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -237,6 +240,7 @@ def _parse(
     signals: list[tuple[int, int]] = []
     warnings: list[str] = []
     leftover: list[int] = []
+    connects: list[tuple[int, str, str]] = []
     root: int | None = None
     filtered = True
     shim = False
@@ -328,6 +332,8 @@ def _parse(
                 warnings.append(os.fsdecode(_unescape(f[1])))
             elif kind == b"leftover":
                 leftover.append(int(f[1]))
+            elif kind == b"connect":
+                connects.append((int(f[1]), f[2].decode(), os.fsdecode(_unescape(f[3]))))
             elif kind == b"incomplete":
                 incomplete = True
             elif kind == b"unavailable":
@@ -354,6 +360,7 @@ def _parse(
         signals=tuple(signals),
         warnings=tuple(warnings),
         leftover=tuple(leftover),
+        connects=tuple(connects),
         unavailable=unavailable,
         finished=finished,
         incomplete=incomplete,
@@ -792,6 +799,12 @@ def _to_trace(log: TraceLog, status: int, files: dict[str, FileAccess]) -> Trace
             f"(pids {', '.join(map(str, log.leftover))}); they keep running, and what they "
             "do from now on is not recorded"
         )
+    if log.connects:
+        from roargit import peers
+
+        found = peers.find(log.connects, {p.pid for p in log.processes})
+        complete = complete and not found
+        warnings.extend(peers.warning(p) for p in found)
     interrupted = log.signal == signal.SIGINT or any(s == signal.SIGINT for _, s in log.signals)
     return Trace(
         mode=MODE_PTRACE,

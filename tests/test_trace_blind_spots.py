@@ -305,3 +305,88 @@ def test_bind_mount_in_a_new_mount_namespace_is_not_recorded_as_a_host_file(
     (line,) = [w for w in t.warnings if "another mount namespace" in w]
     assert "(unshare)" in line
     assert "b/x" not in seen(t, tmp_path)
+
+
+# ------------------------------------------------------------------ work done by another process
+
+SERVER = r"""
+import os, socket, sys
+kind, where = sys.argv[1], sys.argv[2]
+if kind == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(where)
+else:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    with open(where + ".tmp", "w") as f:
+        f.write(str(s.getsockname()[1]))
+    os.rename(where + ".tmp", where)
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.sendall(b"done")
+    c.close()
+"""
+
+CLIENT = r"""
+import socket, sys
+kind, where = sys.argv[1], sys.argv[2]
+if kind == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(where)
+else:
+    s = socket.socket()
+    s.connect(("127.0.0.1", int(open(where).read())))
+print(s.recv(4).decode())
+"""
+
+
+@pytest.mark.parametrize("mode", SHIM_MODES)
+@pytest.mark.parametrize("kind", ["unix", "inet"])
+def test_a_server_outside_the_run_is_named(tmp_path: Path, kind: str, mode: dict[str, str]) -> None:
+    import sys
+
+    (tmp_path / "server.py").write_text(SERVER)
+    (tmp_path / "client.py").write_text(CLIENT)
+    where = str(tmp_path / ("sock" if kind == "unix" else "port"))
+    server = subprocess.Popen([sys.executable, "server.py", kind, where], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(where) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t = traced(tmp_path, sys.executable, "client.py", kind, where, env=dict(os.environ, **mode))
+        assert t.exit_code == 0
+        assert not t.complete
+        (line,) = [w for w in t.warnings if "work done by another process" in w]
+        assert f"(pid {server.pid}, " in line and "is not captured" in line
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_server_of_the_run_itself_is_not_named(tmp_path: Path) -> None:
+    import sys
+
+    (tmp_path / "server.py").write_text(SERVER)
+    (tmp_path / "client.py").write_text(CLIENT)
+    script = (
+        f"{sys.executable} server.py unix sock & "
+        "while [ ! -e sock ]; do sleep 0.02; done; "
+        f"{sys.executable} client.py unix sock; kill $!; wait"
+    )
+    t = traced(tmp_path, "sh", "-c", script)
+    assert not [w for w in t.warnings if "another process" in w]
+    assert t.complete, t.warnings
+
+
+def test_a_connect_to_nothing_is_not_named(tmp_path: Path) -> None:
+    import sys
+
+    t = traced(
+        tmp_path,
+        sys.executable,
+        "-c",
+        "import socket\ntry:\n    socket.socket(socket.AF_UNIX).connect('nothing')\n"
+        "except OSError:\n    pass\n",
+    )
+    assert t.complete and not t.warnings

@@ -537,3 +537,26 @@ static long view_call(long nr, long a0, long a1) {
 EXPORT int chroot(const char *path) { return (int)view_call(SYS_chroot, (long)path, 0); }
 EXPORT int unshare(int flags) { return (int)view_call(SYS_unshare, flags, 0); }
 EXPORT int setns(int fd, int nstype) { return (int)view_call(SYS_setns, fd, nstype); }
+
+/* ------------------------------------------------------------------ connections */
+
+/* A connect to a server on this machine (a Unix socket, loopback) is recorded: the server may
+ * do work for the run that no trace of the run sees (roar_local_peer). Others pass unrecorded;
+ * they never stop in the tracer either way once marked. */
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    int e = errno;
+    int ok = log_fd >= 0;
+    const char *family;
+    char peer[PATH_MAX];
+    if (ok && addr && roar_local_peer(addr, len, &family, peer, sizeof peer)) {
+        struct line l;
+        put_head(&l, "connect");
+        put_raw(&l, " ", 1);
+        put_raw(&l, family, strlen(family));
+        put_raw(&l, " ", 1);
+        put_esc(&l, peer);
+        ok = emit(&l) == 0;
+    }
+    errno = e;
+    return (int)(ok ? marked : plain)(SYS_connect, fd, (long)addr, (long)len, 0, 0);
+}

@@ -149,6 +149,7 @@ static const long traced_calls[] = {
 #ifdef __NR_io_uring_setup
     __NR_io_uring_setup,
 #endif
+    __NR_connect, /* to a server on this machine: work another process does for the run */
 };
 #define N_TRACED (sizeof traced_calls / sizeof traced_calls[0])
 
@@ -767,6 +768,20 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
     case __NR_setns:
         on_view_change(t, nr, a);
         break;
+    case __NR_connect: {
+        unsigned char sa[sizeof(struct sockaddr_storage)];
+        size_t len = a[2] > sizeof sa ? sizeof sa : (size_t)a[2];
+        const char *family;
+        char peer[PATH_MAX];
+        if (len && read_mem(t->tid, a[1], sa, len) == 0 &&
+            roar_local_peer(sa, len, &family, peer, sizeof peer)) {
+            log_head("connect", t->tgid);
+            log_str(family);
+            log_str(peer);
+            log_end_line();
+        }
+        break;
+    }
     case __NR_open_by_handle_at:
         if (!t->handle_warned) {
             char comm[32];
