@@ -386,8 +386,8 @@ def store_files(
     if left and failure is not None:
         # The reason goes into the record, which may be pushed: no secret rides along (a
         # URL with a password in it, say), and no essay.
-        reason = redact_value(f"{url}: {failure.what[:200]}; queued")
-        queued = _queue_all(paths, url, left, reason)
+        why = redact_value(f"{url}: {failure.what[:200]}")
+        queued = _queue_all(paths, url, left, f"{why}; queued")
         outs = sum(is_output for _, _, is_output in left)
         what = " and ".join(
             part
@@ -397,11 +397,11 @@ def store_files(
             )
             if part
         )
-        tail = RETRY_HINT if queued == len(left) else _not_queued(len(left) - queued)
+        tail = RETRY_HINT if len(queued) == len(left) else _not_queued(len(left) - len(queued))
         warnings.append(f"could not store {what} in {failure.line(url)}; {tail}")
         for path, _, is_output in left:
             if is_output:
-                not_stored[path] = reason
+                not_stored[path] = f"{why}; queued" if path in queued else f"{why}; not queued"
     return Stored(stored, not_stored, failure)
 
 
@@ -411,8 +411,9 @@ def _not_queued(n: int) -> str:
 
 def _queue_all(
     paths: RepoPaths, url: str, left: list[tuple[str, FileHash, bool]], reason: str
-) -> int:
-    queued = 0
+) -> set[str]:
+    """Queue each file (with a copy of its bytes when one can be kept); the paths queued."""
+    queued = set()
     now = time.time_ns()
     for path, h, _ in left:
         copy = _keep_copy(paths, url, path, h.digest)
@@ -420,7 +421,7 @@ def _queue_all(
             _enqueue(paths, Pending(url, h.digest, h.size, path, copy, reason, now))
         except OSError:
             continue
-        queued += 1
+        queued.add(path)
     return queued
 
 
@@ -499,7 +500,7 @@ def _sync_store(
         except (Exception, KeyboardInterrupt) as exc:
             failure = classify(exc, url)
             result.failures[url] = failure
-            e = e._replace(reason=f"{url}: {failure.what}; queued")
+            e = e._replace(reason=redact_value(f"{url}: {failure.what[:200]}; queued"))
             result.left.append(e)
             with contextlib.suppress(OSError):
                 _enqueue(paths, e)
@@ -533,7 +534,7 @@ def _upload(target: BlobStore, e: Pending) -> str:
     if target.has(e.digest):
         return ""
     return (
-        f"{e.path} changed or was removed since it was queued and no copy was kept: "
+        f"{e.path} changed or was removed since it was queued, and no intact copy was kept: "
         f"blob {e.digest[:12]} is in no store"
     )
 
