@@ -203,27 +203,26 @@ def test_no_credentials(git_repo: Path, s3_endpoint: str) -> None:  # noqa: F811
 # -- local folders ---------------------------------------------------------------------------
 
 
+def lock(folder: Path) -> None:
+    """Make an empty `folder` unwritable to this process: chmod when it is not root, else the
+    immutable attribute (root ignores modes); skip the test where neither works."""
+    folder.chmod(0o555)
+    if _writable(folder):
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if _writable(folder):
+            make_writable(folder)
+            pytest.skip("no way to make a folder unwritable here (root without chattr +i)")
+
+
 @pytest.fixture
 def unwritable(tmp_path: Path) -> Iterator[Path]:
-    """An empty folder this process cannot write into: chmod when it is not root, else the
-    immutable attribute (root ignores modes)."""
     folder = tmp_path / "ro-store"
     folder.mkdir()
-    folder.chmod(0o555)
-    immutable = False
-    if _writable(folder):
-        immutable = (
-            subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-        )
-        if not immutable or _writable(folder):
-            folder.chmod(0o755)
-            pytest.skip("no way to make a folder unwritable here (root without chattr +i)")
+    lock(folder)
     try:
         yield folder
     finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        folder.chmod(0o755)
+        make_writable(folder)
 
 
 def _writable(folder: Path) -> bool:
@@ -380,3 +379,23 @@ def test_a_folder_output_says_how_many_of_its_files_were_not_stored(git_repo: Pa
     [out] = step(git_repo)["outputs"]
     assert out["type"] == "dir" and out["not_stored"].startswith("120 file(s): ")
     assert len(queue(git_repo)) == 120
+
+
+def test_an_unwritable_local_store_keeps_its_copies_in_the_spool(git_repo: Path) -> None:
+    (git_repo / "write.py").write_text(WRITE)
+    blobs = git_repo / ".git" / "roar" / "blobs"
+    blobs.mkdir(parents=True)
+    lock(blobs)
+    try:
+        proc = roar(git_repo, "run", "python", "write.py", "3000", "out.bin", "0")
+        [warning] = store_lines(proc.stderr)
+        assert f"in file://{blobs}: not writable" in warning
+        [entry] = queue(git_repo)
+        assert entry.copy.endswith("/.git/roar/uploads/blobs")
+        spool = BlobStore(entry.copy)
+        assert spool.verify(entry.digest)
+    finally:
+        make_writable(blobs)
+    roar(git_repo, "store", "sync")
+    assert BlobStore(str(blobs)).verify(entry.digest)
+    assert not spool.has(entry.digest) and queue(git_repo) == []
