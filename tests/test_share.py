@@ -13,6 +13,78 @@ from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
 from test_reproduce_helpers import digest, git, roar, roar_json, run_pipeline, write_pipeline
 
 from roargit.blobstore import BlobStore
+from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
+from roargit.redact import is_secret_path
+from roargit.share import Snapshot, referenced_blobs, sensitive
+
+
+@pytest.mark.parametrize(
+    ("path", "secret"),
+    [
+        (".env", True),
+        ("config/.env.local", True),
+        (".netrc", True),
+        ("keys/server.pem", True),
+        ("aws_credentials.yaml", True),
+        ("my-secrets.json", True),
+        ("id_rsa", True),
+        ("home/.ssh/id_ed25519.pub", True),
+        ("id_utils.py", False),
+        ("train.py", False),
+        ("data/environment.csv", False),
+        (".envrc.py", False),
+    ],
+)
+def test_secret_looking_file_names(path: str, secret: bool) -> None:
+    assert is_secret_path(path) is secret
+
+
+def _run(inputs: tuple[FileRef, ...], outputs: tuple[FileRef, ...], **env: Any) -> RunRecord:
+    return RunRecord(
+        argv=("python", "x.py", "--token", "<redacted>"),
+        cwd=".",
+        started_at=1,
+        ended_at=2,
+        exit_code=0,
+        status="ok",
+        inputs=inputs,
+        outputs=outputs,
+        code=CodeState(commit=None, branch="main", dirty=True, tree="ab" * 20),
+        session=SessionId("cd" * 32),
+        step=1,
+        environment=env,
+    )
+
+
+def test_sensitive_flags_and_referenced_blobs_of_records() -> None:
+    h = [ArtifactId(f"{i:064x}") for i in range(4)]
+    rec = _run(
+        (FileRef(".env", h[0], 10), FileRef("/mnt/data/raw.csv", h[1], 20)),
+        (FileRef("out/", h[2], 30, "dir"),),
+        hostname="box",
+        user="ada",
+        env_vars={"LANG": "C", "API_KEY": "<redacted>"},
+    )
+    snap = Snapshot("ab" * 20, None, [("helper.py", 5), ("db_secret.yaml", 3)], [])
+    flags = {(f.kind, f.detail.split()[0]) for f in sensitive([("r1", rec)], [snap])}
+    assert {
+        ("secret-file", ".env"),
+        ("secret-file", "db_secret.yaml"),
+        ("untracked-code", "helper.py"),
+        ("env", "LANG=C"),
+        ("hostname", "box"),
+        ("user", "ada"),
+        ("path", "/mnt/data/raw.csv"),
+        ("redacted", "a"),
+    } <= flags
+    assert not any(d.startswith("API_KEY") for _k, d in flags)  # redacted: nothing to show
+
+    from roargit.folders import ManifestEntry, encode_manifest
+
+    digest, manifest = encode_manifest([ManifestEntry("a.bin", h[3], 7)])
+    rec = rec._replace(outputs=(FileRef("out/", ArtifactId(digest), 7, "dir"),))
+    found = referenced_blobs([("r1", rec)], {digest: manifest}.get)
+    assert found[h[3]] == (7, "out/a.bin") and found[h[0]] == (10, ".env")
 
 
 def run_ids(repo: Path) -> set[str]:
@@ -238,5 +310,9 @@ def test_eight_clones_recording_and_pushing_at_once_lose_nothing(
         roar(clone, "fetch")
         everything |= run_ids(clone)
     assert len(everything) == 16
+    assert sorted(r for r in remote_refs(bare_remote) if r.startswith("refs/roar/")) == [
+        "refs/roar/commits",
+        "refs/roar/ledger",
+    ]
     for clone in clones:
         assert run_ids(clone) == everything
