@@ -390,3 +390,54 @@ def test_a_connect_to_nothing_is_not_named(tmp_path: Path) -> None:
         "except OSError:\n    pass\n",
     )
     assert t.complete and not t.warnings
+
+
+RAW_CHROOT = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    /* chroot by a raw system call, which the shim loaded in this program cannot see. */
+    int main(int argc, char **argv) {
+        if (argc < 2 || syscall(SYS_chroot, argv[1]) != 0 || chdir("/") != 0) return 3;
+        int fd = open("/out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        return fd < 0;
+    }
+"""
+
+
+@needs_root
+def test_raw_chroot_under_the_shim_is_flagged(tmp_path: Path) -> None:
+    prog = build_c(tmp_path, "rawchroot", RAW_CHROOT)
+    (tmp_path / "jail").mkdir()
+    t = traced(tmp_path, str(prog), str(tmp_path / "jail"))
+    assert t.exit_code == 0
+    assert not t.complete
+    (line,) = [w for w in t.warnings if "raw system call" in w]
+    assert "(rawchroot)" in line
+
+
+# ------------------------------------------------------------------ the table in the docs
+
+
+def test_the_table_names_every_case() -> None:
+    """Each row of "What is and is not seen" names tests that exist, and each test of this
+    file is named by a row."""
+    import re
+
+    text = DOCS.read_text()
+    section = text.split("## What is and is not seen", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    named = [re.findall(r"`([\w.]+::)?(test_\w+)`", row.rsplit("|", 2)[1]) for row in rows[1:]]
+    assert all(named), "a row without a test"
+    here = Path(__file__).read_text()
+    other = Path(__file__).with_name("test_trace.py").read_text()
+    for row in named:
+        for where, name in row:
+            source = other if where == "test_trace.py::" else here
+            assert f"def {name}(" in source, name
+    in_table = {name for row in named for where, name in row if not where}
+    defined = set(re.findall(r"^def (test_\w+)\(", here, re.M)) - {
+        "test_the_table_names_every_case"
+    }
+    assert defined == in_table
