@@ -16,6 +16,9 @@ A blob is stored at `<root>/blake3/ab/cd/<64 hex>`, named by the BLAKE3-256 of i
   `BlobCorrupt` and none of its bytes reach the caller (`get_file` writes a temp file next
   to the destination and renames it into place only after the check).
 - Memory stays constant for files of any size (4 MiB chunks), except `get_bytes`.
+- A remote store answers in bounded time or fails (`Limits`: a timeout per request and a
+  number of retries), and a failed S3 upload is closed and aborted, never left for a
+  finaliser to finish.
 
 Local folders (`file://` and plain paths) are served with `os` directly; fsspec (whose
 import costs ~100 ms of CLI start-up) is imported only for other URLs.
