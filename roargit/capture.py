@@ -435,11 +435,12 @@ def clear_leftovers(paths: RepoPaths) -> None:
 class _Progress:
     """How far a run got, for `_record_run` to say what a failure cost."""
 
-    __slots__ = ("pinned", "trace")
+    __slots__ = ("pinned", "recorded", "trace")
 
     def __init__(self) -> None:
         self.trace: Trace | None = None  # set once the command has run
         self.pinned: str | None = None  # the ref that keeps the dirty snapshot from gc
+        self.recorded: RunId | None = None  # set once the record has landed
 
 
 def _record_run(
@@ -471,9 +472,16 @@ def _record_run(
     except Exception as exc:
         if progress.trace is None:
             raise
-        code = progress.trace.exit_code or 1
         if signals.first is not None:
             code = 128 + signals.first
+        elif progress.recorded is not None:
+            code = progress.trace.exit_code
+        else:
+            code = progress.trace.exit_code or 1
+        if progress.recorded is not None:
+            raise NotRecorded(
+                f"{exc} (the run itself was recorded: {progress.recorded[:12]})", code, exc
+            ) from exc
         raise _not_recorded(exc, code) from exc
     finally:
         if progress.pinned is not None:
@@ -643,6 +651,7 @@ def _trace_and_record(
             unreadable=unreadable,
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
+        progress.recorded = run_id
     stored = stored_to.stored
     if stored and stored_to.failure is None:
         # The store took this run's bytes: a good moment to send what earlier runs queued.

@@ -393,6 +393,14 @@ def test_a_record_that_cannot_be_written_keeps_the_command_status(git_repo: Path
     assert len(json.loads(roar("log", "--json", cwd=git_repo).stdout)) == 1
 
 
+def test_a_reader_that_left_does_not_change_the_status(git_repo: Path) -> None:
+    # `roar run --json … | head -c0`: the report meets a closed pipe after the record landed.
+    script = 'roar run --json sh -c "sleep 0.3; exit 3" | true; exit "${PIPESTATUS[0]}"'
+    out = subprocess.run(["bash", "-c", script], cwd=git_repo, capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr
+    assert last_run(git_repo)["exit_code"] == 3
+
+
 # -- the pieces, in process --------------------------------------------------------------
 
 

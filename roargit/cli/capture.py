@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,18 @@ def _record(args: argparse.Namespace, kind: str) -> int:
             report_bug(exc.cause)  # a bug: its report and log, but the command's status
         warn(str(exc))
         return exc.exit_code
-    for w in outcome.warnings:
-        warn(w)
-    if args.json:
-        emit_json(run_json(outcome.run_id, outcome.record, outcome.label))
-    elif not args.quiet:
-        sys.stdout.flush()
-        print("", file=sys.stderr)
-        _report_to_stderr(outcome, paths.root)
+    try:
+        for w in outcome.warnings:
+            warn(w)
+        if args.json:
+            emit_json(run_json(outcome.run_id, outcome.record, outcome.label))
+        elif not args.quiet:
+            sys.stdout.flush()
+            print("", file=sys.stderr)
+            _report_to_stderr(outcome, paths.root)
+    except BrokenPipeError:
+        # Whoever read roar's output has gone; the run is recorded and its status stands.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     from roargit.hooks import after_run
 
     hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
