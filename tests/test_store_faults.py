@@ -399,3 +399,18 @@ def test_an_unwritable_local_store_keeps_its_copies_in_the_spool(git_repo: Path)
     roar(git_repo, "store", "sync")
     assert BlobStore(str(blobs)).verify(entry.digest)
     assert not spool.has(entry.digest) and queue(git_repo) == []
+
+
+def test_roar_reproduce_retries_the_queue_first(git_repo: Path) -> None:
+    (git_repo / "write.py").write_text(WRITE)
+    git(git_repo, "add", "write.py")
+    git(git_repo, "commit", "-q", "-m", "writer")
+    (git_repo / "blocker").write_text("a file where the store's folder should be")
+    git(git_repo, "config", "roar.store.url", "blocker/store")
+    roar(git_repo, "run", "-q", "python", "write.py", "500", "out.bin", "0")
+    out = digest(git_repo / "out.bin")
+    assert [e.digest for e in queue(git_repo)] == [out]
+    (git_repo / "blocker").unlink()
+    proc = roar(git_repo, "reproduce", out[:12])
+    assert f"uploaded 1 queued blob(s) to {git_repo / 'blocker' / 'store'}" in proc.stderr
+    assert queue(git_repo) == [] and BlobStore(str(git_repo / "blocker/store")).verify(out)
