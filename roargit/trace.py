@@ -718,7 +718,11 @@ def new_log_path(tmp_dir: Path | None = None) -> Path:
     (roar's own folder in the repository: a roar killed with SIGKILL leaves it where the next
     run finds it) or else $TMPDIR. `tempfile` itself is left for when neither will do (its
     import, with `random`'s, costs ~3 ms of every `roar run`)."""
-    bases = [str(tmp_dir)] if tmp_dir is not None else []
+    bases = []
+    if tmp_dir is not None:
+        with contextlib.suppress(OSError):
+            os.makedirs(tmp_dir, exist_ok=True)
+        bases.append(str(tmp_dir))
     bases.append(os.environ.get("TMPDIR") or "/tmp")
     for base in bases:
         for _ in range(3):

@@ -145,6 +145,28 @@ def test_in_fallback_mode_too_a_signal_to_roar_is_passed_on_and_recorded(git_rep
     assert leftovers(git_repo, proc.pid) == []
 
 
+def test_the_trace_log_lives_in_the_repository_while_the_command_runs(git_repo: Path) -> None:
+    (git_repo / "sleeper.py").write_text(SLEEPER)
+    git(git_repo, "add", "sleeper.py")
+    git(git_repo, "commit", "-q", "-m", "sleeper")  # a clean tree: no snapshot, no pin
+    proc = subprocess.Popen(
+        ["roar", "run", PY, "sleeper.py"],
+        cwd=git_repo,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(git_repo / "started", proc)
+    logs = os.listdir(git_repo / ".git" / "roar" / "tmp")
+    assert [n.startswith(f"roar-trace-{proc.pid}-") for n in logs] == [True], logs
+    assert glob.glob(f"/tmp/roar-trace-{proc.pid}-*") == []
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert leftovers(git_repo, proc.pid) == []
+
+
 def test_a_second_signal_kills_the_whole_tree_and_the_run_is_still_recorded(
     git_repo: Path,
 ) -> None:
