@@ -8,7 +8,8 @@ Executing a plan (plan.py) happens in an isolated git worktree under
    is the dirty snapshot when the run was made from a dirty tree;
 2. each input is put at its recorded path and verified: already there with the right bytes,
    made by an earlier step of this reproduction, copied from the user's work tree, or read
-   from a blob store (verified while it streams);
+   from a blob store (verified while it streams); the folders its files lay in are made
+   when missing (`layout`);
 3. the command runs under the tracer, so the reproduction is recorded too (in a session of
    its own, with the original step numbers), and every output is hashed;
 4. each recorded output is compared by path: `identical`, `differs` or `missing`.
@@ -36,7 +37,7 @@ from roargit.hashing import HashCache
 from roargit.ledger import Ledger
 from roargit.pathguard import Root, Source, escape
 from roargit.plan import Plan, PlanStep
-from roargit.records import FileRef, RunId, SessionId, SessionRecord
+from roargit.records import FileRef, RunId, RunRecord, SessionId, SessionRecord
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
 
 WORKTREES = "worktrees"
@@ -400,6 +401,8 @@ def _run_step(
         for i in step.inputs:
             how = mat.put_ref(i.file, root, step.label)
             on_event("input", {"step": step.label, "path": i.file.path, "from": how})
+        for folder in layout(rec):
+            root.makedirs(folder)
         cwd = Path(root.makedirs(rec.cwd))
     t0 = time.perf_counter()
     outcome = record_run(
@@ -440,6 +443,21 @@ def _run_step(
         checks,
         f"exit status {outcome.record.exit_code}" if failed else "",
     )
+
+
+def layout(rec: RunRecord) -> list[str]:
+    """The folders inside the repository that the run's files lay in: the folder of each
+    input and output, and each folder it recorded whole. A worktree or a fresh clone lacks
+    the untracked ones (`work/`, `features/`) that commands write into without making them.
+    Absolute paths lie outside the repository and are never made."""
+    folders: set[str] = set()
+    for f in (*rec.inputs, *rec.outputs):
+        if f.path.startswith("/"):
+            continue
+        folder = f.path.rstrip("/") if f.kind == "dir" else f.path.rpartition("/")[0]
+        if folder:
+            folders.add(folder)
+    return sorted(folders)
 
 
 def _abs(root: Path, recorded: str) -> Path:
