@@ -42,7 +42,7 @@ class Step(NamedTuple):
     kind: str
     run_id: RunId
     run: RunRecord
-    state: str  # "ok", "stale", "failed" or "interrupted"
+    state: str  # "ok", "stale", or the run's status: "failed", "interrupted", "terminated"
     depends_on: tuple[str, ...]
     superseded: tuple[RunId, ...]  # earlier runs of this step, newest first
 

@@ -24,6 +24,7 @@ MARKS = {
     "stale": "  [stale]",
     "failed": "  [failed]",
     "interrupted": "  [interrupted]",
+    "terminated": "  [terminated]",
     "superseded": "  [superseded]",
 }
 
