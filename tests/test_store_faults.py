@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
-from fixtures_s3 import S3Process, make_bucket, s3_bucket_url, s3_endpoint, s3_env  # noqa: F401
+from fixtures_s3 import S3Process, make_bucket, s3_endpoint, s3_env  # noqa: F401
 from test_reproduce_helpers import digest, git, roar, roar_json
 
 from roargit import uploads
