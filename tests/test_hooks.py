@@ -210,3 +210,29 @@ def test_through_the_pre_commit_framework(git_repo: Path, bare_remote: Path) -> 
     )
     assert push.returncode == 0, push.stdout + push.stderr
     assert "refs/roar/ledger" in git(bare_remote, "for-each-ref", "--format=%(refname)")
+
+
+def test_pre_push_store_failure_warns_unless_strict(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    setup_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folders would go\n")
+    roar(git_repo, "config", "set", "store.url", f"file://{blocker}/store")
+    roar(git_repo, "hooks", "install", "--pre-push")
+
+    def push() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "push", "origin", "main"], cwd=git_repo, capture_output=True, text=True
+        )
+
+    warned = push()
+    assert warned.returncode == 0 and "not uploaded" in warned.stderr
+    assert "refs/roar/ledger" in git(bare_remote, "for-each-ref", "--format=%(refname)")
+
+    roar(git_repo, "config", "set", "hooks.strict", "true")
+    git(git_repo, "commit", "-q", "--allow-empty", "-m", "more")
+    blocked = push()
+    assert blocked.returncode != 0
+    assert git(bare_remote, "rev-parse", "main") != git(git_repo, "rev-parse", "main")
