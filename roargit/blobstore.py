@@ -440,7 +440,10 @@ class _FsspecBackend:
 
     def begin(self, rel: str) -> _Writer:
         if self.protocol in _COMMIT_ON_CLOSE:
-            return _CommitOnCloseWriter(self.fs, self._path(rel), self.limits.timeout)
+            # The abort is best-effort (a bucket lifecycle rule clears what it leaves): it
+            # gets the connect allowance, not a full request's.
+            abort_timeout = min(self.limits.timeout, 5.0)
+            return _CommitOnCloseWriter(self.fs, self._path(rel), abort_timeout)
         return _TempThenMoveWriter(self.fs, self.root, self._path(rel))
 
     def list_rel(self) -> Iterator[str]:
