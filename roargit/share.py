@@ -106,17 +106,12 @@ def resolve_remote(
             head = ""
         if head.startswith("ref: refs/heads/"):
             branch = head[len("ref: refs/heads/") :]
-            configured = _branch_remote(paths, branch, cfg)
-            if configured in known:
-                name = configured
+            configured = cfg.get(f"branch.{branch}.remote", [])
+            if configured and configured[-1] in known:
+                name = configured[-1]
     if name not in known:
         raise NoRemote(name, known)
     return name
-
-
-def _branch_remote(paths: RepoPaths, branch: str, cfg: dict[str, list[str]]) -> str | None:
-    values = cfg.get(f"branch.{branch}.remote")
-    return values[-1] if values else None
 
 
 def ensure_refspecs(paths: RepoPaths, remote: str, cfg: dict[str, list[str]] | None = None) -> bool:
@@ -132,7 +127,9 @@ def ensure_refspecs(paths: RepoPaths, remote: str, cfg: dict[str, list[str]] | N
 
 def _rev(paths: RepoPaths, name: str) -> str | None:
     proc = run_git(["rev-parse", "-q", "--verify", f"{name}^{{commit}}"], paths.root, check=False)
-    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode().strip() or None
 
 
 def roar_refs(paths: RepoPaths) -> dict[str, str]:
@@ -311,9 +308,8 @@ def plan_blobs(
         hashes = HashCache(paths.roar_dir).hash_many([b.source for b in from_tree], missing_ok=True)
         for b in from_tree:
             h = hashes.get(b.source)
-            (plan.to_upload if h is not None and h.digest == b.digest else plan.unavailable).append(
-                b
-            )
+            still = h is not None and h.digest == b.digest
+            (plan.to_upload if still else plan.unavailable).append(b)
     return plan._replace(present=present)
 
 
