@@ -392,6 +392,56 @@ def test_a_connect_to_nothing_is_not_named(tmp_path: Path) -> None:
     assert t.complete and not t.warnings
 
 
+CLONE_NEWNS = r"""
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <sched.h>
+    #include <signal.h>
+    #include <stdlib.h>
+    #include <sys/mount.h>
+    #include <sys/wait.h>
+    #include <unistd.h>
+    /* A child in a new mount namespace (clone, no exec) binds a over b and copies b/x to out. */
+    static int child(void *arg) {
+        (void)arg;
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return 2;
+        if (mount("a", "b", NULL, MS_BIND, NULL) != 0) return 3;
+        char buf[64];
+        int fd = open("b/x", O_RDONLY);
+        ssize_t n = read(fd, buf, sizeof buf);
+        int out = open("out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        return n > 0 && write(out, buf, (size_t)n) == n ? 0 : 1;
+    }
+    int main(void) {
+        char *stack = malloc(1 << 16);
+        pid_t pid = clone(child, stack + (1 << 16), CLONE_NEWNS | SIGCHLD, NULL);
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) < 0) return 5;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
+    }
+"""
+
+
+@needs_root
+def test_a_clone_into_a_new_mount_namespace_is_not_recorded_by_the_shim(tmp_path: Path) -> None:
+    """A child cloned into a new mount namespace, no exec: the shim loaded in it notices at its
+    first record, and its calls go to the tracer, which leaves them out."""
+    prog = build_c(tmp_path, "clonens", CLONE_NEWNS)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("the bytes read\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("a decoy\n")
+    t = traced(tmp_path, str(prog))
+    if t.exit_code in (2, 3):
+        pytest.skip("mount is refused here")
+    assert t.exit_code == 0
+    assert (tmp_path / "out").read_text() == "the bytes read\n"
+    assert not t.complete
+    (line,) = [w for w in t.warnings if "another mount namespace" in w]
+    assert "(clonens)" in line
+    assert "b/x" not in seen(t, tmp_path)
+
+
 RAW_CHROOT = r"""
     #define _GNU_SOURCE
     #include <fcntl.h>

@@ -46,6 +46,7 @@
 #endif
 
 static int log_fd = -1;  /* -1: not recording, every call traps to the tracer */
+static pid_t view_pid;   /* the process whose view of the file system was last checked */
 static dev_t log_dev;
 static ino_t log_ino;
 static char log_path[PATH_MAX];
@@ -131,15 +132,26 @@ __attribute__((constructor)) static void shim_init(void) {
     if (!p || p[0] != '/' || strlen(p) >= sizeof log_path || !same_view()) return;
     strcpy(log_path, p);
     int e = errno;
+    view_pid = getpid();
     log_fd = open_log();
     errno = e;
 }
 
 /* The log fd, checked: the program may have closed our fd and reused its number (for
- * example after fork, before exec); writing there would corrupt its file. */
-static int current_log(void) {
+ * example after fork, before exec); writing there would corrupt its file. The first record of
+ * a new process (`pid`, from the record) checks its view again: a clone with CLONE_NEWNS
+ * starts in another mount namespace with us loaded and recording. */
+static int current_log(pid_t pid) {
     int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
     if (fd < 0) return -1;
+    if (pid != __atomic_load_n(&view_pid, __ATOMIC_RELAXED)) {
+        if (!same_view()) {
+            fd = __atomic_exchange_n(&log_fd, -1, __ATOMIC_SEQ_CST);
+            if (fd >= 0) close(fd);
+            return -1;
+        }
+        __atomic_store_n(&view_pid, pid, __ATOMIC_RELAXED);
+    }
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_ino == log_ino && st.st_dev == log_dev) return fd;
     int nfd = open_log();
@@ -153,6 +165,7 @@ struct line {
     char buf[PATH_MAX + 256];
     size_t len;
     int overflow;
+    pid_t pid;
 };
 
 static void put_raw(struct line *l, const char *s, size_t n) {
@@ -201,7 +214,8 @@ static void put_head(struct line *l, const char *kind) {
     l->overflow = 0;
     put_raw(l, kind, strlen(kind));
     put_raw(l, " ", 1);
-    put_num(l, (unsigned long long)getpid(), 0);
+    l->pid = getpid();
+    put_num(l, (unsigned long long)l->pid, 0);
 }
 
 /* The path of an open fd (the kernel's name for it); -1 if it has none we can use. */
@@ -296,7 +310,7 @@ static void put_exists(struct line *l, int dirfd, const char *path) {
 static int emit(struct line *l) {
     put_raw(l, "\n", 1);
     if (l->overflow) return -1;
-    int fd = current_log();
+    int fd = current_log(l->pid);
     if (fd < 0) return -1;
     ssize_t n;
     do {
