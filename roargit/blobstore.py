@@ -82,7 +82,7 @@ class Limits(NamedTuple):
     files larger than this go up in a multipart upload of parts this size (S3)."""
 
     timeout: float = 10.0
-    retries: int = 2
+    retries: int = 1
     part_size: int | None = None  # None: the filesystem's own default
 
 

@@ -33,7 +33,7 @@ SETTINGS: dict[str, Setting] = {
     "roar.store.timeout": Setting(
         "10", "seconds a remote store may take to connect or to answer, per request"
     ),
-    "roar.store.retries": Setting("2", "times a failed request to a remote store is retried"),
+    "roar.store.retries": Setting("1", "times a failed request to a remote store is retried"),
     "roar.store.partsize": Setting(
         "50M", "files above this go to S3 in a multipart upload of parts this size (min 5M)"
     ),
@@ -44,6 +44,8 @@ SETTINGS: dict[str, Setting] = {
     "roar.trace.mode": Setting("auto", "auto, ptrace or fallback"),
     "roar.trace.daemongrace": Setting("2", "seconds to wait for background processes"),
     "roar.share.blobs": Setting("true", "roar push uploads the bytes records name to the store"),
+    "roar.share.hostname": Setting("true", "false: runs are recorded without the host's name"),
+    "roar.share.user": Setting("true", "false: runs are recorded without the user's name"),
     "roar.hooks.strict": Setting("false", "a failing pre-push or pre-commit check blocks git"),
     "roar.hooks.precommit": Setting("warn", "staged outputs no run produced: warn, fail or off"),
     "roar.hooks.postrun": Setting("", "shell command run after each roar run (ROAR_RUN_* set)"),
