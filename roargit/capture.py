@@ -348,6 +348,10 @@ def _group_folders(
     return [p for p in abs_paths if p not in grouped], refs, entries, hashes
 
 
+def _off(value: str) -> bool:
+    return value.strip().lower() in ("false", "no", "off", "0")
+
+
 def _interpreter(trace: Trace) -> str | None:
     for proc in trace.processes:
         if os.path.basename(proc.executable).startswith("python"):
@@ -597,6 +601,11 @@ def _trace_and_record(
         python=_interpreter(trace),
         include=[g.strip() for g in settings["roar.env.include"].value.split(",") if g.strip()],
     )
+    # roar.share.*: what a record that may be pushed never holds (a record is immutable).
+    if _off(settings["roar.share.hostname"].value):
+        environment = environment._replace(hostname="")
+    if _off(settings["roar.share.user"].value):
+        environment = environment._replace(user="")
     status = "interrupted" if trace.interrupted else ("ok" if trace.exit_code == 0 else "failed")
     if signals.during_command:
         status = "terminated"

@@ -316,3 +316,16 @@ def test_eight_clones_recording_and_pushing_at_once_lose_nothing(
     ]
     for clone in clones:
         assert run_ids(clone) == everything
+
+
+def test_share_settings_keep_host_and_user_names_out_of_records(
+    git_repo: Path, bare_remote: Path
+) -> None:
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    roar(git_repo, "config", "set", "share.hostname", "false")
+    roar(git_repo, "config", "set", "share.user", "false")
+    (git_repo / "a.txt").write_text("a\n")
+    run = json.loads(roar(git_repo, "run", "--json", "cp", "a.txt", "b.txt").stdout)
+    assert run["environment"]["hostname"] == "" and run["environment"]["user"] == ""
+    kinds = {f["kind"] for f in roar_json(git_repo, "push", "--dry-run")["sensitive"]}
+    assert "hostname" not in kinds and "user" not in kinds
