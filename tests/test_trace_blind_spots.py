@@ -206,23 +206,31 @@ BY_HANDLE = r"""
 """
 
 
-@pytest.mark.parametrize(
-    ("source", "warning"),
-    [(IO_URING, "uses io_uring"), (BY_HANDLE, "opens files by handle")],
-    ids=["io_uring", "open_by_handle_at"],
-)
-def test_calls_that_reach_files_unseen_mark_the_run_incomplete(
-    tmp_path: Path, source: str, warning: str
-) -> None:
-    if source is IO_URING and not Path("/usr/include/linux/io_uring.h").exists():
+def test_io_uring_marks_the_run_incomplete(tmp_path: Path) -> None:
+    if not Path("/usr/include/linux/io_uring.h").exists():
         pytest.skip("no io_uring header")
-    prog = build_c(tmp_path, "reach", source)
-    (tmp_path / "in").write_text("x")
+    prog = build_c(tmp_path, "ring", IO_URING)
     t = traced(tmp_path, str(prog))
     assert t.exit_code == 0
     assert not t.complete
-    (line,) = [w for w in t.warnings if warning in w]
-    assert f"({prog.name})" in line and "\n" not in line
+    (line,) = [w for w in t.warnings if "uses io_uring" in w]
+    assert "(ring)" in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "mode", [*SHIM_MODES, pytest.param({"ROAR_TRACE_NO_FILTER": "1"}, id="unfiltered")]
+)
+def test_open_by_handle_at_records_the_file_its_fd_names(
+    tmp_path: Path, mode: dict[str, str]
+) -> None:
+    prog = build_c(tmp_path, "byhandle", BY_HANDLE)
+    (tmp_path / "in").write_text("x")
+    t = traced(tmp_path, str(prog), env=dict(os.environ, **mode))
+    assert t.exit_code == 0
+    if os.geteuid() != 0:
+        pytest.skip("open_by_handle_at needs CAP_DAC_READ_SEARCH")
+    assert t.complete, t.warnings
+    assert seen(t, tmp_path).get("in") == {"read"}
 
 
 # ------------------------------------------------------------------ other views of the file system

@@ -108,6 +108,7 @@ struct roar_syscall_info {
 };
 #define ROAR_GET_SYSCALL_INFO 0x420e
 #define INFO_OP_ENTRY 1
+#define INFO_OP_EXIT 2
 #define INFO_OP_SECCOMP 3
 
 /* ---------------------------------------------------------------- the filter */
@@ -304,7 +305,9 @@ struct task {
     int view_gen;       /* view and root valid while equal to view_generation */
     int view;           /* VIEW_HOST, VIEW_CHROOT (root: its root, as we see it), VIEW_OTHER */
     char *root;
-    int uring_warned, handle_warned;
+    int uring_warned;
+    int await_exit;        /* open_by_handle_at: its fd, known at the exit stop, names the file */
+    uint64_t handle_flags; /* and its flags */
 };
 
 static struct task *tasks;
@@ -319,6 +322,7 @@ static int cwd_generation = 1;
 #define VIEW_CHROOT 1
 #define VIEW_OTHER 2
 static int view_generation = 1; /* bumped by chroot, pivot_root, unshare, setns */
+static int awaiting_exits;      /* tasks with await_exit set */
 static char own_mnt_ns[64];     /* readlink of /proc/self/ns/mnt */
 
 static struct task *find_task(pid_t tid) {
@@ -361,6 +365,7 @@ static void remove_task(pid_t tid) {
             free(tasks[i].cwd_cache);
             free(tasks[i].pending_exec);
             free(tasks[i].root);
+            if (tasks[i].await_exit) awaiting_exits--;
             tasks[i] = tasks[--n_tasks];
             return;
         }
@@ -637,6 +642,15 @@ static void log_open(struct task *t, long dirfd, uint64_t addr, uint64_t flags) 
 #define FIRST_PATH 0
 #define FIRST_LITERAL 1
 #define FIRST_EMPTY_OK 2
+/* An `open` record for the file that fd `fd` of the task names (as we see it). */
+static void log_fd_open(struct task *t, long fd, uint64_t flags) {
+    char p[PATH_MAX];
+    if (fd_path(t->tid, fd, p, sizeof p) != 0 || p[0] != '/') return;
+    if (logf_) fprintf(logf_, "open %d %llx -", t->tgid, (unsigned long long)flags);
+    log_str(p);
+    log_end_line();
+}
+
 static void log_two(const char *kind, struct task *t, long d1, uint64_t a1, long d2, uint64_t a2,
                     int first) {
     char p1[PATH_MAX * 2], p2[PATH_MAX * 2];
@@ -783,13 +797,12 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
         break;
     }
     case __NR_open_by_handle_at:
-        if (!t->handle_warned) {
-            char comm[32];
-            t->handle_warned = 1;
-            log_warn("process %d (%s) opens files by handle (open_by_handle_at): those files are "
-                     "not recorded",
-                     t->tgid, comm_of(t->tgid, comm, sizeof comm));
-            log_raw("incomplete\n");
+        /* A handle names no path: the fd it gives does, so this one call is followed to its
+         * exit (resume() restarts the task with PTRACE_SYSCALL while await_exit is set). */
+        if (task_view(t) != VIEW_OTHER && !t->await_exit) {
+            t->await_exit = 1;
+            t->handle_flags = a[2] & ~(uint64_t)O_CREAT;
+            awaiting_exits++;
         }
         break;
 #ifdef __NR_io_uring_setup
@@ -838,6 +851,9 @@ static int get_syscall(pid_t tid, long *nr, uint64_t args[6], int *op) {
     } else if (info.op == INFO_OP_ENTRY) {
         *nr = (long)info.entry.nr;
         memcpy(args, info.entry.args, sizeof info.entry.args);
+    } else if (info.op == INFO_OP_EXIT) {
+        args[0] = (uint64_t)info.exit.rval;
+        args[1] = info.exit.is_error;
     }
     return 0;
 }
@@ -849,6 +865,13 @@ static void on_syscall_stop(pid_t tid, int seccomp_stop) {
     int op = 0;
     if (get_syscall(tid, &nr, args, &op) != 0) {
         log_warn("cannot read the system call of task %d: %s", tid, strerror(errno));
+        return;
+    }
+    if (t->await_exit && !seccomp_stop) {
+        if (op != INFO_OP_EXIT) return; /* the entry stop after the seccomp one */
+        t->await_exit = 0;
+        awaiting_exits--;
+        if (!args[1] && (int64_t)args[0] >= 0) log_fd_open(t, (long)args[0], t->handle_flags);
         return;
     }
     if (seccomp_stop) {
@@ -973,7 +996,12 @@ static void relay(int sig) {
 }
 
 static void resume(pid_t tid, int sig) {
-    ptrace(no_filter ? PTRACE_SYSCALL : PTRACE_CONT, tid, 0, (void *)(long)sig);
+    enum __ptrace_request how = no_filter ? PTRACE_SYSCALL : PTRACE_CONT;
+    if (awaiting_exits) {
+        struct task *t = find_task(tid);
+        if (t && t->await_exit) how = PTRACE_SYSCALL;
+    }
+    ptrace(how, tid, 0, (void *)(long)sig);
 }
 
 static long spin_ns = 0;
