@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from roargit import config
 from roargit.blobstore import BlobStore, Limits, check_digest
-from roargit.errors import DigestMismatch
+from roargit.errors import ConfigError, DigestMismatch
 from roargit.hashing import FileHash
 from roargit.records import FileRef
 from roargit.redact import redact_value
@@ -68,7 +68,7 @@ def store_limits(settings: Mapping[str, config.Value]) -> Limits:
     part = config.parse_size(settings["roar.store.partsize"].value)
     if part < 5 << 20:
         # S3 refuses smaller parts (all but the last) when the upload completes.
-        raise config.ConfigError("roar.store.partsize must be at least 5M (S3's smallest part)")
+        raise ConfigError("roar.store.partsize must be at least 5M (S3's smallest part)")
     return Limits(
         timeout=config.parse_seconds(settings["roar.store.timeout"].value, "roar.store.timeout"),
         retries=config.parse_count(settings["roar.store.retries"].value, "roar.store.retries"),
