@@ -668,6 +668,44 @@ static void log_two(const char *kind, struct task *t, long d1, uint64_t a1, long
     log_end_line();
 }
 
+static long seize_opts;     /* the ptrace options every task has */
+static dev_t log_dev;       /* the log, which a process with the shim holds open */
+static ino_t log_ino;
+
+/* A task that set up io_uring is exiting (PTRACE_EVENT_EXIT, before its files are closed):
+ * each regular file it still has open is recorded as an open with that fd's access mode. */
+static void on_exit_stop(pid_t tid) {
+    struct task *t = find_task(tid);
+    if (!t || !t->uring_warned || task_view(t) == VIEW_OTHER) return;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", tid);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char link[384], p[PATH_MAX], info[256];
+        struct stat st;
+        if (e->d_name[0] == '.') continue;
+        snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, p, sizeof p - 1);
+        if (n <= 0 || p[0] != '/') continue;
+        p[n] = 0;
+        if (stat(link, &st) != 0 || !S_ISREG(st.st_mode) ||
+            (st.st_dev == log_dev && st.st_ino == log_ino))
+            continue;
+        snprintf(link, sizeof link, "/proc/%d/fdinfo/%s", tid, e->d_name);
+        int fd = open(link, O_RDONLY | O_CLOEXEC);
+        ssize_t got = fd < 0 ? -1 : read(fd, info, sizeof info - 1);
+        if (fd >= 0) close(fd);
+        info[got > 0 ? got : 0] = 0;
+        const char *fl = strstr(info, "flags:");
+        unsigned long long flags = fl ? strtoull(fl + 6, NULL, 8) & O_ACCMODE : 0;
+        if (logf_) fprintf(logf_, "open %d %llx -", t->tgid, flags);
+        log_str(p);
+        log_end_line();
+    }
+    if (d) closedir(d);
+}
+
 /* Does the process have roar-shim.so mapped? */
 static int has_shim(pid_t pid) {
     char path[64], line[PATH_MAX + 128];
@@ -811,9 +849,12 @@ static void handle_file_call(struct task *t, long nr, const uint64_t *a) {
             char comm[32];
             t->uring_warned = 1;
             log_warn("process %d (%s) uses io_uring: the files it opens, reads or writes through "
-                     "it are not recorded",
+                     "it are not recorded, but for those still open when it exits",
                      t->tgid, comm_of(t->tgid, comm, sizeof comm));
             log_raw("incomplete\n");
+            /* Its exit stop comes before its files are closed: what is open then is found
+             * there (on_exit_stop). */
+            ptrace(PTRACE_SETOPTIONS, t->tid, 0, (void *)(seize_opts | PTRACE_O_TRACEEXIT));
         }
         break;
 #endif
@@ -1400,6 +1441,8 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
         return 125;
     }
     logf_ = fdopen(logfd, "w");
+    struct stat log_st;
+    if (fstat(logfd, &log_st) == 0) log_dev = log_st.st_dev, log_ino = log_st.st_ino;
     /* Fully buffered, flushed only between records (see the main loop), so that the shim's
      * lines never land inside one of ours. */
     static char logbuf[1 << 20];
@@ -1467,6 +1510,7 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
     long opts = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
                 PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP |
                 PTRACE_O_TRACESYSGOOD;
+    seize_opts = opts;
     /* ROAR_TRACE_SIMULATE_REFUSAL=1 acts as a container that refuses ptrace (for tests). */
     const char *refuse = getenv("ROAR_TRACE_SIMULATE_REFUSAL");
     int refused = refuse && *refuse && strcmp(refuse, "0") != 0;
@@ -1587,6 +1631,10 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
         case PTRACE_EVENT_EXEC:
             on_exec(tid);
             if (tid == child) root_exec_seen = 1;
+            resume(tid, 0);
+            break;
+        case PTRACE_EVENT_EXIT:
+            on_exit_stop(tid);
             resume(tid, 0);
             break;
         case PTRACE_EVENT_STOP:
