@@ -764,11 +764,8 @@ def push(
         local = {LEDGER_REF: tip, KEEP_REF: keep}
         ok, same, why = _push_refs(paths, name, [r for r, oid in local.items() if oid])
         if ok:
-            # What the remote holds now (git also does this when a fetch refspec maps the ref).
-            script = "".join(
-                f"update {tracking_ref(name, r)} {oid}\n" for r, oid in local.items() if oid
-            )
-            run_git(["update-ref", "--stdin"], paths.root, input=script.encode())
+            # git itself moved refs/roar/remotes/<remote>/* to what it pushed: the fetch
+            # refspecs (ensured above) map those refs (git-push(1), "opportunistic" updates).
             return PushReport(
                 name, False, [r for r, _ in runs], sessions, [], [], 0, plan, uploaded,
                 [], True, same, attempts, warnings,
