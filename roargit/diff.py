@@ -301,8 +301,8 @@ class _Compare:
         """(root causes this input pair is, root causes it inherits from upstream)."""
         if fa is not None and fb is not None and fa.hash == fb.hash:
             return set(), set()
-        pa = self.la.producer_of(fa.hash, ida) if fa else None
-        pb = self.lb.producer_of(fb.hash, idb) if fb else None
+        pa = self.la.producer_of(fa.hash, ida, fa.path) if fa else None
+        pb = self.lb.producer_of(fb.hash, idb, fb.path) if fb else None
         ref = fb or fa
         assert ref is not None
         name = (

@@ -29,20 +29,25 @@ class Lineage:
     runs: dict[str, RunRecord]
     order: list[str]  # upstream first: every run after the runs that produced its inputs
     top: str | None  # the run the REF named, or that produced the artifact
-    producer: dict[str, str]  # artifact hash → the run of this lineage that produced it
+    producer: dict[str, str]  # artifact hash → a run of this lineage that produced it
+    # (reader run, input path) → the run whose write it read (None: source data); see
+    # views.choose_producer. An input named here never falls back on `producer`.
+    links: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
-    def producer_of(self, digest: str, reader: str) -> str | None:
+    def producer_of(self, digest: str, reader: str, path: str | None = None) -> str | None:
+        if path is not None and (reader, path) in self.links:
+            return self.links[(reader, path)]
         p = self.producer.get(digest)
         return None if p == reader else p
 
 
 def load_lineage(ctx: Context, target: Target) -> Lineage:
-    top = target.id if target.kind == "run" else ctx.producer(target.id)
+    top = target.id if target.kind == "run" else ctx.producer(target.id, target.path)
     if top is None:
         return Lineage({}, [], None, {})
     runs: dict[str, RunRecord] = {}
     producer: dict[str, str] = {}
-    unproduced: set[str] = set()
+    links: dict[tuple[str, str], str | None] = {}
     queue = [str(top)]
     while queue:
         rid = queue.pop()
@@ -50,15 +55,12 @@ def load_lineage(ctx: Context, target: Target) -> Lineage:
             continue
         rec = runs[rid] = ctx.run(rid)
         for f in rec.inputs:
-            if f.hash in producer or f.hash in unproduced:
-                continue
-            p = ctx.producer(f.hash)
-            if p is None:
-                unproduced.add(f.hash)
-            else:
-                producer[f.hash] = p
+            p, _by_bytes = ctx.input_producer(rid, f)
+            links[(rid, f.path)] = p
+            if p is not None:
+                producer.setdefault(f.hash, p)
                 queue.append(p)
-    lin = Lineage(runs, [], str(top), producer)
+    lin = Lineage(runs, [], str(top), producer, links)
     lin.order = _upstream_first(lin)
     return lin
 
@@ -66,7 +68,7 @@ def load_lineage(ctx: Context, target: Target) -> Lineage:
 def _deps(lin: Lineage, rid: str) -> list[str]:
     out = []
     for f in lin.runs[rid].inputs:
-        p = lin.producer_of(f.hash, rid)
+        p = lin.producer_of(f.hash, rid, f.path)
         if p is not None:
             out.append(p)
     return out
@@ -224,7 +226,7 @@ def _walk(la: Lineage, lb: Lineage, p: Pairing, queue: list[tuple[str, str]]) ->
         for fa, fb in align_files(ra, rb, ra.inputs, rb.inputs, "in", p.known):
             if fa is None or fb is None:
                 continue
-            pa, pb = la.producer_of(fa.hash, a), lb.producer_of(fb.hash, b)
+            pa, pb = la.producer_of(fa.hash, a, fa.path), lb.producer_of(fb.hash, b, fb.path)
             if pa is None or pb is None or pa in p.a_to_b or pb in p.b_to_a:
                 continue
             if _compatible(la.runs[pa], lb.runs[pb]):

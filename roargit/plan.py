@@ -270,21 +270,18 @@ class Planner:
             rec = self._runs[run_id] = self.ledger.run(run_id)
         return rec
 
-    def producer(self, digest: str, before: int | None, exclude: str = "") -> RunId | None:
-        """The run to regenerate these bytes with: a successful one that finished before the
-        consumer started (so it is a cause, not a later re-run), newest first."""
+    def producer(
+        self, digest: str, path: str | None = None, reader: RunId | None = None
+    ) -> RunId | None:
+        """The run to regenerate these bytes with: the one whose write `reader` read at
+        `path` (views.choose_producer), or for the target the newest that made them."""
+        from roargit.views import choose_producer
+
         if digest not in self._producers:
             self._producers[digest] = self.ledger.artifact_runs(digest)[0]
-        runs = [r for r in self._producers[digest] if r != exclude]
-        if not runs:
-            return None
-
-        def rank(r: RunId) -> tuple[bool, bool, int]:
-            rec = self.run(r)
-            causal = before is None or rec.ended_at <= before
-            return (causal, rec.status == "ok", rec.started_at)
-
-        return max(runs, key=rank)
+        candidates = [(r, self.run(r)) for r in self._producers[digest]]
+        who = (reader, self.run(reader)) if reader is not None else None
+        return choose_producer(digest, path, candidates, who)[0]
 
     def build_steps(self, session_id: SessionId) -> list[RunId]:
         """The current run of each build step of a session."""
@@ -307,11 +304,13 @@ def make_plan(
     stores: Sequence[Any],
     reuse: bool = True,
     env_check: bool = True,
+    target_at: str | None = None,
 ) -> Plan:
-    """The plan that recreates artifact `target` (a full hash): see the module docstring."""
+    """The plan that recreates artifact `target` (a full hash; `target_at`: the path it was
+    named by, whose writer is preferred): see the module docstring."""
     locator = Locator(paths, ledger, cache, stores)
     planner = Planner(paths, ledger, locator)
-    first = planner.producer(target, None)
+    first = planner.producer(target, target_at)
     if first is None:
         raise NotProduced(target)
     target_path = next((f.path for f in planner.run(first).outputs if f.hash == target), None)
@@ -331,7 +330,7 @@ def make_plan(
             sessions_seen.add(rec.session)
             queue.extend(b for b in planner.build_steps(rec.session) if b not in to_run)
         for f in rec.inputs:
-            prod = planner.producer(f.hash, rec.started_at, exclude=rid)
+            prod = planner.producer(f.hash, f.path, rid)
             if reuse or prod is None:
                 found = locator.locate(f, rec.code.tree)
                 if found is not None:

@@ -402,7 +402,9 @@ def _run_step(
             how = mat.put_ref(i.file, root, step.label)
             on_event("input", {"step": step.label, "path": i.file.path, "from": how})
         for folder in layout(rec):
-            root.makedirs(folder)
+            # One already there (a committed link to a dataset folder, say) is left as it is.
+            if not os.path.isdir(os.path.join(root.path, folder)):
+                root.makedirs(folder)
         cwd = Path(root.makedirs(rec.cwd))
     t0 = time.perf_counter()
     outcome = record_run(
@@ -593,7 +595,7 @@ def _get_folder(
 
 
 def _how_to_reproduce(planner: Any, digest: str) -> str:
-    rid = planner.producer(digest, None)
+    rid = planner.producer(digest)
     if rid is None:
         return "no recorded run produced it (source data): find the original file"
     return f"it can be recreated: roar reproduce {digest[:12]} --run -y"

@@ -67,6 +67,8 @@ class Context:
         self._skipped: set[str] = set()
         self._manifests: dict[str, dict[str, str]] = {}
         self._folder_runs: dict[tuple[str, str], tuple[list[RunId], list[RunId]]] = {}
+        self._producer_cache: dict[str, list[tuple[RunId, RunRecord]]] = {}
+        self._links: dict[tuple[str, str, str], tuple[RunId | None, bool]] = {}
 
     @property
     def view(self) -> session.SessionView:
@@ -263,27 +265,46 @@ class Context:
     def run_json(self, run_id: str) -> dict[str, Any]:
         return run_to_json(run_id, self.run(run_id), self.label(run_id))
 
-    def producer(self, digest: str) -> RunId | None:
-        """The newest run that produced these bytes (successful ones first)."""
-        produced = self.usable(self.ledger.artifact_runs(digest)[0])
-        if not produced:
-            return None
-        return max(produced, key=lambda r: (self.run(r).status == "ok", self.run(r).started_at))
+    def _producers(self, digest: str) -> list[tuple[RunId, RunRecord]]:
+        found = self._producer_cache.get(digest)
+        if found is None:
+            ids = self.usable(self.ledger.artifact_runs(digest)[0])
+            found = self._producer_cache[digest] = list(zip(ids, self.runs(ids), strict=True))
+        return found
+
+    def producer(self, digest: str, path: str | None = None) -> RunId | None:
+        """The run that made these bytes: the newest that wrote them at `path` (when given),
+        else the newest that wrote them anywhere (successful ones first)."""
+        return choose_producer(digest, path, self._producers(digest), None)[0]
+
+    def input_producer(self, reader: str, f: FileRef) -> tuple[RunId | None, bool]:
+        """(the run whose write `reader` read as input `f`, whether it was found by bytes
+        alone): see `choose_producer`."""
+        key = (reader, f.path, f.hash)
+        found = self._links.get(key)
+        if found is None:
+            found = self._links[key] = choose_producer(
+                f.hash, f.path, self._producers(f.hash), (reader, self.run(reader))
+            )
+        return found
 
     def lineage(self, target: Target, depth: int | None = None) -> dict[str, Any]:
-        """Upstream of the target, back to source data (artifacts no recorded run produced)."""
+        """Upstream of the target, back to source data (artifacts no recorded run produced).
+
+        Each input links to the run whose write it read (`input_producer`), so two runs that
+        happened to write the same bytes are never confused, and a run is never upstream of
+        itself."""
         runs: list[str] = []
-        sources: dict[str, FileRef] = {}
+        links: list[dict[str, Any]] = []
+        sources: dict[tuple[str, str], FileRef] = {}
         seen_runs: set[str] = set()
-        seen_artifacts: set[str] = set()
         queue: deque[tuple[str, int]] = deque()
         if target.kind == "run":
             queue.append((target.id, 1))
         else:
-            first = self.producer(target.id)
+            first = self.producer(target.id, target.path)
             if first is not None:
                 queue.append((first, 1))
-            seen_artifacts.add(target.id)
         while queue:
             rid, level = queue.popleft()
             if rid in seen_runs:
@@ -291,25 +312,40 @@ class Context:
             seen_runs.add(rid)
             runs.append(rid)
             for f in self.run(rid).inputs:
-                if f.hash in seen_artifacts:
-                    continue
-                seen_artifacts.add(f.hash)
-                producer = self.producer(f.hash)
+                producer, by_bytes = self.input_producer(rid, f)
                 if producer is None:
-                    sources[f.hash] = f
-                elif depth is None or level < depth:
+                    sources.setdefault((f.path, f.hash), f)
+                    continue
+                links.append(
+                    {
+                        "run": rid,
+                        "path": f.path,
+                        "hash": f.hash,
+                        "producer": producer,
+                        "by_bytes": by_bytes,
+                    }
+                )
+                if depth is None or level < depth:
                     queue.append((producer, level + 1))
         target_json = (
             self.artifact(target.id, target.path)
             if target.kind == "artifact"
             else self.run_json(target.id)
         )
+        kept = set(runs)
         return {
             "target": target_json,
             "runs": [self.run_json(r) for r in runs],
+            "links": [link for link in links if link["producer"] in kept],
             "sources": [
-                {"kind": "artifact", "hash": h, "size": f.size, "type": f.kind, "paths": [f.path]}
-                for h, f in sorted(sources.items(), key=lambda kv: kv[1].path)
+                {
+                    "kind": "artifact",
+                    "hash": f.hash,
+                    "size": f.size,
+                    "type": f.kind,
+                    "paths": [f.path],
+                }
+                for f in sorted(sources.values(), key=lambda f: (f.path, f.hash))
             ],
         }
 
@@ -330,14 +366,14 @@ class Context:
 
     def lineage_dag(self, target: Target, depth: int | None = None) -> dict[str, Any]:
         lin = self.lineage(target, depth)
-        producers: dict[str, str] = {}
-        for r in lin["runs"]:
-            for f in r["outputs"]:
-                producers.setdefault(f["hash"], r["step"] or r["id"][:12])
+        names = {r["id"]: r["step"] or r["id"][:12] for r in lin["runs"]}
+        deps_of: dict[str, list[str]] = {}
+        for link in lin["links"]:
+            deps_of.setdefault(link["run"], []).append(names[link["producer"]])
         steps = []
-        for r in _upstream_first(lin["runs"]):
-            me = r["step"] or r["id"][:12]
-            deps = [producers[f["hash"]] for f in r["inputs"] if f["hash"] in producers]
+        for r in _upstream_first(lin["runs"], lin["links"]):
+            me = names[r["id"]]
+            deps = deps_of.get(r["id"], [])
             steps.append(
                 {
                     "step": me,
@@ -406,15 +442,16 @@ class Context:
         return {"session": self.view.session_id, "outputs": outputs, "stale_steps": stale}
 
 
-def _upstream_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs ordered so that each comes after the runs that produced its inputs.
+def _upstream_first(
+    runs: list[dict[str, Any]], links: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Runs ordered so that each comes after the runs whose outputs it read.
 
-    Start time alone is not enough: the producer found for some bytes is the newest run that
-    made them, which may be a re-run that started after their consumer."""
-    made_by: dict[str, str] = {}
-    for r in runs:
-        for f in r["outputs"]:
-            made_by.setdefault(f["hash"], r["id"])
+    Start time alone is not enough: clocks of two clones disagree, and a lineage may hold a
+    re-run that started after a consumer of an earlier run's bytes."""
+    deps: dict[str, list[str]] = {}
+    for link in links:
+        deps.setdefault(link["run"], []).append(link["producer"])
     by_id = {r["id"]: r for r in runs}
     ordered: list[dict[str, Any]] = []
     done: set[str] = set()
@@ -422,9 +459,8 @@ def _upstream_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def visit(rid: str, active: frozenset[str]) -> None:
         if rid in done or rid in active:
             return
-        for f in by_id[rid]["inputs"]:
-            dep = made_by.get(f["hash"])
-            if dep is not None and dep != rid:
+        for dep in deps.get(rid, ()):
+            if dep != rid and dep in by_id:
                 visit(dep, active | {rid})
         done.add(rid)
         ordered.append(by_id[rid])
@@ -432,6 +468,48 @@ def _upstream_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in sorted(runs, key=lambda r: (r["started_at"], r["id"])):
         visit(r["id"], frozenset())
     return ordered
+
+
+def choose_producer(
+    digest: str,
+    path: str | None,
+    candidates: Sequence[tuple[RunId, RunRecord]],
+    reader: tuple[str, RunRecord] | None,
+) -> tuple[RunId | None, bool]:
+    """Which of the runs that wrote `digest` made the file at `path` that `reader` read:
+    (that run, whether it was found by bytes alone).
+
+    By run and path first: the run that last wrote these bytes at this path before the
+    reader started. Only when no run did is it some run that wrote these bytes elsewhere
+    (the second value is then True): one that finished before the reader started, a
+    successful one, the newest. Never the reader itself, nor a run that read these bytes
+    at this path (it found them there, so it did not make them)."""
+    before = reader[1].started_at if reader is not None else None
+    rid_reader = reader[0] if reader is not None else None
+    usable = [(rid, rec) for rid, rec in candidates if rid != rid_reader]
+    if path is not None:
+        here = [
+            (rid, rec)
+            for rid, rec in usable
+            if (before is None or rec.started_at < before)
+            and any(o.path == path and o.hash == digest for o in rec.outputs)
+        ]
+        if here:
+            return max(here, key=lambda c: _rank(c, before))[0], False
+        usable = [
+            (rid, rec)
+            for rid, rec in usable
+            if not any(i.path == path and i.hash == digest for i in rec.inputs)
+        ]
+    if not usable:
+        return None, False
+    return max(usable, key=lambda c: _rank(c, before))[0], path is not None
+
+
+def _rank(c: tuple[RunId, RunRecord], before: int | None) -> tuple[bool, bool, int, str]:
+    rid, rec = c
+    causal = before is None or rec.ended_at <= before
+    return (causal, rec.status == "ok", rec.ended_at, rid)
 
 
 def _is_hex(text: str) -> bool:

@@ -87,34 +87,41 @@ def _render_run(r: dict[str, Any]) -> None:
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
-    """The producer chain, target first, each edge named by hash."""
+    """The producer chain, target first, each edge named by hash: an input leads to the run
+    whose write it read (lineage `links`)."""
     runs = {r["id"]: r for r in lin["runs"]}
-    producer_of: dict[str, str] = {}
-    for r in lin["runs"]:
-        for f in r["outputs"]:
-            producer_of.setdefault(f["hash"], r["id"])
+    links = {(k["run"], k["path"]): k for k in lin["links"]}
 
-    def walk(digest: str, path: str, depth: int, seen: set[str]) -> None:
-        pad = "  " * depth
-        rid = producer_of.get(digest)
-        if rid is None or rid not in runs:
-            tag = "source" if rid is None else "…"
-            say(f"{pad}{show_text(path)}  {short(digest)}  ({tag})")
-            return
-        r = runs[rid]
-        made = f"{r['step'] or short(rid)} {_command(r['argv'], 50)}"
-        say(f"{pad}{show_text(path)}  {short(digest)}  ← {made}")
+    def show_run(rid: str, depth: int, seen: set[str]) -> None:
         if rid in seen:
             return
-        for f in r["inputs"]:
-            walk(f["hash"], f["path"], depth + 1, seen | {rid})
+        for f in runs[rid]["inputs"]:
+            pad = "  " * depth
+            link = links.get((rid, f["path"]))
+            if link is None or link["producer"] not in runs:
+                # A producer left out by --depth shows as `…`.
+                tag = "…" if link is not None else "source"
+                say(f"{pad}{show_text(f['path'])}  {short(f['hash'])}  ({tag})")
+                continue
+            r = runs[link["producer"]]
+            guess = "  (same bytes, written elsewhere)" if link["by_bytes"] else ""
+            made = f"{r['step'] or short(r['id'])} {_command(r['argv'], 50)}"
+            say(f"{pad}{show_text(f['path'])}  {short(f['hash'])}  ← {made}{guess}")
+            show_run(r["id"], depth + 1, seen | {rid})
 
     t = lin["target"]
     if t["kind"] == "artifact":
-        walk(t["hash"], (t["paths"] or [short(t["hash"])])[0], 1, set())
+        path = (t["paths"] or [short(t["hash"])])[0]
+        if not lin["runs"]:
+            say(f"  {show_text(path)}  {short(t['hash'])}  (source)")
+            return
+        top = lin["runs"][0]
+        path = next((o["path"] for o in top["outputs"] if o["hash"] == t["hash"]), path)
+        made = f"{top['step'] or short(top['id'])} {_command(top['argv'], 50)}"
+        say(f"  {show_text(path)}  {short(t['hash'])}  ← {made}")
+        show_run(top["id"], 2, set())
     else:
-        for f in t["inputs"]:
-            walk(f["hash"], f["path"], 1, set())
+        show_run(t["id"], 1, set())
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -148,12 +155,16 @@ def cmd_show(args: argparse.Namespace) -> int:
             say(f"  {title:<12} {r['step'] or '-':>4} run {short(rid)}  {_command(r['argv'], 50)}")
         if not art[key]:
             say(f"  {title:<12} -" + ("  (source data)" if key == "produced_by" else ""))
-    if art["produced_by"]:
+    top = ctx.producer(art["hash"], target.path) if art["produced_by"] else None
+    if top is not None:
         say("")
-        _render_run(ctx.run_json(ctx.producer(art["hash"])))
+        _render_run(ctx.run_json(top))
         say("")
         say("lineage:")
         _render_tree(ctx, ctx.lineage(target))
+    elif art["produced_by"]:
+        # Runs wrote these bytes elsewhere; none made the file at this path.
+        say(f"  {show_text(target.path or '')}: source data (no run wrote it there)")
     return 0
 
 

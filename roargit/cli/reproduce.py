@@ -43,8 +43,9 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _target(ref: str) -> tuple[Any, str]:
-    """(the repository's paths, the artifact's full hash) for a REF."""
+def _target(ref: str) -> tuple[Any, str, str | None]:
+    """(the repository's paths, the artifact's full hash, the path it was named by) for a
+    REF."""
     from roargit.plan import NotAnArtifact
     from roargit.repo import find_repo
     from roargit.views import Context
@@ -54,7 +55,7 @@ def _target(ref: str) -> tuple[Any, str]:
     target = ctx.resolve(ref, Path.cwd())
     if target.kind != "artifact":
         raise NotAnArtifact(ref)
-    return paths, target.id
+    return paths, target.id, target.path
 
 
 def _retry_uploads(paths: Any) -> None:
@@ -173,7 +174,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from roargit.plan import make_plan
     from roargit.reproduce import PlanIncomplete, execute, stores_for
 
-    paths, digest = _target(args.ref)
+    paths, digest, named_at = _target(args.ref)
     _retry_uploads(paths)
     ledger = Ledger(paths)
     plan = make_plan(
@@ -183,6 +184,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cache=HashCache(paths.roar_dir),
         stores=stores_for(paths),
         reuse=not args.no_reuse,
+        target_at=named_at,
     )
     running = args.run or args.step_by_step
     if not running:
@@ -232,7 +234,7 @@ def _quiet(_kind: str, _data: dict[str, Any]) -> None:
 def cmd_get(args: argparse.Namespace) -> int:
     from roargit.reproduce import get_artifact
 
-    paths, digest = _target(args.ref)
+    paths, digest, _named_at = _target(args.ref)
     _retry_uploads(paths)
     out = Path(args.output).absolute() if args.output else None
     result = get_artifact(paths, digest, out, force=args.force)
