@@ -237,6 +237,20 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
     assert {**lineage, "runs": [settle(r) for r in lineage["runs"]]} == {
         "target": model,
         "runs": [run3, run1, run2],  # breadth-first from the target; inputs by path
+        "links": [
+            {
+                "run": p.ids[reader],
+                "path": path,
+                "hash": fref(repo, path)["hash"],
+                "producer": p.ids[producer],
+                "by_bytes": False,
+            }
+            for reader, path, producer in (
+                ("@3", "data/clean.csv", "@1"),
+                ("@3", "data/feat.csv", "@2"),
+                ("@2", "data/clean.csv", "@1"),
+            )
+        ],
         "sources": [
             {
                 "kind": "artifact",
