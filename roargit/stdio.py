@@ -4,7 +4,9 @@ The shell opens them before roar starts, so the traced command never opens them 
 the tracer cannot see them; roar looks at its own standard streams instead. A stream that is
 a regular file is recorded with the path the shell opened (from /proc/self/fd/N): stdin as an
 input, stdout and stderr as outputs (hashed after the run, like every output). Pipes,
-terminals, sockets and devices (`> /dev/null`) are not files and are left alone.
+terminals, sockets and devices (`> /dev/null`) are not files and are left alone. stdout and
+stderr count only when empty at the start (`>` just truncated them): a file that already held
+bytes (`>>`, or the log of a whole batch job that runs many steps) is not this run's output.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def redirects(fds: Sequence[int] = (STDIN, STDOUT, STDERR)) -> list[Redirect]:
     """The standard streams of this process that are regular files, with their paths.
 
     Only a stream used in its own direction counts (stdin readable, stdout and stderr
-    writable), and only while the path still names the very file that is open: one removed or
-    replaced since the shell opened it has no path to record."""
+    writable, and empty), and only while the path still names the very file that is open: one
+    removed or replaced since the shell opened it has no path to record."""
     found = []
     for fd in fds:
         try:
@@ -45,7 +47,7 @@ def redirects(fds: Sequence[int] = (STDIN, STDOUT, STDERR)) -> list[Redirect]:
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not path.startswith("/"):
             continue
         wanted = os.O_WRONLY if fd != STDIN else os.O_RDONLY
-        if mode not in (wanted, os.O_RDWR):
+        if mode not in (wanted, os.O_RDWR) or (fd != STDIN and st.st_size):
             continue
         found.append(Redirect(fd, path))
     return found

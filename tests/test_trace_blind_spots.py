@@ -103,13 +103,37 @@ def paths_of(record: dict[str, object], key: str) -> dict[str, str]:
 def test_redirected_stdin_and_stdout_are_recorded(git_repo: Path) -> None:
     from blake3 import blake3
 
-    (git_repo / "score.py").write_text("import sys\nfor line in sys.stdin:\n    print(len(line))\n")
+    (git_repo / "score.py").write_text(
+        "import sys\nfor line in sys.stdin:\n    print(len(line))\nprint('done', file=sys.stderr)\n"
+    )
     (git_repo / "input.jsonl").write_text('{"a": 1}\n{"b": 22}\n')
     record = roar_run(git_repo, "roar run python score.py < input.jsonl > preds.jsonl 2> err.log")
     inputs, outputs = paths_of(record, "inputs"), paths_of(record, "outputs")
     assert "input.jsonl" in inputs
     assert set(outputs) == {"preds.jsonl", "err.log"}
-    assert outputs["preds.jsonl"] == blake3((git_repo / "preds.jsonl").read_bytes()).hexdigest()
+    assert (git_repo / "preds.jsonl").read_text() == "9\n10\n"
+    # roar writes no report into a recorded stderr: the file holds what was hashed
+    assert (git_repo / "err.log").read_text() == "done\n"
+    for name in ("preds.jsonl", "err.log"):
+        assert outputs[name] == blake3((git_repo / name).read_bytes()).hexdigest()
+
+
+def test_an_appended_log_is_not_an_output(git_repo: Path) -> None:
+    """`>>` onto a file that already holds bytes (a batch job's log): not this run's output."""
+    (git_repo / "job.log").write_text("earlier steps\n")
+    record = roar_run(git_repo, "roar run echo step >> job.log 2>&1")
+    assert paths_of(record, "outputs") == {}
+    assert (git_repo / "job.log").read_text().startswith("earlier steps\nstep\n")
+
+
+def test_json_on_stdout_is_not_the_commands_output(git_repo: Path) -> None:
+    """`roar run --json CMD > f`: f holds the command's bytes and then roar's JSON."""
+    import json
+
+    subprocess.run(["bash", "-c", "roar run --json echo hi > both.txt"], cwd=git_repo, check=True)
+    text = (git_repo / "both.txt").read_text()
+    assert text.startswith("hi\n")
+    assert json.loads(text[3:])["outputs"] == []
 
 
 def test_streams_that_are_not_files_are_not_recorded(git_repo: Path) -> None:

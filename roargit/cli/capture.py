@@ -67,7 +67,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     from roargit.capture import NotRecorded, record_run
     from roargit.errors import RoarError
     from roargit.repo import find_repo
-    from roargit.stdio import redirects
+    from roargit.stdio import STDERR, STDOUT, redirects
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -93,8 +93,14 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         kind = step_kind
         command = apply_overrides(list(old.argv), command[1:])
         cwd = paths.root / old.cwd if not old.cwd.startswith("/") else Path(old.cwd)
+    streams = redirects()
+    if args.json:  # roar's JSON follows the command's bytes on stdout: not its output alone
+        streams = [s for s in streams if s.fd != STDOUT]
+    # A recorded stderr holds the command's bytes alone: roar adds no report or warnings to it
+    # (`roar show` gives the run).
+    quiet = args.quiet or any(s.fd == STDERR for s in streams)
     try:
-        outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=redirects())
+        outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=streams)
     except NotRecorded as exc:
         if exc.cause is not None and not isinstance(exc.cause, (RoarError, OSError)):
             from roargit.cli import report_bug
@@ -103,11 +109,11 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         warn(str(exc))
         return exc.exit_code
     try:
-        for w in outcome.warnings:
+        for w in outcome.warnings if not quiet else ():
             warn(w)
         if args.json:
             emit_json(run_json(outcome.run_id, outcome.record, outcome.label))
-        elif not args.quiet:
+        elif not quiet:
             sys.stdout.flush()
             print("", file=sys.stderr)
             _report_to_stderr(outcome, paths.root)
