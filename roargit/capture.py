@@ -1,11 +1,13 @@
 """`roar run`: trace a command, sort what it touched, and record the run.
 
 What a run touched is sorted into:
-- code inputs: read files that are part of the code tree (HEAD's, or the dirty snapshot),
-  kept with their git blob ids; one the ledger already knows as an artifact is an input too;
+- code inputs: read files of the code tree (HEAD's, or the dirty snapshot) that are code by
+  `roar.code` (codestate.CodeRule) or that the run executed, kept with their git blob ids;
+  one the ledger already knows as an artifact is an input too;
 - packages: files of installed distributions, kept as {name: version};
 - noise: system files, interpreters' own files, caches, `.git/` and `roar.ignore` globs;
-- artifacts: everything else read (inputs) or written (outputs), inside the repo or not.
+- artifacts: everything else read (inputs) or written (outputs), inside the repo or not,
+  tracked in git or not: a committed CSV is data, by its BLAKE3 hash.
   A folder the run read or wrote most of becomes one artifact (see folders.py).
 Outputs are copied to the blob store (up to `roar.store.maxBlobSize`) so their bytes stay
 reachable by hash after the files are overwritten; with a team store configured
@@ -26,7 +28,6 @@ from typing import NamedTuple
 
 from roargit import codestate, config, folders, session, uploads
 from roargit.clone import clone_id
-from roargit.codestate import is_source_name
 from roargit.environment import capture_environment, packages_for_paths, system_paths
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git
@@ -107,6 +108,7 @@ class Sorted(NamedTuple):
     inputs: list[str]
     outputs: list[str]
     code_reads: list[str]  # the inputs inside the repo, relative to its root
+    executed: set[str]  # those of them the run executed (relative): code, whatever the name
     packages: dict[str, str]
     warnings: list[str]
 
@@ -122,28 +124,6 @@ def rel_or_abs(path: str, root: str) -> str:
 
 def abs_path(recorded: str, root: Path) -> str:
     return recorded if recorded.startswith("/") else str(root / recorded)
-
-
-#: Source suffixes that are documents or plain text rather than programs or their configs.
-TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst"})
-
-
-def is_program(rel: str) -> bool:
-    return is_source_name(rel) and os.path.splitext(rel)[1].lower() not in TEXT_SUFFIXES
-
-
-def named_files(argv: Sequence[str], cwd: Path, root: str) -> set[str]:
-    """Files inside the repo named by a command-line word (or a `--flag=VALUE` value), as
-    paths relative to the root."""
-    found = set()
-    for word in argv:
-        for text in {word, word.partition("=")[2]}:
-            if not text or text.startswith("-"):
-                continue
-            path = os.path.normpath(os.path.join(cwd, text))
-            if path.startswith(root + "/") and os.path.isfile(path):
-                found.add(path[len(root) + 1 :])
-    return found
 
 
 def _size(path: str) -> int:
@@ -184,6 +164,7 @@ def sort_accesses(
     inputs: list[str] = []
     outputs: list[str] = []
     code_reads: list[str] = []
+    executed: set[str] = set()
     warned: list[tuple[int, str]] = []  # (place in the trace, warning)
     isfile = os.path.isfile
 
@@ -198,6 +179,8 @@ def sort_accesses(
             else:
                 if p.startswith(root_slash):
                     code_reads.append(p[cut:])  # code or data, once the tree is known
+                    if a.executed:
+                        executed.add(p[cut:])
                 inputs.append(p)
 
     # One pass over what may be 100,000 paths: each rare case (git's files, start-up files,
@@ -235,6 +218,8 @@ def sort_accesses(
                 if a.regular or isfile(p):
                     code_reads.append(p[cut:])
                     inputs.append(p)
+                    if a.executed:
+                        executed.add(p[cut:])
                 else:
                     place(i, a)  # the warning
     packages, package_files = packages_for_paths([a.path for _, a in candidates], code_roots=[root])
@@ -242,7 +227,7 @@ def sort_accesses(
         if a.path not in package_files and a.path not in noise:
             place(i, a)
     warnings = [w for _, w in sorted(warned)]
-    return Sorted(inputs, outputs, code_reads, packages, warnings)
+    return Sorted(inputs, outputs, code_reads, executed, packages, warnings)
 
 
 def hash_settled(
@@ -369,20 +354,22 @@ def record_run(
     env: Mapping[str, str] | None = None,
     session_id: SessionId | None = None,
     streams: Sequence[Redirect] = (),
+    index: bool = True,
 ) -> RunOutcome:
     """Run `argv` in `cwd` under the tracer and append its record to the ledger.
 
     The run joins `session_id` when given (roar reproduce records into a session of its own),
     else the clone's active session. `streams` are the files the user's shell redirected
-    roar's own standard streams to (`stdio.redirects()`): recorded as the command's."""
+    roar's own standard streams to (`stdio.redirects()`): recorded as the command's. Without
+    `index`, the run is filed as no producer or consumer of its files (Ledger.append_run)."""
     # A big run makes a few objects for each path it touched (100,000+), and no cycles: the
     # cyclic collector would walk them all again and again (0.04-0.13 s of a 100,000-file
     # run), so it waits until the run is recorded.
     if not gc.isenabled():
-        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index)
     gc.disable()
     try:
-        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index)
     finally:
         gc.enable()
 
@@ -456,6 +443,7 @@ def _record_run(
     env: Mapping[str, str] | None,
     session_id: SessionId | None,
     streams: Sequence[Redirect] = (),
+    index: bool = True,
 ) -> RunOutcome:
     """`_trace_and_record`, with what keeps a run from being lost around it: SIGTERM and
     SIGHUP go to the command instead of ending roar; what a dead roar left is cleared first;
@@ -468,7 +456,18 @@ def _record_run(
     progress = _Progress()
     try:
         outcome = _trace_and_record(
-            paths, argv, cwd, kind, step, env, session_id, signals, progress, roar_dir, streams
+            paths,
+            argv,
+            cwd,
+            kind,
+            step,
+            env,
+            session_id,
+            signals,
+            progress,
+            roar_dir,
+            streams,
+            index,
         )
         return outcome._replace(signal=signals.first)
     except NotRecorded:
@@ -506,6 +505,7 @@ def _trace_and_record(
     progress: _Progress,
     roar_dir: Path,
     streams: Sequence[Redirect] = (),
+    index: bool = True,
 ) -> RunOutcome:
     run_env = dict(os.environ if env is None else env)
     settings = config.read_all(paths)
@@ -513,34 +513,30 @@ def _trace_and_record(
     cache = HashCache(roar_dir)
     root = str(paths.root)
 
-    named = named_files(argv, cwd, root)
+    rule = codestate.CodeRule(settings["roar.code"].value)
 
     def known_data(rels: list[str]) -> set[str]:
-        # `rels`: untracked files with source names. One named on the command line
-        # (`cat notes.txt`, `--vocab v.txt`) is the run's data, though .txt also names
-        # sources: only programs stay code.
-        data = {r for r in rels if r in named and not is_program(r)}
+        # `rels`: untracked code files. One whose bytes the ledger knows as an artifact (a
+        # config a step generated, say) is data all the same.
         sources = [
             r
             for r in rels
-            if r not in data
-            and _size(os.path.join(root, r)) <= codestate.MAX_UNTRACKED_SOURCE  # not hashed
+            if _size(os.path.join(root, r)) <= codestate.MAX_UNTRACKED_SOURCE  # not hashed
         ]
         hashes = cache.hash_many(
             [os.path.join(root, r) for r in sources], missing_ok=True, errors={}
         )
-        data.update(
+        return {
             r
             for r in sources
             if (h := hashes.get(os.path.join(root, r))) and ledger.has_artifact(h.digest)
-        )
-        return data
+        }
 
     # A dirty tree's snapshot is written before the command runs (the command may change the
     # code), under a ref of this run's own until the record names it (codestate.snapshot_tree).
     pin = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     early: list[str] = []
-    code = codestate.capture(paths, ledger.reader, known_data, pin=pin, warnings=early)
+    code = codestate.capture(paths, ledger.reader, known_data, pin=pin, warnings=early, rule=rule)
     if code.dirty:
         progress.pinned = pin
     mode = settings["roar.trace.mode"].value
@@ -567,15 +563,26 @@ def _trace_and_record(
     accesses = sort_accesses(with_redirects(trace.files, streams), paths, home, ignore)
     warnings = early + list(trace.warnings) + accesses.warnings
 
-    code_inputs = codestate.code_inputs(ledger.reader, code.tree, accesses.code_reads)
+    # Code is what the rule names or the run executed; every other file it read is data.
+    code_inputs = codestate.code_inputs(
+        ledger.reader,
+        code.tree,
+        [r for r in accesses.code_reads if r in accesses.executed or rule.matches(r)],
+    )
     in_code = {c.path for c in code_inputs}
+    code_abs = [os.path.join(root, c) for c in in_code]
+    data_in = accesses.inputs
+    if in_code:
+        skip = set(code_abs)
+        data_in = [p for p in data_in if p not in skip]
 
     never = {"/", root, home, *map(str, paths.root.parents)}
     in_failed: dict[str, OSError] = {}
     out_failed: dict[str, OSError] = {}
     in_paths, in_dirs, manifest_entries, _ = _group_folders(
-        accesses.inputs, cache, root, never, ledger, folders.FolderCache(roar_dir), in_failed
+        data_in, cache, root, never, ledger, folders.FolderCache(roar_dir), in_failed
     )
+    in_paths.extend(code_abs)  # hashed too: a code file some run wrote is also an input
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
         accesses.outputs, cache, root, never, ledger, None, out_failed
     )
@@ -659,7 +666,7 @@ def _trace_and_record(
             environment=environment.to_dict(),
             unreadable=unreadable,
         )
-        run_id = ledger.append_run(record, [*manifest_entries, *out_entries])
+        run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id
     stored = stored_to.stored
     if stored and stored_to.failure is None:

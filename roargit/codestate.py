@@ -1,10 +1,12 @@
 """The code a run saw: HEAD, and for a dirty tree a snapshot as a git tree object.
 
-The snapshot holds the tracked files as they are in the work tree plus untracked,
-non-ignored source files (small, and not known to the ledger as a data artifact). It is
-built in a private index under `.git/roar/`, so the user's index, branches and stash are never
-touched, and the tree is kept reachable from the ledger (`code/<tree>`) so it is pushed with
-the lineage.
+Code is what `roar.code` says (`CodeRule`: scripts, modules, notebooks, build files and
+configuration by default); everything else a run reads is data, recorded by its BLAKE3 hash
+whether git tracks it or not. The snapshot holds HEAD's tree with the tracked code files as
+they are in the work tree plus untracked, non-ignored code files (small, and not known to the
+ledger as a data artifact); never data. It is built in a private index under `.git/roar/`,
+so the user's index, branches and stash are never touched, and the tree is kept reachable
+from the ledger (`code/<tree>`) so it is pushed with the lineage.
 """
 
 from __future__ import annotations
@@ -30,52 +32,124 @@ from roargit.repo import RepoPaths
 #: Tree entry modes of files (regular, executable, symlink); not folders or submodules.
 BLOB_MODES = frozenset({0o100644, 0o100755, 0o120000})
 
-#: Untracked files with these suffixes (or names) are source, and go into dirty snapshots.
-SOURCE_SUFFIXES = frozenset(
-    [
-        ".py",
-        ".pyx",
-        ".ipynb",
-        ".sh",
-        ".bash",
-        ".zsh",
-        ".r",
-        ".jl",
-        ".sql",
-        ".c",
-        ".cc",
-        ".cpp",
-        ".h",
-        ".hpp",
-        ".rs",
-        ".go",
-        ".java",
-        ".scala",
-        ".js",
-        ".ts",
-        ".lua",
-        ".pl",
-        ".rb",
-        ".m",
-        ".toml",
-        ".cfg",
-        ".ini",
-        ".yaml",
-        ".yml",
-        ".mk",
-        ".cmake",
-        ".txt",
-        ".md",
-        ".rst",
-    ]
-)
-SOURCE_NAMES = frozenset({"Makefile", "Dockerfile", "Snakefile", "Justfile", "dvc.yaml"})
+#: The default of `roar.code`: what counts as code (scripts, modules, notebooks, build files)
+#: and configuration. Everything else a run reads is data, tracked in git or not.
+DEFAULT_CODE_GLOBS = (
+    "*.py", "*.pyx", "*.pxd", "*.pyi", "*.ipynb", "*.sh", "*.bash", "*.zsh", "*.r", "*.jl",
+    "*.sql", "*.c", "*.cc", "*.cpp", "*.h", "*.hpp", "*.cu", "*.rs", "*.go", "*.java",
+    "*.scala", "*.js", "*.ts", "*.lua", "*.pl", "*.rb", "*.m", "*.toml", "*.cfg", "*.ini",
+    "*.yaml", "*.yml", "*.mk", "*.cmake", "Makefile", "Dockerfile", "Snakefile", "Justfile",
+    "CMakeLists.txt", "requirements*.txt",
+)  # fmt: skip
+DEFAULT_CODE = ",".join(DEFAULT_CODE_GLOBS)
+
+
+def _glob_regex(glob: str) -> str:
+    """A glob as a regex over a whole path relative to the root: one without `/` matches a
+    file name in any folder; one with `/` matches from the root, `**` spanning folders."""
+    out = []
+    i = 0
+    anchored = "/" in glob.rstrip("/")
+    glob = glob.lstrip("/")
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith("**/", i):
+            out.append("(?:[^\0]*/)?")
+            i += 3
+            continue
+        if glob.startswith("**", i):
+            out.append("[^\0]*")
+            i += 2
+            continue
+        if c == "*":
+            # `*.py` at the start of a name asks for a name before the suffix: `.py` is a
+            # hidden file with no suffix (as os.path.splitext has it), not a Python module.
+            start = i == 0 or glob[i - 1] == "/"
+            out.append("[^/\0]+" if start and glob.startswith(".", i + 1) else "[^/\0]*")
+        elif c == "?":
+            out.append("[^/\0]")
+        elif c == "[":
+            end = glob.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    body = "".join(out)
+    if glob.endswith("/"):  # a folder: every file below it
+        body += "[^\0]*"
+    return body if anchored else "(?:[^\0]*/)?" + body
+
+
+def _literal_end(glob: str) -> str:
+    """The fixed text every name matching `glob` ends with (lower case; "" if none)."""
+    tail = re.split(r"[*?\]]", glob)[-1]
+    return "" if glob.endswith("/") else tail.rpartition("/")[2].lower()
+
+
+class CodeRule:
+    """Which paths (relative to the repo root) are code: the `roar.code` globs, matched
+    without regard to case (`default` stands for DEFAULT_CODE_GLOBS, and an empty setting
+    means them alone); a glob starting with `!` excludes what it matches, and wins."""
+
+    def __init__(self, spec: str = DEFAULT_CODE) -> None:
+        # "default" in the list stands for DEFAULT_CODE_GLOBS; an empty list means them alone.
+        globs = [g.strip() for g in spec.split(",") if g.strip()] or ["default"]
+        globs = [x for g in globs for x in (DEFAULT_CODE_GLOBS if g == "default" else (g,))]
+        include = [g for g in globs if not g.startswith("!")]
+        exclude = [g[1:] for g in globs if g.startswith("!") and len(g) > 1]
+        self.spec = spec
+
+        def compile_all(gs: list[str]) -> re.Pattern[str] | None:
+            if not gs:
+                return None
+            return re.compile("|".join(f"(?:{_glob_regex(g)})" for g in gs), re.IGNORECASE)
+
+        self._include = compile_all(include)
+        self._exclude = compile_all(exclude)
+        ends = {_literal_end(g) for g in include}
+        # Candidates in a NUL-separated listing are found by their fixed endings (see
+        # `find`); a glob with none (`src/**`) makes every listed path a candidate.
+        self._ends = (
+            None
+            if "" in ends or not ends
+            else re.compile("(?:" + "|".join(re.escape(e) for e in sorted(ends)) + ")\0")
+        )
+
+    def matches(self, rel: str) -> bool:
+        if self._include is None or self._include.fullmatch(rel) is None:
+            return False
+        return self._exclude is None or self._exclude.fullmatch(rel) is None
+
+    def find(self, text: str) -> list[str]:
+        """The code files named in a `git ls-files -z` listing (`text`, with a NUL in front),
+        in its order, without a string per listed file: 100,000 untracked data files are
+        searched by their endings, and only the few candidates are split out and matched."""
+        if self._ends is None or not text.isascii():
+            # lower() may change lengths outside ASCII: no positions to share, so per record.
+            return [r for r in text.split("\0") if r and self.matches(r)]
+        low = text.lower()
+        found = []
+        for m in self._ends.finditer(low):
+            end = m.end() - 1
+            path = text[text.rfind("\0", 0, end) + 1 : end]
+            if path and self.matches(path):
+                found.append(path)
+        return found
+
+
+DEFAULT_RULE = CodeRule()
 
 
 def is_source_name(rel: str) -> bool:
-    name = rel.rpartition("/")[2]
-    dot = name.rfind(".")  # as os.path.splitext: a leading dot starts no suffix
-    return name in SOURCE_NAMES or (dot > 0 and name[dot:].lower() in SOURCE_SUFFIXES)
+    """Whether `rel` is code by the default rule (`DEFAULT_CODE`)."""
+    return DEFAULT_RULE.matches(rel)
 
 
 #: Untracked files above this size are taken for data, not source, and left out of snapshots.
@@ -83,45 +157,17 @@ MAX_UNTRACKED_SOURCE = 1 << 20
 
 
 class WorkTreeStatus(NamedTuple):
-    modified: tuple[str, ...]  # tracked paths changed or deleted
-    untracked: tuple[str, ...]  # untracked, not ignored, and source by name (is_source_name)
+    modified: tuple[str, ...]  # tracked code files changed or deleted
+    untracked: tuple[str, ...]  # untracked, not ignored code files
 
 
-# Source-name endings in a lower-cased `git ls-files -z` listing, as the bytes before a record's
-# NUL: a superset of is_source_name's rule (any case matches), so that the candidates are
-# found by C code and is_source_name decides. Case-insensitive matching in the regex, or the
-# names in its alternation, measured 5-40x slower than lower-casing the listing first and
-# finding the few whole names with str.find.
-_SOURCE_SUFFIX_END = re.compile(
-    "(?:" + "|".join(re.escape(s) for s in sorted(SOURCE_SUFFIXES)) + ")\0"
-)
-_SOURCE_NAME_ENDS = tuple(f"{n.lower()}\0" for n in sorted(SOURCE_NAMES))
 # The paths of `git status --porcelain=v1 -z` records (with a NUL in front), but untracked ones.
 _TRACKED = re.compile("\0[^?\0][^\0] ([^\0]+)")
 
 
-def _untracked_sources(text: str) -> list[str]:
-    """The source files named in a `git ls-files -z` listing (`text`, with a NUL in front), in
-    its order, without a string per listed file."""
-    if not text.isascii():  # lower() may change lengths: no positions to share, so per record
-        return [r for r in text.split("\0") if r and is_source_name(r)]
-    low = text.lower()
-    ends = {m.end() - 1 for m in _SOURCE_SUFFIX_END.finditer(low)}
-    for needle in _SOURCE_NAME_ENDS:
-        i = low.find(needle)
-        while i >= 0:
-            ends.add(i + len(needle) - 1)
-            i = low.find(needle, i + 1)
-    found = []
-    for end in sorted(ends):
-        path = text[text.rfind("\0", 0, end) + 1 : end]
-        if is_source_name(path):
-            found.append(path)
-    return found
-
-
-def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
-    """Tracked paths that differ from HEAD, and the untracked, not ignored source files.
+def work_tree_status(paths: RepoPaths, rule: CodeRule = DEFAULT_RULE) -> WorkTreeStatus:
+    """Tracked code files that differ from HEAD, and the untracked, not ignored code files
+    (by `rule`): a changed or new data file makes no snapshot.
 
     `git status -uno` for the first and `git ls-files -o --exclude-standard` for the second
     (the same files as status's untracked listing) run side by side: 100,000 untracked data
@@ -160,8 +206,8 @@ def work_tree_status(paths: RepoPaths) -> WorkTreeStatus:
         lister.join()
     if failed:
         raise failed[0]
-    modified = _TRACKED.findall("\0" + os.fsdecode(out))
-    untracked = _untracked_sources("\0" + os.fsdecode(listed[0]))
+    modified = [p for p in _TRACKED.findall("\0" + os.fsdecode(out)) if rule.matches(p)]
+    untracked = rule.find("\0" + os.fsdecode(listed[0]))
     return WorkTreeStatus(tuple(modified), tuple(untracked))
 
 
@@ -186,12 +232,14 @@ def capture(
     is_data: Callable[[list[str]], set[str]],
     pin: str | None = None,
     warnings: list[str] | None = None,
+    rule: CodeRule = DEFAULT_RULE,
 ) -> CodeState:
-    """HEAD and, when the work tree differs from it, a snapshot tree.
+    """HEAD and, when the work tree's code differs from it, a snapshot tree.
 
-    `is_data(paths)` gets the untracked files that are source by name (relative to the root)
-    and returns those that are data all the same: artifacts the ledger already knows, say.
-    They stay out of the snapshot, as do untracked files that are not source by name. It
+    The snapshot holds code only (`rule`): a changed tracked data file keeps its committed
+    version there (a run that reads it records its bytes by hash), and untracked data files
+    never enter it. `is_data(paths)` gets the untracked code files (relative to the root) and
+    returns those that are data all the same: artifacts the ledger already knows, say. It
     should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out anyway.
 
     A snapshot is kept from `git gc` by the ref `pin` (see `snapshot_tree`); the caller
@@ -199,8 +247,8 @@ def capture(
     read are left out of the snapshot, each with a line in `warnings`.
     """
     commit, branch, tree = head(paths, objects)
-    status = work_tree_status(paths)
-    # A work tree may hold 100,000 untracked data files: only the few source-named ones
+    status = work_tree_status(paths, rule)
+    # A work tree may hold 100,000 untracked data files: only the few code files
     # reach is_data, and a stat.
     data = is_data(list(status.untracked)) if status.untracked else set()
     sources = [

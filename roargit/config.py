@@ -41,6 +41,9 @@ SETTINGS: dict[str, Setting] = {
         "", "extra environment variables to record (globs, comma-separated)"
     ),
     "roar.ignore": Setting("", "extra path globs a run never records (comma-separated)"),
+    "roar.code": Setting(
+        "", "globs of the files that are code, not data (comma-separated; empty: the default)"
+    ),
     "roar.trace.mode": Setting("auto", "auto, ptrace or fallback"),
     "roar.trace.daemongrace": Setting("2", "seconds to wait for background processes"),
     "roar.share.blobs": Setting("true", "roar push uploads the bytes records name to the store"),

@@ -508,7 +508,8 @@ def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
     git(repo, "add", "gen.py")
     git(repo, "commit", "-q", "-m", "gen")
     (repo / "sub dir" / "in put.txt").write_text("hi\n")
-    (repo / "untracked notes.md").write_text("wip\n")  # untracked source: a dirty tree
+    (repo / "untracked notes.yaml").write_text("wip\n")  # untracked code: a dirty tree
+    (repo / "untracked notes.md").write_text("wip\n")  # not code: never in a snapshot
     sub = repo / "sub dir"
     rec = roar_json("run", PY, "../gen.py", "in put.txt", "out put.txt", cwd=sub)
     assert rec["cwd"] == "sub dir"
@@ -516,7 +517,9 @@ def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
     assert rec["outputs"] == [fref(repo, "sub dir/out put.txt")]
     assert rec["code"]["inputs"][0]["path"] == "gen.py"
     assert rec["code"]["dirty"] is True
-    assert git(repo, "show", f"{rec['code']['tree']}:untracked notes.md") == "wip"
+    assert git(repo, "show", f"{rec['code']['tree']}:untracked notes.yaml") == "wip"
+    listed = git(repo, "ls-tree", "--name-only", rec["code"]["tree"]).splitlines()
+    assert "untracked notes.md" not in listed and "sub dir" not in listed
     shown = roar_json("show", "out put.txt", cwd=sub)
     assert shown["produced_by"] == [rec["id"]] and shown["paths"] == ["sub dir/out put.txt"]
     # `roar run @1` from elsewhere runs in the step's own directory.
@@ -588,16 +591,19 @@ def test_report_flags(git_repo: Path, flag: str) -> None:
 
 
 def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo: Path) -> None:
-    """The untracked files a dirty snapshot takes are those is_source_name and .gitignore say,
-    found in a listing of many untracked data files (searched, not split per file)."""
+    """The untracked files a dirty snapshot takes are those is_source_name (the default code
+    rule) and .gitignore say, found in a listing of many untracked data files (searched, not
+    split per file); of the tracked files changed, only code ones."""
     from roargit.codestate import is_source_name, work_tree_status
     from roargit.repo import find_repo
 
     repo = git_repo
     (repo / ".gitignore").write_text("ignored/\n")
-    git(repo, "add", ".gitignore")
+    (repo / "setup.cfg").write_text("[x]\n")
+    git(repo, "add", ".gitignore", "setup.cfg")
     git(repo, "commit", "-q", "-m", "ignore")
-    (repo / "README").write_text("changed\n")  # tracked and modified
+    (repo / "README").write_text("changed\n")  # tracked and modified, not code
+    (repo / "setup.cfg").write_text("[y]\n")  # tracked and modified code
     (repo / "data").mkdir()
     for i in range(300):
         (repo / "data" / f"f{i:03d}.bin").write_bytes(b"%d" % i)
@@ -616,15 +622,17 @@ def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo:
         expected = [n for n in listed if n and is_source_name(n)]
         assert sorted(status.untracked) == sorted(expected)
         assert "Tool.PY" in status.untracked and "ignored/secret.py" not in status.untracked
-        assert status.modified == ("README",)
+        assert status.modified == ("setup.cfg",)
     (repo / "data" / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))  # too big for source
 
     rec = roar_json("run", "sh", "-c", "cat data/f001.bin >/dev/null", cwd=repo)
     tree = rec["code"]["tree"]
     in_tree = git(repo, "ls-tree", "-r", "-z", "--name-only", tree).split("\0")
     assert sorted(filter(None, in_tree)) == sorted(
-        [".gitignore", "README", *[n for n in expected if n != "data/big.txt"]]
+        [".gitignore", "README", "setup.cfg", *[n for n in expected if n != "data/big.txt"]]
     )
+    assert git(repo, "show", f"{tree}:README") != "changed"  # its committed version
+    assert git(repo, "show", f"{tree}:setup.cfg") == "[y]"
 
 
 def test_system_paths_is_is_system_path_for_each() -> None:

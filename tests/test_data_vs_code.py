@@ -1,0 +1,159 @@
+"""Data is data wherever it lives; code is what the code rule (`roar.code`) names or a run
+executed. The installed `roar`, the real tracer, real repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blake3 import blake3
+from conftest import git
+
+from roargit.codestate import DEFAULT_CODE_GLOBS, CodeRule
+
+PY = os.path.basename(sys.executable)
+
+PREP = "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper())\n"
+
+
+def roar(*args: str, cwd: Path, rc: int = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == rc, (args, result.stdout, result.stderr)
+    return result
+
+
+def roar_json(*args: str, cwd: Path, rc: int = 0) -> Any:
+    return json.loads(roar(args[0], "--json", *args[1:], cwd=cwd, rc=rc).stdout)
+
+
+def b3(path: Path) -> str:
+    return blake3(path.read_bytes()).hexdigest()
+
+
+# -- the rule ---------------------------------------------------------------------------------
+
+
+def test_default_rule_names_code_and_configuration_not_data() -> None:
+    rule = CodeRule()
+    code = [
+        "train.py", "src/pkg/mod.PY", "nb/explore.ipynb", "run.sh", "Makefile", "sub/Dockerfile",
+        "conf/params.yaml", "pyproject.toml", "setup.cfg", "requirements.txt",
+        "requirements-dev.txt", "native/CMakeLists.txt", "src/kernel.cu",
+    ]  # fmt: skip
+    data = [
+        "data/raw.csv", "notes.txt", "data/shard-001.txt", "README.md", "model.pkl",
+        "data/x.json", "images/a.png", "mkfile", "x.py.bin", ".py", "Makefile.bak",
+    ]  # fmt: skip
+    assert [p for p in code if not rule.matches(p)] == []
+    assert [p for p in data if rule.matches(p)] == []
+
+
+def test_configured_rule_adds_excludes_and_anchors() -> None:
+    rule = CodeRule("default,*.json,!data/**,conf/*.txt")
+    assert rule.matches("params.json") and rule.matches("a/b/params.json")
+    assert not rule.matches("data/params.json") and not rule.matches("data/sub/prep.py")
+    assert rule.matches("conf/list.txt") and not rule.matches("x/conf/list.txt")
+    assert rule.matches("src/prep.py")
+    only = CodeRule("scripts/")
+    assert only.matches("scripts/a/b.bin") and not only.matches("src/prep.py")
+    assert CodeRule("").spec == "" and CodeRule("").matches("x.py")  # empty: the default
+    assert set(DEFAULT_CODE_GLOBS) >= {"*.py", "Makefile", "*.yaml"}
+
+
+@pytest.mark.parametrize("spec", ["", "default,!data/**", "src/**,*.R", "*.csv,Makefile"])
+def test_find_in_a_listing_agrees_with_matches(spec: str) -> None:
+    rule = CodeRule(spec)
+    names = [
+        "a.py", "data/b.py", "src/x/y.bin", "Tool.R", "k.csv", "sub/Makefile", "notes.txt",
+        "requirements.txt", "CMakeLists.txt", "café/run.r", "data/raw.csv", "x.py.bin",
+    ]  # fmt: skip
+    for listing in (names, [n for n in names if n.isascii()]):
+        text = "\0" + "\0".join(listing) + "\0"
+        assert rule.find(text) == [n for n in listing if rule.matches(n)]
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_committed_csv_is_a_source_artifact_by_hash_and_code_keeps_its_blob(
+    git_repo: Path,
+) -> None:
+    repo = git_repo
+    (repo / "data").mkdir()
+    (repo / "prep.py").write_text(PREP)
+    (repo / "params.yaml").write_text("lr: 0.1\n")
+    (repo / "data" / "raw.csv").write_text("a,b\n1,2\n")
+    git(repo, "add", "prep.py", "params.yaml", "data/raw.csv")
+    git(repo, "commit", "-q", "-m", "pipeline and its data")
+    script = "import sys; open('params.yaml').read(); exec(open('prep.py').read())"
+    rec = roar_json("run", PY, "-c", script, "data/raw.csv", "clean.csv", cwd=repo)
+    raw = repo / "data" / "raw.csv"
+    assert rec["inputs"] == [{"path": "data/raw.csv", "hash": b3(raw), "size": 8}]
+    assert rec["code"]["dirty"] is False
+    assert rec["code"]["inputs"] == [
+        {"path": "params.yaml", "blob": git(repo, "hash-object", "params.yaml")},
+        {"path": "prep.py", "blob": git(repo, "hash-object", "prep.py")},
+    ]
+    lineage = roar_json("lineage", "clean.csv", cwd=repo)
+    assert [(s["paths"], s["hash"]) for s in lineage["sources"]] == [(["data/raw.csv"], b3(raw))]
+
+    # An edit of the committed data is no code change: no snapshot, and diff says "data".
+    before = b3(repo / "clean.csv")
+    raw.write_text("a,b\n3,4\n")
+    again = roar_json("run", PY, "-c", script, "data/raw.csv", "clean.csv", cwd=repo)
+    assert again["code"]["dirty"] is False
+    assert again["code"]["tree"] == rec["code"]["tree"]
+    result = json.loads(
+        subprocess.run(
+            ["roar", "diff", before, "clean.csv", "--json"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    causes = [(c["category"], c["what"], c["a"], c["b"]) for c in result["root_causes"]]
+    assert causes == [("data", "data/raw.csv", rec["inputs"][0]["hash"], b3(raw))]
+
+
+def test_untracked_text_data_never_enters_a_snapshot(git_repo: Path) -> None:
+    repo = git_repo
+    (repo / "shards").mkdir()
+    for i in range(300):
+        (repo / "shards" / f"s{i:03d}.txt").write_text(f"line {i}\n")
+    (repo / "notes.txt").write_text("mine\n")
+    rec = roar_json("run", "sh", "-c", "cat shards/*.txt notes.txt > all.out", cwd=repo)
+    assert rec["code"]["dirty"] is False  # nothing but data is new
+    assert rec["code"]["inputs"] == []
+    paths = {f["path"] for f in rec["inputs"]}
+    assert "notes.txt" in paths and ("shards/" in paths or "shards/s000.txt" in paths)
+    # A new script makes the tree dirty; the data files still stay out of the snapshot.
+    (repo / "cat.sh").write_text("cat shards/*.txt notes.txt > all2.out\n")
+    rec = roar_json("run", "sh", "cat.sh", cwd=repo)
+    tree = rec["code"]["tree"]
+    listed = git(repo, "ls-tree", "-r", "--name-only", tree).splitlines()
+    assert "cat.sh" in listed and "notes.txt" not in listed
+    assert not any(p.startswith("shards/") for p in listed)
+    assert [c["path"] for c in rec["code"]["inputs"]] == ["cat.sh"]
+
+
+def test_an_executed_file_is_code_whatever_its_name_and_roar_code_is_read(
+    git_repo: Path,
+) -> None:
+    repo = git_repo
+    (repo / "tool").write_text('#!/bin/sh\ncat "$1" "$1" > "$2"\n')
+    (repo / "tool").chmod(0o755)
+    (repo / "in.json").write_text("{}\n")
+    git(repo, "add", "tool", "in.json")
+    git(repo, "commit", "-q", "-m", "tool")
+    rec = roar_json("run", "./tool", "in.json", "out.json", cwd=repo)
+    assert [c["path"] for c in rec["code"]["inputs"]] == ["tool"]
+    assert [f["path"] for f in rec["inputs"]] == ["in.json"]
+    roar("config", "set", "code", "default,*.json", cwd=repo)
+    rec = roar_json("run", "./tool", "in.json", "out2.json", cwd=repo)
+    assert [c["path"] for c in rec["code"]["inputs"]] == ["in.json", "tool"]
+    assert rec["inputs"] == []
