@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,14 @@ def read_only_store(b: Bench) -> Fault:
     )
 
 
-def _s3(b: Bench, name: str, die_at_part: int, kill_first: bool, bucket: bool) -> Fault:
+def _s3(
+    b: Bench,
+    name: str,
+    die_at_part: int,
+    kill_first: bool,
+    bucket: bool,
+    freeze: bool = False,
+) -> Fault:
     s3 = _s3_fixtures()
     server = s3.S3Process(die_at_part=die_at_part)
     servers = [server]
@@ -100,9 +108,14 @@ def _s3(b: Bench, name: str, die_at_part: int, kill_first: bool, bucket: bool) -
     _git(b.repo, "config", "roar.store.timeout", "3")
     if kill_first:
         server.kill()
+    if freeze:  # connections are accepted (by the kernel) and never answered
+        os.kill(server.proc.pid, signal.SIGSTOP)
     env = {**os.environ, **s3.s3_env(server.endpoint)}
 
     def heal() -> dict[str, str]:
+        if freeze:
+            os.kill(server.proc.pid, signal.SIGCONT)
+            return env
         if not server.alive:
             servers.append(s3.S3Process(port=server.port))
         s3.make_bucket(servers[-1].endpoint, "bkt")
@@ -131,11 +144,16 @@ def missing_bucket(b: Bench) -> Fault:
     return _s3(b, "missing bucket", 0, kill_first=False, bucket=False)
 
 
+def frozen_s3_server(b: Bench) -> Fault:
+    return _s3(b, "frozen S3 server", 0, kill_first=False, bucket=True, freeze=True)
+
+
 FAULTS: list[Callable[[Bench], Fault]] = [
     read_only_store,
     dead_s3_endpoint,
     s3_killed_mid_upload,
     missing_bucket,
+    frozen_s3_server,
 ]
 
 
