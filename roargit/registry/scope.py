@@ -1,0 +1,106 @@
+"""Scopes: where a clone's registrations go.
+
+A scope is `owner/project`: a lineage repository (git URL) and a store (fsspec URL). Both
+come from the registry's settings (`scopes.repo`, `scopes.store`: templates with `{scope}`)
+unless set explicitly (`roar scope use acme/vision --repo URL --store URL`). `private` is a
+scope too: nothing registered in it leaves the machine, so `roar register` refuses.
+
+Who may read or write a scope is the git host's and the store's business: the registry
+never widens access. The chosen scope is kept in git config (`roar.scope`, with
+`roar.scope.repo` and `roar.scope.store` when explicit): the repository's own config inside
+a clone, the user's global config outside one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from roargit.errors import ConfigError, RoarError
+
+PRIVATE = "private"
+_PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+_NAME = re.compile(rf"{_PART}/{_PART}")
+
+
+class Scope(NamedTuple):
+    name: str
+    repo: str
+    store: str
+
+
+class PrivateScope(RoarError):
+    def __init__(self) -> None:
+        super().__init__(
+            "the scope is private: nothing registered here leaves this machine; "
+            "choose a shared scope with `roar scope use OWNER/PROJECT` to register"
+        )
+
+
+class NoScope(RoarError):
+    def __init__(self) -> None:
+        super().__init__("no scope chosen: run `roar scope use OWNER/PROJECT` (or `private`)")
+
+
+class BadScope(RoarError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"'{name}' is not a scope: give owner/project (letters, digits, '.', '_', '-') "
+            "or private"
+        )
+
+
+class ScopeUnconfigured(RoarError):
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(
+            f"the registry says nothing about where scope {name} keeps its {what}: "
+            f"set it with `roar scope use {name} --{what} URL`"
+        )
+
+
+def valid_scope_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and ".." not in name and not name.endswith(".git")
+
+
+def check_name(name: str) -> str:
+    if name == PRIVATE or valid_scope_name(name):
+        return name
+    raise BadScope(name)
+
+
+def relative_to(base: str, rel: str) -> str:
+    """`rel` resolved against the URL (or path) of the registry's index repository: beside
+    it, as a relative git submodule URL would be."""
+    if "://" in rel or rel.startswith("/") or ":" in rel.split("/", 1)[0]:
+        return rel
+    if "://" in base:
+        from urllib.parse import urljoin
+
+        return urljoin(base.rstrip("/"), rel)
+    return str(Path(base.rstrip("/")).parent / rel)
+
+
+def derive(name: str, settings: Mapping[str, str], index_url: str) -> Scope:
+    """The scope `name` as the registry's settings place it."""
+    repo_t = settings.get("scopes.repo", "")
+    store_t = settings.get("scopes.store", "")
+    if not repo_t:
+        raise ScopeUnconfigured(name, "repo")
+    if not store_t:
+        raise ScopeUnconfigured(name, "store")
+    repo = relative_to(index_url, repo_t.replace("{scope}", name))
+    return Scope(name, repo, store_t.replace("{scope}", name))
+
+
+def listed(settings: Mapping[str, str]) -> list[str]:
+    """The scopes the registry's settings name (`scopes.names`, space-separated)."""
+    return sorted(n for n in settings.get("scopes.names", "").split() if valid_scope_name(n))
+
+
+def check_urls(scope: Scope) -> Scope:
+    for what, url in (("repo", scope.repo), ("store", scope.store)):
+        if not url or not url.isprintable() or url.startswith("-"):
+            raise ConfigError(f"scope {scope.name}: '{url}' is not a {what} URL")
+    return scope

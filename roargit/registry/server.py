@@ -1,0 +1,439 @@
+"""`roar registry serve`: a registry for teams without a git host of their own.
+
+One WSGI application, served by waitress:
+
+- dulwich's git smart-HTTP application (dulwich.web) for the index repository
+  (`/index.git`) and one repository per scope (`/<owner>/<project>.git`); only the smart
+  protocol's three routes are served (`info/refs?service=…`, `git-upload-pack`,
+  `git-receive-pack`), never the dumb protocol's files;
+- `GET /index/<hash or prefix>`: the index entries, as JSON, without git;
+- `GET /whoami`: the name the token belongs to.
+
+Authentication is HTTP basic with a token as the password (git's credential helpers supply
+it like any password); tokens are kept only as SHA-256 digests. Each repository has read and
+write rules: a list of user names, `@users` (anyone with a valid token) or `*` (anyone, no
+token needed). An anonymous request that a rule refuses gets 401 (so git asks its credential
+helper), an authenticated one 403. Every request is written to the access log: time, client,
+user, method, path, status, bytes sent.
+
+The settings file is git-config format:
+
+    [registry]
+        root = /srv/roar            # repositories live here
+        store = s3://bucket/roar    # scope stores: <store>/<owner>/<project>
+        log = /var/log/roar/access.log
+    [index]
+        read = *                    # existence is public (the default)
+        write = @users              # (the default)
+    [scope "acme/vision"]
+        read = alice bob
+        write = alice
+    [user "alice"]
+        token = sha256:…            # roar registry token create alice
+
+It is read again when it changes, so a new token or rule needs no restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from roargit.errors import ConfigError, RoarError
+from roargit.git import run_git
+from roargit.registry.index import (
+    CONFIG_REF,
+    INDEX_PREFIX,
+    check_hash,
+    decode_entry,
+    settings_commit,
+)
+from roargit.registry.scope import valid_scope_name
+
+ANYONE = "*"
+USERS = "@users"
+INDEX = "index"
+_REPO_PATH = re.compile(r"/(index|[^/]+/[^/]+)\.git(/info/refs|/git-upload-pack|/git-receive-pack)")
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
+
+StartResponse = Callable[..., Any]
+
+
+class Rules(NamedTuple):
+    read: frozenset[str]
+    write: frozenset[str]
+
+
+class ServerConfig(NamedTuple):
+    root: Path
+    store: str
+    log: str  # a file, or "" for stderr
+    web: str
+    index_rules: Rules
+    scopes: dict[str, Rules]
+    tokens: dict[str, list[str]]  # user: ["sha256:<hex>", …]
+
+
+class BadUser(RoarError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"'{name}' is not a user name (letters, digits, '.', '_', '-', '@')")
+
+
+def _words(value: str | None, default: str = "") -> frozenset[str]:
+    return frozenset((value if value is not None else default).split())
+
+
+def load_config(path: Path) -> ServerConfig:
+    proc = run_git(["config", "--file", str(path), "--list", "-z"], path.parent, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip()
+        raise ConfigError(f"{path}: {why or 'cannot be read'}")
+    flat: dict[str, str] = {}
+    tokens: dict[str, list[str]] = {}
+    scope_keys: dict[str, dict[str, str]] = {}
+    for item in proc.stdout.split(b"\0"):
+        if not item:
+            continue
+        key, _, value = item.decode(errors="replace").partition("\n")
+        section, _, rest = key.partition(".")
+        sub, _, name = rest.rpartition(".")
+        if section == "user" and name == "token" and sub:
+            tokens.setdefault(sub, []).append(value)
+        elif section == "scope" and sub:
+            scope_keys.setdefault(sub, {})[name] = value
+        else:
+            flat[key] = value
+    root = Path(flat.get("registry.root", "") or path.parent / "repos")
+    if not root.is_absolute():
+        root = path.parent / root
+    log = flat.get("registry.log", "")
+    if log and not os.path.isabs(log):
+        log = str(path.parent / log)
+    scopes = {}
+    for name, keys in scope_keys.items():
+        if not valid_scope_name(name):
+            raise ConfigError(f"{path}: '{name}' is not a scope name (owner/project)")
+        scopes[name] = Rules(_words(keys.get("read")), _words(keys.get("write")))
+    store = flat.get("registry.store", "")
+    if store and "://" not in store and not store.startswith("/"):
+        store = str(path.parent / store)
+    return ServerConfig(
+        root,
+        store.rstrip("/"),
+        log,
+        flat.get("registry.web", ""),
+        Rules(_words(flat.get("index.read"), ANYONE), _words(flat.get("index.write"), USERS)),
+        scopes,
+        tokens,
+    )
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def digest_token(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(config: Path, user: str) -> str:
+    """A new token for `user`, its digest added to the settings file; the token itself is
+    shown once and kept nowhere."""
+    if not _USER.fullmatch(user):
+        raise BadUser(user)
+    token = "roar_" + secrets.token_urlsafe(32)
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("")
+    run_git(["config", "--file", str(config), "--add", f"user.{user}.token", digest_token(token)],
+            config.parent)  # fmt: skip
+    return token
+
+
+def _user_of(tokens: Mapping[str, list[str]], header: str) -> str | None:
+    """The user an `Authorization: Basic …` header proves to be, or None."""
+    if not header.startswith("Basic "):
+        return None
+    try:
+        name, _, token = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    digest = digest_token(token)
+    for user, known in tokens.items():
+        if (not name or name == user) and any(hmac.compare_digest(digest, k) for k in known):
+            return user
+    return None
+
+
+def allowed(rule: frozenset[str], user: str | None) -> bool:
+    return ANYONE in rule or (user is not None and (USERS in rule or user in rule))
+
+
+# -- repositories ----------------------------------------------------------------------------
+
+
+def repo_path(config: ServerConfig, name: str) -> Path:
+    return config.root / f"{name}.git"
+
+
+def settings_text(config: ServerConfig) -> str:
+    lines = ["[scopes]", "\trepo = {scope}.git"]
+    if config.store:
+        store = config.store if "://" in config.store else f"file://{config.store}"
+        lines.append(f"\tstore = {store}/{{scope}}")
+    lines.append(f"\tnames = {' '.join(sorted(config.scopes))}")
+    if config.web:
+        lines += ["[registry]", f"\tweb = {config.web}"]
+    return "\n".join(lines) + "\n"
+
+
+def prepare(config: ServerConfig) -> list[str]:
+    """Make the index and scope repositories that are missing, and publish the settings
+    clients derive scope URLs from; the repositories made."""
+    made = []
+    for name in (INDEX, *config.scopes):
+        path = repo_path(config, name)
+        if not (path / "HEAD").is_file():
+            path.mkdir(parents=True, exist_ok=True)
+            run_git(["init", "--quiet", "--bare", str(path)], path)
+            made.append(name)
+    index = repo_path(config, INDEX)
+    text = settings_text(config)
+    old = run_git(["rev-parse", "-q", "--verify", CONFIG_REF], index, check=False)
+    old_tip = old.stdout.decode().strip() or None
+    if old_tip is not None:
+        now = run_git(["cat-file", "blob", f"{old_tip}:registry.conf"], index, check=False)
+        if now.stdout.decode(errors="replace") == text:
+            return made
+    new = settings_commit(index, text)
+    run_git(["update-ref", CONFIG_REF, new, old_tip or "0" * len(new)], index)
+    return made
+
+
+def index_entries(index: Path, prefix: str) -> list[dict[str, Any]]:
+    """The entries under `prefix` in the index repository, read with dulwich in process."""
+    from dulwich.repo import Repo
+
+    repo: Any = Repo(str(index))
+    try:
+        try:
+            tip = repo.refs[(INDEX_PREFIX + prefix[:2]).encode()]
+        except KeyError:
+            return []
+        tree = repo[repo[tip].tree]
+        out = []
+        for item in tree.items():
+            name = item.path.decode(errors="replace")
+            if not name.startswith(prefix) or len(name) != 64:
+                continue
+            try:
+                out.append(decode_entry(repo[item.sha].data, name).to_json())
+            except RoarError:
+                continue
+        return out
+    finally:
+        repo.close()
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+class _Backend:
+    """dulwich's Backend for exactly the repositories this registry serves (the path was
+    checked against the settings before dulwich sees it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open_repository(self, path: str | bytes) -> Any:
+        from dulwich.repo import Repo
+
+        text = os.fsdecode(path).strip("/")
+        return Repo(str(self.root / text))
+
+
+class AccessLog:
+    def __init__(self, where: str) -> None:
+        self._lock = threading.Lock()
+        self._file: IO[str] = open(where, "a", buffering=1) if where else sys.stderr  # noqa: SIM115
+
+    def write(
+        self, client: str, user: str | None, method: str, path: str, status: int, sent: int
+    ) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f'{stamp} {client} {user or "-"} "{method} {path}" {status} {sent}\n'
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+
+class RegistryApp:
+    def __init__(self, config_file: Path, log: AccessLog | None = None) -> None:
+        from dulwich.web import make_wsgi_chain
+
+        self.config_file = config_file
+        self._stamp = 0
+        self.config = self._reload(force=True)
+        self.log = log or AccessLog(self.config.log)
+        self.git = make_wsgi_chain(_Backend(self.config.root))  # type: ignore[arg-type]
+
+    def _reload(self, force: bool = False) -> ServerConfig:
+        try:
+            stamp = self.config_file.stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        if force or stamp != self._stamp:
+            config = load_config(self.config_file)
+            if not force:
+                prepare(config)
+            self.config, self._stamp = config, stamp
+        return self.config
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        config = self._reload()
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        query = environ.get("QUERY_STRING", "")
+        user = _user_of(config.tokens, environ.get("HTTP_AUTHORIZATION", ""))
+        status_box = [0, 0]  # status, bytes sent through start_response's write()
+
+        def respond(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            status_box[0] = int(status.split(" ", 1)[0])
+            write = start_response(status, headers, *rest)
+
+            def counted(data: bytes) -> Any:
+                status_box[1] += len(data)
+                return write(data)
+
+            return counted
+
+        body = self._route(config, environ, method, path, query, user, respond)
+        return self._logged(body, environ, user, method, path + (f"?{query}" if query else ""),
+                            status_box)  # fmt: skip
+
+    def _logged(
+        self,
+        body: Iterable[bytes],
+        environ: Mapping[str, Any],
+        user: str | None,
+        method: str,
+        path: str,
+        status: list[int],
+    ) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in body:
+                sent += len(chunk)
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            client = environ.get("REMOTE_ADDR", "-")
+            self.log.write(client, user, method, path, status[0], sent + status[1])
+
+    def _route(
+        self,
+        config: ServerConfig,
+        environ: dict[str, Any],
+        method: str,
+        path: str,
+        query: str,
+        user: str | None,
+        respond: StartResponse,
+    ) -> Iterable[bytes]:
+        bad_token = user is None and bool(environ.get("HTTP_AUTHORIZATION"))
+        if bad_token:
+            return _deny(respond, None)
+        if method == "GET" and path == "/whoami":
+            if user is None:
+                return _deny(respond, None)
+            return _json(respond, 200, {"user": user})
+        if method == "GET" and path.startswith("/index/"):
+            if not allowed(config.index_rules.read, user):
+                return _deny(respond, user)
+            try:
+                prefix = check_hash(path[len("/index/") :])
+            except RoarError as exc:
+                return _json(respond, 400, {"error": str(exc)})
+            found = index_entries(repo_path(config, INDEX), prefix)
+            return _json(respond, 200 if found else 404, {"entries": found})
+        m = _REPO_PATH.fullmatch(path)
+        if m is None:
+            return _json(respond, 404, {"error": "not found"})
+        name, route = m.group(1), m.group(2)
+        rules = config.index_rules if name == INDEX else config.scopes.get(name)
+        if rules is None:
+            return _json(respond, 404, {"error": "no such repository"})
+        if route == "/info/refs":
+            service = dict(p.partition("=")[::2] for p in query.split("&")).get("service", "")
+            if service not in ("git-upload-pack", "git-receive-pack"):
+                return _json(respond, 404, {"error": "only the smart protocol is served"})
+            write = service == "git-receive-pack"
+        else:
+            write = route == "/git-receive-pack"
+        if not allowed(rules.write if write else rules.read, user):
+            return _deny(respond, user)
+        return self.git(environ, respond)
+
+
+def _json(respond: StartResponse, status: int, body: Any) -> list[bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+              404: "Not Found"}.get(status, "")  # fmt: skip
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    if status == 401:
+        headers.append(("WWW-Authenticate", 'Basic realm="roar registry"'))
+    respond(f"{status} {reason}", headers)
+    return [data]
+
+
+def _deny(respond: StartResponse, user: str | None) -> list[bytes]:
+    if user is None:
+        return _json(respond, 401, {"error": "a token is needed"})
+    return _json(respond, 403, {"error": f"{user} may not do this"})
+
+
+# -- serving -------------------------------------------------------------------------------------
+
+
+def serve(
+    config_file: Path,
+    host: str,
+    port: int,
+    threads: int = 8,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the registry until interrupted (waitress: a production WSGI server, threads for
+    concurrent clones and pushes)."""
+    from waitress import create_server
+
+    config = load_config(config_file)
+    prepare(config)
+    app = RegistryApp(config_file)
+    server: Any = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="roar-registry",
+        # A pack can be large: waitress buffers request bodies past this to a temp file.
+        max_request_body_size=1 << 40,
+        clear_untrusted_proxy_headers=True,
+    )
+    if on_ready is not None:
+        on_ready(f"http://{host}:{server.effective_port}")
+    try:
+        server.run()
+    finally:
+        server.close()
