@@ -39,7 +39,15 @@ class Target(NamedTuple):
 class Context:
     """The ledger, the active session and the cache, opened once per command."""
 
-    def __init__(self, paths: RepoPaths, on_warning: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        paths: RepoPaths,
+        on_warning: Callable[[str], None] | None = None,
+        *,
+        merge_fetched: bool = True,
+    ) -> None:
+        """`merge_fetched=False`: only read (a long-lived reader such as `roar ui` serves the
+        ledger as it finds it; the command that started it merged once)."""
         self.paths = paths
         # Through the git CLI: a query reads tens to thousands of objects, ~30 µs each, which
         # costs less than pygit2's ~70 ms import (diff and plan still open pygit2 for blobs).
@@ -51,7 +59,7 @@ class Context:
         self._on_warning = on_warning
         # Fetched ledgers are merged here, before the first read, until fetching has a
         # command of its own; the merge takes only well-formed entries (ledger_check).
-        for synced in self.ledger.sync_remotes():
+        for synced in self.ledger.sync_remotes() if merge_fetched else ():
             n = len(synced.rejected)
             if synced.error:
                 self._warn(

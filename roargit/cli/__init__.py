@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "store",
     "maintenance",
     "share",
+    "web",
 )
 
 EPILOG = """\
@@ -93,6 +94,7 @@ COMMAND_OF = {
     "hooks": "share",
     "store": "store",
     "fsck": "maintenance",
+    "ui": "web",
 }
 
 
