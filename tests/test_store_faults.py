@@ -143,36 +143,30 @@ def test_sync_exits_1_while_the_store_is_down_and_reports_json(git_repo: Path) -
 
 
 def test_the_next_run_and_roar_get_retry_the_queue(git_repo: Path) -> None:
-    s3 = S3Process()
-    try:
-        make_bucket(s3.endpoint, "bkt")
-        env = s3_repo(git_repo, s3.endpoint)
-        s3.kill()
-        roar(git_repo, "run", "-q", "python", "write.py", "1000", "a.bin", "0", env=env)
-        a = digest(git_repo / "a.bin")
-        back = restart(s3)
-        try:
-            benv = {**env, **s3_env(back.endpoint)}
-            proc = roar(git_repo, "run", "-q", "python", "write.py", "1000", "b.bin", "0", env=benv)
-            assert "uploaded 1 queued blob(s) to s3://bkt/roar" in proc.stderr
-            assert queue(git_repo) == []
-            assert s3_store("s3://bkt/roar", back.endpoint).verify(a)
-        finally:
-            back.kill()
+    """A store folder that cannot be made while a file stands in its way, then can."""
+    (git_repo / "write.py").write_text(WRITE)
+    (git_repo / "blocker").write_text("a file where the store's folder should be")
+    git(git_repo, "config", "roar.store.url", "blocker/store")
+    store = BlobStore(str(git_repo / "blocker" / "store"))
+    roar(git_repo, "run", "python", "write.py", "1000", "a.bin", "0")
+    a = digest(git_repo / "a.bin")
+    assert [e.digest for e in queue(git_repo)] == [a]
+    (git_repo / "blocker").unlink()
+    proc = roar(git_repo, "run", "python", "write.py", "1000", "b.bin", "0")
+    assert f"uploaded 1 queued blob(s) to {git_repo / 'blocker' / 'store'}" in proc.stderr
+    assert queue(git_repo) == [] and store.verify(a)
 
-        # Down again: `roar get` retries before it reads (and still finds the local copy).
-        roar(git_repo, "run", "-q", "python", "write.py", "1000", "c.bin", "0", env=env)
-        c = digest(git_repo / "c.bin")
-        assert len(queue(git_repo)) == 1
-        third = restart(s3)
-        try:
-            got = roar(git_repo, "get", c[:12], "-o", "c-copy.bin", env=env)
-            assert "uploaded 1 queued blob(s)" in got.stderr
-            assert digest(git_repo / "c-copy.bin") == c and queue(git_repo) == []
-        finally:
-            third.kill()
-    finally:
-        s3.kill()
+    # Failing again: `roar get` retries before it reads.
+    (git_repo / "second").write_text("in the way too")
+    git(git_repo, "config", "roar.store.url", "second/store")
+    roar(git_repo, "run", "python", "write.py", "1000", "c.bin", "0")
+    c = digest(git_repo / "c.bin")
+    assert len(queue(git_repo)) == 1
+    (git_repo / "second").unlink()
+    got = roar(git_repo, "get", c[:12], "-o", "c-copy.bin")
+    assert "uploaded 1 queued blob(s)" in got.stderr
+    assert digest(git_repo / "c-copy.bin") == c and queue(git_repo) == []
+    assert BlobStore(str(git_repo / "second" / "store")).verify(c)
 
 
 # -- missing bucket, no credentials ----------------------------------------------------------
