@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from roargit.cli import add_command
-from roargit.cli.output import emit_json, human_size, say, short, warn
+from roargit.cli.output import emit_json, human_size, say, short, show_text, warn
 
 
 def _entry_json(e: Any, why: str = "") -> dict[str, Any]:
@@ -29,7 +29,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"stored": [], "dropped": [], "left": [], "errors": []})
         else:
-            say("nothing to upload: every recorded blob is in its store")
+            say("nothing to upload: the queue is empty")
         return 0
     total = len(queue)
     done = 0
@@ -39,7 +39,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         done += 1
         if args.json:
             return
-        shown = uploads.shown_path(paths, e.path)
+        shown = show_text(uploads.shown_path(paths, e.path))
         mark = {"stored": "stored ", "dropped": "DROPPED", "left": "left   "}[kind]
         line = f"[{done}/{total}] {mark} {short(e.digest)}  {human_size(e.size):>9}  {shown}"
         print(line, file=sys.stderr, flush=True)
