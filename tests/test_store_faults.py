@@ -257,6 +257,7 @@ def test_read_only_store_folder(git_repo: Path, unwritable: Path) -> None:
     assert "1 stored" in proc.stdout
     assert BlobStore(str(unwritable)).verify(model)
     assert queue(git_repo) == []
+    assert "the queue is empty" in roar(git_repo, "store", "sync").stdout
 
 
 def test_store_under_a_file_and_a_full_queue_of_kinds(git_repo: Path) -> None:
