@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "maintenance",
     "share",
     "web",
+    "registry",
 )
 
 EPILOG = """\
@@ -95,6 +96,12 @@ COMMAND_OF = {
     "store": "store",
     "fsck": "maintenance",
     "ui": "web",
+    "login": "registry",
+    "logout": "registry",
+    "whoami": "registry",
+    "scope": "registry",
+    "register": "registry",
+    "registry": "registry",
 }
 
 
@@ -174,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
         if args.chdir:
             os.chdir(args.chdir)
+        if args.command in ("reproduce", "show", "lineage", "get") and getattr(args, "ref", None):
+            # Outside any clone, a registered hash is looked up and its scope's lineage
+            # fetched into roar's cache, where the command then runs (docs/registry.md).
+            from roargit.cli.registry import from_anywhere
+
+            from_anywhere(args)
         if not getattr(args, "func", None):
             parser.print_help()
             return 0

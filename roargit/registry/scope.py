@@ -104,3 +104,51 @@ def check_urls(scope: Scope) -> Scope:
         if not url or not url.isprintable() or url.startswith("-"):
             raise ConfigError(f"scope {scope.name}: '{url}' is not a {what} URL")
     return scope
+
+
+# -- the chosen scope, in git config ---------------------------------------------------------
+
+
+class Chosen(NamedTuple):
+    name: str | None
+    repo: str | None  # set explicitly (None: from the registry's settings)
+    store: str | None
+
+
+def _get(cwd: Path, key: str) -> str | None:
+    from roargit.git import run_git
+
+    proc = run_git(["config", "--get", key], cwd, check=False)
+    return proc.stdout.decode(errors="replace").strip() or None
+
+
+def chosen(cwd: Path) -> Chosen:
+    """The scope in effect at `cwd` (the clone's config over the user's)."""
+    return Chosen(
+        _get(cwd, "roar.scope"), _get(cwd, "roar.scope.repo"), _get(cwd, "roar.scope.store")
+    )
+
+
+def choose(cwd: Path, name: str, repo: str | None, store: str | None, *, where: str) -> None:
+    """Keep `name` (and explicit URLs, or none) in git config `where` (--local or --global)."""
+    from roargit.git import run_git
+
+    check_name(name)
+    run_git(["config", where, "roar.scope", name], cwd)
+    for key, value in (("roar.scope.repo", repo), ("roar.scope.store", store)):
+        if value:
+            run_git(["config", where, key, value], cwd)
+        else:
+            run_git(["config", where, "--unset-all", key], cwd, check=False)
+
+
+def resolve(found: Chosen, settings: Mapping[str, str] | None, index_url: str | None) -> Scope:
+    """The chosen scope's URLs: explicit ones first, else the registry's templates."""
+    if found.name is None:
+        raise NoScope()
+    if found.name == PRIVATE:
+        raise PrivateScope()
+    if found.repo and found.store:
+        return check_urls(Scope(found.name, found.repo, found.store))
+    derived = derive(found.name, settings or {}, index_url or "")
+    return check_urls(Scope(found.name, found.repo or derived.repo, found.store or derived.store))

@@ -1,0 +1,192 @@
+"""A registered hash from anywhere: look it up, and fetch its scope's lineage into a cache.
+
+`roar reproduce HASH` (and `show`, `lineage`, `get`) outside any clone look the hash up in
+the registry (`roar.registry`), fetch the scope's lineage into a clone of its own under the
+cache (`$XDG_CACHE_HOME/roargit/scopes/<owner>/<project>`, else `~/.cache/roargit/…`) and
+carry on there as in any clone: the fetched ledger is merged through the same gate as a
+`roar fetch` (Ledger.sync_remotes: ledger_check), and the scope's store is that clone's
+`roar.store.url`.
+
+A user the scope's repository refuses learns what the index says publicly (the scope, who
+registered it, when) and nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from roargit.errors import RecordCorrupt, RoarError
+from roargit.git import run_git
+from roargit.registry import index
+from roargit.registry.index import AccessDenied, IndexEntry
+from roargit.registry.login import Registry
+from roargit.registry.scope import valid_scope_name
+from roargit.repo import RepoPaths
+
+SCOPE_REMOTE = "registry"
+
+
+class NotRegistered(RoarError):
+    def __init__(self, prefix: str, registry: str) -> None:
+        super().__init__(f"{prefix} is not registered in {registry}")
+
+
+class AmbiguousRegistered(RoarError):
+    def __init__(self, prefix: str, found: list[IndexEntry]) -> None:
+        names = ", ".join(e.hash[:16] for e in found[:5])
+        super().__init__(f"{prefix} names {len(found)} registered artifacts: {names}")
+
+
+class NoReadAccess(RoarError):
+    def __init__(self, entry: IndexEntry) -> None:
+        when = time.strftime("%Y-%m-%d", time.gmtime(entry.registered_at))
+        super().__init__(
+            f"{entry.hash[:16]} is registered in {entry.scope} by {entry.registered_by} on "
+            f"{when}; you have no read access to it"
+        )
+
+
+def cache_root(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME", "/"), ".cache")
+    return Path(base) / "roargit"
+
+
+def _slug(url: str) -> str:
+    from blake3 import blake3
+
+    keep = "".join(c if c.isalnum() else "-" for c in url.split("://")[-1])[-40:].strip("-")
+    return f"{keep}-{blake3(url.encode()).hexdigest()[:12]}"
+
+
+def index_work(cache: Path, registry: Registry) -> Path:
+    return index.work_repo(cache / "index" / _slug(registry.index_url))
+
+
+def _entry_from_json(item: Any) -> IndexEntry:
+    """An entry a server sent as JSON, through the same checks as one read from git."""
+    from roargit import codec
+
+    if not isinstance(item, dict) or not isinstance(item.get("hash"), str):
+        raise RecordCorrupt("index entry", "the registry sent something else")
+    digest = item["hash"]
+    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise RecordCorrupt("index entry", "its hash is not 64 hex")
+    fields = {k: item.get(k) for k in IndexEntry._fields}
+    try:
+        data = codec.encode(fields)
+    except TypeError as exc:
+        raise RecordCorrupt(f"index entry {digest[:12]}", str(exc)) from None
+    return index.decode_entry(data, digest)
+
+
+def lookup(cwd: Path, cache: Path, registry: Registry, prefix: str) -> list[IndexEntry]:
+    """The index entries whose hash starts with `prefix`: one `GET /index/<prefix>` from a
+    roar server, one shard fetch from any other git registry."""
+    from roargit.registry.login import credential, http_get
+
+    prefix = index.check_hash(prefix)
+    if registry.api is None:
+        return index.lookup(index_work(cache, registry), registry.index_url, prefix)
+    url = f"{registry.api}/index/{prefix}"
+    status, body = http_get(url)
+    if status == 401:  # this server keeps even existence to its users
+        auth = credential(cwd, registry.api)
+        status, body = http_get(url, auth) if auth else (status, body)
+    if status == 404:
+        return []
+    if status in (401, 403):
+        raise AccessDenied(registry.api, "read the index")
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+        raise index.RegistryUnreachable(registry.api, f"GET /index answered {status}")
+    return [_entry_from_json(item) for item in body["entries"]]
+
+
+def find_one(cwd: Path, cache: Path, registry: Registry, prefix: str) -> IndexEntry:
+    found = lookup(cwd, cache, registry, prefix)
+    if not found:
+        raise NotRegistered(prefix, registry.url)
+    if len(found) > 1:
+        raise AmbiguousRegistered(prefix, found)
+    return found[0]
+
+
+def scope_clone(cache: Path, entry: IndexEntry) -> RepoPaths:
+    """The cache's clone for the entry's scope (made when missing), its store configured."""
+    from roargit.repo import ensure_roar_dir, find_repo
+
+    if not valid_scope_name(entry.scope):  # decode_entry checked it; a path is made of it
+        raise RecordCorrupt(f"index entry {entry.hash[:12]}", "its scope is not owner/project")
+    owner, project = entry.scope.split("/")
+    folder = cache / "scopes" / owner / project
+    if not (folder / ".git").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        run_git(["init", "--quiet", str(folder)], folder)
+    paths = find_repo(folder)
+    ensure_roar_dir(paths)
+    run_git(["config", "roar.store.url", entry.store], folder)
+    return paths
+
+
+def fetch_scope(paths: RepoPaths, entry: IndexEntry) -> list[str]:
+    """Fetch the scope's lineage into its clone and merge it (the gate of any fetch);
+    warnings. NoReadAccess when the scope's repository refuses this user."""
+    from roargit.ledger import Ledger
+    from roargit.registry.index import NO_PROMPT, _denied
+    from roargit.share import merge_keep
+
+    base = f"refs/roar/remotes/{SCOPE_REMOTE}"
+    specs = [f"+refs/roar/ledger:{base}/ledger", f"+refs/roar/commits:{base}/commits"]
+    proc = run_git(
+        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", entry.repo, *specs],
+        paths.root,
+        check=False,
+        env=NO_PROMPT,
+    )
+    if proc.returncode != 0:
+        if _denied(proc.stderr) or b"not found" in proc.stderr or b"404" in proc.stderr:
+            raise NoReadAccess(entry)
+        if b"couldn't find remote ref refs/roar/commits" in proc.stderr:
+            proc = run_git(
+                ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", entry.repo, specs[0]],
+                paths.root,
+                env=NO_PROMPT,
+            )
+        else:
+            why = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise index.RegistryUnreachable(entry.repo, why[-1] if why else "git fetch failed")
+    warnings = []
+    ledger = Ledger(paths)
+    try:
+        for synced in ledger.sync_remotes():
+            if synced.error:
+                warnings.append(f"the lineage of {entry.scope} was not merged: {synced.error}")
+            elif synced.rejected:
+                warnings.append(
+                    f"{len(synced.rejected)} entr(y/ies) of {entry.scope} were quarantined "
+                    "(roar fsck lists them)"
+                )
+    finally:
+        ledger.close()
+    merge_keep(paths, f"{base}/commits")
+    return warnings
+
+
+def enter(
+    cwd: Path, env: Mapping[str, str], prefix: str
+) -> tuple[RepoPaths, IndexEntry, list[str]]:
+    """For a command run outside any clone: the registry's entry for `prefix`, its scope's
+    lineage fetched into the cache clone; (that clone, the entry, warnings)."""
+    from roargit.registry.login import NotLoggedIn, configured
+
+    registry = configured(cwd)
+    if registry is None:
+        raise NotLoggedIn()
+    cache = cache_root(env)
+    entry = find_one(cwd, cache, registry, prefix)
+    paths = scope_clone(cache, entry)
+    warnings = fetch_scope(paths, entry)
+    return paths, entry, warnings
