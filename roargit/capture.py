@@ -28,7 +28,12 @@ from typing import NamedTuple
 
 from roargit import codestate, config, folders, session, uploads
 from roargit.clone import clone_id
-from roargit.environment import capture_environment, packages_for_paths, system_paths
+from roargit.environment import (
+    capture_environment,
+    packages_for_paths,
+    recorder,
+    system_paths,
+)
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import drop_stale_keeps, refs_under
@@ -508,7 +513,7 @@ def _trace_and_record(
     index: bool = True,
 ) -> RunOutcome:
     run_env = dict(os.environ if env is None else env)
-    settings = config.read_all(paths)
+    settings = config.read_all(paths, identity=True)
     ledger = Ledger(paths, fast_start=True)  # no pygit2 import on this path (gitobjects.py)
     cache = HashCache(roar_dir)
     root = str(paths.root)
@@ -609,10 +614,20 @@ def _trace_and_record(
         include=[g.strip() for g in settings["roar.env.include"].value.split(",") if g.strip()],
     )
     # roar.share.*: what a record that may be pushed never holds (a record is immutable).
-    if _off(settings["roar.share.hostname"].value):
+    share_host = not _off(settings["roar.share.hostname"].value)
+    share_user = not _off(settings["roar.share.user"].value)
+    if not share_host:
         environment = environment._replace(hostname="")
-    if _off(settings["roar.share.user"].value):
+    if not share_user:
         environment = environment._replace(user="")
+    no_one = config.Value("", "", "default")
+    recorded_by = recorder(
+        run_env,
+        settings.get("user.name", no_one).value,
+        settings.get("user.email", no_one).value,
+        share_user=share_user,
+        share_host=share_host,
+    )
     status = "interrupted" if trace.interrupted else ("ok" if trace.exit_code == 0 else "failed")
     if signals.during_command:
         status = "terminated"
@@ -665,6 +680,7 @@ def _trace_and_record(
             complete=trace.complete and trace.mode == "ptrace",
             environment=environment.to_dict(),
             unreadable=unreadable,
+            recorded_by=recorded_by,
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id

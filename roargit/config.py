@@ -72,8 +72,13 @@ def normalise_key(key: str) -> str:
     return key.lower()
 
 
-def read_all(paths: RepoPaths) -> dict[str, Value]:
-    """Every roar.* key in effect: git config over .roarconfig over defaults.
+#: git's own keys that `read_all(..., identity=True)` also returns: who records a run.
+IDENTITY_KEYS = ("user.name", "user.email")
+
+
+def read_all(paths: RepoPaths, *, identity: bool = False) -> dict[str, Value]:
+    """Every roar.* key in effect: git config over .roarconfig over defaults; with `identity`,
+    also git's user.name and user.email where set (from the same read: no second `git`).
 
     One `git config --list` reads every scope; .roarconfig comes in through a command-line
     include, so git parses it exactly as it parses its own files, and `--show-scope` tells
@@ -95,6 +100,8 @@ def read_all(paths: RepoPaths) -> dict[str, Value]:
         key, _, value = item.decode(errors="surrogateescape").partition("\n")
         key = key.lower()
         if not key.startswith("roar."):
+            if identity and key in IDENTITY_KEYS and scope != b"command":
+                values[key] = Value(key, value, "git")  # the last one read wins, as in git
             continue
         if scope == b"command":
             values[key] = Value(key, value, "team")

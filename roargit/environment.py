@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from roargit.errors import RecordCorrupt
+from roargit.records import Identity
 from roargit.redact import MARK, is_secret_name, redact_value
 
 # --- the record ------------------------------------------------------------------------------
@@ -262,6 +263,19 @@ def _cpu_info() -> CpuInfo:
 @functools.cache
 def _hostname() -> str:
     return os.uname().nodename  # what gethostname(2) answers, without importing socket
+
+
+def recorder(
+    env: Mapping[str, str], name: str, email: str, *, share_user: bool, share_host: bool
+) -> Identity:
+    """Who records a run: the identity git would put on a commit made now (GIT_AUTHOR_NAME
+    and GIT_AUTHOR_EMAIL over `name` and `email`, git's user.name and user.email) and this
+    host; each withheld ("") when the roar.share settings say so."""
+    return Identity(
+        (env.get("GIT_AUTHOR_NAME") or name) if share_user else "",
+        (env.get("GIT_AUTHOR_EMAIL") or email) if share_user else "",
+        _hostname() if share_host else "",
+    )
 
 
 _NVIDIA_SMI_TIMEOUT_S = 5.0  # a healthy driver answers in well under a second

@@ -155,6 +155,23 @@ class CodeState(NamedTuple):
         )
 
 
+class Identity(NamedTuple):
+    """Who recorded a run: git's user.name and user.email, and the host; each "" when unknown
+    or withheld (roar.share.user, roar.share.hostname)."""
+
+    name: str
+    email: str
+    host: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {"name": self.name, "email": self.email, "host": self.host}
+
+    @classmethod
+    def _read(cls, m: Any) -> Identity:
+        m = _as_map(m)
+        return cls(name=_str(m, "name"), email=_str(m, "email"), host=_str(m, "host"))
+
+
 class RunRecord(NamedTuple):
     argv: tuple[str, ...]
     cwd: str
@@ -172,13 +189,14 @@ class RunRecord(NamedTuple):
     complete: bool = True  # False: the capture may have missed accesses (see warnings)
     environment: Mapping[str, Any] = MappingProxyType({})
     unreadable: tuple[Unreadable, ...] = ()  # written only when there are some (ids unchanged)
+    recorded_by: Identity | None = None  # written only when known (older records have none)
 
     @property
     def duration_ns(self) -> int:
         return max(0, self.ended_at - self.started_at)
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        m = {
             "type": "run",
             "kind": self.kind,
             "argv": list(self.argv),
@@ -195,7 +213,12 @@ class RunRecord(NamedTuple):
             "capture": self.capture,
             "complete": self.complete,
             "environment": dict(self.environment),
-        } | ({"unreadable": [u.to_map() for u in self.unreadable]} if self.unreadable else {})
+        }
+        if self.unreadable:
+            m["unreadable"] = [u.to_map() for u in self.unreadable]
+        if self.recorded_by is not None:
+            m["recorded_by"] = self.recorded_by.to_map()
+        return m
 
     @classmethod
     def from_map(cls, m: Any, name: str, source: str | None = None) -> RunRecord:
@@ -231,6 +254,7 @@ class RunRecord(NamedTuple):
             complete=_bool(m, "complete"),
             environment=_sub(m, "environment", _environment, {}),
             unreadable=_items(m, "unreadable", Unreadable._read, optional=True),
+            recorded_by=_sub(m, "recorded_by", Identity._read) if "recorded_by" in m else None,
         )
 
 

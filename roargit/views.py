@@ -423,6 +423,7 @@ class Context:
                         "started_at": iso(rec.started_at),
                         "duration_s": round(rec.duration_ns / 1e9, 3),
                         "argv": list(rec.argv),
+                        "recorded_by": who_json(rec),
                     }
                 )
                 if limit is not None and len(out) >= limit:
@@ -532,6 +533,11 @@ def iso(ns: int) -> str:
     )
 
 
+def who_json(rec: RunRecord) -> dict[str, str] | None:
+    """Who recorded the run ({name, email, host}), or None for a record that does not say."""
+    return None if rec.recorded_by is None else rec.recorded_by.to_map()
+
+
 def files_json(files: Iterable[FileRef]) -> list[dict[str, Any]]:
     out = []
     for f in files:
@@ -569,5 +575,6 @@ def run_to_json(run_id: str, rec: RunRecord, label: str | None) -> dict[str, Any
         "duration_s": round(rec.duration_ns / 1e9, 3),
         "capture": rec.capture,
         "complete": rec.complete,
+        "recorded_by": who_json(rec),
         "environment": dict(env),
     } | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})

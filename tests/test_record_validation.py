@@ -448,3 +448,41 @@ def test_canonical_manifest_bytes_are_the_codec_s() -> None:
     rows = [["a", "1" * 64, 1]]
     _, data = folders.encode_manifest([folders.ManifestEntry(*r) for r in rows])
     assert data == codec.encode({"files": rows, "type": "manifest"})
+
+
+RECORDED_BY_DAMAGE: list[tuple[str, Any, str]] = [
+    ("recorded_by", "ada", "recorded_by must be a map"),
+    ("recorded_by", None, "recorded_by must be a map"),
+    ("recorded_by.name", 7, "recorded_by.name must be a string"),
+    ("recorded_by.email", DELETE, "recorded_by.email is missing"),
+    ("recorded_by.host", ["lab"], "recorded_by.host must be a string"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), RECORDED_BY_DAMAGE)
+def test_each_damaged_recorded_by_field_is_named(path: str, value: Any, message: str) -> None:
+    run = _valid_run()
+    run["recorded_by"] = {"name": "Ada", "email": "ada@example.org", "host": "lab-3"}
+    with pytest.raises(RecordCorrupt) as caught:
+        _decode(_set(run, path, value))
+    text = str(caught.value)
+    assert text.startswith(f"record {NAME} from origin is malformed: {message}"), text
+
+
+def test_recorded_by_is_optional_and_written_only_when_known() -> None:
+    bare = _decode(_valid_run())
+    assert isinstance(bare, RunRecord) and bare.recorded_by is None
+    assert "recorded_by" not in bare.to_map()  # a record without it keeps its bytes and id
+    assert run_to_json("r" * 64, bare, None)["recorded_by"] is None
+    run = _valid_run()
+    run["recorded_by"] = {"name": "Ada", "email": "", "host": "lab-3", "later": 1}
+    rec = _decode(run)
+    assert isinstance(rec, RunRecord)
+    assert rec.recorded_by == records.Identity("Ada", "", "lab-3")
+    again = records.decode(records.encode(rec), NAME)
+    assert again == rec and records.encode(again) == records.encode(rec)
+    assert run_to_json("r" * 64, rec, "@1")["recorded_by"] == {
+        "name": "Ada",
+        "email": "",
+        "host": "lab-3",
+    }

@@ -72,7 +72,12 @@ def settle(run: dict[str, Any]) -> dict[str, Any]:
     assert isinstance(run["duration_s"], float | int) and run["duration_s"] >= 0
     env = run["environment"]
     assert {"python", "os", "cpu", "gpus", "hostname", "user", "packages", "env_vars"} <= set(env)
-    return {**run, "started_at": "T", "duration_s": 0, "environment": {}}
+    assert run["recorded_by"] == {
+        "name": "Test Author",
+        "email": "author@example.com",
+        "host": env["hostname"],
+    }
+    return {**run, "started_at": "T", "duration_s": 0, "environment": {}, "recorded_by": {}}
 
 
 @dataclass
@@ -142,6 +147,7 @@ def expected_run(
         "duration_s": 0,
         "capture": "ptrace",
         "complete": True,
+        "recorded_by": {},
         "environment": {},
     }
 

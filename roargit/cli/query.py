@@ -41,6 +41,18 @@ def _command(argv: list[str], width: int = 70) -> str:
     return shorten(show_argv(argv), width)
 
 
+def _who(by: dict[str, str] | None, *, long: bool = True) -> str:
+    """Who recorded a run, for a line: `Ada <ada@example.org> on lab-3` (short: `Ada`)."""
+    if not by:
+        return "?"
+    name = by.get("name") or by.get("email") or "?"
+    if not long:
+        return show_text(name)
+    email = f" <{by['email']}>" if by.get("email") and by.get("name") else ""
+    host = f" on {by['host']}" if by.get("host") else ""
+    return show_text(f"{name}{email}{host}")
+
+
 def _render_run(r: dict[str, Any]) -> None:
     label = r["step"] or "(not in session)"
     say(f"run {r['id']}")
@@ -52,6 +64,8 @@ def _render_run(r: dict[str, Any]) -> None:
         f"  status    {r['status']} (exit {r['exit_code']}), {r['duration_s']} s, "
         f"started {r['started_at']}"
     )
+    if r.get("recorded_by"):
+        say(f"  by        {_who(r['recorded_by'])}")
     code = r["code"]
     commit = (code["commit"] or "no commit")[:12]
     dirty = f", dirty (snapshot tree {code['tree'][:12]})" if code["dirty"] else ""
@@ -249,7 +263,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     for e in entries:
         say(
             f"{e['step'] or '-':>4}  {short(e['id'], 10)}  {e['status']:<11} "
-            f"{e['duration_s']:>8.2f}s  {_command(e['argv'])}"
+            f"{e['duration_s']:>8.2f}s  {_who(e.get('recorded_by'), long=False):<12.12} "
+            f"{_command(e['argv'])}"
         )
     return 0
 
