@@ -456,13 +456,16 @@ static int has_dotdot(const char *p) {
 static int walk(const char *root, const char *path, int dir, char *real, size_t cap) {
     int fd, flags = O_PATH | O_CLOEXEC | (dir ? O_DIRECTORY : 0);
     size_t rlen = strlen(root);
-    if (strcmp(root, "/") == 0) {
+    /* A path outside the root (relative to a cwd left outside by a chroot without chdir) is
+     * walked from ours, as the kernel walks it. */
+    int inside_root = strncmp(path, root, rlen) == 0 && (path[rlen] == '/' || !path[rlen]);
+    if (strcmp(root, "/") == 0 || !inside_root) {
         fd = open(path, flags);
     } else {
         struct {
             uint64_t flags, mode, resolve;
         } how = {(uint64_t)flags, 0, 0x10 /* RESOLVE_IN_ROOT */};
-        const char *inside = strncmp(path, root, rlen) == 0 ? path + rlen : path;
+        const char *inside = path + rlen;
         int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         fd = rfd < 0 ? -1
                      : (int)syscall(__NR_openat2, rfd, *inside ? inside : "/", &how, sizeof how);
