@@ -12,6 +12,7 @@ objects however long the history is:
     folders/ab/<path key>/p.<run id>     a run wrote the folder at that path (key: hash
     folders/ab/<path key>/c.<run id>       of the recorded path), to find it from a file
     code/<tree id>                       a code state the runs saw (tree), kept reachable
+    verifications/ab/cd/<run id>/<id>    a reproduction's verification of that run
 
 Every name is derived from content, so two ledgers can only ever disagree by having different
 entries: merging is a union of trees and cannot conflict. The ref moves only by
@@ -99,7 +100,7 @@ MAX_ATTEMPTS = 400
 #: pygit2 in ~0.01 ms after a 60-100 ms import: past this many reads, pygit2 is cheaper.
 SWITCH_TO_PYGIT2_AT = 150
 
-R = TypeVar("R", RunRecord, SessionRecord)
+R = TypeVar("R", RunRecord, SessionRecord, records.VerificationRecord)
 
 Entry = NewEntry  # one path to add: a blob's bytes, or an existing tree by id
 
@@ -581,12 +582,16 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------
 
-    def entries_for_run(self, run_id: str, data: bytes, record: RunRecord) -> list[Entry]:
+    def entries_for_run(
+        self, run_id: str, data: bytes, record: RunRecord, index: bool = True
+    ) -> list[Entry]:
+        """The entries of a run; without `index`, none under artifacts/ or folders/ (a
+        reproduction's run: it attests to the original, it is no producer of its bytes)."""
         entries = [
             Entry(("runs", *fanout(run_id), run_id), data),
             Entry(("sessions", record.session[:2], record.session, run_id[:2], run_id), data),
         ]
-        for tag, files in (("c", record.inputs), ("p", record.outputs)):
+        for tag, files in (("c", record.inputs), ("p", record.outputs)) if index else ():
             for f in files:
                 entries.append(
                     Entry(("artifacts", *fanout(f.hash), f.hash, f"{tag}.{run_id}"), data)
@@ -598,10 +603,43 @@ class Ledger:
             entries.append(Entry(("code", record.code.tree), tree=record.code.tree))
         return entries
 
-    def append_run(self, record: RunRecord, extra: Sequence[Entry] = ()) -> RunId:
+    def append_run(
+        self, record: RunRecord, extra: Sequence[Entry] = (), index: bool = True
+    ) -> RunId:
         run_id, data = records.identify(record)
-        self.commit([*self.entries_for_run(run_id, data, record), *extra], f"run {run_id}")
+        entries = self.entries_for_run(run_id, data, record, index)
+        self.commit([*entries, *extra], f"run {run_id}")
         return RunId(run_id)
+
+    def append_verification(self, record: records.VerificationRecord) -> str:
+        vid, data = records.identify(record)
+        where = ("verifications", *fanout(record.run), record.run, vid)
+        self.commit([Entry(where, data)], f"verification {vid}")
+        return vid
+
+    def verifications(
+        self, run_id: str
+    ) -> list[tuple[str, records.VerificationRecord | RoarError]]:
+        """(id, record or why it cannot be used) of each verification of a run. A record
+        that verifies another run than the one it is filed under is refused."""
+        if not _plain(run_id):
+            return []
+        where = ("verifications", *fanout(run_id), run_id)
+        names = [n for n in self._names(*where) if _plain(n)]
+        view = self._current()
+        found = [] if view is None else view.blobs([(*where, n) for n in names])
+        out: list[tuple[str, records.VerificationRecord | RoarError]] = []
+        for vid, data in zip(names, found, strict=True):
+            try:
+                rec = self._checked(data, vid, "verification", records.VerificationRecord)
+                if rec.run != run_id:
+                    raise RecordCorrupt(
+                        f"verification {vid[:12]}", f"does not verify run {run_id[:12]}"
+                    )
+                out.append((vid, rec))
+            except RoarError as exc:
+                out.append((vid, exc))
+        return out
 
     def append_session(self, record: SessionRecord) -> SessionId:
         session_id, data = records.identify(record)

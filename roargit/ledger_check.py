@@ -33,7 +33,7 @@ from roargit.errors import RecordCorrupt, RecordTooNew
 if TYPE_CHECKING:
     import pygit2
 
-TOPS = frozenset({"artifacts", "code", "folders", "manifests", "runs", "sessions"})
+TOPS = frozenset({"artifacts", "code", "folders", "manifests", "runs", "sessions", "verifications"})
 TREE_MODE = 0o040000
 BLOB_MODES = frozenset({0o100644})
 QUARANTINE_DIR = "quarantine"
@@ -113,6 +113,16 @@ def expect(parts: tuple[str, ...]) -> Slot | str:
         if depth == 5 and top == "artifacts":
             return _index_slot(name, (name[:1], parts[3]))
         return bad
+    if top == "verifications":
+        # verifications/ab/cd/<run id>/<verification id>: the record must verify that run.
+        if depth in (2, 3):
+            return ("tree",) if is_hex(name, 2) else bad
+        if depth == 4:
+            ok = is_hex(name, 64) and name[:2] == parts[1] and name[2:4] == parts[2]
+            return ("tree",) if ok else bad
+        if depth == 5 and is_hex(name, 64):
+            return ("blob", "verification", name, ("verifies", parts[3]))
+        return bad
     if top == "sessions":
         if depth == 2:
             return ("tree",) if is_hex(name, 2) else bad
@@ -172,6 +182,12 @@ class _Checker:
         if isinstance(record, str):
             return record
         if what == "manifest":
+            return None
+        if what == "verification":
+            if not isinstance(record, records.VerificationRecord):
+                return f"verification {record_id[:12]}: is not a verification record"
+            if extra is not None and record.run != extra[1]:
+                return f"verification {record_id[:12]} does not verify run {extra[1][:12]}"
             return None
         want = records.RunRecord if what == "run" else records.SessionRecord
         if not isinstance(record, want):
@@ -290,7 +306,11 @@ def _merge(repo: Any, checker: _Checker, parts: tuple[str, ...], ours: Any, thei
             else:
                 builder.insert(name, entry.id, entry.filemode)
                 changed = True
-                if (len(here) == 4 and here[0] in ("runs", "manifests")) or here[-1] == "session":
+                if (
+                    (len(here) == 4 and here[0] in ("runs", "manifests"))
+                    or here[-1] == "session"
+                    or here[0] == "verifications"
+                ):
                     checker.added.append(slot[2])
     if not changed:
         return None if ours is None else ours.id

@@ -1,4 +1,4 @@
-"""The records roargit keeps: runs and sessions, as frozen plain data.
+"""The records roargit keeps: runs, sessions and verifications, as frozen plain data.
 
 NamedTuples rather than frozen dataclasses: `roar run` pays for every class made at import
 (about 1.4 ms for a frozen dataclass, 0.2 ms for a NamedTuple) and for every instance (a big
@@ -294,7 +294,116 @@ class SessionRecord(NamedTuple):
         )
 
 
-Record = RunRecord | SessionRecord
+VERIFIED_STATUSES = ("identical", "differs", "missing")
+VERIFICATION_RESULTS = ("identical", "differs", "failed")
+
+
+class VerifiedOutput(NamedTuple):
+    """One output of the original run, as a reproduction wrote it again."""
+
+    path: str
+    hash: ArtifactId  # as the original run recorded it
+    new_hash: ArtifactId | None  # as reproduced; None when the reproduction did not write it
+    status: str  # "identical", "differs" or "missing"
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "hash": self.hash,
+            "new_hash": self.new_hash,
+            "status": self.status,
+        }
+
+    @classmethod
+    def _read(cls, m: Any) -> VerifiedOutput:
+        m = _as_map(m)
+        new_hash = m.get("new_hash")
+        return cls(
+            path=_path(m, "path"),
+            hash=ArtifactId(_hex(m, "hash")),
+            new_hash=ArtifactId(_hex(m, "new_hash")) if new_hash is not None else None,
+            status=_choice(m, "status", VERIFIED_STATUSES),
+        )
+
+
+class Verifier(NamedTuple):
+    """Who reproduced a run: git's user.name and user.email, and the host; each "" when
+    unknown or withheld (roar.share.user, roar.share.hostname)."""
+
+    name: str
+    email: str
+    host: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {"name": self.name, "email": self.email, "host": self.host}
+
+    @classmethod
+    def _read(cls, m: Any) -> Verifier:
+        m = _as_map(m)
+        return cls(name=_str(m, "name"), email=_str(m, "email"), host=_str(m, "host"))
+
+
+class VerificationRecord(NamedTuple):
+    """A reproduction's attestation about an original run: its outputs came out identical or
+    not, by whom, where and when, with which code and environment. It never makes the
+    reproduction a producer of the artifacts: the original run stays theirs."""
+
+    run: RunId  # the original run
+    result: str  # "identical" (every output), "differs", or "failed" (the command failed)
+    outputs: tuple[VerifiedOutput, ...]
+    exit_code: int
+    started_at: int  # ns since the epoch
+    ended_at: int
+    by: Verifier
+    clone: str  # random id of the clone it ran in (.git/roar/clone-id)
+    code: CodeState  # the code state it ran with
+    environment: Mapping[str, Any] = MappingProxyType({})
+    reproduction: RunId | None = None  # the reproduction's own run record, filed as no producer
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "type": "verification",
+            "run": self.run,
+            "result": self.result,
+            "outputs": [o.to_map() for o in self.outputs],
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "by": self.by.to_map(),
+            "clone": self.clone,
+            "code": self.code.to_map(),
+            "environment": dict(self.environment),
+            "reproduction": self.reproduction,
+        }
+
+    @classmethod
+    def from_map(cls, m: Any, name: str, source: str | None = None) -> VerificationRecord:
+        """The verification in a decoded record map, checked field by field (see `decode`)."""
+        with _refusing(name, source):
+            return cls._read(m)
+
+    @classmethod
+    def _read(cls, m: Any) -> VerificationRecord:
+        m = _as_map(m)
+        if m.get("type") != "verification":
+            raise _Bad("type", 'must be "verification"')
+        reproduction = m.get("reproduction")
+        return cls(
+            run=RunId(_hex(m, "run")),
+            result=_choice(m, "result", VERIFICATION_RESULTS),
+            outputs=_items(m, "outputs", VerifiedOutput._read),
+            exit_code=_int(m, "exit_code"),
+            started_at=_int(m, "started_at"),
+            ended_at=_int(m, "ended_at"),
+            by=_sub(m, "by", Verifier._read),
+            clone=_str(m, "clone"),
+            code=_sub(m, "code", CodeState._read),
+            environment=_sub(m, "environment", _environment, {}),
+            reproduction=RunId(_hex(m, "reproduction")) if reproduction is not None else None,
+        )
+
+
+Record = RunRecord | SessionRecord | VerificationRecord
 
 
 def encode(record: Record) -> bytes:
@@ -311,7 +420,11 @@ def decode(data: bytes, name: str, source: str | None = None) -> Record:
         return RunRecord.from_map(m, name, source)
     if kind == "session":
         return SessionRecord.from_map(m, name, source)
-    raise RecordCorrupt(name, 'must be "run" or "session"', source=source, field="type")
+    if kind == "verification":
+        return VerificationRecord.from_map(m, name, source)
+    raise RecordCorrupt(
+        name, 'must be "run", "session" or "verification"', source=source, field="type"
+    )
 
 
 def identify(record: Record) -> tuple[str, bytes]:

@@ -23,7 +23,7 @@ from roargit import codec, folders, records
 from roargit.environment import Environment
 from roargit.errors import RecordCorrupt, RecordTooNew, RoarError
 from roargit.records import RunRecord, SessionRecord
-from roargit.views import run_to_json
+from roargit.views import run_to_json, verification_to_json
 
 NAME = "3fa9c1d2e4b5"
 
@@ -74,6 +74,33 @@ def _valid_session() -> dict[str, Any]:
     return {"type": "session", "v": 1, "created_at": 1, "clone": "c", "parent": "6" * 64}
 
 
+def _valid_verification() -> dict[str, Any]:
+    return {
+        "type": "verification",
+        "v": 1,
+        "run": "7" * 64,
+        "result": "differs",
+        "outputs": [
+            {"path": "model.bin", "hash": "2" * 64, "new_hash": "8" * 64, "status": "differs"},
+            {"path": "log.txt", "hash": "3" * 64, "new_hash": None, "status": "missing"},
+        ],
+        "exit_code": 0,
+        "started_at": 1,
+        "ended_at": 2,
+        "by": {"name": "Bob", "email": "bob@example.com", "host": "box"},
+        "clone": "c",
+        "code": {
+            "commit": "a" * 40,
+            "branch": None,
+            "dirty": False,
+            "tree": "b" * 40,
+            "inputs": [],
+        },
+        "environment": {"python": {"version": "3.12"}, "packages": {"numpy": "2.1.0"}},
+        "reproduction": "9" * 64,
+    }
+
+
 def _decode(m: Any, source: str | None = "origin") -> records.Record:
     return records.decode(msgpack.packb(m, use_bin_type=True), NAME, source=source)
 
@@ -101,6 +128,45 @@ def test_the_valid_samples_decode() -> None:
     run = _decode(_valid_run())
     assert isinstance(run, RunRecord) and run.unreadable[0].size == -1
     assert isinstance(_decode(_valid_session()), SessionRecord)
+    verification = _decode(_valid_verification())
+    assert isinstance(verification, records.VerificationRecord)
+    assert verification.outputs[1].new_hash is None and verification.by.email == "bob@example.com"
+    # The canonical bytes read back as the same record (one codec, both ways).
+    again = records.decode(records.encode(verification), NAME)
+    assert again == verification
+
+
+VERIFICATION_DAMAGE: list[tuple[str, Any, str]] = [
+    ("run", DELETE, "run is missing"),
+    ("run", "../" + "7" * 61, "run must be 64 lowercase hex digits"),
+    ("result", "ok", 'result must be one of "identical", "differs", "failed"'),
+    ("outputs", {}, "outputs must be a list"),
+    ("outputs.0.path", "", "outputs[0].path must be a non-empty string without NUL"),
+    ("outputs.0.path", "a\0b", "outputs[0].path must be a non-empty string without NUL"),
+    ("outputs.0.hash", "2" * 63, "outputs[0].hash must be 64 lowercase hex digits"),
+    ("outputs.0.new_hash", "X" * 64, "outputs[0].new_hash must be 64 lowercase hex digits"),
+    ("outputs.1.status", "gone", 'outputs[1].status must be one of "identical", "differs"'),
+    ("exit_code", "0", "exit_code must be an integer within int64"),
+    ("started_at", 2**63, "started_at must be an integer within int64"),
+    ("ended_at", DELETE, "ended_at is missing"),
+    ("by", "bob", "by must be a map"),
+    ("by.email", None, "by.email must be a string"),
+    ("by.host", DELETE, "by.host is missing"),
+    ("clone", 7, "clone must be a string"),
+    ("code", DELETE, "code is missing"),
+    ("code.tree", "../../x", "code.tree must be nil or a git object id"),
+    ("environment.os", "Linux", "environment.os must be a map"),
+    ("environment.future", {"a": 1.5}, "environment.future.a must be nil, a boolean"),
+    ("reproduction", "r" * 64, "reproduction must be 64 lowercase hex digits"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), VERIFICATION_DAMAGE)
+def test_each_damaged_verification_field_is_named(path: str, value: Any, message: str) -> None:
+    with pytest.raises(RecordCorrupt) as caught:
+        _decode(_set(_valid_verification(), path, value))
+    text = str(caught.value)
+    assert text.startswith(f"record {NAME} from origin is malformed: {message}"), text
 
 
 def test_a_malformed_field_reads_as_one_line_with_its_path_and_source() -> None:
@@ -117,7 +183,7 @@ def test_a_malformed_field_reads_as_one_line_with_its_path_and_source() -> None:
 
 
 RUN_DAMAGE: list[tuple[str, Any, str]] = [
-    ("type", DELETE, 'type must be "run" or "session"'),
+    ("type", DELETE, 'type must be "run", "session" or "verification"'),
     ("kind", "job", 'kind must be one of "run", "build"'),
     ("argv", "python x.py", "argv must be a list"),
     ("argv", ["x"] * 100_001, "argv must hold at most 100000 words"),
@@ -301,6 +367,9 @@ def _check(data: bytes) -> None:
         if isinstance(record, RunRecord):
             Environment.from_dict(record.environment)
             json.dumps(run_to_json("0" * 64, record, None))
+        if isinstance(record, records.VerificationRecord):
+            Environment.from_dict(record.environment)
+            json.dumps(verification_to_json("0" * 64, record))
     for decode in (folders.decode_manifest, folders.decode_manifest_rows):
         try:
             decode(data, NAME, source="origin")
@@ -369,11 +438,11 @@ def _retyped(old: Any) -> Any:
 
 
 def _sample_maps(rnd: random.Random) -> Any:
-    run, session = _valid_run(), _valid_session()
+    run, session, verification = _valid_run(), _valid_session(), _valid_verification()
     manifest = {"files": [["a", "1" * 64, 1], ["b/c", "2" * 64, 2]], "type": "manifest", "v": 1}
-    del run["v"], session["v"]  # codec.encode stamps it
-    run["v"] = session["v"] = 1
-    return rnd.choice([run, session, manifest])
+    del run["v"], session["v"], verification["v"]  # codec.encode stamps it
+    run["v"] = session["v"] = verification["v"] = 1
+    return rnd.choice([run, session, verification, manifest])
 
 
 def _random_value(rnd: random.Random, depth: int = 0) -> Any:
@@ -392,7 +461,9 @@ def _random_value(rnd: random.Random, depth: int = 0) -> Any:
     if pick == 5:
         return rnd.randbytes(rnd.randrange(8))
     if pick == 6:
-        return rnd.choice(["run", "session", "manifest", "dir", "ok", "input", "ptrace"])
+        return rnd.choice(
+            ["run", "session", "verification", "manifest", "dir", "ok", "input", "identical"]
+        )
     if pick in (7, 8):
         return rnd.randrange(-(2**40), 2**40)
     if pick in (9, 10):

@@ -148,7 +148,7 @@ def test_newer_schema_is_refused_with_upgrade_hint() -> None:
 
 
 def test_unknown_type_and_bad_field_types_are_refused() -> None:
-    with pytest.raises(RecordCorrupt, match='type must be "run" or "session"'):
+    with pytest.raises(RecordCorrupt, match='type must be "run", "session" or "verification"'):
         records.decode(codec.encode({"type": "dance"}), "x")
     with pytest.raises(RecordCorrupt, match="created_at must be an integer within int64"):
         records.decode(codec.encode({"type": "session", "created_at": "x", "clone": "c"}), "x")
