@@ -190,6 +190,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
         # diff(1) keeps 1 for "different": trouble is 2.
         print(f"roar: {show_text(str(exc))}", file=sys.stderr)
         return 2
+    if args.html:
+        from roargit.web import export
+
+        try:
+            export.write(Path(args.html), export.diff_html(ctx, result))
+        except RoarError as exc:
+            print(f"roar: {show_text(str(exc))}", file=sys.stderr)
+            return 2
     if args.json:
         emit_json(result)
     else:
@@ -208,6 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
   roar diff 966927 model.pkl     an older model (by hash) against the current one
   roar diff @2 3fa9c1d2          a step against an earlier run of it (run id prefix)
   roar diff a1b2c3 d4e5f6 --json root_causes, consequences, by_category (docs/diff.md)
+  roar diff @2 3fa9c1d2 --html diff.html   root causes and both DAGs, in one file
 
 exit status: 0 identical, 1 different, 2 trouble""",
         description=(
@@ -219,3 +228,6 @@ exit status: 0 identical, 1 different, 2 trouble""",
     p.add_argument("a", metavar="A", help="a path, artifact hash prefix, run id prefix or @N")
     p.add_argument("b", metavar="B", help="the same kinds of REF as A")
     p.add_argument("--json", action="store_true", help="print as JSON (docs/diff.md)")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write the diff as one self-contained web page"
+    )

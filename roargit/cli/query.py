@@ -243,7 +243,13 @@ def cmd_dag(args: argparse.Namespace) -> int:
         dag = ctx.lineage_dag(ctx.resolve(args.ref, Path.cwd()))
     else:
         dag = ctx.session_dag()
-    if args.json:
+    if args.html:
+        from roargit.web import export
+
+        target = ctx.resolve(args.ref, Path.cwd()) if args.ref else None
+        export.write(Path(args.html), export.dag_html(ctx, target))
+        say(f"wrote {show_text(args.html)}")
+    elif args.json:
         emit_json(dag)
     elif args.mermaid:
         say(_mermaid(dag))
@@ -324,13 +330,17 @@ def register(sub: argparse._SubParsersAction) -> None:
   roar dag                   the active session
   roar dag model.pkl         the steps behind one artifact
   roar dag --mermaid         paste into a Markdown document
-  roar dag --dot | dot -Tsvg > dag.svg""",
+  roar dag --dot | dot -Tsvg > dag.svg
+  roar dag --html dag.html   one file to attach to a CI run or an email""",
     )
     p.add_argument("ref", nargs="?")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--mermaid", action="store_true", help="print a Mermaid graph")
     fmt.add_argument("--dot", action="store_true", help="print a Graphviz graph")
+    fmt.add_argument(
+        "--html", metavar="FILE", help="write one self-contained web page (inline SVG, CSS, JS)"
+    )
 
     p = add_command(
         sub,

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from roargit.errors import RoarError
 from roargit.views import Context, Target
 from roargit.web import render
 from roargit.web.app import static_text
@@ -75,10 +76,21 @@ def diff_html(ctx: Context, result: dict[str, Any]) -> str:
     return _page("Diff", body + _runs_section(ctx, runs))
 
 
+class CannotWrite(RoarError):
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def write(path: Path, html: str) -> None:
     """Write the page whole or not at all: a temporary file beside it, renamed into place."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        _write(path, html)
+    except OSError as exc:
+        raise CannotWrite(path, exc) from None
+
+
+def _write(path: Path, html: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(html)

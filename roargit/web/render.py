@@ -217,6 +217,7 @@ def artifact(
         )
         return f'<ul class="run-list">{rows}</ul>'
 
+    checks = _verifications((runs.get(top) or {}).get("verifications") or []) if top else ""
     produced = run_rows(art["produced_by"]) or '<p class="none">No recorded run: source data.</p>'
     consumed = run_rows(art["consumed_by"]) or '<p class="none">No recorded run read it.</p>'
     download = (
@@ -236,7 +237,9 @@ def artifact(
         f'<p><a href="{esc(links.dag(digest))}">Its lineage as a DAG</a></p>'
         "<h2>Recreate these bytes</h2>"
         + _copy(f"roar reproduce {digest} --run -y", "the reproduce command")
-        + f"<h2>Produced by</h2>{produced}<h2>Consumed by</h2>{consumed}"
+        + f"<h2>Produced by</h2>{produced}"
+        + (f"<h3>Reproductions of the run that made it</h3>{checks}" if checks else "")
+        + f"<h2>Consumed by</h2>{consumed}"
         "<h2>Compare with another</h2>" + _diff_form(links, digest)
     )
 
@@ -293,6 +296,7 @@ def run(
         for u in r.get("unreadable", [])
     )
     label = r["step"] or "not in the session"
+    checks = _verifications(r.get("verifications") or [])
     return (
         f'<h1>Run <code class="hash">{esc(short(rid))}</code> '
         f'<span class="step">{esc(label)}</span> '
@@ -309,11 +313,28 @@ def run(
         f'<p><a href="{esc(links.dag(rid))}">Its lineage as a DAG</a></p>'
         f"<h2>Inputs</h2>{in_table}"
         f"<h2>Outputs</h2>{_files(links, r['outputs'], 'No outputs.')}"
+        + (f"<h2>Reproductions</h2>{checks}" if checks else "")
         + (f"<h2>Code it read</h2><ul>{code_inputs}</ul>" if code_inputs else "")
         + (f'<h2>Unreadable</h2><ul class="warn">{unreadable}</ul>' if unreadable else "")
         + f"<h2>Environment</h2>{_value(env)}"
         "<h2>Compare with another</h2>" + _diff_form(links, rid)
     )
+
+
+def _verifications(found: Sequence[Mapping[str, Any]]) -> str:
+    """Reproductions that re-ran a run and say whether its outputs came out identical."""
+    items = []
+    for v in found:
+        by = v.get("by") or {}
+        who = " ".join(str(x) for x in (by.get("name"), by.get("email")) if x) or "someone"
+        result = str(v.get("result", "?"))
+        items.append(
+            f'<li><span class="verdict {esc(result)}">{esc(result)}</span> by {esc(who)} '
+            f"at {esc(v.get('at', '?'))}"
+            + (f" in clone {esc(v['clone'])}" if v.get("clone") else "")
+            + "</li>"
+        )
+    return f'<ul class="verifications">{"".join(items)}</ul>' if items else ""
 
 
 def code(links: Links, r: Mapping[str, Any], patch: str, note: str) -> str:
@@ -532,7 +553,7 @@ def _sides(side_a: Placed, side_b: Placed) -> str:
     )
     return (
         f'<h2>Both lineages</h2>{legend}<div class="sides-graphs">'
-        f'<section><h3>A</h3><div class="dag-view">{svg(side_a, label="lineage A")}</div>'
-        f'</section><section><h3>B</h3><div class="dag-view">{svg(side_b, label="lineage B")}'
-        "</div></section></div>"
+        f'<section><h3>A</h3><div class="dag-view" data-fit>{svg(side_a, label="lineage A")}'
+        '</div></section><section><h3>B</h3><div class="dag-view" data-fit>'
+        f"{svg(side_b, label='lineage B')}</div></section></div>"
     )

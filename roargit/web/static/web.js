@@ -68,6 +68,11 @@
         zoom(Math.min(r.width / w, Math.max(r.height, 300) / h, 1));
       }
     };
+    // The two sides of a diff start whole where that keeps the text legible.
+    if (view.hasAttribute("data-fit")) {
+      var r0 = view.getBoundingClientRect();
+      if (w > r0.width) zoom(Math.max(r0.width / w, 0.5));
+    }
     view.addEventListener("wheel", function (ev) {
       if (!(ev.ctrlKey || ev.metaKey)) return;  // plain wheel scrolls, as everywhere
       ev.preventDefault();
