@@ -348,28 +348,49 @@ def test_chroot_paths_are_translated(tmp_path: Path, how: str) -> None:
     }
 
 
-@needs_root
-def test_bind_mount_in_a_new_mount_namespace_is_not_recorded_as_a_host_file(
-    tmp_path: Path,
-) -> None:
-    """Inside `unshare -m`, b/x is a's x: the host's b/x is another file. The run is marked
-    incomplete with one warning, and no path of the namespace is recorded."""
+def needs_unshare() -> None:
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         pytest.skip("no unshare(1) or mount(8)")
     probe = subprocess.run(["unshare", "-m", "true"], check=False, capture_output=True)
     if probe.returncode != 0:
         pytest.skip("unshare -m is refused here")
+
+
+def bind_tree(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x").write_text("the bytes read\n")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("a decoy\n")
-    t = traced(tmp_path, "unshare", "-m", "sh", "-c", "mount --bind a b && cat b/x > out")
+
+
+@needs_root
+def test_a_bind_mount_in_a_new_mount_namespace_is_mapped_to_the_host_file(tmp_path: Path) -> None:
+    """Inside `unshare -m`, b/x is a's x: the host's b/x is another file, never recorded; a/x
+    is, found through the two mount tables and checked by device and inode."""
+    needs_unshare()
+    bind_tree(tmp_path)
+    script = "mount --bind a b && cat b/x > out && cat b/../a/x > /dev/null"
+    t = traced(tmp_path, "unshare", "-m", "sh", "-c", script)
     assert t.exit_code == 0
     assert (tmp_path / "out").read_text() == "the bytes read\n"
+    assert t.complete, t.warnings
+    assert seen(t, tmp_path) == {"a/x": {"read"}, "out": {"written", "created"}}
+
+
+@needs_root
+def test_a_file_only_another_mount_namespace_has_is_not_recorded(tmp_path: Path) -> None:
+    """A tmpfs mounted inside the namespace has no path here: what is done there is left out,
+    with one warning naming the process, and the host file at the same path is not recorded."""
+    needs_unshare()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "new").write_text("a decoy\n")
+    script = "mount -t tmpfs none b && echo x > b/new && cat b/new > out"
+    t = traced(tmp_path, "unshare", "-m", "sh", "-c", script)
+    assert t.exit_code == 0
     assert not t.complete
     (line,) = [w for w in t.warnings if "another mount namespace" in w]
-    assert "(unshare)" in line
-    assert "b/x" not in seen(t, tmp_path)
+    assert "no mount of this machine shows" in line
+    assert seen(t, tmp_path) == {"out": {"written", "created"}}
 
 
 # ------------------------------------------------------------------ work done by another process
@@ -488,23 +509,19 @@ CLONE_NEWNS = r"""
 
 
 @needs_root
-def test_a_clone_into_a_new_mount_namespace_is_not_recorded_by_the_shim(tmp_path: Path) -> None:
+def test_a_clone_into_a_new_mount_namespace_leaves_its_calls_to_the_tracer(tmp_path: Path) -> None:
     """A child cloned into a new mount namespace, no exec: the shim loaded in it notices at its
-    first record, and its calls go to the tracer, which leaves them out."""
+    first record and records nothing (its paths are the namespace's); the tracer maps them."""
     prog = build_c(tmp_path, "clonens", CLONE_NEWNS)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x").write_text("the bytes read\n")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "x").write_text("a decoy\n")
+    bind_tree(tmp_path)
     t = traced(tmp_path, str(prog))
     if t.exit_code in (2, 3):
         pytest.skip("mount is refused here")
     assert t.exit_code == 0
     assert (tmp_path / "out").read_text() == "the bytes read\n"
-    assert not t.complete
-    (line,) = [w for w in t.warnings if "another mount namespace" in w]
-    assert "(clonens)" in line
-    assert "b/x" not in seen(t, tmp_path)
+    assert t.complete, t.warnings
+    files = seen(t, tmp_path)
+    assert files == {"clonens": {"executed"}, "a/x": {"read"}, "out": {"written", "created"}}
 
 
 RAW_CHROOT = r"""

@@ -317,7 +317,8 @@ static int cwd_generation = 1;
 /* A task's view of the file system: the tracer's (VIEW_HOST); chrooted (VIEW_CHROOT: its paths
  * are translated, its root prefixed and its folders walked inside that root); or another mount
  * namespace (VIEW_OTHER: a bind mount, a container), where a path may name a different file
- * than ours, so its accesses are not recorded and the run is marked incomplete. */
+ * than ours: its paths are mapped through the mount tables (map_other), and one that has no
+ * path here is not recorded (the run is then incomplete). */
 #define VIEW_HOST 0
 #define VIEW_CHROOT 1
 #define VIEW_OTHER 2
@@ -552,6 +553,202 @@ static int task_view(struct task *t) {
     return t->view = t->root ? VIEW_CHROOT : VIEW_OTHER;
 }
 
+/* ---------------------------------------------------------------- other mount namespaces */
+
+/* A task in another mount namespace (unshare -m, a container) names files by its own mount
+ * table: `b/x` there may be our `a/x` (a bind mount). Its paths are mapped to ours through
+ * the two tables (/proc/PID/mountinfo): the path is walked in its namespace (from
+ * /proc/PID/root, RESOLVE_IN_ROOT), the mount it ends on gives the filesystem (MAJ:MIN) and
+ * the path inside it, and a mount of ours of that filesystem gives our path, which is kept
+ * only if it is the very file (same device and inode). A file that no mount of ours shows
+ * (a container image) has no path here and is not recorded. */
+
+struct mount_line {
+    long id;
+    unsigned major, minor;
+    char *root, *point; /* unescaped */
+};
+
+struct mount_table {
+    struct mount_line *m;
+    size_t n;
+    char key[64]; /* which namespace ("" for ours) */
+    int loaded;
+};
+
+static struct mount_table own_mounts, other_mounts;
+
+static void unescape_octal(char *s) { /* mountinfo writes ' ', '\t', '\n', '\\' as \ooo */
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+}
+
+static void free_mounts(struct mount_table *mt) {
+    for (size_t i = 0; i < mt->n; i++) free(mt->m[i].root), free(mt->m[i].point);
+    free(mt->m);
+    mt->m = NULL;
+    mt->n = 0;
+    mt->loaded = 0;
+}
+
+static int load_mounts(struct mount_table *mt, pid_t pid, const char *key) {
+    char path[64], line[3 * PATH_MAX];
+    free_mounts(mt);
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *save, *id = strtok_r(line, " ", &save), *parent = strtok_r(NULL, " ", &save);
+        char *dev = strtok_r(NULL, " ", &save), *root = strtok_r(NULL, " ", &save);
+        char *point = strtok_r(NULL, " ", &save);
+        struct mount_line ml;
+        if (!id || !parent || !point || sscanf(dev, "%u:%u", &ml.major, &ml.minor) != 2) continue;
+        if (mt->n == cap) {
+            cap = cap ? 2 * cap : 64;
+            struct mount_line *more = realloc(mt->m, cap * sizeof *more);
+            if (!more) break;
+            mt->m = more;
+        }
+        unescape_octal(root);
+        unescape_octal(point);
+        ml.id = atol(id);
+        ml.root = strdup(root);
+        ml.point = strdup(point);
+        if (!ml.root || !ml.point) {
+            free(ml.root), free(ml.point);
+            break;
+        }
+        mt->m[mt->n++] = ml;
+    }
+    fclose(f);
+    snprintf(mt->key, sizeof mt->key, "%s", key);
+    mt->loaded = 1;
+    return 0;
+}
+
+/* `path` with `prefix` (whole components) taken off its front: the rest, "" for the prefix
+ * itself; NULL where it does not start so. */
+static const char *under(const char *path, const char *prefix) {
+    if (strcmp(prefix, "/") == 0) return strcmp(path, "/") == 0 ? "" : path;
+    size_t n = strlen(prefix);
+    if (strncmp(path, prefix, n) != 0 || (path[n] && path[n] != '/')) return NULL;
+    return path + n;
+}
+
+/* Our path of the file that `fd` (an O_PATH fd opened in task t's namespace) is, into out. */
+static int our_path_of(struct task *t, int fd, char *out, size_t cap) {
+    char link[64], seen[PATH_MAX], info[512], ns[64];
+    struct stat st;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, seen, sizeof seen - 1);
+    if (n <= 0 || seen[0] != '/' || fstat(fd, &st) != 0) return -1;
+    seen[n] = 0;
+    snprintf(link, sizeof link, "/proc/self/fdinfo/%d", fd);
+    int ifd = open(link, O_RDONLY | O_CLOEXEC);
+    ssize_t got = ifd < 0 ? -1 : read(ifd, info, sizeof info - 1);
+    if (ifd >= 0) close(ifd);
+    if (got <= 0) return -1;
+    info[got] = 0;
+    const char *mid = strstr(info, "mnt_id:");
+    if (!mid) return -1;
+    long mnt_id = atol(mid + 7);
+    snprintf(link, sizeof link, "/proc/%d/ns/mnt", t->tid);
+    n = readlink(link, ns, sizeof ns - 1);
+    ns[n > 0 ? n : 0] = 0;
+    if (!other_mounts.loaded || strcmp(other_mounts.key, ns) != 0)
+        load_mounts(&other_mounts, t->tid, ns);
+    if (!own_mounts.loaded) load_mounts(&own_mounts, getpid(), "");
+    const struct mount_line *theirs = NULL;
+    for (size_t i = 0; i < other_mounts.n && !theirs; i++)
+        if (other_mounts.m[i].id == mnt_id) theirs = &other_mounts.m[i];
+    const char *rel = theirs ? under(seen, theirs->point) : NULL;
+    if (!rel) return -1;
+    char fs[PATH_MAX * 2]; /* the path inside the filesystem */
+    snprintf(fs, sizeof fs, "%s%s", strcmp(theirs->root, "/") == 0 ? "" : theirs->root, rel);
+    if (!fs[0]) strcpy(fs, "/");
+    for (size_t i = 0; i < own_mounts.n; i++) {
+        const struct mount_line *ours = &own_mounts.m[i];
+        const char *rest = ours->major == theirs->major && ours->minor == theirs->minor
+                               ? under(fs, ours->root)
+                               : NULL;
+        if (!rest) continue;
+        struct stat here;
+        int w = snprintf(out, cap, "%s%s", strcmp(ours->point, "/") == 0 && *rest ? "" : ours->point,
+                         rest);
+        if (w > 0 && (size_t)w < cap && lstat(out, &here) == 0 && here.st_dev == st.st_dev &&
+            here.st_ino == st.st_ino)
+            return 0;
+    }
+    return -1;
+}
+
+/* Map `path` (absolute, as task t names it in its namespace) to ours, in place. The file
+ * itself where it exists (followed if `follow`), else its folder and the name. -1 where the
+ * folder cannot be walked there (the call fails too) or has no path here (*unmapped set). */
+static int map_other(struct task *t, char *path, size_t cap, int follow, int *unmapped) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/root", t->tid);
+    int rfd = open(link, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rfd < 0) return -1;
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {(uint64_t)(O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)), 0, 0x10};
+    char *slash = strrchr(path, '/');
+    const char *name = slash + 1;
+    int whole = !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    int fd = (int)syscall(__NR_openat2, rfd, path, &how, sizeof how), is_dir_part = 0;
+    char dir[PATH_MAX * 2], tail[PATH_MAX];
+    if (fd < 0 && !whole) {
+        size_t dlen = (size_t)(slash - path);
+        snprintf(dir, sizeof dir, "%.*s", (int)dlen, path);
+        if (!dlen) strcpy(dir, "/");
+        snprintf(tail, sizeof tail, "%s", name);
+        how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+        fd = (int)syscall(__NR_openat2, rfd, dir, &how, sizeof how);
+        is_dir_part = 1;
+    }
+    close(rfd);
+    if (fd < 0) return -1;
+    char ours[PATH_MAX];
+    int r = our_path_of(t, fd, ours, sizeof ours);
+    if (r != 0) { /* mounted since we read the tables? once more, afresh */
+        free_mounts(&other_mounts);
+        free_mounts(&own_mounts);
+        r = our_path_of(t, fd, ours, sizeof ours);
+    }
+    close(fd);
+    if (r != 0) {
+        *unmapped = 1;
+        return -1;
+    }
+    int w = is_dir_part ? snprintf(path, cap, "%s%s%s", ours, strcmp(ours, "/") == 0 ? "" : "/", tail)
+                        : snprintf(path, cap, "%s", ours);
+    return w > 0 && (size_t)w < cap ? 0 : -1;
+}
+
+/* The first path of another mount namespace that has no path here: warned once a run. */
+static void note_unmapped(struct task *t) {
+    static int warned;
+    if (warned) return;
+    warned = 1;
+    char comm[32];
+    log_warn("process %d (%s) works in another mount namespace (unshare, setns or a container): "
+             "files there that no mount of this machine shows (a container image, say) are not "
+             "recorded",
+             t->tgid, comm_of(t->tgid, comm, sizeof comm));
+    log_raw("incomplete\n");
+}
+
 /* Resolve `path` (in the tracee) against dirfd and the task's cwd into out. The result is
  * absolute, in our view of the file system, and not normalised (the Python side normalises
  * lexically), except that a ".." is taken as the kernel takes it (resolve_dotdot). A chrooted
@@ -561,7 +758,12 @@ static int resolve_view(struct task *t, long dirfd, uint64_t addr, int empty_ok,
     int absolute = resolve_named(t, dirfd, addr, empty_ok, out, cap);
     if (absolute < 0) return -1;
     int view = task_view(t);
-    if (view == VIEW_OTHER) return -1;
+    if (view == VIEW_OTHER) {
+        int unmapped = 0;
+        if (map_other(t, out, cap, follow, &unmapped) == 0) return 0;
+        if (unmapped) note_unmapped(t);
+        return -1;
+    }
     if (view == VIEW_CHROOT) {
         if (absolute) {
             char inside[PATH_MAX * 2];
@@ -934,16 +1136,7 @@ static void on_syscall_stop(pid_t tid, int seccomp_stop) {
     } else if (op != INFO_OP_ENTRY || !is_traced_call(nr)) {
         return; /* unfiltered mode: exits and non-file calls */
     }
-    static int other_view_warned; /* once a run: its children are there too */
-    if (task_view(t) == VIEW_OTHER && !other_view_warned) {
-        char comm[32];
-        other_view_warned = 1;
-        log_warn("process %d (%s) works in another mount namespace (unshare, setns or a "
-                 "container): the files used there are not recorded",
-                 t->tgid, comm_of(t->tgid, comm, sizeof comm));
-        log_raw("incomplete\n");
-    }
-    handle_file_call(t, nr, args); /* resolve() refuses the paths of VIEW_OTHER */
+    handle_file_call(t, nr, args);
 }
 
 static void on_exec(pid_t tid) {
