@@ -14,7 +14,8 @@ Noise rules (`is_system_path`) — a path the tracer saw is *not* an artifact wh
    include,bin,sbin}), /lib*, /bin, /sbin, /etc, /proc, /sys, /dev, /run, /var/run, /var/cache,
    /var/lib/{dpkg,apt}, /nix/store, /snap;
 3. under the user's caches and tool homes, given `home`: ~/.cache (except ~/.cache/huggingface
-   and ~/.cache/torch/hub, which hold models and datasets a run genuinely consumes), ~/.pyenv,
+   and ~/.cache/torch/hub, which hold models and datasets a run genuinely consumes, and
+   ~/.cache/roargit, whose clones of registered lineage are reproduced in), ~/.pyenv,
    ~/.nv, ~/.triton, ~/.terminfo, ~/.python_history;
 4. part of any Python interpreter: a stdlib dir `…/lib/python3.X/` (or `lib/python3X.zip`),
    a `pyvenv.cfg`, an executable `…/bin/python*`;
@@ -757,8 +758,9 @@ _SYSTEM_PREFIXES = (
 )  # fmt: skip
 # Trees under $HOME that are tool state, not data.
 _HOME_NOISE = (".cache/", ".pyenv/", ".nv/", ".triton/", ".terminfo/", ".python_history")
-# …except the model and dataset caches a run genuinely consumes.
-_HOME_KEEP = (".cache/huggingface/", ".cache/torch/hub/")
+# …except the model and dataset caches a run genuinely consumes, and the clones roar keeps
+# for registered lineage (a reproduction runs in their work trees).
+_HOME_KEEP = (".cache/huggingface/", ".cache/torch/hub/", ".cache/roargit/")
 
 _ALWAYS_NOISE = re.compile(
     r"""

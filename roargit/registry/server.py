@@ -285,6 +285,8 @@ class RegistryApp:
         self._stamp = 0
         self.config = self._reload(force=True)
         self.log = log or AccessLog(self.config.log)
+        self._push_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self.git = make_wsgi_chain(_Backend(self.config.root))  # type: ignore[arg-type]
 
     def _reload(self, force: bool = False) -> ServerConfig:
@@ -384,7 +386,20 @@ class RegistryApp:
             write = route == "/git-receive-pack"
         if not allowed(rules.write if write else rules.read, user):
             return _deny(respond, user)
+        if method == "POST" and write:
+            return self._one_push_at_a_time(name, environ, respond)
         return self.git(environ, respond)
+
+    def _one_push_at_a_time(
+        self, name: str, environ: dict[str, Any], respond: StartResponse
+    ) -> Iterator[bytes]:
+        """Pushes to one repository, one after another: dulwich fails a push whose ref lock
+        is taken (FileLocked) instead of reporting the ref as not updated, which would make
+        a concurrent registration look like a broken connection rather than a lost race."""
+        with self._locks_lock:
+            lock = self._push_locks.setdefault(name, threading.Lock())
+        with lock:
+            yield from self.git(environ, respond)
 
 
 def _json(respond: StartResponse, status: int, body: Any) -> list[bytes]:
