@@ -98,7 +98,9 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         streams = [s for s in streams if s.fd != STDOUT]
     # A recorded stderr holds the command's bytes alone: roar adds no report or warnings to it
     # (`roar show` gives the run).
-    quiet = args.quiet or any(s.fd == STDERR for s in streams)
+    # -q drops the report, never a warning: a warning says what was not captured or stored.
+    stderr_recorded = any(s.fd == STDERR for s in streams)
+    quiet = args.quiet or stderr_recorded
     try:
         outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=streams)
     except NotRecorded as exc:
@@ -109,7 +111,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         warn(str(exc))
         return exc.exit_code
     try:
-        for w in outcome.warnings if not quiet else ():
+        for w in outcome.warnings if not stderr_recorded else ():
             warn(w)
         if args.json:
             emit_json(run_json(outcome.run_id, outcome.record, outcome.label))
