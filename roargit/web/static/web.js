@@ -48,7 +48,7 @@
     var serverLit = svg.classList.contains("dim");
 
     function zoom(to, cx, cy) {
-      to = Math.max(0.1, Math.min(3, to));
+      to = Math.max(0.02, Math.min(3, to));
       var r = view.getBoundingClientRect();
       cx = cx === undefined ? r.width / 2 : cx;
       cy = cy === undefined ? r.height / 2 : cy;
@@ -71,7 +71,7 @@
     // The two sides of a diff start whole where that keeps the text legible.
     if (view.hasAttribute("data-fit")) {
       var r0 = view.getBoundingClientRect();
-      if (w > r0.width) zoom(Math.max(r0.width / w, 0.5));
+      if (w > r0.width) zoom(Math.max(r0.width / w, 0.6));
     }
     view.addEventListener("wheel", function (ev) {
       if (!(ev.ctrlKey || ev.metaKey)) return;  // plain wheel scrolls, as everywhere
