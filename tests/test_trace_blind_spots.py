@@ -325,17 +325,20 @@ def make_jail(tmp_path: Path) -> Path:
 
 
 @needs_root
-@pytest.mark.parametrize("how", ["itself", "chroot(1)"])
+@pytest.mark.parametrize("how", ["itself", "chroot(1)", "unshare --root"])
 def test_chroot_paths_are_translated(tmp_path: Path, how: str) -> None:
-    """A static program in a chroot: by its own chroot call (always a tracer stop), or started
-    by chroot(1), whose chroot goes through the shim."""
+    """A static program in a chroot: by its own chroot call (always a tracer stop), started
+    by chroot(1), whose chroot goes through the shim, or chrooted in a new mount namespace."""
     jail = make_jail(tmp_path)
     if how == "itself":
         t = traced(tmp_path, str(jail / "copy"), str(jail))
-    else:
+    elif how == "chroot(1)":
         if shutil.which("chroot") is None:
             pytest.skip("no chroot(1)")
         t = traced(tmp_path, "chroot", str(jail), "/copy")
+    else:
+        needs_unshare()
+        t = traced(tmp_path, "unshare", "-m", f"--root={jail}", "--wd=/", "/copy")
     assert t.exit_code == 0, t.warnings
     assert t.complete, t.warnings
     assert (jail / "out").read_text() == "inside\n"

@@ -653,6 +653,12 @@ static int our_path_of(struct task *t, int fd, char *out, size_t cap) {
     ssize_t n = readlink(link, seen, sizeof seen - 1);
     if (n <= 0 || seen[0] != '/' || fstat(fd, &st) != 0) return -1;
     seen[n] = 0;
+    /* The kernel's name for it, where that is the very file here too (most paths of a
+     * namespace that only some mounts set apart; a chroot inside it): no tables needed. */
+    struct stat here;
+    if (lstat(seen, &here) == 0 && here.st_dev == st.st_dev && here.st_ino == st.st_ino &&
+        (size_t)snprintf(out, cap, "%s", seen) < cap)
+        return 0;
     snprintf(link, sizeof link, "/proc/self/fdinfo/%d", fd);
     int ifd = open(link, O_RDONLY | O_CLOEXEC);
     ssize_t got = ifd < 0 ? -1 : read(ifd, info, sizeof info - 1);
@@ -736,6 +742,48 @@ static int map_other(struct task *t, char *path, size_t cap, int follow, int *un
     return w > 0 && (size_t)w < cap ? 0 : -1;
 }
 
+/* A relative path of task t in another mount namespace, made absolute from its cwd or dirfd
+ * as we name them (`path`), rewritten in place as the task names it: with the task's root (as
+ * we name it) taken off the front, and only where that names the very folder its cwd or dirfd
+ * is (checked by device and inode: our name for a folder of another namespace can be a name
+ * of ours, or of nothing). */
+static int other_view_path(struct task *t, long dirfd, char *path, size_t cap) {
+    char link[64], base[PATH_MAX], root[PATH_MAX];
+    if ((int)dirfd == AT_FDCWD) {
+        const char *cwd = task_cwd(t);
+        if (!cwd) return -1;
+        snprintf(base, sizeof base, "%s", cwd);
+        snprintf(link, sizeof link, "/proc/%d/cwd", t->tid);
+    } else {
+        if (fd_path(t->tid, dirfd, base, sizeof base) != 0) return -1;
+        snprintf(link, sizeof link, "/proc/%d/fd/%ld", t->tid, dirfd);
+    }
+    size_t blen = strlen(base);
+    if (strncmp(path, base, blen) != 0) return -1;
+    char rest[PATH_MAX * 2];
+    snprintf(rest, sizeof rest, "%s", path + blen);
+    char rlink[64];
+    snprintf(rlink, sizeof rlink, "/proc/%d/root", t->tid);
+    ssize_t n = readlink(rlink, root, sizeof root - 1);
+    if (n <= 0) return -1;
+    root[n] = 0;
+    const char *inside = under(base, root);
+    if (!inside) return -1;
+    struct stat want, got;
+    int rfd = open(rlink, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0x10 /* RESOLVE_IN_ROOT */};
+    int fd = rfd < 0 ? -1 : (int)syscall(__NR_openat2, rfd, *inside ? inside : "/", &how, sizeof how);
+    if (rfd >= 0) close(rfd);
+    int same = fd >= 0 && fstat(fd, &got) == 0 && stat(link, &want) == 0 &&
+               want.st_dev == got.st_dev && want.st_ino == got.st_ino;
+    if (fd >= 0) close(fd);
+    if (!same) return -1;
+    int w = snprintf(path, cap, "%s%s", *inside ? inside : (*rest ? "" : "/"), rest);
+    return w > 0 && (size_t)w < cap ? 0 : -1;
+}
+
 /* The first path of another mount namespace that has no path here: warned once a run. */
 static void note_unmapped(struct task *t) {
     static int warned;
@@ -760,6 +808,10 @@ static int resolve_view(struct task *t, long dirfd, uint64_t addr, int empty_ok,
     int view = task_view(t);
     if (view == VIEW_OTHER) {
         int unmapped = 0;
+        if (!absolute && other_view_path(t, dirfd, out, cap) != 0) {
+            note_unmapped(t);
+            return -1;
+        }
         if (map_other(t, out, cap, follow, &unmapped) == 0) return 0;
         if (unmapped) note_unmapped(t);
         return -1;
