@@ -806,6 +806,10 @@ static int resolve_view(struct task *t, long dirfd, uint64_t addr, int empty_ok,
     int absolute = resolve_named(t, dirfd, addr, empty_ok, out, cap);
     if (absolute < 0) return -1;
     int view = task_view(t);
+    /* Walked by us, /proc/self would be ours: a chrooted task's /proc paths are no files of
+     * its run anyway. */
+    if (view != VIEW_HOST && absolute && (strncmp(out, "/proc/", 6) == 0 || !strcmp(out, "/proc")))
+        return -1;
     if (view == VIEW_OTHER) {
         int unmapped = 0;
         if (!absolute && other_view_path(t, dirfd, out, cap) != 0) {
