@@ -114,6 +114,28 @@ def test_search_for_a_file_no_run_read(repo_copy: Path) -> None:
     assert r.status == 404 and "never recorded" in r.text
 
 
+def test_an_ambiguous_prefix_lists_its_candidates(git_repo: Path) -> None:
+    from blake3 import blake3
+
+    from roargit.ledger import Ledger
+    from tests.ledger_helpers import make_run
+
+    seen: dict[str, str] = {}
+    for i in range(200_000):  # two digests sharing 6 hex digits (a birthday, not a search)
+        digest = blake3(f"x{i}".encode()).hexdigest()
+        if digest[:6] in seen:
+            pair = (seen[digest[:6]], digest)
+            break
+        seen[digest[:6]] = digest
+    roar(git_repo, "init")
+    paths = find_repo(git_repo)
+    Ledger(paths).import_records([make_run(1, outputs=pair[:1]), make_run(2, outputs=pair[1:])])
+    r = call(make_app(paths), "/search", f"q={pair[0][:6]}")
+    assert r.status == 400 and "ambiguous" in r.text
+    for digest in pair:
+        assert f'href="/artifact/{digest}"' in r.text
+
+
 def test_artifact_page(app: Any, ids: dict[str, str]) -> None:
     digest = ids["metrics_b"]
     r = call(app, f"/artifact/{digest}")

@@ -166,7 +166,13 @@ def test_dag_shows_every_step_and_a_click_opens_the_node(
     lit = full.find_elements(By.CSS_SELECTOR, "path.edge.hl")
     assert len(lit) >= 4
     assert "dim" in full.find_element(By.CSS_SELECTOR, "svg").get_attribute("class")
-    shot(browser, tmp_path, "dag")
+    shot(browser, tmp_path, "web-dag")
+    # The keyboard reaches the nodes, and focus lights a path as hovering does.
+    ActionChains(browser).move_by_offset(0, 0).perform()
+    metrics = full.find_element(By.CSS_SELECTOR, f'a.node[data-ref="{ids["metrics_b"]}"]')
+    browser.execute_script("arguments[0].focus()", metrics)
+    assert browser.switch_to.active_element == metrics
+    assert "hl" in metrics.get_attribute("class")
     # Collapsing the artifacts, then showing them again, without leaving the page.
     browser.find_element(By.CSS_SELECTOR, "[data-collapse]").click()
     compact = browser.find_element(By.CSS_SELECTOR, '.dag-view[data-view="compact"]')
@@ -215,7 +221,7 @@ def test_diff_of_two_runs_highlights_the_root_cause(
     browser.find_element(By.CSS_SELECTOR, ".consequences a.because").click()
     assert browser.current_url.endswith("#cause-1")
     browser.set_window_size(1280, 1500)
-    shot(browser, tmp_path, "diff")
+    shot(browser, tmp_path, "web-diff")
     browser.set_window_size(1280, 900)
 
 

@@ -253,8 +253,12 @@ def run(
     """A run's page. `producers`: per input path, the run whose write it read and its label."""
     rid = r["id"]
     env = dict(r["environment"])
-    who = env.get("user") or "?"
-    host = env.get("hostname") or "?"
+    by = r.get("recorded_by") or {}
+    name = " ".join(
+        str(x) for x in (by.get("name"), f"<{by['email']}>" if by.get("email") else "") if x
+    )
+    who = name or env.get("user") or "?"
+    host = by.get("host") or env.get("hostname") or "?"
     code = r["code"]
     commit = code["commit"]
     dirty = code["dirty"]
