@@ -32,7 +32,7 @@ class Reply(NamedTuple):
         return self.body.decode("utf-8")
 
 
-def call(app: Any, path: str, query: str = "", method: str = "GET", **env: str) -> Reply:
+def call(app: Any, path: str, query: str = "", method: str = "GET", **env: Any) -> Reply:
     seen: list[Any] = []
     environ = {
         "REQUEST_METHOD": method,
@@ -179,6 +179,36 @@ def test_code_page(app: Any, ids: dict[str, str]) -> None:
     r = call(app, f"/code/{ids['train_b']}")
     assert r.status == 200
     assert "pipeline" in r.text  # the commit's message, from git show
+
+
+def test_code_page_of_a_dirty_tree_shows_the_snapshot_patch(git_repo: Path) -> None:
+    (git_repo / "step.py").write_text("open('out.txt', 'w').write('1')\n")
+    subprocess.run(["git", "add", "step.py"], cwd=git_repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "step"], cwd=git_repo, check=True)
+    (git_repo / "step.py").write_text("open('out.txt', 'w').write('<b>2</b>')\n")
+    roar(git_repo, "run", "python", "step.py")
+    rid = roar(git_repo, "log", "-n", "1", "--json").stdout.split('"id": "')[1][:64]
+    app = make_app(find_repo(git_repo))
+    r = call(app, f"/run/{rid}")
+    assert "uncommitted changes: snapshot tree" in r.text
+    r = call(app, f"/code/{rid}")
+    assert r.status == 200
+    added = "+open(&#x27;out.txt&#x27;, &#x27;w&#x27;).write(&#x27;&lt;b&gt;2"
+    assert f'<span class="add">{added}' in r.text
+    assert '<span class="del">-open(' in r.text
+
+
+def test_a_bug_is_a_500_page_with_the_traceback_in_the_log(app: Any) -> None:
+    import io
+
+    class Broken(type(app)):
+        def context(self) -> Any:
+            raise ZeroDivisionError("planted")
+
+    log = io.StringIO()
+    r = call(Broken(app.paths), "/dag", **{"wsgi.errors": log})
+    assert r.status == 500 and "planted" not in r.text
+    assert "ZeroDivisionError: planted" in log.getvalue()
 
 
 def test_session_dag_shows_every_step_artifact_and_mark(app: Any, ids: dict[str, str]) -> None:

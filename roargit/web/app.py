@@ -157,6 +157,15 @@ class App:
             response = self.html(exc.status, "Error", body, links)
         except RoarError as exc:
             response = self.html(_status_of(exc), "Error", render.error(str(exc)), links)
+        except Exception:
+            # A bug: the traceback goes to the server's error stream, the page says only that.
+            import traceback
+
+            errors = environ.get("wsgi.errors")
+            if errors is not None:
+                errors.write(traceback.format_exc())
+            message = "internal error: the details are in the server's log"
+            response = self.html(500, "Error", render.error(message), links)
         headers = [("Content-Type", response.content_type), *SECURITY_HEADERS, *response.headers]
         if response.length is not None:
             headers.append(("Content-Length", str(response.length)))
