@@ -505,6 +505,8 @@ def _plan_warnings(steps: Sequence[PlanStep], paths: RepoPaths) -> list[str]:
             )
         if not rec.complete:
             out.append(f"{s.label}: recorded in {rec.capture} mode; it may have missed inputs")
+        if rec.status != "ok":
+            out.append(f"{s.label}: its recorded run {rec.status} (exit {rec.exit_code})")
         if any("<redacted>" in a for a in rec.argv):
             out.append(f"{s.label}: its command had secrets redacted; it will run with them so")
         for f in rec.outputs:

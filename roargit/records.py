@@ -326,23 +326,6 @@ class VerifiedOutput(NamedTuple):
         )
 
 
-class Verifier(NamedTuple):
-    """Who reproduced a run: git's user.name and user.email, and the host; each "" when
-    unknown or withheld (roar.share.user, roar.share.hostname)."""
-
-    name: str
-    email: str
-    host: str
-
-    def to_map(self) -> dict[str, Any]:
-        return {"name": self.name, "email": self.email, "host": self.host}
-
-    @classmethod
-    def _read(cls, m: Any) -> Verifier:
-        m = _as_map(m)
-        return cls(name=_str(m, "name"), email=_str(m, "email"), host=_str(m, "host"))
-
-
 class VerificationRecord(NamedTuple):
     """A reproduction's attestation about an original run: its outputs came out identical or
     not, by whom, where and when, with which code and environment. It never makes the
@@ -354,7 +337,7 @@ class VerificationRecord(NamedTuple):
     exit_code: int
     started_at: int  # ns since the epoch
     ended_at: int
-    by: Verifier
+    by: Identity  # who reproduced it, as a run's recorded_by
     clone: str  # random id of the clone it ran in (.git/roar/clone-id)
     code: CodeState  # the code state it ran with
     environment: Mapping[str, Any] = MappingProxyType({})
@@ -395,7 +378,7 @@ class VerificationRecord(NamedTuple):
             exit_code=_int(m, "exit_code"),
             started_at=_int(m, "started_at"),
             ended_at=_int(m, "ended_at"),
-            by=_sub(m, "by", Verifier._read),
+            by=_sub(m, "by", Identity._read),
             clone=_str(m, "clone"),
             code=_sub(m, "code", CodeState._read),
             environment=_sub(m, "environment", _environment, {}),

@@ -11,12 +11,15 @@ Executing a plan (plan.py) happens in an isolated git worktree under
    from a blob store (verified while it streams); the folders its files lay in are made
    when missing (`layout`);
 3. the command runs under the tracer, so the reproduction is recorded too (in a session of
-   its own, with the original step numbers), and every output is hashed;
-4. each recorded output is compared by path: `identical`, `differs` or `missing`.
+   its own, with the original step numbers), and every output is hashed; that run is filed
+   as no producer of its bytes (the original run stays their producer);
+4. each recorded output is compared by path: `identical`, `differs` or `missing`, and a
+   verification record of the original run says so, with who, where, when, and the code and
+   environment it ran with.
 
 A failed step stops the reproduction. The result is `identical` only when the target's bytes
-came out the same. The worktree is kept (the report says where) until the next reproduction
-of the same target.
+came out the same from a step that succeeded. The worktree is kept (the report says where)
+until the next reproduction of the same target.
 """
 
 from __future__ import annotations
@@ -37,7 +40,17 @@ from roargit.hashing import HashCache
 from roargit.ledger import Ledger
 from roargit.pathguard import Root, Source, escape
 from roargit.plan import Plan, PlanStep
-from roargit.records import FileRef, RunId, RunRecord, SessionId, SessionRecord
+from roargit.records import (
+    ArtifactId,
+    FileRef,
+    Identity,
+    RunId,
+    RunRecord,
+    SessionId,
+    SessionRecord,
+    VerificationRecord,
+    VerifiedOutput,
+)
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
 
 WORKTREES = "worktrees"
@@ -122,12 +135,13 @@ class StepResult:
     duration_s: float = 0.0
     outputs: list[OutputCheck] = field(default_factory=list)
     note: str = ""
+    verification: str | None = None  # id of the verification record of the original run
 
 
 @dataclass(slots=True)
 class Report:
     target: str
-    target_status: str  # "identical", "differs" or "missing"
+    target_status: str  # "identical", "differs", "missing" or "failed"
     target_path: str | None  # where the reproduced target lies (absolute), if it does
     worktree: str
     session: SessionId | None
@@ -160,6 +174,7 @@ class Report:
                     "exit_code": s.exit_code,
                     "duration_s": round(s.duration_s, 3),
                     "note": s.note,
+                    "verification": s.verification,
                     "outputs": [
                         {
                             "path": o.path,
@@ -341,6 +356,7 @@ def execute(
     wt = prepare_worktree(paths, where, first_commit)
     sid = ledger.append_session(SessionRecord(time.time_ns(), clone_id(paths), None))
     mat = Materialiser(paths, cache, stores)
+    clone = clone_id(paths)
     results: list[StepResult] = []
     report = Report(plan.target, "missing", None, str(where), sid, results, None, [])
     stopped = ""
@@ -358,7 +374,7 @@ def execute(
             results.append(StepResult(step.label, step.run_id, "skipped by user"))
             continue
         on_event("step", {"step": step.label, "command": list(step.run.argv)})
-        result = _run_step(wt, step, mat, sid, env, record_run, on_event)
+        result = _run_step(wt, step, mat, sid, env, record_run, on_event, clone)
         results.append(result)
         if result.action == "failed":
             stopped = f"{step.label} failed"
@@ -389,6 +405,7 @@ def _run_step(
     env: dict[str, str] | None,
     record_run: Callable[..., Any],
     on_event: Event,
+    clone: str,
 ) -> StepResult:
     rec = step.run
     # Consecutive steps usually share a code state: two git processes saved per step.
@@ -407,8 +424,10 @@ def _run_step(
                 root.makedirs(folder)
         cwd = Path(root.makedirs(rec.cwd))
     t0 = time.perf_counter()
+    # Filed as no producer: a reproduction attests to the original run (its verification,
+    # below), it does not replace it in the lineage.
     outcome = record_run(
-        wt, list(rec.argv), cwd, kind=rec.kind, step=rec.step, env=env, session_id=sid
+        wt, list(rec.argv), cwd, kind=rec.kind, step=rec.step, env=env, session_id=sid, index=False
     )
     took = time.perf_counter() - t0
     new = {f.path: f for f in outcome.record.outputs}
@@ -426,6 +445,7 @@ def _run_step(
                 _remember_folder(mat, wt, f.path, got.hash)
         checks.append(OutputCheck(f.path, f.hash, actual, status))
     failed = outcome.record.exit_code != 0
+    vid = mat.ledger.append_verification(verification_of(step.run_id, outcome, checks, clone))
     on_event(
         "done",
         {
@@ -444,6 +464,48 @@ def _run_step(
         took,
         checks,
         f"exit status {outcome.record.exit_code}" if failed else "",
+        vid,
+    )
+
+
+#: What a verification keeps of the environment a step ran in: what it ran with, not the
+#: variables of the shell it ran from (the reproduction's own run record holds those).
+_ENV_SUMMARY = ("python", "os", "arch", "cpu", "gpus", "packages")
+
+
+def verification_of(
+    original: RunId, outcome: Any, checks: Sequence[OutputCheck], clone: str
+) -> VerificationRecord:
+    """The verification of `original` by the reproduction `outcome` (its run's record says
+    who ran it, as roar run records it, withheld as roar.share.* say)."""
+    new = outcome.record
+    if new.exit_code != 0:
+        result = "failed"
+    elif all(c.status == "identical" for c in checks):
+        result = "identical"
+    else:
+        result = "differs"
+    env = {k: v for k, v in new.environment.items() if k in _ENV_SUMMARY}
+    return VerificationRecord(
+        run=original,
+        result=result,
+        outputs=tuple(
+            VerifiedOutput(
+                c.path,
+                ArtifactId(c.expected),
+                ArtifactId(c.actual) if c.actual else None,
+                c.status,
+            )
+            for c in checks
+        ),
+        exit_code=new.exit_code,
+        started_at=new.started_at,
+        ended_at=new.ended_at,
+        by=new.recorded_by or Identity("", "", ""),
+        clone=clone,
+        code=new.code,
+        environment=env,
+        reproduction=outcome.run_id,
     )
 
 
@@ -484,7 +546,9 @@ def _conclude(report: Report, plan: Plan, where: Path) -> None:
             continue
         for o in r.outputs:
             if o.expected == plan.target:
-                report.target_status = o.status
+                # Bytes a failing command left are no reproduction, identical or not (the
+                # original run may have failed the same way).
+                report.target_status = "failed" if r.action == "failed" else o.status
                 if o.actual is not None:
                     report.target_path = str(_abs(where, o.path))
 

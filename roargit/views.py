@@ -16,7 +16,7 @@ from roargit import pathguard, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger, RecordMissing
-from roargit.records import FileRef, RunId, RunRecord
+from roargit.records import FileRef, RunId, RunRecord, VerificationRecord
 from roargit.repo import RepoPaths
 
 MIN_PREFIX = 6
@@ -77,6 +77,7 @@ class Context:
         self._folder_runs: dict[tuple[str, str], tuple[list[RunId], list[RunId]]] = {}
         self._producer_cache: dict[str, list[tuple[RunId, RunRecord]]] = {}
         self._links: dict[tuple[str, str, str], tuple[RunId | None, bool]] = {}
+        self._verifications: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def view(self) -> session.SessionView:
@@ -271,7 +272,29 @@ class Context:
         }
 
     def run_json(self, run_id: str) -> dict[str, Any]:
-        return run_to_json(run_id, self.run(run_id), self.label(run_id))
+        return run_to_json(run_id, self.run(run_id), self.label(run_id), self.verifications(run_id))
+
+    def verified(self, run_id: str) -> dict[str, int]:
+        """How many reproductions of a run came out identical, different or failed."""
+        counts = dict.fromkeys(("identical", "differs", "failed"), 0)
+        for v in self.verifications(run_id):
+            counts[v["result"]] += 1
+        return counts
+
+    def verifications(self, run_id: str) -> list[dict[str, Any]]:
+        """The verifications of a run (reproductions that re-ran it), oldest first; one that
+        cannot be read is skipped with a warning."""
+        found = self._verifications.get(run_id)
+        if found is None:
+            found = []
+            for vid, rec in self.ledger.verifications(run_id):
+                if isinstance(rec, VerificationRecord):
+                    found.append(verification_to_json(vid, rec))
+                else:
+                    self._warn(f"{rec} (skipped)")
+            found.sort(key=lambda v: (v["at"], v["id"]))
+            self._verifications[run_id] = found
+        return found
 
     def _producers(self, digest: str) -> list[tuple[RunId, RunRecord]]:
         found = self._producer_cache.get(digest)
@@ -367,6 +390,7 @@ class Context:
                 "depends_on": list(s.depends_on),
                 "superseded": list(s.superseded),
                 "outputs": [f.path for f in s.run.outputs],
+                "verified": self.verified(s.run_id),
             }
             for s in self.view.steps
         ]
@@ -391,6 +415,7 @@ class Context:
                     "depends_on": list(dict.fromkeys(d for d in deps if d != me)),
                     "superseded": [],
                     "outputs": [f["path"] for f in r["outputs"]],
+                    "verified": self.verified(r["id"]),
                 }
             )
         return {"session": None, "target": lin["target"], "steps": steps}
@@ -491,17 +516,21 @@ def choose_producer(
     By run and path first: the run that last wrote these bytes at this path before the
     reader started. Only when no run did is it some run that wrote these bytes elsewhere
     (the second value is then True): one that finished before the reader started, a
-    successful one, the newest. Never the reader itself, nor a run that read these bytes
-    at this path (it found them there, so it did not make them)."""
+    successful one, the newest. Never the reader itself, a run that started after it, nor a
+    run that read these bytes at this path (it found them there, so it did not make them)."""
     before = reader[1].started_at if reader is not None else None
     rid_reader = reader[0] if reader is not None else None
-    usable = [(rid, rec) for rid, rec in candidates if rid != rid_reader]
+    # A run that started after the reader cannot have made what it read.
+    usable = [
+        (rid, rec)
+        for rid, rec in candidates
+        if rid != rid_reader and (before is None or rec.started_at < before)
+    ]
     if path is not None:
         here = [
             (rid, rec)
             for rid, rec in usable
-            if (before is None or rec.started_at < before)
-            and any(o.path == path and o.hash == digest for o in rec.outputs)
+            if any(o.path == path and o.hash == digest for o in rec.outputs)
         ]
         if here:
             return max(here, key=lambda c: _rank(c, before))[0], False
@@ -550,7 +579,42 @@ def files_json(files: Iterable[FileRef]) -> list[dict[str, Any]]:
     return out
 
 
-def run_to_json(run_id: str, rec: RunRecord, label: str | None) -> dict[str, Any]:
+def verification_to_json(vid: str, rec: VerificationRecord) -> dict[str, Any]:
+    return {
+        "id": vid,
+        "run": rec.run,
+        "result": rec.result,
+        "by": rec.by.to_map(),
+        "at": iso(rec.ended_at),
+        "clone": rec.clone,
+        "reproduction": rec.reproduction,
+        "outputs": [o.to_map() for o in rec.outputs],
+    }
+
+
+def verification_summary(verifications: Sequence[dict[str, Any]]) -> str:
+    """`reproduced identical ×2, last by bob <bob@example.com> on 2026-12-07` ("" for none):
+    recorded text, to be escaped by whoever prints it."""
+    if not verifications:
+        return ""
+    counts: dict[str, int] = {}
+    for v in verifications:
+        counts[v["result"]] = counts.get(v["result"], 0) + 1
+    parts = [f"{r} ×{n}" if n > 1 else r for r, n in counts.items()]
+    last = verifications[-1]
+    by = last["by"]
+    who = " ".join(x for x in (by["name"], f"<{by['email']}>" if by["email"] else "") if x)
+    who = who or "someone"
+    host = f" on {by['host']}" if by["host"] else ""
+    return f"reproduced {', '.join(parts)}, last by {who}{host} at {last['at']}"
+
+
+def run_to_json(
+    run_id: str,
+    rec: RunRecord,
+    label: str | None,
+    verifications: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     env = rec.environment
     return {
         "kind": "run",
@@ -577,4 +641,5 @@ def run_to_json(run_id: str, rec: RunRecord, label: str | None) -> dict[str, Any
         "complete": rec.complete,
         "recorded_by": who_json(rec),
         "environment": dict(env),
+        "verifications": list(verifications),
     } | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})

@@ -43,8 +43,13 @@ def test_three_steps_all_outputs_deleted_reproduce_identical(git_repo: Path) -> 
     dag = roar_json(git_repo, "dag")
     assert [s["step"] for s in dag["steps"]] == ["@1", "@2", "@3"]
     assert all(s["superseded"] == [] for s in dag["steps"])
-    # The reproduction is itself recorded: model.pkl now has two producers.
-    assert len(roar_json(git_repo, "show", model[:12])["produced_by"]) == 2
+    # The reproduction attests (a verification of each step it re-ran) and produces nothing:
+    # model.pkl keeps its one producer.
+    shown = roar_json(git_repo, "show", model[:12])
+    assert len(shown["produced_by"]) == 1
+    run = roar_json(git_repo, "show", shown["produced_by"][0][:12])
+    assert [v["result"] for v in run["verifications"]] == ["identical"]
+    assert run["verifications"][0]["reproduction"] == rep["steps"][-1]["new_run"]
 
     # Reuse (the default): the intermediates are in the local store, only @3 runs; -o copies.
     out = git_repo / "restored.pkl"

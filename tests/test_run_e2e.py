@@ -149,6 +149,7 @@ def expected_run(
         "complete": True,
         "recorded_by": {},
         "environment": {},
+        "verifications": [],
     }
 
 
@@ -279,6 +280,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
             "depends_on": deps,
             "superseded": [],
             "outputs": outs,
+            "verified": {"identical": 0, "differs": 0, "failed": 0},
         }
 
     steps = [

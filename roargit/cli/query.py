@@ -29,6 +29,12 @@ MARKS = {
 }
 
 
+def verification_summary(verifications: list[dict[str, Any]]) -> str:
+    from roargit.views import verification_summary as summary
+
+    return summary(verifications)
+
+
 def _context() -> Any:
     from roargit.repo import find_repo
     from roargit.views import Context
@@ -86,6 +92,8 @@ def _render_run(r: dict[str, Any]) -> None:
         say(show_text("  packages  " + ", ".join(f"{k} {v}" for k, v in sorted(pkgs.items()))))
     if not r["complete"]:
         say(f"  capture   {r['capture']}, INCOMPLETE: some accesses may be missing")
+    if r.get("verifications"):
+        say(f"  verified  {show_text(verification_summary(r['verifications']))}")
     for c in code["inputs"]:
         say(f"  code in   {show_text(c['path'])}  (blob {show_text(c['blob'][:10])})")
     for f in r["inputs"]:
@@ -98,6 +106,35 @@ def _render_run(r: dict[str, Any]) -> None:
         size = human_size(u["size"]) if u["size"] >= 0 else "size unknown"
         tag = "in" if u["access"] == "input" else "out"
         say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({show_text(u['reason'])})  {size}")
+
+
+def _verified(r: dict[str, Any]) -> str:
+    """`  (reproduced identical ×2, last by …)` for a run that reproductions re-ran."""
+    text = verification_summary(r.get("verifications") or [])
+    return f"  ({show_text(text)})" if text else ""
+
+
+def _producers(ctx: Any, run_ids: list[str]) -> list[str]:
+    """One line per group of producers that ran the same command as the same step and wrote
+    the same outputs (a step re-run with identical results), newest last, with a count."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rid in run_ids:
+        r = ctx.run_json(rid)
+        key = (
+            r["step"],
+            tuple(r["argv"]),
+            tuple((o["path"], o["hash"]) for o in r["outputs"]),
+        )
+        groups.setdefault(key, []).append(r)
+    lines = []
+    for same in groups.values():
+        r = same[-1]
+        times = f"  ×{len(same)} identical runs, newest" if len(same) > 1 else ""
+        lines.append(
+            f"{r['step'] or '-':>4} run {short(r['id'])}{times}  {_command(r['argv'], 50)}"
+            + _verified({"verifications": [v for x in same for v in x["verifications"]]})
+        )
+    return lines
 
 
 def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
@@ -119,7 +156,7 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
                 continue
             r = runs[link["producer"]]
             guess = "  (same bytes, written elsewhere)" if link["by_bytes"] else ""
-            made = f"{r['step'] or short(r['id'])} {_command(r['argv'], 50)}"
+            made = f"{r['step'] or short(r['id'])} {_command(r['argv'], 50)}{_verified(r)}"
             say(f"{pad}{show_text(f['path'])}  {short(f['hash'])}  ← {made}{guess}")
             show_run(r["id"], depth + 1, seen | {rid})
 
@@ -131,7 +168,7 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
             return
         top = lin["runs"][0]
         path = next((o["path"] for o in top["outputs"] if o["hash"] == t["hash"]), path)
-        made = f"{top['step'] or short(top['id'])} {_command(top['argv'], 50)}"
+        made = f"{top['step'] or short(top['id'])} {_command(top['argv'], 50)}{_verified(top)}"
         say(f"  {show_text(path)}  {short(t['hash'])}  ← {made}")
         show_run(top["id"], 2, set())
     else:
@@ -164,9 +201,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     say(f"  size         {size}{' (folder)' if art['type'] == 'dir' else ''}")
     say(f"  paths        {show_text(', '.join(art['paths'])) or '-'}")
     for key, title in (("produced_by", "produced by"), ("consumed_by", "consumed by")):
-        for rid in art[key]:
-            r = ctx.run_json(rid)
-            say(f"  {title:<12} {r['step'] or '-':>4} run {short(rid)}  {_command(r['argv'], 50)}")
+        for line in _producers(ctx, art[key]):
+            say(f"  {title:<12} {line}")
         if not art[key]:
             say(f"  {title:<12} -" + ("  (source data)" if key == "produced_by" else ""))
     top = ctx.producer(art["hash"], target.path) if art["produced_by"] else None
@@ -203,9 +239,12 @@ def _render_dag(dag: dict[str, Any]) -> None:
     for s in dag["steps"]:
         deps = f"  ← {', '.join(s['depends_on'])}" if s["depends_on"] else ""
         sup = f"  (supersedes {len(s['superseded'])})" if s["superseded"] else ""
+        counts = s.get("verified") or {}
+        ver = ", ".join(f"{r} ×{n}" for r, n in counts.items() if n)
+        ver = f"  (reproduced {ver})" if ver else ""
         say(
             f"{s['step']:>4}  {short(s['run'], 8)}  {_command(s['command'], 60)}"
-            f"{MARKS.get(s['state'], '')}{deps}{sup}"
+            f"{MARKS.get(s['state'], '')}{deps}{sup}{ver}"
         )
         for o in s["outputs"]:
             say(f"        → {show_text(o)}")

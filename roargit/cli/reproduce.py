@@ -28,7 +28,7 @@ SOURCE_TEXT = {
     "step": "from",
     "missing": "MISSING",
 }
-MARK = {"identical": "identical", "differs": "DIFFERS", "missing": "MISSING"}
+MARK = {"identical": "identical", "differs": "DIFFERS", "missing": "MISSING", "failed": "FAILED"}
 
 
 def emit_json(value: Any) -> None:
