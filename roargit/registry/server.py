@@ -277,9 +277,27 @@ class AccessLog:
             self._file.flush()
 
 
+def _send_objects_whole() -> None:
+    """Make dulwich's upload-pack send objects whole instead of looking for deltas to reuse:
+    that search reads every object of the pack the wanted ones lie in, so fetching one index
+    shard would read the whole index. Index entries and records are small, distinct objects
+    that packs seldom hold as deltas anyway."""
+    import functools
+
+    import dulwich.server
+    from dulwich.pack import write_pack_from_container
+
+    if not isinstance(dulwich.server.write_pack_from_container, functools.partial):
+        dulwich.server.write_pack_from_container = functools.partial(
+            write_pack_from_container, reuse_deltas=False
+        )
+
+
 class RegistryApp:
     def __init__(self, config_file: Path, log: AccessLog | None = None) -> None:
         from dulwich.web import make_wsgi_chain
+
+        _send_objects_whole()
 
         self.config_file = config_file
         self._stamp = 0
