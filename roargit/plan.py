@@ -158,6 +158,14 @@ def _step_json(s: PlanStep) -> dict[str, Any]:
 # -- finding bytes ---------------------------------------------------------------------------
 
 
+def location(url: str) -> str:
+    """A store as a URL, however it was configured: a local folder (`roar.store.url` set to a
+    path) is shown as the `file://` URL it is, like the default store."""
+    if "://" in url or "::" in url:
+        return url
+    return "file://" + url
+
+
 class Locator:
     """Answers "where can these bytes be had?" against the code tree, the work tree and the
     stores, memoised (a lineage reads the same artifacts many times)."""
@@ -181,7 +189,9 @@ class Locator:
 
     def store_with(self, digest: str) -> str | None:
         if digest not in self._in_store:
-            self._in_store[digest] = next((s.url for s in self.stores if s.has(digest)), None)
+            self._in_store[digest] = next(
+                (location(s.url) for s in self.stores if s.has(digest)), None
+            )
         return self._in_store[digest]
 
     def code_has(self, tree_id: str | None, recorded: str, digest: str) -> bool:
@@ -234,7 +244,7 @@ class Locator:
                 return None
             stored = True
         if stored:
-            return "store", ", ".join(s.url for s in self.stores)
+            return "store", ", ".join(location(s.url) for s in self.stores)
         return "worktree", f.path
 
 
@@ -386,7 +396,7 @@ def make_plan(
         target_path,
         tuple(steps),
         tuple(warnings),
-        tuple(s.url for s in stores),
+        tuple(location(s.url) for s in stores),
         reuse,
     )
 

@@ -39,7 +39,7 @@ from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
 from roargit.pathguard import Root, Source, escape
-from roargit.plan import Plan, PlanStep
+from roargit.plan import Plan, PlanStep, location
 from roargit.records import (
     ArtifactId,
     FileRef,
@@ -282,7 +282,7 @@ class Materialiser:
             except BlobCorrupt as exc:  # never used; another store may hold good bytes
                 corrupt = exc
                 continue
-            return f"store {store.url}"
+            return f"store {location(store.url)}"
         if corrupt is not None:
             raise corrupt
         raise FileNotFoundError(digest)
@@ -341,12 +341,12 @@ def execute(
 
     if not plan.ok:
         raise PlanIncomplete(plan)
-    if out is not None and out.exists() and not force:
+    roar_dir = ensure_roar_dir(paths)
+    cache = HashCache(roar_dir)
+    if out is not None and out.exists() and not force and not _holds(cache, out, plan.target):
         raise DestinationExists(out)
     _check_out(out)
-    roar_dir = ensure_roar_dir(paths)
     ledger = Ledger(paths)
-    cache = HashCache(roar_dir)
     stores = stores_for(paths)
     todo = [s for s in plan.steps if s.action == "run"]
     first_commit = next(
@@ -388,6 +388,15 @@ def execute(
 
 def _filler(store: BlobStore, digest: str) -> Callable[[BinaryIO], None]:
     return lambda f: store.write_to(digest, f.write)
+
+
+def _holds(cache: HashCache, path: Path, digest: str) -> bool:
+    """Whether `path` is a file (not a link) that holds those bytes already: copying the
+    same bytes over it replaces nothing."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    found = cache.hash_many([str(path)], missing_ok=True).get(str(path))
+    return found is not None and found.digest == digest
 
 
 def _check_out(out: Path | None) -> None:
@@ -608,7 +617,7 @@ def get_artifact(
         return _get_file(mat, digest, base, rel, source, force)
     except FileNotFoundError:
         how = _how_to_reproduce(planner, digest)
-        raise NotInStores(digest, [s.url for s in stores], how) from None
+        raise NotInStores(digest, [location(s.url) for s in stores], how) from None
 
 
 def _get_file(

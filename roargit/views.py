@@ -127,10 +127,13 @@ class Context:
         return [RunId(r) for r in run_ids if r in self._runs]
 
     def label(self, run_id: str) -> str | None:
-        """The run's step label in its session (None if it was popped)."""
+        """The run's step label in the active session: None for a run of another session (a
+        reproduction's, another clone's, one before `roar reset`) or one popped from it."""
         if run_id in self.state.popped:
             return None
         rec = self.run(run_id)
+        if rec.session != self.state.session_id:
+            return None
         return session.label(rec.kind, rec.step)
 
     # -- resolving REFs ------------------------------------------------------------------
@@ -441,7 +444,7 @@ class Context:
                 out.append(
                     {
                         "id": rid,
-                        "step": self.label(rid) if rec.session == self.state.session_id else None,
+                        "step": self.label(rid),
                         "session": rec.session,
                         "status": rec.status,
                         "exit_code": rec.exit_code,

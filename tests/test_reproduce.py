@@ -56,9 +56,19 @@ def test_three_steps_all_outputs_deleted_reproduce_identical(git_repo: Path) -> 
     proc = roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out))
     assert "identical" in proc.stdout and "@2  reused" in proc.stdout and "@3  ran" in proc.stdout
     assert digest(out) == model
+    # The same bytes there already: nothing to replace, no --force needed.
+    roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out))
+    assert digest(out) == model
+    out.write_text("other bytes\n")
     again = roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out), check=False)
     assert again.returncode == 1 and "--force" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "other bytes\n"
+    # The plan's hint is a command that runs without a terminal.
+    assert (
+        f"run it: roar reproduce {model[:12]} --run -y"
+        in roar(git_repo, "reproduce", model[:12]).stdout
+    )
 
 
 def test_clock_dependent_output_is_reported_as_differing(git_repo: Path) -> None:

@@ -10,10 +10,16 @@ from roargit.pathguard import escape as show_text
 
 
 def emit_json(value: Any) -> None:
+    """The one way every command prints `--json`: one document and a newline, indented for a
+    terminal, compact (C-encoded, many times faster: a 1,000-step plan is ~100k values) when
+    piped to a program."""
     import json
 
-    json.dump(value, sys.stdout, indent=2, ensure_ascii=False, sort_keys=False)
-    sys.stdout.write("\n")
+    if sys.stdout.isatty():
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    sys.stdout.write(text + "\n")
 
 
 def show_word(word: str) -> str:
