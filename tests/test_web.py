@@ -353,6 +353,42 @@ def test_hostile_records_are_rendered_escaped(app: Any, ids: dict[str, str]) -> 
         _assert_inert(page.text)
 
 
+def test_a_planted_record_with_hostile_environment_is_rendered_escaped(repo_copy: Path) -> None:
+    """A record made without roargit's writers (as a fetched one may be): markup and control
+    characters in its environment, host, packages and paths."""
+    from tests import hostile
+
+    evil = "<script>alert(3)</script>\x1b]0;owned\x07\u202e"
+    digest = "7" * 64
+    record = hostile.run_map(
+        ["python", evil],
+        outputs=[{"path": f"{evil.replace('/', '')}.bin", "hash": digest, "size": 1}],
+        environment={
+            "hostname": evil,
+            "user": evil,
+            "packages": {"<img src=x onerror=alert(4)>": evil},
+            "env_vars": {"CUDA_VISIBLE_DEVICES": evil},
+            "python": {"version": evil},
+        },
+    )
+    data = hostile.pack(record)
+    run_id = hostile.rid(data)
+    hostile.plant(repo_copy, hostile.run_entries(data, record))
+    app = make_app(find_repo(repo_copy))
+    run = call(app, f"/run/{run_id}")
+    assert run.status == 200, run.text
+    assert "CUDA_VISIBLE_DEVICES" in run.text and "&lt;script&gt;alert(3)" in run.text
+    for page in (
+        run,
+        call(app, f"/artifact/{digest}"),
+        call(app, "/dag", f"ref={run_id}"),
+        call(app, "/"),
+    ):
+        assert page.status == 200
+        _assert_inert(page.text)
+        assert "<img src=x" not in page.text
+
+
 def _snapshot(repo: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for folder, _dirs, files in os.walk(repo):
