@@ -310,6 +310,16 @@ def test_a_loopback_app_answers_only_to_its_own_host(pipeline: Any) -> None:
     assert call(app, "/", HTTP_HOST="evil.example:8487").status == 421
 
 
+def test_without_local_files_a_path_is_only_looked_up_in_the_records(
+    pipeline: Any, ids: dict[str, str]
+) -> None:
+    app = make_app(find_repo(pipeline[0]), local_files=False)
+    r = call(app, "/search", "q=model.pkl")  # the session's newest step that wrote it
+    assert r.headers["Location"] == f"/artifact/{ids['model_b']}?path=model.pkl"
+    assert call(app, "/search", "q=train.py").status == 404  # on disk, never hashed here
+    assert call(app, "/search", f"q={ids['eval_b'][:8]}").status == 303
+
+
 def test_mounted_under_a_prefix(app: Any, ids: dict[str, str]) -> None:
     r = call(app, "/search", f"q={ids['eval_b'][:8]}", SCRIPT_NAME="/ui")
     assert r.headers["Location"] == f"/ui/run/{ids['eval_b']}"

@@ -93,8 +93,17 @@ def resolve(ctx: Context, text: str, local_files: bool = True) -> Target:
     if not text:
         raise HTTPError(400, "give a hash, a prefix (6+ hex), a path or a step (@N)")
     root = ctx.paths.root
-    if session.parse_label(text) is not None or not local_files:
+    if session.parse_label(text) is not None:
         return ctx.resolve(text, root)
+    if not local_files:
+        # A server's own files are nobody's business: hashes and recorded paths only.
+        if "/" not in text and re.fullmatch(r"[0-9a-fA-F]+", text):
+            return ctx.resolve(text, root)
+        step = ctx.view.producer_of(text)
+        if step is None:
+            raise NoMatch(text)
+        out = next(o for o in step.run.outputs if o.path == text)
+        return Target("artifact", out.hash, text)
     candidate = Path(text) if os.path.isabs(text) else root / text
     if not candidate.is_file():
         return ctx.resolve(text, root)
