@@ -489,20 +489,29 @@ def _self_contained(page: str) -> None:
     assert '<link rel="stylesheet"' not in page
 
 
+def _links_land(page: str) -> None:
+    """Every in-page link has one place to land."""
+    anchors = re.findall(r' id="([^"]+)"', page)
+    assert len(anchors) == len(set(anchors))
+    for target in set(re.findall(r'href="#([^"]+)"', page)) - {"main"}:
+        assert target in anchors, target
+
+
 def test_dag_and_diff_export_one_self_contained_file(repo_copy: Path, ids: dict[str, str]) -> None:
     out = repo_copy / "dag.html"
     roar(repo_copy, "dag", "--html", str(out))
     page = out.read_text()
     _self_contained(page)
     _assert_inert(page)
-    assert (
-        f'href="#run-{ids["train_b"][:16]}"' in page and f'id="run-{ids["train_b"][:16]}"' in page
-    )
+    anchor = ids["train_b"][:16]
+    assert f'href="#run-{anchor}"' in page and f'id="run-{anchor}"' in page
+    _links_land(page)
     proc = roar(repo_copy, "diff", ids["eval_a"], ids["eval_b"], "--html", "diff.html", check=False)
     assert proc.returncode == 1, proc.stderr  # different, as without --html
     page = (repo_copy / "diff.html").read_text()
     _self_contained(page)
     assert re.search(r'<li class="cause cat-params" id="cause-1">', page)
+    _links_land(page)
     roar(repo_copy, "dag", "metrics.json", "--html", "lineage.html")
     assert "Lineage of artifact" in (repo_copy / "lineage.html").read_text()
     assert not list(repo_copy.glob(".*.tmp"))

@@ -36,14 +36,19 @@ def _page(title: str, body: str) -> str:
 def _runs_section(ctx: Context, run_ids: list[str]) -> str:
     """Each run of the graph, anchored for the node links: its command, inputs, outputs."""
     parts = []
+    anchored: set[str] = set()  # an artifact's anchor sits at its first mention
     for rid in dict.fromkeys(run_ids):
         r = ctx.run_json(rid)
-        files = "".join(
-            f'<li id="artifact-{esc(f["hash"][:16])}">{kind} <code>{esc(f["path"])}</code> '
-            f"{esc(f['hash'][:12])}</li>"
-            for kind, group in (("in", r["inputs"]), ("out", r["outputs"]))
-            for f in group
-        )
+        items = []
+        for kind, group in (("in", r["inputs"]), ("out", r["outputs"])):
+            for f in group:
+                anchor = f"artifact-{f['hash'][:16]}"
+                where = "" if anchor in anchored else f' id="{esc(anchor)}"'
+                anchored.add(anchor)
+                items.append(
+                    f"<li{where}>{kind} <code>{esc(f['path'])}</code> {esc(f['hash'][:12])}</li>"
+                )
+        files = "".join(items)
         parts.append(
             f'<section class="run-detail" id="run-{esc(rid[:16])}"><h3>{esc(r["step"] or "")} '
             f'run <code>{esc(rid[:12])}</code> <span class="state-{esc(r["status"])}">'

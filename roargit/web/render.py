@@ -393,7 +393,12 @@ def dag(
             if links.in_page
             else f'<a class="button" data-collapse href="{esc(toggle_href)}">{toggle_text}</a>'
         )
-        + '<label><input type="checkbox" data-pick> pick two nodes to diff</label></div>'
+        + (
+            ""
+            if links.in_page
+            else '<label><input type="checkbox" data-pick> pick two nodes to diff</label>'
+        )
+        + "</div>"
     )
     full_svg = svg(full, label=f"{title}: runs and artifacts", highlight=highlight)
     compact_svg = svg(compact, label=f"{title}: runs only", highlight=highlight)
@@ -420,7 +425,7 @@ def _step_table(links: Links, steps: Sequence[Mapping[str, Any]]) -> str:
     if not steps:
         return '<p class="none">No steps.</p>'
     rows = "".join(
-        f'<tr id="run-{esc(s["run"][:16])}"><td>{esc(s["step"])}</td>'
+        f"<tr><td>{esc(s['step'])}</td>"
         f"<td>{_run_link(links, s['run'])}</td>"
         f'<td class="state-{esc(s["state"])}">{esc(s["state"])}</td>'
         f'<td class="cmd"><code>{esc(command_text(s["command"]))}</code></td>'
