@@ -163,3 +163,43 @@ def test_token_added_while_serving(server: Server, tmp_path: Path) -> None:
     token = create_token(server.config, "carol")
     status, body = _get(f"{server.url}/whoami", "carol", token)
     assert status == 200 and json.loads(body)["user"] == "carol"
+
+
+def test_the_index_takes_only_entries_the_pusher_may_write(server: Server, tmp_path: Path) -> None:
+    from roargit.registry.index import AccessDenied, IndexEntry
+
+    host = server.url.removeprefix("http://")
+    as_bob = f"http://bob:{server.tokens['bob']}@{host}/index.git"
+    as_alice = f"http://alice:{server.tokens['alice']}@{host}/index.git"
+    work = index.work_repo(tmp_path / "work")
+
+    def entry(digest: str, scope: str, who: str) -> IndexEntry:
+        return IndexEntry(digest, scope, "r", "s", 1, 1_790_000_000, who)
+
+    a, b = "ab" * 32, "ab" + "cd" * 31
+    assert index.add(work, as_bob, entry(a, "acme/shared", "bob")).added
+    with pytest.raises(AccessDenied):  # bob may not write acme/vision
+        index.add(work, as_bob, entry(b, "acme/vision", "bob"))
+    with pytest.raises(AccessDenied):  # nor register in alice's name
+        index.add(work, as_bob, entry(b, "acme/shared", "alice"))
+    with pytest.raises(AccessDenied):  # no scope of that name here
+        index.add(work, as_alice, entry(b, "acme/nowhere", "alice"))
+    assert index.add(work, as_alice, entry(b, "acme/vision", "alice")).added
+    # An entry is never changed: a shard rewritten without it is refused.
+    tip = index.fetch_ref(work, as_bob, index.shard_ref(a))
+    assert tip is not None
+    rows = subprocess.run(["git", "ls-tree", tip], cwd=work, capture_output=True, text=True,
+                          check=True).stdout.splitlines()  # fmt: skip
+    kept = "".join(r + "\n" for r in rows if not r.endswith(a))
+    tree = subprocess.run(["git", "mktree"], cwd=work, input=kept, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(["git", "commit-tree", tree, "-m", "drop"], cwd=work,
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    with pytest.raises(AccessDenied):
+        index.push_ref(work, as_alice, commit, index.shard_ref(a), tip)
+    settings = index.fetch_ref(work, as_alice, index.CONFIG_REF)
+    with pytest.raises(AccessDenied):  # the settings are the server's
+        index.push_ref(work, as_alice, commit, index.CONFIG_REF, settings)
+    found = {e.hash: e.scope for e in index.lookup(work, as_bob, "abcdcd")}
+    assert found == {b: "acme/vision"}
+    assert [e.scope for e in index.lookup(work, as_bob, a)] == ["acme/shared"]

@@ -9,6 +9,9 @@ One WSGI application, served by waitress:
 - `GET /index/<hash or prefix>`: the index entries, as JSON, without git;
 - `GET /whoami`: the name the token belongs to.
 
+A push to the index is checked before its ref moves (check_index_update): entries are only
+added, each in its shard, for a scope the pusher may write, in the pusher's name.
+
 Authentication is HTTP basic with a token as the password (git's credential helpers supply
 it like any password); tokens are kept only as SHA-256 digests. Each repository has read and
 write rules: a list of user names, `@users` (anyone with a valid token) or `*` (anyone, no
@@ -305,7 +308,8 @@ class RegistryApp:
         self.log = log or AccessLog(self.config.log)
         self._push_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self.git = make_wsgi_chain(_Backend(self.config.root))  # type: ignore[arg-type]
+        self.backend = _Backend(self.config.root)
+        self.git = make_wsgi_chain(self.backend)  # type: ignore[arg-type]
 
     def _reload(self, force: bool = False) -> ServerConfig:
         try:
@@ -405,11 +409,17 @@ class RegistryApp:
         if not allowed(rules.write if write else rules.read, user):
             return _deny(respond, user)
         if method == "POST" and write:
-            return self._one_push_at_a_time(name, environ, respond)
+            app = self.git
+            if name == INDEX:
+                from dulwich.web import make_wsgi_chain
+
+                guard = _index_guard(config, user or "")
+                app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
+            return self._one_push_at_a_time(name, app, environ, respond)
         return self.git(environ, respond)
 
     def _one_push_at_a_time(
-        self, name: str, environ: dict[str, Any], respond: StartResponse
+        self, name: str, app: Any, environ: dict[str, Any], respond: StartResponse
     ) -> Iterator[bytes]:
         """Pushes to one repository, one after another: dulwich fails a push whose ref lock
         is taken (FileLocked) instead of reporting the ref as not updated, which would make
@@ -417,7 +427,68 @@ class RegistryApp:
         with self._locks_lock:
             lock = self._push_locks.setdefault(name, threading.Lock())
         with lock:
-            yield from self.git(environ, respond)
+            yield from app(environ, respond)
+
+
+def check_index_update(
+    repo: Any, config: ServerConfig, user: str, ref: str, old: str, new: str
+) -> str | None:
+    """Why a push to the index is refused, None when it is allowed: only shard refs move,
+    entries are only ever added (never changed or removed), and each new entry is
+    well-formed, lies in its shard, names a scope this server holds and the pusher may
+    write, and names the pusher as who registered it."""
+    shard = ref[len(INDEX_PREFIX) :]
+    if not ref.startswith(INDEX_PREFIX) or not re.fullmatch(r"[0-9a-f]{2}", shard):
+        return "only index shards (refs/roar/index/<2 hex>) may be pushed here"
+    if not new.strip("0"):
+        return "index entries are never removed"
+
+    def entries(commit: str) -> dict[str, bytes]:
+        tree = repo[repo[commit.encode()].tree]
+        return {item.path.decode(errors="replace"): item.sha for item in tree.items()}
+
+    try:
+        before = entries(old) if old.strip("0") else {}
+        after = entries(new)
+    except (KeyError, AttributeError, ValueError):
+        return "not a commit of index entries"
+    if any(after.get(name) != sha for name, sha in before.items()):
+        return "index entries are never changed or removed"
+    for name, sha in after.items():
+        if name in before:
+            continue
+        if len(name) != 64 or not name.startswith(shard) or name.strip("0123456789abcdef"):
+            return f"'{name[:70]}' is not a hash of shard {shard}"
+        obj = repo[sha]
+        if obj.type_name != b"blob":
+            return f"{name[:16]}: an entry is a blob"
+        try:
+            entry = decode_entry(obj.as_raw_string(), name)
+        except RoarError as exc:
+            return str(exc)
+        rules = config.scopes.get(entry.scope)
+        if rules is None:
+            return f"{name[:16]}: this registry holds no scope {entry.scope}"
+        if not allowed(rules.write, user):
+            return f"{name[:16]}: {user} may not write scope {entry.scope}"
+        if entry.registered_by != user:
+            return f"{name[:16]}: an entry names who registers it ({user})"
+    return None
+
+
+def _index_guard(config: ServerConfig, user: str) -> Any:
+    """dulwich's receive-pack, with every index update checked (check_index_update) before
+    its ref moves."""
+    from dulwich.server import ReceivePackHandler
+
+    class IndexReceivePack(ReceivePackHandler):
+        def _on_update(self, ref: Any, old: Any, new: Any) -> bytes | None:
+            why = check_index_update(
+                self.repo, config, user, ref.decode(errors="replace"), old.decode(), new.decode()
+            )
+            return why.encode() if why else super()._on_update(ref, old, new)
+
+    return IndexReceivePack
 
 
 def _json(respond: StartResponse, status: int, body: Any) -> list[bytes]:
