@@ -465,6 +465,31 @@ def test_layout_survives_cycles_and_self_loops() -> None:
     assert svg(placed, label="cyclic").count("<path") == 2
 
 
+def test_long_edges_run_in_lanes_clear_of_every_node() -> None:
+    import random
+
+    from roargit.web.layout import NODE_H
+
+    rng = random.Random(3)
+    nodes = [Node(f"a:s{k}", "artifact", "", f"s{k}", "", "#", "") for k in range(6)]
+    edges = []
+    made = [n.key for n in nodes]
+    for r in range(40):
+        nodes.append(Node(f"r:{r}", "run", "", f"@{r}", "", "#", ""))
+        edges += [(a, f"r:{r}") for a in rng.sample(made[-12:], rng.randint(1, 3))]
+        for o in range(rng.randint(1, 2)):
+            nodes.append(Node(f"a:{r}.{o}", "artifact", "", "", "", "#", ""))
+            edges.append((f"r:{r}", f"a:{r}.{o}"))
+            made.append(f"a:{r}.{o}")
+    placed = place(Graph(nodes, edges))
+    lanes = [seg for route in placed.routes for seg in route]
+    assert lanes  # some edges skip columns
+    for left, _right, y in lanes:
+        for x, top in placed.xy:
+            if x == left:
+                assert not top <= y <= top + NODE_H, (left, y)
+
+
 def test_a_200_step_dag_page_renders_in_under_a_second(tmp_path: Path, git_repo: Path) -> None:
     """The figure itself is measured by benchmarks/bench_web.py; this keeps it from rotting
     by an order of magnitude."""

@@ -16,6 +16,7 @@ with `data-n` (its index), `data-ref` (a run id or artifact hash) and each edge 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import NamedTuple
 
 from roargit.web.text import esc
@@ -26,6 +27,8 @@ COL_GAP = 64
 ROW_GAP = 14
 PAD = 12
 SWEEPS = 4
+LANE_H = 6
+LANE_BUDGET = 20  # placeholders per node, at most, before long edges go without lanes
 
 
 class Node(NamedTuple):
@@ -50,6 +53,8 @@ class Placed(NamedTuple):
     edges: list[tuple[int, int]]  # node indices
     width: int
     height: int
+    # per edge, the lane it runs in across the columns it skips: (left, right, y) each
+    routes: list[tuple[tuple[int, int, int], ...]]
 
 
 def _layers(n: int, succ: list[list[int]], pred: list[list[int]]) -> list[int]:
@@ -107,10 +112,42 @@ def place(graph: Graph) -> Placed:
         pred[j].append(i)
     layer = _layers(n, succ, pred)
     depth = max(layer, default=-1) + 1
-    rows: list[list[int]] = [[] for _ in range(depth)]
+
+    # Long edges run in lanes: one chain of placeholders per node, through the columns
+    # between it and its farthest reader, which ordering and placement treat as thin
+    # nodes, so that no edge is drawn through a node. A graph that would need too many
+    # placeholders (every node reading something far back) is drawn with plain curves.
+    total = n
+    lanes: dict[int, list[int]] = {}
     for v in range(n):
-        rows[layer[v]].append(v)
-    pos = [0.0] * n
+        far = max((layer[w] for w in succ[v] if layer[w] - layer[v] > 1), default=None)
+        if far is not None:
+            k = far - layer[v] - 1
+            lanes[v] = list(range(total, total + k))
+            total += k
+    if total - n > LANE_BUDGET * max(n, 1):
+        lanes, total = {}, n
+    level = layer + [0] * (total - n)
+    up: list[list[int]] = [list(p) for p in pred] + [[] for _ in range(total - n)]
+    down: list[list[int]] = [list(s) for s in succ] + [[] for _ in range(total - n)]
+    for v, lane in lanes.items():
+        chain = [v, *lane]
+        for near, next_ in pairwise(chain):
+            level[next_] = level[near] + 1
+            down[near].append(next_)
+            up[next_].append(near)
+        for w in succ[v]:
+            span = layer[w] - layer[v]
+            if span > 1:  # the reader takes the edge from the lane's end in its column
+                down[v].remove(w)
+                up[w].remove(v)
+                down[lane[span - 2]].append(w)
+                up[w].append(lane[span - 2])
+
+    rows: list[list[int]] = [[] for _ in range(depth)]
+    for v in range(total):
+        rows[level[v]].append(v)
+    pos = [0.0] * total
     for row in rows:
         for k, v in enumerate(row):
             pos[v] = k
@@ -127,25 +164,36 @@ def place(graph: Graph) -> Placed:
                 pos[v] = k
 
     for _ in range(SWEEPS // 2):
-        sweep(range(1, depth), pred)
-        sweep(range(depth - 2, -1, -1), succ)
+        sweep(range(1, depth), up)
+        sweep(range(depth - 2, -1, -1), down)
 
-    # Vertical placement: level with the predecessors where the layer leaves room.
-    step = NODE_H + ROW_GAP
-    y = [0.0] * n
+    # Vertical placement, by centres: level with the predecessors where the column leaves
+    # room below the node above.
+    half = [NODE_H / 2 if v < n else LANE_H / 2 for v in range(total)]
+    c = [0.0] * total
     for d in range(depth):
-        row = rows[d]
-        last = -float(step)
-        for v in row:
-            ps = pred[v]
-            want = sum(y[w] for w in ps) / len(ps) if ps else last + step
-            y[v] = max(want, last + step)
-            last = y[v]
-    top = min(y, default=0.0)
-    xy = [(PAD + layer[v] * (NODE_W + COL_GAP), PAD + round(y[v] - top)) for v in range(n)]
+        below = -float(ROW_GAP)  # the bottom of the last node placed in this column
+        for v in rows[d]:
+            ps = up[v]
+            least = below + ROW_GAP + half[v]
+            want = sum(c[w] for w in ps) / len(ps) if ps else least
+            c[v] = max(want, least)
+            below = c[v] + half[v]
+    top = min((c[v] - half[v] for v in range(total)), default=0.0)
+    bottom = max((c[v] + half[v] for v in range(total)), default=0.0)
+
+    def x_of(v: int) -> int:
+        return PAD + level[v] * (NODE_W + COL_GAP)
+
+    xy = [(x_of(v), PAD + round(c[v] - half[v] - top)) for v in range(n)]
+    routes: list[tuple[tuple[int, int, int], ...]] = []
+    for i, j in edges:
+        span = layer[j] - layer[i]
+        lane = lanes.get(i, [])[: span - 1] if span > 1 else []
+        routes.append(tuple((x_of(d), x_of(d) + NODE_W, PAD + round(c[d] - top)) for d in lane))
     width = PAD * 2 + max(depth * (NODE_W + COL_GAP) - COL_GAP, 0)
-    height = PAD * 2 + (round(max(y, default=0.0) - top) + NODE_H if n else 0)
-    return Placed(graph, xy, edges, width, height)
+    height = PAD * 2 + (round(bottom - top) if n else 0)
+    return Placed(graph, xy, edges, width, height, routes)
 
 
 def _cut(text: str, width: int) -> str:
@@ -170,12 +218,15 @@ def svg(placed: Placed, *, label: str, highlight: Sequence[str] = ()) -> str:
         x1 += NODE_W
         y1 += half
         y2 += half
+        d = [f"M{x1} {y1}"]
+        for left, right, ly in placed.routes[k]:
+            mid = (x1 + left) / 2
+            d.append(f"C{mid:g} {y1} {mid:g} {ly} {left} {ly}H{right}")
+            x1, y1 = right, ly
         mid = (x1 + x2) / 2 if x2 > x1 else x1 + COL_GAP / 2
+        d.append(f"C{mid:g} {y1} {mid:g} {y2} {x2} {y2}")
         cls = "edge hl" if k in lit_edges else "edge"
-        out.append(
-            f'<path class="{cls}" data-f="{i}" data-t="{j}" '
-            f'd="M{x1} {y1}C{mid:g} {y1} {mid:g} {y2} {x2} {y2}"/>'
-        )
+        out.append(f'<path class="{cls}" data-f="{i}" data-t="{j}" d="{"".join(d)}"/>')
     out.append('</g><g class="nodes">')
     for i, node in enumerate(g.nodes):
         x, y = placed.xy[i]
