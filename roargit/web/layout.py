@@ -2,11 +2,13 @@
 
 Nodes are runs and artifacts; an edge goes from an artifact to each run that read it and from
 a run to each artifact it wrote. Layers follow the longest path from the sources (a source
-artifact sits just left of its first reader, not at the far left), nodes in a layer are
-ordered by the barycentre of their neighbours (a few sweeps, as in Sugiyama's method), and
-each node is placed level with the mean of its predecessors where the layer leaves room, so
-that a chain is drawn as a straight line. Everything is linear in nodes and edges per sweep:
-a lineage of a thousand steps is laid out in a fraction of the page's time.
+artifact sits just left of its first reader, not at the far left), an edge that skips
+columns runs in a lane reserved through them (so it never crosses a node), nodes in a layer
+are ordered by the barycentre of their neighbours (a few sweeps, as in Sugiyama's method),
+and each node is placed level with the mean of its predecessors where the layer leaves
+room, so that a chain is drawn as a straight line. Each sweep is linear in nodes, edges and
+lane placeholders: a lineage of a thousand steps is laid out in a fraction of the page's
+time.
 
 The SVG carries what the page script needs and nothing more: each node is a link (its page)
 with `data-n` (its index), `data-ref` (a run id or artifact hash) and each edge `data-f` /
