@@ -104,13 +104,15 @@ class InputUnavailable(RoarError):
 
 
 def stores_for(paths: RepoPaths, settings: dict[str, Any] | None = None) -> list[BlobStore]:
-    """The configured store (`roar.store.url`) and the local one under `.git/roar/blobs`.
-    S3 endpoints and credentials come from the environment (AWS_ENDPOINT_URL, …)."""
+    """The configured store (`roar.store.url`), the local one under `.git/roar/blobs`, and
+    the stores of registered scopes fetched into this clone (registry.remote). S3 endpoints
+    and credentials come from the environment (AWS_ENDPOINT_URL, …)."""
     from roargit import config
     from roargit.capture import default_store_url, store_url
+    from roargit.registry.remote import fetched_stores
 
     settings = settings if settings is not None else config.read_all(paths)
-    urls = [store_url(paths, settings), default_store_url(paths)]
+    urls = [store_url(paths, settings), default_store_url(paths), *fetched_stores(paths)]
     return [BlobStore(u) for u in dict.fromkeys(urls)]
 
 

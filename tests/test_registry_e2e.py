@@ -206,3 +206,29 @@ def test_login_whoami_logout_and_scopes(tmp_path: Path, server: Server, alice: U
     assert proc.returncode == 1 and json.loads(proc.stdout)["user"] is None
     roar_as(alice, alice.home, "logout")
     assert roar_as(alice, alice.home, "whoami", check=False).returncode == 1
+
+
+def test_continue_from_a_teammates_checkpoint(
+    tmp_path: Path, server: Server, alice: User, bob: User
+) -> None:
+    repo = tmp_path / "alice-repo"
+    model = pipeline(alice, repo)
+    roar_as(alice, repo, "scope", "use", "acme/shared")
+    register(alice, repo, "model.pkl", "-y")
+
+    mine = tmp_path / "bob-repo"
+    mine.mkdir()
+    git(mine, "init", "-q")
+    (mine / "go_on.py").write_text(
+        "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read() + 'more\\n')\n"
+    )
+    # In bob's own clone, which has never seen the hash: its lineage comes from the scope.
+    roar_as(bob, mine, "get", model, "-o", "checkpoint.pkl")
+    assert digest(mine / "checkpoint.pkl") == model
+    roar_as(bob, mine, "run", "-q", "python", "go_on.py", "checkpoint.pkl", "continued.pkl")
+    lineage = json.loads(roar_as(bob, mine, "lineage", "continued.pkl", "--json").stdout)
+    argvs = [" ".join(r["argv"]) for r in lineage["runs"]]
+    assert any("go_on.py" in a for a in argvs)
+    assert any("train.py" in a for a in argvs) and any("prep.py" in a for a in argvs)
+    diff = roar_as(bob, mine, "diff", model, "continued.pkl", "--json", check=False)
+    assert diff.returncode in (0, 1) and "Traceback" not in diff.stderr

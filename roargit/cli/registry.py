@@ -475,17 +475,23 @@ register = register_commands
 
 def from_anywhere(args: argparse.Namespace) -> None:
     """Run a query outside any clone in the cache clone of the hash's scope (when a registry
-    is configured and REF is a hash): `-o` stays relative to where the user is."""
+    is configured and REF is a hash): `-o` stays relative to where the user is. Inside a
+    clone that does not know the hash, fetch its scope's lineage into the clone first."""
     from roargit.errors import NotAGitRepo
     from roargit.registry.login import configured
+    from roargit.registry.remote import enter, fetch_into_clone
 
-    if _in_repo() is not None:
-        return
     cwd = Path.cwd()
     ref = str(args.ref).lower()
-    if configured(cwd) is None or not (6 <= len(ref) <= 64) or ref.strip("0123456789abcdef"):
+    is_hash = 6 <= len(ref) <= 64 and not ref.strip("0123456789abcdef")
+    paths = _in_repo()
+    if paths is not None:
+        if is_hash and not os.path.exists(args.ref):
+            for w in fetch_into_clone(cwd, os.environ, paths, ref):
+                warn(w)
+        return
+    if configured(cwd) is None or not is_hash:
         raise NotAGitRepo(cwd)
-    from roargit.registry.remote import enter
 
     paths, entry, warnings = enter(cwd, os.environ, ref)
     for w in warnings:

@@ -28,6 +28,7 @@ from roargit.registry.scope import valid_scope_name
 from roargit.repo import RepoPaths
 
 SCOPE_REMOTE = "registry"
+STORES_FILE = "registry-stores"
 
 
 class NotRegistered(RoarError):
@@ -131,14 +132,42 @@ def scope_clone(cache: Path, entry: IndexEntry) -> RepoPaths:
     return paths
 
 
-def fetch_scope(paths: RepoPaths, entry: IndexEntry) -> list[str]:
-    """Fetch the scope's lineage into its clone and merge it (the gate of any fetch);
-    warnings. NoReadAccess when the scope's repository refuses this user."""
+def scope_remote(scope: str) -> str:
+    """The name a scope's lineage is tracked under in a user's own clone
+    (`refs/roar/remotes/<name>/ledger`): one that git and a file name both take."""
+    owner, _, project = scope.partition("/")
+    return f"registry-{len(owner)}-{owner}-{project}"
+
+
+def fetched_stores(paths: RepoPaths) -> list[str]:
+    """The stores of the scopes whose lineage was fetched into this clone (read by
+    `roar reproduce` and `roar get` after the clone's own stores)."""
+    try:
+        text = (paths.roar_dir / STORES_FILE).read_text()
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line and line.isprintable()]
+
+
+def _note_store(paths: RepoPaths, url: str) -> None:
+    from roargit.repo import ensure_roar_dir
+
+    if url in fetched_stores(paths):
+        return
+    ensure_roar_dir(paths)
+    with open(paths.roar_dir / STORES_FILE, "a") as f:
+        f.write(url + "\n")
+
+
+def fetch_scope(paths: RepoPaths, entry: IndexEntry, remote: str = SCOPE_REMOTE) -> list[str]:
+    """Fetch the scope's lineage into a clone (refs/roar/remotes/<remote>/) and merge it
+    (the gate of any fetch); warnings. NoReadAccess when the scope's repository refuses
+    this user."""
     from roargit.ledger import Ledger
     from roargit.registry.index import NO_PROMPT, _denied
     from roargit.share import merge_keep
 
-    base = f"refs/roar/remotes/{SCOPE_REMOTE}"
+    base = f"refs/roar/remotes/{remote}"
     specs = [f"+refs/roar/ledger:{base}/ledger", f"+refs/roar/commits:{base}/commits"]
     proc = run_git(
         ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", entry.repo, *specs],
@@ -173,6 +202,30 @@ def fetch_scope(paths: RepoPaths, entry: IndexEntry) -> list[str]:
         ledger.close()
     merge_keep(paths, f"{base}/commits")
     return warnings
+
+
+def fetch_into_clone(cwd: Path, env: Mapping[str, str], paths: RepoPaths, prefix: str) -> list[str]:
+    """In a user's own clone that does not know `prefix`: when the registry does, fetch its
+    scope's lineage into this clone (tracked as a remote of its own, merged through the gate)
+    and note its store, so that the command finds the records and the bytes, and runs
+    recorded from here link to them (continuing from a teammate's checkpoint). Warnings."""
+    from roargit.ledger import Ledger
+    from roargit.registry.login import configured
+
+    registry = configured(cwd)
+    if registry is None:
+        return []
+    ledger = Ledger(paths, fast_start=True)
+    try:
+        if ledger.find_artifacts(prefix) or ledger.find_runs(prefix):
+            return []
+    finally:
+        ledger.close()
+    found = lookup(cwd, cache_root(env), registry, prefix)
+    if len(found) != 1:
+        return []  # not registered (or ambiguous): the command says what it finds here
+    _note_store(paths, found[0].store)
+    return fetch_scope(paths, found[0], scope_remote(found[0].scope))
 
 
 def enter(
