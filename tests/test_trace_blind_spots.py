@@ -189,6 +189,10 @@ TMPFILE_LINK = r"""
 def test_linkat_empty_path_creates_its_new_name(tmp_path: Path, static: bool) -> None:
     prog = build_c(tmp_path, "tmpfile", TMPFILE_LINK, *(["-static"] if static else []))
     t = traced(tmp_path, str(prog))
+    if t.exit_code == 1:
+        pytest.skip("O_TMPFILE is not supported by this file system")
+    if t.exit_code == 2:
+        pytest.skip("linkat with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH on this kernel")
     assert t.exit_code == 0 and t.complete
     files = seen(t, tmp_path)
     assert files.get("made") == {"written", "created"}
@@ -250,12 +254,12 @@ BY_HANDLE = r"""
         struct file_handle *h = malloc(sizeof *h + MAX_HANDLE_SZ);
         int mount_id;
         h->handle_bytes = MAX_HANDLE_SZ;
-        if (name_to_handle_at(AT_FDCWD, "in", h, &mount_id, 0) != 0) return 0;
+        if (name_to_handle_at(AT_FDCWD, "in", h, &mount_id, 0) != 0) return 10;
         int dir = open(".", O_RDONLY | O_DIRECTORY);
         int fd = open_by_handle_at(dir, h, O_RDONLY); /* needs CAP_DAC_READ_SEARCH */
         char b[8];
-        if (fd >= 0 && read(fd, b, sizeof b) < 0) return 1;
-        return 0;
+        if (fd < 0) return 10;
+        return read(fd, b, sizeof b) < 0;
     }
 """
 
@@ -267,8 +271,11 @@ def test_io_uring_marks_the_run_incomplete(tmp_path: Path) -> None:
     (tmp_path / "in").write_text("read through the ring\n")
     t = traced(tmp_path, str(prog))
     assert t.exit_code in (0, 10)
+    found = [w for w in t.warnings if "uses io_uring" in w]
+    if t.exit_code == 10 and not found:
+        pytest.skip("io_uring_setup is refused before the tracer sees it (another seccomp filter)")
     assert not t.complete
-    (line,) = [w for w in t.warnings if "uses io_uring" in w]
+    (line,) = found
     assert "(ring)" in line and "\n" not in line
     if t.exit_code == 0:  # the ring worked: the file still open at its exit is found
         assert seen(t, tmp_path).get("in") == {"read"}
@@ -283,9 +290,9 @@ def test_open_by_handle_at_records_the_file_its_fd_names(
     prog = build_c(tmp_path, "byhandle", BY_HANDLE)
     (tmp_path / "in").write_text("x")
     t = traced(tmp_path, str(prog), env=dict(os.environ, **mode))
+    if t.exit_code == 10:
+        pytest.skip("file handles are refused here (CAP_DAC_READ_SEARCH, or the file system)")
     assert t.exit_code == 0
-    if os.geteuid() != 0:
-        pytest.skip("open_by_handle_at needs CAP_DAC_READ_SEARCH")
     assert t.complete, t.warnings
     assert seen(t, tmp_path).get("in") == {"read"}
 
