@@ -16,8 +16,20 @@ from typing import NamedTuple
 #: Services that answer lookups (names, users, logging) for nearly every program: not work
 #: done on the run's data. Names as /proc/PID/comm gives them (at most 15 bytes).
 HELPERS = frozenset(
-    {"nscd", "systemd-resolve", "systemd-journal", "systemd-userdbd", "dbus-daemon", "dbus-broker"}
+    {
+        "nscd",
+        "sssd_nss",
+        "systemd-resolve",
+        "systemd-journal",
+        "systemd-userdbd",
+        "dbus-daemon",
+        "dbus-broker",
+        "dnsmasq",
+        "unbound",
+        "named",
+    }
 )
+DNS_PORT = 53  # a name lookup, whoever answers it
 
 _LISTENING = 0x00010000  # __SO_ACCEPTCON in /proc/net/unix's Flags
 _TCP_LISTEN = "0A"
@@ -104,6 +116,8 @@ def find(connects: Iterable[tuple[int, str, str]], traced: Collection[int]) -> l
     first-connect order, one per address."""
     order: dict[tuple[str, str], None] = {}
     for _pid, family, address in connects:
+        if family == "inet" and _port(address) == DNS_PORT:
+            continue
         order.setdefault((family, address), None)
     if not order:
         return []

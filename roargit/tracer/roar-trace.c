@@ -1973,7 +1973,11 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
                 ptrace(PTRACE_GETEVENTMSG, tid, 0, &nid);
                 add_task((pid_t)nid);
             }
-            add_task(tid);
+            struct task *t = add_task(tid);
+            if (event == 0 && sig == (SIGTRAP | 0x80) && t->await_exit) {
+                t->await_exit = 0; /* nothing is recorded now: back to PTRACE_CONT */
+                awaiting_exits--;
+            }
             if (event == PTRACE_EVENT_STOP && is_stop_signal(sig))
                 ptrace(PTRACE_LISTEN, tid, 0, 0);
             else
