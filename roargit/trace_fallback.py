@@ -42,7 +42,7 @@ def _roar_audit():
         return
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     write, fsencode, fspath, getcwd = os.write, os.fsencode, os.fspath, os.getcwd
-    join = os.path.join
+    join, realpath = os.path.join, os.path.realpath
 
     def hook(event, args):
         if event != "open":
@@ -52,6 +52,9 @@ def _roar_audit():
             return
         try:
             p = join(getcwd(), fsencode(fspath(path)).decode("utf-8", "surrogateescape"))
+            if "/.." in p:  # ".." after a symlinked folder goes up from its target, as here
+                folder, _, name = p.rpartition("/")
+                p = join(realpath(folder), name)
             write(fd, b"%x %s\n" % (flags if isinstance(flags, int) else 0,
                                     fsencode(p).hex().encode()))
         except Exception:

@@ -173,6 +173,21 @@ def test_dotdot_after_a_symlinked_folder(tmp_path: Path, mode: dict[str, str]) -
     assert (tmp_path / "work" / "out").read_text() == "the real input\n"
 
 
+def test_dotdot_after_a_symlinked_folder_in_the_fallback_mode(tmp_path: Path) -> None:
+    """Where ptrace is refused, Python's audit hook records the reads: the same rule."""
+    import sys
+
+    (tmp_path / "real" / "data").mkdir(parents=True)
+    (tmp_path / "real" / "in.csv").write_text("the real input\n")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "in.csv").write_text("a decoy\n")
+    (tmp_path / "work" / "datalink").symlink_to("../real/data")
+    code = "open('datalink/../in.csv').read()"
+    t = run_traced([sys.executable, "-c", code], tmp_path / "work", None, mode="fallback")
+    assert t.mode == "fallback"
+    assert seen(t, tmp_path) == {"real/in.csv": {"read"}}
+
+
 TMPFILE_LINK = r"""
     #define _GNU_SOURCE
     #include <fcntl.h>
