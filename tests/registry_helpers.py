@@ -19,6 +19,7 @@ CONFIG = """\
 \troot = repos
 \tstore = {store}
 \tlog = access.log
+\tweb = https://roar.example.com
 [scope "acme/vision"]
 \tread = alice
 \twrite = alice

@@ -73,6 +73,7 @@ def test_register_then_reproduce_from_an_empty_folder(
     assert out["hash"] == model and out["already"] is False
     assert out["entry"]["scope"] == "acme/shared" and out["entry"]["registered_by"] == "alice"
     assert len(out["runs"]) == 3
+    assert out["web"] == f"https://roar.example.com/artifact/{model}"
 
     # bob, in an empty folder outside any clone: the same bytes.
     empty = tmp_path / "bob-empty"
@@ -232,3 +233,36 @@ def test_continue_from_a_teammates_checkpoint(
     assert any("train.py" in a for a in argvs) and any("prep.py" in a for a in argvs)
     diff = roar_as(bob, mine, "diff", model, "continued.pkl", "--json", check=False)
     assert diff.returncode in (0, 1) and "Traceback" not in diff.stderr
+
+
+def test_registered_elsewhere_first_is_left_alone(
+    tmp_path: Path, server: Server, alice: User
+) -> None:
+    repo = tmp_path / "alice-repo"
+    pipeline(alice, repo)
+    roar_as(alice, repo, "scope", "use", "acme/vision")
+    register(alice, repo, "model.pkl", "-y")
+    roar_as(alice, repo, "scope", "use", "acme/shared")
+    again = register(alice, repo, "model.pkl", "-y")
+    assert again["already"] is True and again["entry"]["scope"] == "acme/vision"
+    assert again["pushed"] is False and again["store"]["uploaded"] is None
+    shared = server.repos / "acme" / "shared.git"
+    assert git(shared, "for-each-ref") == ""
+    assert not (server.store / "acme" / "shared").exists()
+
+
+def test_register_says_what_is_missing(tmp_path: Path, server: Server) -> None:
+    carol = make_user(tmp_path, "carol")
+    repo = tmp_path / "carol-repo"
+    pipeline(carol, repo)
+    proc = roar_as(carol, repo, "register", "model.pkl", "-y", check=False)
+    assert proc.returncode == 1 and "roar scope use" in proc.stderr
+    roar_as(carol, repo, "scope", "use", "acme/shared")
+    proc = roar_as(carol, repo, "register", "model.pkl", "-y", check=False)
+    assert proc.returncode == 1 and "roar login" in proc.stderr
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    proc = roar_as(carol, empty, "reproduce", "abcdef123456", check=False)
+    assert proc.returncode == 1 and "not a git repository" in proc.stderr.lower()
+    proc = roar_as(carol, empty, "scope", "use", "../etc", check=False)
+    assert proc.returncode == 1 and "not a scope" in proc.stderr

@@ -40,14 +40,16 @@ def _in_repo() -> Any | None:
         return None
 
 
-def _scope(registry: Any, work: Path) -> Any:
+def _scope(registry: Any, work: Path, settings: dict[str, str] | None = None) -> Any:
     """The chosen scope with its URLs (the registry's settings read only when needed)."""
     from roargit.registry import index, scope
 
     found = scope.chosen(Path.cwd())
     if found.name in (None, scope.PRIVATE) or (found.repo and found.store):
         return scope.resolve(found, None, None)
-    return scope.resolve(found, index.read_settings(work, registry.index_url), registry.index_url)
+    if settings is None:
+        settings = index.read_settings(work, registry.index_url)
+    return scope.resolve(found, settings, registry.index_url)
 
 
 def _ask(question: str) -> bool:
@@ -270,12 +272,14 @@ def _report_json(report: Any) -> dict[str, Any]:
         "pushed": report.pushed,
         "sensitive": [{"kind": f.kind, "detail": f.detail, "runs": f.runs} for f in report.flags],
         "reproduce": f"roar reproduce {report.digest}",
+        "web": report.web or None,
         "warnings": report.warnings,
     }
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from roargit.registry import scope
+    from roargit.cli.share import _ProgressLine
+    from roargit.registry import index, scope
     from roargit.registry.login import configured_user, whoami
     from roargit.registry.register import register, require_shared
     from roargit.registry.remote import index_work, lookup
@@ -288,7 +292,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     paths = find_repo(cwd)
     registry = _registry()
     work = index_work(_cache(), registry)
-    target_scope = _scope(registry, work)
+    settings = index.read_settings(work, registry.index_url)
+    target_scope = _scope(registry, work, settings)
+    web = settings.get("registry.web", "").rstrip("/")
     who = configured_user(cwd)
     if who is None:
         me = whoami(cwd, registry)
@@ -306,6 +312,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             return True
         return args.yes or _ask(f"publish to {report.scope.name}?")
 
+    progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
     report = register(
         paths,
         ctx,
@@ -317,7 +324,11 @@ def cmd_register(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         confirm=confirm,
         existing=existing,
+        web=f"{web}/artifact/{target.id}" if web else "",
+        progress=progress,
     )
+    if progress is not None:
+        progress.close()
     if report is None:
         say("nothing registered")
         return 1
@@ -335,6 +346,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     else:
         say(f"registered {report.digest} in {show_text(e.scope)}")
     say(f"reproduce it anywhere: roar reproduce {report.digest}")
+    if report.web:
+        say(f"on the web: {show_text(report.web)}")
     for w in report.warnings:
         warn(w)
     return 0

@@ -352,11 +352,13 @@ def register(
     confirm: Callable[[Report], bool] | None = None,
     progress: Progress | None = None,
     existing: Callable[[str], IndexEntry | None] | None = None,
+    web: str = "",
 ) -> Report | None:
     """Register artifact `target` in `scope` (see the module docstring). `confirm` sees the
     report of what would be published and says whether to go on (None: go on); None is
     returned when it declines. `existing(hash)` looks the hash up in the index (None: ask
-    only when publishing)."""
+    only when publishing); a hash registered in another scope first is left as it is.
+    `web`: a link to the artifact on the registry's web page, for the report."""
     from roargit import config
     from roargit.share import _snapshots, added_code_trees, sensitive
 
@@ -377,10 +379,10 @@ def register(
     before = existing(found.digest) if existing is not None else None
     report = Report(
         found.digest, scope, registry_url, dry_run, found, snapshots, flags, plan, None, False,
-        before or entry, before is not None, "", [],
+        before or entry, before is not None, web, [],
     )  # fmt: skip
-    if dry_run:
-        return report
+    if dry_run or (before is not None and before.scope != scope.name):
+        return report  # registered elsewhere first: the index keeps that entry
     if confirm is not None and not confirm(report):
         return None
     uploaded = upload(paths, scope, plan, team, progress)
