@@ -173,6 +173,33 @@ def test_dotdot_after_a_symlinked_folder(tmp_path: Path, mode: dict[str, str]) -
     assert (tmp_path / "work" / "out").read_text() == "the real input\n"
 
 
+@pytest.mark.parametrize("mode", SHIM_MODES)
+def test_dotdot_follows_a_link_the_run_re_points(tmp_path: Path, mode: dict[str, str]) -> None:
+    """The shim keeps resolved folders per process; re-pointing a link (a rename over it)
+    makes it resolve them again."""
+    import sys
+
+    for n in ("1", "2"):
+        (tmp_path / f"real{n}" / "data").mkdir(parents=True)
+        (tmp_path / f"real{n}" / "f").write_text(n)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "f").write_text("a decoy")
+    (tmp_path / "work" / "link").symlink_to("../real1/data")
+    code = (
+        "import os\n"
+        "a = open('link/../f').read()\n"
+        "os.symlink('../real2/data', 'link.new')\n"
+        "os.rename('link.new', 'link')\n"
+        "b = open('link/../f').read()\n"
+        "assert (a, b) == ('1', '2'), (a, b)\n"
+    )
+    t = traced(tmp_path / "work", sys.executable, "-c", code, env=dict(os.environ, **mode))
+    assert t.exit_code == 0
+    files = seen(t, tmp_path)
+    assert files["real1/f"] == {"read"} and files["real2/f"] == {"read"}
+    assert "work/f" not in files
+
+
 def test_dotdot_after_a_symlinked_folder_in_the_fallback_mode(tmp_path: Path) -> None:
     """Where ptrace is refused, Python's audit hook records the reads: the same rule."""
     import sys

@@ -238,6 +238,49 @@ static int fd_path(int fd, char *out, size_t cap) {
     return 0;
 }
 
+/* Folders resolved for "..", per process: a compiler names the same `lib/gcc/…/../../..`
+ * folders over and over. An entry holds while this process has not made, renamed or removed
+ * a name since (dircache_gen); a link re-pointed by another process meanwhile is not seen,
+ * which is the price of the cache. A slot in use by another thread (or by the signal handler
+ * that interrupted us) is a miss, never a wait. */
+#define DIRCACHE_SLOTS 64
+#define DIRCACHE_LEN 512
+static struct dircache_slot {
+    unsigned gen;
+    int busy;
+    char key[DIRCACHE_LEN], val[DIRCACHE_LEN];
+} dircache[DIRCACHE_SLOTS];
+static unsigned dircache_gen = 1;
+
+static void dircache_forget(void) { __atomic_add_fetch(&dircache_gen, 1, __ATOMIC_SEQ_CST); }
+
+static struct dircache_slot *dircache_slot(const char *dir) {
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (const char *c = dir; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+    struct dircache_slot *s = &dircache[h % DIRCACHE_SLOTS];
+    return __atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE) ? NULL : s;
+}
+
+static int dircache_get(const char *dir, char *out, size_t cap) {
+    struct dircache_slot *s = strlen(dir) < DIRCACHE_LEN ? dircache_slot(dir) : NULL;
+    if (!s) return -1;
+    int hit = s->gen == __atomic_load_n(&dircache_gen, __ATOMIC_SEQ_CST) &&
+              strcmp(s->key, dir) == 0 && strlen(s->val) < cap;
+    if (hit) strcpy(out, s->val);
+    __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+    return hit ? 0 : -1;
+}
+
+static void dircache_put(const char *dir, const char *real, unsigned gen) {
+    struct dircache_slot *s =
+        strlen(dir) < DIRCACHE_LEN && strlen(real) < DIRCACHE_LEN ? dircache_slot(dir) : NULL;
+    if (!s) return;
+    strcpy(s->key, dir);
+    strcpy(s->val, real);
+    s->gen = gen; /* as it was before the lookup: a change during it makes this a miss */
+    __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+}
+
 /* A ".." component is taken as the kernel takes it: after a symlinked folder it goes up from
  * the link's target (resolve_dotdot in roar-trace.c, which this mirrors). The folder part is
  * opened with O_PATH (a marked call: it is no access) and named from /proc/self/fd. */
@@ -259,11 +302,16 @@ static int resolve_dotdot(char *path, size_t cap) {
     dir[dlen] = 0;
     if (!dlen) strcpy(dir, "/");
     strcpy(tail, whole ? "" : name);
-    int fd = (int)marked(SYS_openat, AT_FDCWD, (long)dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0);
-    if (fd < 0) return -1;
-    int r = fd_path(fd, real, sizeof real);
-    close(fd);
-    if (r != 0) return -1;
+    if (dircache_get(dir, real, sizeof real) != 0) {
+        unsigned gen = __atomic_load_n(&dircache_gen, __ATOMIC_SEQ_CST);
+        int fd =
+            (int)marked(SYS_openat, AT_FDCWD, (long)dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0);
+        if (fd < 0) return -1;
+        int r = fd_path(fd, real, sizeof real);
+        close(fd);
+        if (r != 0) return -1;
+        dircache_put(dir, real, gen);
+    }
     size_t rl = strlen(real), tl = strlen(tail);
     int sep = tl && strcmp(real, "/") != 0;
     if (rl + (size_t)sep + tl + 1 > cap) return -1;
@@ -469,11 +517,23 @@ static int record2(const char *kind, int d1, const char *p1, int literal, int d2
                                            (long)(a4));                                         \
     } while (0)
 
+/* CALL, for a call that may change how a folder path resolves (a name made, moved or removed):
+ * the ".." cache forgets what it knew once the call is done. */
+#define CALL_FORGET(ok, nr, a0, a1, a2, a3, a4)                                                 \
+    do {                                                                                        \
+        int ok_ = (ok);                                                                         \
+        errno = e_;                                                                             \
+        long r_ = (ok_ ? marked : plain)(nr, (long)(a0), (long)(a1), (long)(a2), (long)(a3),    \
+                                         (long)(a4));                                           \
+        dircache_forget();                                                                      \
+        return (int)r_;                                                                         \
+    } while (0)
+
 static int do_renameat2(int d1, const char *p1, int d2, const char *p2, unsigned flags) {
     int e_ = errno;
     int ok = record2("rename", d1, p1, 0, d2, p2);
     if (ok && (flags & RENAME_EXCHANGE)) ok = record2("rename", d2, p2, 0, d1, p1);
-    CALL(ok, SYS_renameat2, d1, p1, d2, p2, flags);
+    CALL_FORGET(ok, SYS_renameat2, d1, p1, d2, p2, flags);
 }
 EXPORT int rename(const char *a, const char *b) { return do_renameat2(AT_FDCWD, a, AT_FDCWD, b, 0); }
 EXPORT int renameat(int d1, const char *a, int d2, const char *b) {
@@ -497,7 +557,7 @@ EXPORT int linkat(int d1, const char *a, int d2, const char *b, int flags) {
 static int do_symlinkat(const char *target, int d, const char *lnk) {
     int e_ = errno;
     int ok = record2("symlink", AT_FDCWD, target, 1, d, lnk);
-    CALL(ok, SYS_symlinkat, target, d, lnk, 0, 0);
+    CALL_FORGET(ok, SYS_symlinkat, target, d, lnk, 0, 0);
 }
 EXPORT int symlink(const char *t, const char *l) { return do_symlinkat(t, AT_FDCWD, l); }
 EXPORT int symlinkat(const char *t, int d, const char *l) { return do_symlinkat(t, d, l); }
@@ -505,7 +565,7 @@ EXPORT int symlinkat(const char *t, int d, const char *l) { return do_symlinkat(
 static int do_unlinkat(int d, const char *p, int flags) {
     int e_ = errno;
     int ok = record1((flags & AT_REMOVEDIR) ? "rmdir" : "unlink", d, p);
-    CALL(ok, SYS_unlinkat, d, p, flags, 0, 0);
+    CALL_FORGET(ok, SYS_unlinkat, d, p, flags, 0, 0);
 }
 EXPORT int unlink(const char *p) { return do_unlinkat(AT_FDCWD, p, 0); }
 EXPORT int unlinkat(int d, const char *p, int flags) { return do_unlinkat(d, p, flags); }
