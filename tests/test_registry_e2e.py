@@ -266,3 +266,27 @@ def test_register_says_what_is_missing(tmp_path: Path, server: Server) -> None:
     assert proc.returncode == 1 and "not a git repository" in proc.stderr.lower()
     proc = roar_as(carol, empty, "scope", "use", "../etc", check=False)
     assert proc.returncode == 1 and "not a scope" in proc.stderr
+
+
+def test_bytes_only_the_team_store_holds_are_copied_through(
+    tmp_path: Path, server: Server, alice: User, bob: User
+) -> None:
+    repo = tmp_path / "alice-repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    team = tmp_path / "team-store"
+    git(repo, "config", "roar.store.url", f"file://{team}")
+    (repo / "emit.py").write_text("import sys\nopen(sys.argv[1], 'w').write('weights ' * 50)\n")
+    roar_as(alice, repo, "run", "-q", "python", "emit.py", "ckpt.bin")
+    h = digest(repo / "ckpt.bin")
+    (repo / "ckpt.bin").unlink()
+    local = repo / ".git" / "roar" / "blobs"
+    for f in local.rglob(h):
+        f.unlink()  # only the team store holds the bytes now
+    roar_as(alice, repo, "scope", "use", "acme/shared")
+    out = register(alice, repo, h, "-y")
+    assert out["store"]["uploaded"] == 1 and not out["store"]["unavailable"]
+    empty = tmp_path / "bob-empty"
+    empty.mkdir()
+    roar_as(bob, empty, "get", h)
+    assert digest(empty / "ckpt.bin") == h
