@@ -197,9 +197,14 @@ def fetch_ref(work: Path, url: str, ref: str) -> str | None:
             why = proc.stderr.decode(errors="replace").strip().splitlines()
             raise RegistryUnreachable(url, why[-1] if why else f"git fetch: {proc.returncode}")
         time.sleep(0.05 * (attempt + 1))
-    tip = _git(work, ["rev-parse", "--verify", "-q", f"{scratch}^{{commit}}"], check=False)
+    found = _git(work, ["rev-parse", "--verify", "-q", f"{scratch}^{{commit}}"], check=False)
+    tip = found.stdout.decode().strip() or None
+    # The tip stays named here under the ref's own name (last writer wins: it is a cache),
+    # so that the next fetch offers it and receives only the entries added since.
     _git(work, ["update-ref", "-d", scratch], check=False)
-    return tip.stdout.decode().strip() or None
+    if tip:
+        _git(work, ["update-ref", ref, tip], check=False)  # a concurrent fetch may hold it
+    return tip
 
 
 def _tree_rows(work: Path, commit: str) -> list[tuple[str, str, str, str]]:
