@@ -491,20 +491,27 @@ def from_anywhere(args: argparse.Namespace) -> None:
     is configured and REF is a hash): `-o` stays relative to where the user is. Inside a
     clone that does not know the hash, fetch its scope's lineage into the clone first."""
     from roargit.errors import NotAGitRepo
-    from roargit.registry.login import configured
-    from roargit.registry.remote import enter, fetch_into_clone
+    from roargit.git import run_git
 
     cwd = Path.cwd()
     ref = str(args.ref).lower()
     is_hash = 6 <= len(ref) <= 64 and not ref.strip("0123456789abcdef")
     paths = _in_repo()
-    if paths is not None:
-        if is_hash and not os.path.exists(args.ref):
-            for w in fetch_into_clone(cwd, os.environ, paths, ref):
-                warn(w)
+    if not is_hash or (paths is not None and os.path.exists(args.ref)):
+        if paths is None:
+            raise NotAGitRepo(cwd)
         return
-    if configured(cwd) is None or not is_hash:
-        raise NotAGitRepo(cwd)
+    # Queries start fast: the registry's modules load only when one is configured.
+    if not run_git(["config", "--get", "roar.registry"], cwd, check=False).stdout.strip():
+        if paths is None:
+            raise NotAGitRepo(cwd)
+        return
+    from roargit.registry.remote import enter, fetch_into_clone
+
+    if paths is not None:
+        for w in fetch_into_clone(cwd, os.environ, paths, ref):
+            warn(w)
+        return
 
     paths, entry, warnings = enter(cwd, os.environ, ref)
     for w in warnings:
