@@ -492,18 +492,25 @@ def _upstream_first(
     by_id = {r["id"]: r for r in runs}
     ordered: list[dict[str, Any]] = []
     done: set[str] = set()
-
-    def visit(rid: str, active: frozenset[str]) -> None:
-        if rid in done or rid in active:
-            return
-        for dep in deps.get(rid, ()):
-            if dep != rid and dep in by_id:
-                visit(dep, active | {rid})
-        done.add(rid)
-        ordered.append(by_id[rid])
-
+    # Depth-first post-order without recursion (lineages can be thousands of steps deep); a
+    # cycle is cut where it closes.
     for r in sorted(runs, key=lambda r: (r["started_at"], r["id"])):
-        visit(r["id"], frozenset())
+        if r["id"] in done:
+            continue
+        active = {r["id"]}
+        stack = [(r["id"], iter(deps.get(r["id"], ())))]
+        while stack:
+            rid, pending = stack[-1]
+            for dep in pending:
+                if dep in by_id and dep not in done and dep not in active:
+                    active.add(dep)
+                    stack.append((dep, iter(deps.get(dep, ()))))
+                    break
+            else:
+                stack.pop()
+                active.discard(rid)
+                done.add(rid)
+                ordered.append(by_id[rid])
     return ordered
 
 

@@ -136,3 +136,48 @@ def test_a_byte_match_elsewhere_is_flagged(git_repo: Path) -> None:
         }
     ]
     assert "(same bytes, written elsewhere)" in roar(git_repo, "lineage", "used.txt").stdout
+
+
+def test_a_lineage_thousands_of_steps_deep_is_shown_whole(git_repo: Path) -> None:
+    """show, lineage and dag walk a 1,500-step chain without recursing once per step."""
+    from blake3 import blake3
+
+    from roargit import records
+    from roargit.ledger import Ledger
+    from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
+    from roargit.repo import find_repo
+
+    def h(data: bytes) -> ArtifactId:
+        return ArtifactId(blake3(data).hexdigest())
+
+    n = 1500
+    commit = git(git_repo, "rev-parse", "HEAD")
+    tree = git(git_repo, "rev-parse", "HEAD^{tree}")
+    session = records.SessionRecord(1_700_000_000 * 10**9, "deep", None)
+    sid = SessionId(records.identify(session)[0])
+    items: list[records.Record] = [session]
+    prev = h(b"source")
+    for k in range(n):
+        out = h(b"out %d" % k)
+        items.append(
+            RunRecord(
+                argv=("python", "step.py", str(k)),
+                cwd=".",
+                started_at=(1_700_000_000 + k) * 10**9,
+                ended_at=(1_700_000_000 + k) * 10**9 + 1,
+                exit_code=0,
+                status="ok",
+                inputs=(FileRef(f"s{k}.bin", prev, 6),),
+                outputs=(FileRef(f"s{k + 1}.bin", out, 6),),
+                code=CodeState(commit, "main", False, tree),
+                session=sid,
+                step=k + 1,
+            )
+        )
+        prev = out
+    Ledger(find_repo(git_repo)).import_records(items, per_commit=len(items))
+    shown = roar(git_repo, "show", prev[:12]).stdout
+    assert "s0.bin" in shown and shown.rstrip().endswith("(source)")
+    assert len(roar_json(git_repo, "lineage", prev[:12])["runs"]) == n
+    steps = roar_json(git_repo, "dag", prev[:12])["steps"]
+    assert [s["command"][2] for s in steps] == [str(k) for k in range(n)]

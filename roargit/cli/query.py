@@ -108,6 +108,11 @@ def _render_run(r: dict[str, Any]) -> None:
         say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({show_text(u['reason'])})  {size}")
 
 
+#: Deeper levels of a lineage tree are drawn at this indentation (a chain of 1,000 steps
+#: would push its lines off any screen).
+MAX_INDENT = 24
+
+
 def _verified(r: dict[str, Any]) -> str:
     """`  (reproduced identical ×2, last by …)` for a run that reproductions re-ran."""
     text = verification_summary(r.get("verifications") or [])
@@ -143,11 +148,20 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
     runs = {r["id"]: r for r in lin["runs"]}
     links = {(k["run"], k["path"]): k for k in lin["links"]}
 
-    def show_run(rid: str, depth: int, seen: set[str]) -> None:
-        if rid in seen:
-            return
-        for f in runs[rid]["inputs"]:
-            pad = "  " * depth
+    expanded: set[str] = set()
+
+    def show_run(first: str, depth: int) -> None:
+        # Depth first, without recursion (a lineage may be thousands of steps deep); a run
+        # met again (a diamond) is not expanded twice.
+        expanded.add(first)
+        stack = [(iter(runs[first]["inputs"]), first, depth)]
+        while stack:
+            inputs, rid, level = stack[-1]
+            f = next(inputs, None)
+            if f is None:
+                stack.pop()
+                continue
+            pad = "  " * min(level, MAX_INDENT)
             link = links.get((rid, f["path"]))
             if link is None or link["producer"] not in runs:
                 # A producer left out by --depth shows as `…`.
@@ -156,9 +170,12 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
                 continue
             r = runs[link["producer"]]
             guess = "  (same bytes, written elsewhere)" if link["by_bytes"] else ""
+            again = "  (see above)" if r["id"] in expanded else ""
             made = f"{r['step'] or short(r['id'])} {_command(r['argv'], 50)}{_verified(r)}"
-            say(f"{pad}{show_text(f['path'])}  {short(f['hash'])}  ← {made}{guess}")
-            show_run(r["id"], depth + 1, seen | {rid})
+            say(f"{pad}{show_text(f['path'])}  {short(f['hash'])}  ← {made}{guess}{again}")
+            if not again:
+                expanded.add(r["id"])
+                stack.append((iter(r["inputs"]), r["id"], level + 1))
 
     t = lin["target"]
     if t["kind"] == "artifact":
@@ -170,9 +187,9 @@ def _render_tree(ctx: Any, lin: dict[str, Any]) -> None:
         path = next((o["path"] for o in top["outputs"] if o["hash"] == t["hash"]), path)
         made = f"{top['step'] or short(top['id'])} {_command(top['argv'], 50)}{_verified(top)}"
         say(f"  {show_text(path)}  {short(t['hash'])}  ← {made}")
-        show_run(top["id"], 2, set())
+        show_run(top["id"], 2)
     else:
-        show_run(t["id"], 1, set())
+        show_run(t["id"], 1)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
