@@ -519,8 +519,16 @@ def env_changes(
 # -- the entry point -----------------------------------------------------------------------------
 
 
-def _target_json(ref: str, target: Target) -> dict[str, Any]:
-    return {"ref": ref, "kind": target.kind, "id": target.id, "path": target.path}
+def _target_json(ctx: Context, ref: str, target: Target, top: str | None) -> dict[str, Any]:
+    """The REF as resolved, with the verifications of the run that produced it (or that it
+    names): reproductions attest to it, they never stand in for it."""
+    return {
+        "ref": ref,
+        "kind": target.kind,
+        "id": target.id,
+        "path": target.path,
+        "verifications": ctx.verifications(top) if top is not None else [],
+    }
 
 
 def compare(ctx: Context, ref_a: str, ref_b: str, cwd: Path) -> dict[str, Any]:
@@ -530,8 +538,8 @@ def compare(ctx: Context, ref_a: str, ref_b: str, cwd: Path) -> dict[str, Any]:
     la = load_lineage(ctx, ta)
     lb = load_lineage(ctx, tb)
     result: dict[str, Any] = {
-        "a": _target_json(ref_a, ta),
-        "b": _target_json(ref_b, tb),
+        "a": _target_json(ctx, ref_a, ta, la.top),
+        "b": _target_json(ctx, ref_b, tb, lb.top),
         "identical": True,
         "root_causes": [],
         "consequences": [],

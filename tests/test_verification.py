@@ -54,6 +54,9 @@ def test_bob_reproduces_alices_checkpoint_and_continues(
     assert {s["run"] for s in dag["steps"]} == alice_runs
     assert all(s["verified"] == {"identical": 2, "differs": 0, "failed": 0} for s in dag["steps"])
     assert "reproduced identical ×2" in roar(bob, "dag", model[:12]).stdout
+    # diff compares Alice's runs, and says they were verified.
+    same = roar(bob, "diff", model[:12], model[:12], "--json", check=False)
+    assert json.loads(same.stdout)["b"]["verifications"][-1]["by"]["name"] == "Bob"
 
     # Bob continues from the checkpoint: his result's lineage reaches Alice's runs and data.
     roar(bob, "reproduce", model[:12], "--run", "-y", "-o", "checkpoint.pt")

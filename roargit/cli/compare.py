@@ -124,8 +124,10 @@ def render(result: dict[str, Any], paint: Paint) -> None:
     more = f"; and {len(causes) - 3} more" if len(causes) > 3 else ""
     noun = "root cause" if len(causes) == 1 else "root causes"
     say(paint.bold(f"{len(causes)} {noun}: ") + paint.red(head + more))
-    say(paint.dim(f"A  {show_text(a['ref'])}  {a['kind']} {short(a['id'])}"))
-    say(paint.dim(f"B  {show_text(b['ref'])}  {b['kind']} {short(b['id'])}"))
+    for side, t in (("A", a), ("B", b)):
+        seen = verification_summary(t.get("verifications") or [])
+        seen = f"  ({seen})" if seen else ""
+        say(paint.dim(show_text(f"{side}  {t['ref']}  {t['kind']} {short(t['id'])}{seen}")))
     say("")
     say(paint.bold("root causes"))
     for c in causes:
@@ -175,6 +177,12 @@ def render(result: dict[str, Any], paint: Paint) -> None:
                 say(paint.dim(f"               ({show_text(c['note'])})"))
     for w in result.get("warnings", []):
         print(f"roar: warning: {show_text(w)}", file=sys.stderr)
+
+
+def verification_summary(verifications: list[dict[str, Any]]) -> str:
+    from roargit.views import verification_summary as summary
+
+    return summary(verifications)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
