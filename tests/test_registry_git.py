@@ -28,11 +28,6 @@ def _bare(path: Path) -> str:
     return str(path)
 
 
-def _publish_settings(index_url: str, work: Path, text: str) -> None:
-    w = index.work_repo(work)
-    assert index.push_ref(w, index_url, index.settings_commit(w, text), index.CONFIG_REF, None)
-
-
 @pytest.fixture
 def git_registry(
     tmp_path: Path,
@@ -44,11 +39,11 @@ def git_registry(
     regs = tmp_path / "git-host"
     index_url = _bare(regs / "index.git")
     _bare(regs / "acme" / "vision.git")
-    _publish_settings(
-        index_url,
-        tmp_path / "admin-work",
-        f"[scopes]\n\trepo = {{scope}}.git\n\tstore = {url}/{{scope}}\n\tnames = acme/vision\n",
-    )
+    subprocess.run(
+        ["roar", "registry", "init", index_url, "--repo", "{scope}.git",
+         "--store", f"{url}/{{scope}}", "--scopes", "acme/vision"],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
     return index_url, url, options
 
 

@@ -162,3 +162,16 @@ def test_private_and_missing_scopes_refuse() -> None:
         scope.resolve(scope.Chosen("acme/vision", None, None), {}, "/x/index.git")
     explicit = scope.resolve(scope.Chosen("acme/vision", "/r.git", "file:///s"), None, None)
     assert explicit == scope.Scope("acme/vision", "/r.git", "file:///s")
+
+
+def test_published_settings_round_trip(tmp_path: Path, index_url: str) -> None:
+    work = index.work_repo(tmp_path / "work")
+    store = 's3://bucket/roar#x;"y"\\z/{scope}'
+    index.publish_settings(work, index_url, "{scope}.git", store, ["acme/b", "acme/a"], None)
+    index.publish_settings(work, index_url, "{scope}.git", store, ["acme/b", "acme/a"], "https://w")
+    settings = index.read_settings(index.work_repo(tmp_path / "fresh"), index_url)
+    assert settings["scopes.store"] == store
+    assert settings["scopes.names"] == "acme/a acme/b"
+    assert settings["registry.web"] == "https://w"
+    with pytest.raises(scope.BadScope):
+        index.publish_settings(work, index_url, "{scope}.git", store, ["../x"], None)

@@ -375,6 +375,21 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_init(args: argparse.Namespace) -> int:
+    from roargit.registry.index import publish_settings
+    from roargit.registry.login import parse_registry
+    from roargit.registry.remote import index_work
+
+    registry = parse_registry(args.url)
+    names = [n for n in (args.scopes or "").replace(",", " ").split() if n]
+    text = publish_settings(
+        index_work(_cache(), registry), registry.index_url, args.repo, args.store, names, args.web
+    )
+    say(f"{show_text(registry.index_url)}: refs/roar/config now holds")
+    say(show_text(text.rstrip("\n")))
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     from roargit.registry.remote import lookup
 
@@ -476,6 +491,21 @@ def register_commands(sub: argparse._SubParsersAction) -> None:
                     "  roar registry token create alice --config registry.conf")  # fmt: skip
     t.add_argument("user")
     t.add_argument("--config", default="registry.conf")
+    q = add_command(
+        rsub,
+        "init",
+        cmd_registry_init,
+        "make any git repository a registry: publish where its scopes live",
+        """
+  roar registry init git@github.com:acme/roar-index.git \\
+      --repo 'git@github.com:{scope}-lineage.git' --store 's3://bucket/roar/{scope}'
+  roar registry init /srv/git/index.git --repo '{scope}.git' --store 'file:///srv/store/{scope}'""",
+    )
+    q.add_argument("url", metavar="INDEX_URL", help="the git repository that holds the index")
+    q.add_argument("--repo", required=True, help="scope repositories; {scope} is owner/project")
+    q.add_argument("--store", required=True, help="scope stores; {scope} is owner/project")
+    q.add_argument("--scopes", help="the scopes `roar scope list` shows (comma-separated)")
+    q.add_argument("--web", help="the registry's web page, if it has one")
     q = add_command(rsub, "lookup", cmd_lookup, "look a hash up in the index",
                     "  roar registry lookup 3fa9c1 --json")  # fmt: skip
     q.add_argument("hash")

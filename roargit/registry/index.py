@@ -332,3 +332,32 @@ def settings_commit(work: Path, text: str) -> str:
     listing = f"100644 blob {blob.strip()}\t{CONFIG_FILE}\0".encode()
     tree = _git(work, ["mktree", "-z"], input=listing).stdout.decode().strip()
     return _git(work, ["commit-tree", tree, "-m", "registry settings"]).stdout.decode().strip()
+
+
+def publish_settings(
+    work: Path, url: str, repo: str, store: str, scopes: Sequence[str], web: str | None
+) -> str:
+    """Write the registry's settings (compare-and-swap on refs/roar/config, retried); the
+    text written."""
+    from roargit.registry.scope import check_name
+
+    for value in (repo, store, web or ""):
+        if not value.isprintable() or "\n" in value:
+            raise RoarError(f"'{value}' cannot go in the registry's settings")
+    for name in scopes:
+        check_name(name)
+
+    def quoted(value: str) -> str:  # git-config: '#' and ';' start a comment outside quotes
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[scopes]", f"\trepo = {quoted(repo)}", f"\tstore = {quoted(store)}"]
+    if scopes:
+        lines.append(f"\tnames = {' '.join(sorted(scopes))}")
+    if web:
+        lines += ["[registry]", f"\tweb = {quoted(web)}"]
+    text = "\n".join(lines) + "\n"
+    for _attempt in range(MAX_ATTEMPTS):
+        old = fetch_ref(work, url, CONFIG_REF)
+        if push_ref(work, url, settings_commit(work, text), CONFIG_REF, old):
+            return text
+    raise IndexBusy(CONFIG_REF, MAX_ATTEMPTS)
