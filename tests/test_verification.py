@@ -119,3 +119,18 @@ def test_reproducing_the_output_of_a_failed_run_is_no_success(git_repo: Path) ->
     producer = roar_json(git_repo, "show", partial[:12])["produced_by"][0]
     results = [v["result"] for v in roar_json(git_repo, "show", producer[:12])["verifications"]]
     assert results == ["failed", "failed"]
+
+
+def test_identical_producers_are_grouped(git_repo: Path) -> None:
+    (git_repo / "make.py").write_text("open('out.txt', 'w').write('same')\n")
+    git(git_repo, "add", "make.py")
+    git(git_repo, "commit", "-q", "-m", "make")
+    for _ in range(3):
+        roar(git_repo, "run", "-q", "python", "make.py")
+    shown = roar_json(git_repo, "show", "out.txt")
+    assert len(shown["produced_by"]) == 3
+    lines = [
+        ln for ln in roar(git_repo, "show", "out.txt").stdout.splitlines() if "produced by" in ln
+    ]
+    assert len(lines) == 1 and "(and 2 earlier identical)" in lines[0], lines
+    assert shown["produced_by"][-1][:12] in lines[0]

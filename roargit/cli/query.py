@@ -134,9 +134,9 @@ def _producers(ctx: Any, run_ids: list[str]) -> list[str]:
     lines = []
     for same in groups.values():
         r = same[-1]
-        times = f"  ×{len(same)} identical runs, newest" if len(same) > 1 else ""
+        more = f"  (and {len(same) - 1} earlier identical)" if len(same) > 1 else ""
         lines.append(
-            f"{r['step'] or '-':>4} run {short(r['id'])}{times}  {_command(r['argv'], 50)}"
+            f"{r['step'] or '-':>4} run {short(r['id'])}  {_command(r['argv'], 50)}{more}"
             + _verified({"verifications": [v for x in same for v in x["verifications"]]})
         )
     return lines
