@@ -198,3 +198,25 @@ def test_the_index_takes_only_entries_the_pusher_may_write(server: Server, tmp_p
     found = {e.hash: e.scope for e in index.lookup(work, as_bob, "abcdcd")}
     assert found == {b: "acme/vision"}
     assert [e.scope for e in index.lookup(work, as_bob, a)] == ["acme/shared"]
+
+
+def _add_as(args: tuple[str, str, str]) -> bool:
+    from roargit.registry.index import IndexEntry
+
+    work, url, digest = args
+    entry = IndexEntry(digest, "acme/shared", "r", "s", 1, 1_790_000_000, "alice")
+    return index.add(index.work_repo(Path(work)), url, entry).added
+
+
+def test_concurrent_adds_to_one_shard_through_the_server(server: Server, tmp_path: Path) -> None:
+    """dulwich reports a lost compare-and-swap as a success; the server checks it itself."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    host = server.url.removeprefix("http://")
+    url = f"http://alice:{server.tokens['alice']}@{host}/index.git"
+    digests = [f"5a{i:062x}" for i in range(8)]
+    jobs = [(str(tmp_path / f"w{i}"), url, d) for i, d in enumerate(digests)]
+    with ProcessPoolExecutor(8) as pool:
+        assert all(pool.map(_add_as, jobs))
+    found = index.lookup(index.work_repo(tmp_path / "check"), url, "5a0000")
+    assert sorted(e.hash for e in found) == sorted(digests)

@@ -190,14 +190,11 @@ def repo_path(config: ServerConfig, name: str) -> Path:
 
 
 def settings_text(config: ServerConfig) -> str:
-    lines = ["[scopes]", "\trepo = {scope}.git"]
-    if config.store:
-        store = config.store if "://" in config.store else f"file://{config.store}"
-        lines.append(f"\tstore = {store}/{{scope}}")
-    lines.append(f"\tnames = {' '.join(sorted(config.scopes))}")
-    if config.web:
-        lines += ["[registry]", f"\tweb = {config.web}"]
-    return "\n".join(lines) + "\n"
+    from roargit.registry.index import settings_text as text_of
+
+    store = config.store if "://" in config.store else f"file://{config.store}"
+    return text_of("{scope}.git", f"{store}/{{scope}}" if config.store else "",
+                   sorted(config.scopes), config.web)  # fmt: skip
 
 
 def prepare(config: ServerConfig) -> list[str]:
@@ -409,21 +406,20 @@ class RegistryApp:
         if not allowed(rules.write if write else rules.read, user):
             return _deny(respond, user)
         if method == "POST" and write:
-            app = self.git
-            if name == INDEX:
-                from dulwich.web import make_wsgi_chain
+            from dulwich.web import make_wsgi_chain
 
-                guard = _index_guard(config, user or "")
-                app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
+            guard = _guarded_receive_pack(config, user or "", index=name == INDEX)
+            app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
             return self._one_push_at_a_time(name, app, environ, respond)
         return self.git(environ, respond)
 
     def _one_push_at_a_time(
         self, name: str, app: Any, environ: dict[str, Any], respond: StartResponse
     ) -> Iterator[bytes]:
-        """Pushes to one repository, one after another: dulwich fails a push whose ref lock
-        is taken (FileLocked) instead of reporting the ref as not updated, which would make
-        a concurrent registration look like a broken connection rather than a lost race."""
+        """Pushes to one repository, one after another: so that the compare-and-swap of
+        `_guarded_receive_pack` cannot interleave with another push, and because dulwich
+        fails a push whose ref lock is taken (FileLocked) instead of reporting the ref as not
+        updated."""
         with self._locks_lock:
             lock = self._push_locks.setdefault(name, threading.Lock())
         with lock:
@@ -476,19 +472,35 @@ def check_index_update(
     return None
 
 
-def _index_guard(config: ServerConfig, user: str) -> Any:
-    """dulwich's receive-pack, with every index update checked (check_index_update) before
-    its ref moves."""
+def _guarded_receive_pack(config: ServerConfig, user: str, *, index: bool) -> Any:
+    """dulwich's receive-pack with each ref update checked before the ref moves:
+
+    - compare-and-swap: the ref must still hold the value the client read. dulwich calls
+      `set_if_equals` but reports success whatever it returns, so a push that lost a race
+      would be told it won; checked here, under the repository's push lock (pushes to one
+      repository are served one at a time), the check and the write cannot interleave with
+      another push;
+    - for the index, `check_index_update`."""
     from dulwich.server import ReceivePackHandler
 
-    class IndexReceivePack(ReceivePackHandler):
+    class GuardedReceivePack(ReceivePackHandler):
         def _on_update(self, ref: Any, old: Any, new: Any) -> bytes | None:
-            why = check_index_update(
-                self.repo, config, user, ref.decode(errors="replace"), old.decode(), new.decode()
-            )
-            return why.encode() if why else super()._on_update(ref, old, new)
+            try:
+                current = self.repo.refs[ref]
+            except KeyError:
+                current = None
+            if current != (old if old.strip(b"0") else None):
+                return b"failed to update ref: it moved since it was read"
+            if index:
+                why = check_index_update(
+                    self.repo, config, user, ref.decode(errors="replace"), old.decode(),
+                    new.decode(),
+                )  # fmt: skip
+                if why:
+                    return why.encode()
+            return super()._on_update(ref, old, new)
 
-    return IndexReceivePack
+    return GuardedReceivePack
 
 
 def _json(respond: StartResponse, status: int, body: Any) -> list[bytes]:
