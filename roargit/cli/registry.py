@@ -306,10 +306,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         return next((e for e in lookup(cwd, _cache(), registry, digest) if e.hash == digest), None)
 
     def confirm(report: Any) -> bool:
+        if report.already:
+            return True  # the same scope: publishing again only fills in what is missing
         if not args.json:
             _render(report)
-        if report.already:
-            return True
         return args.yes or _ask(f"publish to {report.scope.name}?")
 
     progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
