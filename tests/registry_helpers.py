@@ -117,8 +117,15 @@ def make_user(base: Path, name: str) -> User:
     return User(name, home)
 
 
-def roar_as(user: User, cwd: Path, *args: str, check: bool = True, stdin: str = "") -> Any:
-    env = {**os.environ, **user.env}
+def roar_as(
+    user: User,
+    cwd: Path,
+    *args: str,
+    check: bool = True,
+    stdin: str = "",
+    env_extra: dict[str, str] | None = None,
+) -> Any:
+    env = {**os.environ, **user.env, **(env_extra or {})}
     proc = subprocess.run(
         ["roar", *args], cwd=cwd, capture_output=True, text=True, env=env, input=stdin
     )

@@ -135,7 +135,13 @@ def test_private_never_reaches_the_server(tmp_path: Path, server: Server, alice:
         f"import sys\nsys.path.insert(0, '.')\nfrom {canary}_helper import WORD\n"
         "open('secret.out', 'w').write(WORD + sys.argv[1])\n"
     )
-    roar_as(alice, repo, "run", "-q", "python", "secretive.py", canary)
+    roar_as(alice, repo, "run", "-q", "python", "secretive.py", canary,
+            env_extra={"CANARY_NOTE": f"{canary}-env"})  # fmt: skip
+    # It was recorded here (argv, environment and code snapshot), so the search below means
+    # something.
+    here = every_object(repo / ".git")
+    assert canary.encode() in here and f"{canary}-env".encode() in here
+    assert f"WORD = '{canary}'".encode() in here
     roar_as(alice, repo, "scope", "use", "private")
     proc = roar_as(alice, repo, "register", "secret.out", "-y", check=False)
     assert proc.returncode == 1 and "private" in proc.stderr
