@@ -121,6 +121,13 @@ def _render_report(report: Any) -> None:
         get = f"roar get {report.target[:12]} -o PATH"
         say(f"  (the work tree is left as it is: add -o PATH, or run `{get}`)")
     say(f"  worktree {show_text(report.worktree)}")
+    attested = sum(1 for s in report.steps if s.verification)
+    if attested:
+        # The original runs stay the producers; the reproduction is on record as their check.
+        say(
+            f"  recorded {attested} verification(s) of the original run(s): "
+            f"roar show {report.target[:12]}"
+        )
 
 
 @contextlib.contextmanager
