@@ -143,8 +143,10 @@ def test_private_never_reaches_the_server(tmp_path: Path, server: Server, alice:
     assert canary.encode() in here and f"{canary}-env".encode() in here
     assert f"WORD = '{canary}'".encode() in here
     roar_as(alice, repo, "scope", "use", "private")
+    requests = server.log.read_text().count("\n")
     proc = roar_as(alice, repo, "register", "secret.out", "-y", check=False)
     assert proc.returncode == 1 and "private" in proc.stderr
+    assert server.log.read_text().count("\n") == requests  # not one request was made
     # The same clone registers its other lineage in a shared scope: the canary stays home.
     roar_as(alice, repo, "scope", "use", "acme/shared")
     register(alice, repo, "model.pkl", "-y")
