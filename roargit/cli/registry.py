@@ -86,11 +86,13 @@ def cmd_login(args: argparse.Namespace) -> int:
             raise RoarError("tokens are for a roar registry server; git credentials do the rest")
         login.approve(cwd, registry.api, args.user, token)
     work = index_work(_cache(), registry)
+    from roargit.errors import RoarError
+
     scope_repo = None
     try:
         found = _scope(registry, work)
         scope_repo = (found.name, found.repo)
-    except Exception:  # no scope chosen yet, or private: nothing to check
+    except RoarError:  # no scope chosen yet, or private, or one the registry cannot place
         scope_repo = None
     checked = login.check(cwd, work, registry, scope_repo)
     if checked.identity is not None and checked.index_read:
@@ -167,6 +169,7 @@ def cmd_scope_use(args: argparse.Namespace) -> int:
 
 
 def cmd_scope_show(args: argparse.Namespace) -> int:
+    from roargit.errors import RoarError
     from roargit.registry import scope
 
     found = scope.chosen(Path.cwd())
@@ -179,11 +182,7 @@ def cmd_scope_show(args: argparse.Namespace) -> int:
             registry = _registry()
             resolved = _scope(registry, index_work(_cache(), registry))
             repo, store = resolved.repo, resolved.store
-        except Exception as exc:
-            from roargit.errors import RoarError
-
-            if not isinstance(exc, RoarError):
-                raise
+        except RoarError as exc:
             repo, store, error = found.repo, found.store, str(exc)
     if args.json:
         emit_json({"scope": found.name, "repo": repo, "store": store, "error": error or None})
