@@ -334,15 +334,12 @@ def settings_commit(work: Path, text: str) -> str:
     return _git(work, ["commit-tree", tree, "-m", "registry settings"]).stdout.decode().strip()
 
 
-def publish_settings(
-    work: Path, url: str, repo: str, store: str, scopes: Sequence[str], web: str | None
-) -> str:
-    """Write the registry's settings (compare-and-swap on refs/roar/config, retried); the
-    text written."""
+def settings_text(repo: str, store: str, scopes: Sequence[str], web: str | None) -> str:
+    """registry.conf for these scope templates (`{scope}` stands for owner/project)."""
     from roargit.registry.scope import check_name
 
     for value in (repo, store, web or ""):
-        if not value.isprintable() or "\n" in value:
+        if not value.isprintable():
             raise RoarError(f"'{value}' cannot go in the registry's settings")
     for name in scopes:
         check_name(name)
@@ -355,7 +352,15 @@ def publish_settings(
         lines.append(f"\tnames = {' '.join(sorted(scopes))}")
     if web:
         lines += ["[registry]", f"\tweb = {quoted(web)}"]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def publish_settings(
+    work: Path, url: str, repo: str, store: str, scopes: Sequence[str], web: str | None
+) -> str:
+    """Write the registry's settings (compare-and-swap on refs/roar/config, retried); the
+    text written."""
+    text = settings_text(repo, store, scopes, web)
     for _attempt in range(MAX_ATTEMPTS):
         old = fetch_ref(work, url, CONFIG_REF)
         if push_ref(work, url, settings_commit(work, text), CONFIG_REF, old):
