@@ -134,3 +134,67 @@ def test_identical_producers_are_grouped(git_repo: Path) -> None:
     ]
     assert len(lines) == 1 and "(and 2 earlier identical)" in lines[0], lines
     assert shown["produced_by"][-1][:12] in lines[0]
+
+
+def test_a_fetched_verification_must_verify_the_run_it_is_filed_under(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    """Another clone's verifications are untrusted: one filed under a run it does not verify,
+    or whose bytes do not decode, is quarantined by the merge; a right one is taken."""
+    from roargit import records
+    from roargit.ledger import LEDGER_REF, Entry, Ledger, fanout
+    from roargit.records import ArtifactId, CodeState, Identity, RunId, VerifiedOutput
+    from roargit.repo import find_repo
+
+    (git_repo / "make.py").write_text("open('out.txt', 'w').write('x')\n")
+    git(git_repo, "add", "make.py")
+    git(git_repo, "commit", "-q", "-m", "make")
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    roar(git_repo, "init")
+    made = json.loads(roar(git_repo, "run", "--json", "python", "make.py").stdout)
+    other = json.loads(roar(git_repo, "run", "--json", "python", "make.py").stdout)
+    git(git_repo, "push", "-q", "origin", f"{LEDGER_REF}:{LEDGER_REF}")
+
+    mallory = tmp_path / "mallory"
+    git(tmp_path, "clone", "-q", str(bare_remote), str(mallory))
+    git(mallory, "fetch", "-q", "origin", f"+{LEDGER_REF}:{LEDGER_REF}")
+    out = made["outputs"][0]
+
+    def verification(run: str, who: str) -> records.VerificationRecord:
+        return records.VerificationRecord(
+            run=RunId(run),
+            result="identical",
+            outputs=(
+                VerifiedOutput(out["path"], out["hash"], ArtifactId(out["hash"]), "identical"),
+            ),
+            exit_code=0,
+            started_at=1,
+            ended_at=2,
+            by=Identity(who, f"{who}@example.com", "box"),
+            clone="mallory",
+            code=CodeState(None, None, False, None),
+        )
+
+    good_id, good = records.identify(verification(made["id"], "honest"))
+    liar_id, liar = records.identify(verification(other["id"], "liar"))
+    junk = b"\x93not a record"
+    junk_id = records.codec.record_id(junk)
+    led = Ledger(find_repo(mallory))
+    led.commit(
+        [
+            Entry(("verifications", *fanout(made["id"]), made["id"], good_id), good),
+            # Says it verifies `other`, filed under `made`.
+            Entry(("verifications", *fanout(made["id"]), made["id"], liar_id), liar),
+            Entry(("verifications", *fanout(made["id"]), made["id"], junk_id), junk),
+        ],
+        "crafted",
+    )
+    git(mallory, "push", "-q", "origin", f"{LEDGER_REF}:{LEDGER_REF}")
+    git(git_repo, "fetch", "-q", "origin")
+    shown = roar(git_repo, "show", made["id"][:12], "--json")
+    assert "skipped 2 bad entries from origin" in shown.stderr
+    found = json.loads(shown.stdout)["verifications"]
+    assert [v["by"]["name"] for v in found] == ["honest"]
+    fsck = json.loads(roar(git_repo, "fsck", "--json", check=False).stdout)
+    reasons = [p["reason"] for p in fsck["problems"] if p["kind"] == "quarantine"]
+    assert len(reasons) == 2 and any("does not verify run" in r for r in reasons), reasons
