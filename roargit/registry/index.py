@@ -193,9 +193,12 @@ def fetch_ref(work: Path, url: str, ref: str) -> str | None:
             return None
         if _denied(proc.stderr):
             raise AccessDenied(url)
-        if b"lock" not in proc.stderr or attempt == 4:  # another fetch holds a lock here
+        if attempt == 4:
             why = proc.stderr.decode(errors="replace").strip().splitlines()
             raise RegistryUnreachable(url, why[-1] if why else f"git fetch: {proc.returncode}")
+        # Over smart HTTP the refs are read in one request and the objects asked for in the
+        # next: a registration in between moves the shard, and a server may refuse a tip it
+        # no longer advertises. Another fetch holding a lock here is the other passing cause.
         time.sleep(0.05 * (attempt + 1))
     found = _git(work, ["rev-parse", "--verify", "-q", f"{scratch}^{{commit}}"], check=False)
     tip = found.stdout.decode().strip() or None

@@ -254,12 +254,28 @@ class _Backend:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Each request opens its repositories afresh (a dulwich Repo is not shared between
+        # threads) and closes them when it ends (`release`): an open Repo holds its pack
+        # files, and a server that left them to the garbage collector would run out of
+        # file descriptors.
+        self._opened = threading.local()
 
     def open_repository(self, path: str | bytes) -> Any:
         from dulwich.repo import Repo
 
         text = os.fsdecode(path).strip("/")
-        return Repo(str(self.root / text))
+        repo = Repo(str(self.root / text))
+        opened = getattr(self._opened, "repos", None)
+        if opened is None:
+            opened = self._opened.repos = []
+        opened.append(repo)
+        return repo
+
+    def release(self) -> None:
+        """Close the repositories this thread opened for its request."""
+        for repo in getattr(self._opened, "repos", ()):
+            repo.close()
+        self._opened.repos = []
 
 
 class AccessLog:
@@ -360,6 +376,7 @@ class RegistryApp:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
+            self.backend.release()
             client = environ.get("REMOTE_ADDR", "-")
             self.log.write(client, user, method, path, status[0], sent + status[1])
 
@@ -546,6 +563,8 @@ def serve(
         # A pack can be large: waitress buffers request bodies past this to a temp file.
         max_request_body_size=1 << 40,
         clear_untrusted_proxy_headers=True,
+        # poll(2), not select(2): select fails outright past file descriptor 1023.
+        asyncore_use_poll=True,
     )
     if on_ready is not None:
         on_ready(f"http://{host}:{server.effective_port}")
