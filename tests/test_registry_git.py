@@ -220,3 +220,16 @@ def test_concurrent_adds_to_one_shard_through_the_server(server: Server, tmp_pat
         assert all(pool.map(_add_as, jobs))
     found = index.lookup(index.work_repo(tmp_path / "check"), url, "5a0000")
     assert sorted(e.hash for e in found) == sorted(digests)
+
+
+def test_requests_leave_no_file_open(server: Server, tmp_path: Path) -> None:
+    def open_files() -> int:
+        return len(list(Path(f"/proc/{server.proc.pid}/fd").iterdir()))
+
+    work = index.work_repo(tmp_path / "work")
+    url = f"{server.url}/index.git"
+    index.fetch_ref(work, url, index.CONFIG_REF)
+    before = open_files()
+    for _ in range(30):
+        index.fetch_ref(work, url, index.CONFIG_REF)
+    assert open_files() <= before + 2  # waitress's own sockets may come and go
