@@ -227,9 +227,11 @@ def test_requests_leave_no_file_open(server: Server, tmp_path: Path) -> None:
         return len(list(Path(f"/proc/{server.proc.pid}/fd").iterdir()))
 
     work = index.work_repo(tmp_path / "work")
-    url = f"{server.url}/index.git"
-    index.fetch_ref(work, url, index.CONFIG_REF)
+    host = server.url.removeprefix("http://")
+    url = f"http://alice:{server.tokens['alice']}@{host}/index.git"
+    _add_as((str(tmp_path / "work"), url, "77" * 32))  # a pushed pack: files to hold open
+    index.fetch_ref(work, url, index.shard_ref("77"))
     before = open_files()
-    for _ in range(30):
-        index.fetch_ref(work, url, index.CONFIG_REF)
+    for i in range(30):
+        index.fetch_ref(index.work_repo(tmp_path / f"w{i}"), url, index.shard_ref("77"))
     assert open_files() <= before + 2  # waitress's own sockets may come and go
