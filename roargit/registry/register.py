@@ -310,7 +310,12 @@ def publish_lineage(paths: RepoPaths, scope: Scope, found: Closure) -> tuple[boo
     ledger = Ledger(paths, ledger_ref)
     warnings: list[str] = []
     try:
-        ledger.commit(ledger_entries(Ledger(paths, fast_start=True), found), "register")
+        source = Ledger(paths, fast_start=True)
+        try:
+            entries = ledger_entries(source, found)
+        finally:
+            source.close()
+        ledger.commit(entries, "register")
         keep(paths, keep_ref, found.commits)
         why = ""
         for _attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
