@@ -46,7 +46,10 @@ from roargit.records import (
     RunId,
     RunRecord,
     SessionId,
+    StepIndex,
     Unreadable,
+    argv_key,
+    paths_key,
 )
 from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
@@ -653,15 +656,26 @@ def _trace_and_record(
             popped = session.read_state(roar_dir).popped
         else:
             sid, popped = session_id, frozenset()
-        view = session.load_view(ledger, sid, popped, warnings)
+        # The session's index, not its runs' records: this run's cost must not grow with
+        # the number of runs before it.
+        steps = session.load_index(ledger, sid, popped, warnings)
         all_in = [*inputs, *in_dirs]
         all_out = [*outputs, *out_dirs]
         recorded_argv = redact_argv(argv)
         if step is None:
-            step = session.assign_step(
-                view, kind, {f.path for f in all_in}, {f.path for f in all_out}, recorded_argv
+            new = StepIndex(
+                RunId(""),
+                sid,
+                kind,
+                0,
+                status,
+                started,
+                argv_key(recorded_argv),
+                paths_key(f.path for f in all_in),
+                paths_key(f.path for f in all_out),
             )
-        previous = next((s for s in view.steps if s.kind == kind and s.number == step), None)
+            step = session.assign_step(steps, kind, new)
+        previous = next((s for s in steps if s.kind == kind and s.number == step), None)
 
         record = RunRecord(
             argv=recorded_argv,
@@ -688,7 +702,7 @@ def _trace_and_record(
     if stored and stored_to.failure is None:
         # The store took this run's bytes: a good moment to send what earlier runs queued.
         uploads.drain_quietly(paths, settings, uploads.store_url(paths, settings), warnings)
-    superseded = (previous.run_id, *previous.superseded) if previous else ()
+    superseded = (previous.current.run, *previous.superseded) if previous else ()
     return RunOutcome(
         run_id, record, session.label(kind, step), tuple(warnings), superseded, stored
     )

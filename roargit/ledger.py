@@ -8,6 +8,7 @@ objects however long the history is:
     artifacts/ab/cd/<hash>/c.<run id>    that run consumed it
     sessions/ab/<session id>/session     the session record
     sessions/ab/<session id>/cd/<run id> a run of that session
+    sessions/ab/<session id>/cd/i.<run id>  its entry in the session's index (records.StepIndex)
     manifests/ab/cd/<hash>               a folder artifact's manifest (blob)
     folders/ab/<path key>/p.<run id>     a run wrote the folder at that path (key: hash
     folders/ab/<path key>/c.<run id>       of the recorded path), to find it from a file
@@ -268,13 +269,20 @@ class _TreeEditor:
 
         # The entries as nested {name: subtree dict | (mode, oid)}.
         top: dict[bytes, Any] = {}
+        # A run's record is the blob of every artifact entry it makes (one per file it read
+        # or wrote): hashed once, not once per entry (bytes cache their own hash, and the
+        # entries share one object, so each lookup after the first costs no pass over them).
+        blobs: dict[bytes, bytes] = {}
         for e in entries:
             node = top
             for part in e.path[:-1]:
                 node = node.setdefault(part.encode("utf-8", "surrogateescape"), {})
             name = e.path[-1].encode("utf-8", "surrogateescape")
             if e.data is not None:
-                node[name] = (b"100644", add(b"blob", e.data))
+                oid = blobs.get(e.data)
+                if oid is None:
+                    oid = blobs[e.data] = add(b"blob", e.data)
+                node[name] = (b"100644", oid)
             else:
                 node[name] = (b"40000", bytes.fromhex(str(e.tree)))
 
@@ -536,8 +544,40 @@ class Ledger:
             return runs
         buckets = [(*where, b) for b in view.names(where) if b != "session"]
         for names in view.names_many(buckets):
-            runs.extend(RunId(n) for n in names)
+            runs.extend(RunId(n) for n in names if not n.startswith("i."))
         return runs
+
+    def session_index(self, session_id: str) -> list[tuple[RunId, records.StepIndex | None]]:
+        """Each run of the session with its index entry; None where it has none that can be
+        used (a run recorded before the index was kept, an entry that does not decode or
+        names another run): the caller derives that one from the run's record. Reads the
+        session's small index blobs, never its run records."""
+        where = ("sessions", session_id[:2], session_id)
+        view = self._current()
+        if view is None or not _plain(session_id):
+            return []
+        buckets = [(*where, b) for b in view.names(where) if b != "session"]
+        ids: list[RunId] = []
+        indexed: set[str] = set()
+        for names in view.names_many(buckets):
+            for n in names:
+                if n.startswith("i."):
+                    indexed.add(n[2:])
+                elif _plain(n):
+                    ids.append(RunId(n))
+        wanted = [r for r in ids if r in indexed]
+        blobs = view.blobs([(*where, r[:2], f"i.{r}") for r in wanted])
+        found: dict[str, records.StepIndex] = {}
+        for rid, data in zip(wanted, blobs, strict=True):
+            if data is None:
+                continue
+            try:
+                entry = records.decode_step_index(data, f"index entry of run {rid[:12]}")
+            except (RecordCorrupt, RecordTooNew):
+                continue
+            if entry.run == rid and entry.session == session_id:
+                found[rid] = entry
+        return [(rid, found.get(rid)) for rid in ids]
 
     def history(self) -> Iterator[list[str]]:
         """The record ids each ledger commit added (from its message), newest commit first,
@@ -590,6 +630,7 @@ class Ledger:
         entries = [
             Entry(("runs", *fanout(run_id), run_id), data),
             Entry(("sessions", record.session[:2], record.session, run_id[:2], run_id), data),
+            self.step_index_entry(run_id, record),
         ]
         for tag, files in (("c", record.inputs), ("p", record.outputs)) if index else ():
             for f in files:
@@ -640,6 +681,12 @@ class Ledger:
             except RoarError as exc:
                 out.append((vid, exc))
         return out
+
+    def step_index_entry(self, run_id: str, record: RunRecord) -> Entry:
+        """The run's entry in its session's index: a few hundred bytes, read instead of the
+        run's record by whoever numbers the session's steps."""
+        where = ("sessions", record.session[:2], record.session, run_id[:2], f"i.{run_id}")
+        return Entry(where, records.encode_step_index(records.StepIndex.of_run(run_id, record)))
 
     def append_session(self, record: SessionRecord) -> SessionId:
         session_id, data = records.identify(record)

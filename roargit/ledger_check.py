@@ -134,6 +134,9 @@ def expect(parts: tuple[str, ...]) -> Slot | str:
             return ("tree",) if is_hex(name, 2) else bad
         if depth == 5 and is_hex(name, 64) and name[:2] == parts[3]:
             return ("blob", "run", name, ("session", parts[2]))
+        if depth == 5 and name[:2] == "i." and is_hex(name[2:], 64) and name[2:4] == parts[3]:
+            # The session's index entry of that run: checked against the run's own record.
+            return ("blob", "step", name[2:], ("session", parts[2]))
         return bad
     if top == "folders":
         if depth == 2:
@@ -173,6 +176,8 @@ class _Checker:
         _kind, what, record_id, extra = slot
         if entry.filemode not in BLOB_MODES:
             return "not a regular file entry where a record belongs"
+        if what == "step":
+            return self._step_problem(record_id, extra[1], entry)
         found = self._seen.get(entry.id)
         if found is None:
             found = self._seen[entry.id] = self._decode(what, record_id, bytes(entry.data))
@@ -196,6 +201,27 @@ class _Checker:
             if self._run_entry(record_id) != entry.id:
                 return f"run {record_id[:12]} is not filed under runs/ with these bytes"
             return _index_problem(record, record_id, extra)
+        return None
+
+    def _step_problem(self, run_id: str, session_id: str, entry: Any) -> str | None:
+        """Why a session index entry may not stand (None: it is what the run's own record,
+        filed under runs/, says: an index can never tell another story than its records)."""
+        name = f"index entry of run {run_id[:12]}"
+        try:
+            got = records.decode_step_index(bytes(entry.data), name, self.source)
+        except (RecordCorrupt, RecordTooNew) as exc:
+            return str(exc)
+        oid = self._run_entry(run_id)
+        if oid is None:
+            return f"{name}: the run is not filed under runs/"
+        found = self._seen.get(oid)
+        if found is None:
+            found = self._seen[oid] = self._decode("run", run_id, self.repo[oid].read_raw())
+        digest, run = found
+        if digest != run_id or not isinstance(run, records.RunRecord):
+            return f"{name}: the run's record cannot be read"
+        if run.session != session_id or got != records.StepIndex.of_run(run_id, run):
+            return f"{name} does not match the run's record"
         return None
 
     def _run_entry(self, run_id: str) -> Any:

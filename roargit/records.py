@@ -14,7 +14,7 @@ the dotted path of the field (`environment.os must be a map`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, NewType
 
@@ -414,6 +414,94 @@ def identify(record: Record) -> tuple[str, bytes]:
     """The record's id and its canonical bytes."""
     data = encode(record)
     return codec.record_id(data), data
+
+
+# -- the session index ----------------------------------------------------------------------
+
+
+def argv_key(argv: Iterable[str]) -> str:
+    """BLAKE3 of a command line (its canonical encoding): equal commands, equal keys."""
+    return codec.record_id(codec.encode({"argv": list(argv)}))
+
+
+def paths_key(paths: Iterable[str]) -> str:
+    """BLAKE3 of a set of paths (sorted, NUL-separated): equal sets, equal keys."""
+    encoded = {p.encode("utf-8", "surrogateescape") for p in paths}
+    return codec.record_id(b"\0".join(sorted(encoded)))
+
+
+class StepIndex(NamedTuple):
+    """A run's entry in its session's index (`sessions/<ab>/<S>/<cd>/i.<R>`): what numbering a
+    new run and telling a step's current run from the ones it superseded need, so that a run
+    need not decode every earlier run of its session (a run's record may list 100,000 files).
+    Derived from the run record: a reader checks it against that record before trusting it
+    from another clone (ledger_check), and rebuilds it from the record where it is missing."""
+
+    run: RunId
+    session: SessionId
+    kind: str
+    step: int
+    status: str
+    started_at: int
+    argv: str  # BLAKE3 of the canonical encoding of the argv list
+    inputs: str  # paths_key of the input paths
+    outputs: str  # paths_key of the output paths
+
+    @classmethod
+    def of_run(cls, run_id: str, record: RunRecord) -> StepIndex:
+        return cls(
+            RunId(run_id),
+            record.session,
+            record.kind,
+            record.step,
+            record.status,
+            record.started_at,
+            argv_key(record.argv),
+            paths_key(f.path for f in record.inputs),
+            paths_key(f.path for f in record.outputs),
+        )
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "type": "step",
+            "run": self.run,
+            "session": self.session,
+            "kind": self.kind,
+            "step": self.step,
+            "status": self.status,
+            "started_at": self.started_at,
+            "argv": self.argv,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
+
+    @classmethod
+    def _read(cls, m: Any) -> StepIndex:
+        m = _as_map(m)
+        if m.get("type") != "step":
+            raise _Bad("type", 'must be "step"')
+        return cls(
+            run=RunId(_hex(m, "run")),
+            session=SessionId(_hex(m, "session")),
+            kind=_choice(m, "kind", RUN_KINDS),
+            step=_int(m, "step", 0),
+            status=_choice(m, "status", RUN_STATUSES),
+            started_at=_int(m, "started_at"),
+            argv=_hex(m, "argv"),
+            inputs=_hex(m, "inputs"),
+            outputs=_hex(m, "outputs"),
+        )
+
+
+def encode_step_index(entry: StepIndex) -> bytes:
+    return codec.encode(entry.to_map())
+
+
+def decode_step_index(data: bytes, name: str, source: str | None = None) -> StepIndex:
+    """The index entry in `data`, or RecordCorrupt / RecordTooNew, as `decode` gates records."""
+    m = codec.decode(data, name, source)
+    with _refusing(name, source):
+        return StepIndex._read(m)
 
 
 # -- the environment map ----------------------------------------------------------------

@@ -5,6 +5,10 @@ active, and which runs were popped from it, is this clone's local state in
 `.git/roar/session.json`. Everything else — which run is a step's current one, which are
 superseded, which steps are stale — is derived here from the records.
 
+Numbering a new run reads the session's index (`records.StepIndex`, one small entry per run
+in the ledger), not the runs' records: a run's cost must not grow with its session, and a
+record may list 100,000 files. The full view decodes only each step's current run.
+
 Rules:
 - A new run takes the number of the active step (same kind) with the same input and output
   paths (and, when it touched no data files, the same argv), superseding it; otherwise the
@@ -26,7 +30,8 @@ from typing import NamedTuple
 
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
-from roargit.records import RunId, RunRecord, SessionId, SessionRecord
+from roargit.records import RunId, RunRecord, SessionId, SessionRecord, StepIndex, paths_key
+from roargit.repo import RepoPaths
 
 STATE_FILE = "session.json"
 
@@ -173,41 +178,97 @@ def new_session(ledger: Ledger, roar_dir: Path, clone: str, parent: SessionId | 
 # -- the derived view ---------------------------------------------------------------------
 
 
+class StepRuns(NamedTuple):
+    """A step as the session's index tells it: its current run and those it superseded."""
+
+    kind: str
+    number: int
+    current: StepIndex
+    superseded: tuple[RunId, ...]  # newest first
+
+
+def _skipped(warnings: list[str] | None, problem: Exception) -> None:
+    if warnings is None:
+        return
+    from roargit.ledger_check import printable
+
+    line = printable(f"{problem} (skipped)")
+    if line not in warnings:
+        warnings.append(line)
+
+
+def load_index(
+    ledger: Ledger,
+    session_id: SessionId | None,
+    popped: frozenset[str],
+    warnings: list[str] | None = None,
+) -> list[StepRuns]:
+    """The session's steps from its index, build steps first, then by number. A run with no
+    usable index entry (recorded before the index was kept) is read from its record; one
+    whose record cannot be used either is skipped, with a line in `warnings`."""
+    if session_id is None:
+        return []
+    entries = [(rid, e) for rid, e in ledger.session_index(session_id) if rid not in popped]
+    missing = [rid for rid, e in entries if e is None]
+    rebuilt: dict[str, StepIndex] = {}
+    for rid, found in zip(missing, ledger.runs_or_errors(missing), strict=True):
+        if isinstance(found, RunRecord):
+            rebuilt[rid] = StepIndex.of_run(rid, found)
+        else:
+            _skipped(warnings, found)
+    return group_index([e or rebuilt[rid] for rid, e in entries if e or rid in rebuilt])
+
+
+def group_index(index: list[StepIndex]) -> list[StepRuns]:
+    by_step: dict[tuple[str, int], list[StepIndex]] = {}
+    for e in index:
+        by_step.setdefault((e.kind, e.step), []).append(e)
+    out = []
+    for key in sorted(by_step, key=lambda k: (k[0] != "build", k[1])):
+        history = sorted(by_step[key], key=lambda e: (e.started_at, e.run), reverse=True)
+        out.append(StepRuns(key[0], key[1], history[0], tuple(e.run for e in history[1:])))
+    return out
+
+
 def load_view(
     ledger: Ledger,
     session_id: SessionId | None,
     popped: frozenset[str],
     warnings: list[str] | None = None,
 ) -> SessionView:
-    """The session's steps. A run whose record is missing or cannot be used (a fetched one
-    left out, a damaged one) is skipped, with a line in `warnings` when given: one bad record
-    must not stop the queries or the numbering of the next run."""
+    """The session's steps, each with its current run's record (only those are read). A run
+    whose record is missing or cannot be used (a fetched one left out, a damaged one) is
+    skipped, with a line in `warnings` when given: one bad record must not stop the queries
+    or the numbering of the next run."""
     if session_id is None:
         return SessionView(None, ())
-    ids = [rid for rid in ledger.session_runs(session_id) if rid not in popped]
-    # Read together: a session re-run many times holds many runs, and `roar run` reads them all.
-    runs = []
-    for rid, found in zip(ids, ledger.runs_or_errors(ids), strict=True):
-        if isinstance(found, RunRecord):
-            runs.append((rid, found))
-        elif warnings is not None:
-            from roargit.ledger_check import printable
-
-            line = printable(f"{found} (skipped)")
-            if line not in warnings:
-                warnings.append(line)
-    return build_view(session_id, runs)
+    steps = load_index(ledger, session_id, popped, warnings)
+    bad: set[str] = set()
+    while True:
+        ids = [s.current.run for s in steps]
+        current: list[tuple[RunId, RunRecord, tuple[RunId, ...]]] = []
+        for s, found in zip(steps, ledger.runs_or_errors(ids), strict=True):
+            if isinstance(found, RunRecord):
+                current.append((s.current.run, found, s.superseded))
+            else:
+                _skipped(warnings, found)
+                bad.add(s.current.run)
+        if len(current) == len(steps):
+            return _view(session_id, current)
+        # A current run that cannot be read leaves its step to the run it superseded.
+        steps = load_index(ledger, session_id, popped | bad)
 
 
 def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> SessionView:
-    by_step: dict[tuple[str, int], list[tuple[RunId, RunRecord]]] = {}
-    for rid, run in runs:
-        by_step.setdefault((run.kind, run.step), []).append((rid, run))
-    current: list[tuple[RunId, RunRecord, tuple[RunId, ...]]] = []
-    for key in sorted(by_step, key=lambda k: (k[0] != "build", k[1])):
-        history = sorted(by_step[key], key=lambda r: (r[1].started_at, r[0]), reverse=True)
-        current.append((history[0][0], history[0][1], tuple(r[0] for r in history[1:])))
+    """The view of these runs of a session (each step's newest run is its current one)."""
+    records = dict(runs)
+    steps = group_index([StepIndex.of_run(rid, run) for rid, run in runs])
+    return _view(session_id, [(s.current.run, records[s.current.run], s.superseded) for s in steps])
 
+
+def _view(
+    session_id: SessionId, current: list[tuple[RunId, RunRecord, tuple[RunId, ...]]]
+) -> SessionView:
     steps: list[Step] = []
     state_of: dict[str, str] = {}
     for rid, run, older in current:
@@ -234,18 +295,32 @@ def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> Se
     return SessionView(session_id, tuple(steps))
 
 
-def assign_step(
-    view: SessionView, kind: str, inputs: set[str], outputs: set[str], argv: tuple[str, ...]
-) -> int:
-    for s in view.steps:
+def rerun_of(paths: RepoPaths, kind: str, number: int) -> RunRecord:
+    """The current run of step (kind, number) of the active session: what `roar run @N`
+    runs again. Reads the session's index and that one record."""
+    ledger = Ledger(paths, fast_start=True)
+    state = read_state(paths.roar_dir)
+    for s in load_index(ledger, state.session_id, state.popped):
+        if s.kind == kind and s.number == number:
+            return ledger.run(s.current.run)
+    raise NoSuchStep(label(kind, number))
+
+
+NO_PATHS = paths_key(())
+
+
+def assign_step(steps: list[StepRuns], kind: str, new: StepIndex) -> int:
+    """The step number of a run whose index entry is `new` (its own `step` is not looked at)."""
+    touched = new.inputs != NO_PATHS or new.outputs != NO_PATHS
+    for s in steps:
         if (
             s.kind == kind
-            and {f.path for f in s.run.inputs} == inputs
-            and {f.path for f in s.run.outputs} == outputs
+            and s.current.inputs == new.inputs
+            and s.current.outputs == new.outputs
             # Two commands that touched no data files share no paths to compare: `roar run
             # true` must not supersede `roar run ./check.sh`. Only the same command re-runs.
-            and (inputs or outputs or s.run.argv == argv)
+            and (touched or s.current.argv == new.argv)
         ):
             return s.number
-    numbers = [s.number for s in view.steps if s.kind == kind]
+    numbers = [s.number for s in steps if s.kind == kind]
     return max(numbers, default=0) + 1

@@ -81,13 +81,10 @@ def _record(args: argparse.Namespace, kind: str) -> int:
 
     parsed = parse_label(command[0])
     if parsed is not None:
-        from roargit.ledger import Ledger
-        from roargit.session import label, load_view, read_state
+        from roargit.session import rerun_of
 
         step_kind, step = parsed
-        state = read_state(paths.roar_dir)
-        view = load_view(Ledger(paths, fast_start=True), state.session_id, state.popped)
-        old = view.step(label(step_kind, step)).run
+        old = rerun_of(paths, step_kind, step)
         if any("<redacted>" in a for a in old.argv):
             warn(f"@{step}'s recorded command had secrets redacted; pass them again")
         kind = step_kind

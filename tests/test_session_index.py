@@ -1,0 +1,182 @@
+"""The session index: one small entry per run (`sessions/<ab>/<S>/<cd>/i.<R>`) from which a
+new run is numbered without decoding the session's earlier runs. It is derived from the run
+records, checked against them when it arrives by fetch, and rebuilt from them where missing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import git
+from hostile import fan, plant, push_ledger
+from ledger_helpers import hexid, make_run
+
+from roargit import codec, ledger_check, records, session
+from roargit.errors import RecordCorrupt
+from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.records import RunId, SessionId, StepIndex
+from roargit.repo import find_repo
+
+SESSION = SessionId("5e" * 32)
+REMOTE_REF = "refs/roar/remotes/origin/ledger"
+
+
+def index_path(run_id: str, session_id: str = SESSION) -> str:
+    return f"sessions/{session_id[:2]}/{session_id}/{run_id[:2]}/i.{run_id}"
+
+
+def test_every_appended_run_has_an_entry_equal_to_the_one_its_record_gives(
+    git_repo: Path,
+) -> None:
+    led = Ledger(find_repo(git_repo))
+    first = led.append_run(make_run(1, outputs=(hexid(1),), session=SESSION))
+    again = led.append_run(make_run(2, outputs=(hexid(1),), session=SESSION))  # same step
+    other = led.append_run(make_run(3, inputs=(hexid(1),), session=SESSION, step=2))
+    fresh = Ledger(find_repo(git_repo), fast_start=True)
+    index = dict(fresh.session_index(SESSION))
+    assert sorted(index) == sorted([first, again, other])
+    for rid, entry in index.items():
+        assert entry == StepIndex.of_run(rid, fresh.run(rid))
+    assert sorted(fresh.session_runs(SESSION)) == sorted([first, again, other])  # no i.* names
+    steps = session.load_index(fresh, SESSION, frozenset())
+    assert [(s.number, s.current.run, s.superseded) for s in steps] == [
+        (1, again, (first,)),
+        (2, other, ()),
+    ]
+    view = session.load_view(fresh, SESSION, frozenset())
+    assert [(s.label, s.run_id, s.superseded) for s in view.steps] == [
+        ("@1", again, (first,)),
+        ("@2", other, ()),
+    ]
+
+
+def test_a_run_without_an_entry_or_with_a_damaged_one_is_read_from_its_record(
+    git_repo: Path,
+) -> None:
+    led = Ledger(find_repo(git_repo))
+    older = make_run(1, outputs=(hexid(1),), session=SESSION)
+    rid, data = records.identify(older)
+    # As an older roargit wrote it: no index entry.
+    entries = [e for e in led.entries_for_run(rid, data, older) if not e.path[-1].startswith("i.")]
+    led.commit(entries, f"run {rid}")
+    damaged = make_run(2, outputs=(hexid(2),), session=SESSION, step=2)
+    rid2 = led.append_run(damaged)
+    led.commit([Entry(tuple(index_path(rid2).split("/")), b"\x93junk")], "damage")
+    fresh = Ledger(find_repo(git_repo), fast_start=True)
+    assert dict(fresh.session_index(SESSION)) == {rid: None, rid2: None}
+    steps = session.load_index(fresh, SESSION, frozenset())
+    assert [(s.number, s.current) for s in steps] == [
+        (1, StepIndex.of_run(rid, older)),
+        (2, StepIndex.of_run(rid2, damaged)),
+    ]
+
+
+def test_a_current_run_whose_record_is_damaged_leaves_its_step_to_the_one_before(
+    git_repo: Path,
+) -> None:
+    led = Ledger(find_repo(git_repo))
+    first = led.append_run(make_run(1, outputs=(hexid(1),), session=SESSION))
+    second = led.append_run(make_run(2, outputs=(hexid(1),), session=SESSION))
+    led.commit([Entry(("runs", *fan(second).split("/"), second), b"\x93junk")], "x")
+    skipped: list[str] = []
+    view = session.load_view(Ledger(find_repo(git_repo)), SESSION, frozenset(), skipped)
+    assert [(s.run_id, s.superseded) for s in view.steps] == [(first, ())]
+    assert len(skipped) == 1 and skipped[0].startswith(f"record run {second[:12]} is corrupt")
+
+
+def _entry_map(run_id: str, **changes: Any) -> dict[str, Any]:
+    m = StepIndex.of_run(run_id, make_run(1, session=SESSION)).to_map()
+    m.update(changes)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("type", "run", 'type must be "step"'),
+        ("run", "x" * 64, "run must be 64 lowercase hex digits"),
+        ("session", None, "session must be 64 lowercase hex digits"),
+        ("kind", "job", 'kind must be one of "run", "build"'),
+        ("step", -1, "step must be an integer from 0"),
+        ("status", "done", "status must be one of"),
+        ("started_at", "1", "started_at must be an integer within int64"),
+        ("argv", ["python"], "argv must be 64 lowercase hex digits"),
+        ("inputs", "", "inputs must be 64 lowercase hex digits"),
+        ("outputs", 7, "outputs must be 64 lowercase hex digits"),
+    ],
+)
+def test_a_damaged_entry_is_refused_naming_its_field(key: str, value: Any, message: str) -> None:
+    data = codec.encode(_entry_map("1" * 64, **{key: value}))
+    with pytest.raises(RecordCorrupt) as caught:
+        records.decode_step_index(data, "index entry", "origin")
+    assert str(caught.value).startswith(f"record index entry from origin is malformed: {message}")
+    with pytest.raises(RecordCorrupt):
+        records.decode_step_index(b"\xc1", "index entry")
+    good = _entry_map("1" * 64)
+    assert records.decode_step_index(codec.encode(good), "x") == StepIndex(
+        **{k: v for k, v in good.items() if k != "type"}
+    )
+
+
+def test_a_fetched_entry_that_lies_about_its_run_is_left_out_and_the_record_wins(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    """An attacker's index entry that renumbers a run (to supersede another clone's step,
+    say) is refused at the merge; the run itself is taken and numbered from its record."""
+    victim = git_repo
+    git(victim, "remote", "add", "origin", str(bare_remote))
+    led = Ledger(find_repo(victim))
+    mine = led.append_run(make_run(1, outputs=(hexid(1),), session=SESSION))
+    git(victim, "push", "-q", "origin", f"{LEDGER_REF}:{LEDGER_REF}")
+    attacker = tmp_path / "attacker"
+    git(tmp_path, "clone", "-q", str(bare_remote), str(attacker))
+    git(attacker, "fetch", "-q", "origin", f"+{LEDGER_REF}:{LEDGER_REF}")
+    theirs_rec = make_run(5, outputs=(hexid(5),), session=SESSION, step=7)
+    theirs, data = records.identify(theirs_rec)
+    lie = StepIndex.of_run(theirs, theirs_rec)._replace(step=1, started_at=2**62)
+    forged = StepIndex.of_run(mine, make_run(1, session=SESSION))._replace(step=9)
+    plant(
+        attacker,
+        {
+            f"runs/{fan(theirs)}/{theirs}": data,
+            f"sessions/{SESSION[:2]}/{SESSION}/{theirs[:2]}/{theirs}": data,
+            index_path(theirs): records.encode_step_index(lie),
+            index_path(mine): records.encode_step_index(forged),  # replaces mine: refused too
+        },
+    )
+    push_ledger(attacker)
+    git(victim, "fetch", "-q", "origin", f"+{LEDGER_REF}:{REMOTE_REF}")
+    merged = Ledger(find_repo(victim))
+    merged.sync_remotes()
+    held = {q.path: q.reason for q in ledger_check.quarantined(find_repo(victim).roar_dir)}
+    assert held[index_path(theirs)].endswith("does not match the run's record")
+    assert index_path(mine) in held
+    fresh = Ledger(find_repo(victim), fast_start=True)
+    assert dict(fresh.session_index(SESSION))[RunId(theirs)] is None  # left out
+    steps = session.load_index(fresh, SESSION, frozenset())
+    assert [(s.number, s.current.run) for s in steps] == [(1, mine), (7, theirs)]
+
+
+def test_runs_number_their_steps_from_the_index(git_repo: Path) -> None:
+    """End to end: the installed `roar`; re-running a step supersedes it, a new one is next."""
+    repo = git_repo
+    (repo / "a.txt").write_text("a\n")
+
+    def run(*argv: str) -> str:
+        out = subprocess.run(
+            ["roar", "run", *argv], cwd=repo, capture_output=True, text=True, check=True
+        )
+        return out.stderr
+
+    assert "@1  run" in run("sh", "-c", "cat a.txt > b.txt")
+    assert "@2  run" in run("sh", "-c", "cat b.txt > c.txt")
+    again = run("sh", "-c", "cat a.txt a.txt > b.txt")
+    assert "@1  run" in again and "supersedes run" in again
+    assert "@3  run" in run("true")
+    assert "@3  run" in run("true")  # the same command that touched no file: the same step
+    assert "@4  run" in run("sh", "-c", "true")
+    led = Ledger(find_repo(repo), fast_start=True)
+    sid = session.read_state(find_repo(repo).roar_dir).session_id
+    assert all(e is not None for _r, e in led.session_index(str(sid)))
