@@ -76,6 +76,7 @@ def test_register_then_reproduce_from_an_empty_folder(
     assert out["web"] == f"https://roar.example.com/artifact/{model}"
 
     # bob, in an empty folder outside any clone: the same bytes.
+    published = files_under(server.store)
     empty = tmp_path / "bob-empty"
     empty.mkdir()
     proc = roar_as(bob, empty, "reproduce", model[:12], "--run", "-y", "--no-reuse",
@@ -85,8 +86,9 @@ def test_register_then_reproduce_from_an_empty_folder(
     assert model in json.dumps(shown)
     roar_as(bob, empty, "get", model, "-o", "got.pkl")
     assert digest(empty / "got.pkl") == model
-    # Nothing was written into the folder but what was asked for.
+    # Nothing was written into the folder but what was asked for, nor into the scope's store.
     assert sorted(p.name for p in empty.iterdir()) == ["got.pkl", "model.pkl"]
+    assert files_under(server.store) == published
 
     # Registering again is a no-op: no ref moves on the server, nothing new in the store.
     before = {r: repo_state(r) for r in all_repos(server.repos)}

@@ -4,8 +4,8 @@
 the registry (`roar.registry`), fetch the scope's lineage into a clone of its own under the
 cache (`$XDG_CACHE_HOME/roargit/scopes/<owner>/<project>`, else `~/.cache/roargit/…`) and
 carry on there as in any clone: the fetched ledger is merged through the same gate as a
-`roar fetch` (Ledger.sync_remotes: ledger_check), and the scope's store is that clone's
-`roar.store.url`.
+`roar fetch` (Ledger.sync_remotes: ledger_check), and the scope's store is one that clone
+reads from (`fetched_stores`), never one it writes to.
 
 A user the scope's repository refuses learns what the index says publicly (the scope, who
 registered it, when) and nothing more.
@@ -116,7 +116,8 @@ def find_one(cwd: Path, cache: Path, registry: Registry, prefix: str) -> IndexEn
 
 
 def scope_clone(cache: Path, entry: IndexEntry) -> RepoPaths:
-    """The cache's clone for the entry's scope (made when missing), its store configured."""
+    """The cache's clone for the entry's scope (made when missing), the scope's store among
+    those it reads."""
     from roargit.repo import ensure_roar_dir, find_repo
 
     if not valid_scope_name(entry.scope):  # decode_entry checked it; a path is made of it
@@ -128,7 +129,8 @@ def scope_clone(cache: Path, entry: IndexEntry) -> RepoPaths:
         run_git(["init", "--quiet", str(folder)], folder)
     paths = find_repo(folder)
     ensure_roar_dir(paths)
-    run_git(["config", "roar.store.url", entry.store], folder)
+    # Read from, never written to: a reproduction's own outputs stay in this clone's store.
+    _note_store(paths, entry.store)
     return paths
 
 
