@@ -175,3 +175,28 @@ def test_published_settings_round_trip(tmp_path: Path, index_url: str) -> None:
     assert settings["registry.web"] == "https://w"
     with pytest.raises(scope.BadScope):
         index.publish_settings(work, index_url, "{scope}.git", store, ["../x"], None)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "not a map",
+        {"hash": "ab" * 32},  # fields missing
+        {**_entry("ab" * 32)._asdict(), "size": 1.5},
+        {**_entry("ab" * 32)._asdict(), "scope": "../../x"},
+        {**_entry("ab" * 32)._asdict(), "registered_by": "\x1b]0;owned\x07"},
+        {**_entry("ab" * 32)._asdict(), "hash": "AB" * 32},
+    ],
+)
+def test_entries_a_server_sends_pass_the_same_checks(item: object) -> None:
+    from roargit.registry.remote import _entry_from_json
+
+    with pytest.raises(RecordCorrupt):
+        _entry_from_json(item)
+
+
+def test_a_good_entry_from_a_server() -> None:
+    from roargit.registry.remote import _entry_from_json
+
+    e = _entry("ab" * 32)
+    assert _entry_from_json(e.to_json()) == e
