@@ -300,3 +300,20 @@ def test_bytes_only_the_team_store_holds_are_copied_through(
     empty.mkdir()
     roar_as(bob, empty, "get", h)
     assert digest(empty / "ckpt.bin") == h
+
+
+def test_source_data_registers_as_bytes_alone(
+    tmp_path: Path, server: Server, alice: User, bob: User
+) -> None:
+    repo = tmp_path / "alice-repo"
+    pipeline(alice, repo)
+    raw = digest(repo / "raw.csv")
+    roar_as(alice, repo, "scope", "use", "acme/shared")
+    out = register(alice, repo, "raw.csv", "-y")
+    assert out["runs"] == [] and out["store"]["uploaded"] == 1 and out["pushed"] is False
+    # The runs that read it are downstream of it: none of them left the machine.
+    assert git(server.repos / "acme" / "shared.git", "for-each-ref") == ""
+    empty = tmp_path / "bob-empty"
+    empty.mkdir()
+    roar_as(bob, empty, "get", raw[:12], "-o", "raw.csv")
+    assert (empty / "raw.csv").read_bytes() == (repo / "raw.csv").read_bytes()

@@ -545,12 +545,32 @@ def from_anywhere(args: argparse.Namespace) -> None:
     paths, entry, warnings = enter(cwd, os.environ, ref)
     for w in warnings:
         warn(w)
+    from roargit.registry.remote import knows
+
+    if args.command == "get" and not knows(paths, entry.hash):
+        # Source data registered on its own: no lineage to find it in, only its bytes.
+        args.func = lambda a: _get_registered(a, entry, cwd)
+        return
     if getattr(args, "output", None):
         args.output = str(Path(args.output).absolute())
     elif args.command == "get":
         args.output = str(cwd / _recorded_name(paths, entry.hash))
     args.ref = entry.hash
     os.chdir(paths.root)
+
+
+def _get_registered(args: argparse.Namespace, entry: Any, cwd: Path) -> int:
+    from roargit.registry.remote import get_registered
+
+    dest = Path(args.output).absolute() if args.output else cwd / entry.hash[:16]
+    where = get_registered(entry, dest, force=args.force)
+    if args.json:
+        emit_json({"hash": entry.hash, "path": str(dest), "from": where, "size": entry.size,
+                   "already_there": False})  # fmt: skip
+    else:
+        say(f"{show_text(str(dest))}  {short(entry.hash)}  {human_size(entry.size)}  from "
+            f"{show_text(where)}")  # fmt: skip
+    return 0
 
 
 def _recorded_name(paths: Any, digest: str) -> str:

@@ -4,10 +4,11 @@ The closure of an artifact is what `roar reproduce` in another clone needs, and 
 the records of the runs upstream of it (`Context.lineage`, plus the build steps of their
 sessions, as the plan takes them), their session records, the manifests of the folders they
 read or wrote, their code trees (dirty-tree snapshots) and commits, and the bytes those
-records name, up to `roar.store.maxBlobSize`. Other runs of the clone stay where they are:
-the scope's ledger is built from the closure alone, on a ref of its own
-(`refs/roar/registry/<owner>/<project>/ledger`, with `…/commits` keeping the commits
-reachable), never from `refs/roar/ledger`.
+records name, up to `roar.store.maxBlobSize`. Source data (a dataset no recorded run made)
+is its bytes alone: the runs that read it are downstream, and stay home. Other runs of the
+clone stay where they are: the scope's ledger is built from the closure alone, on a ref of
+its own (`refs/roar/registry/<owner>/<project>/ledger`, with `…/commits` keeping the
+commits reachable), never from `refs/roar/ledger`.
 
 Publishing, in this order so that nothing is indexed before it can be read:
 1. the bytes go to the scope's store (share.upload; secret-looking files never do);
@@ -106,7 +107,7 @@ def closure(ctx: Any, target: Any) -> Closure:
     # Upstream as `roar lineage` walks it: each input to the run whose write it read.
     first = ctx.producer(target.id, target.path)
     if first is None:
-        raise NotProduced(target.id)
+        return _source_data(ctx, target, NotProduced)
     run_ids: list[str] = []
     queue = [first]
     while queue:
@@ -147,6 +148,17 @@ def closure(ctx: Any, target: Any) -> Closure:
     )
 
 
+def _source_data(ctx: Any, target: Any, not_produced: Any) -> Closure:
+    """Source data (a dataset no recorded run made): its bytes alone. The runs that read it
+    are downstream of it, so none of them goes along."""
+    consumers = ctx.ledger.artifact_runs(target.id)[1]
+    for rec in ctx.runs(consumers[:1]):
+        for f in rec.inputs:
+            if f.hash == target.id and f.kind != "dir":
+                return Closure(target.id, f.size, f.path, [], [], [], [])
+    raise not_produced(target.id)
+
+
 def ledger_entries(ledger: Ledger, found: Closure) -> list[Entry]:
     from roargit import records
 
@@ -177,6 +189,8 @@ def plan_bytes(
     from roargit.uploads import default_store_url
 
     wanted = referenced_blobs(found.runs, ledger.manifest)
+    if not found.runs:  # source data: its own bytes
+        wanted[found.digest] = (found.size, found.path or found.digest)
     store = BlobStore(scope.store)
     plan = plan_blobs(paths, store, BlobStore(default_store_url(paths)), wanted, cap)
     if team is None or not plan.unavailable:
@@ -397,7 +411,7 @@ def register(
             f"{len(uploaded.failed)} blob(s) could not be stored in {scope.store} "
             f"(first: {b.path}: {why}); nothing was indexed"
         )
-    pushed, warnings = publish_lineage(paths, scope, found)
+    pushed, warnings = publish_lineage(paths, scope, found) if found.runs else (False, [])
     added = index.add(work, registry_url, entry)
     return report._replace(
         uploaded=uploaded,

@@ -180,6 +180,8 @@ def fetch_scope(paths: RepoPaths, entry: IndexEntry, remote: str = SCOPE_REMOTE)
     if proc.returncode != 0:
         if _denied(proc.stderr) or b"not found" in proc.stderr or b"404" in proc.stderr:
             raise NoReadAccess(entry)
+        if b"couldn't find remote ref refs/roar/ledger" in proc.stderr:
+            return []  # only source data was registered there: bytes, no lineage
         if b"couldn't find remote ref refs/roar/commits" in proc.stderr:
             proc = run_git(
                 ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", entry.repo, specs[0]],
@@ -245,3 +247,27 @@ def enter(
     paths = scope_clone(cache, entry)
     warnings = fetch_scope(paths, entry)
     return paths, entry, warnings
+
+
+def knows(paths: RepoPaths, digest: str) -> bool:
+    """Whether the clone's ledger holds artifact `digest`."""
+    from roargit.ledger import Ledger
+
+    ledger = Ledger(paths, fast_start=True)
+    try:
+        return ledger.has_artifact(digest)
+    finally:
+        ledger.close()
+
+
+def get_registered(entry: IndexEntry, dest: Path, *, force: bool = False) -> str:
+    """Write a registered artifact's bytes from its scope's store to `dest` (verified while
+    they stream; for source data, which no ledger knows); the store's URL."""
+    from roargit.blobstore import BlobStore
+    from roargit.reproduce import DestinationExists
+
+    if dest.exists() and not force:
+        raise DestinationExists(dest)
+    store = BlobStore(entry.store)
+    store.get_file(entry.hash, dest)
+    return store.url
