@@ -200,3 +200,22 @@ def test_a_good_entry_from_a_server() -> None:
 
     e = _entry("ab" * 32)
     assert _entry_from_json(e.to_json()) == e
+
+
+def test_a_lookup_asks_for_one_shard_ref(
+    tmp_path: Path, index_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With git's protocol v2 the server lists only the shard asked for (ls-refs with a
+    ref-prefix), however many shards the index has."""
+    work = index.work_repo(tmp_path / "work")
+    for first in ("ab", "cd", "ef"):
+        index.add(work, index_url, _entry(first + "0" * 62))
+    trace = tmp_path / "packets"
+    monkeypatch.setenv("GIT_TRACE_PACKET", str(trace))
+    monkeypatch.setenv("GIT_PROTOCOL_FROM_USER", "1")
+    found = index.lookup(index.work_repo(tmp_path / "fresh"), f"file://{index_url}", "cd0000")
+    assert [e.hash[:2] for e in found] == ["cd"]
+    text = trace.read_text()
+    assert "ref-prefix refs/roar/index/cd" in text
+    listed = [ln for ln in text.splitlines() if "refs/roar/index/" in ln and "ref-prefix" not in ln]
+    assert listed and all("refs/roar/index/cd" in ln for ln in listed), listed
