@@ -77,6 +77,7 @@ class Context:
         self._folder_runs: dict[tuple[str, str], tuple[list[RunId], list[RunId]]] = {}
         self._producer_cache: dict[str, list[tuple[RunId, RunRecord]]] = {}
         self._links: dict[tuple[str, str, str], tuple[RunId | None, bool]] = {}
+        self._stale: dict[str, Any] | None = None
         self._verifications: dict[str, list[dict[str, Any]]] = {}
 
     @property
@@ -389,7 +390,7 @@ class Context:
                 "step": s.label,
                 "run": s.run_id,
                 "command": list(s.run.argv),
-                "state": s.state,
+                "state": self._state_of(s.run_id),
                 "depends_on": list(s.depends_on),
                 "superseded": list(s.superseded),
                 "outputs": [f.path for f in s.run.outputs],
@@ -423,10 +424,21 @@ class Context:
             )
         return {"session": None, "target": lin["target"], "steps": steps}
 
+    def stale(self) -> dict[str, Any]:
+        """{label: staleness.Stale} of the session's stale steps, worked out once a command
+        (their inputs hashed through the stat-keyed cache: unchanged files are not read)."""
+        if self._stale is None:
+            from roargit.staleness import stale_steps
+
+            root, roar_dir = self.paths.root, self.paths.roar_dir
+            found = stale_steps(self.view, root, HashCache(roar_dir), roar_dir)
+            self._stale = {s.label: s for s in found}
+        return self._stale
+
     def _state_of(self, run_id: str) -> str:
         for s in self.view.steps:
             if s.run_id == run_id:
-                return s.state
+                return "stale" if s.state == "ok" and s.label in self.stale() else s.state
             if run_id in s.superseded:
                 return "superseded"
         return self.run(run_id).status
@@ -475,8 +487,23 @@ class Context:
             h = hashes.get(absolute)
             state = "missing" if h is None else ("present" if h.digest == f.hash else "modified")
             outputs.append({"step": label, "path": f.path, "hash": f.hash, "state": state})
-        stale = [s.label for s in self.view.steps if s.state == "stale"]
-        return {"session": self.view.session_id, "outputs": outputs, "stale_steps": stale}
+        stale = [
+            {
+                "step": s.label,
+                "run": s.run_id,
+                "changes": [
+                    {"path": c.path, "kind": c.kind, "old": c.old, "new": c.new} for c in s.changes
+                ],
+                "upstream": list(s.upstream),
+            }
+            for s in self.stale().values()
+        ]
+        return {
+            "session": self.view.session_id,
+            "outputs": outputs,
+            "stale_steps": [s["step"] for s in stale],
+            "stale": stale,
+        }
 
 
 def _upstream_first(

@@ -309,6 +309,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
             for s, f in (("@1", "data/clean.csv"), ("@2", "data/feat.csv"), ("@3", "model.pkl"))
         ],
         "stale_steps": [],
+        "stale": [],
     }
     human = roar("show", "model.pkl", cwd=repo).stdout
     assert p.ids["@3"][:12] in human and "data/raw.csv" in human and "(source)" in human

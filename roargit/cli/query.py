@@ -341,8 +341,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         say("no steps in this session yet")
     for o in st["outputs"]:
         say(f"{o['state']:<9} {o['step']:>4}  {show_text(o['path'])}")
+    for s in st["stale"]:
+        say(f"stale     {s['step']:>4}")
+        for c in s["changes"]:
+            new = short(c["new"]) if c["new"] else "gone"
+            say(f"            {c['kind']} {show_text(c['path'])}  {short(c['old'])} → {new}")
+        if s["upstream"]:
+            say(f"            after {', '.join(s['upstream'])}")
     if st["stale_steps"]:
-        say(f"stale steps: {', '.join(st['stale_steps'])} (re-run them with roar run @N)")
+        say(f"stale steps: {', '.join(st['stale_steps'])} (re-run them with roar update)")
     return 0
 
 
