@@ -82,6 +82,7 @@ COMMAND_OF = {
     "build": "capture",
     "pop": "capture",
     "reset": "capture",
+    "update": "capture",
     "show": "query",
     "lineage": "query",
     "dag": "query",

@@ -170,6 +170,90 @@ def cmd_pop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _change_json(c: Any) -> dict[str, Any]:
+    return {"path": c.path, "kind": c.kind, "old": c.old, "new": c.new}
+
+
+def _say_changes(changes: Any, upstream: Any) -> None:
+    from roargit.cli.output import show_text
+
+    for c in changes:
+        new = short(c.new) if c.new else "gone"
+        say(f"      {c.kind} {show_text(c.path)}  {short(c.old)} → {new}")
+    if upstream and not changes:
+        say(f"      after {', '.join(upstream)}")
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    """Re-run the stale steps (update.py); exit with a failed step's status, else 0."""
+    from roargit import update
+    from roargit.cli.output import show_argv
+    from roargit.repo import find_repo
+
+    paths = find_repo(Path.cwd())
+    planned = update.plan(paths, args.target, Path.cwd())
+    if args.dry_run or not planned:
+        if args.json:
+            emit_json(
+                [
+                    {
+                        "step": p.label,
+                        "run": p.run_id,
+                        "command": list(p.argv),
+                        "changes": [_change_json(c) for c in p.changes],
+                        "upstream": list(p.upstream),
+                        "action": "would run",
+                    }
+                    for p in planned
+                ]
+            )
+        elif not planned:
+            say("nothing is stale")
+        for p in [] if args.json else planned:
+            say(f"{p.label:>4}  would run: {show_argv(p.argv)}")
+            _say_changes(p.changes, p.upstream)
+        return 0
+
+    def announce(p: Any, changes: Any) -> None:
+        # The whole command, escaped, before it runs: it comes from a record.
+        if not args.json:
+            say(f"{p.label:>4}  running: {show_argv(p.argv)}")
+            _say_changes(changes, p.upstream)
+            sys.stdout.flush()
+
+    done = []
+    status = 0
+    for d in update.run(paths, planned, announce):
+        done.append(d)
+        if d.outcome is not None:
+            for w in d.outcome.warnings:
+                warn(w)
+        if d.action == "skipped" and not args.json:
+            say(f"{d.step.label:>4}  skipped: its inputs are as it read them")
+        elif d.outcome is not None and not args.json:
+            _report_to_stderr(d.outcome, paths.root)
+        if d.action == "failed" and d.outcome is not None:
+            sig = d.outcome.signal
+            status = 128 + sig if sig is not None else (d.outcome.record.exit_code or 1)
+    if args.json:
+        emit_json(
+            [
+                {
+                    "step": d.step.label,
+                    "run": d.step.run_id,
+                    "command": list(d.step.argv),
+                    "changes": [_change_json(c) for c in d.step.changes],
+                    "upstream": list(d.step.upstream),
+                    "action": d.action,
+                    "new_run": d.outcome.run_id if d.outcome else None,
+                    "exit_code": d.outcome.record.exit_code if d.outcome else None,
+                }
+                for d in done
+            ]
+        )
+    return status
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
     from roargit.repo import find_repo
     from roargit.steps import reset_session
@@ -218,6 +302,20 @@ def register(sub: argparse._SubParsersAction) -> None:
   roar pop          undo the last step; git-tracked files are never deleted
   roar pop --json""",
     )
+    p.add_argument("--json", action="store_true")
+    p = add_command(
+        sub,
+        "update",
+        cmd_update,
+        "re-run the stale steps of the session, upstream first (see roar status)",
+        """
+  roar update                 re-run every step whose inputs or code changed, and those after
+  roar update model.pkl       only what model.pkl needs (the step that wrote it and upstream)
+  roar update @3 --dry-run    what would run, and why
+  roar update --json""",
+    )
+    p.add_argument("target", nargs="?", help="@N, or a path a step wrote")
+    p.add_argument("--dry-run", action="store_true", help="show what would run; run nothing")
     p.add_argument("--json", action="store_true")
     p = add_command(
         sub,
