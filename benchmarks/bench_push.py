@@ -170,8 +170,8 @@ def main() -> None:
             f"pre-commit hook on 1000 staged files, 10 of them outputs of a 10-step session: "
             f"{typical:.3f} s median of 7 (goal 0.2 s) {verdict(typical, 0.2)}"
         )
-        bare = median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"]), 7)
-        print(f"  (python -c pass: {bare:.3f} s)")
+        python_start = median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"]), 7)
+        print(f"  (python -c pass: {python_start:.3f} s)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

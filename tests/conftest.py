@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import git
 from hypothesis import settings
 
 # No example database (the checkout may be read-only to the user running the tests) and no
 # per-example deadline (a loaded 2-core CI machine makes timings meaningless).
 settings.register_profile("roar", database=None, deadline=None)
 settings.load_profile("roar")
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 @pytest.fixture(autouse=True)

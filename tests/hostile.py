@@ -6,28 +6,15 @@ them. Records are encoded with msgpack and named with BLAKE3 as docs/record-form
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgpack
 from blake3 import blake3
+from cli_helpers import git
 
 LEDGER = "refs/roar/ledger"
-
-
-def git(cwd: Path, *args: str, data: bytes | None = None, env: Mapping[str, str] = {}) -> str:
-    out = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        input=data,
-        env={**os.environ, **env},
-    )
-    return out.stdout.decode().strip()
 
 
 def canonical(value: Any) -> Any:

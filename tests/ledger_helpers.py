@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pygit2
+
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
 
 
@@ -31,3 +35,12 @@ def make_run(
         session=SessionId(session),
         step=step,
     )
+
+
+def commit_at(led: Any, rev: str | None = None) -> pygit2.Commit:
+    """The ledger commit at `rev` (its tip by default), as pygit2's commit type."""
+    rev = rev if rev is not None else led.tip()
+    assert rev is not None, "the ledger has no commit"
+    commit = led.repo[rev]
+    assert isinstance(commit, pygit2.Commit)
+    return commit

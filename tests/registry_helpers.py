@@ -3,14 +3,13 @@ and users, each with a home of their own (git config, credential store, roar's c
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from test_reproduce_helpers import git
+from cli_helpers import git, roar
 
 from roargit.registry.server import create_token
 
@@ -124,17 +123,10 @@ def roar_as(
     check: bool = True,
     stdin: str = "",
     env_extra: dict[str, str] | None = None,
-) -> Any:
-    env = {**os.environ, **user.env, **(env_extra or {})}
-    proc = subprocess.run(
-        ["roar", *args], cwd=cwd, capture_output=True, text=True, env=env, input=stdin
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{user.name}: roar {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
+) -> subprocess.CompletedProcess[str]:
+    """`roar ARGS` as `user` (their $HOME, git identity and credentials)."""
+    env = {**user.env, **(env_extra or {})}
+    return roar(cwd, *args, rc=0 if check else None, env=env, stdin=stdin)
 
 
 def login(user: User, server: Server) -> None:

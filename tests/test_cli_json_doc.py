@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reproduce_helpers import digest, git, roar
+from cli_helpers import digest, git, roar
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli-json.md"
 REPRODUCE_DOC = DOC.parent / "reproduce.md"
@@ -124,7 +124,7 @@ def check(real: Any, doc: Any, where: str, nullable: set[str], key: str = "") ->
 
 
 def roar_out(repo: Path, *args: str, ok: tuple[int, ...] = (0,)) -> Any:
-    proc = roar(repo, *args, check=False)
+    proc = roar(repo, *args, rc=None)
     assert proc.returncode in ok, (args, proc.returncode, proc.stderr)
     return json.loads(proc.stdout)
 

@@ -8,27 +8,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from blake3 import blake3
-from conftest import git
+from cli_helpers import git, roar, roar_json
 
 from roargit.codestate import DEFAULT_CODE_GLOBS, CodeRule
 
 PY = os.path.basename(sys.executable)
 
 PREP = "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper())\n"
-
-
-def roar(*args: str, cwd: Path, rc: int = 0) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == rc, (args, result.stdout, result.stderr)
-    return result
-
-
-def roar_json(*args: str, cwd: Path, rc: int = 0) -> Any:
-    return json.loads(roar(args[0], "--json", *args[1:], cwd=cwd, rc=rc).stdout)
 
 
 def b3(path: Path) -> str:
@@ -91,7 +80,7 @@ def test_committed_csv_is_a_source_artifact_by_hash_and_code_keeps_its_blob(
     git(repo, "add", "prep.py", "params.yaml", "data/raw.csv")
     git(repo, "commit", "-q", "-m", "pipeline and its data")
     script = "import sys; open('params.yaml').read(); exec(open('prep.py').read())"
-    rec = roar_json("run", PY, "-c", script, "data/raw.csv", "clean.csv", cwd=repo)
+    rec = roar_json(repo, "run", PY, "-c", script, "data/raw.csv", "clean.csv")
     raw = repo / "data" / "raw.csv"
     assert rec["inputs"] == [{"path": "data/raw.csv", "hash": b3(raw), "size": 8}]
     assert rec["code"]["dirty"] is False
@@ -99,13 +88,13 @@ def test_committed_csv_is_a_source_artifact_by_hash_and_code_keeps_its_blob(
         {"path": "params.yaml", "blob": git(repo, "hash-object", "params.yaml")},
         {"path": "prep.py", "blob": git(repo, "hash-object", "prep.py")},
     ]
-    lineage = roar_json("lineage", "clean.csv", cwd=repo)
+    lineage = roar_json(repo, "lineage", "clean.csv")
     assert [(s["paths"], s["hash"]) for s in lineage["sources"]] == [(["data/raw.csv"], b3(raw))]
 
     # An edit of the committed data is no code change: no snapshot, and diff says "data".
     before = b3(repo / "clean.csv")
     raw.write_text("a,b\n3,4\n")
-    again = roar_json("run", PY, "-c", script, "data/raw.csv", "clean.csv", cwd=repo)
+    again = roar_json(repo, "run", PY, "-c", script, "data/raw.csv", "clean.csv")
     assert again["code"]["dirty"] is False
     assert again["code"]["tree"] == rec["code"]["tree"]
     result = json.loads(
@@ -126,14 +115,14 @@ def test_untracked_text_data_never_enters_a_snapshot(git_repo: Path) -> None:
     for i in range(300):
         (repo / "shards" / f"s{i:03d}.txt").write_text(f"line {i}\n")
     (repo / "notes.txt").write_text("mine\n")
-    rec = roar_json("run", "sh", "-c", "cat shards/*.txt notes.txt > all.out", cwd=repo)
+    rec = roar_json(repo, "run", "sh", "-c", "cat shards/*.txt notes.txt > all.out")
     assert rec["code"]["dirty"] is False  # nothing but data is new
     assert rec["code"]["inputs"] == []
     paths = {f["path"] for f in rec["inputs"]}
     assert "notes.txt" in paths and ("shards/" in paths or "shards/s000.txt" in paths)
     # A new script makes the tree dirty; the data files still stay out of the snapshot.
     (repo / "cat.sh").write_text("cat shards/*.txt notes.txt > all2.out\n")
-    rec = roar_json("run", "sh", "cat.sh", cwd=repo)
+    rec = roar_json(repo, "run", "sh", "cat.sh")
     tree = rec["code"]["tree"]
     listed = git(repo, "ls-tree", "-r", "--name-only", tree).splitlines()
     assert "cat.sh" in listed and "notes.txt" not in listed
@@ -150,10 +139,10 @@ def test_an_executed_file_is_code_whatever_its_name_and_roar_code_is_read(
     (repo / "in.json").write_text("{}\n")
     git(repo, "add", "tool", "in.json")
     git(repo, "commit", "-q", "-m", "tool")
-    rec = roar_json("run", "./tool", "in.json", "out.json", cwd=repo)
+    rec = roar_json(repo, "run", "./tool", "in.json", "out.json")
     assert [c["path"] for c in rec["code"]["inputs"]] == ["tool"]
     assert [f["path"] for f in rec["inputs"]] == ["in.json"]
-    roar("config", "set", "code", "default,*.json", cwd=repo)
-    rec = roar_json("run", "./tool", "in.json", "out2.json", cwd=repo)
+    roar(repo, "config", "set", "code", "default,*.json")
+    rec = roar_json(repo, "run", "./tool", "in.json", "out2.json")
     assert [c["path"] for c in rec["code"]["inputs"]] == ["in.json", "tool"]
     assert rec["inputs"] == []

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
-
-from tests.conftest import git
+from cli_helpers import git, roar
 
 PREP = """\
 import sys
@@ -55,20 +54,12 @@ open(sys.argv[2], "w").write("\\n".join(dict.fromkeys(rows)) + "\\n")
 RAW = "a,1\nb,2\nb,2\nc,3\n"
 
 
-def roar(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    proc = subprocess.run(["roar", *args], cwd=repo, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"roar {' '.join(args)} → {proc.returncode}\n{proc.stderr}")
-    return proc
-
-
 def digest(path: Path) -> str:
     return blake3(path.read_bytes()).hexdigest()
 
 
 def diff(repo: Path, a: str, b: str) -> dict[str, Any]:
-    proc = roar(repo, "diff", a, b, "--json", check=False)
+    proc = roar(repo, "diff", a, b, "--json", rc=None)
     assert proc.returncode in (0, 1), proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     assert proc.returncode == (0 if result["identical"] else 1)
@@ -182,7 +173,7 @@ def test_param_change(repo: Path) -> None:
     states = {s["step"]: s["state"] for s in result["steps"]}
     assert states == {"@1": "same", "@2": "changed", "@3": "consequence"}
 
-    human = roar(repo, "diff", before, "metrics.json", check=False)
+    human = roar(repo, "diff", before, "metrics.json", rc=None)
     assert human.returncode == 1
     assert human.stdout.splitlines()[0] == "1 root cause: --lr 0.1 → 0.01 on @2 python train.py"
     assert "\x1b[" not in human.stdout  # not a terminal: no colour
@@ -219,7 +210,7 @@ def test_code_change_committed(repo: Path) -> None:
     assert "-score = len(rows) * a.lr" in lines
     assert "+score = len(rows) * a.lr * 2" in lines
     assert consequences(result) == {"model.pkl": [1], "@3": [1], "metrics.json": [1]}
-    human = roar(repo, "diff", before, "metrics.json", check=False).stdout
+    human = roar(repo, "diff", before, "metrics.json", rc=None).stdout
     assert human.startswith("1 root cause: train.py changed at line 8 on @2 python train.py")
     assert "+score = len(rows) * a.lr * 2" in human
 
@@ -283,7 +274,7 @@ def test_package_version_change(git_repo: Path, tmp_path: Path) -> None:
     cause = only_cause(result, "environment", "@2")
     assert (cause["what"], cause["a"], cause["b"]) == ("package tinypkg", "1.0", "2.0")
     assert consequences(result) == {"model.pkl": [1], "@3": [1], "metrics.json": [1]}
-    human = roar(git_repo, "diff", before, "metrics.json", check=False).stdout
+    human = roar(git_repo, "diff", before, "metrics.json", rc=None).stdout
     assert human.splitlines()[0].startswith("1 root cause: package tinypkg 1.0 → 2.0 on @2")
 
 
@@ -329,7 +320,7 @@ def test_two_changes_at_once(repo: Path) -> None:
         "@3": sorted([data, lr]),
         "metrics.json": sorted([data, lr]),
     }
-    human = roar(repo, "diff", before, "metrics.json", check=False).stdout
+    human = roar(repo, "diff", before, "metrics.json", rc=None).stdout
     assert human.startswith("2 root causes: source data raw.csv changed")
     assert "--lr 0.1 → 0.5 on @2" in human.splitlines()[0]
 
@@ -347,7 +338,7 @@ def test_another_output_folder_is_not_a_params_change(git_repo: Path) -> None:
     cons = {q["path"]: q.get("a_path") for q in result["consequences"] if q["kind"] == "artifact"}
     assert cons == {"out2/model.pkl": "out1/model.pkl", "out2/metrics.json": "out1/metrics.json"}
     # The same step into another folder: identical, exit 0, one line.
-    proc = roar(git_repo, "diff", prep_a, prep_b, check=False)
+    proc = roar(git_repo, "diff", prep_a, prep_b, rc=None)
     assert proc.returncode == 0
     assert proc.stdout.splitlines() == [
         "identical lineages: 1 step with the same code, data, params and environment"
@@ -355,15 +346,15 @@ def test_another_output_folder_is_not_a_params_change(git_repo: Path) -> None:
 
 
 def test_identical_and_trouble(repo: Path) -> None:
-    proc = roar(repo, "diff", "metrics.json", "@3", check=False)
+    proc = roar(repo, "diff", "metrics.json", "@3", rc=None)
     assert proc.returncode == 0
     assert proc.stdout.startswith("identical")
     assert len(proc.stdout.splitlines()) == 1
-    proc = roar(repo, "diff", "metrics.json", "nosuch.csv", check=False)
+    proc = roar(repo, "diff", "metrics.json", "nosuch.csv", rc=None)
     assert proc.returncode == 2
     assert proc.stderr == "roar: no artifact, run or step matches 'nosuch.csv'\n"
     assert proc.stdout == ""
-    proc = roar(repo, "diff", "@9", "@3", check=False)
+    proc = roar(repo, "diff", "@9", "@3", rc=None)
     assert proc.returncode == 2
     assert proc.stderr.startswith("roar: no step @9")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger_helpers import hexid
+
 from roargit.diff import _Compare, env_changes, text_hunks
 from roargit.diff_align import Lineage, _upstream_first, align
 from roargit.diff_argv import argv_changes, file_keys, script_of, tokens
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
-from tests.ledger_helpers import hexid
 
 
 def run(
@@ -37,7 +38,7 @@ def run(
 
 
 def lineage(runs: dict[str, RunRecord], top: str) -> Lineage:
-    producer = {f.hash: rid for rid, r in runs.items() for f in r.outputs}
+    producer: dict[str, str] = {f.hash: rid for rid, r in runs.items() for f in r.outputs}
     lin = Lineage(dict(runs), [], top, producer)
     lin.order = _upstream_first(lin)
     return lin
@@ -92,7 +93,7 @@ def test_negative_numbers_are_values_not_flags() -> None:
 
 
 def test_env_changes_ignore_where_and_normalise_package_names() -> None:
-    base = {
+    base: dict[str, Any] = {
         "python": {"implementation": "CPython", "version": "3.11.7", "executable": "/a/python"},
         "os": {"system": "Linux", "release": "6.1", "distro": "Debian 12"},
         "arch": "x86_64",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_reproduce_helpers import roar
+from cli_helpers import roar
 
 from roargit.cli.output import show_argv, show_text, show_word, wrap_argv
 
@@ -145,7 +145,7 @@ def test_diff_and_status_print_recorded_text_escaped(git_repo: Path) -> None:
     first = roar(git_repo, "show", "o", "--json").stdout
     roar(git_repo, "run", "-q", "sh", "-c", script, "sh", "v2\r\u202e")
     old = json.loads(first)["hash"]
-    proc = roar(git_repo, "diff", old[:12], "o", check=False)
+    proc = roar(git_repo, "diff", old[:12], "o", rc=None)
     assert proc.returncode == 1, proc.stderr
     raw_free(proc.stdout)
     assert "\u202e" not in proc.stdout

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -77,7 +78,7 @@ def test_a_manifest_is_a_canonical_record() -> None:
 
 
 def test_a_manifest_written_in_the_old_key_order_still_reads_under_its_own_id() -> None:
-    rows = [["a", "2" * 64, 0], ["b/x", "1" * 64, 3]]
+    rows: list[Any] = [["a", "2" * 64, 0], ["b/x", "1" * 64, 3]]
     old = msgpack.packb({"type": "manifest", "v": 1, "files": rows}, use_bin_type=True)
     entries = folders.decode_manifest(old, "m", digest=blake3(old).hexdigest())
     assert entries == [folders.ManifestEntry(*r) for r in rows]

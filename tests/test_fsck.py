@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from blake3 import blake3
-from conftest import git
+from cli_helpers import git, roar
 from hostile import fan, pack, plant, push_ledger, rid, run_entries, run_map
 
 from roargit.blobstore import BlobStore
@@ -26,15 +25,6 @@ from roargit.repo import find_repo
 
 PY = os.path.basename(sys.executable)
 STEP = "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read() * 2)\n"
-
-
-def roar(cwd: Path, *args: str, rc: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    said = proc.stdout + proc.stderr
-    assert "Traceback" not in said and "internal error" not in said, (args, said)
-    if rc is not None:
-        assert proc.returncode == rc, (args, proc.stdout, proc.stderr)
-    return proc
 
 
 def fsck_json(cwd: Path, *more: str, rc: int = 0) -> Any:

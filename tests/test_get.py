@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_reproduce_helpers import digest, git, roar, roar_json
+from cli_helpers import digest, git, roar, roar_json
 
 
 def test_get_brings_back_an_overwritten_output(git_repo: Path) -> None:
@@ -23,7 +23,7 @@ def test_get_brings_back_an_overwritten_output(git_repo: Path) -> None:
     assert (git_repo / "old" / "model.pkl").read_text() == "model v1"
 
     # The recorded path holds other bytes: never replaced without --force.
-    refused = roar(git_repo, "get", first[:12], check=False)
+    refused = roar(git_repo, "get", first[:12], rc=None)
     assert refused.returncode == 1 and "--force" in refused.stderr
     assert (git_repo / "model.pkl").read_text() == "model v2"
     roar(git_repo, "get", first[:12], "--force")
@@ -43,12 +43,12 @@ def test_get_refuses_corrupt_blobs_and_says_how_to_reproduce(git_repo: Path) -> 
     blob = git_repo / ".git" / "roar" / "blobs" / "blake3" / out[:2] / out[2:4] / out
     blob.chmod(0o644)
     blob.write_text("other")  # damaged in the store
-    proc = roar(git_repo, "get", out[:12], "-o", "copy.txt", check=False)
+    proc = roar(git_repo, "get", out[:12], "-o", "copy.txt", rc=None)
     assert proc.returncode == 1 and "corrupt" in proc.stderr
     assert not (git_repo / "copy.txt").exists()
 
     blob.unlink()
-    proc = roar(git_repo, "get", out[:12], "-o", "copy.txt", check=False)
+    proc = roar(git_repo, "get", out[:12], "-o", "copy.txt", rc=None)
     assert proc.returncode == 1
     assert f"roar reproduce {out[:12]} --run -y" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

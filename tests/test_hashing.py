@@ -81,7 +81,8 @@ def test_results_are_keyed_by_the_paths_given(
     write(tmp_path / "a", b"a")
     monkeypatch.chdir(tmp_path)
     cache = HashCache(tmp_path / "state", racy_window_ns=0)
-    out = cache.hash_many(["a", tmp_path / "a", f"{tmp_path}//./a"])
+    names: list[str | Path] = ["a", tmp_path / "a", f"{tmp_path}//./a"]
+    out = cache.hash_many(names)
     assert set(out) == {"a", tmp_path / "a", f"{tmp_path}//./a"}
     assert len(set(out.values())) == 1
     assert cache.stats.misses == 3

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_reproduce_helpers import git, roar, roar_json
+from cli_helpers import git, roar, roar_json
 
 PRODUCE = "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read() * 2)\n"
 
@@ -153,7 +153,7 @@ def test_post_run_hook_sees_the_run_and_never_changes_it(git_repo: Path, tmp_pat
     assert len(roar_json(git_repo, "log")) == 2
 
     # A failing command keeps its own status, hook or not.
-    bad = roar(git_repo, "run", "python", "-c", "raise SystemExit(3)", check=False)
+    bad = roar(git_repo, "run", "python", "-c", "raise SystemExit(3)", rc=None)
     assert bad.returncode == 3
 
 

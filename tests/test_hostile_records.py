@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 import pytest
 from blake3 import blake3
-from hostile import fan, git, pack, plant, push_ledger, rid, run_entries, run_map
+from cli_helpers import git, roar
+from hostile import fan, pack, plant, push_ledger, rid, run_entries, run_map
 
 TRAIN = "import sys\nopen('model.txt', 'w').write(open('data.csv').read().upper())\n"
 SECRET = b"attacker bytes\n"
@@ -33,14 +34,8 @@ class Sandbox(NamedTuple):
     own_runs: list[str]  # the victim's runs, pushed and not
 
 
-def roar(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["roar", *args], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=120
-    )
-
-
 def ok(cwd: Path, *args: str) -> str:
-    proc = roar(cwd, *args)
+    proc = roar(cwd, *args, rc=None)
     assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
     return proc.stdout
 
@@ -86,7 +81,7 @@ def sandbox(tmp_path: Path) -> Sandbox:
     return Sandbox(root, remote, store, victim, attacker, own)
 
 
-def head(box: Sandbox) -> dict[str, str]:
+def head(box: Sandbox) -> dict[str, Any]:
     """The code state fields of a run at the attacker's (pushed) HEAD."""
     return {
         "commit": git(box.attacker, "rev-parse", "HEAD"),
@@ -97,7 +92,7 @@ def head(box: Sandbox) -> dict[str, str]:
 def _log(repo: Path) -> list[dict[str, Any]]:
     import json
 
-    proc = roar(repo, "log", "--json")
+    proc = roar(repo, "log", "--json", rc=None)
     assert proc.returncode == 0, proc.stderr
     return list(json.loads(proc.stdout))
 
@@ -321,7 +316,7 @@ def test_victim_survives_hostile_records(sandbox: Sandbox, variant: Callable[...
     watched = (box.victim, box.store, box.remote)
     before = snapshot(box.root, watched)
     for args in commands(digest):
-        proc = roar(box.victim, *args, stdin="n\n" * 5)
+        proc = roar(box.victim, *args, stdin="n\n" * 5, rc=None)
         check_output(args, proc)
         after = snapshot(box.root, watched)
         assert after == before, (args, set(after.items()) ^ set(before.items()))
@@ -330,7 +325,7 @@ def test_victim_survives_hostile_records(sandbox: Sandbox, variant: Callable[...
     assert set(box.own_runs) <= listed, (box.own_runs, listed)
     logged = [r["id"] for r in _log(box.victim)]
     assert len(logged) == len(set(logged)), "a run is listed twice"
-    assert "Traceback" not in roar(box.victim, "fsck").stderr
+    assert "Traceback" not in roar(box.victim, "fsck", rc=None).stderr
 
 
 def test_escaped_command_is_shown_whole_in_the_plan(sandbox: Sandbox) -> None:
@@ -338,7 +333,7 @@ def test_escaped_command_is_shown_whole_in_the_plan(sandbox: Sandbox) -> None:
     digest = escapes_in_argv(box)
     push_ledger(box.attacker)
     git(box.victim, "fetch", "-q", "origin")
-    plan = roar(box.victim, "reproduce", digest[:12], "--plan", "--no-reuse")
+    plan = roar(box.victim, "reproduce", digest[:12], "--plan", "--no-reuse", rc=None)
     assert plan.returncode == 0, plan.stderr
     flat = "".join(line.strip() for line in plan.stdout.splitlines())
     assert "\\r" in flat and "\\x1b" in flat and "y" * 300 in flat.replace(" ", "")

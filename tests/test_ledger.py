@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pygit2
 import pytest
-from conftest import git
-from ledger_helpers import hexid, make_run
+from cli_helpers import git
+from ledger_helpers import commit_at, hexid, make_run
 
 from roargit import gitobjects
 from roargit.errors import RecordCorrupt
@@ -78,7 +78,7 @@ APPENDER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from ledger_helpers import hexid, make_run
+from ledger_helpers import commit_at, hexid, make_run
 from roargit.ledger import Ledger
 from roargit.repo import find_repo
 n = int(sys.argv[1])
@@ -123,7 +123,7 @@ def test_merge_of_diverged_ledgers_is_the_union(
     ]
     assert sorted(led.artifact_runs(hexid(0))[1]) == sorted({*mine, *theirs})
     assert led.artifact_runs(hexid(0))[0] == [shared]
-    merge = led.repo[led.tip()]
+    merge = commit_at(led)
     assert len(merge.parents) == 2
     assert led.sync_remotes() == []  # merged already: nothing to do
     subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
@@ -137,6 +137,7 @@ def test_merge_fast_forwards_when_ours_is_behind(
     base = led.tip()
     led.append_run(make_run(2))
     ahead = led.tip()
+    assert ahead is not None
     git(git_repo, "update-ref", LEDGER_REF, str(base))
     merged = led.merge(ahead)
     assert merged is not None and merged.tip == ahead and merged.rejected == []
@@ -157,7 +158,7 @@ def test_ledger_commit_has_roar_identity_without_user_config(
 ) -> None:
     led = ledger(git_repo)
     led.append_run(make_run(1))
-    commit = led.repo[led.tip()]
+    commit = commit_at(led)
     assert isinstance(commit, pygit2.Commit)
     assert commit.author.name == "roar"
 

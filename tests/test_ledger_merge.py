@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import pygit2
 import pytest
-from conftest import git
+from cli_helpers import git
 from hostile import fan, pack, plant, push_ledger, rid, run_entries, run_map
-from ledger_helpers import hexid, make_run
+from ledger_helpers import commit_at, hexid, make_run
 
 from roargit import ledger_check, session
 from roargit.errors import RecordCorrupt
@@ -94,7 +94,7 @@ def test_garbage_with_a_lower_object_id_never_replaces_a_local_record(pair: Pair
     [q] = held(pair.victim)
     assert (q.remote, q.path) == ("origin", path)
     assert "does not match its id" in q.reason
-    merge = led.repo[led.tip()]
+    merge = commit_at(led)
     assert len(merge.parents) == 2  # both histories, one tree: ours plus what was right
 
 
@@ -113,7 +113,7 @@ def test_a_descendant_that_drops_records_is_merged_not_fast_forwarded(pair: Pair
     led = attack(pair)
     own_runs_intact(pair, led)
     assert led.tip() != theirs
-    assert theirs in [str(p) for p in led.repo[led.tip()].parent_ids]
+    assert theirs in [str(p) for p in commit_at(led).parent_ids]
     assert held(pair.victim) == []
 
 
@@ -216,7 +216,9 @@ def test_misshapen_entries_are_quarantined(pair: Pair) -> None:
     # A code tree filed under a name that is not its id (the index cannot hold a tree entry).
     repo = pygit2.Repository(str(pair.attacker))
     tip = repo.references[LEDGER_REF].peel(pygit2.Commit)
-    code = repo.TreeBuilder(tip.tree["code"])
+    code_tree = tip.tree["code"]
+    assert isinstance(code_tree, pygit2.Tree)
+    code = repo.TreeBuilder(code_tree)
     code.insert("cd" * 20, tip.tree.id, pygit2.GIT_FILEMODE_TREE)
     root = repo.TreeBuilder(tip.tree)
     root.insert("code", code.write(), pygit2.GIT_FILEMODE_TREE)
@@ -287,7 +289,7 @@ def test_a_fresh_clone_takes_only_what_is_right(
     assert led.run(pair.shared).session == SESSION
     assert led.find_runs(pair.own[:8]) == []
     assert synced.tip is not None
-    assert [str(p) for p in led.repo[synced.tip].parent_ids] == [
+    assert [str(p) for p in commit_at(led, synced.tip).parent_ids] == [
         git(fresh, "rev-parse", REMOTE_REF)
     ]
 

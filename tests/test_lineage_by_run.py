@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from test_reproduce_helpers import digest, git, roar, roar_json
+from cli_helpers import digest, git, roar, roar_json
 
 PREP = """\
 import sys
@@ -78,14 +78,14 @@ def test_identical_bytes_from_three_pipelines_link_each_to_its_own_runs(git_repo
     assert [s["depends_on"] for s in dag["steps"]] == [[], labels[:1], labels[1:2]]
 
     # The diff pairs the steps through these links: the data changed, nothing else.
-    proc = roar(git_repo, "diff", "metricsA.json", "metricsC.json", "--json", check=False)
+    proc = roar(git_repo, "diff", "metricsA.json", "metricsC.json", "--json", rc=None)
     assert proc.returncode == 1, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     causes = [(c["category"], c["what"], c["a"], c["b"]) for c in result["root_causes"]]
     assert causes == [("data", "raw.csv", p["A"]["raw"], p["C"]["raw"])], causes
     assert not result["by_category"]["pipeline"]
     assert result["counts"] == {"a_steps": 3, "b_steps": 3, "paired": 3}
-    text = roar(git_repo, "diff", "metricsA.json", "metricsC.json", check=False).stdout
+    text = roar(git_repo, "diff", "metricsA.json", "metricsC.json", rc=None).stdout
     assert "source data raw.csv changed" in text and "step added" not in text
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 from blake3 import blake3
-from conftest import git
+from cli_helpers import git, roar
 
 from roargit import folders, records
 from roargit.ledger import Ledger
@@ -82,6 +82,7 @@ def _head(
 
 
 def test_the_writer_follows_msgpack_where_the_document_says_it_does() -> None:
+    value: Any
     for value in [0, 127, 128, 255, 256, 65535, 65536, 2**32, 2**63 - 1, -1, -32, -33, -128]:
         assert pack(value) == msgpack.packb(value)
     for value in [-129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63), "", "x" * 31]:
@@ -297,19 +298,15 @@ def test_the_ledger_written_from_the_document_is_read_by_roargit(written: Writte
     assert list(led.history()) == [[rid], []]
 
 
-def _roar(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["roar", *args], cwd=repo, capture_output=True, text=True)
-
-
 def test_the_installed_roar_shows_and_lists_them(written: Written) -> None:
     rid = written.run_id
-    out = _roar(written.repo, "log", "--json")
+    out = roar(written.repo, "log", "--json", rc=None)
     assert out.returncode == 0, out.stderr
     [entry] = json.loads(out.stdout)
     assert entry["id"] == rid and entry["session"] == written.session_id
     assert entry["argv"] == written.run_map["argv"] and entry["exit_code"] == 0
 
-    out = _roar(written.repo, "show", rid[:12], "--json")
+    out = roar(written.repo, "show", rid[:12], "--json", rc=None)
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["kind"] == "run" and shown["id"] == rid
@@ -322,7 +319,7 @@ def test_a_blob_written_by_the_document_layout_is_fetched(written: Written) -> N
     where = written.repo / ".git" / "roar" / "blobs" / "blake3" / digest[:2] / digest[2:4]
     where.mkdir(parents=True)
     (where / digest).write_bytes(written.model)
-    out = _roar(written.repo, "get", digest[:12], "-o", "model-again.bin")
+    out = roar(written.repo, "get", digest[:12], "-o", "model-again.bin", rc=None)
     assert out.returncode == 0, out.stderr
     assert (written.repo / "model-again.bin").read_bytes() == written.model
 

@@ -391,7 +391,7 @@ def test_random_bytes(data: bytes) -> None:
 
 def _nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every path into a map/list value (the root excluded)."""
-    out = []
+    out: list[tuple[Any, ...]] = []
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
@@ -516,7 +516,7 @@ def test_every_environment_a_writer_may_write_is_accepted(env: dict[str, Any]) -
 
 
 def test_canonical_manifest_bytes_are_the_codec_s() -> None:
-    rows = [["a", "1" * 64, 1]]
+    rows: list[Any] = [["a", "1" * 64, 1]]
     _, data = folders.encode_manifest([folders.ManifestEntry(*r) for r in rows])
     assert data == codec.encode({"files": rows, "type": "manifest"})
 

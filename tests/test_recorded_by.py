@@ -3,25 +3,11 @@ the roar.share settings say); `roar show` and `roar log` print it."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from conftest import git
-
-
-def roar(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["roar", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
-def roar_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    return json.loads(roar(args[0], "--json", *args[1:], cwd=cwd, env=env))
+from cli_helpers import git, roar, roar_json
 
 
 def test_git_identity_and_host_are_recorded_shown_and_withheld(git_repo: Path) -> None:
@@ -31,26 +17,26 @@ def test_git_identity_and_host_are_recorded_shown_and_withheld(git_repo: Path) -
     git(repo, "config", "user.name", "Ada Lovelace")
     git(repo, "config", "user.email", "ada@example.org")
     plain = {"GIT_AUTHOR_NAME": "", "GIT_AUTHOR_EMAIL": ""}
-    rec = roar_json("run", "sh", "-c", "echo 1 > a.txt", cwd=repo, env=plain)
+    rec = roar_json(repo, "run", "sh", "-c", "echo 1 > a.txt", env=plain)
     assert rec["recorded_by"] == {"name": "Ada Lovelace", "email": "ada@example.org", "host": host}
-    assert roar_json("show", rec["id"][:10], cwd=repo)["recorded_by"] == rec["recorded_by"]
-    assert roar_json("log", "-n", "1", cwd=repo)[0]["recorded_by"] == rec["recorded_by"]
-    shown = roar("show", rec["id"][:10], cwd=repo)
+    assert roar_json(repo, "show", rec["id"][:10])["recorded_by"] == rec["recorded_by"]
+    assert roar_json(repo, "log", "-n", "1")[0]["recorded_by"] == rec["recorded_by"]
+    shown = roar(repo, "show", rec["id"][:10]).stdout
     assert f"  by        Ada Lovelace <ada@example.org> on {host}\n" in shown
-    assert "Ada Lovelace" in roar("log", cwd=repo)
+    assert "Ada Lovelace" in roar(repo, "log").stdout
 
     # GIT_AUTHOR_* wins, as on a commit; control characters are escaped when printed.
     rec = roar_json(
-        "run", "sh", "-c", "echo 2 > b.txt", cwd=repo,
+        repo, "run", "sh", "-c", "echo 2 > b.txt",
         env={"GIT_AUTHOR_NAME": "Bob\x1b[31m", "GIT_AUTHOR_EMAIL": "bob@example.org"},
     )  # fmt: skip
     assert rec["recorded_by"]["name"] == "Bob\x1b[31m"
-    assert "\x1b" not in roar("show", rec["id"][:10], cwd=repo)
-    assert "\x1b" not in roar("log", cwd=repo)
+    assert "\x1b" not in roar(repo, "show", rec["id"][:10]).stdout
+    assert "\x1b" not in roar(repo, "log").stdout
 
-    roar("config", "set", "share.user", "false", cwd=repo)
-    roar("config", "set", "share.hostname", "false", cwd=repo)
-    rec = roar_json("run", "sh", "-c", "echo 3 > c.txt", cwd=repo, env=plain)
+    roar(repo, "config", "set", "share.user", "false")
+    roar(repo, "config", "set", "share.hostname", "false")
+    rec = roar_json(repo, "run", "sh", "-c", "echo 3 > c.txt", env=plain)
     assert rec["recorded_by"] == {"name": "", "email": "", "host": ""}
     blob = git(
         repo, "rev-parse", f"refs/roar/ledger:runs/{rec['id'][:2]}/{rec['id'][2:4]}/{rec['id']}"

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cli_helpers import digest, git
+from pipeline_helpers import write_pipeline
 from registry_helpers import (
     Server,
     User,
@@ -22,7 +24,6 @@ from registry_helpers import (
     roar_as,
     serving,
 )
-from test_reproduce_helpers import digest, git, write_pipeline
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import digest, git
 from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
 from registry_helpers import Server, make_user, roar_as, serving
 from test_registry_e2e import pipeline
-from test_reproduce_helpers import digest, git
 
 from roargit.blobstore import BlobStore
 from roargit.registry import index

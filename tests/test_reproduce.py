@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from test_reproduce_helpers import digest, git, roar, roar_json, run_pipeline, write_pipeline
+from cli_helpers import digest, git, roar, roar_json
+from pipeline_helpers import run_pipeline, write_pipeline
 
 
 def test_three_steps_all_outputs_deleted_reproduce_identical(git_repo: Path) -> None:
@@ -60,7 +62,7 @@ def test_three_steps_all_outputs_deleted_reproduce_identical(git_repo: Path) -> 
     roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out))
     assert digest(out) == model
     out.write_text("other bytes\n")
-    again = roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out), check=False)
+    again = roar(git_repo, "reproduce", model[:12], "--run", "-y", "-o", str(out), rc=None)
     assert again.returncode == 1 and "--force" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert out.read_text() == "other bytes\n"
@@ -80,7 +82,7 @@ def test_clock_dependent_output_is_reported_as_differing(git_repo: Path) -> None
     git(git_repo, "commit", "-q", "-m", "stamp")
     roar(git_repo, "run", "-q", "python", "stamp.py")
     stamp = digest(git_repo / "stamp.txt")
-    proc = roar(git_repo, "reproduce", stamp[:12], "--run", "-y", check=False)
+    proc = roar(git_repo, "reproduce", stamp[:12], "--run", "-y", rc=None)
     assert proc.returncode == 1
     assert "DIFFERS    stamp.txt" in proc.stdout and "identical  const.txt" in proc.stdout
     assert f"target {stamp[:16]}: DIFFERS" in proc.stdout
@@ -120,14 +122,14 @@ def test_unreachable_input_fails_at_plan_time(git_repo: Path) -> None:
     clean = digest(git_repo / "clean.csv")
     (git_repo / "raw.csv").unlink()  # source data, never an output: stored nowhere
 
-    proc = roar(git_repo, "reproduce", clean[:12], check=False)
+    proc = roar(git_repo, "reproduce", clean[:12], rc=None)
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "raw.csv" in err[0] and "reachable nowhere" in err[0]
     assert "MISSING" in proc.stdout
     plan = roar_json_allow_fail(git_repo, "reproduce", clean[:12])
     assert not plan["ok"] and plan["missing"][0]["path"] == "raw.csv"
-    run = roar(git_repo, "reproduce", clean[:12], "--run", "-y", check=False)
+    run = roar(git_repo, "reproduce", clean[:12], "--run", "-y", rc=None)
     assert run.returncode == 1 and not (git_repo / ".git" / "roar" / "worktrees").exists()
 
 
@@ -140,7 +142,7 @@ def test_size_cap_records_by_hash_only_and_plan_regenerates(git_repo: Path) -> N
     proc = roar(git_repo, "reproduce", model[:12])
     # Nothing was stored (all above 4 bytes): the plan regenerates every step.
     assert "from @2 (will regenerate)" in proc.stdout and "from @1 (will regenerate)" in proc.stdout
-    get = roar(git_repo, "get", model[:12], "-o", "x.pkl", check=False)
+    get = roar(git_repo, "get", model[:12], "-o", "x.pkl", rc=None)
     assert get.returncode == 1 and "roar reproduce" in get.stderr
 
 
@@ -154,15 +156,15 @@ def test_bad_refs_are_one_line_errors(git_repo: Path) -> None:
         (("reproduce", raw[:12]), "source data"),
         (("reproduce", "@1"), "names a run"),
     ):
-        proc = roar(git_repo, *args, check=False)
+        proc = roar(git_repo, *args, rc=None)
         assert proc.returncode == 1, args
         assert text in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "examples:" in roar(git_repo, "reproduce", "--help").stdout
 
 
-def roar_json_allow_fail(cwd: Path, *args: str) -> dict[str, object]:
+def roar_json_allow_fail(cwd: Path, *args: str) -> dict[str, Any]:
     import json
 
-    proc = roar(cwd, *args, "--json", check=False)
-    result: dict[str, object] = json.loads(proc.stdout)
+    proc = roar(cwd, *args, "--json", rc=None)
+    result: dict[str, Any] = json.loads(proc.stdout)
     return result

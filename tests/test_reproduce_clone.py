@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import digest, git, roar, roar_json
 from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
-from test_reproduce_helpers import digest, git, roar, roar_json, run_pipeline, write_pipeline
+from pipeline_helpers import run_pipeline, write_pipeline
 
 CONTINUE = """\
 import sys

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_reproduce_helpers import digest, git, roar, roar_json
+from cli_helpers import digest, git, roar, roar_json
 
 PREPARE = """\
 import sys

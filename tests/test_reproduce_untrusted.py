@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from test_reproduce_helpers import git, roar
+from cli_helpers import git, roar
 
 from roargit.blobstore import BlobStore
 from roargit.capture import default_store_url
@@ -101,7 +101,7 @@ def plant(
 
 
 def refused(repo: Path, *args: str) -> str:
-    proc = roar(repo, *args, check=False)
+    proc = roar(repo, *args, rc=None)
     assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

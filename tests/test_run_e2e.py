@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
-from conftest import git
+from cli_helpers import git, roar, roar_json
 
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
 
@@ -37,21 +37,6 @@ b = open(sys.argv[2]).read()
 lr = sys.argv[sys.argv.index("--lr") + 1]
 open(sys.argv[3], "w").write(a + b + lr)
 """
-
-
-def roar(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, rc: int | None = 0
-) -> subprocess.CompletedProcess[str]:
-    full_env = None if env is None else {**os.environ, **env}
-    result = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
-    if rc is not None:
-        assert result.returncode == rc, (args, result.stdout, result.stderr)
-    return result
-
-
-def roar_json(*args: str, cwd: Path, env: dict[str, str] | None = None, rc: int = 0) -> Any:
-    # Right after the subcommand: after `roar run`'s command it would be the command's.
-    return json.loads(roar(args[0], "--json", *args[1:], cwd=cwd, env=env, rc=rc).stdout)
 
 
 def b3(path: Path) -> str:
@@ -99,8 +84,8 @@ def make_pipeline(repo: Path) -> Pipeline:
     (repo / "data" / "raw.csv").write_text("a,b\n1,2\n")
     ids, commits = {}, {}
 
-    first = roar("run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv", cwd=repo)
-    ids["@1"] = roar_json("log", "-n", "1", cwd=repo)[0]["id"]
+    first = roar(repo, "run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv")
+    ids["@1"] = roar_json(repo, "log", "-n", "1")[0]["id"]
     commits["@1"] = git(repo, "rev-parse", "HEAD")
     # The report goes to stderr, so the command's own stdout stays clean for pipes.
     assert first.stdout == ""
@@ -111,16 +96,16 @@ def make_pipeline(repo: Path) -> Pipeline:
     # A commit midway: @2 runs on a newer HEAD than @1.
     (repo / "src" / "feat.py").write_text(FEAT + "# reversed on purpose\n")
     git(repo, "commit", "-q", "-am", "comment feat")
-    quiet = roar("run", "-q", PY, "src/feat.py", "data/clean.csv", "data/feat.csv", cwd=repo)
+    quiet = roar(repo, "run", "-q", PY, "src/feat.py", "data/clean.csv", "data/feat.csv")
     assert quiet.stdout == quiet.stderr == ""
-    ids["@2"] = roar_json("log", "-n", "1", cwd=repo)[0]["id"]
+    ids["@2"] = roar_json(repo, "log", "-n", "1")[0]["id"]
     commits["@2"] = git(repo, "rev-parse", "HEAD")
 
     # An uncommitted edit: @3 runs on a dirty tree.
     (repo / "src" / "train.py").write_text(TRAIN + "# dirty edit\n")
     rec = roar_json(
-        "run", PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl", "--lr", "0.1",
-        cwd=repo,
+        repo, "run", PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl",
+        "--lr", "0.1",
     )  # fmt: skip
     ids["@3"] = rec["id"]
     commits["@3"] = commits["@2"]
@@ -186,7 +171,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         },
     )
     assert p.commits["@1"] != p.commits["@2"]
-    shown3 = roar_json("show", "@3", cwd=repo)
+    shown3 = roar_json(repo, "show", "@3")
     snapshot = shown3["code"]["tree"]
     run3 = expected_run(
         p,
@@ -203,8 +188,8 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         },
     )
     assert settle(shown3) == run3
-    assert settle(roar_json("show", p.ids["@1"][:10], cwd=repo)) == run1
-    assert settle(roar_json("show", "@2", cwd=repo)) == run2
+    assert settle(roar_json(repo, "show", p.ids["@1"][:10])) == run1
+    assert settle(roar_json(repo, "show", "@2")) == run2
 
     # The dirty run's snapshot holds the edit, and nothing of the user's was touched.
     assert git(repo, "show", f"{snapshot}:src/train.py") == (TRAIN + "# dirty edit").rstrip()
@@ -218,7 +203,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
     assert git(repo, "status", "--porcelain", "src") == "M src/train.py"
     assert git(repo, "branch", "--format=%(refname)") == "refs/heads/main"
 
-    model = {
+    model: dict[str, Any] = {
         "kind": "artifact",
         "hash": b3(repo / "model.pkl"),
         "size": (repo / "model.pkl").stat().st_size,
@@ -227,9 +212,9 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         "produced_by": [p.ids["@3"]],
         "consumed_by": [],
     }
-    assert roar_json("show", "model.pkl", cwd=repo) == model
-    assert roar_json("show", model["hash"][:8], cwd=repo) == model
-    clean = roar_json("show", "data/clean.csv", cwd=repo)
+    assert roar_json(repo, "show", "model.pkl") == model
+    assert roar_json(repo, "show", model["hash"][:8]) == model
+    clean = roar_json(repo, "show", "data/clean.csv")
     assert clean == {
         "kind": "artifact",
         **{k: v for k, v in fref(repo, "data/clean.csv").items() if k != "path"},
@@ -239,7 +224,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         "consumed_by": [p.ids["@2"], p.ids["@3"]],
     }
 
-    lineage = roar_json("lineage", "model.pkl", cwd=repo)
+    lineage = roar_json(repo, "lineage", "model.pkl")
     raw = fref(repo, "data/raw.csv")
     assert {**lineage, "runs": [settle(r) for r in lineage["runs"]]} == {
         "target": model,
@@ -268,7 +253,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
             }
         ],
     }
-    shallow = roar_json("lineage", "model.pkl", "--depth", "1", cwd=repo)
+    shallow = roar_json(repo, "lineage", "model.pkl", "--depth", "1")
     assert [r["id"] for r in shallow["runs"]] == [p.ids["@3"]]
 
     def step(label: str, argv: list[str], deps: list[str], outs: list[str]) -> dict[str, Any]:
@@ -288,21 +273,21 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         step("@2", run2["argv"], ["@1"], ["data/feat.csv"]),
         step("@3", run3["argv"], ["@1", "@2"], ["model.pkl"]),
     ]
-    assert roar_json("dag", cwd=repo) == {"session": p.session, "steps": steps}
-    assert roar_json("show", cwd=repo) == {"kind": "session", "session": p.session, "steps": steps}
-    assert roar_json("dag", "model.pkl", cwd=repo) == {
+    assert roar_json(repo, "dag") == {"session": p.session, "steps": steps}
+    assert roar_json(repo, "show") == {"kind": "session", "session": p.session, "steps": steps}
+    assert roar_json(repo, "dag", "model.pkl") == {
         "session": None,
         "target": model,
         "steps": steps,
     }
-    mermaid = roar("dag", "--mermaid", cwd=repo).stdout
+    mermaid = roar(repo, "dag", "--mermaid").stdout
     assert "s1 --> s3" in mermaid and "s2 --> s3" in mermaid
-    assert '"@1" -> "@2";' in roar("dag", "--dot", cwd=repo).stdout
+    assert '"@1" -> "@2";' in roar(repo, "dag", "--dot").stdout
 
-    log = roar_json("log", cwd=repo)
+    log = roar_json(repo, "log")
     assert [e["id"] for e in log] == [p.ids["@3"], p.ids["@2"], p.ids["@1"]]
-    assert [e["id"] for e in roar_json("log", "-n", "2", cwd=repo)] == [p.ids["@3"], p.ids["@2"]]
-    assert roar_json("status", cwd=repo) == {
+    assert [e["id"] for e in roar_json(repo, "log", "-n", "2")] == [p.ids["@3"], p.ids["@2"]]
+    assert roar_json(repo, "status") == {
         "session": p.session,
         "outputs": [
             {"step": s, "path": f, "hash": b3(repo / f), "state": "present"}
@@ -311,7 +296,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
         "stale_steps": [],
         "stale": [],
     }
-    human = roar("show", "model.pkl", cwd=repo).stdout
+    human = roar(repo, "show", "model.pkl").stdout
     assert p.ids["@3"][:12] in human and "data/raw.csv" in human and "(source)" in human
 
 
@@ -319,60 +304,60 @@ def test_rerun_makes_downstream_stale_and_run_at_n_replaces_flags(git_repo: Path
     p = make_pipeline(git_repo)
     repo = p.repo
     (repo / "data" / "raw.csv").write_text("a,b\n3,4\n")
-    again = roar_json("run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv", cwd=repo)
+    again = roar_json(repo, "run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv")
     assert again["step"] == "@1"
-    dag = {s["step"]: s for s in roar_json("dag", cwd=repo)["steps"]}
+    dag = {s["step"]: s for s in roar_json(repo, "dag")["steps"]}
     assert dag["@1"]["superseded"] == [p.ids["@1"]] and dag["@1"]["state"] == "ok"
     assert dag["@2"]["state"] == dag["@3"]["state"] == "stale"
-    status = roar_json("status", cwd=repo)
+    status = roar_json(repo, "status")
     assert status["stale_steps"] == ["@2", "@3"]
-    assert "stale steps: @2, @3" in roar("status", cwd=repo).stdout
+    assert "stale steps: @2, @3" in roar(repo, "status").stdout
 
-    rerun = roar_json("run", "@3", "--lr=0.5", "--epochs=2", cwd=repo)
+    rerun = roar_json(repo, "run", "@3", "--lr=0.5", "--epochs=2")
     assert rerun["step"] == "@3"
     assert rerun["argv"] == [
         PY, "src/train.py", "data/clean.csv", "data/feat.csv", "model.pkl", "--lr", "0.5",
         "--epochs=2",
     ]  # fmt: skip
     assert (repo / "model.pkl").read_text().endswith("0.5")
-    dag = {s["step"]: s for s in roar_json("dag", cwd=repo)["steps"]}
+    dag = {s["step"]: s for s in roar_json(repo, "dag")["steps"]}
     assert dag["@3"]["superseded"] == [p.ids["@3"]]
     assert dag["@3"]["state"] == "stale"  # feat.csv still comes from the old clean.csv
 
-    roar("run", "-q", "@2", cwd=repo)
-    roar("run", "-q", "@3", cwd=repo)
-    dag = roar_json("dag", cwd=repo)
+    roar(repo, "run", "-q", "@2")
+    roar(repo, "run", "-q", "@3")
+    dag = roar_json(repo, "dag")
     assert [(s["step"], s["state"]) for s in dag["steps"]] == [
         ("@1", "ok"),
         ("@2", "ok"),
         ("@3", "ok"),
     ]
-    assert roar_json("show", "@3", cwd=repo)["argv"][-2:] == ["0.5", "--epochs=2"]
-    assert roar_json("status", cwd=repo)["stale_steps"] == []
+    assert roar_json(repo, "show", "@3")["argv"][-2:] == ["0.5", "--epochs=2"]
+    assert roar_json(repo, "status")["stale_steps"] == []
     # The earlier model's lineage still walks to the bytes it was made from.
     (repo / "model.pkl").write_text("changed by hand")
-    state = {o["path"]: o["state"] for o in roar_json("status", cwd=repo)["outputs"]}
+    state = {o["path"]: o["state"] for o in roar_json(repo, "status")["outputs"]}
     assert state["model.pkl"] == "modified"
     (repo / "data" / "feat.csv").unlink()
-    state = {o["path"]: o["state"] for o in roar_json("status", cwd=repo)["outputs"]}
+    state = {o["path"]: o["state"] for o in roar_json(repo, "status")["outputs"]}
     assert state["data/feat.csv"] == "missing"
 
 
 def test_failing_command_passes_its_exit_status_through_and_is_recorded(git_repo: Path) -> None:
     script = "import sys; open('partial.txt', 'w').write('half'); sys.exit(3)"
-    result = roar("run", PY, "-c", script, cwd=git_repo, rc=3)
+    result = roar(git_repo, "run", PY, "-c", script, rc=3)
     assert "failed (exit 3)" in result.stderr
-    entry = roar_json("log", "-n", "1", cwd=git_repo)[0]
+    entry = roar_json(git_repo, "log", "-n", "1")[0]
     assert (entry["status"], entry["exit_code"], entry["step"]) == ("failed", 3, "@1")
-    run = roar_json("show", "@1", cwd=git_repo)
+    run = roar_json(git_repo, "show", "@1")
     assert run["outputs"] == [fref(git_repo, "partial.txt")]
-    assert roar_json("dag", cwd=git_repo)["steps"][0]["state"] == "failed"
+    assert roar_json(git_repo, "dag")["steps"][0]["state"] == "failed"
     # A command that touched no data files is a step of its own, not a re-run of this one.
-    roar("run", "-q", "true", cwd=git_repo)
-    assert [s["step"] for s in roar_json("dag", cwd=git_repo)["steps"]] == ["@1", "@2"]
-    assert roar("run", "-q", "--json", "false", cwd=git_repo, rc=1).stdout.count('"failed"') == 1
+    roar(git_repo, "run", "-q", "true")
+    assert [s["step"] for s in roar_json(git_repo, "dag")["steps"]] == ["@1", "@2"]
+    assert roar(git_repo, "run", "-q", "--json", "false", rc=1).stdout.count('"failed"') == 1
     # roar's own errors are not the command's: a missing program is one line, exit 1.
-    missing = roar("run", "-q", "no-such-program-xyz", cwd=git_repo, rc=None)
+    missing = roar(git_repo, "run", "-q", "no-such-program-xyz", rc=None)
     assert missing.returncode != 0
 
 
@@ -382,9 +367,9 @@ def test_secrets_in_env_and_argv_reach_no_git_object(git_repo: Path) -> None:
     password = "hunter2-very-secret"
     script = "open('out.txt', 'w').write('done')"
     rec = roar_json(
-        "run", PY, "-c", script, f"--token={github}", "--password", password,
+        git_repo, "run", PY, "-c", script, f"--token={github}", "--password", password,
         f"https://user:{password}@example.com/x",
-        cwd=git_repo, env={"HF_TOKEN": token, "MY_API_KEY": "plainvalue123"},
+        env={"HF_TOKEN": token, "MY_API_KEY": "plainvalue123"},
     )  # fmt: skip
     assert rec["argv"][3:] == [
         "--token=<redacted>",
@@ -419,19 +404,19 @@ def test_folder_dataset_is_one_artifact_and_its_files_find_their_runs(git_repo: 
         "for i in range(150):\n"
         "    open(f'out/part-{i}.txt', 'w').write(str(n + i))\n"
     )
-    first = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    first = roar_json(repo, "run", PY, "count.py", "data/images")
     [folder] = first["inputs"]
     size = sum(f.stat().st_size for f in images.iterdir())
     assert (folder["path"], folder["type"], folder["size"]) == ("data/images/", "dir", size)
     [written] = first["outputs"]
     assert (written["path"], written["type"]) == ("out/", "dir")
 
-    second = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    second = roar_json(repo, "run", PY, "count.py", "data/images")
     assert second["inputs"] == first["inputs"]  # unchanged folder, same artifact
     manifests = git(repo, "ls-tree", "-r", "--name-only", "refs/roar/ledger", "manifests")
     assert len(manifests.splitlines()) == 2  # data/images/ and out/, each stored once
 
-    art = roar_json("show", "data/images/", cwd=repo)
+    art = roar_json(repo, "show", "data/images/")
     assert art == {
         "kind": "artifact",
         "hash": folder["hash"],
@@ -441,8 +426,8 @@ def test_folder_dataset_is_one_artifact_and_its_files_find_their_runs(git_repo: 
         "produced_by": [],
         "consumed_by": [first["id"], second["id"]],
     }
-    assert roar_json("show", "data/images", cwd=repo) == art
-    one = roar_json("show", "data/images/007.png", cwd=repo)
+    assert roar_json(repo, "show", "data/images") == art
+    one = roar_json(repo, "show", "data/images/007.png")
     assert one == {
         "kind": "artifact",
         "hash": b3(images / "007.png"),
@@ -452,18 +437,18 @@ def test_folder_dataset_is_one_artifact_and_its_files_find_their_runs(git_repo: 
         "produced_by": [],
         "consumed_by": [first["id"], second["id"]],
     }
-    part = roar_json("show", "out/part-7.txt", cwd=repo)
+    part = roar_json(repo, "show", "out/part-7.txt")
     assert part["produced_by"] == [first["id"], second["id"]]
-    lineage = roar_json("lineage", "out/", cwd=repo)
+    lineage = roar_json(repo, "lineage", "out/")
     assert [s["paths"] for s in lineage["sources"]] == [["data/images/"]]
 
     # The folder changes and is read again: `show` names it as most recently recorded,
     # whichever run id sorts first.
     (images / "300.png").write_bytes(b"png 300\n")
-    third = roar_json("run", PY, "count.py", "data/images", cwd=repo)
+    third = roar_json(repo, "run", PY, "count.py", "data/images")
     [changed] = third["inputs"]
     assert changed["hash"] != folder["hash"]
-    assert roar_json("show", "data/images/", cwd=repo)["hash"] == changed["hash"]
+    assert roar_json(repo, "show", "data/images/")["hash"] == changed["hash"]
 
 
 def test_pop_removes_untracked_outputs_and_never_tracked_ones(git_repo: Path) -> None:
@@ -471,40 +456,40 @@ def test_pop_removes_untracked_outputs_and_never_tracked_ones(git_repo: Path) ->
     (repo / "notes.txt").write_text("tracked\n")
     git(repo, "add", "notes.txt")
     git(repo, "commit", "-q", "-m", "notes")
-    roar("run", "-q", PY, "-c", "open('a.txt', 'w').write('a')", cwd=repo)
+    roar(repo, "run", "-q", PY, "-c", "open('a.txt', 'w').write('a')")
     script = "open('b.txt', 'w').write('b'); open('notes.txt', 'a').write('more\\n')"
-    roar("run", "-q", PY, "-c", script, cwd=repo)
-    popped = roar_json("pop", cwd=repo)
+    roar(repo, "run", "-q", PY, "-c", script)
+    popped = roar_json(repo, "pop")
     assert popped["popped"] == "@2"
     assert (popped["removed"], popped["kept"]) == (["b.txt"], ["notes.txt"])
     assert not (repo / "b.txt").exists()
     assert (repo / "notes.txt").read_text() == "tracked\nmore\n"
-    assert [s["step"] for s in roar_json("dag", cwd=repo)["steps"]] == ["@1"]
-    assert roar_json("log", cwd=repo)[0]["step"] is None  # still in the ledger, not a step
-    assert "popped @1" in roar("pop", cwd=repo).stdout
+    assert [s["step"] for s in roar_json(repo, "dag")["steps"]] == ["@1"]
+    assert roar_json(repo, "log")[0]["step"] is None  # still in the ledger, not a step
+    assert "popped @1" in roar(repo, "pop").stdout
     assert not (repo / "a.txt").exists()
-    empty = roar("pop", cwd=repo, rc=1)
+    empty = roar(repo, "pop", rc=1)
     assert empty.stderr == "roar: the session has no steps to pop\n"
     # The next run takes @1 again.
-    assert roar_json("run", "true", cwd=repo)["step"] == "@1"
+    assert roar_json(repo, "run", "true")["step"] == "@1"
 
 
 def test_reset_starts_a_new_session_and_build_steps_come_first(git_repo: Path) -> None:
     repo = git_repo
-    old = roar_json("run", PY, "-c", "open('x.txt', 'w').write('x')", cwd=repo)
-    new_session = roar_json("reset", cwd=repo)["session"]
+    old = roar_json(repo, "run", PY, "-c", "open('x.txt', 'w').write('x')")
+    new_session = roar_json(repo, "reset")["session"]
     assert new_session != old["session"]
-    assert roar_json("dag", cwd=repo) == {"session": new_session, "steps": []}
-    assert roar_json("log", cwd=repo)[0]["step"] is None
-    assert roar_json("show", "x.txt", cwd=repo)["produced_by"] == [old["id"]]
+    assert roar_json(repo, "dag") == {"session": new_session, "steps": []}
+    assert roar_json(repo, "log")[0]["step"] is None
+    assert roar_json(repo, "show", "x.txt")["produced_by"] == [old["id"]]
 
-    built = roar_json("build", "sh", "-c", "echo built > env.txt", cwd=repo)
+    built = roar_json(repo, "build", "sh", "-c", "echo built > env.txt")
     assert (built["step"], built["type"]) == ("@B1", "build")
-    ran = roar_json("run", "sh", "-c", "cat env.txt > y.txt", cwd=repo)
+    ran = roar_json(repo, "run", "sh", "-c", "cat env.txt > y.txt")
     assert ran["step"] == "@1" and ran["session"] == new_session
-    dag = roar_json("dag", cwd=repo)["steps"]
+    dag = roar_json(repo, "dag")["steps"]
     assert [(s["step"], s["depends_on"]) for s in dag] == [("@B1", []), ("@1", ["@B1"])]
-    assert roar_json("show", "@b1", cwd=repo)["id"] == built["id"]
+    assert roar_json(repo, "show", "@b1")["id"] == built["id"]
 
 
 def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
@@ -520,7 +505,7 @@ def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
     (repo / "untracked notes.yaml").write_text("wip\n")  # untracked code: a dirty tree
     (repo / "untracked notes.md").write_text("wip\n")  # not code: never in a snapshot
     sub = repo / "sub dir"
-    rec = roar_json("run", PY, "../gen.py", "in put.txt", "out put.txt", cwd=sub)
+    rec = roar_json(sub, "run", PY, "../gen.py", "in put.txt", "out put.txt")
     assert rec["cwd"] == "sub dir"
     assert rec["inputs"] == [fref(repo, "sub dir/in put.txt")]
     assert rec["outputs"] == [fref(repo, "sub dir/out put.txt")]
@@ -529,11 +514,11 @@ def test_paths_with_spaces_from_a_subdirectory(tmp_path: Path) -> None:
     assert git(repo, "show", f"{rec['code']['tree']}:untracked notes.yaml") == "wip"
     listed = git(repo, "ls-tree", "--name-only", rec["code"]["tree"]).splitlines()
     assert "untracked notes.md" not in listed and "sub dir" not in listed
-    shown = roar_json("show", "out put.txt", cwd=sub)
+    shown = roar_json(sub, "show", "out put.txt")
     assert shown["produced_by"] == [rec["id"]] and shown["paths"] == ["sub dir/out put.txt"]
     # `roar run @1` from elsewhere runs in the step's own directory.
     (sub / "in put.txt").write_text("ho\n")
-    assert roar_json("run", "@1", cwd=repo)["cwd"] == "sub dir"
+    assert roar_json(repo, "run", "@1")["cwd"] == "sub dir"
     assert (sub / "out put.txt").read_text() == "ho\nho\n"
 
 
@@ -542,10 +527,10 @@ def test_bad_refs_are_one_line_errors(git_repo: Path) -> None:
     (repo / "a.txt").write_bytes(b"ambiguous 1157\n")  # these two hash to 8f5264…
     (repo / "b.txt").write_bytes(b"ambiguous 3165\n")
     assert b3(repo / "a.txt")[:6] == b3(repo / "b.txt")[:6] == "8f5264"
-    roar("run", "-q", "cat", "a.txt", "b.txt", cwd=repo)
+    roar(repo, "run", "-q", "cat", "a.txt", "b.txt")
 
     def error(ref: str) -> str:
-        result = roar("show", ref, cwd=repo, rc=1)
+        result = roar(repo, "show", ref, rc=1)
         assert result.stdout == "" and result.stderr.count("\n") == 1
         return result.stderr
 
@@ -555,14 +540,14 @@ def test_bad_refs_are_one_line_errors(git_repo: Path) -> None:
     ambiguous = error("8f5264")
     assert "ambiguous" in ambiguous
     assert b3(repo / "a.txt")[:16] in ambiguous and b3(repo / "b.txt")[:16] in ambiguous
-    assert roar_json("show", b3(repo / "a.txt")[:8], cwd=repo)["paths"] == ["a.txt"]
+    assert roar_json(repo, "show", b3(repo / "a.txt")[:8])["paths"] == ["a.txt"]
     (repo / "new.txt").write_text("never recorded\n")
     assert error("new.txt") == (
         f"roar: new.txt was never recorded by a run (its current hash is {b3(repo / 'new.txt')})\n"
     )
     assert "no step @7" in error("@7")
-    assert roar("lineage", "xyz", cwd=repo, rc=1).stderr.startswith("roar: no artifact")
-    assert roar("dag", "xyz", cwd=repo, rc=1).stderr.startswith("roar: no artifact")
+    assert roar(repo, "lineage", "xyz", rc=1).stderr.startswith("roar: no artifact")
+    assert roar(repo, "dag", "xyz", rc=1).stderr.startswith("roar: no artifact")
 
 
 def test_ctrl_c_to_the_process_group_is_recorded_as_interrupted(git_repo: Path) -> None:
@@ -584,14 +569,14 @@ def test_ctrl_c_to_the_process_group_is_recorded_as_interrupted(git_repo: Path) 
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted (exit 130)" in err
-    entry = roar_json("log", "-n", "1", cwd=git_repo)[0]
+    entry = roar_json(git_repo, "log", "-n", "1")[0]
     assert (entry["status"], entry["exit_code"]) == ("interrupted", 130)
-    assert roar_json("dag", cwd=git_repo)["steps"][0]["state"] == "interrupted"
+    assert roar_json(git_repo, "dag")["steps"][0]["state"] == "interrupted"
 
 
 @pytest.mark.parametrize("flag", ["-q", "--json"])
 def test_report_flags(git_repo: Path, flag: str) -> None:
-    result = roar("run", flag, "sh", "-c", "echo hello", cwd=git_repo)
+    result = roar(git_repo, "run", flag, "sh", "-c", "echo hello")
     if flag == "-q":
         assert (result.stdout, result.stderr) == ("hello\n", "")
     else:
@@ -634,7 +619,7 @@ def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo:
         assert status.modified == ("setup.cfg",)
     (repo / "data" / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))  # too big for source
 
-    rec = roar_json("run", "sh", "-c", "cat data/f001.bin >/dev/null", cwd=repo)
+    rec = roar_json(repo, "run", "sh", "-c", "cat data/f001.bin >/dev/null")
     tree = rec["code"]["tree"]
     in_tree = git(repo, "ls-tree", "-r", "-z", "--name-only", tree).split("\0")
     assert sorted(filter(None, in_tree)) == sorted(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import git
+from cli_helpers import git, roar
 
 from roargit import codestate, gitobjects, session
 from roargit.capture import TerminatedBeforeStart, record_run
@@ -35,16 +35,9 @@ from roargit.repo import find_repo
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
 
 
-def roar(*args: str, cwd: Path, rc: int | None = 0, **kw: Any) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True, **kw)
-    if rc is not None:
-        assert result.returncode == rc, (args, result.stdout, result.stderr)
-    return result
-
-
-def last_run(repo: Path, **kw: Any) -> dict[str, Any]:
-    rid = json.loads(roar("log", "--json", "-n", "1", cwd=repo, **kw).stdout)[0]["id"]
-    data: dict[str, Any] = json.loads(roar("show", "--json", rid, cwd=repo, **kw).stdout)
+def last_run(repo: Path) -> dict[str, Any]:
+    rid = json.loads(roar(repo, "log", "--json", "-n", "1").stdout)[0]["id"]
+    data: dict[str, Any] = json.loads(roar(repo, "show", "--json", rid).stdout)
     return data
 
 
@@ -217,7 +210,7 @@ def test_kill_9_of_roar_leaves_nothing_the_next_run_trips_over(git_repo: Path) -
     assert leftovers(git_repo, proc.pid)  # the trace log and the pin, at least
 
     (git_repo / "sleeper.py").write_text("print('again')\n")
-    out = roar("run", PY, "sleeper.py", cwd=git_repo)
+    out = roar(git_repo, "run", PY, "sleeper.py")
     assert "again" in out.stdout
     assert leftovers(git_repo, proc.pid) == []
     assert last_run(git_repo)["status"] == "ok"
@@ -246,16 +239,16 @@ def test_git_gc_prune_now_beside_dirty_runs_drops_no_snapshot(git_repo: Path) ->
             # A tracked file modified and an untracked source: new objects in every snapshot.
             (git_repo / "job.py").write_text(f"import sys\nopen(sys.argv[1], 'w').write('{i}')\n")
             (git_repo / f"helper{i}.py").write_text(f"N = {i}\n")
-            roar("run", "-q", PY, "job.py", f"out{i}.txt", cwd=git_repo)
+            roar(git_repo, "run", "-q", PY, "job.py", f"out{i}.txt")
     finally:
         stop.set()
         loop.join()
     assert gcs[0] >= 2
-    runs = json.loads(roar("log", "--json", "-n", "100", cwd=git_repo).stdout)
+    runs = json.loads(roar(git_repo, "log", "--json", "-n", "100").stdout)
     assert len(runs) == 20
     fsck_clean(git_repo)
     for r in runs:
-        tree = json.loads(roar("show", "--json", r["id"], cwd=git_repo).stdout)["code"]["tree"]
+        tree = json.loads(roar(git_repo, "show", "--json", r["id"]).stdout)["code"]["tree"]
         listing = git(git_repo, "ls-tree", "-r", "-t", "--format=%(objectname)", tree).split()
         check = subprocess.run(
             ["git", "cat-file", "--batch-check"],
@@ -308,7 +301,7 @@ def test_a_command_that_fills_the_disk_keeps_its_status_and_git_stays_whole(
     git(repo, "commit", "-q", "-m", "fill")
     (repo / "notes.py").write_text("# untracked: the tree is dirty\n")
 
-    out = roar("run", PY, "fill.py", cwd=repo, rc=3)
+    out = roar(repo, "run", PY, "fill.py", rc=3)
     if "the run was not recorded" in out.stderr:
         assert "roar: the disk is full: " in out.stderr
         assert "internal error" not in out.stderr
@@ -320,7 +313,7 @@ def test_a_command_that_fills_the_disk_keeps_its_status_and_git_stays_whole(
     assert locks == []
 
     (repo / "big.bin").unlink()
-    roar("run", PY, "-c", "print('room again')", cwd=repo)
+    roar(repo, "run", PY, "-c", "print('room again')")
     assert last_run(repo)["status"] == "ok"
     fsck_clean(repo)
     assert leftovers(repo, 0) == []
@@ -380,39 +373,39 @@ def test_files_roar_cannot_read_are_recorded_as_unreadable(
         {"path": "out.bin", "access": "output", "size": 1000, "reason": "permission denied"},
     ]
     assert "locked.py" not in git(git_repo, "ls-tree", "--name-only", run["code"]["tree"])
-    shown = roar("show", run["id"], cwd=git_repo).stdout
+    shown = roar(git_repo, "show", run["id"]).stdout
     assert "data/locked.csv" in shown and "unreadable" in shown
 
 
 def test_a_damaged_session_file_is_reported_once_and_kept_aside(git_repo: Path) -> None:
-    roar("run", "true", cwd=git_repo)
+    roar(git_repo, "run", "true")
     state = git_repo / ".git" / "roar" / "session.json"
     state.write_text('{"id": ')
-    first = roar("run", "true", cwd=git_repo)
+    first = roar(git_repo, "run", "true")
     assert "session.json was damaged" in first.stderr
     aside = list(state.parent.glob("session.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == '{"id": '
     assert session.read_state(state.parent).session_id is not None
-    second = roar("run", "true", cwd=git_repo)
+    second = roar(git_repo, "run", "true")
     assert "damaged" not in second.stderr
 
 
 def test_a_record_that_cannot_be_written_keeps_the_command_status(git_repo: Path) -> None:
     # The session lock is taken only once the command has run: a folder in its place makes
     # the recording fail there.
-    roar("run", "true", cwd=git_repo)
+    roar(git_repo, "run", "true")
     lock = git_repo / ".git" / "roar" / "session.lock"
     lock.unlink()
     lock.mkdir()
     (git_repo / "edit.py").write_text("# dirty: a snapshot pinned, then let go\n")
-    failed = roar("run", "sh", "-c", "exit 5", cwd=git_repo, rc=5)
+    failed = roar(git_repo, "run", "sh", "-c", "exit 5", rc=5)
     assert failed.stderr.strip().endswith("the run was not recorded")
     assert "internal error" not in failed.stderr
-    ok = roar("run", "true", cwd=git_repo, rc=1)  # a 0 would claim a recorded run
+    ok = roar(git_repo, "run", "true", rc=1)  # a 0 would claim a recorded run
     assert ok.stderr.strip().endswith("the run was not recorded")
     lock.rmdir()
     assert leftovers(git_repo, 0) == []
-    assert len(json.loads(roar("log", "--json", cwd=git_repo).stdout)) == 1
+    assert len(json.loads(roar(git_repo, "log", "--json").stdout)) == 1
 
 
 def test_a_reader_that_left_does_not_change_the_status(git_repo: Path) -> None:

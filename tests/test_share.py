@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import digest, git, roar, roar_json
 from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
-from test_reproduce_helpers import digest, git, roar, roar_json, run_pipeline, write_pipeline
+from pipeline_helpers import run_pipeline, write_pipeline
 
 from roargit.blobstore import BlobStore
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
@@ -138,7 +139,7 @@ def test_push_and_fetch_with_a_remote_added_after_init(
 def test_push_to_a_named_remote_and_unknown_remote(git_repo: Path, bare_remote: Path) -> None:
     write_pipeline(git_repo)
     run_pipeline(git_repo)
-    bad = roar(git_repo, "push", "nowhere", check=False)
+    bad = roar(git_repo, "push", "nowhere", rc=None)
     assert bad.returncode == 1 and "no git remote named 'nowhere'" in bad.stderr
     git(git_repo, "remote", "add", "team", str(bare_remote))
     assert roar_json(git_repo, "push", "team")["pushed"]

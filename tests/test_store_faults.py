@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
+from cli_helpers import digest, git, roar, roar_json
 from fixtures_s3 import S3Process, make_bucket, s3_endpoint, s3_env  # noqa: F401
-from test_reproduce_helpers import digest, git, roar, roar_json
 
 from roargit import uploads
 from roargit.blobstore import BlobStore
@@ -188,7 +188,7 @@ def test_no_credentials(git_repo: Path, s3_endpoint: str) -> None:  # noqa: F811
     env = s3_repo(git_repo, s3_endpoint)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         env.pop(name, None)
-    proc = roar(git_repo, "run", "python", "write.py", "100", "out.bin", "5", env=env, check=False)
+    proc = roar(git_repo, "run", "python", "write.py", "100", "out.bin", "5", env=env, rc=None)
     assert proc.returncode == 5
     [warning] = store_lines(proc.stderr)
     assert "no credentials (set AWS_PROFILE" in warning
@@ -237,7 +237,7 @@ def make_writable(folder: Path) -> None:
 def test_read_only_store_folder(git_repo: Path, unwritable: Path) -> None:
     (git_repo / "write.py").write_text(WRITE)
     git(git_repo, "config", "roar.store.url", str(unwritable))
-    proc = roar(git_repo, "run", "python", "write.py", "2000", "model.bin", "7", check=False)
+    proc = roar(git_repo, "run", "python", "write.py", "2000", "model.bin", "7", rc=None)
     assert proc.returncode == 7
     assert "internal error" not in proc.stderr
     [warning] = store_lines(proc.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -134,7 +135,7 @@ _FIELDS = [b"/a/b", b"/a/./b", b"/a//b", b"/a/b/", b"/sp%20ace", b"/c", b"/d/../
         max_size=12,
     )
 )
-def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[object, ...]]) -> None:
+def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[Any, ...]]) -> None:
     from roargit.trace import _classify, _parse
 
     lines = [b"roar-trace 2", b"start 1 1 1"]
@@ -143,9 +144,9 @@ def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[object, ..
             flags, existed, field = r
             lines.append(b"open 1 %x %s %s" % (flags, existed, field))
         elif r[0] == b"unlink":
-            lines.append(b"unlink 1 1 " + r[1])  # type: ignore[operator]
+            lines.append(b"unlink 1 1 " + r[1])
         else:
-            lines.append(b"rename 1 0 /c " + r[1])  # type: ignore[operator]
+            lines.append(b"rename 1 0 /c " + r[1])
     data = b"\n".join([*lines, b"end code 0", b""])
     state = {"/a/b": "file", "/c": "none", "/sp ace": "dir"}.get
     opens: dict[str, int] = {}

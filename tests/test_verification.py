@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cli_helpers import digest, git, roar, roar_json
 from test_reproduce_clone import fresh_clone, publish
-from test_reproduce_helpers import digest, git, roar, roar_json
 
 
 def test_bob_reproduces_alices_checkpoint_and_continues(
@@ -55,7 +55,7 @@ def test_bob_reproduces_alices_checkpoint_and_continues(
     assert all(s["verified"] == {"identical": 2, "differs": 0, "failed": 0} for s in dag["steps"])
     assert "reproduced identical ×2" in roar(bob, "dag", model[:12]).stdout
     # diff compares Alice's runs, and says they were verified.
-    same = roar(bob, "diff", model[:12], model[:12], "--json", check=False)
+    same = roar(bob, "diff", model[:12], model[:12], "--json", rc=None)
     assert json.loads(same.stdout)["b"]["verifications"][-1]["by"]["name"] == "Bob"
 
     # Bob continues from the checkpoint: his result's lineage reaches Alice's runs and data.
@@ -75,7 +75,7 @@ def test_bob_reproduces_alices_checkpoint_and_continues(
     git(alice, "fetch", "-q", "origin")
     assert len(roar_json(alice, "show", producer[:12])["verifications"]) >= 2
     assert roar_json(alice, "show", model[:12])["produced_by"] == [producer]
-    fsck = roar(alice, "fsck", "--json", check=False)
+    fsck = roar(alice, "fsck", "--json", rc=None)
     assert json.loads(fsck.stdout)["clean"], fsck.stdout
 
 
@@ -106,15 +106,15 @@ def test_reproducing_the_output_of_a_failed_run_is_no_success(git_repo: Path) ->
     )
     git(git_repo, "add", "half.py")
     git(git_repo, "commit", "-q", "-m", "half")
-    roar(git_repo, "run", "-q", "python", "half.py", check=False)
+    roar(git_repo, "run", "-q", "python", "half.py", rc=None)
     partial = digest(git_repo / "partial.txt")
     plan = roar_json(git_repo, "reproduce", partial[:12])
     assert any("failed (exit 3)" in w for w in plan["warnings"])
-    proc = roar(git_repo, "reproduce", partial[:12], "--run", "-y", "--json", check=False)
+    proc = roar(git_repo, "reproduce", partial[:12], "--run", "-y", "--json", rc=None)
     assert proc.returncode == 1
     rep = json.loads(proc.stdout)
     assert rep["target"]["status"] == "failed" and not rep["identical"]
-    text = roar(git_repo, "reproduce", partial[:12], "--run", "-y", check=False).stdout
+    text = roar(git_repo, "reproduce", partial[:12], "--run", "-y", rc=None).stdout
     assert f"target {partial[:16]}: FAILED" in text
     producer = roar_json(git_repo, "show", partial[:12])["produced_by"][0]
     results = [v["result"] for v in roar_json(git_repo, "show", producer[:12])["verifications"]]
@@ -195,6 +195,6 @@ def test_a_fetched_verification_must_verify_the_run_it_is_filed_under(
     assert "skipped 2 bad entries from origin" in shown.stderr
     found = json.loads(shown.stdout)["verifications"]
     assert [v["by"]["name"] for v in found] == ["honest"]
-    fsck = json.loads(roar(git_repo, "fsck", "--json", check=False).stdout)
+    fsck = json.loads(roar(git_repo, "fsck", "--json", rc=None).stdout)
     reasons = [p["reason"] for p in fsck["problems"] if p["kind"] == "quarantine"]
     assert len(reasons) == 2 and any("does not verify run" in r for r in reasons), reasons

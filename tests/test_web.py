@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from cli_helpers import roar
+from web_pipeline import EVIL_ARG, copy_repo, recorded_pipeline
 
 from roargit.repo import find_repo
 from roargit.web.app import make_app
 from roargit.web.layout import Graph, Node, place, runs_only, svg
-from tests.web_pipeline import EVIL_ARG, copy_repo, recorded_pipeline, roar
 
 
 class Reply(NamedTuple):
@@ -116,9 +117,9 @@ def test_search_for_a_file_no_run_read(repo_copy: Path) -> None:
 
 def test_an_ambiguous_prefix_lists_its_candidates(git_repo: Path) -> None:
     from blake3 import blake3
+    from ledger_helpers import make_run
 
     from roargit.ledger import Ledger
-    from tests.ledger_helpers import make_run
 
     seen: dict[str, str] = {}
     for i in range(200_000):  # two digests sharing 6 hex digits (a birthday, not a search)
@@ -201,12 +202,15 @@ def test_code_page_of_a_dirty_tree_shows_the_snapshot_patch(git_repo: Path) -> N
 def test_a_bug_is_a_500_page_with_the_traceback_in_the_log(app: Any) -> None:
     import io
 
-    class Broken(type(app)):
+    app_type: Any = type(app)
+
+    class Broken(app_type):
         def context(self) -> Any:
             raise ZeroDivisionError("planted")
 
     log = io.StringIO()
-    r = call(Broken(app.paths), "/dag", **{"wsgi.errors": log})
+    wsgi_env: dict[str, Any] = {"wsgi.errors": log}
+    r = call(Broken(app.paths), "/dag", **wsgi_env)
     assert r.status == 500 and "planted" not in r.text
     assert "ZeroDivisionError: planted" in log.getvalue()
 
@@ -366,7 +370,7 @@ def test_hostile_records_are_rendered_escaped(app: Any, ids: dict[str, str]) -> 
 def test_a_planted_record_with_hostile_environment_is_rendered_escaped(repo_copy: Path) -> None:
     """A record made without roargit's writers (as a fetched one may be): markup and control
     characters in its environment, host, packages and paths."""
-    from tests import hostile
+    import hostile
 
     evil = "<script>alert(3)</script>\x1b]0;owned\x07\u202e"
     digest = "7" * 64
@@ -531,7 +535,7 @@ def test_dag_and_diff_export_one_self_contained_file(repo_copy: Path, ids: dict[
     anchor = ids["train_b"][:16]
     assert f'href="#run-{anchor}"' in page and f'id="run-{anchor}"' in page
     _links_land(page)
-    proc = roar(repo_copy, "diff", ids["eval_a"], ids["eval_b"], "--html", "diff.html", check=False)
+    proc = roar(repo_copy, "diff", ids["eval_a"], ids["eval_b"], "--html", "diff.html", rc=None)
     assert proc.returncode == 1, proc.stderr  # different, as without --html
     page = (repo_copy / "diff.html").read_text()
     _self_contained(page)
@@ -577,6 +581,6 @@ def test_roar_ui_says_when_its_port_is_taken(repo_copy: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = roar(repo_copy, "ui", "--no-browser", "--port", str(port), check=False)
+        proc = roar(repo_copy, "ui", "--no-browser", "--port", str(port), rc=None)
     assert proc.returncode == 1
     assert f"port {port} is in use" in proc.stderr

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.web_pipeline import copy_repo, isolated_env, recorded_pipeline
+from web_pipeline import copy_repo, isolated_env, recorded_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -243,10 +242,10 @@ def test_two_nodes_picked_on_the_dag_open_their_diff(
 
 
 def test_a_200_step_dag_renders(browser: Any, git_repo: Path, tmp_path: Path) -> None:
+    from cli_helpers import roar
     from selenium.webdriver.common.by import By
 
     from benchmarks.bench_web import build_chain
-    from tests.web_pipeline import roar
 
     roar(git_repo, "init")
     build_chain(git_repo, 200)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import git
+from cli_helpers import git, roar
 
 PREP = """\
 import sys
@@ -63,13 +62,6 @@ EVIL_ARG = "<script>alert(1)</script>\x1b[31m\r\u202e"
 EVIL_FILE = "out<img src=x onerror=alert(2)>\x1b[2J\x07.txt"
 
 
-def roar(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["roar", *args], cwd=repo, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"roar {' '.join(args)} → {proc.returncode}\n{proc.stderr}")
-    return proc
-
-
 def last_run(repo: Path) -> str:
     entries: list[dict[str, Any]] = json.loads(roar(repo, "log", "-n", "1", "--json").stdout)
     return str(entries[0]["id"])
@@ -107,7 +99,7 @@ def record(repo: Path) -> dict[str, str]:
     (repo / "raw.csv").write_text("a,1\nb,2\nc,3\nd,4\n")
     roar(repo, "run", "python", "prep.py", "raw.csv", "clean.csv")
     ids["prep_2"] = last_run(repo)
-    roar(repo, "run", "python", "fail.py", "clean.csv", check=False)
+    roar(repo, "run", "python", "fail.py", "clean.csv", rc=None)
     ids["failed"] = last_run(repo)
     roar(repo, "run", "python", "hostile.py", EVIL_ARG, EVIL_FILE)
     ids["hostile"] = last_run(repo)

@@ -1,16 +1,12 @@
-"""Helpers for the reproduce/get tests (no tests here): drive the installed `roar` on real
-pipelines."""
+"""A small three-step pipeline (prep → features → train) for the tests that record, share and
+reproduce it through the installed `roar`."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from blake3 import blake3
+from cli_helpers import digest, git, roar
 
 PREP = """\
 import sys
@@ -28,35 +24,6 @@ lr = sys.argv[sys.argv.index("--lr") + 1]
 data = open("features.csv").read()
 open("model.pkl", "w").write(f"model(lr={lr}, n={len(data)})\\n" + data[::-1])
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def roar(
-    cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ)
-    full.update(env or {})
-    proc = subprocess.run(
-        ["roar", *args], cwd=cwd, capture_output=True, text=True, env=full, stdin=subprocess.DEVNULL
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"roar {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-def roar_json(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> Any:
-    return json.loads(roar(cwd, *args, "--json", env=env).stdout)
-
-
-def digest(path: Path) -> str:
-    return blake3(path.read_bytes()).hexdigest()
 
 
 def write_pipeline(repo: Path, *, commit: bool = True) -> None:

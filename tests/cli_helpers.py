@@ -1,0 +1,80 @@
+"""The one way tests call the installed `roar` and `git`: real subprocesses, failures that show
+everything (argv, exit status, stdout, stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from blake3 import blake3
+
+# A hung command fails its test instead of holding the whole suite until pytest-timeout.
+TIMEOUT = 240
+
+
+def git(
+    cwd: Path, *args: str, data: bytes | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """`git ARGS` in `cwd`, which must succeed; its stdout, stripped. `data` goes to stdin."""
+    out = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        input=data,
+        env=None if env is None else {**os.environ, **env},
+    )
+    return out.stdout.decode().strip()
+
+
+def roar(
+    cwd: Path,
+    *args: str,
+    rc: int | None = 0,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = TIMEOUT,
+    crash_ok: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`roar ARGS` in `cwd`, expecting exit status `rc` (None: any). `env` adds to the
+    environment. roar's own bug report ("internal error") fails the test unless `crash_ok`."""
+    # Without NO_COLOR: output to a pipe must come out plain by itself.
+    base = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    proc = subprocess.run(
+        ["roar", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        # No stdin unless given: a command that would prompt fails instead of hanging.
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        timeout=timeout,
+    )
+    said = f"roar {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n"
+    if rc is not None and proc.returncode != rc:
+        raise AssertionError(f"{said}{proc.stderr}\n(expected exit status {rc})")
+    if not crash_ok and "roar: internal error" in proc.stderr:
+        raise AssertionError(said + proc.stderr)
+    return proc
+
+
+def roar_json(
+    cwd: Path, *args: str, rc: int | None = 0, env: Mapping[str, str] | None = None
+) -> Any:
+    """`roar ARGS --json`, decoded. For `run` and `build` the flag goes right after the
+    subcommand: after the command it would be the command's own argument."""
+    if args and args[0] in ("run", "build"):
+        args = (args[0], "--json", *args[1:])
+    else:
+        args = (*args, "--json")
+    return json.loads(roar(cwd, *args, rc=rc, env=env).stdout)
+
+
+def digest(path: Path) -> str:
+    """BLAKE3 of a file's bytes: an artifact's id."""
+    return blake3(path.read_bytes()).hexdigest()
