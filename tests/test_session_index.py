@@ -4,6 +4,7 @@ records, checked against them when it arrives by fetch, and rebuilt from them wh
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,27 @@ def test_runs_number_their_steps_from_the_index(git_repo: Path) -> None:
     led = Ledger(find_repo(repo), fast_start=True)
     sid = session.read_state(find_repo(repo).roar_dir).session_id
     assert all(e is not None for _r, e in led.session_index(str(sid)))
+
+
+@pytest.mark.parametrize("fast_start", [True, False])
+def test_edits_of_wide_fan_out_trees_stay_canonical(git_repo: Path, fast_start: bool) -> None:
+    """Runs that all read the same files grow each artifact's tree by one `c.<run>` entry a
+    run: such trees are edited in their raw bytes. The result must be the trees git writes."""
+    led = Ledger(find_repo(git_repo), fast_start=fast_start)
+    shared = tuple(hexid(i, "shared") for i in range(40))
+    ids = []
+    for n in range(14):
+        ids.append(led.append_run(make_run(n, inputs=shared, outputs=(hexid(n),), session=SESSION)))
+    tip = git(git_repo, "rev-parse", LEDGER_REF)
+    root = git(git_repo, "rev-parse", f"{tip}^{{tree}}")
+    env = {**os.environ, "GIT_INDEX_FILE": str(git_repo / ".git" / "check-index")}
+    subprocess.run(["git", "read-tree", root], cwd=git_repo, env=env, check=True)
+    rebuilt = subprocess.run(
+        ["git", "write-tree"], cwd=git_repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert rebuilt == root
+    subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=git_repo, check=True)
+    fresh = Ledger(find_repo(git_repo), fast_start=True)
+    for h in shared[:3]:
+        assert sorted(fresh.artifact_runs(h)[1]) == sorted(ids)
+    assert sorted(fresh.session_runs(SESSION)) == sorted(ids)
