@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from roargit import codestate, config, folders, session, uploads
+from roargit import codestate, config, folders, progress, session, uploads
 from roargit.clone import clone_id
 from roargit.environment import (
     capture_environment,
@@ -249,13 +249,14 @@ def hash_settled(
     left behind, say) is left out with a warning rather than losing the whole record.
     `keys` and `errors` (files that could not be read) are filled as `HashCache.hash_many`
     fills them."""
-    try:
-        return cache.hash_many(paths, missing_ok=True, keys=keys, errors=errors)
-    except FileChanged as exc:
-        moving = set(exc.paths)
-        warnings.extend(f"{p} kept changing while hashed: not recorded" for p in exc.paths)
-        rest = [p for p in paths if p not in moving]
-        return cache.hash_many(rest, missing_ok=True, keys=keys, errors=errors)
+    with progress.Progress(f"hashing {len(paths)} file(s)", unit="file"):
+        try:
+            return cache.hash_many(paths, missing_ok=True, keys=keys, errors=errors)
+        except FileChanged as exc:
+            moving = set(exc.paths)
+            warnings.extend(f"{p} kept changing while hashed: not recorded" for p in exc.paths)
+            rest = [p for p in paths if p not in moving]
+            return cache.hash_many(rest, missing_ok=True, keys=keys, errors=errors)
 
 
 def _unreadable(

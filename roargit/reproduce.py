@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from roargit import pathguard
+from roargit import pathguard, progress
 from roargit.blobstore import BlobStore
 from roargit.errors import BlobCorrupt, BlobMissing, RoarError
 from roargit.git import run_git
@@ -635,7 +635,7 @@ def _get_file(
     if dest.exists() and not force:
         raise DestinationExists(dest)
     base.mkdir(parents=True, exist_ok=True)
-    with Root(base, source) as root:
+    with Root(base, source) as root, progress.Progress(f"getting {rel}"):
         how = mat.put(digest, root, rel, "", work_tree=False)
     return GetResult(digest, str(dest), how.removeprefix("store "), dest.stat().st_size, False)
 
@@ -661,10 +661,13 @@ def _get_folder(
     with Root(base, source) as root:
         for r in rels:
             root.preflight(r)
-        sources = {
-            mat.put(e.hash, root, r, "", work_tree=False)
-            for e, r in zip(entries, rels, strict=True)
-        }
+        sources = set()
+        with progress.Progress(
+            f"getting {len(entries)} file(s)", sum(e.size for e in entries)
+        ) as p:
+            for e, r in zip(entries, rels, strict=True):
+                sources.add(mat.put(e.hash, root, r, "", work_tree=False))
+                p.update(e.size)
     where = ", ".join(sorted(x.removeprefix("store ") for x in sources))
     return GetResult(digest, str(dest), where, sum(e.size for e in entries), False)
 

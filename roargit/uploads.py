@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import config
+from roargit import config, progress
 from roargit.blobstore import BlobStore, Limits, check_digest
 from roargit.errors import ConfigError, DigestMismatch
 from roargit.hashing import FileHash
@@ -362,27 +362,33 @@ def store_files(
     stored = 0
     not_stored: dict[str, str] = {}
     left: list[tuple[str, FileHash, bool]] = []
-    for path, h, is_output in todo:
-        if failure is not None or store is None:
-            left.append((path, h, is_output))
-            continue
-        try:
-            if not store.has(h.digest):
-                store.put_file(path, h.digest)
-            stored += 1
-        except DigestMismatch:  # changed since it was hashed: no bytes hold that hash now
-            warnings.append(f"{shown_path(paths, path)} changed after it was hashed: not stored")
-            not_stored[path] = "changed after it was hashed"
-        except OSError as exc:
-            if exc.filename == path:  # the file itself, not the store
-                warnings.append(f"{shown_path(paths, path)} could not be read back: not stored")
-                not_stored[path] = f"could not be read back: {exc.strerror or exc}"
-            else:
+    with progress.Progress(
+        f"storing {len(todo)} file(s)", total=sum(h.size for _, h, _ in todo)
+    ) as shown:
+        for path, h, is_output in todo:
+            if failure is not None or store is None:
+                left.append((path, h, is_output))
+                continue
+            try:
+                if not store.has(h.digest):
+                    store.put_file(path, h.digest)
+                stored += 1
+            except DigestMismatch:  # changed since it was hashed: no bytes hold that hash now
+                warnings.append(
+                    f"{shown_path(paths, path)} changed after it was hashed: not stored"
+                )
+                not_stored[path] = "changed after it was hashed"
+            except OSError as exc:
+                if exc.filename == path:  # the file itself, not the store
+                    warnings.append(f"{shown_path(paths, path)} could not be read back: not stored")
+                    not_stored[path] = f"could not be read back: {exc.strerror or exc}"
+                else:
+                    failure = classify(exc, url)
+                    left.append((path, h, is_output))
+            except (Exception, KeyboardInterrupt) as exc:  # a store failure must not lose the run
                 failure = classify(exc, url)
                 left.append((path, h, is_output))
-        except (Exception, KeyboardInterrupt) as exc:  # a store failure must not lose the run
-            failure = classify(exc, url)
-            left.append((path, h, is_output))
+            shown.update(h.size)
     if left and failure is not None:
         # The reason goes into the record, which may be pushed: no secret rides along (a
         # URL with a password in it, say), and no essay.
