@@ -12,8 +12,12 @@ class RoarError(Exception):
 
 
 class NotAGitRepo(RoarError):
+    """roargit keeps its records in the user's git repository, so it needs one."""
+
     def __init__(self, path: object) -> None:
-        super().__init__(f"not a git repository (or any parent up to /): {path}")
+        super().__init__(
+            f"not a git repository (or any parent up to /): {path}; run `git init` first"
+        )
 
 
 class GitFailed(RoarError):

@@ -5,14 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git
+from cli_helpers import git, roar
 
 from roargit import __version__
 from roargit.cli import build_parser, main
-
-
-def roar(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["roar", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_init_from_a_subdirectory_is_idempotent_and_leaves_the_work_tree_alone(
@@ -20,30 +16,43 @@ def test_init_from_a_subdirectory_is_idempotent_and_leaves_the_work_tree_alone(
 ) -> None:
     sub = git_repo / "src" / "deep"
     sub.mkdir(parents=True)
-    first = roar("init", "--json", cwd=sub)
+    first = roar(sub, "init", "--json", rc=None)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["created"] is True
-    again = roar("init", "--json", cwd=sub)
+    again = roar(sub, "init", "--json", rc=None)
     assert json.loads(again.stdout)["created"] is False
     assert (git_repo / ".git" / "roar" / "clone-id").is_file()
     assert git(git_repo, "status", "--porcelain", "--ignored") == ""
 
 
 def test_init_outside_a_repo_says_so_in_one_line(tmp_path: Path) -> None:
-    result = roar("init", cwd=tmp_path)
-    assert result.returncode == 1
+    result = roar(tmp_path, "init", rc=1)
     assert result.stderr.count("\n") == 1
     assert "not a git repository" in result.stderr
+    assert result.stderr.endswith("; run `git init` first\n")
+
+
+def test_a_mistyped_command_names_the_closest_ones(git_repo: Path) -> None:
+    typo = roar(git_repo, "sho", "model.pkl", rc=2)
+    assert typo.stderr == "roar: 'sho' is not a roar command; did you mean `roar show`?\n"
+    assert "`roar reproduce`" in roar(git_repo, "reproduec", rc=2).stderr
+    other = roar(git_repo, "xyzzy", rc=2)
+    assert (
+        other.stderr == "roar: 'xyzzy' is not a roar command; see `roar --help` for the commands\n"
+    )
+    assert roar(git_repo, "-C", str(git_repo / "nowhere"), "log", rc=1).stderr.startswith(
+        "roar: -C "
+    )
 
 
 def test_init_makes_git_fetch_bring_ledgers(git_repo: Path, bare_remote: Path) -> None:
     git(git_repo, "remote", "add", "origin", str(bare_remote))
-    result = roar("init", cwd=git_repo)
+    result = roar(git_repo, "init", rc=None)
     assert "git fetch origin" in result.stdout
     specs = git(git_repo, "config", "--get-all", "remote.origin.fetch").splitlines()
     assert "+refs/roar/*:refs/roar/remotes/origin/*" in specs
     assert "^refs/roar/remotes/*" in specs  # never other clones' copies
-    roar("init", cwd=git_repo)
+    roar(git_repo, "init", rc=None)
     assert len(git(git_repo, "config", "--get-all", "remote.origin.fetch").splitlines()) == 4
     git(git_repo, "fetch", "-q", "origin")  # a remote nobody pushed lineage to: no error
 
@@ -86,7 +95,7 @@ def test_bad_config_key_is_one_line(
 
 
 def test_version_and_git_roar_alias(git_repo: Path) -> None:
-    assert roar("--version", cwd=git_repo).stdout.strip() == f"roar {__version__}"
+    assert roar(git_repo, "--version", rc=None).stdout.strip() == f"roar {__version__}"
     alias = subprocess.run(
         ["git", "roar", "--version"], cwd=git_repo, capture_output=True, text=True
     )
@@ -100,7 +109,7 @@ def test_version_and_git_roar_alias(git_repo: Path) -> None:
 def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    names = list(sub.choices)  # type: ignore[union-attr]
+    names = list(sub.choices or {})
     assert {"init", "config"} <= set(names)
     for name in names:
         with pytest.raises(SystemExit):
@@ -112,8 +121,7 @@ def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str]
 def test_unexpected_errors_leave_a_log(git_repo: Path) -> None:
     (git_repo / ".git" / "roar").mkdir()
     (git_repo / ".git" / "roar" / "clone-id").mkdir()  # a folder where a file belongs
-    result = roar("init", cwd=git_repo)
-    assert result.returncode == 2
+    result = roar(git_repo, "init", rc=2, crash_ok=True)
     assert result.stderr.startswith("roar: internal error:")
     log = Path(result.stderr.rsplit("details in ", 1)[1].strip())
     assert "Traceback" in log.read_text()

@@ -126,6 +126,29 @@ def add_command(
     return p
 
 
+def command_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The subcommands `parser` knows, in --help order."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def unknown_command(word: str, names: Sequence[str]) -> str:
+    """One line for a mistyped command, naming the closest ones (as git does)."""
+    import difflib
+
+    from roargit.pathguard import escape
+
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    hint = (
+        "did you mean " + " or ".join(f"`roar {c}`" for c in close) + "?"
+        if close
+        else "see `roar --help` for the commands"
+    )
+    return f"roar: '{escape(word)}' is not a roar command; {hint}"
+
+
 def crash_log_dir() -> Path:
     import tempfile
 
@@ -178,10 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next((a for a in args_list if not a.startswith("-")), None)
     direct = first if first in COMMAND_OF and args_list and args_list[0] == first else None
     parser = build_parser(direct)
+    if first is not None and args_list[0] == first and first not in command_names(parser):
+        print(unknown_command(first, command_names(parser)), file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(args_list)
         if args.chdir:
-            os.chdir(args.chdir)
+            try:
+                os.chdir(args.chdir)
+            except OSError as exc:
+                raise RoarError(f"-C {args.chdir}: {exc.strerror}") from None
         if args.command in ("reproduce", "show", "lineage", "get") and getattr(args, "ref", None):
             # Outside any clone, a registered hash is looked up and its scope's lineage
             # fetched into roar's cache, where the command then runs (docs/registry.md).
@@ -191,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
+        if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+            from roargit import progress
+
+            progress.enable()
         return int(args.func(args) or 0)
     except RoarError as exc:
         from roargit.pathguard import escape
