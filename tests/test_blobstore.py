@@ -212,6 +212,7 @@ def test_s3_multipart_upload_with_wrong_digest_leaves_nothing(
     assert store.verify(d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", [1, 2])  # killed during a write, or during the commit
 def test_s3_server_killed_mid_multipart_upload_fails_in_bounded_time_and_closes_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part: int

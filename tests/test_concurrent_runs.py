@@ -6,7 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_64_concurrent_roar_runs_each_get_a_record_and_a_step(git_repo: Path) -> None:
     subprocess.run(["roar", "init"], cwd=git_repo, check=True, capture_output=True)
     procs = [

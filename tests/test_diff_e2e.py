@@ -246,6 +246,7 @@ def _wheel(out_dir: Path, version: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_package_version_change(git_repo: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -248,6 +248,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.__name__)
 def test_the_victim_keeps_its_runs_and_fsck_lists_and_clears_the_quarantine(
     box: Box, variant: Callable[[Box], int]

@@ -306,6 +306,7 @@ def check_output(args: tuple[str, ...], proc: subprocess.CompletedProcess[str]) 
         assert errors and errors[-1].startswith("roar: "), (args, proc.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.__name__)
 def test_victim_survives_hostile_records(sandbox: Sandbox, variant: Callable[..., str]) -> None:
     box = sandbox

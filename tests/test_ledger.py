@@ -87,6 +87,7 @@ Ledger(find_repo(Path({repo!r})), fast_start=sys.argv[2] == "1").append_run(
 """
 
 
+@pytest.mark.slow
 def test_64_concurrent_appenders_lose_nothing(
     ledger: Callable[[Path], Ledger], fast_start: bool, git_repo: Path
 ) -> None:

@@ -176,6 +176,7 @@ def test_dry_run_writes_nothing_anywhere(tmp_path: Path, server: Server, alice: 
     assert roar_as(alice, empty, "registry", "lookup", model, check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_eight_concurrent_registrations_all_indexed(
     tmp_path: Path, server: Server, alice: User
 ) -> None:

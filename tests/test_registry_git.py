@@ -47,6 +47,7 @@ def git_registry(
     return index_url, url, options
 
 
+@pytest.mark.slow
 def test_plain_git_registry_with_an_s3_store(
     tmp_path: Path, git_registry: tuple[str, str, dict[str, Any]]
 ) -> None:
@@ -71,6 +72,7 @@ def test_plain_git_registry_with_an_s3_store(
     assert plan["target"]["hash"] == model
 
 
+@pytest.mark.slow
 def test_hostile_records_in_a_scope_are_quarantined(
     tmp_path: Path, git_registry: tuple[str, str, dict[str, Any]]
 ) -> None:

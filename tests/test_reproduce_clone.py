@@ -47,6 +47,7 @@ def reproduce_in_clone(clone: Path, model: str, env: dict[str, str] | None = Non
     return roar_json(clone, "reproduce", model[:12], "--run", "-y", "--no-reuse", env=env)
 
 
+@pytest.mark.slow
 def test_fresh_clone_with_file_store_identical_then_continue_from_checkpoint(
     git_repo: Path, bare_remote: Path, tmp_path: Path
 ) -> None:
@@ -84,6 +85,7 @@ def test_fresh_clone_with_file_store_identical_then_continue_from_checkpoint(
     assert raw in {s["hash"] for s in lineage["sources"]}
 
 
+@pytest.mark.slow
 def test_fresh_clone_with_s3_store_identical(
     git_repo: Path,
     bare_remote: Path,

@@ -300,6 +300,7 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
     assert p.ids["@3"][:12] in human and "data/raw.csv" in human and "(source)" in human
 
 
+@pytest.mark.slow
 def test_rerun_makes_downstream_stale_and_run_at_n_replaces_flags(git_repo: Path) -> None:
     p = make_pipeline(git_repo)
     repo = p.repo

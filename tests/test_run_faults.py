@@ -218,6 +218,7 @@ def test_kill_9_of_roar_leaves_nothing_the_next_run_trips_over(git_repo: Path) -
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_git_gc_prune_now_beside_dirty_runs_drops_no_snapshot(git_repo: Path) -> None:
     (git_repo / "job.py").write_text("import sys\nopen(sys.argv[1], 'w').write('x')\n")
     git(git_repo, "add", "job.py")

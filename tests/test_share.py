@@ -296,6 +296,7 @@ def _record_and_push(clone: Path, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_eight_clones_recording_and_pushing_at_once_lose_nothing(
     git_repo: Path, bare_remote: Path, tmp_path: Path
 ) -> None:

@@ -85,6 +85,7 @@ def restart(dead: S3Process, bucket: str = "bkt") -> S3Process:
 # -- S3 killed -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_s3_killed_before_or_during_a_multipart_upload(
     git_repo: Path, tmp_path: Path, when: str
