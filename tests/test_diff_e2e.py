@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from blake3 import blake3
 from cli_helpers import git, roar
+from conftest import build_once, copy_repo
 
 PREP = """\
 import sys
@@ -93,44 +93,19 @@ def pipeline(repo: Path, lr: str = "0.1", out: str = "", python: str = "python")
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pipeline recorded once per module (the per-test $HOME guard is function-scoped, so
-    this one brings its own home); tests work on copies."""
-    base = tmp_path_factory.mktemp("recorded")
-    home = base / "home"
-    home.mkdir()
-    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Test Author",
-        "GIT_AUTHOR_EMAIL": "author@example.com",
-        "GIT_COMMITTER_NAME": "Test Author",
-        "GIT_COMMITTER_EMAIL": "author@example.com",
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-    }
-    repo = base / "repo"
-    repo.mkdir()
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        git(repo, "init", "-q")
+    """The pipeline recorded once per module; tests work on copies."""
+
+    def build(repo: Path) -> None:
         setup(repo)
         pipeline(repo)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return repo
+
+    return build_once(tmp_path_factory, "recorded", build)[0]
 
 
 @pytest.fixture
 def repo(recorded: Path, tmp_path: Path) -> Path:
     """A copy of the recorded pipeline: prep → train --lr 0.1 → eval."""
-    copy = tmp_path / "repo"
-    shutil.copytree(recorded, copy, symlinks=True)
-    return copy
+    return copy_repo(recorded, tmp_path / "repo")
 
 
 def rerun(repo: Path, *steps: str) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import digest, git, roar, roar_json
+from conftest import Recorded
 from pipeline_helpers import run_pipeline, write_pipeline
 
 
-def test_three_steps_all_outputs_deleted_reproduce_identical(git_repo: Path) -> None:
-    write_pipeline(git_repo)
-    model = run_pipeline(git_repo)
+def test_three_steps_all_outputs_deleted_reproduce_identical(three_steps: Recorded) -> None:
+    git_repo, model = three_steps
     for name in ("clean.csv", "features.csv", "model.pkl"):
         (git_repo / name).unlink()
 

@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from blake3 import blake3
 from cli_helpers import git, roar, roar_json
+from conftest import build_once, copy_repo
 
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
 
@@ -138,8 +139,19 @@ def expected_run(
     }
 
 
-def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
-    p = make_pipeline(git_repo)
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return build_once(tmp_path_factory, "pipeline", make_pipeline)[1]
+
+
+@pytest.fixture
+def pipeline(recorded: Pipeline, tmp_path: Path) -> Pipeline:
+    """A copy of the recorded pipeline: prep, features (tracked), train on a dirty tree."""
+    return replace(recorded, repo=copy_repo(recorded.repo, tmp_path / "repo"))
+
+
+def test_pipeline_show_lineage_dag_json_exactly(pipeline: Pipeline) -> None:
+    p = pipeline
     repo = p.repo
     head_tree = git(repo, "rev-parse", f"{p.commits['@1']}^{{tree}}")
     run1 = expected_run(
@@ -301,8 +313,8 @@ def test_pipeline_show_lineage_dag_json_exactly(git_repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_rerun_makes_downstream_stale_and_run_at_n_replaces_flags(git_repo: Path) -> None:
-    p = make_pipeline(git_repo)
+def test_rerun_makes_downstream_stale_and_run_at_n_replaces_flags(pipeline: Pipeline) -> None:
+    p = pipeline
     repo = p.repo
     (repo / "data" / "raw.csv").write_text("a,b\n3,4\n")
     again = roar_json(repo, "run", PY, "src/prep.py", "data/raw.csv", "data/clean.csv")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cli_helpers import digest, git, roar, roar_json
+from conftest import Recorded
 from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
 from pipeline_helpers import run_pipeline, write_pipeline
 
@@ -103,11 +104,9 @@ def make_clone(remote: Path, where: Path) -> Path:
 
 
 def test_push_and_fetch_with_a_remote_added_after_init(
-    git_repo: Path, bare_remote: Path, tmp_path: Path
+    three_steps: Recorded, bare_remote: Path, tmp_path: Path
 ) -> None:
-    write_pipeline(git_repo)
-    roar(git_repo, "init")
-    run_pipeline(git_repo)
+    git_repo = three_steps.repo
     git(git_repo, "remote", "add", "origin", str(bare_remote))  # after init: no refspec yet
     git(git_repo, "push", "-q", "origin", "main")
     branches_before = remote_refs(bare_remote)
@@ -136,9 +135,10 @@ def test_push_and_fetch_with_a_remote_added_after_init(
     assert roar_json(other, "fetch")["runs_added"] == 0
 
 
-def test_push_to_a_named_remote_and_unknown_remote(git_repo: Path, bare_remote: Path) -> None:
-    write_pipeline(git_repo)
-    run_pipeline(git_repo)
+def test_push_to_a_named_remote_and_unknown_remote(
+    three_steps: Recorded, bare_remote: Path
+) -> None:
+    git_repo = three_steps.repo
     bad = roar(git_repo, "push", "nowhere", rc=None)
     assert bad.returncode == 1 and "no git remote named 'nowhere'" in bad.stderr
     git(git_repo, "remote", "add", "team", str(bare_remote))
