@@ -9,9 +9,12 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# Commands in bold on a terminal only: redirected to a file, the output stays plain text.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+show() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
+step() { show "$@"; "$@"; }
 # diff(1)-style commands exit 1 when they find a difference: show it, keep going.
-step_may_differ() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@" || [ $? -eq 1 ]; }
+step_may_differ() { show "$@"; "$@" || [ $? -eq 1 ]; }
 hash_of() { roar show "$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])'; }
 
 git init -q -b main
