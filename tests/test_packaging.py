@@ -94,3 +94,20 @@ def test_help_as_a_process_loads_no_heavy_module() -> None:
     assert "usage: roar" in proc.stdout
     loaded = sorted(m for m in proc.stderr.split() if m.split(".")[0].startswith(HEAVY))
     assert loaded == [], f"`roar --help` imports {loaded}"
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "_bin" in path.parts or "tracer" in path.parts:
+            continue
+        name = path.stem if path.parent == PACKAGE else f"{path.parent.name}/"
+        if path.parent != PACKAGE:
+            # A subpackage's row names its folder and, in words, its modules.
+            if name not in layout or (path.stem != "__init__" and path.stem not in layout):
+                missing.append(str(path.relative_to(ROOT)))
+        elif f"{name}.py" not in layout:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == [], f"README's layout table does not name {missing}"
