@@ -14,7 +14,8 @@ Rules:
   paths (and, when it touched no data files, the same argv), superseding it; otherwise the
   next free number. `roar run @N` reuses N.
 - A step is stale when an input it read (by path) is now produced, by the current run of
-  another step, with different content — or when a step it depends on is stale.
+  another step, with different content — or when a step it depends on is stale. (What is
+  on disk now is compared by staleness.py: `roar status`, `roar dag`, `roar update`.)
 """
 
 from __future__ import annotations
@@ -257,13 +258,6 @@ def load_view(
             return _view(session_id, current)
         # A current run that cannot be read leaves its step to the run it superseded.
         steps = load_index(ledger, session_id, popped | bad)
-
-
-def build_view(session_id: SessionId, runs: list[tuple[RunId, RunRecord]]) -> SessionView:
-    """The view of these runs of a session (each step's newest run is its current one)."""
-    records = dict(runs)
-    steps = group_index([StepIndex.of_run(rid, run) for rid, run in runs])
-    return _view(session_id, [(s.current.run, records[s.current.run], s.superseded) for s in steps])
 
 
 def _view(
