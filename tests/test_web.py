@@ -10,13 +10,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from cli_helpers import roar
-from web_pipeline import EVIL_ARG, copy_repo, recorded_pipeline
+from conftest import copy_repo
+from web_pipeline import EVIL_ARG, recorded_pipeline
 
 from roargit.repo import find_repo
 from roargit.web.app import make_app
@@ -55,8 +55,8 @@ def call(app: Any, path: str, query: str = "", method: str = "GET", **env: Any) 
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    yield from recorded_pipeline(tmp_path_factory.mktemp("web"))
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    return recorded_pipeline(tmp_path_factory, "web")
 
 
 @pytest.fixture(scope="module")

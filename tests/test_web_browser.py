@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_pipeline import copy_repo, isolated_env, recorded_pipeline
+from conftest import copy_repo, isolated_environment, make_home
+from web_pipeline import recorded_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -52,15 +53,12 @@ class Server:
 
 
 def _env(base: Path) -> dict[str, str]:
-    home = base / "home"
-    home.mkdir(exist_ok=True)
-    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
-    return {**os.environ, **isolated_env(home)}
+    return {**os.environ, **isolated_environment(make_home(base / "home"))}
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    yield from recorded_pipeline(tmp_path_factory.mktemp("browser"))
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    return recorded_pipeline(tmp_path_factory, "browser")
 
 
 @pytest.fixture(scope="module")

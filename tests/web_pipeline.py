@@ -13,14 +13,12 @@ plus one run whose argv and output name hold markup and control characters ("hos
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import git, roar
+from conftest import build_once
 
 PREP = """\
 import sys
@@ -106,39 +104,6 @@ def record(repo: Path) -> dict[str, str]:
     return ids
 
 
-def isolated_env(home: Path) -> Mapping[str, str]:
-    """The environment of the per-test $HOME guard, for a fixture built once per module."""
-    return {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Test Author",
-        "GIT_AUTHOR_EMAIL": "author@example.com",
-        "GIT_COMMITTER_NAME": "Test Author",
-        "GIT_COMMITTER_EMAIL": "author@example.com",
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-    }
-
-
-def recorded_pipeline(base: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """(the repository, its ids), recorded under `base` with an environment of its own."""
-    home = base / "home"
-    home.mkdir()
-    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
-    repo = base / "repo"
-    repo.mkdir()
-    saved = dict(os.environ)
-    os.environ.update(isolated_env(home))
-    try:
-        git(repo, "init", "-q")
-        ids = record(repo)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    yield repo, ids
-
-
-def copy_repo(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest, symlinks=True)
-    return dest
+def recorded_pipeline(factory: pytest.TempPathFactory, name: str) -> tuple[Path, dict[str, str]]:
+    """(the repository, its ids), recorded once with an environment of its own."""
+    return build_once(factory, name, record)
