@@ -322,6 +322,9 @@ class _Compare:
             else:
                 what = name
             category = "params" if _is_config(ref.path) else "data"
+            if category == "data":
+                detail["a_size"] = fa.size if fa else None
+                detail["b_size"] = fb.size if fb else None
             cid = self._add(
                 category,
                 step,

@@ -107,6 +107,8 @@ def test_committed_csv_is_a_source_artifact_by_hash_and_code_keeps_its_blob(
     )
     causes = [(c["category"], c["what"], c["a"], c["b"]) for c in result["root_causes"]]
     assert causes == [("data", "data/raw.csv", rec["inputs"][0]["hash"], b3(raw))]
+    data = result["by_category"]["data"][0]
+    assert (data["path"], data["a_size"], data["b_size"]) == ("data/raw.csv", 8, 8)
 
 
 def test_untracked_text_data_never_enters_a_snapshot(git_repo: Path) -> None:
