@@ -522,7 +522,7 @@ def _trace_and_record(
     cache = HashCache(roar_dir)
     root = str(paths.root)
 
-    rule = codestate.CodeRule(settings["roar.code"].value)
+    rule = codestate.code_rule(settings["roar.code"].value.strip())
 
     def known_data(rels: list[str]) -> set[str]:
         # `rels`: untracked code files. One whose bytes the ledger knows as an artifact (a
@@ -576,7 +576,7 @@ def _trace_and_record(
     code_inputs = codestate.code_inputs(
         ledger.reader,
         code.tree,
-        [r for r in accesses.code_reads if r in accesses.executed or rule.matches(r)],
+        rule.select(accesses.code_reads) + [r for r in accesses.executed if not rule.matches(r)],
     )
     in_code = {c.path for c in code_inputs}
     code_abs = [os.path.join(root, c) for c in in_code]
