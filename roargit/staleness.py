@@ -122,12 +122,13 @@ def stale_steps(view: SessionView, root: Path, cache: HashCache, roar_dir: Path)
     """The session's stale steps, in step order: those whose own inputs changed, and those
     downstream of one (by the view's dependencies, or by the view's own rule: an input that
     the current run of another step wrote differently since)."""
-    steps = [s for s in view.steps if s.run.status == "ok" or s.state == "stale"]
+    # A step whose run failed is marked so, not stale: it produced nothing to be behind.
+    steps = [s for s in view.steps if s.run.status == "ok"]
     changes = changed_inputs([s.run for s in steps], root, cache, roar_dir)
     by_label = {s.label: c for s, c in zip(steps, changes, strict=True)}
     stale: dict[str, Stale] = {}
-    for s in view.steps:  # build steps first, then by number: upstream before downstream
-        own = tuple(by_label.get(s.label, ()))
+    for s in steps:  # build steps first, then by number: upstream before downstream
+        own = tuple(by_label[s.label])
         upstream = tuple(d for d in s.depends_on if d in stale)
         if own or upstream or s.state == "stale":
             stale[s.label] = Stale(s.label, s.run_id, own, upstream)

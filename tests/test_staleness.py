@@ -125,6 +125,8 @@ def test_update_of_a_target_runs_what_it_needs_and_a_failure_stops_it(git_repo: 
     (repo / "feat.py").write_text(FEAT + "# again\n")
     result = roar(repo, "update", rc=3)
     assert "@2  running:" in result.stdout and "@3  running:" in result.stdout
+    assert states(repo)["@3"] == "failed"  # failed, not stale: update leaves it to the user
+    assert roar_json(repo, "status")["stale_steps"] == []
     assert roar(repo, "update", "@7", rc=1).stderr.startswith("roar: no step @7")
     assert "no step of the current session wrote" in roar(repo, "update", "x.csv", rc=1).stderr
 
