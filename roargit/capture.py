@@ -573,11 +573,11 @@ def _trace_and_record(
     warnings = early + list(trace.warnings) + accesses.warnings
 
     # Code is what the rule names or the run executed; every other file it read is data.
-    code_inputs = codestate.code_inputs(
-        ledger.reader,
-        code.tree,
-        rule.select(accesses.code_reads) + [r for r in accesses.executed if not rule.matches(r)],
-    )
+    # The code tree is asked first (a folder at a time): 100,000 untracked data files cost one
+    # lookup, and only the files it holds are put to the rule.
+    in_tree = codestate.code_inputs(ledger.reader, code.tree, accesses.code_reads)
+    named = set(rule.select([c.path for c in in_tree]))
+    code_inputs = [c for c in in_tree if c.path in named or c.path in accesses.executed]
     in_code = {c.path for c in code_inputs}
     code_abs = [os.path.join(root, c) for c in in_code]
     data_in = accesses.inputs
