@@ -22,8 +22,10 @@ Every figure here is printed by a benchmark under `benchmarks/` and was collecte
 `make docs` (`python -m benchmarks --write-docs`), which reruns them all and rewrites this
 page; `python -m benchmarks NAME` prints one benchmark's figures without touching it. Goals
 are ratios against the bare command or a peer in the same run where one exists, so that a
-slower machine moves both sides. `ok` / `MISSED` is the benchmark's own verdict. Lines
-measured on other machines are kept in `benchmarks/results/`.
+slower machine moves both sides. `ok` / `MISSED` is the benchmark's own verdict; on a
+machine shared with other work, a MISSED line is worth rerunning alone
+(`python -m benchmarks NAME`). Lines measured on other machines are kept in
+`benchmarks/results/`.
 
 Measured on: {machine}.
 
@@ -69,6 +71,22 @@ def _cell(text: str) -> str:
     return text.strip().replace("|", "\\|")
 
 
+def goal_lines(name: str, lines: list[str]) -> list[tuple[str, str]]:
+    """(benchmark, line) for each printed line that states a goal. An indented one continues
+    the unindented line above it, whose subject (up to its first colon) is put in front."""
+    found: list[tuple[str, str]] = []
+    subject = ""
+    for line in lines:
+        if line and not line[0].isspace():
+            subject = line.split(":", 1)[0].strip()
+        if "goal" in line:
+            text = line.strip()
+            if line[0].isspace() and subject:
+                text = f"{subject}: {text}"
+            found.append((name, text))
+    return found
+
+
 def write_docs(figures: list[tuple[str, str]]) -> None:
     rows = "".join(f"| {name} | {_cell(line)} |\n" for name, line in figures)
     DOCS.write_text(HEADER.format(machine=_machine()) + rows)
@@ -101,8 +119,7 @@ def main() -> int:
             importlib.import_module(f"benchmarks.{name}").main()
         finally:
             sys.stdout = real
-        short = name.removeprefix("bench_")
-        figures.extend((short, line) for line in tee.lines if "goal" in line)
+        figures.extend(goal_lines(name.removeprefix("bench_"), tee.lines))
     if docs:
         write_docs(figures)
     return 0

@@ -25,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.timing import verdict
 from roargit.trace import run_traced, tracer_path
+
+# The ratio of a traced run to the bare command that each workload must stay within.
+GOALS = {"storm": 1.5, "compute": 1.03}
 
 STORM = r"""
 import os, sys
@@ -137,6 +141,12 @@ def _bench(label: str, argv: list[str], cwd: Path, repeat: int) -> None:
             f"{c:8.3f} s {c / cpu['bare']:5.2f}x  {paired[name]:8.2f}x",
             flush=True,
         )
+    goal = GOALS[label]
+    print(
+        f"{label}: roar's capture (traced) {paired['traced']:.2f}x bare, per round   "
+        f"goal ≤ {goal}x  {verdict(paired['traced'], goal)}",
+        flush=True,
+    )
 
 
 def main() -> None:
