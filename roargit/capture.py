@@ -28,17 +28,13 @@ from typing import NamedTuple
 
 from roargit import codestate, config, folders, progress, session, uploads
 from roargit.clone import clone_id
-from roargit.environment import (
-    capture_environment,
-    packages_for_paths,
-    recorder,
-    system_paths,
-)
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import drop_stale_keeps, refs_under
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import TMP_PREFIX, Entry, Ledger
+from roargit.machine import capture_environment, recorder
+from roargit.packages import packages_for_paths
 from roargit.records import (
     ArtifactId,
     CodeState,
@@ -53,6 +49,7 @@ from roargit.records import (
 )
 from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
+from roargit.rules import system_paths
 from roargit.stdio import Redirect, with_redirects
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
 from roargit.uploads import default_store_url, store_url  # noqa: F401 - imported from here

@@ -26,6 +26,7 @@ import pygit2
 
 from roargit.diff_align import Lineage, Pairing, align, align_files, load_lineage, script_of
 from roargit.diff_argv import argv_changes
+from roargit.environment import Environment, changes
 from roargit.errors import RoarError
 from roargit.records import FileRef, RunRecord
 from roargit.session import label as step_label
@@ -220,10 +221,12 @@ class _Compare:
         own |= code
         # environment. A package the step started or stopped using, where its code changed
         # too, follows from that change (a new import): it is not a cause of its own.
-        for what, a, b in env_changes(ra.environment, rb.environment):
-            if code and what.startswith("package ") and (a is None or b is None):
+        env_a = Environment.from_dict(ra.environment)
+        env_b = Environment.from_dict(rb.environment)
+        for c in changes(env_a, env_b):
+            if code and c.kind == "package" and (c.a is None or c.b is None):
                 continue
-            own.add(self._add("environment", step, what, a, b))
+            own.add(self._add("environment", step, c.label, c.a, c.b))
         # inputs: sources are data, the rest inherits from the step that produced it
         differing_inputs = []
         for fa, fb in align_files(ra, rb, ra.inputs, rb.inputs, "in", self.pairing.known):
@@ -456,67 +459,6 @@ def _is_config(path: str) -> bool:
     name = path.rstrip("/").rsplit("/", 1)[-1].lower()
     dot = name.rfind(".")
     return dot > 0 and name[dot:] in CONFIG_SUFFIXES
-
-
-# -- environment ---------------------------------------------------------------------------------
-
-_PEP503 = re.compile(r"[-_.]+")
-
-
-def _env_items(env: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Comparable facts of an environment: {key: (label, value)}. Hostname, user and the
-    interpreter's path are left out: they name where a run ran, not what it ran with."""
-    out: dict[str, tuple[str, str]] = {}
-
-    def sub(key: str) -> Mapping[str, Any]:
-        v = env.get(key)
-        return v if isinstance(v, Mapping) else {}
-
-    py = sub("python")
-    if py.get("version") or py.get("implementation"):
-        out["python"] = (
-            "python",
-            f"{py.get('implementation', '')} {py.get('version', '')}".strip(),
-        )
-    osinfo = sub("os")
-    if osinfo:
-        out["os"] = ("os", str(osinfo.get("distro") or osinfo.get("system") or ""))
-        out["kernel"] = ("kernel", str(osinfo.get("release", "")))
-    if env.get("arch"):
-        out["arch"] = ("arch", str(env["arch"]))
-    cpu = sub("cpu")
-    if cpu:
-        out["cpu"] = ("cpu", f"{cpu.get('model', '')} x{cpu.get('count', '?')}")
-    gpus = env.get("gpus")
-    if isinstance(gpus, list):
-        names = [
-            f"{g.get('name', '?')} (driver {g.get('driver', '?')})"
-            for g in gpus
-            if isinstance(g, Mapping)
-        ]
-        out["gpu"] = ("gpu", ", ".join(names) or "none")
-    for k, v in sorted(sub("env_vars").items()):
-        out[f"env:{k}"] = (f"env {k}", str(v))
-    for name, version in sorted(sub("packages").items()):
-        out[f"pkg:{_PEP503.sub('-', name).lower()}"] = (f"package {name}", str(version))
-    return out
-
-
-def env_changes(
-    a: Mapping[str, Any], b: Mapping[str, Any]
-) -> list[tuple[str, str | None, str | None]]:
-    if a == b:
-        return []
-    ia, ib = _env_items(a), _env_items(b)
-    changes: list[tuple[str, str | None, str | None]] = []
-    for key in list(dict.fromkeys([*ia, *ib])):
-        va, vb = ia.get(key), ib.get(key)
-        if va is not None and vb is not None and va[1] == vb[1]:
-            continue
-        shown = vb or va
-        label = shown[0] if shown is not None else key
-        changes.append((label, va[1] if va else None, vb[1] if vb else None))
-    return changes
 
 
 # -- the entry point -----------------------------------------------------------------------------

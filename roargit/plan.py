@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import heapq
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from roargit import pathguard, session
-from roargit.errors import RoarError
+from roargit.environment import Environment, changes
+from roargit.errors import RecordCorrupt, RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
+from roargit.machine import this_machine
 from roargit.records import ArtifactId, FileRef, RunId, RunRecord, SessionId
 from roargit.repo import RepoPaths
 
@@ -531,52 +533,33 @@ def _plan_warnings(steps: Sequence[PlanStep], paths: RepoPaths) -> list[str]:
 def environment_warnings(steps: Sequence[PlanStep]) -> list[str]:
     """How this machine differs from where each step ran: interpreter, packages, OS/arch, GPU.
     Each difference is reported once, with the steps it concerns."""
-    import platform
-    import shutil
-
-    from roargit.environment import _os_info, detect_gpus, python_info
-
     seen: dict[str, list[str]] = {}
-    here_os = _os_info()
-    here_arch = os.uname().machine
-    here_gpus = None
     # Steps of one pipeline mostly share an environment: compare each distinct one once.
-    memo: dict[str, list[str]] = {}
+    memo: dict[tuple[str, str], list[str]] = {}
     for s in steps:
-        env = s.run.environment
-        if not env:
+        if not s.run.environment:
             continue
-        key = repr((s.run.argv[:1], sorted(env.items(), key=lambda kv: kv[0])))
-        if key in memo:
-            for n in memo[key]:
-                seen.setdefault(n, []).append(s.label)
-            continue
-        notes: list[str] = memo.setdefault(key, [])
-        osd = env.get("os") or {}
-        if osd.get("system") and osd.get("system") != here_os.system:
-            notes.append(f"OS {osd.get('system')} → {here_os.system}")
-        elif osd.get("distro") and osd.get("distro") != here_os.distro:
-            notes.append(f"OS {osd.get('distro')} → {here_os.distro or '?'}")
-        if env.get("arch") and env.get("arch") != here_arch:
-            notes.append(f"arch {env.get('arch')} → {here_arch}")
-        py = env.get("python") or {}
-        if py.get("version") and s.run.argv:
-            exe = shutil.which(s.run.argv[0]) if "python" in s.run.argv[0] else None
+        try:
+            recorded = Environment.from_dict(s.run.environment)
+        except RecordCorrupt:
+            continue  # the record was checked when read; nothing to compare against
+        argv0 = s.run.argv[0] if s.run.argv else ""
+        key = (argv0, repr(recorded))
+        notes = memo.get(key)
+        if notes is None:
+            exe = shutil.which(argv0) if "python" in argv0 else None
+            here = this_machine(exe, recorded.packages, os.environ)
+            kinds = {"os", "arch", "package"}
             if exe is not None:
-                now = python_info(exe).version or platform.python_version()
-                if not _same_version(py["version"], now):
-                    notes.append(f"python {py['version']} → {now}")
-            packages = env.get("packages") or {}
-            for name, version in sorted(packages.items()):
-                have = _installed_version(exe, name)
-                if have != version:
-                    notes.append(f"{name} {version} → {have or 'not installed'}")
-        gpus = [g.get("name", "?") for g in env.get("gpus") or []]
-        if gpus:
-            if here_gpus is None:
-                here_gpus = [g.name for g in detect_gpus(os.environ.get("PATH"))]
-            if sorted(gpus) != sorted(here_gpus):
-                notes.append(f"GPU {', '.join(gpus)} → {', '.join(here_gpus) or 'none'}")
+                kinds.add("python")
+            if recorded.gpus:
+                kinds.add("gpu")
+            notes = memo[key] = [
+                f"{c.label} {c.a or 'none'} → "
+                + (c.b or ("not installed" if c.kind == "package" else "none"))
+                for c in changes(recorded, here, kinds)
+                if c.a is not None
+            ]
         for n in notes:
             seen.setdefault(n, []).append(s.label)
     return [f"environment: {n} ({_some(labels)})" for n, labels in seen.items()]
@@ -585,47 +568,3 @@ def environment_warnings(steps: Sequence[PlanStep]) -> list[str]:
 def _some(labels: list[str], n: int = 5) -> str:
     more = f" and {len(labels) - n} more" if len(labels) > n else ""
     return ", ".join(labels[:n]) + more
-
-
-def _same_version(recorded: str, now: str) -> bool:
-    # "3.11" (only the executable's name said) matches "3.11.7".
-    a, b = recorded.split("."), now.split(".")
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
-
-
-_VERSIONS: dict[tuple[str | None, str], str | None] = {}
-
-
-def _installed_version(exe: str | None, name: str) -> str | None:
-    """The version of distribution `name` for the interpreter `exe` (its venv's
-    site-packages), or for roar's own interpreter when `exe` is unknown or is it."""
-    import importlib.metadata as md
-    import sys
-
-    key = (exe, name)
-    if key in _VERSIONS:
-        return _VERSIONS[key]
-    version: str | None = None
-    search: list[str] | None = None
-    if exe is not None and not _same_file(exe, sys.executable):
-        prefix = Path(exe).resolve().parent.parent
-        venv = Path(exe).parent.parent
-        search = [str(p) for base in {prefix, venv} for p in base.glob("lib/python*/site-packages")]
-    try:
-        if search is None:
-            version = md.version(name)
-        else:
-            dist = next(iter(md.distributions(name=name, path=search)), None)
-            version = dist.version if dist is not None else None
-    except md.PackageNotFoundError:
-        version = None
-    _VERSIONS[key] = version
-    return version
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

@@ -7,7 +7,7 @@ from typing import Any
 
 from ledger_helpers import hexid
 
-from roargit.diff import _Compare, env_changes, text_hunks
+from roargit.diff import _Compare, text_hunks
 from roargit.diff_align import Lineage, _upstream_first, align
 from roargit.diff_argv import argv_changes, file_keys, script_of, tokens
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
@@ -89,34 +89,7 @@ def test_negative_numbers_are_values_not_flags() -> None:
     assert [(c.what, c.a, c.b) for c in argv_changes(a, b)] == [("--shift", "-1", "-2")]
 
 
-# -- environments and hunks ----------------------------------------------------------------------
-
-
-def test_env_changes_ignore_where_and_normalise_package_names() -> None:
-    base: dict[str, Any] = {
-        "python": {"implementation": "CPython", "version": "3.11.7", "executable": "/a/python"},
-        "os": {"system": "Linux", "release": "6.1", "distro": "Debian 12"},
-        "arch": "x86_64",
-        "cpu": {"model": "EPYC", "count": 8},
-        "gpus": [],
-        "hostname": "a",
-        "user": "me",
-        "env_vars": {"LANG": "C"},
-        "packages": {"PyYAML": "6.0", "numpy": "1.26.4"},
-    }
-    other = {
-        **base,
-        "python": {**base["python"], "executable": "/b/python"},
-        "hostname": "b",
-        "user": "you",
-        "packages": {"pyyaml": "6.0", "numpy": "2.1.0"},
-        "gpus": [{"name": "H100", "driver": "550", "memory_mib": 80000}],
-    }
-    assert env_changes(base, other) == [
-        ("gpu", "none", "H100 (driver 550)"),
-        ("package numpy", "1.26.4", "2.1.0"),
-    ]
-    assert env_changes({}, {}) == []
+# -- hunks ----------------------------------------------------------------------
 
 
 def test_text_hunks_and_changed_lines() -> None:

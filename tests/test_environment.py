@@ -20,25 +20,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import roargit.environment as environment
-from roargit.environment import (
-    CpuInfo,
-    Environment,
-    GpuInfo,
-    OsInfo,
-    PythonInfo,
+import roargit.machine as machine
+import roargit.rules as rules
+from roargit.environment import CpuInfo, Environment, GpuInfo, OsInfo, PythonInfo
+from roargit.errors import RecordCorrupt
+from roargit.machine import (
     capture_environment,
     detect_gpus,
-    is_system_path,
-    packages_for_paths,
     parse_cpuinfo,
     parse_nvidia_smi,
     parse_os_release,
     python_info,
     select_env,
 )
-from roargit.errors import RecordCorrupt
+from roargit.packages import packages_for_paths
 from roargit.redact import MARK
+from roargit.rules import is_system_path
 
 PYTAG = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
 
@@ -434,7 +431,7 @@ def test_failing_nvidia_smi_means_no_gpus(tmp_path: Path) -> None:
 
 
 def test_hanging_nvidia_smi_is_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(environment, "_NVIDIA_SMI_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(machine, "_NVIDIA_SMI_TIMEOUT_S", 0.2)
     path = _fake_nvidia_smi(tmp_path / "bin", "exec sleep 30\n")
     assert detect_gpus(path) == ()
 
@@ -614,11 +611,11 @@ def test_home_rules_need_a_home_and_extra_globs_apply() -> None:
 
 def _noise_by_regexes(path: str, home: str, extra: tuple[str, ...]) -> bool:
     """is_system_path as the rules' regexes alone say it, without the cheap first test."""
-    if environment._SITE_ROOT.match(path):
+    if rules.SITE_ROOT.match(path):
         return False
-    if environment._ALWAYS_NOISE.search(path):
+    if rules._ALWAYS_NOISE.search(path):
         return True
-    return environment._noise_matcher(home, extra).match(path) is not None
+    return rules._noise_matcher(home, extra).match(path) is not None
 
 
 _SEGMENTS = [

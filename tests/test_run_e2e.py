@@ -643,7 +643,7 @@ def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo:
 
 
 def test_system_paths_is_is_system_path_for_each() -> None:
-    from roargit.environment import is_system_path, system_paths
+    from roargit.rules import is_system_path, system_paths
 
     home = "/home/u"
     paths = [

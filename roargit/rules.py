@@ -1,0 +1,141 @@
+"""Which of the files a run touched are noise, not artifacts, and which are package files.
+
+A path the tracer saw is *not* an artifact when it is:
+
+1. inside a `site-packages` / `dist-packages` dir (`SITE_ROOT`): never noise here, because
+   those reads become the run's package list (packages.packages_for_paths); call that first
+   and drop what it classified;
+2. under a system tree: /usr (lib*, libexec, share, include, bin, sbin, local/{lib*,share,
+   include,bin,sbin}), /lib*, /bin, /sbin, /etc, /proc, /sys, /dev, /run, /var/run, /var/cache,
+   /var/lib/{dpkg,apt}, /nix/store, /snap;
+3. under the user's caches and tool homes, given `home`: ~/.cache (except ~/.cache/huggingface
+   and ~/.cache/torch/hub, which hold models and datasets a run genuinely consumes, and
+   ~/.cache/roargit, whose clones of registered lineage are reproduced in), ~/.pyenv,
+   ~/.nv, ~/.triton, ~/.terminfo, ~/.python_history;
+4. part of any Python interpreter: a stdlib dir `…/lib/python3.X/` (or `lib/python3X.zip`),
+   a `pyvenv.cfg`, an executable `…/bin/python*`;
+5. bytecode anywhere: `__pycache__/`, `*.pyc`;
+6. inside a `.git/` dir (git's own metadata, read by tools the run spawned);
+7. matched by one of the caller's extra globs (fnmatch syntax, where `*` also crosses `/`).
+
+/tmp, /var/tmp, /mnt, /data, /opt and the rest of $HOME are *not* noise: real data lives there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Iterable
+
+#: A path inside an installed-packages dir; group 1 is that dir.
+SITE_ROOT = re.compile(r"^(.*?/(?:site|dist)-packages)(?:/|$)")
+
+# Regexes, anchored at the start of the path; `lib` may be lib32, lib64, libx32 (multilib).
+_SYSTEM_PREFIXES = (
+    r"/usr/lib(?:32|64|x32|exec)?/", r"/usr/(?:share|include|bin|sbin)/",
+    r"/usr/local/lib(?:32|64)?/", r"/usr/local/(?:share|include|bin|sbin)/",
+    r"/lib(?:32|64|x32)?/", r"/s?bin/", r"/etc/", r"/proc/", r"/sys/", r"/dev/", r"/run/",
+    r"/var/run/", r"/var/cache/", r"/var/lib/(?:dpkg|apt)/", r"/nix/store/", r"/snap/",
+)  # fmt: skip
+# Trees under $HOME that are tool state, not data.
+_HOME_NOISE = (".cache/", ".pyenv/", ".nv/", ".triton/", ".terminfo/", ".python_history")
+# …except the model and dataset caches a run genuinely consumes, and the clones roar keeps
+# for registered lineage (a reproduction runs in their work trees).
+_HOME_KEEP = (".cache/huggingface/", ".cache/torch/hub/", ".cache/roargit/")
+
+_ALWAYS_NOISE = re.compile(
+    r"""
+      /__pycache__(?:/|$) | \.pyc$
+    | /\.git(?:/(?!roar/worktrees/)|$)          # but roar reproduce's worktrees are work trees
+    | /lib(?:64)?/(?:python\d(?:\.\d+)?t?/|python\d+\.zip$)   # an interpreter's stdlib
+    | /pyvenv\.cfg$
+    | /bin/(?:python|pypy)[\d.]*(?:-config)?$                 # an interpreter itself
+    """,
+    re.VERBOSE,
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_matcher(home: str, extra: tuple[str, ...]) -> re.Pattern[str]:
+    home = home.rstrip("/")
+    parts = list(_SYSTEM_PREFIXES)
+    if home:
+        keep = "|".join(re.escape(k) for k in _HOME_KEEP)
+        noise = "|".join(re.escape(n) for n in _HOME_NOISE)
+        parts.append(rf"{re.escape(home)}/(?!{keep})(?:{noise})")
+    prefix = "|".join(parts)
+    globs = "|".join(fnmatch.translate(g) for g in extra)
+    return re.compile(rf"(?:{prefix})" + (f"|(?:{globs})" if globs else ""))
+
+
+# A cheap first test, since most paths a run reads are data and a regex search costs far more
+# than a few prefix and substring tests: every path the rules above can call noise starts with
+# one of these prefixes, or contains one of the substrings `system_paths` tests (each
+# _ALWAYS_NOISE branch contains one).
+_SYSTEM_STARTS = (
+    "/usr/", "/lib", "/bin/", "/sbin/", "/etc/", "/proc/", "/sys/", "/dev/", "/run/", "/var/",
+    "/nix/store/", "/snap/",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_starts(home: str) -> tuple[str, ...]:
+    home = home.rstrip("/")
+    return _SYSTEM_STARTS + tuple(f"{home}/{n}" for n in _HOME_NOISE if home)
+
+
+@functools.lru_cache(maxsize=16)
+def _glob_matcher(extra: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(fnmatch.translate(g) for g in extra)) if extra else None
+
+
+def system_paths(
+    paths: Iterable[str], home: str = "", extra_ignore: Iterable[str] = ()
+) -> set[str]:
+    """Those of `paths` that are noise, not artifacts: see the module docstring for the rules.
+    `home` is the user's home dir ("" to skip those rules); `extra_ignore` are fnmatch globs
+    matched against the whole path (config `roar.ignore`, say).
+
+    Made for the many paths of a big run: the cheap first test is written inline, not called
+    a path, and only the few paths it lets through pay for the regexes."""
+    extra = tuple(extra_ignore)
+    globs = _glob_matcher(extra)
+    if globs is not None:
+        paths = list(paths)  # read twice: globs may match any path
+    starts = _noise_starts(home)
+    noise = {
+        p
+        for p in paths
+        if (
+            p.startswith(starts)
+            or "/lib" in p
+            or "/bin/" in p
+            or "/.git" in p
+            or "/__pycache__" in p
+            or p.endswith((".pyc", "/pyvenv.cfg"))
+        )
+        and _by_rules(p, home, extra)
+    }
+    if globs is not None:
+        noise.update(
+            p
+            for p in paths
+            if p not in noise
+            and globs.match(p) is not None
+            and not ("-packages" in p and SITE_ROOT.match(p))
+        )
+    return noise
+
+
+def _by_rules(path: str, home: str, extra: tuple[str, ...]) -> bool:
+    if SITE_ROOT.match(path):
+        return False  # a package file: the package list's business, see packages.py
+    if _ALWAYS_NOISE.search(path):
+        return True
+    return _noise_matcher(home, extra).match(path) is not None
+
+
+def is_system_path(path: str, home: str = "", extra_ignore: Iterable[str] = ()) -> bool:
+    """True when `path` is noise (`system_paths` of one path)."""
+    return bool(system_paths((path,), home, extra_ignore))
