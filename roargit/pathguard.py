@@ -26,6 +26,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from roargit.errors import RoarError
@@ -140,6 +141,22 @@ def check(
     if why:
         raise UnsafePath(path, source, why)
     return path[:-1] if path.endswith("/") and len(path) > 1 else path
+
+
+def rel_or_abs(path: str, root: str) -> str:
+    """How an absolute `path` is recorded: relative to the repository `root` when inside it
+    ("." for the root itself), absolute otherwise."""
+    if path == root:
+        return "."
+    if path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path
+
+
+def abs_path(recorded: str, root: Path) -> str:
+    """Where a recorded path lies: an absolute one as it is, a relative one under `root`.
+    Check an untrusted path (`check`) before writing to it."""
+    return recorded if recorded.startswith("/") else str(root / recorded)
 
 
 def join(folder: str, entry: str, source: Source | None = None) -> str:

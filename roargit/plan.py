@@ -182,7 +182,7 @@ class Locator:
         self._manifests: dict[str, list[Any] | None] = {}
 
     def abs_path(self, recorded: str) -> str:
-        return recorded if recorded.startswith("/") else str(self.paths.root / recorded)
+        return pathguard.abs_path(recorded, self.paths.root)
 
     def work_tree_has(self, recorded: str, digest: str) -> bool:
         path = self.abs_path(recorded)

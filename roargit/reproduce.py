@@ -108,8 +108,8 @@ def stores_for(paths: RepoPaths, settings: dict[str, Any] | None = None) -> list
     the stores of registered scopes fetched into this clone (registry.remote). S3 endpoints
     and credentials come from the environment (AWS_ENDPOINT_URL, …)."""
     from roargit import config
-    from roargit.capture import default_store_url, store_url
     from roargit.registry.remote import fetched_stores
+    from roargit.uploads import default_store_url, store_url
 
     settings = settings if settings is not None else config.read_all(paths)
     urls = [store_url(paths, settings), default_store_url(paths), *fetched_stores(paths)]
@@ -536,7 +536,7 @@ def layout(rec: RunRecord) -> list[str]:
 
 
 def _abs(root: Path, recorded: str) -> Path:
-    return Path(recorded) if recorded.startswith("/") else root / recorded.rstrip("/")
+    return Path(pathguard.abs_path(recorded.rstrip("/"), root))
 
 
 def _remember_folder(mat: Materialiser, wt: RepoPaths, recorded: str, digest: str) -> None:

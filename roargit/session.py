@@ -32,7 +32,6 @@ from typing import NamedTuple
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
 from roargit.records import RunId, RunRecord, SessionId, SessionRecord, StepIndex, paths_key
-from roargit.repo import RepoPaths
 
 STATE_FILE = "session.json"
 
@@ -198,17 +197,48 @@ def _skipped(warnings: list[str] | None, problem: Exception) -> None:
         warnings.append(line)
 
 
+# Process-local: a re-run (rerun.resolve) reads the session's index to find the step's
+# command, and numbering the run reads it again under the session lock; the ledger's tip names
+# its whole content, so while it has not moved the second read is the first one's answer.
+_KEPT: dict[tuple[str, str, str, str, frozenset[str]], tuple[list[StepRuns], list[str]]] = {}
+
+
 def load_index(
     ledger: Ledger,
     session_id: SessionId | None,
     popped: frozenset[str],
     warnings: list[str] | None = None,
+    *,
+    keep: bool = False,
 ) -> list[StepRuns]:
     """The session's steps from its index, build steps first, then by number. A run with no
     usable index entry (recorded before the index was kept) is read from its record; one
-    whose record cannot be used either is skipped, with a line in `warnings`."""
+    whose record cannot be used either is skipped, with a line in `warnings`. With `keep`,
+    the answer is kept for the next call in this process at the same ledger tip."""
     if session_id is None:
         return []
+    key = None
+    if keep or _KEPT:
+        tip = ledger.tip()
+        key = (str(ledger.paths.common_dir), ledger.ref, tip or "", session_id, popped)
+        kept = _KEPT.get(key)
+        if kept is not None:
+            if warnings is not None:
+                warnings.extend(w for w in kept[1] if w not in warnings)
+            return list(kept[0])
+    found: list[str] = []
+    steps = _read_index(ledger, session_id, popped, found)
+    if warnings is not None:
+        warnings.extend(w for w in found if w not in warnings)
+    if keep and key is not None:
+        _KEPT.clear()
+        _KEPT[key] = (steps, found)
+    return list(steps)
+
+
+def _read_index(
+    ledger: Ledger, session_id: SessionId, popped: frozenset[str], warnings: list[str]
+) -> list[StepRuns]:
     entries = [(rid, e) for rid, e in ledger.session_index(session_id) if rid not in popped]
     missing = [rid for rid, e in entries if e is None]
     rebuilt: dict[str, StepIndex] = {}
@@ -287,17 +317,6 @@ def _view(
             Step(me, run.step, run.kind, rid, run, state, tuple(dict.fromkeys(deps)), older)
         )
     return SessionView(session_id, tuple(steps))
-
-
-def rerun_of(paths: RepoPaths, kind: str, number: int) -> RunRecord:
-    """The current run of step (kind, number) of the active session: what `roar run @N`
-    runs again. Reads the session's index and that one record."""
-    ledger = Ledger(paths, fast_start=True)
-    state = read_state(paths.roar_dir)
-    for s in load_index(ledger, state.session_id, state.popped):
-        if s.kind == kind and s.number == number:
-            return ledger.run(s.current.run)
-    raise NoSuchStep(label(kind, number))
 
 
 NO_PATHS = paths_key(())

@@ -38,10 +38,6 @@ class Stale(NamedTuple):
     upstream: tuple[str, ...]  # the stale steps it depends on
 
 
-def _abs(recorded: str, root: Path) -> str:
-    return recorded if recorded.startswith("/") else str(root / recorded)
-
-
 def _blob_id(path: str, width: int) -> str | None:
     """The git blob id of the file at `path` now (None when it cannot be read)."""
     from roargit.ledger import blob_oid
@@ -73,12 +69,12 @@ def changed_inputs(
             elif f.kind == "dir":
                 dirs.append((i, f))
             else:
-                files.append((i, f, _abs(f.path, root)))
+                files.append((i, f, pathguard.abs_path(f.path, root)))
         for c in run.code.inputs:
             if pathguard.problem(c.path):
                 out[i].append(Change(c.path, "code", c.blob, None))
                 continue
-            now = _blob_id(_abs(c.path, root), len(c.blob))
+            now = _blob_id(pathguard.abs_path(c.path, root), len(c.blob))
             if now != c.blob:
                 out[i].append(Change(c.path, "code", c.blob, now))
     hashes = cache.hash_many([a for _i, _f, a in files], missing_ok=True, errors={})
@@ -88,7 +84,7 @@ def changed_inputs(
             out[i].append(Change(f.path, "data", f.hash, None if h is None else h.digest))
     known = folders.FolderCache(roar_dir)
     for i, f in dirs:
-        now = _folder_digest(_abs(f.path.rstrip("/"), root), f.hash, cache, known)
+        now = _folder_digest(pathguard.abs_path(f.path.rstrip("/"), root), f.hash, cache, known)
         if now != f.hash:
             out[i].append(Change(f.path, "data", f.hash, now))
     for changes in out:

@@ -32,7 +32,8 @@ def pop_step(paths: RepoPaths) -> PopResult:
     still hold the recorded bytes, and those bytes are in the local blob store."""
     from roargit import config
     from roargit.blobstore import BlobStore
-    from roargit.capture import abs_path, store_url
+    from roargit.pathguard import abs_path
+    from roargit.uploads import store_url
 
     roar_dir = ensure_roar_dir(paths)
     ledger = Ledger(paths)

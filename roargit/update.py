@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from roargit import session
+from roargit import pathguard, session
 from roargit.errors import RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
@@ -92,7 +92,7 @@ def plan(paths: RepoPaths, target: str | None = None, cwd: Path | None = None) -
         for s in stale:
             step = steps[s.label]
             run = step.run
-            where = Path(run.cwd) if run.cwd.startswith("/") else paths.root / run.cwd
+            where = Path(pathguard.abs_path(run.cwd, paths.root))
             out.append(
                 Planned(
                     s.label,

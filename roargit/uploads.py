@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import config, progress
+from roargit import config, pathguard, progress
 from roargit.blobstore import BlobStore, Limits, check_digest
 from roargit.errors import ConfigError, DigestMismatch
 from roargit.hashing import FileHash
@@ -587,7 +587,7 @@ def mark_not_stored(
         return refs
     by_path: dict[str, int] = {}
     for i, ref in enumerate(refs):
-        full = ref.path if ref.path.startswith("/") else str(root / ref.path)
+        full = pathguard.abs_path(ref.path, root)
         by_path[os.path.normpath(full)] = i
     counts: dict[int, list[str]] = {}
     for path, why in not_stored.items():

@@ -161,11 +161,9 @@ class Context:
         return Target(found[0][0], found[0][1])
 
     def _resolve_path(self, ref: str, candidate: Path) -> Target:
-        from roargit.capture import rel_or_abs
-
         root = str(self.paths.root)
         absolute = os.path.abspath(candidate)
-        recorded = rel_or_abs(absolute, root)
+        recorded = pathguard.rel_or_abs(absolute, root)
         if candidate.is_dir():
             # The folder as most recently recorded (by a run that wrote or read it whole):
             # hashing it afresh would mean a manifest of every file in it.
@@ -258,10 +256,8 @@ class Context:
         if path:
             paths.append(path)
         if size is None and path:
-            from roargit.capture import abs_path
-
             try:
-                size = os.path.getsize(abs_path(path, self.paths.root))
+                size = os.path.getsize(pathguard.abs_path(path, self.paths.root))
             except OSError:
                 size = None
         by_time = sorted(produced, key=lambda r: self.run(r).started_at)
@@ -471,15 +467,14 @@ class Context:
         return out
 
     def status(self) -> dict[str, Any]:
-        from roargit.capture import abs_path
-
         cache = HashCache(self.paths.roar_dir)
         outputs = []
         files: list[tuple[str, str, FileRef, str]] = []
+        root = self.paths.root
         for s in self.view.steps:
             for f in s.run.outputs:
                 if f.kind == "file":
-                    files.append((s.label, s.run_id, f, abs_path(f.path, self.paths.root)))
+                    files.append((s.label, s.run_id, f, pathguard.abs_path(f.path, root)))
         # A path that fails the gate (`../x`, into .git) is never read: it shows as missing.
         readable = [a for _l, _r, f, a in files if not pathguard.problem(f.path, absolute_ok=True)]
         hashes = cache.hash_many(readable, missing_ok=True)

@@ -13,11 +13,11 @@ import pytest
 from cli_helpers import git, roar
 
 from roargit.blobstore import BlobStore
-from roargit.capture import default_store_url
 from roargit.folders import ManifestEntry, encode_manifest
 from roargit.ledger import Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
 from roargit.repo import find_repo
+from roargit.uploads import default_store_url
 
 EVIL = b"attacker bytes\n"
 

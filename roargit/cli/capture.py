@@ -12,26 +12,6 @@ from roargit.cli import add_command
 from roargit.cli.output import emit_json, human_duration, human_size, say, short, warn
 
 
-def apply_overrides(argv: list[str], overrides: list[str]) -> list[str]:
-    """`--key=value` overrides replace the flag's value in argv (either spelling), or append."""
-    out = list(argv)
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        for i, tok in enumerate(out):
-            if tok == key and eq:
-                if i + 1 < len(out) and not out[i + 1].startswith("-"):
-                    out[i + 1] = value
-                else:
-                    out.insert(i + 1, value)
-                break
-            if tok.startswith(key + "=") or tok == item:
-                out[i] = item
-                break
-        else:
-            out.append(item)
-    return out
-
-
 def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
     from roargit.views import run_to_json
 
@@ -67,6 +47,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     from roargit.capture import NotRecorded, record_run
     from roargit.errors import RoarError
     from roargit.repo import find_repo
+    from roargit.rerun import resolve as resolve_rerun
     from roargit.stdio import STDERR, STDOUT, redirects
 
     command = list(args.command)
@@ -77,19 +58,11 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     paths = find_repo(Path.cwd())
     step = None
     cwd = Path.cwd()
-    from roargit.session import parse_label
-
-    parsed = parse_label(command[0])
-    if parsed is not None:
-        from roargit.session import rerun_of
-
-        step_kind, step = parsed
-        old = rerun_of(paths, step_kind, step)
-        if any("<redacted>" in a for a in old.argv):
-            warn(f"@{step}'s recorded command had secrets redacted; pass them again")
-        kind = step_kind
-        command = apply_overrides(list(old.argv), command[1:])
-        cwd = paths.root / old.cwd if not old.cwd.startswith("/") else Path(old.cwd)
+    again = resolve_rerun(paths, command)
+    if again is not None:
+        if again.redacted:
+            warn(f"{command[0]}'s recorded command had secrets redacted; pass them again")
+        command, cwd, kind, step = again.argv, again.cwd, again.kind, again.step
     streams = redirects()
     if args.json:  # roar's JSON follows the command's bytes on stdout: not its output alone
         streams = [s for s in streams if s.fd != STDOUT]

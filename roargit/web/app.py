@@ -107,8 +107,8 @@ def resolve(ctx: Context, text: str, local_files: bool = True) -> Target:
     candidate = Path(text) if os.path.isabs(text) else root / text
     if not candidate.is_file():
         return ctx.resolve(text, root)
-    from roargit.capture import rel_or_abs
     from roargit.hashing import hash_file
+    from roargit.pathguard import rel_or_abs
 
     recorded = rel_or_abs(os.path.abspath(candidate), str(root))
     digest = hash_file(candidate).digest
