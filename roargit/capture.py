@@ -35,6 +35,7 @@ from roargit.hashing import FileHash, HashCache
 from roargit.ledger import TMP_PREFIX, Entry, Ledger
 from roargit.machine import capture_environment, recorder
 from roargit.packages import packages_for_paths
+from roargit.pathguard import abs_path, rel_or_abs
 from roargit.records import (
     ArtifactId,
     CodeState,
@@ -52,7 +53,6 @@ from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.rules import system_paths
 from roargit.stdio import Redirect, with_redirects
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
-from roargit.uploads import default_store_url, store_url  # noqa: F401 - imported from here
 
 
 class RunOutcome(NamedTuple):
@@ -116,19 +116,6 @@ class Sorted(NamedTuple):
     executed: set[str]  # those of them the run executed (relative): code, whatever the name
     packages: dict[str, str]
     warnings: list[str]
-
-
-def rel_or_abs(path: str, root: str) -> str:
-    """Paths inside the repo are recorded relative to its root, others absolute."""
-    if path == root:
-        return "."
-    if path.startswith(root + "/"):
-        return path[len(root) + 1 :]
-    return path
-
-
-def abs_path(recorded: str, root: Path) -> str:
-    return recorded if recorded.startswith("/") else str(root / recorded)
 
 
 def _size(path: str) -> int:
