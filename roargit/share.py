@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from roargit import remote_ledgers
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
 from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, _jitter
@@ -487,7 +488,7 @@ def _merge_fetched(paths: RepoPaths, remote: str) -> list[str]:
     warnings = []
     ledger = Ledger(paths)
     try:
-        for synced in ledger.sync_remotes():
+        for synced in remote_ledgers.merge(paths, ledger):
             if synced.error:
                 warnings.append(f"the ledger of {synced.remote} was not merged: {synced.error}")
             elif synced.rejected:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import pathguard, session
+from roargit import pathguard, remote_ledgers, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger, RecordMissing
@@ -46,8 +46,9 @@ class Context:
         *,
         merge_fetched: bool = True,
     ) -> None:
-        """`merge_fetched=False`: only read (a long-lived reader such as `roar ui` serves the
-        ledger as it finds it; the command that started it merged once)."""
+        """`merge_fetched=False`: only read, even a remote tip not merged yet (a long-lived
+        reader such as `roar ui` serves the ledger as it finds it; the command that started
+        it merged once)."""
         self.paths = paths
         # Through the git CLI: a query reads tens to thousands of objects, ~30 µs each, which
         # costs less than pygit2's ~70 ms import (diff and plan still open pygit2 for blobs).
@@ -57,9 +58,9 @@ class Context:
         # handed to `on_warning` as it comes (the CLI prints it on stderr).
         self.warnings: list[str] = []
         self._on_warning = on_warning
-        # Fetched ledgers are merged here, before the first read, until fetching has a
-        # command of its own; the merge takes only well-formed entries (ledger_check).
-        for synced in self.ledger.sync_remotes() if merge_fetched else ():
+        # A remote ledger that a plain `git fetch` brought is merged by the first command that
+        # reads after it, once (remote_ledgers); the merge takes only well-formed entries.
+        for synced in remote_ledgers.merge_new(paths, self.ledger) if merge_fetched else ():
             n = len(synced.rejected)
             if synced.error:
                 self._warn(

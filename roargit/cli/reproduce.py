@@ -40,7 +40,7 @@ def _target(ref: str) -> tuple[Any, str, str | None]:
     from roargit.views import Context
 
     paths = find_repo(Path.cwd())
-    ctx = Context(paths, on_warning=warn)  # merges fetched remote ledgers first
+    ctx = Context(paths, on_warning=warn)  # merges a ledger a plain git fetch brought
     target = ctx.resolve(ref, Path.cwd())
     if target.kind != "artifact":
         raise NotAnArtifact(ref)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from roargit import remote_ledgers
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
 from roargit.registry import index
@@ -194,7 +195,7 @@ def fetch_scope(paths: RepoPaths, entry: IndexEntry, remote: str = SCOPE_REMOTE)
     warnings = []
     ledger = Ledger(paths)
     try:
-        for synced in ledger.sync_remotes():
+        for synced in remote_ledgers.merge(paths, ledger):
             if synced.error:
                 warnings.append(f"the lineage of {entry.scope} was not merged: {synced.error}")
             elif synced.rejected:
