@@ -27,7 +27,6 @@ import pygit2
 from roargit.diff_align import Lineage, Pairing, align, align_files, load_lineage, script_of
 from roargit.diff_argv import argv_changes
 from roargit.environment import Environment, changes
-from roargit.errors import RoarError
 from roargit.records import FileRef, RunRecord
 from roargit.session import label as step_label
 from roargit.views import Context, Target
@@ -41,10 +40,6 @@ CONFIG_SUFFIXES = frozenset(
 
 #: Hunks larger than this many lines are cut (the JSON says how many were left out).
 MAX_HUNK_LINES = 400
-
-
-class NotComparable(RoarError):
-    pass
 
 
 # -- the root-cause registry ------------------------------------------------------------------

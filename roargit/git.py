@@ -1,11 +1,11 @@
 """The one place roargit starts the user's `git` executable.
 
 `run_git` runs a command to completion; `spawn_git` starts one that a caller talks to over
-pipes (gitobjects.py: `cat-file --batch-command`, `fast-import`). git is used for what must
-behave exactly like the user's git — config, worktrees, network sync, where credential
-helpers, SSH config and hosting quirks have to work unchanged — and, where importing pygit2
-would cost more than the work (ledger.py's `fast_start`), for object reads and the ledger
-ref's compare-and-swap.
+pipes (gitobjects.py: `cat-file --batch-command`, and `fast-import` for bulk imports). git is
+used for what must behave exactly like the user's git — config, worktrees, network sync,
+where credential helpers, SSH config and hosting quirks have to work unchanged — and, where
+importing pygit2 would cost more than the work (ledger.py's `fast_start`), for object reads
+and the ledger ref's compare-and-swap.
 """
 
 from __future__ import annotations
@@ -42,10 +42,6 @@ def run_git(
     if check and proc.returncode != 0:
         raise GitFailed(cmd, proc.returncode, proc.stdout, proc.stderr)
     return proc
-
-
-def git_text(args: Sequence[str], cwd: Path) -> str:
-    return run_git(args, cwd).stdout.decode(errors="surrogateescape").strip()
 
 
 def spawn_git(args: Sequence[str], git_dir: Path) -> subprocess.Popen[bytes]:
