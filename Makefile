@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Commands the targets run find this venv's `roar` and `python` first; nobody else has to.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 # The measured total less a little: the floor only ever rises.
-COV_FLOOR := 40
+COV_FLOOR := 60
 COV_ARGS := --cov=roargit --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
 
 .PHONY: demo test quick lint typecheck unit bench docs clean
