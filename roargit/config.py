@@ -154,10 +154,6 @@ def parse_size(text: str) -> int:
         raise ConfigError(f"'{text}' is not a size (e.g. 500M, 2G)") from None
 
 
-def team_file(paths: RepoPaths) -> Path:
-    return paths.root / TEAM_FILE
-
-
 def parse_seconds(text: str, key: str) -> float:
     try:
         value = float(text.strip())

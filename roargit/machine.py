@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from roargit.environment import CpuInfo, Environment, GpuInfo, OsInfo, PythonInfo
 from roargit.packages import installed_version, read_text, same_file
 from roargit.records import Identity
-from roargit.redact import MARK, is_secret_name, redact_value
+from roargit.redact import redact_env
 
 
 def parse_os_release(text: str) -> str:
@@ -251,11 +251,7 @@ def select_env(env: Mapping[str, str], include: Iterable[str] = ()) -> dict[str,
     """The variables of `env` worth recording (the defaults plus `include` globs), redacted:
     secret-named ones get the marker, the rest lose secret-looking parts of their values."""
     wanted = _env_selector(tuple(include))
-    return {
-        name: MARK if is_secret_name(name) else redact_value(value)
-        for name, value in sorted(env.items())
-        if wanted(name)
-    }
+    return redact_env({name: value for name, value in sorted(env.items()) if wanted(name)})
 
 
 def capture_environment(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -129,15 +129,6 @@ def stale_steps(view: SessionView, root: Path, cache: HashCache, roar_dir: Path)
         if own or upstream or s.state == "stale":
             stale[s.label] = Stale(s.label, s.run_id, own, upstream)
     return list(stale.values())
-
-
-def downstream_closure(view: SessionView, labels: Iterable[str]) -> set[str]:
-    """`labels` and every step that depends on one of them, directly or not."""
-    found = set(labels)
-    for s in view.steps:
-        if any(d in found for d in s.depends_on):
-            found.add(s.label)
-    return found
 
 
 def upstream_closure(view: SessionView, step: Step) -> set[str]:
