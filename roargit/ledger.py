@@ -5,7 +5,10 @@ objects however long the history is:
 
     runs/ab/cd/<run id>                  the run record (blob)
     artifacts/ab/cd/<hash>/p.<run id>    that run produced the artifact (same blob)
-    artifacts/ab/cd/<hash>/c.<run id>    that run consumed it
+    artifacts/ab/cd/<hash>/c.<run id>    that run consumed it (ledgers written before input sets)
+    artifacts/ab/cd/<hash>/s.<set id>    the artifact is in that input set (the set's blob)
+    inputsets/ab/cd/<set id>/set         an input set: the artifact hashes some run read
+    inputsets/ab/cd/<set id>/c.<run id>  a run that read exactly that set (the run's blob)
     sessions/ab/<session id>/session     the session record
     sessions/ab/<session id>/cd/<run id> a run of that session
     sessions/ab/<session id>/cd/i.<run id>  its entry in the session's index (records.StepIndex)
@@ -14,6 +17,11 @@ objects however long the history is:
     folders/ab/<path key>/c.<run id>       of the recorded path), to find it from a file
     code/<tree id>                       a code state the runs saw (tree), kept reachable
     verifications/ab/cd/<run id>/<id>    a reproduction's verification of that run
+
+Consumers are filed by input set so that a run that reads what an earlier run read (the
+same 20,000 files, the fiftieth time) adds one `c.` entry under the set, not one under each
+artifact: an artifact's tree grows with the number of distinct sets that hold it, never with
+the number of runs that read it.
 
 Every name is derived from content, so two ledgers can only ever disagree by having different
 entries: merging is a union of trees and cannot conflict. The ref moves only by
@@ -140,6 +148,35 @@ def folder_key(path: str) -> str:
     from roargit.codec import record_id
 
     return record_id(path.rstrip("/").encode("utf-8", "surrogateescape"))
+
+
+def input_set(hashes: Iterable[str]) -> tuple[str, bytes] | None:
+    """(set id, bytes) of the input set of these artifact hashes: each once, sorted, each
+    followed by a newline; the id is BLAKE3 of the bytes. None for no hashes."""
+    from roargit.codec import record_id
+
+    unique = sorted(set(hashes))
+    if not unique:
+        return None
+    data = "".join(h + "\n" for h in unique).encode("ascii")
+    return record_id(data), data
+
+
+def read_input_set(data: bytes) -> list[str] | None:
+    """The hashes of an input set's bytes, or None when they are not one (each line 64
+    lowercase hex, strictly ascending, at least one)."""
+    if not data or len(data) % 65 or data[-1:] != b"\n":
+        return None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    hashes = text[:-1].split("\n")
+    if any(len(h) != 64 or h.strip("0123456789abcdef") for h in hashes):
+        return None
+    if any(a >= b for a, b in itertools.pairwise(hashes)):
+        return None
+    return hashes
 
 
 def blob_oid(data: bytes, width: int = 40) -> str:
@@ -619,12 +656,31 @@ class Ledger:
         return self._exists("artifacts", *fanout(digest), digest)
 
     def artifact_runs(self, digest: str) -> tuple[list[RunId], list[RunId]]:
-        """(runs that produced it, runs that consumed it)."""
+        """(runs that produced it, runs that consumed it): consumers filed under the artifact
+        itself (`c.`) and under each input set that holds it (`s.`), sorted by id."""
         produced: list[RunId] = []
-        consumed: list[RunId] = []
-        for name in self._names("artifacts", *fanout(digest), digest):
-            (produced if name[0] == "p" else consumed).append(RunId(name[2:]))
-        return produced, consumed
+        consumed: set[str] = set()
+        sets: list[tuple[str, ...]] = []
+        view = self._current()
+        if view is None:
+            return produced, []
+        for name in view.names(("artifacts", *fanout(digest), digest)):
+            tag, rest = name[:2], name[2:]
+            if tag == "p.":
+                produced.append(RunId(rest))
+            elif tag == "c.":
+                consumed.add(rest)
+            elif tag == "s." and _plain(rest):
+                sets.append(("inputsets", *fanout(rest), rest))
+        for names in view.names_many(sets):
+            consumed.update(n[2:] for n in names if n.startswith("c."))
+        return produced, [RunId(r) for r in sorted(consumed)]
+
+    def producers(self, digest: str) -> list[RunId]:
+        """The runs that produced an artifact (`artifact_runs`' first half, without reading
+        its consumers' input sets)."""
+        names = self._names("artifacts", *fanout(digest), digest)
+        return [RunId(n[2:]) for n in names if n.startswith("p.")]
 
     def folder_runs(self, path: str) -> tuple[list[RunId], list[RunId]]:
         """(runs that wrote, runs that read) the folder recorded at `path`."""
@@ -734,20 +790,38 @@ class Ledger:
     # -- writing ---------------------------------------------------------------------
 
     def entries_for_run(
-        self, run_id: str, data: bytes, record: RunRecord, index: bool = True
+        self,
+        run_id: str,
+        data: bytes,
+        record: RunRecord,
+        index: bool = True,
+        *,
+        set_filed: bool = False,
     ) -> list[Entry]:
-        """The entries of a run; without `index`, none under artifacts/ or folders/ (a
-        reproduction's run: it attests to the original, it is no producer of its bytes)."""
+        """The entries of a run; without `index`, none under artifacts/, inputsets/ or
+        folders/ (a reproduction's run: it attests to the original, it is no producer of its
+        bytes). With `set_filed`, the run's input set is in the ledger already (with its
+        `s.` entry under each artifact): only the run's own `c.` entry under it is added."""
         entries = [
             Entry(("runs", *fanout(run_id), run_id), data),
             Entry(("sessions", record.session[:2], record.session, run_id[:2], run_id), data),
             self.step_index_entry(run_id, record),
         ]
+        found = input_set(f.hash for f in record.inputs) if index else None
+        if found is not None:
+            set_id, set_data = found
+            where = ("inputsets", *fanout(set_id), set_id)
+            entries.append(Entry((*where, f"c.{run_id}"), data))
+            if not set_filed:
+                entries.append(Entry((*where, "set"), set_data))
+                for h in read_input_set(set_data) or ():
+                    entries.append(Entry(("artifacts", *fanout(h), h, f"s.{set_id}"), set_data))
         for tag, files in (("c", record.inputs), ("p", record.outputs)) if index else ():
             for f in files:
-                entries.append(
-                    Entry(("artifacts", *fanout(f.hash), f.hash, f"{tag}.{run_id}"), data)
-                )
+                if tag == "p":
+                    entries.append(
+                        Entry(("artifacts", *fanout(f.hash), f.hash, f"p.{run_id}"), data)
+                    )
                 if f.kind == "dir":
                     key = folder_key(f.path)
                     entries.append(Entry(("folders", key[:2], key, f"{tag}.{run_id}"), data))
@@ -759,9 +833,22 @@ class Ledger:
         self, record: RunRecord, extra: Sequence[Entry] = (), index: bool = True
     ) -> RunId:
         run_id, data = records.identify(record)
-        entries = self.entries_for_run(run_id, data, record, index)
+        filed = index and self._set_filed(record)
+        entries = self.entries_for_run(run_id, data, record, index, set_filed=filed)
         self.commit([*entries, *extra], f"run {run_id}")
         return RunId(run_id)
+
+    def _set_filed(self, record: RunRecord) -> bool:
+        """Whether the run's input set is in the ledger at its live tip. A set is only ever
+        there with its `s.` entry under every artifact it holds (written in one commit, and
+        a merge takes a fetched set only with all of them), and no commit removes entries."""
+        found = input_set(f.hash for f in record.inputs)
+        tip = self.tip()
+        if found is None or tip is None:
+            return False
+        set_id = found[0]
+        view = _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
+        return view.entry(("inputsets", *fanout(set_id), set_id, "set")) is not None
 
     def append_verification(self, record: records.VerificationRecord) -> str:
         vid, data = records.identify(record)

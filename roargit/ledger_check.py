@@ -33,7 +33,9 @@ from roargit.errors import RecordCorrupt, RecordTooNew
 if TYPE_CHECKING:
     import pygit2
 
-TOPS = frozenset({"artifacts", "code", "folders", "manifests", "runs", "sessions", "verifications"})
+TOPS = frozenset(
+    {"artifacts", "code", "folders", "inputsets", "manifests", "runs", "sessions", "verifications"}
+)
 TREE_MODE = 0o040000
 BLOB_MODES = frozenset({0o100644})
 QUARANTINE_DIR = "quarantine"
@@ -86,9 +88,10 @@ def decode_record(data: bytes, name: str, source: str | None) -> records.Record:
 # -- the shape of a ledger tree -----------------------------------------------------------
 
 # What a path holds: ("tree",), ("code",) a code tree kept whole, or ("blob", what, id, extra):
-# `what` is "run", "session" or "manifest"; `id` what the bytes must hash to; `extra` a
-# condition the decoded run must meet (("p"|"c", artifact hash) / ("session", id) /
-# ("folder p"|"folder c", key)).
+# `what` is "run", "session", "manifest", "step", "verification" or "set"; `id` what the
+# bytes must hash to; `extra` a condition the decoded run must meet (("p"|"c", artifact hash)
+# / ("session", id) / ("folder p"|"folder c", key) / ("set", set id)), or for a set, the
+# artifact it must hold (("member", hash)).
 Slot = tuple[Any, ...]
 
 
@@ -111,7 +114,21 @@ def expect(parts: tuple[str, ...]) -> Slot | str:
                 return ("tree",)
             return ("blob", "run" if top == "runs" else "manifest", name, None)
         if depth == 5 and top == "artifacts":
+            if name[:2] == "s." and is_hex(name[2:], 64):
+                return ("blob", "set", name[2:], ("member", parts[3]))
             return _index_slot(name, (name[:1], parts[3]))
+        return bad
+    if top == "inputsets":
+        # inputsets/ab/cd/<set id>/set, and /c.<run id> for each run that read that set.
+        if depth in (2, 3):
+            return ("tree",) if is_hex(name, 2) else bad
+        if depth == 4:
+            ok = is_hex(name, 64) and name[:2] == parts[1] and name[2:4] == parts[2]
+            return ("tree",) if ok else bad
+        if depth == 5 and name == "set":
+            return ("blob", "set", parts[3], None)
+        if depth == 5 and name[:2] == "c." and is_hex(name[2:], 64):
+            return ("blob", "run", name[2:], ("set", parts[3]))
         return bad
     if top == "verifications":
         # verifications/ab/cd/<run id>/<verification id>: the record must verify that run.
@@ -167,6 +184,7 @@ class _Checker:
         self.rejected: list[Rejected] = []
         self.added: list[str] = []
         self._seen: dict[Any, tuple[str, Any]] = {}  # blob oid -> (blake3, record | reason)
+        self._named: dict[str, str | None] = {}  # set id -> why its artifacts do not name it
 
     def reject(self, parts: tuple[str, ...], oid: Any, reason: str) -> None:
         self.rejected.append(Rejected("/".join(parts), str(oid), reason))
@@ -178,6 +196,8 @@ class _Checker:
             return "not a regular file entry where a record belongs"
         if what == "step":
             return self._step_problem(record_id, extra[1], entry)
+        if what == "set":
+            return self._set_problem(record_id, extra, entry)
         found = self._seen.get(entry.id)
         if found is None:
             found = self._seen[entry.id] = self._decode(what, record_id, bytes(entry.data))
@@ -224,6 +244,50 @@ class _Checker:
             return f"{name} does not match the run's record"
         return None
 
+    def _set_problem(self, set_id: str, extra: Any, entry: Any) -> str | None:
+        """Why an input set's blob may not stand: as the set itself, its bytes must hash to
+        its id and every artifact it holds must name it (`s.<set id>`, the same blob: a
+        writer that finds the set skips them, so a set must never stand without them); under
+        an artifact, it must be the set filed under inputsets/ and hold that artifact."""
+        name = f"input set {set_id[:12]}"
+        found = self._seen.get(entry.id)
+        if found is None:
+            found = self._seen[entry.id] = self._decode("set", set_id, bytes(entry.data))
+        digest, hashes = found
+        if digest != set_id:
+            return f"{name}: its content does not match its id"
+        if isinstance(hashes, str):
+            return hashes
+        if extra is not None:
+            if self._entry(f"inputsets/{set_id[:2]}/{set_id[2:4]}/{set_id}/set") != entry.id:
+                return f"{name} is not filed under inputsets/ with these bytes"
+            if extra[1] not in hashes:
+                return f"{name} does not hold artifact {extra[1][:12]}"
+        return self._set_named(set_id, entry.id, hashes)
+
+    def _set_named(self, set_id: str, oid: Any, hashes: frozenset[str]) -> str | None:
+        """Why not every artifact of the set names it (None: all do); once a set."""
+        if set_id not in self._named:
+            self._named[set_id] = None
+            for h in sorted(hashes):
+                if self._entry(f"artifacts/{h[:2]}/{h[2:4]}/{h}/s.{set_id}") != oid:
+                    self._named[set_id] = (
+                        f"input set {set_id[:12]}: artifact {h[:12]} does not name it"
+                    )
+                    break
+        return self._named[set_id]
+
+    def _entry(self, path: str) -> Any:
+        """The object id at `path` in the first root that has it."""
+        for root in self.roots:
+            if root is None:
+                continue
+            try:
+                return root[path].id
+            except KeyError:
+                continue
+        return None
+
     def _run_entry(self, run_id: str) -> Any:
         """The object id of `runs/ab/cd/<run id>` in the first root that has it (the local
         one wins a merge, so an index entry must agree with it)."""
@@ -243,6 +307,13 @@ class _Checker:
         digest = blake3_hex(data)
         if digest != record_id:
             return digest, None
+        if what == "set":
+            from roargit.ledger import read_input_set
+
+            hashes = read_input_set(data)
+            if hashes is None:
+                return digest, f"input set {record_id[:12]} is corrupt: not one hash a line, sorted"
+            return digest, frozenset(hashes)
         name = f"{what} {record_id[:12]}"
         try:
             if what == "manifest":
@@ -261,6 +332,13 @@ def _index_problem(run: Any, run_id: str, extra: tuple[str, str]) -> str | None:
     name = f"run {run_id[:12]}"
     if tag == "session":
         return None if run.session == value else f"{name} is not a run of session {value[:12]}"
+    if tag == "set":
+        from roargit.ledger import input_set
+
+        found = input_set(f.hash for f in run.inputs)
+        if found is not None and found[0] == value:
+            return None
+        return f"{name} did not read exactly input set {value[:12]}"
     if tag in ("p", "c"):
         files = run.outputs if tag == "p" else run.inputs
         if any(f.hash == value for f in files):

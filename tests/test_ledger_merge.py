@@ -236,6 +236,7 @@ def test_misshapen_entries_are_quarantined(pair: Pair) -> None:
     }
     assert git(pair.victim, "ls-tree", "--name-only", LEDGER_REF).split() == [
         "artifacts",
+        "inputsets",
         "runs",
         "sessions",
     ]
