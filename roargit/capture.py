@@ -24,9 +24,9 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from roargit import codestate, config, folders, progress, session, uploads
+from roargit import codestate, config, folders, progress, session
 from roargit.clone import clone_id
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git
@@ -54,6 +54,9 @@ from roargit.rules import system_paths
 from roargit.stdio import Redirect, with_redirects
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
 
+if TYPE_CHECKING:
+    from roargit.uploads import Stored
+
 
 class RunOutcome(NamedTuple):
     run_id: RunId
@@ -65,6 +68,9 @@ class RunOutcome(NamedTuple):
     # SIGTERM or SIGHUP that reached roar during the run (the command got it, and the run is
     # "terminated" if it came while the command ran): roar then exits with 128 + it.
     signal: int | None = None
+    # The settings the run was recorded with: what runs after it (the post-run hook) reads
+    # them here instead of starting another `git config`.
+    settings: Mapping[str, config.Value] | None = None
 
 
 class NotRecorded(RoarError):
@@ -591,7 +597,7 @@ def _trace_and_record(
     inputs = []
     for ref in _file_refs(in_paths, hashes, root):
         # A code file is an input artifact only when some run is known to have made it.
-        if ref.path not in in_code or ledger.artifact_runs(ref.hash)[0]:
+        if ref.path not in in_code or ledger.producers(ref.hash):
             inputs.append(ref)
     outputs = _file_refs(out_paths, hashes, root)
 
@@ -626,11 +632,19 @@ def _trace_and_record(
     # which outputs' bytes are in no store (a failing store never costs the record: the
     # failure is queued, bounded in time by the store's limits).
     team_store = bool(settings["roar.store.url"].value)
-    stored_to = _store_run_files(
-        paths, settings, ledger, out_paths, hashes, out_folder_hashes, inputs, team_store, warnings
-    )
-    outputs = uploads.mark_not_stored(outputs, stored_to.not_stored, paths.root)
-    out_dirs = uploads.mark_not_stored(out_dirs, stored_to.not_stored, paths.root)
+    stored, store_failed = 0, False
+    if out_paths or out_folder_hashes or (team_store and inputs):
+        # Loaded only when there is something to store (a run that wrote nothing, like most
+        # checks, pays no import for it).
+        from roargit import uploads
+
+        stored_to = _store_run_files(
+            paths, settings, ledger, out_paths, hashes, out_folder_hashes, inputs, team_store,
+            warnings,
+        )  # fmt: skip
+        outputs = uploads.mark_not_stored(outputs, stored_to.not_stored, paths.root)
+        out_dirs = uploads.mark_not_stored(out_dirs, stored_to.not_stored, paths.root)
+        stored, store_failed = stored_to.stored, stored_to.failure is not None
 
     # Numbering the step and appending its run happen under the session lock, so that
     # concurrent runs in one clone never take the same step number.
@@ -683,13 +697,20 @@ def _trace_and_record(
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id
-    stored = stored_to.stored
-    if stored and stored_to.failure is None:
+    if stored and not store_failed:
+        from roargit import uploads
+
         # The store took this run's bytes: a good moment to send what earlier runs queued.
         uploads.drain_quietly(paths, settings, uploads.store_url(paths, settings), warnings)
     superseded = (previous.current.run, *previous.superseded) if previous else ()
     return RunOutcome(
-        run_id, record, session.label(kind, step), tuple(warnings), superseded, stored
+        run_id,
+        record,
+        session.label(kind, step),
+        tuple(warnings),
+        superseded,
+        stored,
+        settings=settings,
     )
 
 
@@ -703,7 +724,7 @@ def _store_run_files(
     inputs: list[FileRef],
     team_store: bool,
     warnings: list[str],
-) -> uploads.Stored:
+) -> Stored:
     """Outputs go to the store; with a team store, source data read from the work tree goes
     there too, so that a clone can reproduce from it (docs/reproduce.md). The local default
     store does not copy sources: they are already on this disk."""
@@ -714,8 +735,10 @@ def _store_run_files(
         for f in inputs:
             if f.path.startswith("/") or is_secret_path(f.path):  # .env & co: hash only
                 continue
-            if not ledger.artifact_runs(f.hash)[0]:
+            if not ledger.producers(f.hash):
                 path = abs_path(f.path, paths.root)
                 if path in hashes:
                     sources[path] = hashes[path]
+    from roargit import uploads
+
     return uploads.store_files(paths, settings, outputs, sources, warnings)

@@ -36,7 +36,6 @@ import contextlib
 import errno
 import gc
 import os
-import sqlite3
 import stat as stat_mod
 import struct
 import sys
@@ -44,13 +43,16 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union
 
 from blake3 import blake3
 
 from roargit import bigfile
 from roargit.bigfile import CHUNK
 from roargit.errors import FileChanged
+
+if TYPE_CHECKING:
+    import sqlite3
 
 StrPath = Union[str, "os.PathLike[str]"]
 P = TypeVar("P", bound="str | os.PathLike[str]")
@@ -435,6 +437,8 @@ class HashCache:
     # -- the database --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3  # on first use: a run that hashes nothing never loads it
+
         if self._db is not None and self._pid == os.getpid():
             return self._db
         # A connection inherited across fork must not be used by the child.
@@ -450,6 +454,8 @@ class HashCache:
         return db
 
     def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
         # the lock up front (honouring the busy timeout) instead of failing on upgrade.
@@ -491,6 +497,8 @@ class HashCache:
 
         Derived state: a broken cache costs a re-hash, never the run.
         """
+        import sqlite3
+
         self.stats.cache_errors += 1
         self.close()
         if isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc):
@@ -501,6 +509,8 @@ class HashCache:
         """Cached (stat key, digest) for those of `abspaths` the database knows."""
         if not abspaths:
             return {}
+        import sqlite3
+
         try:
             db = self._connect()
             db.execute("BEGIN")  # one read snapshot across all queries
@@ -518,6 +528,8 @@ class HashCache:
     def _insert(self, rows: list[tuple[str, bytes, bytes]]) -> None:
         if not rows:
             return
+        import sqlite3
+
         try:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")

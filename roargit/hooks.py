@@ -412,7 +412,8 @@ def after_run(paths: RepoPaths, outcome: Any) -> str | None:
     from roargit import config
 
     try:
-        command = config.read_all(paths)["roar.hooks.postrun"].value
+        settings = getattr(outcome, "settings", None) or config.read_all(paths)
+        command = settings["roar.hooks.postrun"].value
     except RoarError as exc:
         return f"post-run hook not run: {exc}"
     if not command.strip():
