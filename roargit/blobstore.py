@@ -37,6 +37,7 @@ from typing import IO, Any, NamedTuple, Protocol, Union
 from blake3 import blake3
 
 from roargit.errors import BlobCorrupt, BlobMissing, DigestMismatch
+from roargit.hashing import hash_file
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -130,8 +131,6 @@ class BlobStore:
         does not match `digest` raises `DigestMismatch` with nothing stored.
         """
         if digest is None:
-            from roargit.hashing import hash_file
-
             # The name must be known before the upload starts; a file that changes between
             # this hash and the upload is caught by the streaming check below.
             digest = hash_file(path).digest

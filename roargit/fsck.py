@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from roargit import ledger_check
+from roargit.blobstore import remove_blob
 from roargit.errors import BlobMissing, RoarError
+from roargit.hashing import hash_file
 from roargit.ledger import LEDGER_REF, Ledger, fanout, remote_name
+from roargit.pathguard import UnsafePath
+from roargit.pathguard import check as check_path
 from roargit.records import RunRecord
 from roargit.repo import RepoPaths
 
@@ -159,7 +163,6 @@ def _check_store(store: BlobStore, problems: list[Problem]) -> int:
 
 def repair(paths: RepoPaths, stores: Sequence[BlobStore], report: Report) -> list[Repair]:
     """Fix what can be fixed of `report` (see the module docstring); what was done."""
-    from roargit.blobstore import remove_blob
 
     done: list[Repair] = []
     rebuilt = rebuild_origins(paths)
@@ -196,7 +199,6 @@ def _intact_copy(
     paths: RepoPaths, stores: Sequence[BlobStore], broken: BlobStore, digest: str
 ) -> BlobStore | Path | None:
     """Another store holding the blob intact, or a work-tree file with its bytes; None."""
-    from roargit.hashing import hash_file
 
     for other in stores:
         try:
@@ -228,7 +230,6 @@ def _copy(paths: RepoPaths, source: BlobStore, dest: BlobStore, digest: str) -> 
 
 def _recorded_paths(paths: RepoPaths, digest: str) -> list[Path]:
     """Work-tree files the artifact was recorded under (inside the repository only)."""
-    from roargit.pathguard import UnsafePath, check
 
     ledger = Ledger(paths, fast_start=True)
     try:
@@ -241,7 +242,7 @@ def _recorded_paths(paths: RepoPaths, digest: str) -> list[Path]:
                 if f.hash != digest or f.kind != "file":
                     continue
                 try:
-                    rel = check(f.path)
+                    rel = check_path(f.path)
                 except UnsafePath:
                     continue
                 path = paths.root / rel

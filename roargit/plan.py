@@ -32,11 +32,13 @@ from typing import Any
 from roargit import pathguard, session
 from roargit.environment import Environment, changes
 from roargit.errors import RecordCorrupt, RoarError
-from roargit.hashing import HashCache
+from roargit.folders import decode_manifest
+from roargit.hashing import HashCache, hash_bytes
 from roargit.ledger import Ledger
 from roargit.machine import this_machine
 from roargit.records import ArtifactId, FileRef, RunId, RunRecord, SessionId
 from roargit.repo import RepoPaths
+from roargit.views import choose_producer
 
 SOURCES = ("code", "worktree", "store", "step", "missing")
 
@@ -205,8 +207,6 @@ class Locator:
         return self._tree_hash[key] == digest
 
     def manifest(self, digest: str) -> list[Any] | None:
-        from roargit.folders import decode_manifest
-
         if digest not in self._manifests:
             data = self.ledger.manifest(digest)
             entries = (
@@ -253,8 +253,6 @@ class Locator:
 def _tree_blob_hash(repo: Any, tree_id: str, recorded: str) -> str | None:
     import pygit2
 
-    from roargit.hashing import hash_bytes
-
     try:
         tree = repo[tree_id].peel(pygit2.Tree)
         entry = tree[recorded]
@@ -287,7 +285,6 @@ class Planner:
     ) -> RunId | None:
         """The run to regenerate these bytes with: the one whose write `reader` read at
         `path` (views.choose_producer), or for the target the newest that made them."""
-        from roargit.views import choose_producer
 
         if digest not in self._producers:
             self._producers[digest] = self.ledger.artifact_runs(digest)[0]

@@ -32,14 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from roargit import pathguard, progress
+from roargit import config, pathguard, progress
 from roargit.blobstore import BlobStore
+from roargit.capture import record_run
+from roargit.clone import clone_id
 from roargit.errors import BlobCorrupt, BlobMissing, RoarError
+from roargit.folders import decode_manifest
 from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
 from roargit.pathguard import Root, Source, escape
-from roargit.plan import Plan, PlanStep, location
+from roargit.plan import Locator, Plan, Planner, PlanStep, location
 from roargit.records import (
     ArtifactId,
     FileRef,
@@ -52,6 +55,7 @@ from roargit.records import (
     VerifiedOutput,
 )
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
+from roargit.uploads import default_store_url, store_url
 
 WORKTREES = "worktrees"
 
@@ -107,9 +111,8 @@ def stores_for(paths: RepoPaths, settings: dict[str, Any] | None = None) -> list
     """The configured store (`roar.store.url`), the local one under `.git/roar/blobs`, and
     the stores of registered scopes fetched into this clone (registry.remote). S3 endpoints
     and credentials come from the environment (AWS_ENDPOINT_URL, …)."""
-    from roargit import config
+    # registry.remote imports this module (DestinationExists).
     from roargit.registry.remote import fetched_stores
-    from roargit.uploads import default_store_url, store_url
 
     settings = settings if settings is not None else config.read_all(paths)
     urls = [store_url(paths, settings), default_store_url(paths), *fetched_stores(paths)]
@@ -309,7 +312,6 @@ class Materialiser:
     def manifest(self, digest: str, folder: str, root: Root) -> list[tuple[Any, str]]:
         """A folder artifact's entries, each with its path below `root` (`folder/entry`),
         every one checked and pre-flighted before any is written."""
-        from roargit.folders import decode_manifest
 
         data = self.ledger.manifest(digest)
         if data is None:
@@ -338,8 +340,6 @@ def execute(
     env: dict[str, str] | None = None,
 ) -> Report:
     """Run `plan` in an isolated worktree; see the module docstring."""
-    from roargit.capture import record_run
-    from roargit.clone import clone_id
 
     if not plan.ok:
         raise PlanIncomplete(plan)
@@ -540,8 +540,6 @@ def _abs(root: Path, recorded: str) -> Path:
 
 
 def _remember_folder(mat: Materialiser, wt: RepoPaths, recorded: str, digest: str) -> None:
-    from roargit.folders import decode_manifest
-
     data = Ledger(wt).manifest(digest)
     if data is None:
         return
@@ -584,7 +582,6 @@ def get_artifact(
     The recorded path, and every entry of a folder's manifest, pass pathguard before
     anything is written; the writes never follow a symbolic link below the repository (or
     below the folder `dest` names)."""
-    from roargit.plan import Locator, Planner
 
     ledger = Ledger(paths)
     cache = HashCache(ensure_roar_dir(paths))
@@ -643,7 +640,6 @@ def _get_file(
 def _get_folder(
     mat: Materialiser, digest: str, base: Path, folder: str, source: Source | None, force: bool
 ) -> GetResult:
-    from roargit.folders import decode_manifest
 
     data = mat.ledger.manifest(digest)
     if data is None:

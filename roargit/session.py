@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
+from roargit.ledger_check import printable
 from roargit.records import RunId, RunRecord, SessionId, SessionRecord, StepIndex, paths_key
 
 STATE_FILE = "session.json"
@@ -190,7 +191,6 @@ class StepRuns(NamedTuple):
 def _skipped(warnings: list[str] | None, problem: Exception) -> None:
     if warnings is None:
         return
-    from roargit.ledger_check import printable
 
     line = printable(f"{problem} (skipped)")
     if line not in warnings:

@@ -29,9 +29,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import remote_ledgers
+from roargit import config, remote_ledgers
+from roargit.blobstore import BlobStore
+from roargit.clone import configure_remote, fetch_refspecs
 from roargit.errors import GitFailed, RoarError
+from roargit.folders import decode_manifest
 from roargit.git import run_git
+from roargit.hashing import HashCache
 from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, _jitter
 from roargit.records import RunRecord
 from roargit.redact import MARK, is_secret_path
@@ -117,7 +121,6 @@ def resolve_remote(
 
 def ensure_refspecs(paths: RepoPaths, remote: str, cfg: dict[str, list[str]] | None = None) -> bool:
     """Set up fetching for a remote added after `roar init` (clone.configure_remote)."""
-    from roargit.clone import configure_remote
 
     have = None if cfg is None else set(cfg.get(f"remote.{remote}.fetch", []))
     return configure_remote(paths, remote, have)
@@ -249,7 +252,6 @@ def referenced_blobs(
 ) -> dict[str, tuple[int, str]]:
     """{digest: (size, path)} of every file the runs read or wrote; a folder artifact stands
     for the files its manifest lists."""
-    from roargit.folders import decode_manifest
 
     found: dict[str, tuple[int, str]] = {}
     for _rid, rec in runs:
@@ -279,8 +281,6 @@ def plan_blobs(
 ) -> BlobPlan:
     """Which of `wanted` the store lacks, and where on this machine each one's bytes are."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from roargit.hashing import HashCache
 
     digests = list(wanted)
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -477,8 +477,6 @@ class Fetched(NamedTuple):
 
 
 def _git_fetch(paths: RepoPaths, remote: str) -> None:
-    from roargit.clone import fetch_refspecs
-
     run_git(["fetch", "--quiet", "--no-tags", remote, *fetch_refspecs(remote)], paths.root)
 
 
@@ -558,8 +556,6 @@ class PushReport(NamedTuple):
 
 
 def _team_store(paths: RepoPaths, settings: Mapping[str, Any]) -> tuple[Any, Any] | None:
-    from roargit.blobstore import BlobStore
-
     url = settings["roar.store.url"].value
     local = f"file://{paths.roar_dir / 'blobs'}"  # capture.default_store_url
     if not url or url.rstrip("/") == local.rstrip("/"):
@@ -708,7 +704,6 @@ def push(
 ) -> PushReport:
     """Send this clone's lineage to `remote` and the bytes it names to the team store (see
     the module docstring). With `dry_run`, only say what would go."""
-    from roargit import config
 
     cfg = git_config(paths)
     name = resolve_remote(paths, remote, cfg)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from roargit import folders, pathguard
 from roargit.hashing import HashCache
+from roargit.ledger import blob_oid
 from roargit.records import FileRef, RunRecord
 from roargit.session import SessionView, Step
 
@@ -40,7 +41,6 @@ class Stale(NamedTuple):
 
 def _blob_id(path: str, width: int) -> str | None:
     """The git blob id of the file at `path` now (None when it cannot be read)."""
-    from roargit.ledger import blob_oid
 
     try:
         if os.path.islink(path):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from roargit import session
+from roargit import config, session
+from roargit.blobstore import BlobStore
 from roargit.clone import clone_id
 from roargit.errors import RoarError
 from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
+from roargit.pathguard import abs_path
 from roargit.records import RunId, SessionId
 from roargit.repo import RepoPaths, ensure_roar_dir
+from roargit.uploads import store_url
 
 
 class EmptySession(RoarError):
@@ -30,10 +33,6 @@ class PopResult(NamedTuple):
 def pop_step(paths: RepoPaths) -> PopResult:
     """Drop the highest-numbered step. Its outputs are deleted only when they are untracked,
     still hold the recorded bytes, and those bytes are in the local blob store."""
-    from roargit import config
-    from roargit.blobstore import BlobStore
-    from roargit.pathguard import abs_path
-    from roargit.uploads import store_url
 
     roar_dir = ensure_roar_dir(paths)
     ledger = Ledger(paths)

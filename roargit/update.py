@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from roargit import pathguard, session
+from roargit.capture import record_run
 from roargit.errors import RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
@@ -124,7 +125,6 @@ def run(
 ) -> Iterator[Done]:
     """Run the planned steps in order, each as the same step under `roar run`; `announce`
     is told each step and what changed just before it runs. Stops after a failed step."""
-    from roargit.capture import record_run
 
     check(planned)
     cache = HashCache(paths.roar_dir)

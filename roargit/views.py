@@ -14,10 +14,13 @@ from typing import Any, NamedTuple
 
 from roargit import pathguard, remote_ledgers, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
+from roargit.folders import decode_manifest_rows
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger, RecordMissing
+from roargit.ledger_check import printable
 from roargit.records import FileRef, RunId, RunRecord, VerificationRecord
 from roargit.repo import RepoPaths
+from roargit.staleness import stale_steps
 
 MIN_PREFIX = 6
 HEX = frozenset("0123456789abcdef")
@@ -93,8 +96,6 @@ class Context:
         return self._view
 
     def _warn(self, text: str) -> None:
-        from roargit.ledger_check import printable
-
         line = printable(text)
         if line not in self.warnings:
             self.warnings.append(line)
@@ -201,7 +202,6 @@ class Context:
     def _manifest_files(self, digest: str) -> dict[str, str]:
         """{relative path: hash} of a folder artifact's manifest, decoded once per command
         (a manifest may list 100,000 files, and several runs share one)."""
-        from roargit.folders import decode_manifest_rows
 
         files = self._manifests.get(digest)
         if files is None:
@@ -425,8 +425,6 @@ class Context:
         """{label: staleness.Stale} of the session's stale steps, worked out once a command
         (their inputs hashed through the stat-keyed cache: unchanged files are not read)."""
         if self._stale is None:
-            from roargit.staleness import stale_steps
-
             root, roar_dir = self.paths.root, self.paths.roar_dir
             found = stale_steps(self.view, root, HashCache(roar_dir), roar_dir)
             self._stale = {s.label: s for s in found}

@@ -36,6 +36,9 @@ from typing import Any, NamedTuple
 from roargit import codec
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
+from roargit.gitobjects import ObjectReader
+from roargit.ledger import _jitter
+from roargit.registry.scope import check_name, valid_scope_name
 
 INDEX_PREFIX = "refs/roar/index/"
 CONFIG_REF = "refs/roar/config"
@@ -122,7 +125,6 @@ def _text(value: Any, field: str, name: str) -> str:
 
 def decode_entry(data: bytes, digest: str) -> IndexEntry:
     """The entry stored under `digest`, checked (index entries come from the network)."""
-    from roargit.registry.scope import valid_scope_name
 
     name = f"index entry {digest[:12]}"
     body = codec.decode(data, name)
@@ -223,8 +225,6 @@ def _tree_rows(work: Path, commit: str) -> list[tuple[str, str, str, str]]:
 
 
 def _read_blobs(work: Path, oids: Sequence[str]) -> list[bytes | None]:
-    from roargit.gitobjects import ObjectReader
-
     reader = ObjectReader(work)
     try:
         objs = reader.read_many(list(oids))
@@ -267,7 +267,6 @@ class Added(NamedTuple):
 def add(work: Path, url: str, entry: IndexEntry) -> Added:
     """Add `entry` to the registry's index (compare-and-swap on its shard, retried). A hash
     already registered keeps its first entry: registering again changes nothing."""
-    from roargit.ledger import _jitter
 
     ref = shard_ref(entry.hash)
     data = encode_entry(entry)
@@ -339,7 +338,6 @@ def settings_commit(work: Path, text: str) -> str:
 
 def settings_text(repo: str, store: str, scopes: Sequence[str], web: str | None) -> str:
     """registry.conf for these scope templates (`{scope}` stands for owner/project)."""
-    from roargit.registry.scope import check_name
 
     for value in (repo, store, web or ""):
         if not value.isprintable():

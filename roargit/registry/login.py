@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 
 from roargit.errors import ConfigError, RoarError
 from roargit.git import run_git
-from roargit.registry.index import NO_PROMPT
+from roargit.registry.index import (
+    CONFIG_REF,
+    NO_PROMPT,
+    AccessDenied,
+    RegistryUnreachable,
+    _git,
+    fetch_ref,
+)
 
 TIMEOUT = 10.0
 
@@ -134,8 +141,6 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read(1 << 20)
     except (urllib.error.URLError, OSError) as exc:
-        from roargit.registry.index import RegistryUnreachable
-
         raise RegistryUnreachable(url, str(getattr(exc, "reason", exc))) from None
     try:
         return status, json.loads(body) if body else None
@@ -159,7 +164,6 @@ def whoami(cwd: Path, registry: Registry) -> Identity | None:
             return Identity(name, "token") if name.isprintable() and name else None
         if status in (401, 403):
             return None
-        from roargit.registry.index import RegistryUnreachable
 
         raise RegistryUnreachable(registry.api, f"/whoami answered {status}")
     name = _config_get(cwd, "user.email") or _config_get(cwd, "user.name")
@@ -178,7 +182,6 @@ class Checked(NamedTuple):
 def can_write(work: Path, url: str) -> tuple[bool, str]:
     """Whether git may push to `url`, asked without changing it (`git push --dry-run`: the
     server checks the credentials when it is asked for receive-pack's refs)."""
-    from roargit.registry.index import _git
 
     tree = _git(work, ["hash-object", "-t", "tree", "-w", "--stdin"], input=b"").stdout
     commit = _git(work, ["commit-tree", tree.decode().strip(), "-m", "login check"]).stdout
@@ -195,7 +198,6 @@ def can_write(work: Path, url: str) -> tuple[bool, str]:
 
 def check(cwd: Path, work: Path, registry: Registry, scope_repo: tuple[str, str] | None) -> Checked:
     """Can this user read the registry's index, and write the scope `(name, repo URL)`?"""
-    from roargit.registry.index import CONFIG_REF, AccessDenied, RegistryUnreachable, fetch_ref
 
     problems: list[str] = []
     identity = whoami(cwd, registry)

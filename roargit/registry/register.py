@@ -29,15 +29,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from roargit import config, records
+from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
 from roargit.ledger import Entry, Ledger, _jitter, fanout
+from roargit.plan import NotProduced
 from roargit.records import RunRecord, SessionRecord
 from roargit.registry import index
-from roargit.registry.index import IndexEntry
+from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
 from roargit.registry.scope import PRIVATE, NoScope, PrivateScope, Scope
 from roargit.repo import RepoPaths
-from roargit.share import BlobPlan, Flag, Snapshot, Uploaded
+from roargit.share import (
+    KEEP_FANIN,
+    BlobPlan,
+    Flag,
+    Snapshot,
+    Uploaded,
+    _is_ancestor,
+    _keep_commit,
+    _snapshots,
+    _swap_ref,
+    added_code_trees,
+    plan_blobs,
+    referenced_blobs,
+    sensitive,
+    unkept_commits,
+)
+from roargit.share import upload as put_all
+from roargit.uploads import default_store_url, store_url
 
 REF_PREFIX = "refs/roar/registry/"
 MAX_PUSH_ATTEMPTS = 16
@@ -100,7 +120,6 @@ def require_shared(scope_name: str | None) -> str:
 
 def closure(ctx: Any, target: Any) -> Closure:
     """What artifact `target` (views.Target) needs, read through a views.Context."""
-    from roargit.plan import NotProduced
 
     if target.kind != "artifact":
         raise NotRegistrable(target.id)
@@ -160,8 +179,6 @@ def _source_data(ctx: Any, target: Any, not_produced: Any) -> Closure:
 
 
 def ledger_entries(ledger: Ledger, found: Closure) -> list[Entry]:
-    from roargit import records
-
     entries: list[Entry] = []
     for rid, rec in found.runs:
         _id, data = records.identify(rec)
@@ -184,9 +201,6 @@ def plan_bytes(
 ) -> BlobPlan:
     """Which of the closure's blobs the scope's store lacks, and where each one's bytes are
     (the local store, the work tree, or the team store, whose bytes are copied through)."""
-    from roargit.blobstore import BlobStore
-    from roargit.share import plan_blobs, referenced_blobs
-    from roargit.uploads import default_store_url
 
     wanted = referenced_blobs(found.runs, ledger.manifest)
     if not found.runs:  # source data: its own bytes
@@ -206,8 +220,6 @@ def upload(
 ) -> Uploaded:
     """share.upload, with blobs that only the team store holds fetched through a temporary
     file under .git/roar/tmp (verified on the way in and on the way out)."""
-    from roargit.blobstore import BlobStore
-    from roargit.share import upload as put_all
 
     store = BlobStore(scope.store)
     direct = [b for b in plan.to_upload if not b.source.startswith("store:")]
@@ -243,7 +255,6 @@ def _rev(paths: RepoPaths, ref: str) -> str | None:
 def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
     """Make `ref` reach `commits` (compare-and-swap, retried), as share.keep_commits does for
     refs/roar/commits; its tip (None when there is nothing to keep)."""
-    from roargit.share import KEEP_FANIN, _keep_commit, _swap_ref, unkept_commits
 
     for _ in range(50):
         old = _rev(paths, ref)
@@ -262,8 +273,6 @@ def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
 
 
 def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
-    from roargit.share import _is_ancestor, _keep_commit, _swap_ref
-
     for _ in range(50):
         ours = _rev(paths, ref)
         if ours is not None and (ours == theirs or _is_ancestor(paths, theirs, ours)):
@@ -279,7 +288,6 @@ def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
 
 def _push(paths: RepoPaths, url: str, refs: dict[str, str]) -> tuple[bool, bool, str]:
     """(accepted, nothing changed, why not)."""
-    from roargit.registry.index import NO_PROMPT, AccessDenied, _denied
 
     specs = [f"{local}:{remote}" for remote, local in refs.items()]
     proc = run_git(
@@ -298,7 +306,6 @@ def _push(paths: RepoPaths, url: str, refs: dict[str, str]) -> tuple[bool, bool,
 
 def _fetch_theirs(paths: RepoPaths, url: str, scope: Scope) -> dict[str, str]:
     """The scope repository's ledger and keep ref, fetched to scratch refs: {name: commit}."""
-    from roargit.registry.index import NO_PROMPT
 
     base = f"refs/roar/tmp/registry-{os.getpid()}"
     specs = [f"+refs/roar/ledger:{base}-ledger", f"+refs/roar/commits:{base}-commits"]
@@ -378,8 +385,6 @@ def register(
     returned when it declines. `existing(hash)` looks the hash up in the index (None: ask
     only when publishing); a hash registered in another scope first is left as it is.
     `web`: a link to the artifact on the registry's web page, for the report."""
-    from roargit import config
-    from roargit.share import _snapshots, added_code_trees, sensitive
 
     found = closure(ctx, target)
     settings = config.read_all(paths)
@@ -423,8 +428,5 @@ def register(
 
 
 def _team_store(paths: RepoPaths, settings: Any) -> Any | None:
-    from roargit.blobstore import BlobStore
-    from roargit.uploads import default_store_url, store_url
-
     url = store_url(paths, settings)
     return None if url == default_store_url(paths) else BlobStore(url)

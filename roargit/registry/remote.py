@@ -19,14 +19,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from roargit import remote_ledgers
+from roargit import codec, remote_ledgers
+from roargit.blobstore import BlobStore
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
+from roargit.ledger import Ledger
 from roargit.registry import index
-from roargit.registry.index import AccessDenied, IndexEntry
-from roargit.registry.login import Registry
+from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
+from roargit.registry.login import NotLoggedIn, Registry, configured, credential, http_get
 from roargit.registry.scope import valid_scope_name
-from roargit.repo import RepoPaths
+from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
+from roargit.reproduce import DestinationExists
+from roargit.share import merge_keep
 
 SCOPE_REMOTE = "registry"
 STORES_FILE = "registry-stores"
@@ -70,7 +74,6 @@ def index_work(cache: Path, registry: Registry) -> Path:
 
 def _entry_from_json(item: Any) -> IndexEntry:
     """An entry a server sent as JSON, through the same checks as one read from git."""
-    from roargit import codec
 
     if not isinstance(item, dict) or not isinstance(item.get("hash"), str):
         raise RecordCorrupt("index entry", "the registry sent something else")
@@ -88,7 +91,6 @@ def _entry_from_json(item: Any) -> IndexEntry:
 def lookup(cwd: Path, cache: Path, registry: Registry, prefix: str) -> list[IndexEntry]:
     """The index entries whose hash starts with `prefix`: one `GET /index/<prefix>` from a
     roar server, one shard fetch from any other git registry."""
-    from roargit.registry.login import credential, http_get
 
     prefix = index.check_hash(prefix)
     if registry.api is None:
@@ -119,7 +121,6 @@ def find_one(cwd: Path, cache: Path, registry: Registry, prefix: str) -> IndexEn
 def scope_clone(cache: Path, entry: IndexEntry) -> RepoPaths:
     """The cache's clone for the entry's scope (made when missing), the scope's store among
     those it reads."""
-    from roargit.repo import ensure_roar_dir, find_repo
 
     if not valid_scope_name(entry.scope):  # decode_entry checked it; a path is made of it
         raise RecordCorrupt(f"index entry {entry.hash[:12]}", "its scope is not owner/project")
@@ -153,8 +154,6 @@ def fetched_stores(paths: RepoPaths) -> list[str]:
 
 
 def _note_store(paths: RepoPaths, url: str) -> None:
-    from roargit.repo import ensure_roar_dir
-
     if url in fetched_stores(paths):
         return
     ensure_roar_dir(paths)
@@ -166,9 +165,6 @@ def fetch_scope(paths: RepoPaths, entry: IndexEntry, remote: str = SCOPE_REMOTE)
     """Fetch the scope's lineage into a clone (refs/roar/remotes/<remote>/) and merge it
     (the gate of any fetch); warnings. NoReadAccess when the scope's repository refuses
     this user."""
-    from roargit.ledger import Ledger
-    from roargit.registry.index import NO_PROMPT, _denied
-    from roargit.share import merge_keep
 
     base = f"refs/roar/remotes/{remote}"
     specs = [f"+refs/roar/ledger:{base}/ledger", f"+refs/roar/commits:{base}/commits"]
@@ -214,8 +210,6 @@ def fetch_into_clone(cwd: Path, env: Mapping[str, str], paths: RepoPaths, prefix
     scope's lineage into this clone (tracked as a remote of its own, merged through the gate)
     and note its store, so that the command finds the records and the bytes, and runs
     recorded from here link to them (continuing from a teammate's checkpoint). Warnings."""
-    from roargit.ledger import Ledger
-    from roargit.registry.login import configured
 
     registry = configured(cwd)
     if registry is None:
@@ -238,7 +232,6 @@ def enter(
 ) -> tuple[RepoPaths, IndexEntry, list[str]]:
     """For a command run outside any clone: the registry's entry for `prefix`, its scope's
     lineage fetched into the cache clone; (that clone, the entry, warnings)."""
-    from roargit.registry.login import NotLoggedIn, configured
 
     registry = configured(cwd)
     if registry is None:
@@ -252,7 +245,6 @@ def enter(
 
 def knows(paths: RepoPaths, digest: str) -> bool:
     """Whether the clone's ledger holds artifact `digest`."""
-    from roargit.ledger import Ledger
 
     ledger = Ledger(paths, fast_start=True)
     try:
@@ -264,8 +256,6 @@ def knows(paths: RepoPaths, digest: str) -> bool:
 def get_registered(entry: IndexEntry, dest: Path, *, force: bool = False) -> str:
     """Write a registered artifact's bytes from its scope's store to `dest` (verified while
     they stream; for source data, which no ledger knows); the store's URL."""
-    from roargit.blobstore import BlobStore
-    from roargit.reproduce import DestinationExists
 
     if dest.exists() and not force:
         raise DestinationExists(dest)

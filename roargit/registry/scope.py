@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from roargit.errors import ConfigError, RoarError
+from roargit.git import run_git
 
 PRIVATE = "private"
 _PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
@@ -116,8 +117,6 @@ class Chosen(NamedTuple):
 
 
 def _get(cwd: Path, key: str) -> str | None:
-    from roargit.git import run_git
-
     proc = run_git(["config", "--get", key], cwd, check=False)
     return proc.stdout.decode(errors="replace").strip() or None
 
@@ -131,7 +130,6 @@ def chosen(cwd: Path) -> Chosen:
 
 def choose(cwd: Path, name: str, repo: str | None, store: str | None, *, where: str) -> None:
     """Keep `name` (and explicit URLs, or none) in git config `where` (--local or --global)."""
-    from roargit.git import run_git
 
     check_name(name)
     run_git(["config", where, "roar.scope", name], cwd)

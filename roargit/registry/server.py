@@ -62,6 +62,7 @@ from roargit.registry.index import (
     decode_entry,
     settings_commit,
 )
+from roargit.registry.index import settings_text as text_of
 from roargit.registry.scope import valid_scope_name
 
 ANYONE = "*"
@@ -190,8 +191,6 @@ def repo_path(config: ServerConfig, name: str) -> Path:
 
 
 def settings_text(config: ServerConfig) -> str:
-    from roargit.registry.index import settings_text as text_of
-
     store = config.store if "://" in config.store else f"file://{config.store}"
     return text_of("{scope}.git", f"{store}/{{scope}}" if config.store else "",
                    sorted(config.scopes), config.web)  # fmt: skip

@@ -30,8 +30,16 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from roargit import session
+from roargit.blobstore import BlobCorrupt, BlobMissing
+from roargit.diff import compare
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
+from roargit.git import GitFailed, run_git
+from roargit.hashing import hash_file
+from roargit.ledger import RecordMissing
+from roargit.pathguard import rel_or_abs
 from roargit.repo import RepoPaths
+from roargit.reproduce import stores_for
+from roargit.session import NoSuchStep
 from roargit.views import Context, NeverRecorded, Target
 from roargit.web import render
 from roargit.web.graphs import Links, diff_graphs, lineage_graph, session_graph
@@ -107,8 +115,6 @@ def resolve(ctx: Context, text: str, local_files: bool = True) -> Target:
     candidate = Path(text) if os.path.isabs(text) else root / text
     if not candidate.is_file():
         return ctx.resolve(text, root)
-    from roargit.hashing import hash_file
-    from roargit.pathguard import rel_or_abs
 
     recorded = rel_or_abs(os.path.abspath(candidate), str(root))
     digest = hash_file(candidate).digest
@@ -122,9 +128,6 @@ def resolve(ctx: Context, text: str, local_files: bool = True) -> Target:
 
 
 def _status_of(exc: RoarError) -> int:
-    from roargit.ledger import RecordMissing
-    from roargit.session import NoSuchStep
-
     if isinstance(exc, (NoMatch, NeverRecorded, NoSuchStep, RecordMissing)):
         return 404
     return 400
@@ -287,8 +290,6 @@ class App:
         return self.html(200, f"Artifact {digest[:12]}", body, links)
 
     def stores(self) -> list[Any]:
-        from roargit.reproduce import stores_for
-
         return stores_for(self.paths)
 
     def stored(self, digest: str) -> bool:
@@ -311,8 +312,6 @@ class App:
         return self.html(200, f"Run {run_id[:12]}", body, links)
 
     def code(self, ctx: Context, links: Links, run_id: str, query: Mapping[str, str]) -> Response:
-        from roargit.git import GitFailed, run_git
-
         r = ctx.run_json(run_id)
         commit, tree = r["code"]["commit"], r["code"]["tree"]
         if not commit:
@@ -357,8 +356,6 @@ class App:
         return self.html(200, title, body, links)
 
     def diff(self, ctx: Context, links: Links, query: Mapping[str, str]) -> Response:
-        from roargit.diff import compare
-
         a, b = query.get("a", "").strip(), query.get("b", "").strip()
         if not (a and b):
             body = "<h1>Diff</h1><p>Pick two runs or artifacts: by hash, run id, @N or path.</p>"
@@ -376,8 +373,6 @@ class App:
         return self.html(200, "Diff", body, links)
 
     def blob(self, ctx: Context, links: Links, digest: str, query: Mapping[str, str]) -> Response:
-        from roargit.blobstore import BlobCorrupt, BlobMissing
-
         name = re.sub(r"[^A-Za-z0-9._-]", "_", query.get("name", ""))[:100].lstrip(".")
         for store in self.stores():
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from roargit.cli.output import show_argv
 from roargit.session import label as step_label
 from roargit.views import Context, Target
 from roargit.web.layout import Graph, Node
@@ -71,8 +72,6 @@ def script_name(argv: Sequence[str]) -> str:
 
 
 def command_text(argv: Sequence[str]) -> str:
-    from roargit.cli.output import show_argv
-
     return show_argv(argv)
 
 

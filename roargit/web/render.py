@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from roargit.cli.compare import cause_text
 from roargit.web.graphs import Links, command_text
 from roargit.web.layout import Placed, svg
 from roargit.web.text import esc, human_size, short
@@ -440,8 +441,6 @@ def _step_table(links: Links, steps: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _cause_text(c: Mapping[str, Any]) -> str:
-    from roargit.cli.compare import cause_text
-
     return cause_text(dict(c))
 
 
