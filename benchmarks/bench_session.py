@@ -4,9 +4,10 @@ Goals:
 - in a session of runs that each read 20,000 files, the 50th run costs within 10% of the 1st:
   as one folder artifact (the dataset folder read whole), and spread so that no folder is
   read whole (each record lists every file). Numbering a run reads the session's index, not
-  the earlier records (both printed); in the spread case each run also adds itself to the
-  consumer tree of each of the 20,000 artifacts (`artifacts/…/<hash>/c.<run>`), and a commit
-  rewrites those trees whole, so that part grows with the number of earlier readers;
+  the earlier records (both printed). In the spread case the runs read the same 20,000
+  files: the first files them as one input set (an `s.` entry under each artifact) and each
+  later run adds one `c.` entry under that set (docs/record-format.md), however many runs
+  read them before;
 - `roar status` over an unchanged 100,000-file dataset takes at most 1 s;
 - `roar update` with nothing stale takes at most 0.5 s on a 20-step session.
 
@@ -140,7 +141,7 @@ def _session_growth(tmp: Path, name: str, script_text: str, per_folder: int, wha
 
 def growth(tmp: Path) -> None:
     """Half of each folder read: every file is an artifact of its own, listed in each record
-    (and each run adds itself to every one of those artifacts' consumer trees)."""
+    (filed once, as the input set that every run of the session reads)."""
     _session_growth(tmp, "growth", READ_HALF, 20, "one artifact each")
 
 
