@@ -293,6 +293,12 @@ def _write_new(path: Path, data: bytes, shown: Path | None = None) -> None:
             view = memoryview(data)
             while view:  # a write may be short (a nearly full disk); the rest is retried
                 view = view[os.write(fd, view) :]
+        except BaseException:
+            # Made here and not whole (ENOSPC after the create): nobody else would know to
+            # remove it, and an empty `.keep` names no writer for `drop_stale_keeps`.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         finally:
             os.close(fd)
     except OSError as exc:

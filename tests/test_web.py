@@ -404,9 +404,14 @@ def test_a_planted_record_with_hostile_environment_is_rendered_escaped(repo_copy
 
 
 def _snapshot(repo: Path) -> dict[str, tuple[int, int]]:
+    """Every file with its size and mtime, but the stat-keyed hash cache: hashing a path the
+    user searched for may fill it (and SQLite's WAL files come and go with its connection),
+    and a cache entry is no lineage state."""
     out = {}
     for folder, _dirs, files in os.walk(repo):
         for name in files:
+            if name.startswith("hashcache.sqlite"):
+                continue
             p = Path(folder) / name
             st = p.lstat()
             out[str(p.relative_to(repo))] = (st.st_size, st.st_mtime_ns)
