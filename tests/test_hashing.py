@@ -111,17 +111,22 @@ def test_recent_files_are_hashed_but_not_cached(tmp_path: Path) -> None:
 
 
 def test_file_modified_while_hashed_is_not_cached(tmp_path: Path) -> None:
-    f = write(tmp_path / "growing", os.urandom(8 << 20))
+    # Big enough that hashing it spans many of the writer's appends even on a loaded machine
+    # (the hasher releases the GIL), and hashing starts only once the writer is writing.
+    f = write(tmp_path / "growing", os.urandom(64 << 20))
     stop = threading.Event()
+    writing = threading.Event()
 
     def append() -> None:
         with open(f, "ab", buffering=0) as out:
             while not stop.is_set():
                 out.write(b"x" * 4096)
+                writing.set()
                 time.sleep(0.0002)
 
     writer = threading.Thread(target=append)
     writer.start()
+    assert writing.wait(10)
     cache = HashCache(tmp_path / "state", racy_window_ns=0)
     try:
         with pytest.raises(FileChanged) as info:
