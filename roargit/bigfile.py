@@ -149,7 +149,7 @@ def _map_window(fd: int, offset: int, n: int) -> int:
 
 def _hash_window(hasher: blake3, addr: int, n: int) -> None:
     """Hash and unmap a window from `_map_window`; nothing refers to it afterwards."""
-    import ctypes
+    import ctypes  # lazy, as in _libc
 
     try:
         with memoryview((ctypes.c_char * n).from_address(addr)) as raw, raw.cast("B") as view:
@@ -180,7 +180,7 @@ def take_lease(fd: int) -> bool:
 
 def _fs_type(fd: int) -> int:
     """statfs(2) f_type of the file system `fd` is on (0 if unknown)."""
-    import ctypes
+    import ctypes  # lazy, as in _libc
 
     # struct statfs starts with f_type, a C long on every Linux ABI; 256 bytes cover the
     # whole struct (120 on x86-64).
@@ -192,7 +192,7 @@ def _fs_type(fd: int) -> int:
 
 @functools.cache
 def _libc() -> Any:
-    import ctypes  # 6 ms to import, and only big files need it: lazy
+    import ctypes  # lazy: only big files need it, and it is slow to import for every run
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p

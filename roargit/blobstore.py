@@ -409,7 +409,7 @@ def _s3_limits(options: dict[str, Any], limits: Limits) -> None:
 
 class _FsspecBackend:
     def __init__(self, url: str, options: dict[str, Any], limits: Limits) -> None:
-        from fsspec.core import url_to_fs
+        from fsspec.core import url_to_fs  # lazy: only a store that is not a folder needs it
 
         # Blobs are immutable but other processes add them: a cached directory listing
         # would make `has` answer False for a blob stored since. Listings off, and a

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgpack
+from blake3 import blake3
 
 from roargit.errors import RecordCorrupt, RecordTooNew
 
@@ -106,6 +107,4 @@ def decode(data: bytes, name: str, source: str | None = None) -> dict[str, Any]:
 
 
 def record_id(data: bytes) -> str:
-    from blake3 import blake3
-
     return blake3(data).hexdigest()

@@ -80,7 +80,7 @@ def check(paths: RepoPaths, stores: Sequence[BlobStore]) -> Report:
 
 
 def _check_ledger(paths: RepoPaths, problems: list[Problem]) -> int:
-    import pygit2
+    import pygit2  # lazy: only the ledger walk needs it, and its import is slow
 
     repo = pygit2.Repository(str(paths.git_dir))
     try:

@@ -326,7 +326,7 @@ class Root:
 
     def copy_in(self, rel: str, src: str, source: Source | None = None) -> str:
         """`write` with the bytes of the file at `src` (a path this process may read)."""
-        import shutil
+        import shutil  # lazy: only copying a file in needs it, and every command loads this
 
         def fill(f: BinaryIO) -> None:
             with open(src, "rb") as s:

@@ -251,7 +251,7 @@ class Locator:
 
 
 def _tree_blob_hash(repo: Any, tree_id: str, recorded: str) -> str | None:
-    import pygit2
+    import pygit2  # lazy: only a plan that reads code trees needs it, and its import is slow
 
     try:
         tree = repo[tree_id].peel(pygit2.Tree)
@@ -444,7 +444,7 @@ def _check_tree_links(
 
 def _tree_link(repo: Any, tree_id: str, rel: str) -> str | None:
     """The first component of `rel` that the tree holds as a symbolic link, if any."""
-    import pygit2
+    import pygit2  # lazy: only a plan that reads code trees needs it, and its import is slow
 
     try:
         tree = repo[tree_id].peel(pygit2.Tree)

@@ -72,7 +72,7 @@ class Progress:
 
     def _draw(self) -> None:
         if self._bar is None:
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: only work long enough for a bar imports it
 
             self._bar = tqdm(
                 desc=self.label,

@@ -23,9 +23,11 @@ A rejected push (another clone pushed first) fetches, merges the union (Ledger.m
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -280,7 +282,6 @@ def plan_blobs(
     cap: int,
 ) -> BlobPlan:
     """Which of `wanted` the store lacks, and where on this machine each one's bytes are."""
-    from concurrent.futures import ThreadPoolExecutor
 
     digests = list(wanted)
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -322,7 +323,6 @@ class Uploaded(NamedTuple):
 
 def upload(store: Any, blobs: Sequence[Blob], progress: Progress | None = None) -> Uploaded:
     """Put each blob into the store from its source file (verified while it streams)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     total = sum(b.size for b in blobs)
     done = 0
@@ -358,8 +358,6 @@ def _state_path(paths: RepoPaths) -> Path:
 
 
 def _read_state(paths: RepoPaths) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(_state_path(paths).read_text())
     except (OSError, ValueError):
@@ -377,8 +375,6 @@ def stored_tip(paths: RepoPaths, store_url: str, ledger: Ledger) -> str | None:
 
 
 def _note_stored(paths: RepoPaths, store_url: str, tip: str) -> None:
-    import json
-
     state = _read_state(paths)
     stored = state.get("stored")
     if not isinstance(stored, dict):

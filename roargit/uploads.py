@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -33,6 +34,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from blake3 import blake3
 
 from roargit import config, pathguard, progress
 from roargit.blobstore import BlobStore, Limits, check_digest
@@ -203,8 +206,6 @@ def _queue_dir(paths: RepoPaths) -> Path:
 
 
 def _entry_name(store: str, digest: str) -> str:
-    from blake3 import blake3
-
     return f"{digest}-{blake3(store.encode()).hexdigest()[:16]}"
 
 
@@ -300,7 +301,6 @@ def _keep_copy(paths: RepoPaths, failed_url: str, path: str, digest: str) -> str
 def _drain_lock(paths: RepoPaths, wait: bool) -> Iterator[bool]:
     """One drainer at a time per clone (concurrent runs would upload the same blobs); True
     when this process holds it."""
-    import fcntl
 
     lock = paths.roar_dir / LOCK
     lock.parent.mkdir(parents=True, exist_ok=True)

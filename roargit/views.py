@@ -6,6 +6,7 @@ lineage read a handful of ledger trees per step; nothing here scans all records.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -586,8 +587,6 @@ def _is_hex(text: str) -> bool:
 
 
 def iso(ns: int) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(
         timespec="seconds"
     )

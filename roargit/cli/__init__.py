@@ -8,12 +8,15 @@ subcommands and imports its heavy dependencies only when the command actually ru
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from roargit import __version__
+from roargit.errors import RoarError
+from roargit.pathguard import escape
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
 COMMAND_MODULES = (
@@ -59,8 +62,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "-C", dest="chdir", metavar="PATH", help="run as if roar was started in PATH"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import importlib
-
     for name in COMMAND_MODULES:
         if only is not None and COMMAND_OF.get(only) != name:
             continue
@@ -136,9 +137,8 @@ def command_names(parser: argparse.ArgumentParser) -> list[str]:
 
 def unknown_command(word: str, names: Sequence[str]) -> str:
     """One line for a mistyped command, naming the closest ones (as git does)."""
+    # lazy: only a mistyped command needs it
     import difflib
-
-    from roargit.pathguard import escape
 
     close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
     hint = (
@@ -150,6 +150,7 @@ def unknown_command(word: str, names: Sequence[str]) -> str:
 
 
 def crash_log_dir() -> Path:
+    # lazy: only a bug report needs these
     import tempfile
 
     from roargit.repo import find_roar_dir
@@ -161,6 +162,7 @@ def crash_log_dir() -> Path:
 
 
 def report_bug(exc: BaseException) -> int:
+    # lazy: only a bug report needs these
     import time
     import traceback
 
@@ -181,6 +183,7 @@ def report_bug(exc: BaseException) -> int:
 
 def _stdout_is_gone() -> bool:
     """Whether stdout is a pipe whose reader has gone (poll(2) says POLLERR then)."""
+    # lazy: only a closed stdout is checked with it
     import select
 
     try:
@@ -192,8 +195,6 @@ def _stdout_is_gone() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from roargit.errors import RoarError
-
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list == ["--version"]:  # answered before any command module is imported
         print(f"roar {__version__}")
@@ -221,13 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+            # lazy: only a terminal shows progress bars
             from roargit import progress
 
             progress.enable()
         return int(args.func(args) or 0)
     except RoarError as exc:
-        from roargit.pathguard import escape
-
         # Messages quote recorded paths and names: whatever they hold is printed inert.
         print(f"roar: {escape(str(exc))}", file=sys.stderr)
         return 1

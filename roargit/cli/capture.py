@@ -8,11 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from roargit.cli import add_command
-from roargit.cli.output import emit_json, human_duration, human_size, say, short, warn
+from roargit.cli import add_command, report_bug
+from roargit.cli.output import (
+    emit_json,
+    human_duration,
+    human_size,
+    say,
+    short,
+    show_argv,
+    show_text,
+    warn,
+)
+from roargit.errors import RoarError
 
 
 def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.views import run_to_json
 
     return run_to_json(run_id, record, label)
@@ -44,8 +55,8 @@ def _report(outcome: Any, root: Path) -> None:
 def _record(args: argparse.Namespace, kind: str) -> int:
     """Record the command's run; exit with its status (see docs/trace-format.md, "Exit
     status", for the exceptions)."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.capture import NotRecorded, record_run
-    from roargit.errors import RoarError
     from roargit.repo import find_repo
     from roargit.rerun import resolve as resolve_rerun
     from roargit.stdio import STDERR, STDOUT, redirects
@@ -75,8 +86,6 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=streams)
     except NotRecorded as exc:
         if exc.cause is not None and not isinstance(exc.cause, (RoarError, OSError)):
-            from roargit.cli import report_bug
-
             report_bug(exc.cause)  # a bug: its report and log, but the command's status
         warn(str(exc))
         return exc.exit_code
@@ -92,6 +101,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     except BrokenPipeError:
         # Whoever read roar's output has gone; the run is recorded and its status stands.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.hooks import after_run
 
     hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
@@ -121,6 +131,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_pop(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.repo import find_repo
     from roargit.steps import pop_step
 
@@ -148,8 +159,6 @@ def _change_json(c: Any) -> dict[str, Any]:
 
 
 def _say_changes(changes: Any, upstream: Any) -> None:
-    from roargit.cli.output import show_text
-
     for c in changes:
         new = short(c.new) if c.new else "gone"
         say(f"      {c.kind} {show_text(c.path)}  {short(c.old)} → {new}")
@@ -159,8 +168,8 @@ def _say_changes(changes: Any, upstream: Any) -> None:
 
 def cmd_update(args: argparse.Namespace) -> int:
     """Re-run the stale steps (update.py); exit with a failed step's status, else 0."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit import update
-    from roargit.cli.output import show_argv
     from roargit.repo import find_repo
 
     paths = find_repo(Path.cwd())
@@ -228,6 +237,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.repo import find_repo
     from roargit.steps import reset_session
 

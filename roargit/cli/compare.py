@@ -13,6 +13,7 @@ from typing import Any
 
 from roargit.cli import add_command
 from roargit.cli.output import emit_json, say, short, show_text, warn
+from roargit.errors import RoarError
 
 CATEGORY_ORDER = ("code", "data", "params", "environment", "pipeline", "unexplained")
 
@@ -180,14 +181,15 @@ def render(result: dict[str, Any], paint: Paint) -> None:
 
 
 def verification_summary(verifications: list[dict[str, Any]]) -> str:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.views import verification_summary as summary
 
     return summary(verifications)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.diff import compare
-    from roargit.errors import RoarError
     from roargit.repo import find_repo
     from roargit.views import Context
 
@@ -199,6 +201,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"roar: {show_text(str(exc))}", file=sys.stderr)
         return 2
     if args.html:
+        # lazy: loaded when this command runs, not at every command's start-up
         from roargit.web import export
 
         try:

@@ -10,6 +10,7 @@ from roargit.cli.output import emit_json, say
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.fsck import check, repair
     from roargit.repo import find_repo
     from roargit.reproduce import stores_for

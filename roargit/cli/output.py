@@ -13,6 +13,7 @@ def emit_json(value: Any) -> None:
     """The one way every command prints `--json`: one document and a newline, indented for a
     terminal, compact (C-encoded, many times faster: a 1,000-step plan is ~100k values) when
     piped to a program."""
+    # lazy: only --json output needs it
     import json
 
     if sys.stdout.isatty():
@@ -26,6 +27,7 @@ def show_word(word: str) -> str:
     """One argv word as a shell would need it typed: `shlex.quote`, or, when it holds a
     control character, bash's `$'…'` with the character escaped (what `printf %q` prints),
     so that a carriage return cannot hide the words before it."""
+    # lazy: only a command shown for copying needs it
     import shlex
 
     shown = show_text(word)
@@ -50,6 +52,7 @@ def wrap_argv(head: str, argv: Sequence[str], width: int | None = None) -> list[
     """`head` and the whole command in lines of about `width` columns (the terminal's),
     broken between words with a shell continuation (` \\`) and indented: pasted into a
     shell it is still that argv. A word wider than a line keeps a line of its own."""
+    # lazy: only wrapping to the terminal's width needs it
     import shutil
 
     width = width or shutil.get_terminal_size((100, 24)).columns

@@ -30,12 +30,14 @@ MARKS = {
 
 
 def verification_summary(verifications: list[dict[str, Any]]) -> str:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.views import verification_summary as summary
 
     return summary(verifications)
 
 
 def _context() -> Any:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.repo import find_repo
     from roargit.views import Context
 
@@ -300,6 +302,7 @@ def cmd_dag(args: argparse.Namespace) -> int:
     else:
         dag = ctx.session_dag()
     if args.html:
+        # lazy: loaded when this command runs, not at every command's start-up
         from roargit.web import export
 
         target = ctx.resolve(args.ref, Path.cwd()) if args.ref else None

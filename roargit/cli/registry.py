@@ -11,15 +11,19 @@ from typing import Any
 
 from roargit.cli import add_command
 from roargit.cli.output import emit_json, human_size, say, short, show_text, warn
+from roargit.errors import NotAGitRepo, RoarError
+from roargit.pathguard import problem
 
 
 def _cache() -> Path:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.remote import cache_root
 
     return cache_root(os.environ)
 
 
 def _registry(url: str | None = None) -> Any:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.login import NotLoggedIn, configured, parse_registry
 
     if url:
@@ -31,7 +35,7 @@ def _registry(url: str | None = None) -> Any:
 
 
 def _in_repo() -> Any | None:
-    from roargit.errors import NotAGitRepo
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.repo import find_repo
 
     try:
@@ -42,6 +46,7 @@ def _in_repo() -> Any | None:
 
 def _scope(registry: Any, work: Path, settings: dict[str, str] | None = None) -> Any:
     """The chosen scope with its URLs (the registry's settings read only when needed)."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry import index, scope
 
     found = scope.chosen(Path.cwd())
@@ -53,8 +58,6 @@ def _scope(registry: Any, work: Path, settings: dict[str, str] | None = None) ->
 
 
 def _ask(question: str) -> bool:
-    from roargit.errors import RoarError
-
     if not sys.stdin.isatty():
         raise RoarError("not asking without a terminal: add -y to register")
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
@@ -69,6 +72,7 @@ def _when(seconds: int) -> str:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry import login
     from roargit.registry.remote import index_work
 
@@ -76,17 +80,12 @@ def cmd_login(args: argparse.Namespace) -> int:
     cwd = Path.cwd()
     if args.token is not None:
         if not args.user:
-            from roargit.errors import RoarError
-
             raise RoarError("--token needs --user NAME (the token's owner)")
         token = sys.stdin.readline().strip() if args.token == "-" else args.token
         if registry.api is None:
-            from roargit.errors import RoarError
-
             raise RoarError("tokens are for a roar registry server; git credentials do the rest")
         login.approve(cwd, registry.api, args.user, token)
     work = index_work(_cache(), registry)
-    from roargit.errors import RoarError
 
     scope_repo = None
     try:
@@ -125,6 +124,7 @@ def _checked_json(checked: Any) -> dict[str, Any]:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.login import forget
 
     if forget(Path.cwd()):
@@ -135,6 +135,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 
 def cmd_whoami(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.login import whoami
 
     registry = _registry()
@@ -152,13 +153,12 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 
 def cmd_scope_use(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry import scope
 
     where = "--local" if _in_repo() is not None and not args.global_ else "--global"
     name = scope.check_name(args.name)
     if name == scope.PRIVATE and (args.repo or args.store):
-        from roargit.errors import RoarError
-
         raise RoarError("a private scope has no repository or store")
     scope.choose(Path.cwd(), name, args.repo, args.store, where=where)
     if name == scope.PRIVATE:
@@ -169,7 +169,7 @@ def cmd_scope_use(args: argparse.Namespace) -> int:
 
 
 def cmd_scope_show(args: argparse.Namespace) -> int:
-    from roargit.errors import RoarError
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry import scope
 
     found = scope.chosen(Path.cwd())
@@ -177,6 +177,7 @@ def cmd_scope_show(args: argparse.Namespace) -> int:
     error = ""
     if found.name not in (None, scope.PRIVATE):
         try:
+            # lazy: loaded when this command runs, not at every command's start-up
             from roargit.registry.remote import index_work
 
             registry = _registry()
@@ -201,6 +202,7 @@ def cmd_scope_show(args: argparse.Namespace) -> int:
 
 
 def cmd_scope_list(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry import index, scope
     from roargit.registry.remote import index_work
 
@@ -277,6 +279,7 @@ def _report_json(report: Any) -> dict[str, Any]:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.cli.share import _ProgressLine
     from roargit.registry import index, scope
     from roargit.registry.login import configured_user, whoami
@@ -356,6 +359,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.server import serve
 
     def ready(url: str) -> None:
@@ -366,6 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.server import create_token
 
     token = create_token(Path(args.config).absolute(), args.user)
@@ -375,6 +380,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_init(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.index import publish_settings
     from roargit.registry.login import parse_registry
     from roargit.registry.remote import index_work
@@ -390,6 +396,7 @@ def cmd_registry_init(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.remote import lookup
 
     registry = _registry(args.registry)
@@ -519,7 +526,7 @@ def from_anywhere(args: argparse.Namespace) -> None:
     """Run a query outside any clone in the cache clone of the hash's scope (when a registry
     is configured and REF is a hash): `-o` stays relative to where the user is. Inside a
     clone that does not know the hash, fetch its scope's lineage into the clone first."""
-    from roargit.errors import NotAGitRepo
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.git import run_git
 
     cwd = Path.cwd()
@@ -535,6 +542,7 @@ def from_anywhere(args: argparse.Namespace) -> None:
         if paths is None:
             raise NotAGitRepo(cwd)
         return
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.remote import enter, fetch_into_clone
 
     if paths is not None:
@@ -545,6 +553,7 @@ def from_anywhere(args: argparse.Namespace) -> None:
     paths, entry, warnings = enter(cwd, os.environ, ref)
     for w in warnings:
         warn(w)
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.remote import knows
 
     if args.command == "get" and not knows(paths, entry.hash):
@@ -560,6 +569,7 @@ def from_anywhere(args: argparse.Namespace) -> None:
 
 
 def _get_registered(args: argparse.Namespace, entry: Any, cwd: Path) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.registry.remote import get_registered
 
     dest = Path(args.output).absolute() if args.output else cwd / entry.hash[:16]
@@ -575,8 +585,8 @@ def _get_registered(args: argparse.Namespace, entry: Any, cwd: Path) -> int:
 
 def _recorded_name(paths: Any, digest: str) -> str:
     """The file name a run wrote these bytes under (the hash when none did)."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.ledger import Ledger
-    from roargit.pathguard import problem
 
     ledger = Ledger(paths, fast_start=True)
     try:

@@ -21,6 +21,7 @@ from roargit.cli.output import (
     warn,
     wrap_argv,
 )
+from roargit.errors import RoarError
 
 SOURCE_TEXT = {
     "code": "code tree",
@@ -35,6 +36,7 @@ MARK = {"identical": "identical", "differs": "DIFFERS", "missing": "MISSING", "f
 def _target(ref: str) -> tuple[Any, str, str | None]:
     """(the repository's paths, the artifact's full hash, the path it was named by) for a
     REF."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.plan import NotAnArtifact
     from roargit.repo import find_repo
     from roargit.views import Context
@@ -49,6 +51,7 @@ def _target(ref: str) -> tuple[Any, str, str | None]:
 
 def _retry_uploads(paths: Any) -> None:
     """Blobs earlier runs could not store go first: this command talks to that store."""
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.uploads import retry_before_use
 
     for w in retry_before_use(paths):
@@ -147,8 +150,6 @@ def _stdout_to_stderr() -> Iterator[None]:
 def _ask(question: str) -> bool:
     """`question` (already made inert) on stderr; True for y/yes typed on the terminal."""
     if not sys.stdin.isatty():
-        from roargit.errors import RoarError
-
         raise RoarError("not asking without a terminal: add -y to run the plan")
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     return sys.stdin.readline().strip().lower() in ("y", "yes")
@@ -165,6 +166,7 @@ def _progress(kind: str, data: dict[str, Any]) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.hashing import HashCache
     from roargit.ledger import Ledger
     from roargit.plan import make_plan
@@ -228,6 +230,7 @@ def _quiet(_kind: str, _data: dict[str, Any]) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.reproduce import get_artifact
 
     paths, digest, _named_at = _target(args.ref)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from roargit.cli import add_command
 from roargit.cli.output import emit_json, say
+from roargit.errors import ConfigError
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.clone import init_clone
     from roargit.repo import find_repo
 
@@ -31,8 +33,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit import config
-    from roargit.errors import ConfigError
     from roargit.repo import find_repo
 
     paths = find_repo(Path.cwd())

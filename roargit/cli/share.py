@@ -10,9 +10,11 @@ from typing import Any
 
 from roargit.cli import add_command
 from roargit.cli.output import emit_json, human_size, say, short, show_text, warn
+from roargit.errors import RoarError
 
 
 def _paths() -> Any:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.repo import find_repo
 
     return find_repo(Path.cwd())
@@ -141,6 +143,7 @@ def _say_dry_run(report: Any) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.share import push
 
     progress = _ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json else None
@@ -184,6 +187,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit.share import fetch
 
     result = fetch(_paths(), args.remote)
@@ -215,6 +219,7 @@ def _chosen(args: argparse.Namespace) -> tuple[list[str], bool]:
 
 
 def cmd_hooks(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit import hooks
 
     paths = _paths()
@@ -254,6 +259,7 @@ def cmd_hooks(args: argparse.Namespace) -> int:
         return 0
     # run: what the installed scripts call
     if args.hook == "pre-push":
+        # lazy: loaded when this command runs, not at every command's start-up
         import os
 
         # git passes REMOTE URL; the pre-commit framework passes them in its environment.
@@ -262,15 +268,11 @@ def cmd_hooks(args: argparse.Namespace) -> int:
             os.environ.get("PRE_COMMIT_REMOTE_URL", ""),
         ]
         if len(given) < 2 or not given[0]:
-            from roargit.errors import RoarError
-
             raise RoarError("usage: roar hooks run pre-push REMOTE URL")
         outcome = hooks.pre_push(paths, given[0], given[1])
     elif args.hook == "pre-commit":
         outcome = hooks.pre_commit(paths, args.args or None)
     else:
-        from roargit.errors import RoarError
-
         raise RoarError(f"unknown hook '{args.hook}'")
     for m in outcome.messages:
         warn(m)

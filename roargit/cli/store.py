@@ -19,6 +19,7 @@ def _entry_json(e: Any, why: str = "") -> dict[str, Any]:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     from roargit import config, uploads
     from roargit.repo import find_repo
 

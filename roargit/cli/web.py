@@ -8,16 +8,17 @@ from pathlib import Path
 
 from roargit.cli import add_command
 from roargit.cli.output import say, warn
+from roargit.errors import RoarError
 
 DEFAULT_PORT = 8487
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
     import errno
 
     from waitress.server import create_server
 
-    from roargit.errors import RoarError
     from roargit.repo import find_repo
     from roargit.views import Context
     from roargit.web.app import make_app
@@ -39,6 +40,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     say(f"roar ui: serving {paths.root} at {url} (Ctrl-C stops)")
     sys.stdout.flush()
     if not args.no_browser:
+        # lazy: loaded when this command runs, not at every command's start-up
         import webbrowser
 
         webbrowser.open(url)

@@ -128,6 +128,7 @@ def approve(cwd: Path, url: str, user: str, token: str) -> None:
 
 def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
     """(status, decoded JSON body or None) of a GET."""
+    # Only a registry login or lookup talks HTTP: urllib.request is slow to import.
     import urllib.error
     import urllib.request
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
+
 from roargit import codec, remote_ledgers
 from roargit.blobstore import BlobStore
 from roargit.errors import RecordCorrupt, RoarError
@@ -62,8 +64,6 @@ def cache_root(env: Mapping[str, str]) -> Path:
 
 
 def _slug(url: str) -> str:
-    from blake3 import blake3
-
     keep = "".join(c if c.isalnum() else "-" for c in url.split("://")[-1])[-40:].strip("-")
     return f"{keep}-{blake3(url.encode()).hexdigest()[:12]}"
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urljoin
 
 from roargit.errors import ConfigError, RoarError
 from roargit.git import run_git
@@ -77,8 +78,6 @@ def relative_to(base: str, rel: str) -> str:
     if "://" in rel or rel.startswith("/") or ":" in rel.split("/", 1)[0]:
         return rel
     if "://" in base:
-        from urllib.parse import urljoin
-
         return urljoin(base.rstrip("/"), rel)
     return str(Path(base.rstrip("/")).parent / rel)
 

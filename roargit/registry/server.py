@@ -40,6 +40,7 @@ It is read again when it changes, so a new token or rule needs no restart.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -221,7 +222,7 @@ def prepare(config: ServerConfig) -> list[str]:
 
 def index_entries(index: Path, prefix: str) -> list[dict[str, Any]]:
     """The entries under `prefix` in the index repository, read with dulwich in process."""
-    from dulwich.repo import Repo
+    from dulwich.repo import Repo  # lazy: only the registry server loads dulwich
 
     repo: Any = Repo(str(index))
     try:
@@ -260,7 +261,7 @@ class _Backend:
         self._opened = threading.local()
 
     def open_repository(self, path: str | bytes) -> Any:
-        from dulwich.repo import Repo
+        from dulwich.repo import Repo  # lazy: only the registry server loads dulwich
 
         text = os.fsdecode(path).strip("/")
         repo = Repo(str(self.root / text))
@@ -297,8 +298,7 @@ def _send_objects_whole() -> None:
     that search reads every object of the pack the wanted ones lie in, so fetching one index
     shard would read the whole index. Index entries and records are small, distinct objects
     that packs seldom hold as deltas anyway."""
-    import functools
-
+    # Only serving loads dulwich.
     import dulwich.server
     from dulwich.pack import write_pack_from_container
 
@@ -310,7 +310,7 @@ def _send_objects_whole() -> None:
 
 class RegistryApp:
     def __init__(self, config_file: Path, log: AccessLog | None = None) -> None:
-        from dulwich.web import make_wsgi_chain
+        from dulwich.web import make_wsgi_chain  # lazy: only serving loads dulwich
 
         _send_objects_whole()
 
@@ -422,7 +422,7 @@ class RegistryApp:
         if not allowed(rules.write if write else rules.read, user):
             return _deny(respond, user)
         if method == "POST" and write:
-            from dulwich.web import make_wsgi_chain
+            from dulwich.web import make_wsgi_chain  # lazy: only serving loads dulwich
 
             guard = _guarded_receive_pack(config, user or "", index=name == INDEX)
             app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
@@ -497,7 +497,7 @@ def _guarded_receive_pack(config: ServerConfig, user: str, *, index: bool) -> An
       repository are served one at a time), the check and the write cannot interleave with
       another push;
     - for the index, `check_index_update`."""
-    from dulwich.server import ReceivePackHandler
+    from dulwich.server import ReceivePackHandler  # lazy: only serving loads dulwich
 
     class GuardedReceivePack(ReceivePackHandler):
         def _on_update(self, ref: Any, old: Any, new: Any) -> bytes | None:
@@ -548,7 +548,7 @@ def serve(
 ) -> None:
     """Serve the registry until interrupted (waitress: a production WSGI server, threads for
     concurrent clones and pushes)."""
-    from waitress import create_server
+    from waitress import create_server  # lazy: only serving loads waitress
 
     config = load_config(config_file)
     prepare(config)

@@ -171,7 +171,7 @@ class App:
             response = self.html(_status_of(exc), "Error", render.error(str(exc)), links)
         except Exception:
             # A bug: the traceback goes to the server's error stream, the page says only that.
-            import traceback
+            import traceback  # lazy: only a bug needs it
 
             errors = environ.get("wsgi.errors")
             if errors is not None:
