@@ -6,7 +6,7 @@ file truncated by another process would kill us with SIGBUS, and while the lease
 kernel makes every open for writing and every truncate wait until we let go. Where no lease
 can be had (the file is open for writing somewhere; another user's file without CAP_LEASE; a
 file system not in `_LEASE_FS`), or a writer asks for the file mid-way, the rest is read().
-A writer waits for a window of the map (`MAP_WINDOW`: ~0.1 s, or reading it from disk); one
+A writer waits for one window of the map to be hashed (`MAP_WINDOW`), or read from disk; one
 that opens with O_NONBLOCK gets EWOULDBLOCK instead, as with any lease holder.
 
 What a lease does not cover, and so can still raise SIGBUS while a window is hashed (checked
@@ -32,18 +32,19 @@ from typing import Any
 
 from blake3 import blake3
 
-#: Read chunk for large files read() (no lease, see the module docstring). Measured on 2
-#: idle cores with a 2 GiB file in page cache: 4 MiB buffers with reading and hashing
-#: overlapped in two threads gave 4.4-4.7 GB/s, against 3.6 for plain read-then-hash; 16 MiB
-#: buffers fall out of the CPU caches (2.5 GB/s). It costs 1.0 CPU-s for 2 GiB against 0.8
-#: for the memory map (the copy), which is what counts on a busy machine.
+#: Read chunk for large files read() (no lease, see the module docstring). Reading and
+#: hashing overlap in two threads, so a chunk must stay in the CPU caches between the read
+#: and the hash: much larger buffers fall out of them and hash slower than a plain
+#: read-then-hash. read() still copies every byte once more than the memory map does, CPU
+#: that counts on a busy machine, so the map is used wherever a lease can be had
+#: (benchmarks/bench_hashing.py measures both).
 CHUNK = 4 << 20
 #: Bytes mapped and hashed at a time (and one more window faulted in meanwhile). The lease
-#: is checked between windows, so a writer waits for one (~0.2 s at full speed, far inside
-#: the 10 s of lease-break-time we insist on). Each window ends in a join of blake3's
-#: threads, which costs on a busy machine: against b3sum, paired rounds on 2 shared cores
-#: gave 0.92-0.97x with 64 MiB, 0.96-1.01x with 256 MiB, 0.97-1.11x with 1 GiB, 1.00-1.04x
-#: for one map of the whole file.
+#: is checked between windows, so a writer waits for at most one window's hashing, far
+#: inside the lease-break-time we insist on (_MIN_LEASE_BREAK_S). Each window ends in a join
+#: of blake3's threads, which costs on a busy machine: smaller windows pay it more often and
+#: fall behind b3sum, while one window as large as this keeps level with a single map of the
+#: whole file (benchmarks/bench_hashing.py).
 MAP_WINDOW = 1 << 30
 #: statfs(2) f_type of local file systems that every change to a file passes through this
 #: kernel, which breaks our lease first: ext2/3/4, xfs, btrfs, tmpfs, f2fs. Network and FUSE
@@ -192,7 +193,7 @@ def _fs_type(fd: int) -> int:
 
 @functools.cache
 def _libc() -> Any:
-    import ctypes  # lazy: only big files need it, and it is slow to import for every run
+    import ctypes  # lazy: only big files need it, and its import would slow every run
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p

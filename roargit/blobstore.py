@@ -20,8 +20,8 @@ A blob is stored at `<root>/blake3/ab/cd/<64 hex>`, named by the BLAKE3-256 of i
   number of retries), and a failed S3 upload is closed and aborted, never left for a
   finaliser to finish.
 
-Local folders (`file://` and plain paths) are served with `os` directly; fsspec (whose
-import costs ~100 ms of CLI start-up) is imported only for other URLs.
+Local folders (`file://` and plain paths) are served with `os` directly; fsspec, whose
+import would weigh on every command's start-up, is imported only for other URLs.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def clone_id(paths: RepoPaths) -> str:
         return f.read_text().strip()
     except FileNotFoundError:
         pass
-    value = os.urandom(8).hex()  # not `secrets`: its import costs ~1.5 ms a run
+    value = os.urandom(8).hex()  # not `secrets`: its import would cost every run
     tmp = f.with_suffix(f".{value}.tmp")
     tmp.write_text(value + "\n")
     try:

@@ -270,7 +270,8 @@ def packages_for_paths(
     by_root: dict[str, list[str]] = {}
     others: list[str] = []
     for path in paths:
-        m = SITE_ROOT.match(path) if "-packages" in path else None  # the test is 10x cheaper
+        # The substring test first: most paths are data, and it is far cheaper than the regex.
+        m = SITE_ROOT.match(path) if "-packages" in path else None
         if m:
             by_root.setdefault(m.group(1), []).append(path)
         else:

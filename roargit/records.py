@@ -1,8 +1,8 @@
 """The records roargit keeps: runs, sessions and verifications, as frozen plain data.
 
 NamedTuples rather than frozen dataclasses: `roar run` pays for every class made at import
-(about 1.4 ms for a frozen dataclass, 0.2 ms for a NamedTuple) and for every instance (a big
-run makes 100,000 FileRefs).
+(a frozen dataclass costs several times a NamedTuple to define) and for every instance (a
+big run makes 100,000 FileRefs, and a frozen dataclass's __init__ is the slower one).
 
 A record is immutable; its id is the BLAKE3 of its canonical encoding (see codec.py and
 docs/record-format.md). `to_map` / `decode` are the only translation to and from the wire

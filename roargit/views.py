@@ -54,8 +54,9 @@ class Context:
         reader such as `roar ui` serves the ledger as it finds it; the command that started
         it merged once)."""
         self.paths = paths
-        # Through the git CLI: a query reads tens to thousands of objects, ~30 µs each, which
-        # costs less than pygit2's ~70 ms import (diff and plan still open pygit2 for blobs).
+        # Through the git CLI: a query reads tens to thousands of objects, and a pipe round
+        # trip each costs less than importing pygit2 would (ledger.py switches to pygit2 past
+        # SWITCH_TO_PYGIT2_AT reads; diff and plan still open pygit2 for blobs).
         self.ledger = Ledger(paths, fast_start=True)
         # What the command should tell the user besides its answer: entries of a fetched
         # ledger left out, records that could not be read and were skipped. Each line is also

@@ -1,8 +1,9 @@
 """The `roar` command line: parse, call one domain function, render.
 
-argparse rather than typer: a do-nothing typer app costs ~170 ms to start on these machines,
-more than the whole fixed-cost budget of `roar run`. Each command module registers its own
-subcommands and imports its heavy dependencies only when the command actually runs.
+argparse rather than typer: a do-nothing typer app takes several times longer to start than
+an argparse one, more than the whole fixed-cost budget of `roar run` (benchmarks/bench_run.py
+measures that budget). Each command module registers its own subcommands and imports its
+heavy dependencies only when the command actually runs.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with `only`, just that command's (start-up time: argparse and the
-    command modules cost ~15 ms for every command otherwise)."""
+    """The whole parser; with `only`, just that command's (start-up time: building every
+    command's parser and importing every command module would be paid by every command)."""
     parser = argparse.ArgumentParser(
         prog="roar",
         description="Git-native lineage: record what each command read and wrote.",
