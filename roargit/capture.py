@@ -50,7 +50,7 @@ from roargit.records import (
 )
 from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
-from roargit.rules import system_paths
+from roargit.rules import is_startup_file, system_paths
 from roargit.stdio import Redirect, with_redirects
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
 
@@ -131,20 +131,6 @@ def _size(path: str) -> int:
         return -1
 
 
-def _is_startup_file(path: str) -> bool:
-    """Read by every interpreter start: .pth files and the hooks they install."""
-    if path.endswith(".pth") or "/_distutils_hack/" in path:
-        return True
-    if "/__editable__" not in path and "/libpython" not in path:
-        return False  # nearly every path: two substring tests, no split
-    name = path.rsplit("/", 1)[-1]
-    return name.startswith("__editable__") or (
-        # The interpreter's own shared library (…/lib/libpython3.11.so.1.0 of a pyenv, conda or
-        # /opt build): the noise rules know its stdlib dir and executable, not this file.
-        name.startswith("libpython") and ".so" in name
-    )
-
-
 def sort_accesses(
     files: Mapping[str, FileAccess], paths: RepoPaths, home: str, ignore: Sequence[str]
 ) -> Sorted:
@@ -200,7 +186,7 @@ def sort_accesses(
             or "/_distutils_hack/" in p
             or "/__editable__" in p
             or "/libpython" in p
-        ) and _is_startup_file(p):
+        ) and is_startup_file(p):
             startup.add(p)
         # Inside the repo only an environment's files (a .venv there) can be package files:
         # the repo's own sources never are (code_roots), so its data files skip the lookup.

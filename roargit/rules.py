@@ -18,6 +18,9 @@ A path the tracer saw is *not* an artifact when it is:
 6. inside a `.git/` dir (git's own metadata, read by tools the run spawned);
 7. matched by one of the caller's extra globs (fnmatch syntax, where `*` also crosses `/`).
 
+Start-up files (`is_startup_file`: `.pth` files and the hooks they install, the interpreter's
+own shared library) are read by every interpreter start, so they name no package the run used.
+
 /tmp, /var/tmp, /mnt, /data, /opt and the rest of $HOME are *not* noise: real data lives there.
 """
 
@@ -139,3 +142,17 @@ def _by_rules(path: str, home: str, extra: tuple[str, ...]) -> bool:
 def is_system_path(path: str, home: str = "", extra_ignore: Iterable[str] = ()) -> bool:
     """True when `path` is noise (`system_paths` of one path)."""
     return bool(system_paths((path,), home, extra_ignore))
+
+
+def is_startup_file(path: str) -> bool:
+    """Read by every interpreter start: .pth files and the hooks they install."""
+    if path.endswith(".pth") or "/_distutils_hack/" in path:
+        return True
+    if "/__editable__" not in path and "/libpython" not in path:
+        return False  # nearly every path: two substring tests, no split
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("__editable__") or (
+        # The interpreter's own shared library (…/lib/libpython3.11.so.1.0 of a pyenv, conda or
+        # /opt build): the noise rules know its stdlib dir and executable, not this file.
+        name.startswith("libpython") and ".so" in name
+    )
