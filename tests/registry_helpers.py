@@ -48,10 +48,17 @@ class Server(NamedTuple):
         return self.folder / "store"
 
 
-def start_server(folder: Path, users: tuple[str, ...] = ("alice", "bob")) -> Server:
+def start_server(
+    folder: Path,
+    users: tuple[str, ...] = ("alice", "bob"),
+    store: str = "",
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`store`: the root of the scope stores (default: a folder beside the settings);
+    `env`: the server's environment (default: this process's)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "registry.conf"
-    config.write_text(CONFIG.format(store=folder / "store"))
+    config.write_text(CONFIG.format(store=store or folder / "store"))
     tokens = {u: create_token(config, u) for u in users}
     with open(folder / "server.err", "wb") as err:
         proc = subprocess.Popen(
@@ -61,6 +68,7 @@ def start_server(folder: Path, users: tuple[str, ...] = ("alice", "bob")) -> Ser
             stderr=err,
             text=True,
             cwd=folder,
+            env=env,
         )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -7,7 +7,9 @@ One WSGI application, served by waitress:
   protocol's three routes are served (`info/refs?service=…`, `git-upload-pack`,
   `git-receive-pack`), never the dumb protocol's files;
 - `GET /index/<hash or prefix>`: the index entries, as JSON, without git;
-- `GET /whoami`: the name the token belongs to.
+- `GET /whoami`: the name the token belongs to;
+- the web view (roargit.registry.web) under `registry.ui` (`/ui` by default): the pages of
+  `roar ui` for every scope the viewer may read, existence only for the others.
 
 A push to the index is checked before its ref moves (check_index_update): entries are only
 added, each in its shard, for a scope the pusher may write, in the pusher's name.
@@ -25,6 +27,7 @@ The settings file is git-config format:
         root = /srv/roar            # repositories live here
         store = s3://bucket/roar    # scope stores: <store>/<owner>/<project>
         log = /var/log/roar/access.log
+        ui = /ui                    # where the web view is mounted ("off": nowhere)
     [index]
         read = *                    # existence is public (the default)
         write = @users              # (the default)
@@ -59,6 +62,7 @@ from roargit.git import run_git
 from roargit.registry.index import (
     CONFIG_REF,
     INDEX_PREFIX,
+    IndexEntry,
     check_hash,
     decode_entry,
     settings_commit,
@@ -85,6 +89,7 @@ class ServerConfig(NamedTuple):
     store: str
     log: str  # a file, or "" for stderr
     web: str
+    ui: str  # the web view's mount point: "" for the root, "off" for none
     index_rules: Rules
     scopes: dict[str, Rules]
     tokens: dict[str, list[str]]  # user: ["sha256:<hex>", …]
@@ -130,6 +135,9 @@ def load_config(path: Path) -> ServerConfig:
         if not valid_scope_name(name):
             raise ConfigError(f"{path}: '{name}' is not a scope name (owner/project)")
         scopes[name] = Rules(_words(keys.get("read")), _words(keys.get("write")))
+    ui = flat.get("registry.ui", "/ui").strip()
+    if ui not in ("off", "/") and not re.fullmatch(r"(/[A-Za-z0-9._-]+)+/?", ui):
+        raise ConfigError(f"{path}: registry.ui must be a path such as /ui, / or off")
     store = flat.get("registry.store", "")
     if store and "://" not in store and not store.startswith("/"):
         store = str(path.parent / store)
@@ -138,6 +146,7 @@ def load_config(path: Path) -> ServerConfig:
         store.rstrip("/"),
         log,
         flat.get("registry.web", ""),
+        ui if ui == "off" else ui.rstrip("/"),
         Rules(_words(flat.get("index.read"), ANYONE), _words(flat.get("index.write"), USERS)),
         scopes,
         tokens,
@@ -191,8 +200,15 @@ def repo_path(config: ServerConfig, name: str) -> Path:
     return config.root / f"{name}.git"
 
 
+def store_url(config: ServerConfig) -> str:
+    """The root of the scope stores as a URL ("" for none)."""
+    if not config.store:
+        return ""
+    return config.store if "://" in config.store else f"file://{config.store}"
+
+
 def settings_text(config: ServerConfig) -> str:
-    store = config.store if "://" in config.store else f"file://{config.store}"
+    store = store_url(config)
     return text_of("{scope}.git", f"{store}/{{scope}}" if config.store else "",
                    sorted(config.scopes), config.web)  # fmt: skip
 
@@ -221,6 +237,11 @@ def prepare(config: ServerConfig) -> list[str]:
 
 
 def index_entries(index: Path, prefix: str) -> list[dict[str, Any]]:
+    """The entries under `prefix` in the index repository, as JSON."""
+    return [e.to_json() for e in index_lookup(index, prefix)]
+
+
+def index_lookup(index: Path, prefix: str) -> list[IndexEntry]:
     """The entries under `prefix` in the index repository, read with dulwich in process."""
     from dulwich.repo import Repo  # lazy: only the registry server loads dulwich
 
@@ -237,7 +258,7 @@ def index_entries(index: Path, prefix: str) -> list[dict[str, Any]]:
             if not name.startswith(prefix) or len(name) != 64:
                 continue
             try:
-                out.append(decode_entry(repo[item.sha].data, name).to_json())
+                out.append(decode_entry(repo[item.sha].data, name))
             except RoarError:
                 continue
         return out
@@ -322,6 +343,10 @@ class RegistryApp:
         self._locks_lock = threading.Lock()
         self.backend = _Backend(self.config.root)
         self.git = make_wsgi_chain(self.backend)  # type: ignore[arg-type]
+        # registry.web imports the web app's pages, which a git-only server never needs.
+        from roargit.registry.web import RegistryWeb
+
+        self.web = RegistryWeb()
 
     def _reload(self, force: bool = False) -> ServerConfig:
         try:
@@ -407,6 +432,9 @@ class RegistryApp:
             return _json(respond, 200 if found else 404, {"entries": found})
         m = _REPO_PATH.fullmatch(path)
         if m is None:
+            mount = config.ui
+            if mount != "off" and (not mount or path == mount or path.startswith(mount + "/")):
+                return self._web(config, environ, path[len(mount) :], user, respond)
             return _json(respond, 404, {"error": "not found"})
         name, route = m.group(1), m.group(2)
         rules = config.index_rules if name == INDEX else config.scopes.get(name)
@@ -428,6 +456,28 @@ class RegistryApp:
             app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
             return self._one_push_at_a_time(name, app, environ, respond)
         return self.git(environ, respond)
+
+    def _web(
+        self,
+        config: ServerConfig,
+        environ: dict[str, Any],
+        rest: str,
+        user: str | None,
+        respond: StartResponse,
+    ) -> Iterable[bytes]:
+        """The web view, given only the scopes this viewer may read."""
+        from roargit.registry.web import Viewer
+
+        root = store_url(config)
+        readable = {
+            name: (repo_path(config, name), f"{root}/{name}" if root else "")
+            for name, rules in config.scopes.items()
+            if allowed(rules.read, user)
+        }
+        viewer = Viewer(user, readable, allowed(config.index_rules.read, user))
+        index = repo_path(config, INDEX)
+        inner = {**environ, "SCRIPT_NAME": config.ui, "PATH_INFO": rest or "/"}
+        return self.web(inner, respond, viewer, lambda prefix: index_lookup(index, prefix))
 
     def _one_push_at_a_time(
         self, name: str, app: Any, environ: dict[str, Any], respond: StartResponse

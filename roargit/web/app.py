@@ -23,14 +23,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from roargit import session
-from roargit.blobstore import BlobCorrupt, BlobMissing
+from roargit.blobstore import BlobCorrupt, BlobMissing, BlobStore
 from roargit.diff import compare
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.git import GitFailed, run_git
@@ -138,7 +138,10 @@ class App:
 
     `allowed_hosts`: the Host header values accepted (a loopback server refuses others, so
     that a web page elsewhere cannot reach it through DNS rebinding); None accepts any.
-    `local_files`: whether the search box may hash files of the work tree by path."""
+    `local_files`: whether the search box may hash files of the work tree by path.
+    `stores`: the blob stores downloads come from; None: the clone's own (`stores_for`). A
+    registry server names the scope's store alone, so that a page of one scope never
+    offers bytes from another's."""
 
     def __init__(
         self,
@@ -146,10 +149,12 @@ class App:
         *,
         allowed_hosts: Iterable[str] | None = None,
         local_files: bool = True,
+        stores: Sequence[str] | None = None,
     ) -> None:
         self.paths = paths
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
         self.local_files = local_files
+        self.store_urls = None if stores is None else list(stores)
 
     def __call__(
         self, environ: Mapping[str, Any], start_response: StartResponse
@@ -290,6 +295,8 @@ class App:
         return self.html(200, f"Artifact {digest[:12]}", body, links)
 
     def stores(self) -> list[Any]:
+        if self.store_urls is not None:
+            return [BlobStore(u) for u in self.store_urls]
         return stores_for(self.paths)
 
     def stored(self, digest: str) -> bool:
@@ -418,9 +425,13 @@ class _chunks:  # an iterable with close(), as PEP 3333 wants for clean-up
 
 
 def make_app(
-    paths: RepoPaths, *, allowed_hosts: Iterable[str] | None = None, local_files: bool = True
+    paths: RepoPaths,
+    *,
+    allowed_hosts: Iterable[str] | None = None,
+    local_files: bool = True,
+    stores: Sequence[str] | None = None,
 ) -> App:
-    return App(paths, allowed_hosts=allowed_hosts, local_files=local_files)
+    return App(paths, allowed_hosts=allowed_hosts, local_files=local_files, stores=stores)
 
 
 __all__ = ["App", "HTTPError", "esc", "make_app", "resolve"]
