@@ -81,9 +81,14 @@ def normalise_key(key: str) -> str:
 IDENTITY_KEYS = ("user.name", "user.email")
 
 
-def read_all(paths: RepoPaths, *, identity: bool = False) -> dict[str, Value]:
+def read_all(
+    paths: RepoPaths, *, identity: bool = False, git_keys: dict[str, list[str]] | None = None
+) -> dict[str, Value]:
     """Every roar.* key in effect: git config over .roarconfig over defaults; with `identity`,
     also git's user.name and user.email where set (from the same read: no second `git`).
+    `git_keys`, when given, is filled with every key of the user's git config (not
+    .roarconfig's) and its values, as `git config --list` spells the key: a command that also
+    needs the remotes reads them from the same `git`.
 
     One `git config --list` reads every scope; .roarconfig comes in through a command-line
     include, so git parses it exactly as it parses its own files, and `--show-scope` tells
@@ -103,6 +108,8 @@ def read_all(paths: RepoPaths, *, identity: bool = False) -> dict[str, Value]:
     fields = proc.stdout.split(b"\0")
     for scope, item in zip(fields[0::2], fields[1::2], strict=False):
         key, _, value = item.decode(errors="surrogateescape").partition("\n")
+        if git_keys is not None and scope != b"command":
+            git_keys.setdefault(key, []).append(value)
         key = key.lower()
         if not key.startswith("roar."):
             if identity and key in IDENTITY_KEYS and scope != b"command":

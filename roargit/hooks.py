@@ -202,10 +202,9 @@ def pre_push(paths: RepoPaths, remote: str, url: str) -> Outcome:
     from roargit import config, share
 
     strict = _true(config.read_all(paths)["roar.hooks.strict"].value)
-    if remote not in share.remote_names(paths):
-        return Outcome(True, [f"pre-push: {url} is not a named remote; lineage not pushed"])
     try:
-        report = share.push(paths, remote)
+        # git passes the URL as REMOTE too when `git push URL` names no remote.
+        report = share.push(paths, remote if remote else url)
     except RoarError as exc:
         return Outcome(not strict, [f"pre-push: lineage not pushed to {remote}: {exc}"])
     messages = [f"pre-push: {w}" for w in report.warnings if w != "nothing recorded yet"]

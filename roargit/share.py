@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import config, remote_ledgers
+from roargit import config, remote_ledgers, uploads
 from roargit.blobstore import BlobStore
 from roargit.clone import configure_remote, fetch_refspecs
 from roargit.errors import GitFailed, RoarError
@@ -51,6 +51,9 @@ MAX_PUSH_ATTEMPTS = 16
 KEEP_FANIN = 100
 #: Uploads in flight at once: a remote store is bound by round trips, a local one by fsync.
 UPLOAD_THREADS = 8
+#: A local store is asked and written from one thread up to this many blobs: below it,
+#: starting threads costs more than the fsyncs they would overlap.
+LOCAL_THREADS_AT = 64
 STATE_FILE = "share.json"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -97,6 +100,20 @@ def remote_names(paths: RepoPaths, cfg: dict[str, list[str]] | None = None) -> l
         for k in cfg
         if k.startswith("remote.") and k.endswith(".url")
     ]
+
+
+def remote_for_url(cfg: Mapping[str, list[str]], url: str) -> str | None:
+    """The configured remote that fetches from or pushes to `url`, if one does."""
+    for key, values in cfg.items():
+        for suffix in (".url", ".pushurl"):
+            if key.startswith("remote.") and key.endswith(suffix) and url in values:
+                return key[len("remote.") : -len(suffix)]
+    return None
+
+
+def looks_like_url(name: str) -> bool:
+    """A remote name git would take as a URL or a path instead (git-push(1), GIT URLS)."""
+    return "/" in name or ":" in name or name in (".", "..")
 
 
 def resolve_remote(
@@ -284,8 +301,7 @@ def plan_blobs(
     """Which of `wanted` the store lacks, and where on this machine each one's bytes are."""
 
     digests = list(wanted)
-    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-        held = list(pool.map(store.has, digests))
+    held = list(_each(store, store.has, digests))
     plan = BlobPlan(store.url, [], 0, [], [], [])
     present = 0
     from_tree: list[Blob] = []
@@ -338,16 +354,26 @@ def upload(store: Any, blobs: Sequence[Blob], progress: Progress | None = None) 
 
     if progress is not None:
         progress(0, total)
-    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-        for b, why in zip(blobs, pool.map(put, blobs), strict=True):
-            if why is None:
-                count += 1
-                done += b.size
-            else:
-                failed.append((b, why))
-            if progress is not None:
-                progress(done, total)
+    for b, why in zip(blobs, _each(store, put, blobs), strict=True):
+        if why is None:
+            count += 1
+            done += b.size
+        else:
+            failed.append((b, why))
+        if progress is not None:
+            progress(done, total)
     return Uploaded(count, done, failed)
+
+
+def _each(store: Any, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+    """`fn` over `items`, answers in order as they come: on threads for a remote store (each
+    call waits on a round trip) or many blobs, in this thread for a few blobs in a folder."""
+    local = store.local_path("0" * 64) is not None
+    if len(items) < 2 or (local and len(items) < LOCAL_THREADS_AT):
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        yield from pool.map(fn, items)
 
 
 # -- what this clone has sent where (local state) -----------------------------------------
@@ -552,11 +578,14 @@ class PushReport(NamedTuple):
 
 
 def _team_store(paths: RepoPaths, settings: Mapping[str, Any]) -> tuple[Any, Any] | None:
-    url = settings["roar.store.url"].value
-    local = f"file://{paths.roar_dir / 'blobs'}"  # capture.default_store_url
-    if not url or url.rstrip("/") == local.rstrip("/"):
+    """(the team store, the local store), or None when no team store is configured. The
+    store's URL is spelled as a run queues its failed uploads (uploads.store_url), so that
+    push finds that queue."""
+    url = uploads.store_url(paths, settings)
+    local = uploads.default_store_url(paths)
+    if url.rstrip("/") == local.rstrip("/"):
         return None
-    return BlobStore(url), BlobStore(local)
+    return uploads.open_store(url, settings), BlobStore(local)
 
 
 def _disk_usage(paths: RepoPaths, tips: Sequence[str], bases: Sequence[str]) -> int:
@@ -699,21 +728,34 @@ def push(
     blobs: bool = True,
 ) -> PushReport:
     """Send this clone's lineage to `remote` and the bytes it names to the team store (see
-    the module docstring). With `dry_run`, only say what would go."""
+    the module docstring). With `dry_run`, only say what would go.
 
-    cfg = git_config(paths)
-    name = resolve_remote(paths, remote, cfg)
-    if not dry_run:
+    `remote` may also be a URL (as git passes it to a pre-push hook for `git push URL`): the
+    remote configured with that URL when there is one, else the URL itself. A URL has no
+    tracking refs, so what it lacks is found with one `ls-remote`, and a push it rejects is
+    not merged and retried: that needs a named remote to fetch into."""
+    cfg: dict[str, list[str]] = {}
+    settings = config.read_all(paths, git_keys=cfg)
+    anonymous = False
+    if remote is not None and remote not in remote_names(paths, cfg) and looks_like_url(remote):
+        named = remote_for_url(cfg, remote)
+        anonymous = named is None
+        remote = remote if named is None else named
+    name = remote if anonymous and remote is not None else resolve_remote(paths, remote, cfg)
+    if not dry_run and not anonymous:
         ensure_refspecs(paths, name, cfg)
-    settings = config.read_all(paths)
     warnings: list[str] = []
     refs = roar_refs(paths)
     tip = refs.get(LEDGER_REF)
     if tip is None:
         return _nothing(name, dry_run)
-    remote_tip = refs.get(tracking_ref(name, LEDGER_REF))
     ledger = Ledger(paths, fast_start=True)
     try:
+        if anonymous:
+            theirs = _remote_refs(paths, name, ledger)
+        else:
+            theirs = {r: refs.get(tracking_ref(name, r)) for r in SHARED_REFS}
+        remote_tip = theirs.get(LEDGER_REF)
         added = added_paths(paths, remote_tip, tip, ("runs", "sessions"))
         runs = _read_runs(ledger, [p for p in added if p.startswith("runs/")])
         sessions = sum(1 for p in added if p.endswith("/session"))
@@ -725,18 +767,26 @@ def push(
         plan = None
         if stores is not None:
             store, local = stores
+            if not dry_run:
+                # Bytes a run could not store then (the store was down, say) go first.
+                uploads.drain_quietly(paths, settings, store.url, warnings)
             base = stored_tip(paths, store.url, ledger)
             store_runs = runs if base == remote_tip else new_runs(paths, ledger, base, tip)
             wanted = referenced_blobs(store_runs, ledger.manifest)
             cap = config.parse_size(settings["roar.store.maxblobsize"].value)
             plan = plan_blobs(paths, store, local, wanted, cap)
+        commits = [r.code.commit or "" for _i, r in runs]
         if dry_run:
             trees = added_code_trees(paths, remote_tip, tip)
             snapshots = _snapshots(paths, trees, runs)
-            commits = unpushed_commits(paths, name, [r.code.commit or "" for _i, r in runs])
-            bases = [b for b in (remote_tip, refs.get(tracking_ref(name, KEEP_REF))) if b]
+            if anonymous:
+                kept = [k for k in (theirs.get(KEEP_REF),) if k]
+                unpushed = unkept_commits(paths, commits, kept)
+            else:
+                unpushed = unpushed_commits(paths, name, commits)
+            bases = [b for b in theirs.values() if b]
             return PushReport(
-                name, True, [r for r, _ in runs], sessions, snapshots, commits,
+                name, True, [r for r, _ in runs], sessions, snapshots, unpushed,
                 _disk_usage(paths, [tip], bases), plan, None, sensitive(runs, snapshots), False,
                 not runs, 0, warnings,
             )  # fmt: skip
@@ -745,7 +795,9 @@ def push(
             uploaded = upload(stores[0], plan.to_upload, progress)
             if not uploaded.failed:
                 _note_stored(paths, stores[0].url, tip)
-        keep = keep_commits(paths, [r.code.commit or "" for _i, r in runs], refs.get(KEEP_REF))
+        keep = refs.get(KEEP_REF)
+        if not _keeps(ledger, keep, commits):
+            keep = keep_commits(paths, commits, keep)
     finally:
         ledger.close()
 
@@ -762,6 +814,13 @@ def push(
                 name, False, [r for r, _ in runs], sessions, [], [], 0, plan, uploaded,
                 [], True, same, attempts, warnings,
             )  # fmt: skip
+        if anonymous:
+            raise PushRejected(
+                name,
+                attempts,
+                f"{why}; add it as a remote (git remote add NAME URL) so that "
+                "roar push can fetch what is there and merge it",
+            )
         # Someone pushed first: take theirs, merge the union, and offer ours again.
         time.sleep(_jitter(min(0.5, 0.05 * attempts)))
         _git_fetch(paths, name)
@@ -769,6 +828,36 @@ def push(
         refs = roar_refs(paths)
         tip, keep = refs.get(LEDGER_REF, tip), refs.get(KEEP_REF)
     raise PushRejected(name, attempts, why)
+
+
+def _keeps(ledger: Ledger, keep: str | None, commits: Sequence[str]) -> bool:
+    """Whether the keep commit `keep` names every one of `commits` as a parent, read through
+    the ledger's open `cat-file` (runs recorded at a commit already kept, the common case,
+    cost no `rev-list`)."""
+    wanted = {c for c in commits if c}
+    if not wanted:
+        return True
+    if keep is None:
+        return False
+    found = ledger.reader.read(keep)
+    if found is None or found.type != "commit":
+        return False
+    head = found.data.split(b"\n\n", 1)[0].decode(errors="replace")
+    parents = {line[len("parent ") :] for line in head.splitlines() if line.startswith("parent ")}
+    return wanted <= parents
+
+
+def _remote_refs(paths: RepoPaths, url: str, ledger: Ledger) -> dict[str, str | None]:
+    """{ref: commit} of SHARED_REFS at `url`, from one `ls-remote`, each only when this clone
+    has that commit (one it lacks cannot serve as a base here)."""
+    proc = run_git(["ls-remote", "--refs", url, *SHARED_REFS], paths.root, check=False)
+    found: dict[str, str | None] = dict.fromkeys(SHARED_REFS)
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        oid, _, ref = line.partition("\t")
+        info = ledger.reader.info(oid) if ref in found else None
+        if info is not None and info[1] == "commit":
+            found[ref] = oid
+    return found
 
 
 def unpushed_commits(paths: RepoPaths, remote: str, commits: Iterable[str]) -> list[str]:

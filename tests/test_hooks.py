@@ -236,3 +236,17 @@ def test_pre_push_store_failure_warns_unless_strict(
     blocked = push()
     assert blocked.returncode != 0
     assert git(bare_remote, "rev-parse", "main") != git(git_repo, "rev-parse", "main")
+
+
+def test_pre_push_to_a_bare_url_pushes_lineage_there(git_repo: Path, tmp_path: Path) -> None:
+    setup_pipeline(git_repo)
+    bare = tmp_path / "elsewhere.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    roar(git_repo, "hooks", "install", "--pre-push")
+    push = subprocess.run(
+        ["git", "push", str(bare), "main"], cwd=git_repo, capture_output=True, text=True
+    )
+    assert push.returncode == 0, push.stderr
+    assert "lineage pushed" in push.stderr
+    refs = git(bare, "for-each-ref", "--format=%(refname)").split()
+    assert "refs/roar/ledger" in refs and "refs/heads/main" in refs

@@ -146,6 +146,67 @@ def test_push_to_a_named_remote_and_unknown_remote(
     assert "refs/roar/ledger" in remote_refs(bare_remote)
 
 
+def test_push_to_a_url_that_no_remote_names(
+    three_steps: Recorded, bare_remote: Path, tmp_path: Path
+) -> None:
+    git_repo = three_steps.repo
+    url = str(bare_remote)
+    out = roar_json(git_repo, "push", url)
+    assert out["pushed"] and out["remote"] == url and len(out["runs"]) == 3
+    refs = remote_refs(bare_remote)
+    assert "refs/roar/ledger" in refs and "refs/roar/commits" in refs
+    assert not [r for r in roar_refs_here(git_repo) if r.startswith("refs/roar/remotes/")]
+    # No tracking refs: what the URL holds is asked of it, so the next push sends nothing.
+    again = roar_json(git_repo, "push", url)
+    assert again["up_to_date"] and again["runs"] == []
+
+    # Another clone pushed first: a URL cannot be fetched into and merged, so it says how.
+    other = make_clone(bare_remote, tmp_path / "other")
+    roar(other, "fetch")
+    (other / "x.txt").write_text("x\n")
+    roar(other, "run", "-q", "cp", "x.txt", "y.txt")
+    assert roar_json(other, "push")["pushed"]
+    (git_repo / "z.txt").write_text("z\n")
+    roar(git_repo, "run", "-q", "cp", "z.txt", "w.txt")
+    rejected = roar(git_repo, "push", url, rc=None)
+    assert rejected.returncode == 1 and "git remote add" in rejected.stderr
+
+
+def test_push_to_the_url_of_a_named_remote_uses_that_remote(
+    three_steps: Recorded, bare_remote: Path
+) -> None:
+    git_repo = three_steps.repo
+    git(git_repo, "remote", "add", "team", str(bare_remote))
+    out = roar_json(git_repo, "push", str(bare_remote))
+    assert out["pushed"] and out["remote"] == "team"
+    assert "refs/roar/remotes/team/ledger" in roar_refs_here(git_repo)
+
+
+def roar_refs_here(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname)", "refs/roar/").split()
+
+
+def test_push_uploads_what_runs_queued_for_the_store_first(
+    git_repo: Path, bare_remote: Path, tmp_path: Path
+) -> None:
+    write_pipeline(git_repo)
+    git(git_repo, "remote", "add", "origin", str(bare_remote))
+    blocker = tmp_path / "store-parent"
+    blocker.write_text("a file where the store's folder would go\n")
+    url = f"file://{blocker}/store"
+    roar(git_repo, "config", "set", "store.url", url)
+    model = run_pipeline(git_repo)  # the store fails: the runs queue their bytes
+    queue = git_repo / ".git" / "roar" / "uploads" / "queue"
+    assert sorted(queue.iterdir())
+
+    blocker.unlink()  # the store works again
+    out = roar_json(git_repo, "push")
+    assert any("queued blob(s)" in w for w in out["warnings"]), out["warnings"]
+    assert not sorted(queue.iterdir())
+    assert BlobStore(url).has(model)
+    assert out["store"]["failed"] == [] and out["store"]["unavailable"] == []
+
+
 def test_a_push_that_loses_the_race_merges_and_retries(
     git_repo: Path, bare_remote: Path, tmp_path: Path
 ) -> None:
@@ -295,7 +356,6 @@ def _record_and_push(clone: Path, name: str) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_eight_clones_recording_and_pushing_at_once_lose_nothing(
     git_repo: Path, bare_remote: Path, tmp_path: Path

@@ -280,7 +280,7 @@ def _report_json(report: Any) -> dict[str, Any]:
 
 def cmd_register(args: argparse.Namespace) -> int:
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.cli.share import _ProgressLine
+    from roargit.progress import Progress
     from roargit.registry import index, scope
     from roargit.registry.login import configured_user, whoami
     from roargit.registry.register import register, require_shared
@@ -314,7 +314,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             _render(report)
         return args.yes or _ask(f"publish to {report.scope.name}?")
 
-    progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
+    progress = None if args.json else Progress("registering")
     report = register(
         paths,
         ctx,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +16,6 @@ def _paths() -> Any:
     from roargit.repo import find_repo
 
     return find_repo(Path.cwd())
-
-
-class _ProgressLine:
-    """`uploading 3.1 MiB / 40.0 MiB` on one rewritten stderr line, at most ten times a
-    second; only on a terminal."""
-
-    def __init__(self) -> None:
-        self.last = 0.0
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < 0.1:
-            return
-        self.last = now
-        sys.stderr.write(f"\r  uploading {human_size(done)} / {human_size(total)}   ")
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
 
 
 def _blob_json(b: Any) -> dict[str, Any]:
@@ -144,9 +120,12 @@ def _say_dry_run(report: Any) -> None:
 
 def cmd_push(args: argparse.Namespace) -> int:
     # lazy: loaded when this command runs, not at every command's start-up
+    from roargit.progress import Progress
     from roargit.share import push
 
-    progress = _ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json else None
+    # Drawn only on a terminal, once the push has taken a while (progress.py): bytes to the
+    # store first, then the git push.
+    progress = None if args.quiet or args.json else Progress("pushing")
     try:
         report = push(
             _paths(), args.remote, dry_run=args.dry_run, progress=progress, blobs=not args.no_blobs
