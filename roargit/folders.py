@@ -186,21 +186,34 @@ def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
     """A digest of the stat data of `files` (all under `folder`) and their newest ctime, or
     None when one of them is gone or not a regular file any more."""
     # One lstat a file is the floor (a folder's mtime misses in-place writes); the rest is
-    # kept to a few operations a file, and hashed in one call at the end.
+    # kept to a few operations a file, and hashed in one call at the end. Each lstat is made
+    # relative to its folder's descriptor (fstatat): the kernel then resolves one name, not
+    # every folder of the absolute path again.
     lstat, pack = os.lstat, _STAT.pack
     stats = bytearray()
     newest = 0
-    for f in files:
-        try:
-            st = lstat(f)
-        except OSError:
-            return None
-        if st.st_mode & 0o170000 != stat.S_IFREG:
-            return None
-        ctime = st.st_ctime_ns
-        stats += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ctime)
-        if ctime > newest:
-            newest = ctime
+    here, fd = "", -1
+    try:
+        for f in files:
+            parent, _, name = f.rpartition("/")
+            if parent != here:
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                fd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                here = parent
+            st = lstat(name, dir_fd=fd)
+            if st.st_mode & 0o170000 != stat.S_IFREG:
+                return None
+            ctime = st.st_ctime_ns
+            stats += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ctime)
+            if ctime > newest:
+                newest = ctime
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     return _stat_digest(folder, files, stats), newest
 
 
