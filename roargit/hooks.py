@@ -20,6 +20,8 @@ interpreter is gone.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import subprocess
@@ -30,13 +32,21 @@ from typing import Any, NamedTuple
 
 from roargit.errors import RoarError
 from roargit.git import run_git
+from roargit.gitobjects import tree_entries
+from roargit.records import ArtifactId, FileRef
 from roargit.repo import RepoPaths
+from roargit.session import label
 
 GIT_HOOKS = ("pre-commit", "pre-push")
 MARKER = "# roar-managed hook"
 CHAINED = ".roar-chained"
 #: What `roar hooks install --post-run` sets when roar.hooks.postRun is empty.
 DEFAULT_POST_RUN = "roar push --quiet"
+#: A session's runs are filed in 256 folders by id; one that fills this many holds about
+#: ledger.SWITCH_TO_PYGIT2_AT runs, past which pygit2's reads pay for its import.
+BIG_SESSION_FOLDERS = 112
+#: What the pre-commit check read of the active session's records (session_outputs).
+OUTPUTS_FILE = "precommit.json"
 
 
 class HookConflict(RoarError):
@@ -235,8 +245,8 @@ def staged_files(paths: RepoPaths) -> list[str]:
 def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[Finding]:
     """Staged files the active session recorded as outputs whose staged bytes no recorded run
     produced, or that come from a stale step."""
-    from roargit.ledger import SWITCH_TO_PYGIT2_AT, Ledger
-    from roargit.session import load_view, read_state
+    from roargit.ledger import Ledger
+    from roargit.session import read_state
 
     state = read_state(paths.roar_dir)
     if state.session_id is None:
@@ -245,20 +255,16 @@ def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[F
     if not staged:
         return []
     ledger = Ledger(paths, fast_start=True)
-    if len(ledger.session_runs(state.session_id)) > SWITCH_TO_PYGIT2_AT:
-        # Reading this many records costs more through cat-file than pygit2's import.
-        ledger.close()
-        ledger = Ledger(paths)
     try:
-        view = load_view(ledger, state.session_id, state.popped)
+        runs = session_outputs(paths, ledger, state.session_id)
         produced: dict[str, tuple[str, str, str]] = {}  # path: (recorded hash, step, state)
         folders: list[tuple[str, str, str, str]] = []  # (prefix, manifest, step, state)
-        for step in view.steps:
-            for f in step.run.outputs:
+        for step, st, run in current_steps(runs, state.popped):
+            for f in run.outputs:
                 if f.kind == "dir":
-                    folders.append((f.path.rstrip("/") + "/", f.hash, step.label, step.state))
+                    folders.append((f.path.rstrip("/") + "/", f.hash, step, st))
                 else:
-                    produced[f.path] = (f.hash, step.label, step.state)
+                    produced[f.path] = (f.hash, step, st)
         # path: (recorded hash, or the folder's (prefix, manifest); step; its state)
         todo: dict[str, tuple[str | tuple[str, str], str, str]] = {}
         for p in staged:
@@ -294,6 +300,168 @@ def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[F
         return findings
     finally:
         ledger.close()
+
+
+class RunOutputs(NamedTuple):
+    """What the pre-commit check needs of a run record: where its step stands, what it read
+    and wrote (sizes left out)."""
+
+    kind: str
+    step: int
+    status: str
+    started_at: int
+    inputs: tuple[tuple[str, str], ...]  # (path, hash)
+    outputs: tuple[FileRef, ...]
+
+
+def session_outputs(paths: RepoPaths, ledger: Any, session_id: str) -> dict[str, RunOutputs]:
+    """Every readable run of the session, by id.
+
+    Records are immutable, so what was read of them is kept in `.git/roar/precommit.json`
+    with the session folder's tree id: while that tree is the same, nothing is read; once runs
+    were added, one `diff-tree` of the two trees names them and only their records are read.
+    A session read whole for the first time goes through pygit2 when it is big."""
+    tip = ledger.tip()
+    if tip is None:
+        return {}
+    found = ledger.reader.read(f"{tip}:sessions/{session_id[:2]}/{session_id}")
+    if found is None or found.type != "tree":
+        return {}
+    cached = _load_outputs(paths, session_id)
+    if cached is not None and cached[0] == found.oid:
+        return cached[1]
+    runs: dict[str, RunOutputs] = {}
+    new: list[str] | None = None
+    if cached is not None:
+        proc = run_git(
+            ["diff-tree", "-r", "-z", "--name-only", "--diff-filter=A", cached[0], found.oid],
+            paths.root,
+            check=False,
+        )
+        if proc.returncode == 0:
+            runs = dict(cached[1])
+            names = (p.rsplit("/", 1)[-1] for p in os.fsdecode(proc.stdout).split("\0") if p)
+            new = [n for n in names if n != "session" and not n.startswith("i.")]
+    if new is not None:
+        runs.update(_read_outputs(ledger, new))
+    elif len(tree_entries(found.data, len(tip) // 2)) < BIG_SESSION_FOLDERS:
+        runs = _read_outputs(ledger, ledger.session_runs(session_id))
+    else:
+        # Reading this many records costs more through cat-file than pygit2's import.
+        from roargit.ledger import Ledger
+
+        whole = Ledger(paths)
+        try:
+            runs = _read_outputs(whole, whole.session_runs(session_id))
+        finally:
+            whole.close()
+    _save_outputs(paths, session_id, found.oid, runs)
+    return runs
+
+
+def _read_outputs(ledger: Any, run_ids: Sequence[str]) -> dict[str, RunOutputs]:
+    """The records' RunOutputs; one that cannot be read is left out (as the session's view
+    skips it: `roar fsck` lists it)."""
+    out = {}
+    for rid, rec in zip(run_ids, ledger.runs_or_errors(run_ids), strict=True):
+        if isinstance(rec, RoarError):
+            continue
+        out[rid] = RunOutputs(
+            rec.kind,
+            rec.step,
+            rec.status,
+            rec.started_at,
+            tuple((f.path, f.hash) for f in rec.inputs),
+            tuple(FileRef(f.path, f.hash, 0, f.kind) for f in rec.outputs),
+        )
+    return out
+
+
+def current_steps(
+    runs: Mapping[str, RunOutputs], popped: frozenset[str]
+) -> list[tuple[str, str, RunOutputs]]:
+    """(label, state, run) of each step's current run, build steps first, then by number:
+    the rule of session.load_view (the newest run of a step is current; a step is stale when
+    an input differs from what the last earlier step that wrote its path wrote, or that step
+    is stale; a run that did not end well has its status for a state)."""
+    by_step: dict[tuple[str, int], tuple[int, str]] = {}
+    for rid, r in runs.items():
+        if rid in popped:
+            continue
+        key = (r.kind, r.step)
+        if key not in by_step or (r.started_at, rid) > by_step[key]:
+            by_step[key] = (r.started_at, rid)
+    steps = []
+    written: dict[str, tuple[str, str]] = {}  # path: (hash, state) of the last step that wrote it
+    for kind, number in sorted(by_step, key=lambda k: (k[0] != "build", k[1])):
+        run = runs[by_step[(kind, number)][1]]
+        stale = False
+        for path, digest in run.inputs:
+            before = written.get(path)
+            if before is not None and (before[0] != digest or before[1] == "stale"):
+                stale = True
+                break
+        state = run.status if run.status != "ok" else ("stale" if stale else "ok")
+        for f in run.outputs:
+            written[f.path] = (f.hash, state)
+        steps.append((label(kind, number), state, run))
+    return steps
+
+
+def _outputs_file(paths: RepoPaths) -> Path:
+    return paths.roar_dir / OUTPUTS_FILE
+
+
+def _load_outputs(paths: RepoPaths, session_id: str) -> tuple[str, dict[str, RunOutputs]] | None:
+    """(the session tree's id, its runs) as last kept; None when there is nothing usable (a
+    damaged file is read as none: it is rebuilt from the ledger)."""
+    try:
+        data = json.loads(_outputs_file(paths).read_bytes())
+        if data.get("version") != 1 or data.get("session") != session_id:
+            return None
+        runs = {
+            str(rid): RunOutputs(
+                str(kind),
+                int(step),
+                str(status),
+                int(started),
+                tuple((str(p), str(h)) for p, h in inputs),
+                tuple(FileRef(str(p), ArtifactId(str(h)), 0, str(k)) for p, h, k in outputs),
+            )
+            for rid, (kind, step, status, started, inputs, outputs) in data["runs"].items()
+        }
+        return str(data["tree"]), runs
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _save_outputs(
+    paths: RepoPaths, session_id: str, tree: str, runs: Mapping[str, RunOutputs]
+) -> None:
+    data = {
+        "version": 1,
+        "session": session_id,
+        "tree": tree,
+        "runs": {
+            rid: [
+                r.kind,
+                r.step,
+                r.status,
+                r.started_at,
+                [list(i) for i in r.inputs],
+                [[f.path, f.hash, f.kind] for f in r.outputs],
+            ]
+            for rid, r in runs.items()
+        },
+    }
+    f = _outputs_file(paths)
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        os.replace(tmp, f)
+    except OSError:  # kept to save time only: the next check reads the ledger again
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _manifest_rows(ledger: Any, digest: str) -> dict[str, str]:

@@ -250,3 +250,52 @@ def test_pre_push_to_a_bare_url_pushes_lineage_there(git_repo: Path, tmp_path: P
     assert "lineage pushed" in push.stderr
     refs = git(bare, "for-each-ref", "--format=%(refname)").split()
     assert "refs/roar/ledger" in refs and "refs/heads/main" in refs
+
+
+def test_pre_commit_keeps_what_it_read_and_reads_only_runs_added_since(git_repo: Path) -> None:
+    from roargit.hooks import OUTPUTS_FILE, current_steps, session_outputs
+    from roargit.ledger import Ledger
+    from roargit.repo import find_repo
+    from roargit.session import load_view, read_state
+
+    setup_pipeline(git_repo)
+    roar(git_repo, "run", "-q", "python", "double.py", "out.txt", "final.txt")  # @2 reads out.txt
+    roar(git_repo, "hooks", "install", "--pre-commit")
+    roar(git_repo, "config", "set", "hooks.preCommit", "fail")
+    assert commit(git_repo, "out.txt", "final.txt").returncode == 0
+    kept = git_repo / ".git" / "roar" / OUTPUTS_FILE
+    first = json.loads(kept.read_text())
+    assert len(first["runs"]) == 2
+
+    # @1 again on a new input: its new record is read, the two others come from the file.
+    (git_repo / "in.txt").write_text("new input\n")
+    roar(git_repo, "run", "-q", "python", "double.py", "in.txt", "out.txt")
+    (git_repo / "final.txt").write_text("by hand\n")
+    done = commit(git_repo, "final.txt")
+    assert done.returncode != 0 and "final.txt holds bytes no recorded run" in done.stderr
+    second = json.loads(kept.read_text())
+    assert len(second["runs"]) == 3 and second["tree"] != first["tree"]
+    git(git_repo, "checkout", "-q", "HEAD", "--", "final.txt")  # the bytes @2 wrote
+    stale = roar(git_repo, "hooks", "run", "pre-commit", "final.txt", rc=None)
+    assert stale.returncode != 0 and "final.txt comes from stale step @2" in stale.stderr
+
+    # The same steps and states as the session's own view.
+    paths = find_repo(git_repo)
+    state = read_state(paths.roar_dir)
+    assert state.session_id is not None
+    ledger = Ledger(paths, fast_start=True)
+    try:
+        view = load_view(ledger, state.session_id, state.popped)
+        mine = current_steps(session_outputs(paths, ledger, state.session_id), state.popped)
+    finally:
+        ledger.close()
+    assert [(s, st) for s, st, _r in mine] == [(s.label, s.state) for s in view.steps]
+    assert [r.outputs for _s, _st, r in mine] == [
+        tuple(f._replace(size=0) for f in s.run.outputs) for s in view.steps
+    ]
+
+    # A damaged file is read as none and written again from the ledger.
+    kept.write_text("{not json")
+    again = roar(git_repo, "hooks", "run", "pre-commit", "final.txt", rc=None)
+    assert "final.txt comes from stale step @2" in again.stderr
+    assert len(json.loads(kept.read_text())["runs"]) == 3
