@@ -36,7 +36,7 @@ from typing import IO, Any, NamedTuple, Protocol, Union
 
 from blake3 import blake3
 
-from roargit.errors import BlobCorrupt, BlobMissing, DigestMismatch
+from roargit.errors import BlobCorrupt, BlobMissing, DigestMismatch, RoarError
 from roargit.hashing import hash_file
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -76,6 +76,15 @@ class _Backend(Protocol):
     def list_rel(self) -> Iterator[str]: ...
 
 
+class StoreDenied(RoarError):
+    """The store refused this process's credentials for a blob (an S3 key limited to other
+    prefixes, a folder it may not read): the store decides who reads its bytes."""
+
+    def __init__(self, digest: str, where: str) -> None:
+        super().__init__(f"{where} denied access to blob {digest[:16]} (your credentials for "
+                         "that store do not cover it)")  # fmt: skip
+
+
 class Limits(NamedTuple):
     """How long a remote store may take: every request gives up after `timeout` seconds
     (to connect, and between bytes read) and is tried `retries` more times, so a dead or
@@ -113,7 +122,10 @@ class BlobStore:
         return f"BlobStore({self.url!r})"
 
     def has(self, digest: str) -> bool:
-        return self._backend.exists(_relpath(check_digest(digest)))
+        try:
+            return self._backend.exists(_relpath(check_digest(digest)))
+        except PermissionError:
+            raise StoreDenied(digest, self.url) from None
 
     def put_bytes(self, data: bytes) -> str:
         """Store `data`; return its digest."""
@@ -207,6 +219,8 @@ class BlobStore:
             f = self._backend.open_read(rel)
         except FileNotFoundError:
             raise BlobMissing(digest, self.url) from None
+        except PermissionError:
+            raise StoreDenied(digest, self.url) from None
         # The sink gets every chunk only when it can still be taken back: get_bytes keeps
         # them in a list it returns only after the check, get_file writes a temp file.
         with f:
@@ -234,7 +248,10 @@ class BlobStore:
             with contextlib.suppress(Exception):
                 writer.abort()
             raise
-        writer.commit()
+        try:
+            writer.commit()
+        except PermissionError:
+            raise StoreDenied(digest, self.url) from None
 
 
 def _local_root(url: str) -> Path | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from roargit import config, pathguard, progress
-from roargit.blobstore import BlobStore
+from roargit.blobstore import BlobStore, StoreDenied
 from roargit.capture import record_run
 from roargit.clone import clone_id
 from roargit.errors import BlobCorrupt, BlobMissing, RoarError
@@ -278,13 +278,14 @@ class Materialiser:
                 root.copy_in(rel, src)
                 if self.has(dest, digest):
                     return how
-        corrupt: BlobCorrupt | None = None
+        corrupt: BlobCorrupt | StoreDenied | None = None
         for store in self.stores:
             try:
                 root.write(rel, _filler(store, digest))
             except BlobMissing:
                 continue
-            except BlobCorrupt as exc:  # never used; another store may hold good bytes
+            # Never used; another store may hold good bytes, or let this user read them.
+            except (BlobCorrupt, StoreDenied) as exc:
                 corrupt = exc
                 continue
             return f"store {location(store.url)}"

@@ -126,6 +126,66 @@ class S3Process:
         return self.proc.poll() is None
 
 
+def iam_user(endpoint: str, bucket: str, name: str, prefixes: list[str]) -> dict[str, str]:
+    """An IAM user whose policy allows reading and writing objects under `prefixes` of
+    `bucket` (and nothing else); the environment a process needs to act as it."""
+    import json
+
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name=_REGION,
+        aws_access_key_id=_DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    iam.create_user(UserName=name)
+    resources = [f"arn:aws:s3:::{bucket}/{p.strip('/')}/*" for p in prefixes]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                # AWS checks s3:GetObject for a HEAD and s3:ListBucket for a V2 listing;
+                # moto checks actions it names s3:HeadObject and s3:ListObjectsV2.
+                "Action": ["s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": resources,
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:ListObjectsV2"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+        ],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="prefixes", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    env = {k: v for k, v in _DUMMY_ENV.items() if k != "AWS_SESSION_TOKEN"}
+    return {
+        **env,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def enforce_iam(endpoint: str) -> None:
+    """From now on the server checks every request's signature and IAM policy (moto lets
+    requests through unchecked until told otherwise, which is how the users were made)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
+        # Plain text: werkzeug would read a form-encoded body as a form and leave it empty.
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
+
+
 def _serve(port: int, die_at_part: int) -> None:
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

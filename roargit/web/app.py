@@ -381,6 +381,7 @@ class App:
 
     def blob(self, ctx: Context, links: Links, digest: str, query: Mapping[str, str]) -> Response:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", query.get("name", ""))[:100].lstrip(".")
+        failed = ""
         for store in self.stores():
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
             try:
@@ -396,9 +397,10 @@ class App:
                 raise HTTPError(502, why) from None
             except Exception as exc:
                 spool.close()
-                if isinstance(exc, RoarError):
-                    continue
-                raise
+                # A store this server cannot read (no credentials for it, access denied, out
+                # of reach) may be another's to read: said once no store had the bytes.
+                failed = failed or f"{store.url}: {type(exc).__name__}"
+                continue
             size = spool.tell()
             spool.seek(0)
             headers = (
@@ -406,6 +408,8 @@ class App:
                 ("Cache-Control", "private, max-age=31536000, immutable"),
             )
             return Response(200, _chunks(spool), "application/octet-stream", headers, size)
+        if failed:
+            raise HTTPError(502, f"the bytes of {digest[:12]} could not be read here ({failed})")
         raise HTTPError(404, f"the bytes of {digest[:12]} are in no blob store this clone knows")
 
 
