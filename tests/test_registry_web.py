@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from cli_helpers import digest, git
@@ -25,6 +25,13 @@ from registry_helpers import (
     repo_state,
     roar_as,
     serving,
+)
+from test_web_browser import (
+    CHROMIUM,
+    DRIVER,
+    browser,  # noqa: F401  (a fixture: pytest finds it by name)
+    shot,
+    wait_for,
 )
 
 CANARY = "canary_web_5d81c0e7a4"
@@ -222,3 +229,53 @@ def test_source_data_registered_as_bytes_alone(site: Site, tmp_path: Path) -> No
     assert page.status == 200 and "its bytes alone" in page.text
     blob = get(s, f"/ui/scope/acme/shared/blob/{raw}", "bob")
     assert blob.body == b"a,b\n1,2\n"
+
+
+# -- in a real browser -----------------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+def _as(driver: Any, server: Server, user: str) -> None:
+    """Every later request of the browser signs in as `user` (HTTP basic, the token as the
+    password), as a browser does once its user answered the sign-in prompt."""
+    pair = base64.b64encode(f"{user}:{server.tokens[user]}".encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {pair}"}}
+    )
+
+
+@needs_chromium
+def test_in_a_browser_the_reader_walks_the_dag_and_the_other_sees_no_page(
+    site: Site,
+    browser: Any,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    s = site.server
+    _as(browser, s, "alice")
+    browser.get(f"{s.url}/ui/artifact/{site.vision}")
+    wait_for(browser, "code.hash-full")
+    assert browser.current_url.endswith(f"/ui/scope/acme/vision/artifact/{site.vision}")
+    browser.get(f"{s.url}/ui/scope/acme/vision/dag?ref={site.vision}")
+    wait_for(browser, "svg")
+    assert CANARY in browser.page_source or "emit.py" in browser.page_source
+    shot(browser, tmp_path, "registry-reader-dag")
+
+    _as(browser, s, "bob")
+    browser.get(f"{s.url}/ui/scope/acme/vision/run/{site.vision_run}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not here"
+    assert CANARY not in browser.page_source and "emit.py" not in browser.page_source
+    shot(browser, tmp_path, "registry-other-run")
+    browser.get(f"{s.url}/ui/artifact/{site.vision}")
+    assert "registered in acme/vision by alice" in browser.page_source
+    assert CANARY not in browser.page_source
+    shot(browser, tmp_path, "registry-other-artifact")
+    refused = [ln for ln in s.log.read_text().splitlines() if " bob " in ln and "/run/" in ln]
+    assert any(f"/ui/scope/acme/vision/run/{site.vision_run}" in ln and '" 404 ' in ln
+               for ln in refused), refused  # fmt: skip
