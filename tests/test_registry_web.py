@@ -140,6 +140,11 @@ def test_a_reader_sees_artifact_run_dag_and_bytes(site: Site) -> None:
     assert get(s, f"/ui/scope/acme/shared/run/{site.shared_run}", "bob").status == 200
     blob = get(s, f"/ui/scope/acme/shared/blob/{site.shared}", "bob")
     assert blob.body == b"HELLO"
+    diff = get(s, f"/ui/diff?a={site.shared_src}&b={site.shared}", "bob")
+    assert diff.headers["Location"].startswith("/ui/scope/acme/shared/diff?a=")
+    assert get(s, diff.headers["Location"], "bob").status == 200
+    across = get(s, f"/ui/diff?a={site.vision}&b={site.shared}", "alice")
+    assert across.status == 404 and "each scope is drawn on its own" in across.text
     # Reads don't write: no page left a file or a ref behind in the scope repositories.
     assert {r: (repo_state(r), files_under(r)) for r in all_repos(s.repos)} == before
 

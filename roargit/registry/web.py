@@ -161,9 +161,34 @@ class RegistryWeb:
         links = Links(prefix)
         path = str(environ.get("PATH_INFO") or "/")
         parts = path.strip("/").split("/")
-        method = environ.get("REQUEST_METHOD", "GET")
         if parts[0] == SCOPE_PAGES and len(parts) >= 3:
             return self.scope(environ, respond, viewer, links, parts)
+        try:
+            return self.top(environ, respond, viewer, lookup, links, path, parts)
+        except RoarError as exc:
+            return _page(respond, 400, "Error", render.error(str(exc)), links)
+        except Exception:
+            # A bug: the traceback goes to the server's error stream, the page says only that.
+            import traceback  # lazy: only a bug needs it
+
+            errors = environ.get("wsgi.errors")
+            if errors is not None:
+                errors.write(traceback.format_exc())
+            message = "internal error: the details are in the server's log"
+            return _page(respond, 500, "Error", render.error(message), links)
+
+    def top(
+        self,
+        environ: dict[str, Any],
+        respond: StartResponse,
+        viewer: Viewer,
+        lookup: Lookup,
+        links: Links,
+        path: str,
+        parts: list[str],
+    ) -> list[bytes]:
+        """The pages above the scopes'."""
+        method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return _page(respond, 405, "Error", render.error("this view only reads"), links)
         query = {k: v[-1] for k, v in parse_qs(str(environ.get("QUERY_STRING", ""))).items()}
