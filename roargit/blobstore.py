@@ -76,9 +76,10 @@ class _Backend(Protocol):
     def list_rel(self) -> Iterator[str]: ...
 
 
-class StoreDenied(RoarError):
+class StoreDenied(RoarError, PermissionError):
     """The store refused this process's credentials for a blob (an S3 key limited to other
-    prefixes, a folder it may not read): the store decides who reads its bytes."""
+    prefixes, a folder it may not read): the store decides who reads its bytes. Still a
+    PermissionError, for the callers that sort store failures by kind (uploads.cause)."""
 
     def __init__(self, digest: str, where: str) -> None:
         super().__init__(f"{where} denied access to blob {digest[:16]} (your credentials for "
