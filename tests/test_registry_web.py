@@ -95,6 +95,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         (repo / "upper.py").write_text(
             "import sys\nopen(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper())\n"
         )
+        who = ["-c", "user.email=alice@example.com", "-c", "user.name=alice"]
+        git(repo, *who, "add", "emit.py", "upper.py")
+        git(repo, *who, "commit", "-q", "-m", "pipeline")
         roar_as(alice, repo, "run", "-q", "python", "emit.py", "vision.out", CANARY)
         roar_as(alice, repo, "run", "-q", "python", "emit.py", "shared.in", "hello")
         roar_as(alice, repo, "run", "-q", "python", "upper.py", "shared.in", "shared.out")
@@ -138,6 +141,8 @@ def test_a_reader_sees_artifact_run_dag_and_bytes(site: Site) -> None:
     drawn = get(s, dag.headers["Location"], "bob")
     assert drawn.status == 200 and site.shared_src[:12] in drawn.text
     assert get(s, f"/ui/scope/acme/shared/run/{site.shared_run}", "bob").status == 200
+    code = get(s, f"/ui/scope/acme/shared/code/{site.shared_run}", "bob")
+    assert code.status == 200 and "upper.py" in code.text, code.text
     blob = get(s, f"/ui/scope/acme/shared/blob/{site.shared}", "bob")
     assert blob.body == b"HELLO"
     diff = get(s, f"/ui/diff?a={site.shared_src}&b={site.shared}", "bob")
@@ -164,6 +169,7 @@ def test_a_non_reader_learns_existence_only(site: Site) -> None:
         f"{scoped}/": 404,
         f"{scoped}/artifact/{site.vision}": 404,
         f"{scoped}/run/{site.vision_run}": 404,
+        f"{scoped}/code/{site.vision_run}": 404,
         f"{scoped}/dag": 404,
         f"{scoped}/blob/{site.vision}": 404,
         f"{scoped}/search?q={site.vision[:8]}": 404,
