@@ -3,7 +3,9 @@
 Goals: push of 1,000 new records + 1,000 small blobs ≤ 3 s; incremental push of 10 new
 records (and their blobs) ≤ 0.3 s, beside a bare `git push` of the same ledger update; the
 pre-commit hook on a commit of 1,000 staged files, all of them recorded outputs of a
-1,000-step session, ≤ 0.2 s. Each is timed as the whole `roar` process a user or git starts.
+1,000-step session, ≤ 0.2 s — timed as the first check in the session (every record read),
+after 10 more steps were recorded (the usual commit: only theirs are read) and with nothing
+recorded since the last check. Each is timed as the whole `roar` process a user or git starts.
 """
 
 from __future__ import annotations
@@ -140,11 +142,33 @@ def main() -> None:
         git(repo, "add", "out")
         staged = len(git(repo, "diff", "--cached", "--name-only").splitlines())
         roar(repo, "hooks", "run", "pre-commit")  # the hash cache, as after the runs
-        hook = median_seconds(lambda: roar(repo, "hooks", "run", "pre-commit"), 7)
+        kept = find_repo(repo).roar_dir / "precommit.json"
+
+        def first_check() -> None:
+            kept.unlink()  # as in a session no check has read yet
+            roar(repo, "hooks", "run", "pre-commit")
+
+        first = median_seconds(first_check, 5)
         print(
             f"pre-commit hook on {staged} staged files, all outputs of a {staged}-step "
-            f"session: {hook:.3f} s median of 7 "
-            f"(goal 0.2 s) {verdict(hook, 0.2)}"
+            f"session, the first check in the session: {first:.3f} s median of 5 "
+            f"(goal 0.2 s) {verdict(first, 0.2)}"
+        )
+        later = []
+        for k in range(5):
+            add_runs(repo, 2000 + 10 * k, 10, sid)
+            git(repo, "add", "out")
+            later.append(timed(repo, "hooks", "run", "pre-commit")[0])
+        after = statistics.median(later)
+        staged = len(git(repo, "diff", "--cached", "--name-only").splitlines())
+        print(
+            f"pre-commit hook on {staged} staged files, 10 steps recorded since the last "
+            f"check: {after:.3f} s median of 5 (goal 0.2 s) {verdict(after, 0.2)}"
+        )
+        hook = median_seconds(lambda: roar(repo, "hooks", "run", "pre-commit"), 7)
+        print(
+            f"pre-commit hook on {staged} staged files, nothing recorded since the last "
+            f"check: {hook:.3f} s median of 7 (goal 0.2 s) {verdict(hook, 0.2)}"
         )
 
         # The common shape: a session of 10 steps, a commit of 1,000 files, 10 of them outputs.

@@ -7,8 +7,10 @@ failure still stops the commit or push; `uninstall` puts it back. The scripts ca
 package's interpreter (`python -m roargit hooks run …`), or `roar` on PATH when that
 interpreter is gone.
 
-- pre-push: `share.push` to the remote being pushed to — lineage and bytes. A failure warns
-  and lets the code push go on, unless `roar.hooks.strict` is true.
+- pre-push: `share.push` to the remote being pushed to (or the URL, for `git push URL`) —
+  lineage and bytes. A failure warns and lets the code push go on, unless
+  `roar.hooks.strict` is true. The whole ledger goes, not the records of the pushed commits
+  alone: it is one ref, and git sends only what the remote lacks (docs/sharing.md says why).
 - pre-commit: staged files that the session recorded as outputs must hold bytes that a
   recorded run produced, and not come from a stale step; otherwise a warning naming the step
   to re-run (a failure with `roar.hooks.preCommit=fail` or `roar.hooks.strict`).

@@ -6,7 +6,8 @@ so credential helpers, SSH config and hosting work unchanged; it never sends
 `remote.<name>.push` is set). Before the refs go, every blob the new records name that the
 team store lacks is uploaded: from the local store (`.git/roar/blobs`), or from the work tree
 when the file there still hashes to the recorded digest (source data), up to
-`roar.store.maxBlobSize`. Files with secret-looking names are never uploaded.
+`roar.store.maxBlobSize`. Files with secret-looking names are never uploaded. What runs queued
+for the team store because it failed then (uploads.py) is drained first.
 
 What a record needs to be reproduced elsewhere travels with it:
 - its code tree: the ledger holds `code/<tree>` entries, so dirty-tree snapshots are pushed
@@ -27,7 +28,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -372,6 +372,9 @@ def _each(store: Any, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterato
     if len(items) < 2 or (local and len(items) < LOCAL_THREADS_AT):
         yield from map(fn, items)
         return
+    # lazy: concurrent.futures imports logging, a cost a push of a few blobs need not pay
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         yield from pool.map(fn, items)
 
