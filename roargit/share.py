@@ -748,16 +748,16 @@ def push(
     if not dry_run and not anonymous:
         ensure_refspecs(paths, name, cfg)
     warnings: list[str] = []
-    refs = roar_refs(paths)
-    tip = refs.get(LEDGER_REF)
-    if tip is None:
-        return _nothing(name, dry_run)
+    # The refs are read through the cat-file the records are read with: no process of their own.
     ledger = Ledger(paths, fast_start=True)
     try:
+        tip = ledger.tip()
+        if tip is None:
+            return _nothing(name, dry_run)
         if anonymous:
             theirs = _remote_refs(paths, name, ledger)
         else:
-            theirs = {r: refs.get(tracking_ref(name, r)) for r in SHARED_REFS}
+            theirs = {r: ledger.tip(tracking_ref(name, r)) for r in SHARED_REFS}
         remote_tip = theirs.get(LEDGER_REF)
         added = added_paths(paths, remote_tip, tip, ("runs", "sessions"))
         runs = _read_runs(ledger, [p for p in added if p.startswith("runs/")])
@@ -798,7 +798,7 @@ def push(
             uploaded = upload(stores[0], plan.to_upload, progress)
             if not uploaded.failed:
                 _note_stored(paths, stores[0].url, tip)
-        keep = refs.get(KEEP_REF)
+        keep = ledger.tip(KEEP_REF)
         if not _keeps(ledger, keep, commits):
             keep = keep_commits(paths, commits, keep)
     finally:
