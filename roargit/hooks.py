@@ -487,7 +487,9 @@ def staged_digests(paths: RepoPaths, files: Sequence[str]) -> dict[str, str]:
 
     # Many pathspecs cost git more to match than listing every unstaged change.
     limit = ["--", *files] if len(files) <= 50 else []
-    listing = run_git(["diff", "--name-only", "-z", *limit], paths.root).stdout
+    # Plumbing: no diff configuration to read; an entry whose stat data is stale (a touched
+    # file) is listed and read from the index below, which gives the same digest.
+    listing = run_git(["diff-files", "--name-only", "-z", *limit], paths.root).stdout
     unstaged = set(os.fsdecode(listing).split("\0"))
     clean = [p for p in files if p not in unstaged]
     out: dict[str, str] = {}

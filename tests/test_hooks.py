@@ -299,3 +299,13 @@ def test_pre_commit_keeps_what_it_read_and_reads_only_runs_added_since(git_repo:
     again = roar(git_repo, "hooks", "run", "pre-commit", "final.txt", rc=None)
     assert "final.txt comes from stale step @2" in again.stderr
     assert len(json.loads(kept.read_text())["runs"]) == 3
+
+
+def test_pre_commit_reads_a_touched_output_from_the_index(git_repo: Path) -> None:
+    setup_pipeline(git_repo)
+    roar(git_repo, "config", "set", "hooks.preCommit", "fail")
+    git(git_repo, "add", "out.txt")
+    os.utime(git_repo / "out.txt", (2_000_000_000, 2_000_000_000))  # stat differs, bytes same
+    assert roar(git_repo, "hooks", "run", "pre-commit", rc=None).returncode == 0
+    (git_repo / "out.txt").write_text("edited after git add\n")  # the staged bytes count
+    assert roar(git_repo, "hooks", "run", "pre-commit", rc=None).returncode == 0
