@@ -474,7 +474,9 @@ class RegistryApp:
             for name, rules in config.scopes.items()
             if allowed(rules.read, user)
         }
-        viewer = Viewer(user, readable, allowed(config.index_rules.read, user))
+        # Beside the repositories, never among them: nothing there is served over git.
+        cache = config.root.parent / f"{config.root.name}-web-cache"
+        viewer = Viewer(user, readable, allowed(config.index_rules.read, user), cache)
         index = repo_path(config, INDEX)
         inner = {**environ, "SCRIPT_NAME": config.ui, "PATH_INFO": rest or "/"}
         return self.web(inner, respond, viewer, lambda prefix: index_lookup(index, prefix))

@@ -8,6 +8,9 @@
     /run/<id>, /dag?ref=, /diff?a=&b=   → the readable scope that holds them
     /scope/<owner>/<project>/…          the web app (roargit.web.app) of that scope's
                                         repository, its store the only one it reads
+    /across/<scope>/<scope>/…           the same over the union of two readable scopes
+                                        (a diff across them), merged in a clone of the
+                                        server's own
     /login                              401, so that a browser asks for the name and token
 
 Every answer respects the viewer's scopes. A scope the viewer may not read is never opened:
@@ -20,6 +23,7 @@ in readable scopes only.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,8 +31,10 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote
 
 from roargit.errors import AmbiguousPrefix, RoarError
+from roargit.git import run_git
 from roargit.registry.index import IndexEntry, check_hash
-from roargit.repo import RepoPaths
+from roargit.registry.remote import fetch_scope, scope_remote
+from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
 from roargit.web import render
 from roargit.web.app import HEX64, SECURITY_HEADERS, STATIC, STATUS, make_app, resolve, static_text
 from roargit.web.graphs import Links
@@ -36,16 +42,19 @@ from roargit.web.text import esc
 
 StartResponse = Callable[..., Any]
 SCOPE_PAGES = "scope"
+ACROSS_PAGES = "across"
 _STATUS = {**STATUS, 401: "401 Unauthorized", 403: "403 Forbidden"}
 
 
 class Viewer(NamedTuple):
     """Who asks, and what they may read: `scopes` maps each readable scope to its bare
-    repository and its store URL ("" for none)."""
+    repository and its store URL ("" for none); `cache`: where the server keeps the merged
+    clones that pages across two scopes read."""
 
     user: str | None
     scopes: dict[str, tuple[Path, str]]
     index_readable: bool
+    cache: Path | None = None
 
 
 class Found(NamedTuple):
@@ -142,6 +151,10 @@ def scope_link(prefix: str, scope: str, rest: str = "/") -> str:
     return f"{prefix}/{SCOPE_PAGES}/{quote(owner)}/{quote(project)}{rest}"
 
 
+def across_link(prefix: str, a: str, b: str, rest: str = "/") -> str:
+    return f"{prefix}/{ACROSS_PAGES}/{quote(a, safe='/')}/{quote(b, safe='/')}{rest}"
+
+
 def _found_link(prefix: str, f: Found) -> str:
     scoped = Links(scope_link(prefix, f.scope, ""))
     return scoped.run(f.id) if f.kind == "run" else scoped.artifact(f.id, f.path)
@@ -149,6 +162,11 @@ def _found_link(prefix: str, f: Found) -> str:
 
 class RegistryWeb:
     """The web view of a registry server, called with the viewer the server authenticated."""
+
+    def __init__(self) -> None:
+        # One merge at a time into each merged clone (requests are served on threads).
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def __call__(
         self,
@@ -163,6 +181,8 @@ class RegistryWeb:
         parts = path.strip("/").split("/")
         if parts[0] == SCOPE_PAGES and len(parts) >= 3:
             return self.scope(environ, respond, viewer, links, parts)
+        if parts[0] == ACROSS_PAGES and len(parts) >= 5:
+            return self.across(environ, respond, viewer, links, parts)
         try:
             return self.top(environ, respond, viewer, lookup, links, path, parts)
         except RoarError as exc:
@@ -234,6 +254,50 @@ class RegistryWeb:
         inner = {**environ, "SCRIPT_NAME": mounted, "PATH_INFO": "/" + "/".join(parts[3:])}
         app = make_app(scope_paths(repo), local_files=False, stores=[store] if store else [])
         return app(inner, respond)
+
+    def across(
+        self,
+        environ: dict[str, Any],
+        respond: StartResponse,
+        viewer: Viewer,
+        links: Links,
+        parts: list[str],
+    ) -> Iterable[bytes]:
+        """Pages over the union of two readable scopes' lineage (a diff across scopes): a
+        clone of the server's own, both scope ledgers fetched into it and merged through the
+        gate of any fetch; downloads from either scope's store."""
+        names = [f"{parts[1]}/{parts[2]}", f"{parts[3]}/{parts[4]}"]
+        if (
+            viewer.cache is None
+            or names[0] == names[1]
+            or any(n not in viewer.scopes for n in names)
+        ):
+            status = 401 if viewer.user is None else 404
+            body = render.error(f"no page at /{'/'.join(parts)}")
+            return _page(respond, status, "Error", body, links)
+        paths = self._merged(viewer.cache, names, viewer)
+        mounted = across_link(links.prefix, names[0], names[1], "")
+        inner = {**environ, "SCRIPT_NAME": mounted, "PATH_INFO": "/" + "/".join(parts[5:])}
+        stores = [viewer.scopes[n][1] for n in names if viewer.scopes[n][1]]
+        return make_app(paths, local_files=False, stores=stores)(inner, respond)
+
+    def _merged(self, cache: Path, names: list[str], viewer: Viewer) -> RepoPaths:
+        folder = cache / "--".join(n.replace("/", "-") for n in sorted(names))
+        with self._lock_for(folder):
+            if not (folder / ".git").is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                run_git(["init", "--quiet", str(folder)], folder)
+            paths = find_repo(folder)
+            ensure_roar_dir(paths)
+            for name in names:
+                repo, store = viewer.scopes[name]
+                entry = IndexEntry("0" * 64, name, str(repo), store, 0, 0, "")
+                fetch_scope(paths, entry, scope_remote(name))
+        return paths
+
+    def _lock_for(self, folder: Path) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(str(folder), threading.Lock())
 
     def home(
         self, respond: StartResponse, viewer: Viewer, links: Links, note: str = ""
@@ -336,12 +400,15 @@ class RegistryWeb:
         ref it names."""
         holders = [{f.scope for f in find(viewer, r)} for r in refs]
         common = sorted(set.intersection(*holders)) if holders else []
+        if not all(holders):
+            why = "not in any scope you may read"
+            return _page(respond, 404, "Error", render.error(why), links)
+        if not common and page == "diff" and viewer.cache is not None:
+            a, b = sorted(holders[0])[0], sorted(holders[1])[0]
+            where = Links(across_link(links.prefix, a, b, "")).diff(query["a"], query["b"])
+            return _redirect(respond, where)
         if len(common) != 1:
-            why = (
-                "each scope is drawn on its own: these are not all in one scope you may read"
-                if common or all(holders)
-                else "not in any scope you may read"
-            )
+            why = "these are in more than one scope you may read: pick one from the search"
             return _page(respond, 404, "Error", render.error(why), links)
         scoped = Links(scope_link(links.prefix, common[0], ""))
         where = scoped.dag(query["ref"]) if page == "dag" else scoped.diff(query["a"], query["b"])
