@@ -32,9 +32,11 @@ from urllib.parse import parse_qs, quote
 
 from roargit.errors import AmbiguousPrefix, RoarError
 from roargit.git import run_git
+from roargit.ledger import Ledger
 from roargit.registry.index import IndexEntry, check_hash
 from roargit.registry.remote import fetch_scope, scope_remote
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
+from roargit.views import Context
 from roargit.web import render
 from roargit.web.app import HEX64, SECURITY_HEADERS, STATIC, STATUS, make_app, resolve, static_text
 from roargit.web.graphs import Links
@@ -111,8 +113,6 @@ def _refused(viewer: Viewer) -> int:
 
 def find(viewer: Viewer, text: str) -> list[Found]:
     """What `text` names in the scopes the viewer may read (hash, prefix, run id or path)."""
-    from roargit.views import Context
-
     found: list[Found] = []
     for scope, (repo, _store) in sorted(viewer.scopes.items()):
         ctx = Context(scope_paths(repo), merge_fetched=False)
@@ -135,8 +135,6 @@ def find(viewer: Viewer, text: str) -> list[Found]:
 
 
 def _knows(repo: Path, digest: str) -> bool:
-    from roargit.ledger import Ledger
-
     ledger = Ledger(scope_paths(repo), fast_start=True)
     try:
         return ledger.has_artifact(digest) or any(ledger.artifact_runs(digest))
