@@ -37,6 +37,7 @@ from roargit.clone import configure_remote, fetch_refspecs
 from roargit.errors import GitFailed, RoarError
 from roargit.folders import decode_manifest
 from roargit.git import run_git
+from roargit.gitobjects import tree_entries
 from roargit.hashing import HashCache
 from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, _jitter
 from roargit.records import RunRecord
@@ -55,6 +56,7 @@ UPLOAD_THREADS = 8
 #: starting threads costs more than the fsyncs they would overlap.
 LOCAL_THREADS_AT = 64
 STATE_FILE = "share.json"
+TREE_MODE = 0o040000
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -212,6 +214,44 @@ def added_paths(
             paths.root,
         )
     return [p for p in os.fsdecode(out.stdout).split("\0") if p]
+
+
+def added_entries(reader: Any, base: str | None, tip: str, tops: Sequence[str]) -> list[str] | None:
+    """`added_paths` read through an open `cat-file` (ObjectReader): the two commits' trees
+    are walked level by level where they differ, one pipelined read a level, so ten new
+    records cost a handful of reads and no process. None when an object cannot be read (the
+    caller asks `diff-tree`)."""
+    width = len(tip) // 2
+    pairs: list[tuple[str, str | None, str | None]] = [  # (path, our tree, their tree)
+        (t, f"{tip}:{t}", f"{base}:{t}" if base else None) for t in tops
+    ]
+    found: list[str] = []
+    while pairs:
+        names = [n for _p, ours, theirs in pairs for n in (ours, theirs) if n]
+        objs = iter(reader.read_many(names))
+        step: list[tuple[str, str | None, str | None]] = []
+        for path, ours, theirs in pairs:
+            mine = next(objs) if ours else None
+            other = next(objs) if theirs else None
+            if ours and (mine is None or mine.type != "tree"):
+                if path in tops and mine is None:
+                    continue  # no such folder in this ledger
+                return None
+            if mine is None:
+                continue
+            old = {}
+            if other is not None and other.type == "tree":
+                old = {name: oid for _m, name, oid in tree_entries(other.data, width)}
+            for mode, name, oid in tree_entries(mine.data, width):
+                if old.get(name) == oid:
+                    continue
+                if mode == TREE_MODE:
+                    was = old.get(name)
+                    step.append((f"{path}/{name}", oid, was))
+                elif name not in old:
+                    found.append(f"{path}/{name}")
+        pairs = step
+    return found
 
 
 def added_code_trees(paths: RepoPaths, base: str | None, tip: str) -> list[str]:
@@ -759,7 +799,9 @@ def push(
         else:
             theirs = {r: ledger.tip(tracking_ref(name, r)) for r in SHARED_REFS}
         remote_tip = theirs.get(LEDGER_REF)
-        added = added_paths(paths, remote_tip, tip, ("runs", "sessions"))
+        added = added_entries(ledger.reader, remote_tip, tip, ("runs", "sessions"))
+        if added is None:
+            added = added_paths(paths, remote_tip, tip, ("runs", "sessions"))
         runs = _read_runs(ledger, [p for p in added if p.startswith("runs/")])
         sessions = sum(1 for p in added if p.endswith("/session"))
         stores = (
