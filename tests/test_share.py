@@ -391,3 +391,27 @@ def test_share_settings_keep_host_and_user_names_out_of_records(
     assert run["environment"]["hostname"] == "" and run["environment"]["user"] == ""
     kinds = {f["kind"] for f in roar_json(git_repo, "push", "--dry-run")["sensitive"]}
     assert "hostname" not in kinds and "user" not in kinds
+
+
+def test_added_entries_read_through_cat_file_match_diff_tree(three_steps: Recorded) -> None:
+    from roargit.ledger import Ledger
+    from roargit.repo import find_repo
+    from roargit.share import added_entries, added_paths
+
+    repo = three_steps.repo
+    paths = find_repo(repo)
+    first = git(repo, "rev-list", "--max-parents=0", "refs/roar/ledger").split()[0]
+    (repo / "x.txt").write_text("x\n")
+    roar(repo, "run", "-q", "cp", "x.txt", "y.txt")
+    ledger = Ledger(paths, fast_start=True)
+    try:
+        tip = ledger.tip()
+        assert tip is not None
+        for base in (None, first, tip):
+            tops = ("runs", "sessions", "no-such-folder")
+            found = added_entries(ledger.reader, base, tip, tops)
+            assert found is not None
+            assert sorted(found) == sorted(added_paths(paths, base, tip, tops[:2]))
+        assert added_entries(ledger.reader, tip, tip, ("runs",)) == []
+    finally:
+        ledger.close()
