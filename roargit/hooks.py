@@ -37,7 +37,7 @@ from roargit.git import run_git
 from roargit.gitobjects import tree_entries
 from roargit.records import ArtifactId, FileRef
 from roargit.repo import RepoPaths
-from roargit.session import label
+from roargit.session import label as step_label
 
 GIT_HOOKS = ("pre-commit", "pre-push")
 MARKER = "# roar-managed hook"
@@ -406,7 +406,7 @@ def current_steps(
         state = run.status if run.status != "ok" else ("stale" if stale else "ok")
         for f in run.outputs:
             written[f.path] = (f.hash, state)
-        steps.append((label(kind, number), state, run))
+        steps.append((step_label(kind, number), state, run))
     return steps
 
 
