@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
+from roargit.cli.output import human_size as _cli_size
+from roargit.cli.output import short as short
 from roargit.pathguard import escape as _inert
 
 
@@ -20,16 +22,6 @@ def q(text: str) -> str:
     return quote(text, safe="")
 
 
-def short(hexid: str, n: int = 12) -> str:
-    return hexid[:n]
-
-
 def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    """A size as the command line shows it; "?" where the record gives none."""
+    return "?" if n is None else _cli_size(n)
