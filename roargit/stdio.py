@@ -6,7 +6,8 @@ a regular file is recorded with the path the shell opened (from /proc/self/fd/N)
 input, stdout and stderr as outputs (hashed after the run, like every output). Pipes,
 terminals, sockets and devices (`> /dev/null`) are not files and are left alone. stdout and
 stderr count only when empty at the start (`>` just truncated them): a file that already held
-bytes (`>>`, or the log of a whole batch job that runs many steps) is not this run's output.
+bytes (`>>`, or the log of a whole batch job that runs many steps) is not this run's output,
+and neither is one the command left empty.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def redirects(fds: Sequence[int] = (STDIN, STDOUT, STDERR)) -> list[Redirect]:
     return found
 
 
+def wrote_to(r: Redirect) -> bool:
+    """Whether the command left bytes in a redirected stdout or stderr. One still empty (the
+    usual stderr, or a batch job's log the step never wrote to) is no output of the run."""
+    try:
+        return os.fstat(r.fd).st_size > 0
+    except OSError:
+        return False
+
+
 def with_redirects(
     files: Mapping[str, FileAccess], streams: Sequence[Redirect]
 ) -> Mapping[str, FileAccess]:
@@ -62,6 +72,8 @@ def with_redirects(
         return files
     out = dict(files)
     for r in streams:
+        if r.fd != STDIN and not wrote_to(r):
+            continue
         path = os.path.normpath(r.path)
         had = out.get(path, FileAccess(path, regular=True))
         if r.fd == STDIN:

@@ -126,6 +126,14 @@ def test_an_appended_log_is_not_an_output(git_repo: Path) -> None:
     assert (git_repo / "job.log").read_text().startswith("earlier steps\nstep\n")
 
 
+def test_a_redirected_stream_left_empty_is_not_an_output(git_repo: Path) -> None:
+    """`2> err.log` that the command never writes to (or a batch job's empty log): no output
+    of the run, and roar's report goes there as it would to a terminal."""
+    record = roar_run(git_repo, "roar run python -c 'print(1)' > out.txt 2> err.log")
+    assert set(paths_of(record, "outputs")) == {"out.txt"}
+    assert (git_repo / "err.log").read_text().strip()  # roar's report
+
+
 def test_json_on_stdout_is_not_the_commands_output(git_repo: Path) -> None:
     """`roar run --json CMD > f`: f holds the command's bytes and then roar's JSON."""
     import json

@@ -59,7 +59,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     from roargit.capture import NotRecorded, record_run
     from roargit.repo import find_repo
     from roargit.rerun import resolve as resolve_rerun
-    from roargit.stdio import STDERR, STDOUT, redirects
+    from roargit.stdio import STDERR, STDOUT, redirects, wrote_to
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -77,11 +77,6 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     streams = redirects()
     if args.json:  # roar's JSON follows the command's bytes on stdout: not its output alone
         streams = [s for s in streams if s.fd != STDOUT]
-    # A recorded stderr holds the command's bytes alone: roar adds no report or warnings to it
-    # (`roar show` gives the run).
-    # -q drops the report, never a warning: a warning says what was not captured or stored.
-    stderr_recorded = any(s.fd == STDERR for s in streams)
-    quiet = args.quiet or stderr_recorded
     try:
         outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=streams)
     except NotRecorded as exc:
@@ -89,6 +84,11 @@ def _record(args: argparse.Namespace, kind: str) -> int:
             report_bug(exc.cause)  # a bug: its report and log, but the command's status
         warn(str(exc))
         return exc.exit_code
+    # -q drops the report, never a warning: a warning says what was not captured or stored.
+    # A recorded stderr (one the command wrote to) holds the command's bytes alone: roar adds
+    # no report or warnings to it (`roar show` gives the run).
+    stderr_recorded = any(s.fd == STDERR and wrote_to(s) for s in streams)
+    quiet = args.quiet or stderr_recorded
     try:
         for w in outcome.warnings if not stderr_recorded else ():
             warn(w)
