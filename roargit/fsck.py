@@ -25,7 +25,8 @@ from roargit import ledger_check
 from roargit.blobstore import remove_blob
 from roargit.errors import BlobMissing, RoarError
 from roargit.hashing import hash_file
-from roargit.ledger import LEDGER_REF, Ledger, fanout, remote_name
+from roargit.ledger import LEDGER_REF, Ledger, fanout
+from roargit.ledger_merge import remote_name, remote_refs
 from roargit.pathguard import UnsafePath
 from roargit.pathguard import check as check_path
 from roargit.records import RunRecord
@@ -266,7 +267,7 @@ def rebuild_origins(paths: RepoPaths) -> int | None:
     if (roar_dir / ledger_check.ORIGINS_FILE).exists() or not local:
         return None
     ledger = Ledger(paths)
-    remotes = [(remote_name(ref), Ledger(paths, ref)) for ref in ledger.remote_refs()]
+    remotes = [(remote_name(ref), Ledger(paths, ref)) for ref in remote_refs(paths)]
     if not remotes:
         return None
     origins: dict[str, str] = {}

@@ -24,12 +24,12 @@ artifact: an artifact's tree grows with the number of distinct sets that hold it
 the number of runs that read it.
 
 Every name is derived from content, so two ledgers can only ever disagree by having different
-entries: merging is a union of trees and cannot conflict. The ref moves only by
+entries: merging is a union of trees and cannot conflict (ledger_merge). The ref moves only by
 compare-and-swap (libgit2's under the ref's lock in process, `git update-ref REF NEW OLD`
 otherwise); a writer that loses the race re-applies its entries on the new tip and tries
 again. Nothing outside `refs/roar/` is touched.
 
-An append edits the raw trees on the changed paths itself (the trees it wrote last time stay
+An append edits the raw trees on the changed paths (ledger_trees; the trees it wrote last time stay
 decoded, so the next append reads only the fan-out buckets it has not seen) and writes all its
 new objects as one small pack; small packs are rolled into one now and then
 (gitobjects.roll_up_small_packs). Both backends append this way; they differ in how trees are
@@ -42,9 +42,8 @@ import heapq
 import itertools
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from roargit import records
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
@@ -56,43 +55,19 @@ from roargit.gitobjects import (
     drop_keep,
     roll_up_small_packs,
     tree_entries,
-    tree_rows,
     write_pack,
 )
+from roargit.ledger_trees import TreeEditor, blob_oid, hasher
 from roargit.records import ArtifactId, RunId, RunRecord, SessionId, SessionRecord
 from roargit.repo import RepoPaths
 
 if TYPE_CHECKING:
     import pygit2
 
-    from roargit.ledger_check import Rejected
 
 LEDGER_REF = "refs/roar/ledger"
 REMOTES_PREFIX = "refs/roar/remotes/"
 TMP_PREFIX = "refs/roar/tmp/"
-
-
-# Git's object hash: CPython's own SHA-1, as `random` takes its sha512. hashlib loads OpenSSL,
-# ~5 ms of every `roar run`, for a few small objects. (SHA-256 repositories: see `_hasher`.)
-def _load_sha1() -> Callable[..., Any]:
-    try:
-        return __import__("_sha1").sha1
-    except ImportError:  # another Python
-        import hashlib
-
-        return hashlib.sha1
-
-
-sha1 = _load_sha1()
-
-
-def _hasher(oid_bytes: int) -> Callable[..., Any]:
-    """The hash constructor of a repository whose object ids have `oid_bytes` bytes."""
-    if oid_bytes == 20:
-        return sha1
-    from hashlib import sha256
-
-    return sha256
 
 
 def _jitter(most: float) -> float:
@@ -177,14 +152,6 @@ def read_input_set(data: bytes) -> list[str] | None:
     if any(a >= b for a, b in itertools.pairwise(hashes)):
         return None
     return hashes
-
-
-def blob_oid(data: bytes, width: int = 40) -> str:
-    """The id git gives a blob of these bytes (SHA-1, or SHA-256 in a 64-hex repository)."""
-    h = _hasher(width // 2)()
-    h.update(b"blob %d\0" % len(data))
-    h.update(data)
-    return h.hexdigest()
 
 
 class _Pygit2View:
@@ -272,218 +239,6 @@ class _CatFileView:
         return [self._names[parts] for parts in many]
 
 
-Rows = tuple[list[bytes], list[bytes]]  # a tree's sort keys and raw entries (tree_rows)
-
-
-class _Fixed(NamedTuple):
-    """A raw tree whose entries all have one width: one mode, names of one length (the
-    ledger's fan-out trees: `c.<run id>` under an artifact, 64-hex subtrees in a bucket). An
-    entry is found by binary search on the raw bytes and one is put in by slicing them, so
-    editing a tree of k entries costs no Python work per entry."""
-
-    width: int  # of an entry
-    name_at: int  # offset of the name in an entry
-    name_len: int
-    tree: bool  # entries are subtrees (mode 40000)
-    entries: int
-
-    @classmethod
-    def of(cls, data: bytes, oid_bytes: int) -> _Fixed | None:
-        sp, nul = data.find(b" "), data.find(b"\0")
-        if sp <= 0 or nul <= sp:
-            return None
-        width = nul + 1 + oid_bytes
-        count, rest = divmod(len(data), width)
-        if rest or not count or count < 8:  # a small tree is parsed as fast as checked
-            return None
-        for at in (*range(sp), sp, nul):  # the same mode, and a space and a NUL in place
-            if data[at::width] != data[at : at + 1] * count:
-                return None
-        return cls(width, sp + 1, nul - sp - 1, data.startswith(b"40000 "), count)
-
-    def find(self, data: bytes, name: bytes) -> tuple[int, bool]:
-        """(index where `name` is or would go, whether it is there)."""
-        lo, hi = 0, self.entries
-        w, at, end = self.width, self.name_at, self.name_at + self.name_len
-        while lo < hi:
-            mid = (lo + hi) // 2
-            here = data[mid * w + at : mid * w + end]
-            if here < name:
-                lo = mid + 1
-            elif here > name:
-                hi = mid
-            else:
-                return mid, True
-        return lo, False
-
-    def fits(self, node: dict[bytes, Any]) -> bool:
-        """Whether every entry to put in keeps the tree's one width and kind."""
-        for name, value in node.items():
-            tree = isinstance(value, dict) or value[0] == b"40000"
-            if len(name) != self.name_len or tree != self.tree:
-                return False
-            if not tree and len(value[0]) != self.name_at - 1:
-                return False
-        return True
-
-
-class _TreeEditor:
-    """Builds a ledger commit as raw objects: the changed trees, edited from their parents'
-    raw bytes, and the commit; nothing is written here. The trees of the last commit built
-    stay decoded (`_rows`, by id: an id names one content, so an entry is never stale)."""
-
-    def __init__(self) -> None:
-        self._rows: dict[bytes, Rows] = {}
-
-    def commit(
-        self,
-        read: Callable[[bytes], bytes],
-        old_root: bytes | None,
-        entries: Sequence[Entry],
-        message: str,
-        old: str | None,
-        read_many: Callable[[list[bytes]], list[bytes]] | None = None,
-    ) -> tuple[str, dict[bytes, tuple[bytes, bytes]]]:
-        """(new commit id, {raw oid: (type, content)} of every object it needs written).
-        `read(raw oid)` gives a tree's content; `old_root` is the tree of commit `old`;
-        `read_many`, when given, reads the trees to edit a level at a time, together."""
-        width = len(old) // 2 if old is not None else 20
-        new_hash = _hasher(width)
-        out: dict[bytes, tuple[bytes, bytes]] = {}
-
-        def add(kind: bytes, data: bytes) -> bytes:
-            h = new_hash(b"%s %d\0" % (kind, len(data)))
-            h.update(data)
-            oid = h.digest()
-            out[oid] = (kind, data)
-            return oid
-
-        # The entries as nested {name: subtree dict | (mode, oid)}.
-        top: dict[bytes, Any] = {}
-        # A run's record is the blob of every artifact entry it makes (one per file it read
-        # or wrote): hashed once, not once per entry (bytes cache their own hash, and the
-        # entries share one object, so each lookup after the first costs no pass over them).
-        blobs: dict[bytes, bytes] = {}
-        for e in entries:
-            node = top
-            for part in e.path[:-1]:
-                node = node.setdefault(part.encode("utf-8", "surrogateescape"), {})
-            name = e.path[-1].encode("utf-8", "surrogateescape")
-            if e.data is not None:
-                oid = blobs.get(e.data)
-                if oid is None:
-                    oid = blobs[e.data] = add(b"blob", e.data)
-                node[name] = (b"100644", oid)
-            else:
-                node[name] = (b"40000", bytes.fromhex(str(e.tree)))
-
-        seen, self._rows = self._rows, {}
-        raw: dict[bytes, bytes] = {}
-        parsed: dict[bytes, Rows] = {}
-        if read_many is not None and old_root is not None:
-            # A run that read 20,000 files edits 20,000 artifact trees that earlier runs made:
-            # read a level of them in one pipelined exchange, not one round trip each.
-            level: list[tuple[bytes, dict[bytes, Any]]] = [(old_root, top)]
-            while level:
-                want = [b for b, _n in level if b not in seen and b not in raw]
-                raw.update(zip(want, read_many(want), strict=True))
-                below = []
-                for base, node in level:
-                    known = seen.get(base) or parsed.get(base)
-                    fixed = None if known is not None else _Fixed.of(raw[base], width)
-                    if fixed is not None:  # a tree of blobs has nothing below it to read
-                        data = raw[base]
-                        for name, value in node.items():
-                            if fixed.tree and isinstance(value, dict):
-                                i, here = fixed.find(data, name)
-                                if here:
-                                    end = (i + 1) * fixed.width
-                                    below.append((data[end - width : end], value))
-                        continue
-                    if known is None:
-                        known = parsed[base] = tree_rows(raw[base], width)
-                    keys, rows = known
-                    for name, value in node.items():
-                        if isinstance(value, dict):
-                            i = bisect_left(keys, name + b"/")
-                            if i < len(keys) and keys[i] == name + b"/":
-                                below.append((rows[i][-width:], value))
-                level = below
-
-        def edit_fixed(data: bytes, fixed: _Fixed, node: dict[bytes, Any]) -> bytes:
-            w = fixed.width
-            puts = []
-            for name, value in node.items():
-                i, here = fixed.find(data, name)
-                if isinstance(value, dict):
-                    below = data[(i + 1) * w - width : (i + 1) * w] if here else None
-                    mode, oid = b"40000", edit(below, value)
-                else:
-                    mode, oid = value
-                puts.append((i, here, name, b"%s %s\0%s" % (mode, name, oid)))
-            puts.sort()
-            pieces: list[bytes] = []
-            last = 0
-            for i, here, _name, row in puts:
-                pieces += (data[last * w : i * w], row)
-                last = i + 1 if here else i
-            pieces.append(data[last * w :])
-            return add(b"tree", b"".join(pieces))
-
-        def edit(base: bytes | None, node: dict[bytes, Any]) -> bytes:
-            if base is None:
-                keys: list[bytes] = []
-                rows: list[bytes] = []
-            else:
-                # Taken out of the cache, so that editing the lists in place is safe.
-                cached = seen.pop(base, None) or parsed.pop(base, None)
-                if cached is None:  # read again: a tree met twice (same content) is edited twice
-                    data = raw.get(base)
-                    if data is None:
-                        data = read(base)
-                    fixed = _Fixed.of(data, width)
-                    if fixed is not None and fixed.fits(node):
-                        return edit_fixed(data, fixed, node)
-                    cached = tree_rows(data, width)
-                keys, rows = cached
-            for name, value in node.items():
-                if isinstance(value, dict):
-                    key = name + b"/"
-                    i = bisect_left(keys, key)
-                    here = i < len(keys) and keys[i] == key
-                    mode, oid = b"40000", edit(rows[i][-width:] if here else None, value)
-                else:
-                    mode, oid = value
-                    key = name + b"/" if mode == b"40000" else name
-                    i = bisect_left(keys, key)
-                    here = i < len(keys) and keys[i] == key
-                # Same name, other kind: replaced, as a tree builder would.
-                other = name if key != name else name + b"/"
-                j = bisect_left(keys, other)
-                if j < len(keys) and keys[j] == other:
-                    del keys[j], rows[j]
-                    i = bisect_left(keys, key)
-                    here = i < len(keys) and keys[i] == key
-                row = b"%s %s\0%s" % (mode, name, oid)
-                if here:
-                    rows[i] = row
-                else:
-                    keys.insert(i, key)
-                    rows.insert(i, row)
-            oid = add(b"tree", b"".join(rows))
-            self._rows[oid] = (keys, rows)
-            return oid
-
-        root = edit(old_root, top)
-        when = int(time.time())
-        text = b"tree %s\n" % root.hex().encode()
-        if old is not None:
-            text += b"parent %s\n" % old.encode()
-        who = b"roar <roar@localhost> %d +0000" % when
-        text += b"author %s\ncommitter %s\n\n%s" % (who, who, message.encode())
-        return add(b"commit", text).hex(), out
-
-
 class Ledger:
     """The records under one ref. `fast_start` reads through the `git` executable and moves
     the ref with `git update-ref` (for `roar run` and the queries, whose start-up time is
@@ -502,7 +257,7 @@ class Ledger:
         self._view: _Pygit2View | _CatFileView | None = None
         self._view_tip: str | None = None
         self._reads = 0
-        self._editor: _TreeEditor | None = None
+        self._editor: TreeEditor | None = None
         self._origins: dict[str, str] | None = None
 
     @property
@@ -543,7 +298,7 @@ class Ledger:
             tip = self.tip()
             if tip is None:
                 return None
-            self._pin(tip)
+            self.pin(tip)
         self._reads += 1
         if self._reads == SWITCH_TO_PYGIT2_AT and isinstance(self._view, _CatFileView):
             # A command that reads this much (a long lineage, a diff) is past the point where
@@ -551,7 +306,7 @@ class Ledger:
             self._view = _Pygit2View(self.repo, self._view.tip)
         return self._view
 
-    def _pin(self, tip: str) -> None:
+    def pin(self, tip: str) -> None:
         self._view_tip = tip
         self._view = (
             _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
@@ -919,9 +674,9 @@ class Ledger:
         if ids:
             writer.commit(entries, "\n".join(reversed(ids)), when)
         new = writer.finish()
-        if not self._swap(old, new, f"import of {total} record(s)", scratch):
+        if not self.swap(old, new, f"import of {total} record(s)", scratch):
             raise LedgerBusy(self.ref, 1)
-        self._pin(new)
+        self.pin(new)
         return new
 
     def manifest_entry(self, digest: str, data: bytes) -> Entry:
@@ -935,12 +690,12 @@ class Ledger:
                 return old
             new = self._write_commit(old, entries, message)
             try:
-                swapped = self._swap(old, new, message)
+                swapped = self.swap(old, new, message)
             finally:  # the ref names the commit now (or never will): see write_pack's keep
                 drop_keep(self.paths.common_dir / "objects" / "pack", self._kept_pack)
             if swapped:
                 self._roll_up(len(new) // 2)
-                self._pin(new)
+                self.pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
             time.sleep(_jitter(min(0.05, 0.002 * (attempt + 1))))
@@ -957,7 +712,7 @@ class Ledger:
     def _write_commit(self, old: str | None, entries: Sequence[Entry], message: str) -> str:
         """A new commit (not yet on the ref), written as one small pack."""
         if self._editor is None:
-            self._editor = _TreeEditor()
+            self._editor = TreeEditor()
         read, old_root = self._tree_access(old)
         many = None
         if self.fast_start:
@@ -973,12 +728,12 @@ class Ledger:
         objects_dir = self.paths.common_dir / "objects"
         # Kept until the ref moves: a `git gc` meanwhile must not drop the unnamed commit.
         self._kept_pack = write_pack(
-            objects_dir / "pack", objects, _hasher(len(new) // 2), keep=True
+            objects_dir / "pack", objects, hasher(len(new) // 2), keep=True
         )
         return new
 
     def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
-        """How `_TreeEditor` reads trees on this backend, and the root tree of commit `old`.
+        """How `TreeEditor` reads trees on this backend, and the root tree of commit `old`.
         With `fast_start` both come from the `cat-file` reader: no pygit2 import."""
         if self.fast_start:
             reader = self.reader
@@ -1007,7 +762,7 @@ class Ledger:
             # through a fresh repository. The decoded trees stay valid.
             self._repo = None
 
-    def _swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
+    def swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
         """Move the ref from `old` to `new` if it still points at `old` (one transaction,
         which also drops a bulk import's scratch ref)."""
         if old is not None and scratch is None and not self.fast_start:
@@ -1053,95 +808,6 @@ class Ledger:
             raise
         return True
 
-    # -- merging -----------------------------------------------------------------------
-
-    def merge(self, other: str, message: str = "merge", source: str | None = None) -> Merged | None:
-        """Union another ledger commit (fetched: untrusted) into ours. Every local record stays;
-        of the other side only well-formed entries are taken (ledger_check). The result is a
-        merge commit with both parents, or a fast-forward when the other side holds all of ours
-        and nothing of it was refused. None if `other` is merged already."""
-        from roargit import ledger_check
-
-        for _attempt in range(MAX_ATTEMPTS):
-            old = self.tip()
-            if old == other or (old is not None and self._is_ancestor(other, old)):
-                return None
-            repo = self.repo
-            theirs = repo[self._root_of(other)]
-            if not isinstance(theirs, _pygit2().Tree):
-                raise RecordCorrupt(f"ledger commit {other[:12]}", "its tree is not a tree")
-            ours = None if old is None else repo[self._root_of(old)]
-            found = ledger_check.union(repo, ours, theirs, source)
-            tree = found.tree if found.tree is not None else str(repo.TreeBuilder().write())
-            if tree == str(theirs.id) and (old is None or self._is_ancestor(old, other)):
-                new = other  # a fast-forward: theirs holds every local entry, all of it right
-            else:
-                new = self._write_merge(tree, [other] if old is None else [old, other], message)
-            if self._swap(old, new, message):
-                self._pin(new)
-                return Merged(new, found.rejected, found.added)
-            time.sleep(_jitter(0.01))
-        raise LedgerBusy(self.ref, MAX_ATTEMPTS)
-
-    def _root_of(self, commit: str) -> str:
-        """The tree of a commit, read from its raw text: libgit2 refuses a whole commit over
-        a malformed signature, and a fetched one is the other clone's to malform."""
-        kind, data = self.repo.odb.read(commit)
-        if kind != 1 or not data.startswith(b"tree "):  # GIT_OBJECT_COMMIT
-            raise RecordCorrupt(f"ledger commit {commit[:12]}", "is not a commit")
-        return data[5 : data.index(b"\n")].decode()
-
-    def _write_merge(self, tree: str, parents: list[str], message: str) -> str:
-        """A merge commit, written as raw text (libgit2's writer would parse the parents)."""
-        who = b"roar <roar@localhost> %d +0000" % int(time.time())
-        text = b"tree %s\n" % tree.encode()
-        text += b"".join(b"parent %s\n" % p.encode() for p in parents)
-        text += b"author %s\ncommitter %s\n\n%s" % (who, who, message.encode())
-        return str(self.repo.odb.write(1, text))
-
-    def _is_ancestor(self, ancestor: str, commit: str) -> bool:
-        """Whether `ancestor` is reachable from `commit`, asked of `git merge-base` (no pygit2
-        import for a query that finds the fetched ledger merged already; and git reads a
-        malformed fetched commit where libgit2 refuses it)."""
-        proc = run_git(
-            ["merge-base", "--is-ancestor", ancestor, commit], self.paths.git_dir, check=False
-        )
-        if proc.returncode in (0, 1):
-            return proc.returncode == 0
-        raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)
-
-    def remote_refs(self) -> list[str]:
-        out = run_git(
-            ["for-each-ref", "--format=%(refname)", REMOTES_PREFIX], self.paths.git_dir
-        ).stdout.decode()
-        return sorted(r for r in out.split() if r.endswith("/ledger"))
-
-    def sync_remotes(self) -> list[Synced]:
-        """Merge every fetched remote ledger not merged yet. Entries left out are quarantined
-        (ledger_check), records taken are noted as that remote's; a remote whose ledger cannot
-        be merged at all is reported in `error`, and the others are still merged."""
-        from roargit import ledger_check
-
-        done = []
-        for ref in self.remote_refs():
-            remote = remote_name(ref)
-            try:
-                tip = self.tip(ref)
-                merged = None if tip is None else self.merge(tip, f"merge {ref}", remote)
-            except (RoarError, ValueError, KeyError, OSError, _pygit2().GitError) as exc:
-                done.append(Synced(ref, remote, None, (), f"{type(exc).__name__}: {exc}"))
-                continue
-            if merged is None:
-                continue
-            roar_dir = self.paths.roar_dir
-            ledger_check.quarantine(roar_dir, remote, merged.rejected, str(tip))
-            ledger_check.note_origins(roar_dir, remote, merged.added)
-            if self._origins is not None:
-                for rid in merged.added:
-                    self._origins.setdefault(rid, remote)
-            done.append(Synced(ref, remote, merged.tip, tuple(merged.rejected)))
-        return done
-
     def origin(self, record_id: str) -> str | None:
         """The remote a record arrived from by a merge; None if it was recorded here (or
         arrived before origins were kept)."""
@@ -1151,26 +817,12 @@ class Ledger:
             self._origins = read_origins(self.paths.roar_dir)
         return self._origins.get(record_id)
 
-
-class Merged(NamedTuple):
-    tip: str  # the ledger's new tip
-    rejected: list[Rejected]  # entries of the other side left out
-    added: list[str]  # ids of the records taken from it
-
-
-class Synced(NamedTuple):
-    """One remote ledger merged (or not: `error`) by `sync_remotes`."""
-
-    ref: str
-    remote: str
-    tip: str | None
-    rejected: tuple[Rejected, ...]
-    error: str = ""
-
-
-def remote_name(ref: str) -> str:
-    """'refs/roar/remotes/origin/ledger' -> 'origin'."""
-    return ref[len(REMOTES_PREFIX) : -len("/ledger")]
+    def noted_origins(self, remote: str, ids: list[str]) -> None:
+        """Records `ids` arrived from `remote` by a merge (ledger_merge): kept in the map
+        `origin` reads, if it was read already."""
+        if self._origins is not None:
+            for rid in ids:
+                self._origins.setdefault(rid, remote)
 
 
 def _pygit2() -> Any:

@@ -18,8 +18,10 @@ import json
 import os
 from pathlib import Path
 
+from roargit import ledger_merge
 from roargit.git import run_git
-from roargit.ledger import REMOTES_PREFIX, Ledger, Synced
+from roargit.ledger import REMOTES_PREFIX, Ledger
+from roargit.ledger_merge import Synced
 from roargit.repo import RepoPaths, ensure_roar_dir
 
 STATE_FILE = "merged.json"
@@ -66,7 +68,7 @@ def merge(paths: RepoPaths, ledger: Ledger) -> list[Synced]:
     # The tips read before the merge are noted after it: a fetch in between leaves a newer tip
     # that the next command merges, never a noted tip that was not merged.
     tips = remote_tips(paths)
-    done = ledger.sync_remotes()
+    done = ledger_merge.sync_remotes(ledger)
     failed = {s.ref for s in done if s.error}
     _note(paths, {ref: tip for ref, tip in tips.items() if ref not in failed})
     return done

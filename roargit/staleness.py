@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from roargit import folders, pathguard
 from roargit.hashing import HashCache
-from roargit.ledger import blob_oid
+from roargit.ledger_trees import blob_oid
 from roargit.records import FileRef, RunRecord
 from roargit.session import SessionView, Step
 

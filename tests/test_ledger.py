@@ -13,6 +13,7 @@ from ledger_helpers import commit_at, hexid, make_run
 from roargit import gitobjects
 from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.ledger_merge import merge, sync_remotes
 from roargit.repo import find_repo
 
 
@@ -118,7 +119,7 @@ def test_merge_of_diverged_ledgers_is_the_union(
     theirs = [ledger(clone).append_run(make_run(n, inputs=(hexid(0),))) for n in (3, 4, 1)]
     git(git_repo, "fetch", "-q", str(clone), f"{LEDGER_REF}:refs/roar/remotes/clone/ledger")
     led = ledger(git_repo)
-    synced = led.sync_remotes()
+    synced = sync_remotes(led)
     assert [(s.ref, s.remote, s.rejected) for s in synced] == [
         ("refs/roar/remotes/clone/ledger", "clone", ())
     ]
@@ -126,7 +127,7 @@ def test_merge_of_diverged_ledgers_is_the_union(
     assert led.artifact_runs(hexid(0))[0] == [shared]
     merge = commit_at(led)
     assert len(merge.parents) == 2
-    assert led.sync_remotes() == []  # merged already: nothing to do
+    assert sync_remotes(led) == []  # merged already: nothing to do
     subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=git_repo, check=True)
 
 
@@ -140,7 +141,7 @@ def test_merge_fast_forwards_when_ours_is_behind(
     ahead = led.tip()
     assert ahead is not None
     git(git_repo, "update-ref", LEDGER_REF, str(base))
-    merged = led.merge(ahead)
+    merged = merge(led, ahead)
     assert merged is not None and merged.tip == ahead and merged.rejected == []
 
 
@@ -189,14 +190,14 @@ def test_in_process_swap_refuses_a_moved_ref_and_a_held_lock(git_repo: Path) -> 
     led.append_run(make_run(2))
     second = str(led.tip())
     git(git_repo, "update-ref", LEDGER_REF, first)
-    assert not led._swap(second, first, "stale")  # the ref no longer names `second`
+    assert not led.swap(second, first, "stale")  # the ref no longer names `second`
     lock = git_repo / ".git" / "refs" / "roar" / "ledger.lock"
     lock.write_text("")
     try:
-        assert not led._swap(first, second, "locked")
+        assert not led.swap(first, second, "locked")
     finally:
         lock.unlink()
-    assert led._swap(first, second, "free")
+    assert led.swap(first, second, "free")
     assert led.tip() == second
 
 

@@ -22,6 +22,7 @@ from ledger_helpers import commit_at, hexid, make_run
 from roargit import ledger_check, session
 from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.ledger_merge import sync_remotes
 from roargit.records import RunId, SessionId
 from roargit.repo import find_repo
 from roargit.views import Context
@@ -61,7 +62,7 @@ def attack(pair: Pair) -> Ledger:
     push_ledger(pair.attacker)
     fetch(pair.victim)
     led = Ledger(find_repo(pair.victim))
-    led.sync_remotes()
+    sync_remotes(led)
     return Ledger(find_repo(pair.victim))  # a fresh reader: what the next command sees
 
 
@@ -130,13 +131,13 @@ def test_an_honest_descendant_is_fast_forwarded_and_its_records_have_an_origin(
     git(other, "push", "-q", "origin", f"{LEDGER_REF}:{LEDGER_REF}")
     fetch(git_repo)
     led = Ledger(find_repo(git_repo), fast_start=True)
-    [synced] = led.sync_remotes()
+    [synced] = sync_remotes(led)
     assert synced.tip == git(other, "rev-parse", LEDGER_REF)  # a fast-forward
     assert led.run(theirs).inputs[0].hash == hexid(1)
     assert led.origin(theirs) == "origin"
     assert led.origin(mine) is None
     assert Ledger(find_repo(git_repo)).origin(theirs) == "origin"  # kept on disk
-    assert led.sync_remotes() == []  # merged already: nothing to do
+    assert sync_remotes(led) == []  # merged already: nothing to do
 
 
 @pytest.mark.parametrize(
@@ -285,7 +286,7 @@ def test_a_fresh_clone_takes_only_what_is_right(
     git(tmp_path, "clone", "-q", str(bare_remote), str(fresh))
     fetch(fresh)
     led = Ledger(find_repo(fresh))
-    [synced] = led.sync_remotes()
+    [synced] = sync_remotes(led)
     assert [r.path for r in synced.rejected] == [f"runs/{fan(pair.own)}/{pair.own}"]
     assert led.run(pair.shared).session == SESSION
     assert led.find_runs(pair.own[:8]) == []

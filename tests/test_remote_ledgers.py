@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import git, roar, roar_json
 from conftest import Recorded
 
-from roargit import remote_ledgers
+from roargit import ledger_merge, remote_ledgers
 from roargit.ledger import LEDGER_REF, Ledger
 from roargit.repo import find_repo
 from roargit.views import Context
@@ -43,13 +43,13 @@ def test_a_query_after_a_plain_git_fetch_merges_once(
     tip = Ledger(paths, fast_start=True).tip(LEDGER_REF)
 
     merges: list[int] = []
-    original = Ledger.sync_remotes
+    original = ledger_merge.sync_remotes
 
-    def counted(self: Ledger) -> list[remote_ledgers.Synced]:
+    def counted(ledger: Ledger) -> list[ledger_merge.Synced]:
         merges.append(1)
-        return original(self)
+        return original(ledger)
 
-    monkeypatch.setattr(Ledger, "sync_remotes", counted)
+    monkeypatch.setattr(ledger_merge, "sync_remotes", counted)
     ctx = Context(paths)
     assert len(ctx.view.steps) == 0  # the clone's own session is empty; the runs are fetched
     assert merges == []  # nothing new fetched: nothing merged, no ref moved

@@ -17,6 +17,7 @@ from ledger_helpers import hexid, make_run
 from roargit import codec, ledger_check, records, session
 from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.ledger_merge import sync_remotes
 from roargit.records import RunId, SessionId, StepIndex
 from roargit.repo import find_repo
 
@@ -150,7 +151,7 @@ def test_a_fetched_entry_that_lies_about_its_run_is_left_out_and_the_record_wins
     push_ledger(attacker)
     git(victim, "fetch", "-q", "origin", f"+{LEDGER_REF}:{REMOTE_REF}")
     merged = Ledger(find_repo(victim))
-    merged.sync_remotes()
+    sync_remotes(merged)
     held = {q.path: q.reason for q in ledger_check.quarantined(find_repo(victim).roar_dir)}
     assert held[index_path(theirs)].endswith("does not match the run's record")
     assert index_path(mine) in held

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from roargit import config, records
+from roargit import config, ledger_merge, records
 from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
@@ -350,7 +350,9 @@ def publish_lineage(paths: RepoPaths, scope: Scope, found: Closure) -> tuple[boo
             time.sleep(_jitter(min(0.5, 0.05 * _attempt)))
             theirs = _fetch_theirs(paths, scope.repo, scope)
             if "refs/roar/ledger" in theirs:
-                merged = ledger.merge(theirs["refs/roar/ledger"], f"merge {scope.name}", scope.name)
+                merged = ledger_merge.merge(
+                    ledger, theirs["refs/roar/ledger"], f"merge {scope.name}", scope.name
+                )
                 if merged is not None and merged.rejected:
                     warnings.append(
                         f"{len(merged.rejected)} entr(y/ies) of scope {scope.name} were left out"
