@@ -37,7 +37,7 @@ class Progress:
     """One piece of long work: `with Progress("storing", total=nbytes) as p: p.update(n)`.
 
     `total` None draws a counter with elapsed time (hashing, where sizes come only at the
-    end). Also callable as `(done, total)`, the callback shape `share.upload` takes."""
+    end). Also callable as `(done, total)`, the callback shape `push_blobs.upload` takes."""
 
     def __init__(self, label: str, total: int | None = None, unit: str = "B") -> None:
         self.label = label

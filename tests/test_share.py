@@ -15,9 +15,10 @@ from fixtures_s3 import s3_bucket_url, s3_endpoint  # noqa: F401
 from pipeline_helpers import run_pipeline, write_pipeline
 
 from roargit.blobstore import BlobStore
+from roargit.push_blobs import referenced_blobs
+from roargit.push_plan import Snapshot, sensitive
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
 from roargit.redact import is_secret_path
-from roargit.share import Snapshot, referenced_blobs, sensitive
 
 
 @pytest.mark.parametrize(
@@ -395,8 +396,8 @@ def test_share_settings_keep_host_and_user_names_out_of_records(
 
 def test_added_entries_read_through_cat_file_match_diff_tree(three_steps: Recorded) -> None:
     from roargit.ledger import Ledger
+    from roargit.push_plan import added_entries, added_paths
     from roargit.repo import find_repo
-    from roargit.share import added_entries, added_paths
 
     repo = three_steps.repo
     paths = find_repo(repo)

@@ -11,7 +11,7 @@ its own (`refs/roar/registry/<owner>/<project>/ledger`, with `…/commits` keepi
 commits reachable), never from `refs/roar/ledger`.
 
 Publishing, in this order so that nothing is indexed before it can be read:
-1. the bytes go to the scope's store (share.upload; secret-looking files never do);
+1. the bytes go to the scope's store (push_blobs.upload; secret-looking files never do);
 2. the scope ledger and keep ref are pushed to the scope's repository as `refs/roar/ledger`
    and `refs/roar/commits`; a push that loses a race fetches theirs, merges the union
    (Ledger.merge: the fetched side passes ledger_check) and tries again;
@@ -33,30 +33,17 @@ from roargit import config, ledger_merge, records
 from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
+from roargit.keep_ref import KEEP_FANIN, is_ancestor, keep_commit, swap_ref, unkept_commits
 from roargit.ledger import Entry, Ledger, _jitter, fanout
 from roargit.plan import NotProduced
+from roargit.push_blobs import BlobPlan, Uploaded, plan_blobs, referenced_blobs
+from roargit.push_blobs import upload as put_all
+from roargit.push_plan import Flag, Snapshot, added_code_trees, dirty_snapshots, sensitive
 from roargit.records import RunRecord, SessionRecord
 from roargit.registry import index
 from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
 from roargit.registry.scope import PRIVATE, NoScope, PrivateScope, Scope
 from roargit.repo import RepoPaths
-from roargit.share import (
-    KEEP_FANIN,
-    BlobPlan,
-    Flag,
-    Snapshot,
-    Uploaded,
-    _is_ancestor,
-    _keep_commit,
-    _snapshots,
-    _swap_ref,
-    added_code_trees,
-    plan_blobs,
-    referenced_blobs,
-    sensitive,
-    unkept_commits,
-)
-from roargit.share import upload as put_all
 from roargit.uploads import default_store_url, store_url
 
 REF_PREFIX = "refs/roar/registry/"
@@ -218,7 +205,7 @@ def plan_bytes(
 def upload(
     paths: RepoPaths, scope: Scope, plan: BlobPlan, team: Any | None, progress: Progress | None
 ) -> Uploaded:
-    """share.upload, with blobs that only the team store holds fetched through a temporary
+    """push_blobs.upload, with blobs that only the team store holds fetched through a temporary
     file under .git/roar/tmp (verified on the way in and on the way out)."""
 
     store = BlobStore(scope.store)
@@ -253,7 +240,7 @@ def _rev(paths: RepoPaths, ref: str) -> str | None:
 
 
 def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
-    """Make `ref` reach `commits` (compare-and-swap, retried), as share.keep_commits does for
+    """Make `ref` reach `commits` (compare-and-swap, retried), as keep_ref.keep_commits does for
     refs/roar/commits; its tip (None when there is nothing to keep)."""
 
     for _ in range(50):
@@ -264,9 +251,9 @@ def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
         tip = old
         for i in range(0, len(todo), KEEP_FANIN):
             parents = ([tip] if tip else []) + todo[i : i + KEEP_FANIN]
-            tip = _keep_commit(paths, parents, "roar: keep the commits registered runs used")
+            tip = keep_commit(paths, parents, "roar: keep the commits registered runs used")
         assert tip is not None
-        if _swap_ref(paths, ref, tip, old):
+        if swap_ref(paths, ref, tip, old):
             return tip
         time.sleep(_jitter(0.02))
     raise RoarError(f"could not update {ref}: too many writers")
@@ -275,13 +262,13 @@ def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
 def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
     for _ in range(50):
         ours = _rev(paths, ref)
-        if ours is not None and (ours == theirs or _is_ancestor(paths, theirs, ours)):
+        if ours is not None and (ours == theirs or is_ancestor(paths, theirs, ours)):
             return
-        if ours is None or _is_ancestor(paths, ours, theirs):
+        if ours is None or is_ancestor(paths, ours, theirs):
             new = theirs
         else:
-            new = _keep_commit(paths, [ours, theirs], "roar: merge the scope's keep ref")
-        if _swap_ref(paths, ref, new, ours):
+            new = keep_commit(paths, [ours, theirs], "roar: merge the scope's keep ref")
+        if swap_ref(paths, ref, new, ours):
             return
         time.sleep(_jitter(0.02))
 
@@ -397,7 +384,7 @@ def register(
     dirty = {rec.code.tree for _r, rec in found.runs if rec.code.dirty and rec.code.tree}
     tip = ledger.tip()
     trees = [t for t in added_code_trees(paths, None, tip) if t in dirty] if tip else []
-    snapshots = _snapshots(paths, trees, found.runs)
+    snapshots = dirty_snapshots(paths, trees, found.runs)
     flags = sensitive(found.runs, snapshots)
     entry = IndexEntry(
         found.digest, scope.name, scope.repo, scope.store, found.size, int(time.time()), who

@@ -25,6 +25,7 @@ from roargit import codec, remote_ledgers
 from roargit.blobstore import BlobStore
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
+from roargit.keep_ref import merge_keep
 from roargit.ledger import Ledger
 from roargit.registry import index
 from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
@@ -32,7 +33,6 @@ from roargit.registry.login import NotLoggedIn, Registry, configured, credential
 from roargit.registry.scope import valid_scope_name
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
 from roargit.reproduce import DestinationExists
-from roargit.share import merge_keep
 
 SCOPE_REMOTE = "registry"
 STORES_FILE = "registry-stores"
