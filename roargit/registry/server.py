@@ -11,7 +11,7 @@ One WSGI application, served by waitress:
 - the web view (roargit.registry.web) under `registry.ui` (`/ui` by default): the pages of
   `roar ui` for every scope the viewer may read, existence only for the others.
 
-A push to the index is checked before its ref moves (check_index_update): entries are only
+A push to the index is checked before its ref moves (access.check_index_update): entries are only
 added, each in its shard, for a scope the pusher may write, in the pusher's name.
 
 Authentication is HTTP basic with a token as the password (git's credential helpers supply
@@ -59,6 +59,7 @@ from typing import IO, Any, NamedTuple
 
 from roargit.errors import ConfigError, RoarError
 from roargit.git import run_git
+from roargit.registry.access import ANYONE, USERS, Rules, allowed, guarded_receive_pack
 from roargit.registry.index import (
     CONFIG_REF,
     INDEX_PREFIX,
@@ -70,18 +71,11 @@ from roargit.registry.index import (
 from roargit.registry.index import settings_text as text_of
 from roargit.registry.scope import valid_scope_name
 
-ANYONE = "*"
-USERS = "@users"
 INDEX = "index"
 _REPO_PATH = re.compile(r"/(index|[^/]+/[^/]+)\.git(/info/refs|/git-upload-pack|/git-receive-pack)")
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
 StartResponse = Callable[..., Any]
-
-
-class Rules(NamedTuple):
-    read: frozenset[str]
-    write: frozenset[str]
 
 
 class ServerConfig(NamedTuple):
@@ -187,10 +181,6 @@ def _user_of(tokens: Mapping[str, list[str]], header: str) -> str | None:
         if (not name or name == user) and any(hmac.compare_digest(digest, k) for k in known):
             return user
     return None
-
-
-def allowed(rule: frozenset[str], user: str | None) -> bool:
-    return ANYONE in rule or (user is not None and (USERS in rule or user in rule))
 
 
 # -- repositories ----------------------------------------------------------------------------
@@ -452,7 +442,7 @@ class RegistryApp:
         if method == "POST" and write:
             from dulwich.web import make_wsgi_chain  # lazy: only serving loads dulwich
 
-            guard = _guarded_receive_pack(config, user or "", index=name == INDEX)
+            guard = guarded_receive_pack(config, user or "", index=name == INDEX)
             app = make_wsgi_chain(self.backend, handlers={b"git-receive-pack": guard})  # type: ignore[arg-type]
             return self._one_push_at_a_time(name, app, environ, respond)
         return self.git(environ, respond)
@@ -485,90 +475,13 @@ class RegistryApp:
         self, name: str, app: Any, environ: dict[str, Any], respond: StartResponse
     ) -> Iterator[bytes]:
         """Pushes to one repository, one after another: so that the compare-and-swap of
-        `_guarded_receive_pack` cannot interleave with another push, and because dulwich
+        `guarded_receive_pack` cannot interleave with another push, and because dulwich
         fails a push whose ref lock is taken (FileLocked) instead of reporting the ref as not
         updated."""
         with self._locks_lock:
             lock = self._push_locks.setdefault(name, threading.Lock())
         with lock:
             yield from app(environ, respond)
-
-
-def check_index_update(
-    repo: Any, config: ServerConfig, user: str, ref: str, old: str, new: str
-) -> str | None:
-    """Why a push to the index is refused, None when it is allowed: only shard refs move,
-    entries are only ever added (never changed or removed), and each new entry is
-    well-formed, lies in its shard, names a scope this server holds and the pusher may
-    write, and names the pusher as who registered it."""
-    shard = ref[len(INDEX_PREFIX) :]
-    if not ref.startswith(INDEX_PREFIX) or not re.fullmatch(r"[0-9a-f]{2}", shard):
-        return "only index shards (refs/roar/index/<2 hex>) may be pushed here"
-    if not new.strip("0"):
-        return "index entries are never removed"
-
-    def entries(commit: str) -> dict[str, bytes]:
-        tree = repo[repo[commit.encode()].tree]
-        return {item.path.decode(errors="replace"): item.sha for item in tree.items()}
-
-    try:
-        before = entries(old) if old.strip("0") else {}
-        after = entries(new)
-    except (KeyError, AttributeError, ValueError):
-        return "not a commit of index entries"
-    if any(after.get(name) != sha for name, sha in before.items()):
-        return "index entries are never changed or removed"
-    for name, sha in after.items():
-        if name in before:
-            continue
-        if len(name) != 64 or not name.startswith(shard) or name.strip("0123456789abcdef"):
-            return f"'{name[:70]}' is not a hash of shard {shard}"
-        obj = repo[sha]
-        if obj.type_name != b"blob":
-            return f"{name[:16]}: an entry is a blob"
-        try:
-            entry = decode_entry(obj.as_raw_string(), name)
-        except RoarError as exc:
-            return str(exc)
-        rules = config.scopes.get(entry.scope)
-        if rules is None:
-            return f"{name[:16]}: this registry holds no scope {entry.scope}"
-        if not allowed(rules.write, user):
-            return f"{name[:16]}: {user} may not write scope {entry.scope}"
-        if entry.registered_by != user:
-            return f"{name[:16]}: an entry names who registers it ({user})"
-    return None
-
-
-def _guarded_receive_pack(config: ServerConfig, user: str, *, index: bool) -> Any:
-    """dulwich's receive-pack with each ref update checked before the ref moves:
-
-    - compare-and-swap: the ref must still hold the value the client read. dulwich calls
-      `set_if_equals` but reports success whatever it returns, so a push that lost a race
-      would be told it won; checked here, under the repository's push lock (pushes to one
-      repository are served one at a time), the check and the write cannot interleave with
-      another push;
-    - for the index, `check_index_update`."""
-    from dulwich.server import ReceivePackHandler  # lazy: only serving loads dulwich
-
-    class GuardedReceivePack(ReceivePackHandler):
-        def _on_update(self, ref: Any, old: Any, new: Any) -> bytes | None:
-            try:
-                current = self.repo.refs[ref]
-            except KeyError:
-                current = None
-            if current != (old if old.strip(b"0") else None):
-                return b"failed to update ref: it moved since it was read"
-            if index:
-                why = check_index_update(
-                    self.repo, config, user, ref.decode(errors="replace"), old.decode(),
-                    new.decode(),
-                )  # fmt: skip
-                if why:
-                    return why.encode()
-            return super()._on_update(ref, old, new)
-
-    return GuardedReceivePack
 
 
 def _json(respond: StartResponse, status: int, body: Any) -> list[bytes]:
