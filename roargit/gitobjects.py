@@ -13,7 +13,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -512,9 +512,10 @@ class NewEntry(NamedTuple):
 
 
 class FastImport:
-    """Commits written to `ref` by one `git fast-import`, which builds every tree on the
-    changed paths itself. Small imports are exploded into loose objects
-    (fastimport.unpackLimit), so no pack piles up per `roar run`; big ones stay one pack."""
+    """Bulk imports for fixtures and benchmarks (Ledger.import_records): commits written to
+    `ref` by one `git fast-import`, which builds every tree on the changed paths itself.
+    Small imports are exploded into loose objects (fastimport.unpackLimit), so no pack piles
+    up per import; big ones stay one pack."""
 
     def __init__(self, git_dir: Path, ref: str, parent: str | None) -> None:
         self.ref = ref.encode()
@@ -563,13 +564,3 @@ class FastImport:
         if self._proc.returncode != 0:
             raise GitFailed(["git", "fast-import"], self._proc.returncode, out, err)
         return out.split()[-1].decode()
-
-
-def resolve_many(reader: ObjectReader, names: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """{name: (oid, type)} for the names that exist."""
-    out = {}
-    for name in names:
-        found = reader.info(name)
-        if found is not None:
-            out[name] = found
-    return out

@@ -255,7 +255,6 @@ class Ledger:
         # Reads see the ledger as of the first read: one ref read per command, not per lookup.
         # Writes always start from the live tip.
         self._view: _Pygit2View | _CatFileView | None = None
-        self._view_tip: str | None = None
         self._reads = 0
         self._editor: TreeEditor | None = None
         self._origins: dict[str, str] | None = None
@@ -307,7 +306,6 @@ class Ledger:
         return self._view
 
     def pin(self, tip: str) -> None:
-        self._view_tip = tip
         self._view = (
             _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
         )
@@ -650,9 +648,9 @@ class Ledger:
     def import_records(
         self, items: Iterable[records.Record], per_commit: int = 100, when: int | None = None
     ) -> str:
-        """Append many records at once through one `git fast-import` (`per_commit` records a
-        commit; imports and benchmarks). The ref moves by one compare-and-swap at the end:
-        if another writer moved it meanwhile, LedgerBusy and nothing changes."""
+        """Bulk imports for fixtures and benchmarks: many records appended at once through one
+        `git fast-import` (`per_commit` records a commit). The ref moves by one compare-and-swap
+        at the end: if another writer moved it meanwhile, LedgerBusy and nothing changes."""
         old = self.tip()
         scratch = f"{TMP_PREFIX}{os.getpid()}-import"
         writer = FastImport(self.paths.git_dir, scratch, old)
