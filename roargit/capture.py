@@ -347,9 +347,8 @@ def record_run(
     else the clone's active session. `streams` are the files the user's shell redirected
     roar's own standard streams to (`stdio.redirects()`): recorded as the command's. Without
     `index`, the run is filed as no producer or consumer of its files (Ledger.append_run)."""
-    # A big run makes a few objects for each path it touched (100,000+), and no cycles: the
-    # cyclic collector would walk them all again and again (0.04-0.13 s of a 100,000-file
-    # run), so it waits until the run is recorded.
+    # A big run makes a few objects for each path it touched, and no cycles: the cyclic
+    # collector would walk them all again and again, so it waits until the run is recorded.
     if not gc.isenabled():
         return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index)
     gc.disable()

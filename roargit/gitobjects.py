@@ -1,10 +1,9 @@
 """Git objects through the user's `git`, for commands that must start fast.
 
-`import pygit2` costs 60-100 ms on these machines, more than `roar run`'s whole fixed-cost
-budget, so the capture path reads objects through one long-lived
-`git cat-file --batch-command` and writes a ledger commit with one `git fast-import`
-(which builds the trees itself). Query commands, which read thousands of objects, use pygit2
-in-process instead (ledger.py chooses).
+`import pygit2` costs more than `roar run`'s whole fixed-cost budget, so the capture path
+reads objects through one long-lived `git cat-file --batch-command` and writes a ledger
+commit with one `git fast-import` (which builds the trees itself). Query commands, which read
+thousands of objects, use pygit2 in-process instead (ledger.py chooses).
 """
 
 from __future__ import annotations

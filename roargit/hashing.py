@@ -161,9 +161,9 @@ def _check_regular(st: os.stat_result, path: str) -> None:
 
 def _hash_path(path: str, before: os.stat_result | None = None) -> _Hashed:
     """Hash one file; `before` is its stat if the caller just took one (saves an fstat)."""
-    # This runs once per file, 100,000 times for a big tree: it is kept flat on purpose. On
-    # the small files of a big tree the four system calls are most of the cost (~4 µs each
-    # in a VM), so no other work is done per file that a batch could do once.
+    # This runs once per file of a big tree: it is kept flat on purpose. On small files the
+    # four system calls are most of the cost, so no other work is done per file that a
+    # batch could do once.
     started = time.time_ns()
     # O_NONBLOCK: a path swapped for a FIFO between stat and open must not hang us.
     fd = os.open(path, _OPEN_FLAGS)
@@ -415,9 +415,9 @@ class HashCache:
                 failed.append(exc if exc.filename else type(exc)(exc.errno, exc.strerror, path))
 
         # Threads pay only where the GIL is released for long: reading and hashing big
-        # files. For small files the per-file Python work holds the GIL, and measured 16 µs
-        # a file with one, two or three threads alike; so they stay on this thread, which
-        # works through them while the pool does the big ones.
+        # files. For small files the per-file Python work holds the GIL, so more threads
+        # hash them no faster; they stay on this thread, which works through them while the
+        # pool does the big ones.
         big = [it for it in items if it[1].st_size > _POOL_FROM]
         small = [it for it in items if it[1].st_size <= _POOL_FROM]
         if len(big) < 2 or self.workers == 1:
@@ -550,8 +550,8 @@ class HashCache:
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Keep the cyclic collector out of a batch that makes a few containers a file and no
-    cycles: with 100,000 files it ran full collections over every live object, again and
-    again (0.5-0.8 s of a 3 s first hashing of 100,000 small files, measured)."""
+    cycles: with many files it would run full collections over every live object, again and
+    again, a large share of a first hashing of many small files."""
     if not gc.isenabled():
         yield
         return
@@ -602,12 +602,11 @@ def _select_rows(
 def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, str]) -> Iterable[Any]:
     """Rows that include those for `want`'s paths, fetched the cheapest way measured.
 
-    On 100,000 paths: a scan of the whole table 0.1 s, range scans over the sorted request
-    (900 paths each) 0.1-0.25 s, `path IN (...)` lists 0.3-0.4 s (SQLite sorts each list),
-    point queries 1.3 s. So: the whole table when the request is most of it; otherwise
-    ranges, which may also return cached paths that sort between the requested ones --
-    LIMIT caps that, and a range that hits it (a request sparse among many cached files)
-    falls back to IN for its paths.
+    A scan of the whole table is cheapest when the request is most of it; otherwise range
+    scans over the sorted request, cheaper than `path IN (...)` lists (SQLite sorts each
+    list), which are cheaper than one query a path. Ranges may also return cached paths that
+    sort between the requested ones -- LIMIT caps that, and a range that hits it (a request
+    sparse among many cached files) falls back to IN for its paths.
     """
     if len(want) >= 5000:
         (count,) = db.execute("SELECT count(*) FROM files").fetchone()

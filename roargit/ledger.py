@@ -80,8 +80,8 @@ TREE = 0o040000
 GIT_TREE = 2  # pygit2.enums.ObjectType.TREE
 
 MAX_ATTEMPTS = 400
-#: cat-file answers a read in 0.05-0.5 ms (a pipe round trip; more on a loaded machine),
-#: pygit2 in ~0.01 ms after a 60-100 ms import: past this many reads, pygit2 is cheaper.
+#: Each cat-file read is a pipe round trip; pygit2 reads in process but must be imported
+#: first: past this many reads, its import costs less than the round trips it saves.
 SWITCH_TO_PYGIT2_AT = 150
 
 R = TypeVar("R", RunRecord, SessionRecord, records.VerificationRecord)
@@ -155,7 +155,7 @@ def read_input_set(data: bytes) -> list[str] | None:
 
 
 class _Pygit2View:
-    """Reads in-process through pygit2: ~10 µs an object, after a ~70 ms import."""
+    """Reads in-process through pygit2: no round trip a read, once its import is paid."""
 
     def __init__(self, repo: pygit2.Repository, tip: str) -> None:
         import pygit2
@@ -202,7 +202,7 @@ class _Pygit2View:
 
 
 class _CatFileView:
-    """Reads through one `git cat-file --batch-command`: ~30 µs an object, no import cost."""
+    """Reads through one `git cat-file --batch-command`: a pipe round trip a read, no import."""
 
     def __init__(self, reader: ObjectReader, tip: str) -> None:
         self.reader = reader

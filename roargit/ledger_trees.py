@@ -15,7 +15,7 @@ from roargit.gitobjects import NewEntry, tree_rows
 
 
 # Git's object hash: CPython's own SHA-1, as `random` takes its sha512. hashlib loads OpenSSL,
-# ~5 ms of every `roar run`, for a few small objects. (SHA-256 repositories: see `hasher`.)
+# a start-up cost of every `roar run` for a few small objects. (SHA-256: see `hasher`.)
 def _load_sha1() -> Callable[..., Any]:
     try:
         return __import__("_sha1").sha1

@@ -44,8 +44,9 @@ class TraceLogTooNew(RoarError):
 class FileAccess(NamedTuple):
     """What the run did to one path (absolute, decoded with `os.fsdecode`).
 
-    A NamedTuple rather than a frozen dataclass: a big run makes one per path (100,000+), and
-    a frozen dataclass's __init__ costs about 3 µs each against under 1 µs here."""
+    A NamedTuple rather than a frozen dataclass: a big run makes one per path, and a frozen
+    dataclass's __init__ (object.__setattr__ per field) is several times the cost of a
+    tuple's."""
 
     path: str
     read: bool = False
@@ -716,8 +717,8 @@ LOG_PREFIX = "roar-trace-"
 def new_log_path(tmp_dir: Path | None = None) -> Path:
     """A new private file for the event log, as tempfile.mkstemp makes one, in `tmp_dir`
     (roar's own folder in the repository: a roar killed with SIGKILL leaves it where the next
-    run finds it) or else $TMPDIR. `tempfile` itself is left for when neither will do (its
-    import, with `random`'s, costs ~3 ms of every `roar run`)."""
+    run finds it) or else $TMPDIR. `tempfile` itself is left for when neither will do: it
+    imports `random`, a start-up cost `roar run` would pay for one file name."""
     bases = []
     if tmp_dir is not None:
         with contextlib.suppress(OSError):

@@ -11,8 +11,8 @@ from roargit.pathguard import escape as show_text
 
 def emit_json(value: Any) -> None:
     """The one way every command prints `--json`: one document and a newline, indented for a
-    terminal, compact (C-encoded, many times faster: a 1,000-step plan is ~100k values) when
-    piped to a program."""
+    terminal, compact when piped to a program (json's C encoder serves only unindented
+    output, and a big plan is many values)."""
     # lazy: only --json output needs it
     import json
 
