@@ -17,10 +17,12 @@ reachable by hash after the files are overwritten; with a team store configured
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,15 +88,11 @@ class NotRecorded(RoarError):
 
 class TerminatedBeforeStart(NotRecorded):
     def __init__(self, sig: int) -> None:
-        import signal
-
         name = signal.Signals(sig).name
         super().__init__(f"{name} arrived before the command started: nothing was run", 128 + sig)
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    import errno
-
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     if isinstance(exc, GitFailed):
@@ -683,7 +681,7 @@ def _trace_and_record(
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id
     if stored and not store_failed:
-        from roargit import uploads
+        from roargit import uploads  # loaded above already: the run stored something
 
         # The store took this run's bytes: a good moment to send what earlier runs queued.
         uploads.drain_quietly(paths, settings, uploads.store_url(paths, settings), warnings)
@@ -724,6 +722,6 @@ def _store_run_files(
                 path = abs_path(f.path, paths.root)
                 if path in hashes:
                     sources[path] = hashes[path]
-    from roargit import uploads
+    from roargit import uploads  # only a run with something to store gets here (see above)
 
     return uploads.store_files(paths, settings, outputs, sources, warnings)

@@ -15,6 +15,7 @@ import functools
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -210,8 +211,6 @@ def work_tree_status(paths: RepoPaths, rule: CodeRule | None = None) -> WorkTree
     nothing. The listing is not limited with source-name pathspecs (git then matches every
     file against every pattern, which is slower still); it is searched by regex instead of
     being split into a string per file."""
-    import threading
-
     listed: list[bytes] = []
     failed: list[BaseException] = []
 

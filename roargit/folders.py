@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from blake3 import blake3
+
 from roargit import codec
 from roargit.codec import record_id
 from roargit.errors import RecordCorrupt
@@ -233,8 +235,6 @@ def stat_digest_of_keys(
 
 
 def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str:
-    from blake3 import blake3
-
     cut = len(folder) + 1
     names = "\0".join([f[cut:] for f in files]).encode("utf-8", "surrogateescape")
     h = blake3(names)
@@ -251,8 +251,6 @@ class FolderCache:
         self.racy_window_ns = racy_window_ns
 
     def _file(self, folder: str) -> Path:
-        from roargit.codec import record_id
-
         return self.dir / record_id(folder.encode("utf-8", "surrogateescape"))[:32]
 
     def get(self, folder: str) -> FolderState | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -183,9 +185,6 @@ def write_pack(
 
     On any failure (a full disk, say) nothing of the pack is left behind: no temporary file,
     no pack without its index, no `.keep`."""
-    import struct
-    import zlib
-
     parts = [b"PACK" + struct.pack(">II", 2, len(objects))]
     pos = 12
     index: list[tuple[bytes, int, int]] = []
@@ -358,8 +357,6 @@ def pack_loose_objects(
     """Move the loose objects of `objects_dir` (a private object folder that git wrote into,
     with the repository's as its alternate) into one kept pack in `pack_dir` (see
     `write_pack`); returns its name, or None when there were none. `objects_dir` is emptied."""
-    import zlib
-
     loose: list[Path] = []
     total = 0
     for d in os.listdir(objects_dir):
@@ -379,7 +376,7 @@ def pack_loose_objects(
         nul = raw.index(b"\0")
         kind = raw[: raw.index(b" ")]
         objects[bytes.fromhex(p.parent.name + p.name)] = (kind, raw[nul + 1 :])
-    from hashlib import sha1, sha256
+    from hashlib import sha1, sha256  # hashlib loads OpenSSL: only packing loose objects pays
 
     return write_pack(pack_dir, objects, sha1 if oid_bytes == 20 else sha256, keep=True)
 

@@ -454,7 +454,7 @@ class HashCache:
         return db
 
     def _open(self) -> sqlite3.Connection:
-        import sqlite3
+        import sqlite3  # as in _connect: only a run that hashes loads it
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
@@ -497,7 +497,7 @@ class HashCache:
 
         Derived state: a broken cache costs a re-hash, never the run.
         """
-        import sqlite3
+        import sqlite3  # as in _connect: only a run that hashes loads it
 
         self.stats.cache_errors += 1
         self.close()
@@ -509,7 +509,7 @@ class HashCache:
         """Cached (stat key, digest) for those of `abspaths` the database knows."""
         if not abspaths:
             return {}
-        import sqlite3
+        import sqlite3  # as in _connect: only a run that hashes loads it
 
         try:
             db = self._connect()
@@ -528,7 +528,7 @@ class HashCache:
     def _insert(self, rows: list[tuple[str, bytes, bytes]]) -> None:
         if not rows:
             return
-        import sqlite3
+        import sqlite3  # as in _connect: only a run that hashes loads it
 
         try:
             db = self._connect()

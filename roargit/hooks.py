@@ -32,12 +32,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from blake3 import blake3
+
+from roargit import config
 from roargit.errors import RoarError
+from roargit.folders import decode_manifest_rows
 from roargit.git import run_git
-from roargit.gitobjects import tree_entries
+from roargit.gitobjects import ObjectReader, tree_entries
+from roargit.hashing import HashCache
+from roargit.ledger import Ledger
 from roargit.records import ArtifactId, FileRef
 from roargit.repo import RepoPaths
 from roargit.session import label as step_label
+from roargit.session import read_state
 
 GIT_HOOKS = ("pre-commit", "pre-push")
 MARKER = "# roar-managed hook"
@@ -122,8 +129,6 @@ class Status(NamedTuple):
 
 
 def status(paths: RepoPaths) -> Status:
-    from roargit import config
-
     folder = hooks_dir(paths)
     states = []
     for name in GIT_HOOKS:
@@ -140,8 +145,6 @@ def install(
     paths: RepoPaths, names: Sequence[str], post_run: bool, python: str | None = None
 ) -> list[str]:
     """Install the named git hooks (and enable the post-run hook); what was done, in words."""
-    from roargit import config
-
     python = python or sys.executable
     folder = hooks_dir(paths)
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,8 +177,6 @@ def install(
 
 
 def uninstall(paths: RepoPaths, names: Sequence[str], post_run: bool) -> list[str]:
-    from roargit import config
-
     folder = hooks_dir(paths)
     done = []
     for name in names:
@@ -211,7 +212,8 @@ class Outcome(NamedTuple):
 
 def pre_push(paths: RepoPaths, remote: str, url: str) -> Outcome:
     """Push lineage and bytes to the remote git is pushing to; never blocks unless strict."""
-    from roargit import config, share
+    # share loads the stores and the push plan: only a pre-push needs them.
+    from roargit import share
 
     strict = _true(config.read_all(paths)["roar.hooks.strict"].value)
     try:
@@ -247,9 +249,6 @@ def staged_files(paths: RepoPaths) -> list[str]:
 def check_staged(paths: RepoPaths, files: Sequence[str] | None = None) -> list[Finding]:
     """Staged files the active session recorded as outputs whose staged bytes no recorded run
     produced, or that come from a stale step."""
-    from roargit.ledger import Ledger
-    from roargit.session import read_state
-
     state = read_state(paths.roar_dir)
     if state.session_id is None:
         return []
@@ -350,8 +349,6 @@ def session_outputs(paths: RepoPaths, ledger: Any, session_id: str) -> dict[str,
         runs = _read_outputs(ledger, ledger.session_runs(session_id))
     else:
         # Reading this many records costs more through cat-file than pygit2's import.
-        from roargit.ledger import Ledger
-
         whole = Ledger(paths)
         try:
             runs = _read_outputs(whole, whole.session_runs(session_id))
@@ -467,8 +464,6 @@ def _save_outputs(
 
 
 def _manifest_rows(ledger: Any, digest: str) -> dict[str, str]:
-    from roargit.folders import decode_manifest_rows
-
     data = ledger.manifest(digest)
     if data is None:
         return {}
@@ -481,10 +476,6 @@ def _manifest_rows(ledger: Any, digest: str) -> dict[str, str]:
 def staged_digests(paths: RepoPaths, files: Sequence[str]) -> dict[str, str]:
     """BLAKE3 of each file's staged bytes: from the work tree through the hash cache when the
     file there is what is staged, else read from the index."""
-    from blake3 import blake3
-
-    from roargit.hashing import HashCache
-
     # Many pathspecs cost git more to match than listing every unstaged change.
     limit = ["--", *files] if len(files) <= 50 else []
     # Plumbing: no diff configuration to read; an entry whose stat data is stale (a touched
@@ -503,8 +494,6 @@ def staged_digests(paths: RepoPaths, files: Sequence[str]) -> dict[str, str]:
                 out[p] = h.digest
     dirty = [p for p in files if p in unstaged]
     if dirty:
-        from roargit.gitobjects import ObjectReader
-
         reader = ObjectReader(paths.git_dir)
         try:
             for p, obj in zip(dirty, reader.read_many([f":{p}" for p in dirty]), strict=True):
@@ -516,8 +505,6 @@ def staged_digests(paths: RepoPaths, files: Sequence[str]) -> dict[str, str]:
 
 
 def pre_commit(paths: RepoPaths, files: Sequence[str] | None = None) -> Outcome:
-    from roargit import config
-
     settings = config.read_all(paths)
     mode = settings["roar.hooks.precommit"].value.strip().lower() or "warn"
     if mode == "off":
@@ -580,8 +567,6 @@ def post_run(
 
 def after_run(paths: RepoPaths, outcome: Any) -> str | None:
     """The post-run hook for a recorded `roar run` (RunOutcome), if one is configured."""
-    from roargit import config
-
     try:
         settings = getattr(outcome, "settings", None) or config.read_all(paths)
         command = settings["roar.hooks.postrun"].value

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from roargit import records
+from roargit.codec import record_id
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import (
@@ -120,16 +121,12 @@ def _plain(record_id: str) -> bool:
 
 
 def folder_key(path: str) -> str:
-    from roargit.codec import record_id
-
     return record_id(path.rstrip("/").encode("utf-8", "surrogateescape"))
 
 
 def input_set(hashes: Iterable[str]) -> tuple[str, bytes] | None:
     """(set id, bytes) of the input set of these artifact hashes: each once, sorted, each
     followed by a newline; the id is BLAKE3 of the bytes. None for no hashes."""
-    from roargit.codec import record_id
-
     unique = sorted(set(hashes))
     if not unique:
         return None
@@ -158,7 +155,7 @@ class _Pygit2View:
     """Reads in-process through pygit2: no round trip a read, once its import is paid."""
 
     def __init__(self, repo: pygit2.Repository, tip: str) -> None:
-        import pygit2
+        import pygit2  # this view only: its import is what `fast_start` avoids
 
         self.repo = repo
         self.root = repo[tip].peel(pygit2.Tree)
@@ -262,7 +259,7 @@ class Ledger:
     @property
     def repo(self) -> pygit2.Repository:
         if self._repo is None:
-            import pygit2
+            import pygit2  # on first use: `fast_start` commands never open one
 
             self._repo = pygit2.Repository(str(self.paths.git_dir))
         return self._repo
@@ -327,8 +324,6 @@ class Ledger:
         return view is not None and view.entry(parts) is not None
 
     def _read_record(self, data: bytes, name: str, expect_id: str) -> records.Record:
-        from roargit.codec import record_id
-
         if record_id(data) != expect_id:
             raise RecordCorrupt(
                 name, "its content does not match its id", source=self.origin(expect_id)
@@ -789,7 +784,7 @@ class Ledger:
         ref's lock file (the one git takes), checks the ref still names `old` under the lock,
         and writes `new` (git_reference_set_target, which compares against the target read).
         Creating the ref stays with update-ref: libgit2 checks absence before locking."""
-        import pygit2
+        import pygit2  # in-process swaps only (no `fast_start`): loaded with the repository
 
         try:
             ref = self.repo.references[self.ref]
@@ -810,7 +805,7 @@ class Ledger:
         """The remote a record arrived from by a merge; None if it was recorded here (or
         arrived before origins were kept)."""
         if self._origins is None:
-            from roargit.ledger_check import read_origins
+            from roargit.ledger_check import read_origins  # ledger_check imports this module
 
             self._origins = read_origins(self.paths.roar_dir)
         return self._origins.get(record_id)
@@ -824,6 +819,7 @@ class Ledger:
 
 
 def _pygit2() -> Any:
+    """pygit2, imported when a caller first needs it (`fast_start` commands never do)."""
     import pygit2
 
     return pygit2

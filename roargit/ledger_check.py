@@ -28,7 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from roargit import records
+from roargit.codec import record_id as blake3_hex
 from roargit.errors import RecordCorrupt, RecordTooNew
+from roargit.folders import decode_manifest
+from roargit.ledger import folder_key, input_set, read_input_set
+from roargit.pathguard import escape
 
 if TYPE_CHECKING:
     import pygit2
@@ -75,8 +79,6 @@ def printable(text: str) -> str:
     or a fetched tree may hold terminal escapes."""
     if text.isprintable():
         return text
-    from roargit.pathguard import escape
-
     return escape(text)
 
 
@@ -302,14 +304,10 @@ class _Checker:
         return None
 
     def _decode(self, what: str, record_id: str, data: bytes) -> tuple[str, Any]:
-        from roargit.codec import record_id as blake3_hex
-
         digest = blake3_hex(data)
         if digest != record_id:
             return digest, None
         if what == "set":
-            from roargit.ledger import read_input_set
-
             hashes = read_input_set(data)
             if hashes is None:
                 return digest, f"input set {record_id[:12]} is corrupt: not one hash a line, sorted"
@@ -317,8 +315,6 @@ class _Checker:
         name = f"{what} {record_id[:12]}"
         try:
             if what == "manifest":
-                from roargit.folders import decode_manifest
-
                 decode_manifest(data, name, source=self.source)
                 return digest, True
             return digest, decode_record(data, name, self.source)
@@ -333,8 +329,6 @@ def _index_problem(run: Any, run_id: str, extra: tuple[str, str]) -> str | None:
     if tag == "session":
         return None if run.session == value else f"{name} is not a run of session {value[:12]}"
     if tag == "set":
-        from roargit.ledger import input_set
-
         found = input_set(f.hash for f in run.inputs)
         if found is not None and found[0] == value:
             return None
@@ -345,7 +339,6 @@ def _index_problem(run: Any, run_id: str, extra: tuple[str, str]) -> str | None:
             return None
         verb = "produce" if tag == "p" else "consume"
         return f"{name} does not {verb} artifact {value[:12]}"
-    from roargit.ledger import folder_key
 
     files = run.outputs if tag == "folder p" else run.inputs
     if any(f.kind == "dir" and folder_key(f.path) == value for f in files):

@@ -32,7 +32,7 @@ def hasher(oid_bytes: int) -> Callable[..., Any]:
     """The hash constructor of a repository whose object ids have `oid_bytes` bytes."""
     if oid_bytes == 20:
         return sha1
-    from hashlib import sha256
+    from hashlib import sha256  # SHA-256 repositories only: hashlib loads OpenSSL
 
     return sha256
 

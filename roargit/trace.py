@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from roargit import peers
 from roargit.errors import RoarError, TracerUnavailable
 
 LOG_VERSION = 3  # 2: the shim (start has a SHIM field; records after `end` are ignored)
@@ -649,7 +650,7 @@ def run_traced(
     mode = mode or os.environ.get("ROAR_TRACE_MODE") or MODE_PTRACE
     run_env = dict(os.environ if env is None else env)
     if mode == MODE_FALLBACK:
-        from roargit import trace_fallback
+        from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(
             argv, cwd, run_env, scan_root or cwd, reason="forced", signals=signals, tmp_dir=tmp_dir
@@ -675,7 +676,7 @@ def run_traced(
         return _unreadable_log(argv, cwd, status, str(exc))
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
-        from roargit import trace_fallback
+        from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(
             argv,
@@ -736,7 +737,7 @@ def new_log_path(tmp_dir: Path | None = None) -> Path:
                 break  # e.g. a full disk: the next folder
             os.close(fd)
             return Path(name)
-    import tempfile
+    import tempfile  # only when neither folder will do (see the docstring)
 
     fd, name = tempfile.mkstemp(prefix=LOG_PREFIX, suffix=".log")
     os.close(fd)
@@ -805,8 +806,6 @@ def _to_trace(log: TraceLog, status: int, files: dict[str, FileAccess]) -> Trace
             "do from now on is not recorded"
         )
     if log.connects:
-        from roargit import peers
-
         found = peers.find(log.connects, {p.pid for p in log.processes})
         complete = complete and not found
         warnings.extend(peers.warning(p) for p in found)

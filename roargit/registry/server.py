@@ -456,7 +456,7 @@ class RegistryApp:
         respond: StartResponse,
     ) -> Iterable[bytes]:
         """The web view, given only the scopes this viewer may read."""
-        from roargit.registry.web import Viewer
+        from roargit.registry.web import Viewer  # see __init__: only the web view loads it
 
         root = store_url(config)
         readable = {
