@@ -55,10 +55,10 @@ from roargit.gitobjects import (
     ObjectReader,
     drop_keep,
     roll_up_small_packs,
-    tree_entries,
     write_pack,
 )
 from roargit.ledger_trees import TreeEditor, blob_oid, hasher
+from roargit.ledger_views import CatFileView, Pygit2View
 from roargit.records import ArtifactId, RunId, RunRecord, SessionId, SessionRecord
 from roargit.repo import RepoPaths
 
@@ -75,10 +75,6 @@ def _jitter(most: float) -> float:
     """A random pause in [0, most) for a writer that lost a race (not `random`: its import)."""
     return most * int.from_bytes(os.urandom(2), "little") / 65536
 
-
-BLOB = 0o100644
-TREE = 0o040000
-GIT_TREE = 2  # pygit2.enums.ObjectType.TREE
 
 MAX_ATTEMPTS = 400
 #: Each cat-file read is a pipe round trip; pygit2 reads in process but must be imported
@@ -151,91 +147,6 @@ def read_input_set(data: bytes) -> list[str] | None:
     return hashes
 
 
-class _Pygit2View:
-    """Reads in-process through pygit2: no round trip a read, once its import is paid."""
-
-    def __init__(self, repo: pygit2.Repository, tip: str) -> None:
-        import pygit2  # this view only: its import is what `fast_start` avoids
-
-        self.repo = repo
-        self.root = repo[tip].peel(pygit2.Tree)
-        self.subtrees: dict[tuple[str, ...], Any] = {}
-
-    def lookup(self, parts: tuple[str, ...]) -> Any:
-        obj: Any = self.root
-        start = 0
-        # Start from the deepest subtree already walked on this path.
-        for k in range(len(parts), 0, -1):
-            hit = self.subtrees.get(parts[:k])
-            if hit is not None:
-                obj, start = hit, k
-                break
-        for k in range(start, len(parts)):
-            part = parts[k]
-            if obj.type != GIT_TREE or part not in obj:
-                return None
-            obj = obj[part]
-            if obj.type == GIT_TREE:
-                self.subtrees[parts[: k + 1]] = obj
-        return obj
-
-    def blob(self, parts: tuple[str, ...]) -> bytes | None:
-        obj = self.lookup(parts)
-        return None if obj is None or obj.type == GIT_TREE else bytes(obj.data)
-
-    def names(self, parts: tuple[str, ...]) -> list[str]:
-        obj = self.lookup(parts)
-        return [] if obj is None or obj.type != GIT_TREE else [e.name for e in obj]
-
-    def entry(self, parts: tuple[str, ...]) -> str | None:
-        obj = self.lookup(parts)
-        return None if obj is None else str(obj.id)
-
-    def blobs(self, many: Sequence[tuple[str, ...]]) -> list[bytes | None]:
-        return [self.blob(parts) for parts in many]
-
-    def names_many(self, many: Sequence[tuple[str, ...]]) -> list[list[str]]:
-        return [self.names(parts) for parts in many]
-
-
-class _CatFileView:
-    """Reads through one `git cat-file --batch-command`: a pipe round trip a read, no import."""
-
-    def __init__(self, reader: ObjectReader, tip: str) -> None:
-        self.reader = reader
-        self.tip = tip
-        self.width = len(tip) // 2
-        self._names: dict[tuple[str, ...], list[str]] = {}
-
-    def blob(self, parts: tuple[str, ...]) -> bytes | None:
-        obj = self.reader.read(f"{self.tip}:{'/'.join(parts)}")
-        return None if obj is None or obj.type != "blob" else obj.data
-
-    def names(self, parts: tuple[str, ...]) -> list[str]:
-        return self.names_many([parts])[0]
-
-    def entry(self, parts: tuple[str, ...]) -> str | None:
-        found = self.reader.info(f"{self.tip}:{'/'.join(parts)}")
-        return None if found is None else found[0]
-
-    def blobs(self, many: Sequence[tuple[str, ...]]) -> list[bytes | None]:
-        """`blob` of each, in one pipelined exchange (`ObjectReader.read_many`)."""
-        objs = self.reader.read_many([f"{self.tip}:{'/'.join(parts)}" for parts in many])
-        return [None if o is None or o.type != "blob" else o.data for o in objs]
-
-    def names_many(self, many: Sequence[tuple[str, ...]]) -> list[list[str]]:
-        """`names` of each, the ones not listed yet read in one pipelined exchange."""
-        todo = [parts for parts in dict.fromkeys(many) if parts not in self._names]
-        objs = self.reader.read_many([f"{self.tip}:{'/'.join(parts)}" for parts in todo])
-        for parts, obj in zip(todo, objs, strict=True):
-            self._names[parts] = (
-                []
-                if obj is None or obj.type != "tree"
-                else [name for _, name, _ in tree_entries(obj.data, self.width)]
-            )
-        return [self._names[parts] for parts in many]
-
-
 class Ledger:
     """The records under one ref. `fast_start` reads through the `git` executable and moves
     the ref with `git update-ref` (for `roar run` and the queries, whose start-up time is
@@ -251,7 +162,7 @@ class Ledger:
         self._reader: ObjectReader | None = None
         # Reads see the ledger as of the first read: one ref read per command, not per lookup.
         # Writes always start from the live tip.
-        self._view: _Pygit2View | _CatFileView | None = None
+        self._view: Pygit2View | CatFileView | None = None
         self._reads = 0
         self._editor: TreeEditor | None = None
         self._origins: dict[str, str] | None = None
@@ -289,22 +200,22 @@ class Ledger:
             return None
         return str(target)
 
-    def _current(self) -> _Pygit2View | _CatFileView | None:
+    def _current(self) -> Pygit2View | CatFileView | None:
         if self._view is None:
             tip = self.tip()
             if tip is None:
                 return None
             self.pin(tip)
         self._reads += 1
-        if self._reads == SWITCH_TO_PYGIT2_AT and isinstance(self._view, _CatFileView):
+        if self._reads == SWITCH_TO_PYGIT2_AT and isinstance(self._view, CatFileView):
             # A command that reads this much (a long lineage, a diff) is past the point where
             # pygit2's import costs less than cat-file's round trips: same tip, faster reads.
-            self._view = _Pygit2View(self.repo, self._view.tip)
+            self._view = Pygit2View(self.repo, self._view.tip)
         return self._view
 
     def pin(self, tip: str) -> None:
         self._view = (
-            _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
+            CatFileView(self.reader, tip) if self.fast_start else Pygit2View(self.repo, tip)
         )
 
     def refresh(self) -> None:
@@ -595,7 +506,7 @@ class Ledger:
         if found is None or tip is None:
             return False
         set_id = found[0]
-        view = _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
+        view = CatFileView(self.reader, tip) if self.fast_start else Pygit2View(self.repo, tip)
         return view.entry(("inputsets", *fanout(set_id), set_id, "set")) is not None
 
     def append_verification(self, record: records.VerificationRecord) -> str:
@@ -695,7 +606,7 @@ class Ledger:
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
     def _all_present(self, tip: str, entries: Sequence[Entry]) -> bool:
-        view = _CatFileView(self.reader, tip) if self.fast_start else _Pygit2View(self.repo, tip)
+        view = CatFileView(self.reader, tip) if self.fast_start else Pygit2View(self.repo, tip)
         for e in entries:
             want = e.tree if e.data is None else blob_oid(e.data, len(tip))
             if view.entry(e.path) != want:
