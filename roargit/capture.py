@@ -35,6 +35,7 @@ from roargit.git import run_git
 from roargit.gitobjects import drop_stale_keeps, refs_under
 from roargit.hashing import FileHash, HashCache
 from roargit.ledger import TMP_PREFIX, Entry, Ledger
+from roargit.ledger_layout import manifest_entry
 from roargit.machine import capture_environment, recorder
 from roargit.packages import packages_for_paths
 from roargit.pathguard import abs_path, rel_or_abs
@@ -303,7 +304,7 @@ def _group_folders(
     for folder, files in chosen.items():
         digest, data, size, count = folders.manifest_from_hashes(folder, files, hashes)
         if not ledger.has_manifest(digest):
-            entries.append(ledger.manifest_entry(digest, data))
+            entries.append(manifest_entry(digest, data))
         refs.append(FileRef(rel_or_abs(folder, root) + "/", ArtifactId(digest), size, "dir"))
         grouped.update(files)
         if known is not None and count == len(files):

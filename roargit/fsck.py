@@ -25,7 +25,8 @@ from roargit import ledger_check
 from roargit.blobstore import remove_blob
 from roargit.errors import BlobMissing, RoarError
 from roargit.hashing import hash_file
-from roargit.ledger import LEDGER_REF, Ledger, fanout
+from roargit.ledger import LEDGER_REF, Ledger
+from roargit.ledger_layout import fanout
 from roargit.ledger_merge import remote_name, remote_refs
 from roargit.pathguard import UnsafePath
 from roargit.pathguard import check as check_path

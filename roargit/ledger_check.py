@@ -31,7 +31,7 @@ from roargit import records
 from roargit.codec import record_id as blake3_hex
 from roargit.errors import RecordCorrupt, RecordTooNew
 from roargit.folders import decode_manifest
-from roargit.ledger import folder_key, input_set, read_input_set
+from roargit.ledger_layout import folder_key, input_set, read_input_set
 from roargit.pathguard import escape
 
 if TYPE_CHECKING:

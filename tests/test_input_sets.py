@@ -11,7 +11,8 @@ from cli_helpers import git
 from ledger_helpers import hexid, make_run
 
 from roargit import ledger_check, records
-from roargit.ledger import LEDGER_REF, Ledger, input_set, read_input_set
+from roargit.ledger import LEDGER_REF, Ledger
+from roargit.ledger_layout import input_set, read_input_set, run_entries
 from roargit.repo import find_repo
 
 FILES = tuple(hexid(i) for i in range(1, 30))
@@ -59,7 +60,7 @@ def test_a_set_without_all_its_artifact_entries_is_refused(git_repo: Path) -> No
     led = Ledger(find_repo(git_repo), "refs/roar/crafted")
     record = make_run(1, inputs=FILES)
     run_id, data = records.identify(record)
-    entries = led.entries_for_run(run_id, data, record)
+    entries = run_entries(run_id, data, record)
     found = input_set(FILES)
     assert found is not None
     dropped = f"s.{found[0]}"

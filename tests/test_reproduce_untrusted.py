@@ -15,6 +15,7 @@ from cli_helpers import git, roar
 from roargit.blobstore import BlobStore
 from roargit.folders import ManifestEntry, encode_manifest
 from roargit.ledger import Ledger
+from roargit.ledger_layout import manifest_entry
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
 from roargit.repo import find_repo
 from roargit.uploads import default_store_url
@@ -96,7 +97,7 @@ def plant(
     )
     from roargit.codec import record_id
 
-    extra = [ledger.manifest_entry(record_id(m), m) for m in manifests]
+    extra = [manifest_entry(record_id(m), m) for m in manifests]
     return ledger.append_run(rec, extra)
 
 

@@ -17,6 +17,7 @@ from ledger_helpers import hexid, make_run
 from roargit import codec, ledger_check, records, session
 from roargit.errors import RecordCorrupt
 from roargit.ledger import LEDGER_REF, Entry, Ledger
+from roargit.ledger_layout import run_entries
 from roargit.ledger_merge import sync_remotes
 from roargit.records import RunId, SessionId, StepIndex
 from roargit.repo import find_repo
@@ -61,7 +62,7 @@ def test_a_run_without_an_entry_or_with_a_damaged_one_is_read_from_its_record(
     older = make_run(1, outputs=(hexid(1),), session=SESSION)
     rid, data = records.identify(older)
     # As an older roargit wrote it: no index entry.
-    entries = [e for e in led.entries_for_run(rid, data, older) if not e.path[-1].startswith("i.")]
+    entries = [e for e in run_entries(rid, data, older) if not e.path[-1].startswith("i.")]
     led.commit(entries, f"run {rid}")
     damaged = make_run(2, outputs=(hexid(2),), session=SESSION, step=2)
     rid2 = led.append_run(damaged)

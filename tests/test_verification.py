@@ -142,7 +142,8 @@ def test_a_fetched_verification_must_verify_the_run_it_is_filed_under(
     """Another clone's verifications are untrusted: one filed under a run it does not verify,
     or whose bytes do not decode, is quarantined by the merge; a right one is taken."""
     from roargit import records
-    from roargit.ledger import LEDGER_REF, Entry, Ledger, fanout
+    from roargit.ledger import LEDGER_REF, Entry, Ledger
+    from roargit.ledger_layout import fanout
     from roargit.records import ArtifactId, CodeState, Identity, RunId, VerifiedOutput
     from roargit.repo import find_repo
 

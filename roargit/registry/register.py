@@ -34,7 +34,8 @@ from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
 from roargit.keep_ref import KEEP_FANIN, is_ancestor, keep_commit, swap_ref, unkept_commits
-from roargit.ledger import Entry, Ledger, _jitter, fanout
+from roargit.ledger import Entry, Ledger, _jitter
+from roargit.ledger_layout import fanout, run_entries
 from roargit.plan import NotProduced
 from roargit.push_blobs import BlobPlan, Uploaded, plan_blobs, referenced_blobs
 from roargit.push_blobs import upload as put_all
@@ -169,7 +170,7 @@ def ledger_entries(ledger: Ledger, found: Closure) -> list[Entry]:
     entries: list[Entry] = []
     for rid, rec in found.runs:
         _id, data = records.identify(rec)
-        entries.extend(ledger.entries_for_run(rid, data, rec))
+        entries.extend(run_entries(rid, data, rec))
     for sid, srec in found.sessions:
         _id, data = records.identify(srec)
         entries.append(Entry(("sessions", sid[:2], sid, "session"), data))
