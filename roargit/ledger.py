@@ -37,6 +37,7 @@ from roargit.gitobjects import (
     roll_up_small_packs,
     write_pack,
 )
+from roargit.ledger_check import read_origins
 from roargit.ledger_layout import (
     fanout,
     folder_key,
@@ -618,8 +619,6 @@ class Ledger:
         """The remote a record arrived from by a merge; None if it was recorded here (or
         arrived before origins were kept)."""
         if self._origins is None:
-            from roargit.ledger_check import read_origins  # ledger_check imports this module
-
             self._origins = read_origins(self.paths.roar_dir)
         return self._origins.get(record_id)
 

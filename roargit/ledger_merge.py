@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from roargit import ledger_check
 from roargit.errors import GitFailed, RecordCorrupt, RoarError
 from roargit.git import run_git
 from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, _jitter, _pygit2
@@ -44,10 +45,6 @@ def merge(
     of the other side only well-formed entries are taken (ledger_check). The result is a
     merge commit with both parents, or a fast-forward when the other side holds all of ours
     and nothing of it was refused. None if `other` is merged already."""
-    # ledger_check (and pygit2 below) only when there is something to merge: a query that
-    # finds nothing new fetched does not pay for them.
-    from roargit import ledger_check
-
     paths = ledger.paths
     for _attempt in range(MAX_ATTEMPTS):
         old = ledger.tip()
@@ -111,9 +108,6 @@ def sync_remotes(ledger: Ledger) -> list[Synced]:
     """Merge every fetched remote ledger not merged yet. Entries left out are quarantined
     (ledger_check), records taken are noted as that remote's; a remote whose ledger cannot
     be merged at all is reported in `error`, and the others are still merged."""
-    # As in merge: ledger_check only once there is a remote ledger to merge.
-    from roargit import ledger_check
-
     done = []
     for ref in remote_refs(ledger.paths):
         remote = remote_name(ref)
