@@ -9,7 +9,7 @@ compares the remote tips with the ones noted as merged in `.git/roar/merged.json
 `git for-each-ref`): it never merges, or moves a ref, again for the same tip.
 
 A remote whose ledger could not be merged is not noted, so the next command tries again and
-says why. The merge itself is `Ledger.sync_remotes` (ledger_check gates every entry).
+says why. The merge itself is `ledger_merge.sync_remotes` (ledger_check gates every entry).
 """
 
 from __future__ import annotations

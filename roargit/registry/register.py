@@ -14,7 +14,7 @@ Publishing, in this order so that nothing is indexed before it can be read:
 1. the bytes go to the scope's store (push_blobs.upload; secret-looking files never do);
 2. the scope ledger and keep ref are pushed to the scope's repository as `refs/roar/ledger`
    and `refs/roar/commits`; a push that loses a race fetches theirs, merges the union
-   (Ledger.merge: the fetched side passes ledger_check) and tries again;
+   (ledger_merge.merge: the fetched side passes ledger_check) and tries again;
 3. the index entry is added (index.add: compare-and-swap on its shard).
 
 Every step is idempotent: registering again uploads nothing, pushes nothing new, and finds

@@ -4,7 +4,7 @@
 the registry (`roar.registry`), fetch the scope's lineage into a clone of its own under the
 cache (`$XDG_CACHE_HOME/roargit/scopes/<owner>/<project>`, else `~/.cache/roargit/…`) and
 carry on there as in any clone: the fetched ledger is merged through the same gate as a
-`roar fetch` (Ledger.sync_remotes: ledger_check), and the scope's store is one that clone
+`roar fetch` (ledger_merge.sync_remotes: ledger_check), and the scope's store is one that clone
 reads from (`fetched_stores`), never one it writes to.
 
 A user the scope's repository refuses learns what the index says publicly (the scope, who
