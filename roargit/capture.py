@@ -123,13 +123,6 @@ class Sorted(NamedTuple):
     warnings: list[str]
 
 
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
-
-
 def sort_accesses(
     files: Mapping[str, FileAccess], paths: RepoPaths, home: str, ignore: Sequence[str]
 ) -> Sorted:
@@ -499,19 +492,12 @@ def _trace_and_record(
     rule = codestate.code_rule(settings["roar.code"].value.strip())
 
     def known_data(rels: list[str]) -> set[str]:
-        # `rels`: untracked code files. One whose bytes the ledger knows as an artifact (a
-        # config a step generated, say) is data all the same.
-        sources = [
-            r
-            for r in rels
-            if _size(os.path.join(root, r)) <= codestate.MAX_UNTRACKED_SOURCE  # not hashed
-        ]
-        hashes = cache.hash_many(
-            [os.path.join(root, r) for r in sources], missing_ok=True, errors={}
-        )
+        # `rels`: untracked code files small enough to snapshot. One whose bytes the ledger
+        # knows as an artifact (a config a step generated, say) is data all the same.
+        hashes = cache.hash_many([os.path.join(root, r) for r in rels], missing_ok=True, errors={})
         return {
             r
-            for r in sources
+            for r in rels
             if (h := hashes.get(os.path.join(root, r))) and ledger.has_artifact(h.digest)
         }
 
@@ -635,8 +621,12 @@ def _trace_and_record(
     with session.locked(roar_dir):
         ledger.refresh()
         if session_id is None:
-            sid = session.active_session(ledger, roar_dir, clone_id(paths), warnings)
-            popped = session.read_state(roar_dir).popped
+            state = session.read_state(roar_dir)
+            if state.session_id is not None:
+                sid, popped = state.session_id, state.popped
+            else:  # a new session: none of its runs is popped
+                sid = session.active_session(ledger, roar_dir, clone_id(paths), warnings)
+                popped = frozenset()
         else:
             sid, popped = session_id, frozenset()
         # The session's index, not its runs' records: this run's cost must not grow with

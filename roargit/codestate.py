@@ -273,9 +273,9 @@ def capture(
 
     The snapshot holds code only (`rule`): a changed tracked data file keeps its committed
     version there (a run that reads it records its bytes by hash), and untracked data files
-    never enter it. `is_data(paths)` gets the untracked code files (relative to the root) and
-    returns those that are data all the same: artifacts the ledger already knows, say. It
-    should not read big files: untracked files above MAX_UNTRACKED_SOURCE are left out anyway.
+    never enter it. `is_data(paths)` gets the untracked code files (relative to the root) of at
+    most MAX_UNTRACKED_SOURCE bytes (bigger ones are left out) and returns those that are data
+    all the same: artifacts the ledger already knows, say.
 
     A snapshot is kept from `git gc` by the ref `pin` (see `snapshot_tree`); the caller
     deletes it once something else (the run's record) names the tree. Files that cannot be
@@ -283,14 +283,13 @@ def capture(
     """
     commit, branch, tree = head(paths, objects)
     status = work_tree_status(paths, rule)
-    # A work tree may hold 100,000 untracked data files: only the few code files
-    # reach is_data, and a stat.
-    data = is_data(list(status.untracked)) if status.untracked else set()
-    sources = [
-        p
-        for p in status.untracked
-        if p not in data and _size(os.path.join(paths.root, p)) <= MAX_UNTRACKED_SOURCE
+    # A work tree may hold 100,000 untracked data files: only the few code files get a
+    # stat, and those small enough to snapshot reach is_data.
+    small = [
+        p for p in status.untracked if _size(os.path.join(paths.root, p)) <= MAX_UNTRACKED_SOURCE
     ]
+    data = is_data(small) if small else set()
+    sources = [p for p in small if p not in data]
     hidden = [p for p in (*status.modified, *sources) if is_secret_path(p)]
     if hidden:  # never copied into a snapshot (a ref that is pushed); a run reading one hashes it
         status = status._replace(modified=tuple(p for p in status.modified if p not in hidden))
