@@ -31,9 +31,8 @@ def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
 
 def _report(outcome: Any, root: Path) -> None:
     rec = outcome.record
-    state = rec.status if rec.status != "ok" else "ok"
     say(
-        f"{outcome.label}  run {short(outcome.run_id)}  {state} (exit {rec.exit_code})  "
+        f"{outcome.label}  run {short(outcome.run_id)}  {rec.status} (exit {rec.exit_code})  "
         f"{human_duration(rec.duration_ns)}  [{rec.capture}]"
     )
     for c in rec.code.inputs:
