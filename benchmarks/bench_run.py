@@ -17,13 +17,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import ledger_fixture
-from benchmarks.timing import median_seconds, process_seconds, verdict
+from benchmarks.timing import median_seconds, process_seconds, run_sections, verdict
 from roargit.trace import tracer_path
 
 BIG = 2 << 30
@@ -186,14 +185,7 @@ def queries(tmp: Path) -> None:
 
 def main() -> None:
     """All sections, or those named in ROAR_BENCH_ONLY (e.g. fixed_cost,queries)."""
-    tmp = Path(tempfile.mkdtemp(prefix="roar-bench-run-"))
-    only = set(filter(None, os.environ.get("ROAR_BENCH_ONLY", "").split(",")))
-    try:
-        for section in (fixed_cost, big_input, many_files, queries):
-            if not only or section.__name__ in only:
-                section(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    run_sections("roar-bench-run-", (fixed_cost, big_input, many_files, queries))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.timing import process_seconds, verdict
+from benchmarks.timing import process_seconds, run_sections, verdict
 
 
 def _int(name: str, default: int) -> int:
@@ -189,14 +188,7 @@ def update(tmp: Path) -> None:
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="roar-bench-session-"))
-    only = set(filter(None, os.environ.get("ROAR_BENCH_ONLY", "").split(",")))
-    try:
-        for section in (growth, growth_folder, status, update):
-            if not only or section.__name__ in only:
-                section(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    run_sections("roar-bench-session-", (growth, growth_folder, status, update))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,3 +33,16 @@ def process_seconds(argv: Sequence[str], cwd: Path | None = None, repeat: int = 
 
 def verdict(value: float, goal: float) -> str:
     return "ok" if value <= goal else "MISSED"
+
+
+def run_sections(prefix: str, sections: Sequence[Callable[[Path], object]]) -> None:
+    """Run each section in a scratch folder made for the lot (removed after), or only those
+    named in ROAR_BENCH_ONLY (comma-separated function names)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    only = set(filter(None, os.environ.get("ROAR_BENCH_ONLY", "").split(",")))
+    try:
+        for section in sections:
+            if not only or section.__name__ in only:
+                section(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
