@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from benchmarks.repos import script_repo
 from roargit.blobstore import BlobStore
 
 RUNS = 4
@@ -227,17 +228,6 @@ def measure(b: Bench, make: Callable[[Bench], Fault]) -> Row:
         fault.close()
 
 
-def _new_repo(where: Path) -> Path:
-    where.mkdir(parents=True)
-    _git(where, "init", "-q")
-    _git(where, "config", "user.name", "bench")
-    _git(where, "config", "user.email", "bench@localhost")
-    (where / "write.py").write_text(WRITE)
-    _git(where, "add", "write.py")
-    _git(where, "commit", "-q", "-m", "bench")
-    return where
-
-
 def main() -> None:
     roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-faults-"))
@@ -249,7 +239,9 @@ def main() -> None:
         rows = []
         for i, make in enumerate(FAULTS):
             where = tmp / f"f{i}"
-            rows.append(measure(Bench(_new_repo(where / "repo"), where, roar), make))
+            rows.append(
+                measure(Bench(script_repo(where / "repo", "write.py", WRITE), where, roar), make)
+            )
         head = (
             f"{'fault':<24} {'runs':>4} {'recorded':>8} {'bytes written':>13} "
             f"{'stored/queued':>13} {'slowest run s':>13} {'sync s':>6}  verdict"

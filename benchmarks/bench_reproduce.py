@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.repos import script_repo
 from benchmarks.timing import median_seconds, process_seconds, verdict
 from roargit import records
 from roargit.ledger import Ledger
@@ -88,22 +89,11 @@ open(f"s{k + 1}.bin", "wb").write(data + bytes([k]) * 4096)
 """
 
 
-def _new_repo(where: Path) -> Path:
-    where.mkdir()
-    _git(where, "init", "-q")
-    _git(where, "config", "user.name", "bench")
-    _git(where, "config", "user.email", "bench@localhost")
-    (where / "step.py").write_text(STEP_SCRIPT)
-    _git(where, "add", "step.py")
-    _git(where, "commit", "-q", "-m", "bench")
-    return where
-
-
 def main() -> None:
     roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-reproduce-"))
     try:
-        repo = _new_repo(tmp / "plan")
+        repo = script_repo(tmp / "plan", "step.py", STEP_SCRIPT)
         t = time.perf_counter()
         last = build_chain(repo, CHAIN)
         print(f"built a {CHAIN}-step lineage in {time.perf_counter() - t:.2f} s (fast-import)")
@@ -127,7 +117,7 @@ def main() -> None:
             f"{(plan_s - help_s) / CHAIN * 1e3:.2f} ms per step beyond start-up"
         )
 
-        pipe = _new_repo(tmp / "pipe")
+        pipe = script_repo(tmp / "pipe", "step.py", STEP_SCRIPT)
         (pipe / "s0.bin").write_bytes(b"seed")
         for k in range(STEPS):
             subprocess.run([roar, "run", "-q", "python", "step.py", str(k)], cwd=pipe, check=True)

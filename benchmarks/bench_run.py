@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import ledger_fixture
+from benchmarks.repos import empty_repo
 from benchmarks.timing import median_seconds, process_seconds, run_sections, verdict
 from roargit.trace import tracer_path
 
@@ -49,19 +50,8 @@ def _once(argv: Sequence[str], cwd: Path) -> float:
     return time.perf_counter() - t
 
 
-def _git_repo(path: Path) -> Path:
-    path.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty",
-         "-m", "init"],
-        cwd=path, check=True,
-    )  # fmt: skip
-    return path
-
-
 def fixed_cost(tmp: Path) -> None:
-    repo = _git_repo(tmp / "fixed")
+    repo = empty_repo(tmp / "fixed")
     roar = _roar()
     tracer = [str(tracer_path()), "--log", str(tmp / "fixed.log"), "--"]
     bare = process_seconds(["true"], repo, repeat=20)
@@ -83,7 +73,7 @@ def fixed_cost(tmp: Path) -> None:
 
 
 def big_input(tmp: Path) -> None:
-    repo = _git_repo(tmp / "big")
+    repo = empty_repo(tmp / "big")
     data = repo / "big.bin"
     block = os.urandom(1 << 20)
     with open(data, "wb") as f:
@@ -121,7 +111,7 @@ def big_input(tmp: Path) -> None:
 
 
 def many_files(tmp: Path) -> None:
-    repo = _git_repo(tmp / "many")
+    repo = empty_repo(tmp / "many")
     root = repo / "data" / "many"
     t = time.perf_counter()
     for d in range(MANY // 1000):
@@ -168,7 +158,7 @@ def many_files(tmp: Path) -> None:
 
 
 def queries(tmp: Path) -> None:
-    repo = _git_repo(tmp / "ledger")
+    repo = empty_repo(tmp / "ledger")
     t = time.perf_counter()
     big = ledger_fixture.build(repo, RUNS)
     print(f"built a ledger of {RUNS:,} runs in {time.perf_counter() - t:.1f} s (fast-import)")

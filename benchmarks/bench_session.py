@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.repos import empty_repo
 from benchmarks.timing import process_seconds, run_sections, verdict
 
 
@@ -35,17 +36,6 @@ def _int(name: str, default: int) -> int:
 
 def _roar() -> str:
     return shutil.which("roar") or str(Path(sys.executable).parent / "roar")
-
-
-def _git_repo(path: Path) -> Path:
-    path.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty",
-         "-m", "init"],
-        cwd=path, check=True,
-    )  # fmt: skip
-    return path
 
 
 def _timed(argv: list[str], cwd: Path) -> float:
@@ -101,7 +91,7 @@ NUMBERING = (
 def _session_growth(tmp: Path, name: str, script_text: str, per_folder: int, what: str) -> None:
     files = _int("ROAR_BENCH_SESSION_FILES", 20_000)
     runs = _int("ROAR_BENCH_SESSION_RUNS", 50)
-    repo = _git_repo(tmp / name)
+    repo = empty_repo(tmp / name)
     data = repo / "data"
     total = files * 2 if script_text is READ_HALF else files
     for d in range(total // per_folder):
@@ -151,7 +141,7 @@ def growth_folder(tmp: Path) -> None:
 
 def status(tmp: Path) -> None:
     files = _int("ROAR_BENCH_STATUS_FILES", 100_000)
-    repo = _git_repo(tmp / "status")
+    repo = empty_repo(tmp / "status")
     root = repo / "data"
     for d in range(max(1, files // 1000)):
         sub = root / f"d{d:03d}"
@@ -174,7 +164,7 @@ def status(tmp: Path) -> None:
 
 def update(tmp: Path) -> None:
     steps = _int("ROAR_BENCH_UPDATE_STEPS", 20)
-    repo = _git_repo(tmp / "update")
+    repo = empty_repo(tmp / "update")
     (repo / "s0.txt").write_text("0\n")
     roar = _roar()
     for n in range(steps):  # a chain: each step reads the one before's output
