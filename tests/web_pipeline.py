@@ -19,30 +19,7 @@ from typing import Any
 import pytest
 from cli_helpers import git, roar
 from conftest import build_once
-
-PREP = """\
-import sys
-src, dst = sys.argv[1], sys.argv[2]
-rows = open(src).read().splitlines()
-open(dst, "w").write("\\n".join(r.upper() for r in rows) + "\\n")
-"""
-
-TRAIN = """\
-import argparse
-p = argparse.ArgumentParser()
-p.add_argument("--data")
-p.add_argument("--out")
-p.add_argument("--lr", type=float, default=0.1)
-a = p.parse_args()
-rows = open(a.data).read().splitlines()
-open(a.out, "w").write(f"model rows={len(rows)} score={len(rows) * a.lr}\\n")
-"""
-
-EVAL = """\
-import json, sys
-model = open(sys.argv[1]).read()
-json.dump({"metric": len(model), "model": model.strip()}, open(sys.argv[2], "w"))
-"""
+from pipeline_scripts import EVAL, PREP, TRAIN
 
 FAIL = """\
 import sys
