@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
-from roargit.ledger import Ledger, _jitter
+from roargit.ledger import Ledger, jitter
 from roargit.repo import RepoPaths
 
 KEEP_REF = "refs/roar/commits"
@@ -111,7 +111,7 @@ def keep_commits(paths: RepoPaths, commits: Sequence[str], old: str | None) -> s
         assert tip is not None
         if swap_ref(paths, KEEP_REF, tip, old):
             return tip
-        time.sleep(_jitter(0.02))
+        time.sleep(jitter(0.02))
         old = rev(paths, KEEP_REF)
     raise RoarError(f"could not update {KEEP_REF}: too many writers")
 
@@ -131,7 +131,7 @@ def merge_keep(paths: RepoPaths, theirs_ref: str) -> bool:
             new = keep_commit(paths, [ours, theirs], f"roar: merge {theirs_ref}")
         if swap_ref(paths, KEEP_REF, new, ours):
             return True
-        time.sleep(_jitter(0.02))
+        time.sleep(jitter(0.02))
     raise RoarError(f"could not update {KEEP_REF}: too many writers")
 
 

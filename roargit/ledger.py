@@ -58,7 +58,7 @@ REMOTES_PREFIX = "refs/roar/remotes/"
 TMP_PREFIX = "refs/roar/tmp/"
 
 
-def _jitter(most: float) -> float:
+def jitter(most: float) -> float:
     """A random pause in [0, most) for a writer that lost a race (not `random`: its import)."""
     return most * int.from_bytes(os.urandom(2), "little") / 65536
 
@@ -505,7 +505,7 @@ class Ledger:
                 self.pin(new)
                 return new
             # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
-            time.sleep(_jitter(min(0.05, 0.002 * (attempt + 1))))
+            time.sleep(jitter(min(0.05, 0.002 * (attempt + 1))))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
     def _all_present(self, tip: str, entries: Sequence[Entry]) -> bool:
@@ -557,8 +557,8 @@ class Ledger:
             if commit is None or not commit.data.startswith(b"tree "):
                 raise GitFailed(["git", "cat-file", old], 1, b"", b"ledger commit missing")
             return read, bytes.fromhex(commit.data[5 : commit.data.index(b"\n")].decode())
-        repo, oid_of = self.repo, _pygit2().Oid
-        root = None if old is None else repo[old].peel(_pygit2().Tree).id.raw
+        repo, oid_of = self.repo, load_pygit2().Oid
+        root = None if old is None else repo[old].peel(load_pygit2().Tree).id.raw
         return (lambda oid: repo.odb.read(oid_of(raw=oid))[1]), root
 
     def _roll_up(self, width: int) -> None:
@@ -630,7 +630,7 @@ class Ledger:
                 self._origins.setdefault(rid, remote)
 
 
-def _pygit2() -> Any:
+def load_pygit2() -> Any:
     """pygit2, imported when a caller first needs it (`fast_start` commands never do)."""
     import pygit2
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from roargit import ledger_check
 from roargit.errors import GitFailed, RecordCorrupt, RoarError
 from roargit.git import run_git
-from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, _jitter, _pygit2
+from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, jitter, load_pygit2
 from roargit.repo import RepoPaths
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def merge(
             return None
         repo = ledger.repo
         theirs = repo[_root_of(repo, other)]
-        if not isinstance(theirs, _pygit2().Tree):
+        if not isinstance(theirs, load_pygit2().Tree):
             raise RecordCorrupt(f"ledger commit {other[:12]}", "its tree is not a tree")
         ours = None if old is None else repo[_root_of(repo, old)]
         found = ledger_check.union(repo, ours, theirs, source)
@@ -64,7 +64,7 @@ def merge(
         if ledger.swap(old, new, message):
             ledger.pin(new)
             return Merged(new, found.rejected, found.added)
-        time.sleep(_jitter(0.01))
+        time.sleep(jitter(0.01))
     raise LedgerBusy(ledger.ref, MAX_ATTEMPTS)
 
 
@@ -114,7 +114,7 @@ def sync_remotes(ledger: Ledger) -> list[Synced]:
         try:
             tip = ledger.tip(ref)
             merged = None if tip is None else merge(ledger, tip, f"merge {ref}", remote)
-        except (RoarError, ValueError, KeyError, OSError, _pygit2().GitError) as exc:
+        except (RoarError, ValueError, KeyError, OSError, load_pygit2().GitError) as exc:
             done.append(Synced(ref, remote, None, (), f"{type(exc).__name__}: {exc}"))
             continue
         if merged is None:

@@ -42,7 +42,7 @@ from roargit.keep_ref import (
     rev,
     unkept_commits,
 )
-from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, _jitter
+from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, jitter
 from roargit.push_blobs import (
     BlobPlan,
     Progress,
@@ -366,7 +366,7 @@ def push(
                 "roar push can fetch what is there and merge it",
             )
         # Someone pushed first: take theirs, merge the union, and offer ours again.
-        time.sleep(_jitter(min(0.5, 0.05 * attempts)))
+        time.sleep(jitter(min(0.5, 0.05 * attempts)))
         _git_fetch(paths, name)
         warnings.extend(_merge_fetched(paths, name))
         refs = roar_refs(paths)

@@ -37,7 +37,7 @@ from roargit import codec
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import ObjectReader
-from roargit.ledger import _jitter
+from roargit.ledger import jitter
 from roargit.registry.scope import check_name, valid_scope_name
 
 INDEX_PREFIX = "refs/roar/index/"
@@ -285,7 +285,7 @@ def add(work: Path, url: str, entry: IndexEntry) -> Added:
         commit = _git(work, args).stdout.decode().strip()
         if push_ref(work, url, commit, ref, old):
             return Added(entry, True, attempt)
-        time.sleep(_jitter(min(0.5, 0.02 * attempt)))
+        time.sleep(jitter(min(0.5, 0.02 * attempt)))
     raise IndexBusy(ref, MAX_ATTEMPTS)
 
 

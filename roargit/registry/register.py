@@ -34,7 +34,7 @@ from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git
 from roargit.keep_ref import KEEP_FANIN, is_ancestor, keep_commit, swap_ref, unkept_commits
-from roargit.ledger import Entry, Ledger, _jitter
+from roargit.ledger import Entry, Ledger, jitter
 from roargit.ledger_layout import fanout, run_entries
 from roargit.plan import NotProduced
 from roargit.push_blobs import BlobPlan, Uploaded, plan_blobs, referenced_blobs
@@ -256,7 +256,7 @@ def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
         assert tip is not None
         if swap_ref(paths, ref, tip, old):
             return tip
-        time.sleep(_jitter(0.02))
+        time.sleep(jitter(0.02))
     raise RoarError(f"could not update {ref}: too many writers")
 
 
@@ -271,7 +271,7 @@ def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
             new = keep_commit(paths, [ours, theirs], "roar: merge the scope's keep ref")
         if swap_ref(paths, ref, new, ours):
             return
-        time.sleep(_jitter(0.02))
+        time.sleep(jitter(0.02))
 
 
 def _push(paths: RepoPaths, url: str, refs: dict[str, str]) -> tuple[bool, bool, str]:
@@ -335,7 +335,7 @@ def publish_lineage(paths: RepoPaths, scope: Scope, found: Closure) -> tuple[boo
             if ok:
                 return not same, warnings
             # Someone registered into this scope first: take theirs, merge, offer ours again.
-            time.sleep(_jitter(min(0.5, 0.05 * _attempt)))
+            time.sleep(jitter(min(0.5, 0.05 * _attempt)))
             theirs = _fetch_theirs(paths, scope.repo, scope)
             if "refs/roar/ledger" in theirs:
                 merged = ledger_merge.merge(
