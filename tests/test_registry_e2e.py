@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from cli_helpers import digest, git
@@ -64,13 +65,24 @@ def register(user: User, repo: Path, *args: str) -> dict:
     return json.loads(roar_as(user, repo, "register", *args, "--json").stdout)
 
 
+class Registered(NamedTuple):
+    repo: Path
+    model: str  # model.pkl's hash
+    out: dict  # `roar register --json`
+
+
+def pipeline_registered(tmp_path: Path, alice: User, scope: str) -> Registered:
+    """alice's pipeline in tmp_path/alice-repo, its model.pkl registered under `scope`."""
+    repo = tmp_path / "alice-repo"
+    model = pipeline(alice, repo)
+    roar_as(alice, repo, "scope", "use", scope)
+    return Registered(repo, model, register(alice, repo, "model.pkl", "-y"))
+
+
 def test_register_then_reproduce_from_an_empty_folder(
     tmp_path: Path, server: Server, alice: User, bob: User
 ) -> None:
-    repo = tmp_path / "alice-repo"
-    model = pipeline(alice, repo)
-    roar_as(alice, repo, "scope", "use", "acme/shared")
-    out = register(alice, repo, "model.pkl", "-y")
+    repo, model, out = pipeline_registered(tmp_path, alice, "acme/shared")
     assert out["hash"] == model and out["already"] is False
     assert out["entry"]["scope"] == "acme/shared" and out["entry"]["registered_by"] == "alice"
     assert len(out["runs"]) == 3
@@ -104,10 +116,7 @@ def test_register_then_reproduce_from_an_empty_folder(
 def test_no_read_access_learns_existence_only(
     tmp_path: Path, server: Server, alice: User, bob: User
 ) -> None:
-    repo = tmp_path / "alice-repo"
-    model = pipeline(alice, repo)
-    roar_as(alice, repo, "scope", "use", "acme/vision")
-    register(alice, repo, "model.pkl", "-y")
+    model = pipeline_registered(tmp_path, alice, "acme/vision").model
     log_before = server.log.read_text().count("\n")
 
     empty = tmp_path / "bob-empty"
@@ -224,10 +233,7 @@ def test_login_whoami_logout_and_scopes(tmp_path: Path, server: Server, alice: U
 def test_continue_from_a_teammates_checkpoint(
     tmp_path: Path, server: Server, alice: User, bob: User
 ) -> None:
-    repo = tmp_path / "alice-repo"
-    model = pipeline(alice, repo)
-    roar_as(alice, repo, "scope", "use", "acme/shared")
-    register(alice, repo, "model.pkl", "-y")
+    model = pipeline_registered(tmp_path, alice, "acme/shared").model
 
     mine = tmp_path / "bob-repo"
     mine.mkdir()
@@ -250,10 +256,7 @@ def test_continue_from_a_teammates_checkpoint(
 def test_registered_elsewhere_first_is_left_alone(
     tmp_path: Path, server: Server, alice: User
 ) -> None:
-    repo = tmp_path / "alice-repo"
-    pipeline(alice, repo)
-    roar_as(alice, repo, "scope", "use", "acme/vision")
-    register(alice, repo, "model.pkl", "-y")
+    repo = pipeline_registered(tmp_path, alice, "acme/vision").repo
     roar_as(alice, repo, "scope", "use", "acme/shared")
     again = register(alice, repo, "model.pkl", "-y")
     assert again["already"] is True and again["entry"]["scope"] == "acme/vision"
