@@ -55,3 +55,13 @@ def spawn_git(args: Sequence[str], git_dir: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def is_ancestor(folder: Path, ancestor: str, commit: str) -> bool:
+    """Whether `ancestor` is reachable from `commit`, asked of `git merge-base` run in
+    `folder` (no pygit2 import; and git reads a malformed fetched commit where libgit2
+    refuses it)."""
+    proc = run_git(["merge-base", "--is-ancestor", ancestor, commit], folder, check=False)
+    if proc.returncode in (0, 1):
+        return proc.returncode == 0
+    raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from roargit.errors import GitFailed, RoarError
-from roargit.git import run_git
+from roargit.errors import RoarError
+from roargit.git import is_ancestor, run_git
 from roargit.ledger import Ledger, jitter
 from roargit.repo import RepoPaths
 
@@ -28,13 +28,6 @@ def rev(paths: RepoPaths, name: str) -> str | None:
     if proc.returncode != 0:
         return None
     return proc.stdout.decode().strip() or None
-
-
-def is_ancestor(paths: RepoPaths, a: str, b: str) -> bool:
-    proc = run_git(["merge-base", "--is-ancestor", a, b], paths.root, check=False)
-    if proc.returncode in (0, 1):
-        return proc.returncode == 0
-    raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)
 
 
 def swap_ref(paths: RepoPaths, ref: str, new: str, old: str | None) -> bool:
@@ -98,8 +91,15 @@ def unkept_commits(paths: RepoPaths, commits: Iterable[str], keep: Sequence[str]
     return [c for c in here if c in unreached]
 
 
-def keep_commits(paths: RepoPaths, commits: Sequence[str], old: str | None) -> str | None:
-    """Make KEEP_REF (now at `old`) reach `commits` (compare-and-swap, retried); its tip."""
+def keep_commits(
+    paths: RepoPaths,
+    commits: Sequence[str],
+    old: str | None,
+    ref: str = KEEP_REF,
+    message: str = "roar: keep the commits recorded runs used",
+) -> str | None:
+    """Make `ref` (now at `old`) reach `commits` (compare-and-swap, retried); its tip (None
+    when there is nothing to keep)."""
     for _ in range(50):
         todo = unkept_commits(paths, commits, [old] if old else [])
         if not todo:
@@ -107,13 +107,13 @@ def keep_commits(paths: RepoPaths, commits: Sequence[str], old: str | None) -> s
         tip = old
         for i in range(0, len(todo), KEEP_FANIN):
             parents = ([tip] if tip else []) + todo[i : i + KEEP_FANIN]
-            tip = keep_commit(paths, parents, "roar: keep the commits recorded runs used")
+            tip = keep_commit(paths, parents, message)
         assert tip is not None
-        if swap_ref(paths, KEEP_REF, tip, old):
+        if swap_ref(paths, ref, tip, old):
             return tip
         time.sleep(jitter(0.02))
-        old = rev(paths, KEEP_REF)
-    raise RoarError(f"could not update {KEEP_REF}: too many writers")
+        old = rev(paths, ref)
+    raise RoarError(f"could not update {ref}: too many writers")
 
 
 def merge_keep(paths: RepoPaths, theirs_ref: str) -> bool:
@@ -123,9 +123,9 @@ def merge_keep(paths: RepoPaths, theirs_ref: str) -> bool:
         if theirs is None:
             return False
         ours = rev(paths, KEEP_REF)
-        if ours is not None and (ours == theirs or is_ancestor(paths, theirs, ours)):
+        if ours is not None and (ours == theirs or is_ancestor(paths.root, theirs, ours)):
             return False
-        if ours is None or is_ancestor(paths, ours, theirs):
+        if ours is None or is_ancestor(paths.root, ours, theirs):
             new = theirs
         else:
             new = keep_commit(paths, [ours, theirs], f"roar: merge {theirs_ref}")

@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from roargit import ledger_check
-from roargit.errors import GitFailed, RecordCorrupt, RoarError
-from roargit.git import run_git
+from roargit.errors import RecordCorrupt, RoarError
+from roargit.git import is_ancestor, run_git
 from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, jitter, load_pygit2
 from roargit.repo import RepoPaths
 
@@ -48,7 +48,7 @@ def merge(
     paths = ledger.paths
     for _attempt in range(MAX_ATTEMPTS):
         old = ledger.tip()
-        if old == other or (old is not None and is_ancestor(paths, other, old)):
+        if old == other or (old is not None and is_ancestor(paths.git_dir, other, old)):
             return None
         repo = ledger.repo
         theirs = repo[_root_of(repo, other)]
@@ -57,7 +57,7 @@ def merge(
         ours = None if old is None else repo[_root_of(repo, old)]
         found = ledger_check.union(repo, ours, theirs, source)
         tree = found.tree if found.tree is not None else str(repo.TreeBuilder().write())
-        if tree == str(theirs.id) and (old is None or is_ancestor(paths, old, other)):
+        if tree == str(theirs.id) and (old is None or is_ancestor(paths.git_dir, old, other)):
             new = other  # a fast-forward: theirs holds every local entry, all of it right
         else:
             new = _write_merge(repo, tree, [other] if old is None else [old, other], message)
@@ -84,16 +84,6 @@ def _write_merge(repo: pygit2.Repository, tree: str, parents: list[str], message
     text += b"".join(b"parent %s\n" % p.encode() for p in parents)
     text += b"author %s\ncommitter %s\n\n%s" % (who, who, message.encode())
     return str(repo.odb.write(1, text))
-
-
-def is_ancestor(paths: RepoPaths, ancestor: str, commit: str) -> bool:
-    """Whether `ancestor` is reachable from `commit`, asked of `git merge-base` (no pygit2
-    import for a query that finds the fetched ledger merged already; and git reads a
-    malformed fetched commit where libgit2 refuses it)."""
-    proc = run_git(["merge-base", "--is-ancestor", ancestor, commit], paths.git_dir, check=False)
-    if proc.returncode in (0, 1):
-        return proc.returncode == 0
-    raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)
 
 
 def remote_refs(paths: RepoPaths) -> list[str]:

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 from roargit import config, ledger_merge, records
 from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
-from roargit.git import run_git
-from roargit.keep_ref import KEEP_FANIN, is_ancestor, keep_commit, swap_ref, unkept_commits
+from roargit.git import is_ancestor, run_git
+from roargit.keep_ref import keep_commit, keep_commits, rev, swap_ref
 from roargit.ledger import Entry, Ledger, jitter
 from roargit.ledger_layout import fanout, run_entries
 from roargit.plan import NotProduced
@@ -235,37 +235,20 @@ def upload(
 # -- the scope's repository --------------------------------------------------------------------
 
 
-def _rev(paths: RepoPaths, ref: str) -> str | None:
-    proc = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], paths.root, check=False)
-    return proc.stdout.decode().strip() or None
-
-
 def keep(paths: RepoPaths, ref: str, commits: Sequence[str]) -> str | None:
-    """Make `ref` reach `commits` (compare-and-swap, retried), as keep_ref.keep_commits does for
-    refs/roar/commits; its tip (None when there is nothing to keep)."""
-
-    for _ in range(50):
-        old = _rev(paths, ref)
-        todo = unkept_commits(paths, commits, [old] if old else [])
-        if not todo:
-            return old
-        tip = old
-        for i in range(0, len(todo), KEEP_FANIN):
-            parents = ([tip] if tip else []) + todo[i : i + KEEP_FANIN]
-            tip = keep_commit(paths, parents, "roar: keep the commits registered runs used")
-        assert tip is not None
-        if swap_ref(paths, ref, tip, old):
-            return tip
-        time.sleep(jitter(0.02))
-    raise RoarError(f"could not update {ref}: too many writers")
+    """Make `ref` reach `commits` (compare-and-swap, retried); its tip (None when there is
+    nothing to keep)."""
+    return keep_commits(
+        paths, commits, rev(paths, ref), ref, "roar: keep the commits registered runs used"
+    )
 
 
 def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
     for _ in range(50):
-        ours = _rev(paths, ref)
-        if ours is not None and (ours == theirs or is_ancestor(paths, theirs, ours)):
+        ours = rev(paths, ref)
+        if ours is not None and (ours == theirs or is_ancestor(paths.root, theirs, ours)):
             return
-        if ours is None or is_ancestor(paths, ours, theirs):
+        if ours is None or is_ancestor(paths.root, ours, theirs):
             new = theirs
         else:
             new = keep_commit(paths, [ours, theirs], "roar: merge the scope's keep ref")
@@ -306,7 +289,7 @@ def _fetch_theirs(paths: RepoPaths, url: str, scope: Scope) -> dict[str, str]:
             env=NO_PROMPT,
         )
         local = spec.split(":")[1]
-        if proc.returncode == 0 and (tip := _rev(paths, local)) is not None:
+        if proc.returncode == 0 and (tip := rev(paths, local)) is not None:
             found[spec.split(":")[0][1:]] = tip
         run_git(["update-ref", "-d", local], paths.root, check=False)
     return found
@@ -328,8 +311,8 @@ def publish_lineage(paths: RepoPaths, scope: Scope, found: Closure) -> tuple[boo
         keep(paths, keep_ref, found.commits)
         why = ""
         for _attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
-            refs = {"refs/roar/ledger": _rev(paths, ledger_ref)}
-            if (kept := _rev(paths, keep_ref)) is not None:
+            refs = {"refs/roar/ledger": rev(paths, ledger_ref)}
+            if (kept := rev(paths, keep_ref)) is not None:
                 refs["refs/roar/commits"] = kept
             ok, same, why = _push(paths, scope.repo, {k: v for k, v in refs.items() if v})
             if ok:
