@@ -332,20 +332,23 @@ def record_run(
     session_id: SessionId | None = None,
     streams: Sequence[Redirect] = (),
     index: bool = True,
+    ledger: Ledger | None = None,
 ) -> RunOutcome:
     """Run `argv` in `cwd` under the tracer and append its record to the ledger.
 
     The run joins `session_id` when given (roar reproduce records into a session of its own),
     else the clone's active session. `streams` are the files the user's shell redirected
     roar's own standard streams to (`stdio.redirects()`): recorded as the command's. Without
-    `index`, the run is filed as no producer or consumer of its files (Ledger.append_run)."""
+    `index`, the run is filed as no producer or consumer of its files (Ledger.append_run).
+    `ledger`: one the caller already reads (rerun.resolve's), so that the run starts no
+    second reader of it."""
     # A big run makes a few objects for each path it touched, and no cycles: the cyclic
     # collector would walk them all again and again, so it waits until the run is recorded.
     if not gc.isenabled():
-        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index, ledger)
     gc.disable()
     try:
-        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index)
+        return _record_run(paths, argv, cwd, kind, step, env, session_id, streams, index, ledger)
     finally:
         gc.enable()
 
@@ -420,6 +423,7 @@ def _record_run(
     session_id: SessionId | None,
     streams: Sequence[Redirect] = (),
     index: bool = True,
+    ledger: Ledger | None = None,
 ) -> RunOutcome:
     """`_trace_and_record`, with what keeps a run from being lost around it: SIGTERM and
     SIGHUP go to the command instead of ending roar; what a dead roar left is cleared first;
@@ -444,6 +448,7 @@ def _record_run(
             roar_dir,
             streams,
             index,
+            ledger,
         )
         return outcome._replace(signal=signals.first)
     except NotRecorded:
@@ -482,10 +487,12 @@ def _trace_and_record(
     roar_dir: Path,
     streams: Sequence[Redirect] = (),
     index: bool = True,
+    given: Ledger | None = None,
 ) -> RunOutcome:
     run_env = dict(os.environ if env is None else env)
     settings = config.read_all(paths, identity=True)
-    ledger = Ledger(paths, fast_start=True)  # no pygit2 import on this path (gitobjects.py)
+    # fast_start: no pygit2 import on this path (gitobjects.py)
+    ledger = given if given is not None else Ledger(paths, fast_start=True)
     cache = HashCache(roar_dir)
     root = str(paths.root)
 

@@ -56,6 +56,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     status", for the exceptions)."""
     # lazy: loaded when this command runs, not at every command's start-up
     from roargit.capture import NotRecorded, record_run
+    from roargit.ledger import Ledger
     from roargit.repo import find_repo
     from roargit.rerun import resolve as resolve_rerun
     from roargit.stdio import STDERR, STDOUT, redirects, wrote_to
@@ -68,7 +69,8 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     paths = find_repo(Path.cwd())
     step = None
     cwd = Path.cwd()
-    again = resolve_rerun(paths, command)
+    ledger = Ledger(paths, fast_start=True)  # one reader for the re-run's lookup and the run
+    again = resolve_rerun(paths, command, ledger)
     if again is not None:
         if again.redacted:
             warn(f"{command[0]}'s recorded command had secrets redacted; pass them again")
@@ -77,7 +79,9 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     if args.json:  # roar's JSON follows the command's bytes on stdout: not its output alone
         streams = [s for s in streams if s.fd != STDOUT]
     try:
-        outcome = record_run(paths, command, cwd, kind=kind, step=step, streams=streams)
+        outcome = record_run(
+            paths, command, cwd, kind=kind, step=step, streams=streams, ledger=ledger
+        )
     except NotRecorded as exc:
         if exc.cause is not None and not isinstance(exc.cause, (RoarError, OSError)):
             report_bug(exc.cause)  # a bug: its report and log, but the command's status
