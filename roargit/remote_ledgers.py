@@ -20,6 +20,7 @@ from pathlib import Path
 
 from roargit import ledger_merge
 from roargit.git import run_git
+from roargit.keep_ref import merge_keep
 from roargit.ledger import REMOTES_PREFIX, Ledger
 from roargit.ledger_merge import Synced
 from roargit.repo import RepoPaths, ensure_roar_dir
@@ -71,6 +72,18 @@ def merge(paths: RepoPaths, ledger: Ledger) -> list[Synced]:
     done = ledger_merge.sync_remotes(ledger)
     failed = {s.ref for s in done if s.error}
     _note(paths, {ref: tip for ref, tip in tips.items() if ref not in failed})
+    return done
+
+
+def merge_fetched(paths: RepoPaths, keep_ref: str) -> list[Synced]:
+    """`merge` into the repository's own ledger (opened for it), then the fetched keep ref
+    `keep_ref` into ours."""
+    ledger = Ledger(paths)
+    try:
+        done = merge(paths, ledger)
+    finally:
+        ledger.close()
+    merge_keep(paths, keep_ref)
     return done
 
 

@@ -38,7 +38,6 @@ from roargit.keep_ref import (
     KEEP_REF,
     keep_commits,
     keeps,
-    merge_keep,
     rev,
     unkept_commits,
 )
@@ -188,19 +187,14 @@ def _merge_fetched(paths: RepoPaths, remote: str) -> list[str]:
     """Merge what a fetch brought (every remote's ledger not merged yet, and `remote`'s keep
     ref); the warnings to show."""
     warnings = []
-    ledger = Ledger(paths)
-    try:
-        for synced in remote_ledgers.merge(paths, ledger):
-            if synced.error:
-                warnings.append(f"the ledger of {synced.remote} was not merged: {synced.error}")
-            elif synced.rejected:
-                warnings.append(
-                    f"{len(synced.rejected)} entr(y/ies) from {synced.remote} were quarantined "
-                    "(roar fsck lists them)"
-                )
-    finally:
-        ledger.close()
-    merge_keep(paths, tracking_ref(remote, KEEP_REF))
+    for synced in remote_ledgers.merge_fetched(paths, tracking_ref(remote, KEEP_REF)):
+        if synced.error:
+            warnings.append(f"the ledger of {synced.remote} was not merged: {synced.error}")
+        elif synced.rejected:
+            warnings.append(
+                f"{len(synced.rejected)} entr(y/ies) from {synced.remote} were quarantined "
+                "(roar fsck lists them)"
+            )
     return warnings
 
 

@@ -25,7 +25,6 @@ from roargit import codec, remote_ledgers
 from roargit.blobstore import BlobStore
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
-from roargit.keep_ref import merge_keep
 from roargit.ledger import Ledger
 from roargit.registry import index
 from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
@@ -189,19 +188,14 @@ def fetch_scope(paths: RepoPaths, entry: IndexEntry, remote: str = SCOPE_REMOTE)
             why = proc.stderr.decode(errors="replace").strip().splitlines()
             raise index.RegistryUnreachable(entry.repo, why[-1] if why else "git fetch failed")
     warnings = []
-    ledger = Ledger(paths)
-    try:
-        for synced in remote_ledgers.merge(paths, ledger):
-            if synced.error:
-                warnings.append(f"the lineage of {entry.scope} was not merged: {synced.error}")
-            elif synced.rejected:
-                warnings.append(
-                    f"{len(synced.rejected)} entr(y/ies) of {entry.scope} were quarantined "
-                    "(roar fsck lists them)"
-                )
-    finally:
-        ledger.close()
-    merge_keep(paths, f"{base}/commits")
+    for synced in remote_ledgers.merge_fetched(paths, f"{base}/commits"):
+        if synced.error:
+            warnings.append(f"the lineage of {entry.scope} was not merged: {synced.error}")
+        elif synced.rejected:
+            warnings.append(
+                f"{len(synced.rejected)} entr(y/ies) of {entry.scope} were quarantined "
+                "(roar fsck lists them)"
+            )
     return warnings
 
 
