@@ -568,7 +568,7 @@ def post_run(
 def after_run(paths: RepoPaths, outcome: Any) -> str | None:
     """The post-run hook for a recorded `roar run` (RunOutcome), if one is configured."""
     try:
-        settings = getattr(outcome, "settings", None) or config.read_all(paths)
+        settings = outcome.settings
         command = settings["roar.hooks.postrun"].value
     except RoarError as exc:
         return f"post-run hook not run: {exc}"

@@ -29,7 +29,7 @@ def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
     return run_to_json(run_id, record, label)
 
 
-def _report(outcome: Any, root: Path) -> None:
+def _report(outcome: Any) -> None:
     rec = outcome.record
     say(
         f"{outcome.label}  run {short(outcome.run_id)}  {rec.status} (exit {rec.exit_code})  "
@@ -100,7 +100,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         elif not quiet:
             sys.stdout.flush()
             print("", file=sys.stderr)
-            _report_to_stderr(outcome, paths.root)
+            _report_to_stderr(outcome)
     except BrokenPipeError:
         # Whoever read roar's output has gone; the run is recorded and its status stands.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -115,12 +115,12 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     return outcome.record.exit_code
 
 
-def _report_to_stderr(outcome: Any, root: Path) -> None:
+def _report_to_stderr(outcome: Any) -> None:
     # The command's own stdout stays clean for pipes: roar's report goes to stderr.
     stdout = sys.stdout
     sys.stdout = sys.stderr
     try:
-        _report(outcome, root)
+        _report(outcome)
     finally:
         sys.stdout = stdout
 
@@ -216,7 +216,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         if d.action == "skipped" and not args.json:
             say(f"{d.step.label:>4}  skipped: its inputs are as it read them")
         elif d.outcome is not None and not args.json:
-            _report_to_stderr(d.outcome, paths.root)
+            _report_to_stderr(d.outcome)
         if d.action == "failed" and d.outcome is not None:
             sig = d.outcome.signal
             status = 128 + sig if sig is not None else (d.outcome.record.exit_code or 1)
