@@ -106,40 +106,32 @@ def expect(parts: tuple[str, ...]) -> Slot | str:
     if top == "code":
         ok = depth == 2 and (is_hex(name, 40) or is_hex(name, 64))
         return ("code",) if ok else bad
-    if top in ("runs", "manifests", "artifacts"):
+    if top in ("runs", "manifests", "artifacts", "inputsets", "verifications"):
+        # <top>/ab/cd/<id>: two fanout levels, then the id they begin.
         if depth in (2, 3):
             return ("tree",) if is_hex(name, 2) else bad
         if depth == 4:
             if not is_hex(name, 64) or name[:2] != parts[1] or name[2:4] != parts[2]:
                 return bad
-            if top == "artifacts":
-                return ("tree",)
-            return ("blob", "run" if top == "runs" else "manifest", name, None)
-        if depth == 5 and top == "artifacts":
+            if top == "runs":
+                return ("blob", "run", name, None)
+            if top == "manifests":
+                return ("blob", "manifest", name, None)
+            return ("tree",)
+        if depth != 5:
+            return bad
+        if top == "artifacts":
             if name[:2] == "s." and is_hex(name[2:], 64):
                 return ("blob", "set", name[2:], ("member", parts[3]))
             return _index_slot(name, (name[:1], parts[3]))
-        return bad
-    if top == "inputsets":
-        # inputsets/ab/cd/<set id>/set, and /c.<run id> for each run that read that set.
-        if depth in (2, 3):
-            return ("tree",) if is_hex(name, 2) else bad
-        if depth == 4:
-            ok = is_hex(name, 64) and name[:2] == parts[1] and name[2:4] == parts[2]
-            return ("tree",) if ok else bad
-        if depth == 5 and name == "set":
-            return ("blob", "set", parts[3], None)
-        if depth == 5 and name[:2] == "c." and is_hex(name[2:], 64):
-            return ("blob", "run", name[2:], ("set", parts[3]))
-        return bad
-    if top == "verifications":
-        # verifications/ab/cd/<run id>/<verification id>: the record must verify that run.
-        if depth in (2, 3):
-            return ("tree",) if is_hex(name, 2) else bad
-        if depth == 4:
-            ok = is_hex(name, 64) and name[:2] == parts[1] and name[2:4] == parts[2]
-            return ("tree",) if ok else bad
-        if depth == 5 and is_hex(name, 64):
+        if top == "inputsets":
+            # inputsets/ab/cd/<set id>/set, and /c.<run id> for each run that read that set.
+            if name == "set":
+                return ("blob", "set", parts[3], None)
+            if name[:2] == "c." and is_hex(name[2:], 64):
+                return ("blob", "run", name[2:], ("set", parts[3]))
+        if top == "verifications" and is_hex(name, 64):
+            # verifications/ab/cd/<run id>/<verification id>: the record must verify that run.
             return ("blob", "verification", name, ("verifies", parts[3]))
         return bad
     if top == "sessions":
