@@ -285,15 +285,7 @@ class _Checker:
     def _run_entry(self, run_id: str) -> Any:
         """The object id of `runs/ab/cd/<run id>` in the first root that has it (the local
         one wins a merge, so an index entry must agree with it)."""
-        path = f"runs/{run_id[:2]}/{run_id[2:4]}/{run_id}"
-        for root in self.roots:
-            if root is None:
-                continue
-            try:
-                return root[path].id
-            except KeyError:
-                continue
-        return None
+        return self._entry(f"runs/{run_id[:2]}/{run_id[2:4]}/{run_id}")
 
     def _decode(self, what: str, record_id: str, data: bytes) -> tuple[str, Any]:
         digest = blake3_hex(data)
