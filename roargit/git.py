@@ -65,3 +65,21 @@ def is_ancestor(folder: Path, ancestor: str, commit: str) -> bool:
     if proc.returncode in (0, 1):
         return proc.returncode == 0
     raise GitFailed(["git", "merge-base", "--is-ancestor"], proc.returncode, b"", proc.stderr)
+
+
+def push_refs(
+    folder: Path, remote: str, specs: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[bool, bool, str]:
+    """One `git push --porcelain` of `specs` from `folder`: (all accepted, all already there,
+    why not); GitFailed when git failed other than by refusing a ref. --no-verify: this may
+    itself run inside a pre-push hook, which must not run again."""
+    proc = run_git(
+        ["push", "--porcelain", "--no-verify", remote, *specs], folder, check=False, env=env
+    )
+    lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if "\t" in ln]
+    rejected = [ln for ln in lines if ln.startswith("!")]
+    if proc.returncode == 0 and not rejected:
+        return True, all(ln.startswith("=") for ln in lines), ""
+    if rejected:
+        return False, False, rejected[0].split("\t")[-1].strip()
+    raise GitFailed(["git", "push", remote], proc.returncode, proc.stdout, proc.stderr)

@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 from roargit import config, remote_ledgers, uploads
 from roargit.clone import configure_remote, fetch_refspecs
-from roargit.errors import GitFailed, RoarError
-from roargit.git import run_git
+from roargit.errors import RoarError
+from roargit.git import push_refs, run_git
 from roargit.keep_ref import (
     KEEP_REF,
     keep_commits,
@@ -231,20 +231,6 @@ class PushReport(NamedTuple):
     warnings: list[str]
 
 
-def _push_refs(paths: RepoPaths, remote: str, refs: Sequence[str]) -> tuple[bool, bool, str]:
-    """One `git push` of `refs` to the same names: (all accepted, all already there, why
-    not). --no-verify: this may itself run inside a pre-push hook, which must not run again."""
-    specs = [f"{r}:{r}" for r in refs]
-    proc = run_git(["push", "--porcelain", "--no-verify", remote, *specs], paths.root, check=False)
-    lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if "\t" in ln]
-    rejected = [ln for ln in lines if ln.startswith("!")]
-    if proc.returncode == 0 and not rejected:
-        return True, all(ln.startswith("=") for ln in lines), ""
-    if rejected:
-        return False, False, rejected[0].split("\t")[-1].strip()
-    raise GitFailed(["git", "push", remote], proc.returncode, proc.stdout, proc.stderr)
-
-
 def _nothing(remote: str, dry_run: bool) -> PushReport:
     return PushReport(
         remote, dry_run, [], 0, [], [], 0, None, None, [], False, True, 0, ["nothing recorded yet"]
@@ -344,7 +330,7 @@ def push(
     while attempts < MAX_PUSH_ATTEMPTS:
         attempts += 1
         local = {LEDGER_REF: tip, KEEP_REF: keep}
-        ok, same, why = _push_refs(paths, name, [r for r, oid in local.items() if oid])
+        ok, same, why = push_refs(paths.root, name, [f"{r}:{r}" for r, oid in local.items() if oid])
         if ok:
             # git itself moved refs/roar/remotes/<remote>/* to what it pushed: the fetch
             # refspecs (ensured above) map those refs (git-push(1), "opportunistic" updates).

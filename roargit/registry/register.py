@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from roargit import config, ledger_merge, records
 from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
-from roargit.git import is_ancestor, run_git
+from roargit.git import is_ancestor, push_refs, run_git
 from roargit.keep_ref import keep_commit, keep_commits, rev, swap_ref
 from roargit.ledger import Entry, Ledger, jitter
 from roargit.ledger_layout import fanout, run_entries
@@ -259,20 +259,13 @@ def _merge_keep(paths: RepoPaths, ref: str, theirs: str) -> None:
 
 def _push(paths: RepoPaths, url: str, refs: dict[str, str]) -> tuple[bool, bool, str]:
     """(accepted, nothing changed, why not)."""
-
     specs = [f"{local}:{remote}" for remote, local in refs.items()]
-    proc = run_git(
-        ["push", "--porcelain", "--no-verify", url, *specs], paths.root, check=False, env=NO_PROMPT
-    )
-    lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if "\t" in ln]
-    rejected = [ln for ln in lines if ln.startswith("!")]
-    if proc.returncode == 0 and not rejected:
-        return True, all(ln.startswith("=") for ln in lines), ""
-    if rejected:
-        return False, False, rejected[0].split("\t")[-1].strip()
-    if _denied(proc.stderr):
-        raise AccessDenied(url, "write to the scope")
-    raise GitFailed(["git", "push", url], proc.returncode, proc.stdout, proc.stderr)
+    try:
+        return push_refs(paths.root, url, specs, env=NO_PROMPT)
+    except GitFailed as exc:
+        if _denied(exc.stderr):
+            raise AccessDenied(url, "write to the scope") from None
+        raise
 
 
 def _fetch_theirs(paths: RepoPaths, url: str, scope: Scope) -> dict[str, str]:
