@@ -32,12 +32,13 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol, Union
+from typing import IO, Any, Protocol, Union
 
 from blake3 import blake3
 
 from roargit.errors import BlobCorrupt, BlobMissing, DigestMismatch, RoarError
 from roargit.hashing import hash_file
+from roargit.structs import NamedTuple
 
 StrPath = Union[str, "os.PathLike[str]"]
 

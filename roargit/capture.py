@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from roargit import codestate, config, folders, progress, session
 from roargit.clone import clone_id
@@ -55,6 +55,7 @@ from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.rules import is_startup_file, system_paths
 from roargit.stdio import Redirect, with_redirects
+from roargit.structs import NamedTuple
 from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
 
 if TYPE_CHECKING:

@@ -4,11 +4,11 @@ an ordinary `git fetch` bring other clones' ledgers along."""
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from roargit.git import run_git
 from roargit.ledger import REMOTES_PREFIX
 from roargit.repo import RepoPaths, ensure_roar_dir
+from roargit.structs import NamedTuple
 
 CLONE_ID_FILE = "clone-id"
 

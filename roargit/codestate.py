@@ -17,7 +17,6 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 from roargit.git import run_git
 from roargit.gitobjects import (
@@ -30,6 +29,7 @@ from roargit.gitobjects import (
 from roargit.records import CodeInput, CodeState
 from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 #: Tree entry modes of files (regular, executable, symlink); not folders or submodules.
 BLOB_MODES = frozenset({0o100644, 0o100755, 0o120000})

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from roargit.errors import ConfigError
 from roargit.git import run_git
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 TEAM_FILE = ".roarconfig"
 

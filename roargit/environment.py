@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit.errors import RecordCorrupt
 from roargit.records import check_environment
+from roargit.structs import NamedTuple
 
 
 class PythonInfo(NamedTuple):

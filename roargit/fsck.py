@@ -19,7 +19,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from roargit import ledger_check
 from roargit.blobstore import remove_blob
@@ -32,6 +32,7 @@ from roargit.pathguard import UnsafePath
 from roargit.pathguard import check as check_path
 from roargit.records import RunRecord
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     from roargit.blobstore import BlobStore

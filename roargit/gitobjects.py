@@ -16,10 +16,11 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit.errors import GitFailed, RoarError
 from roargit.git import run_git, spawn_git
+from roargit.structs import NamedTuple
 
 TREE_MODE = 0o40000
 

@@ -43,13 +43,14 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from blake3 import blake3
 
 from roargit import bigfile
 from roargit.bigfile import CHUNK
 from roargit.errors import FileChanged
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     import sqlite3

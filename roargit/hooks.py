@@ -30,7 +30,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from blake3 import blake3
 
@@ -45,6 +45,7 @@ from roargit.records import ArtifactId, FileRef
 from roargit.repo import RepoPaths
 from roargit.session import label as step_label
 from roargit.session import read_state
+from roargit.structs import NamedTuple
 
 GIT_HOOKS = ("pre-commit", "pre-push")
 MARKER = "# roar-managed hook"

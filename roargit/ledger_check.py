@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from roargit import records
 from roargit.codec import record_id as blake3_hex
@@ -33,6 +33,7 @@ from roargit.errors import RecordCorrupt, RecordTooNew
 from roargit.folders import decode_manifest
 from roargit.ledger_layout import folder_key, input_set, read_input_set
 from roargit.pathguard import escape
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     import pygit2

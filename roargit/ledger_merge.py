@@ -8,13 +8,14 @@ fetched one is the other clone's to malform.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from roargit import ledger_check
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import is_ancestor, run_git
 from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, jitter, load_pygit2
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     import pygit2

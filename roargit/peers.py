@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable
-from typing import NamedTuple
+
+from roargit.structs import NamedTuple
 
 #: Services that answer lookups (names, users, logging) for nearly every program: not work
 #: done on the run's data. Names as /proc/PID/comm gives them (at most 15 bytes).

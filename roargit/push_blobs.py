@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit import uploads
 from roargit.blobstore import BlobStore
@@ -22,6 +22,7 @@ from roargit.ledger import Ledger
 from roargit.records import RunRecord
 from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 #: Uploads in flight at once: a remote store is bound by round trips, a local one by fsync.
 UPLOAD_THREADS = 8

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit.git import run_git
 from roargit.gitobjects import tree_entries
@@ -16,6 +16,7 @@ from roargit.ledger import Ledger
 from roargit.records import RunRecord
 from roargit.redact import MARK, is_secret_path
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 TREE_MODE = 0o040000
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple, NewType
+from typing import Any, NewType
 
 from roargit import codec
 from roargit.errors import RecordCorrupt
+from roargit.structs import NamedTuple
 
 RunId = NewType("RunId", str)
 SessionId = NewType("SessionId", str)

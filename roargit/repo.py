@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from roargit.errors import NotAGitRepo
+from roargit.structs import NamedTuple
 
 ROAR_DIRNAME = "roar"
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from roargit import session
 from roargit.ledger import Ledger
 from roargit.pathguard import abs_path
 from roargit.redact import MARK
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 
 class Rerun(NamedTuple):

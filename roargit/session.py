@@ -27,12 +27,12 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
 from roargit.ledger_check import printable
 from roargit.records import RunId, RunRecord, SessionId, SessionRecord, StepIndex, paths_key
+from roargit.structs import NamedTuple
 
 STATE_FILE = "session.json"
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 from roargit import config, remote_ledgers, uploads
 from roargit.clone import configure_remote, fetch_refspecs
@@ -66,6 +65,7 @@ from roargit.push_plan import (
     sensitive,
 )
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 SHARED_REFS = (LEDGER_REF, KEEP_REF)
 

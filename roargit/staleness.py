@@ -14,13 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from roargit import folders, pathguard
 from roargit.hashing import HashCache
 from roargit.ledger_trees import blob_oid
 from roargit.records import FileRef, RunRecord
 from roargit.session import SessionView, Step
+from roargit.structs import NamedTuple
 
 
 class Change(NamedTuple):

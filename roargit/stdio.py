@@ -16,8 +16,8 @@ import fcntl
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
+from roargit.structs import NamedTuple
 from roargit.trace import FileAccess
 
 STDIN, STDOUT, STDERR = 0, 1, 2

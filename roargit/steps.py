@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from roargit import config, session
 from roargit.blobstore import BlobStore
@@ -15,6 +14,7 @@ from roargit.ledger import Ledger
 from roargit.pathguard import abs_path
 from roargit.records import RunId, SessionId
 from roargit.repo import RepoPaths, ensure_roar_dir
+from roargit.structs import NamedTuple
 from roargit.uploads import store_url
 
 

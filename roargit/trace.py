@@ -18,10 +18,11 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit import peers
 from roargit.errors import RoarError, TracerUnavailable
+from roargit.structs import NamedTuple
 
 LOG_VERSION = 3  # 2: the shim (start has a SHIM field; records after `end` are ignored)
 # 3: the summary (`file` records: one per path, the bits of its `open` records OR-ed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from roargit import pathguard, session
 from roargit.capture import record_run
@@ -25,6 +25,7 @@ from roargit.records import RunId
 from roargit.redact import MARK
 from roargit.repo import RepoPaths
 from roargit.staleness import Change, changed_inputs, stale_steps, upstream_closure
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     from roargit.capture import RunOutcome

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from blake3 import blake3
 
@@ -44,6 +44,7 @@ from roargit.hashing import FileHash
 from roargit.records import FileRef
 from roargit.redact import redact_value
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 
 QUEUE = "uploads/queue"
 SPOOL = "uploads/blobs"

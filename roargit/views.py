@@ -11,7 +11,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit import pathguard, remote_ledgers, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
@@ -22,6 +22,7 @@ from roargit.ledger_check import printable
 from roargit.records import FileRef, RunId, RunRecord, VerificationRecord
 from roargit.repo import RepoPaths
 from roargit.staleness import stale_steps
+from roargit.structs import NamedTuple
 
 MIN_PREFIX = 6
 HEX = frozenset("0123456789abcdef")

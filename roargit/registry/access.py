@@ -7,10 +7,11 @@ pusher's name).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from roargit.errors import RoarError
 from roargit.registry.index import INDEX_PREFIX, decode_entry
+from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     from roargit.registry.server import ServerConfig

@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit import codec
 from roargit.errors import RecordCorrupt, RoarError
@@ -39,6 +39,7 @@ from roargit.git import run_git
 from roargit.gitobjects import ObjectReader
 from roargit.ledger import jitter
 from roargit.registry.scope import check_name, valid_scope_name
+from roargit.structs import NamedTuple
 
 INDEX_PREFIX = "refs/roar/index/"
 CONFIG_REF = "refs/roar/config"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from roargit.errors import ConfigError, RoarError
@@ -33,6 +33,7 @@ from roargit.registry.index import (
     _git,
     fetch_ref,
 )
+from roargit.structs import NamedTuple
 
 TIMEOUT = 10.0
 

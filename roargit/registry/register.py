@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit import config, ledger_merge, records
 from roargit.blobstore import BlobStore
@@ -45,6 +45,7 @@ from roargit.registry import index
 from roargit.registry.index import NO_PROMPT, AccessDenied, IndexEntry, _denied
 from roargit.registry.scope import PRIVATE, NoScope, PrivateScope, Scope
 from roargit.repo import RepoPaths
+from roargit.structs import NamedTuple
 from roargit.uploads import default_store_url, store_url
 
 REF_PREFIX = "refs/roar/registry/"

@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import urljoin
 
 from roargit.errors import ConfigError, RoarError
 from roargit.git import run_git
+from roargit.structs import NamedTuple
 
 PRIVATE = "private"
 _PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"

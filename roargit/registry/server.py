@@ -55,7 +55,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 from roargit.errors import ConfigError, RoarError
 from roargit.git import run_git
@@ -70,6 +70,7 @@ from roargit.registry.index import (
 )
 from roargit.registry.index import settings_text as text_of
 from roargit.registry.scope import valid_scope_name
+from roargit.structs import NamedTuple
 
 INDEX = "index"
 _REPO_PATH = re.compile(r"/(index|[^/]+/[^/]+)\.git(/info/refs|/git-upload-pack|/git-receive-pack)")

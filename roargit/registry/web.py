@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from roargit.errors import AmbiguousPrefix, RoarError
@@ -36,6 +36,7 @@ from roargit.ledger import Ledger
 from roargit.registry.index import IndexEntry, check_hash
 from roargit.registry.remote import fetch_scope, scope_remote
 from roargit.repo import RepoPaths, ensure_roar_dir, find_repo
+from roargit.structs import NamedTuple
 from roargit.views import Context
 from roargit.web import render
 from roargit.web.app import HEX64, SECURITY_HEADERS, STATIC, STATUS, make_app, resolve, static_text

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs
 
 from roargit import session
@@ -40,6 +40,7 @@ from roargit.pathguard import rel_or_abs
 from roargit.repo import RepoPaths
 from roargit.reproduce import stores_for
 from roargit.session import NoSuchStep
+from roargit.structs import NamedTuple
 from roargit.views import Context, NeverRecorded, Target
 from roargit.web import render
 from roargit.web.graphs import Links, diff_graphs, lineage_graph, session_graph

@@ -9,10 +9,11 @@ the node a lineage was asked for, `cat-<category>` / `consequence` on a diff's s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit.cli.output import show_argv
 from roargit.session import label as step_label
+from roargit.structs import NamedTuple
 from roargit.views import Context, Target
 from roargit.web.layout import Graph, Node
 from roargit.web.text import q, short

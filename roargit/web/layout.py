@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
-from typing import NamedTuple
 
+from roargit.structs import NamedTuple
 from roargit.web.text import esc
 
 NODE_W = 196

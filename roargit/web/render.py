@@ -6,9 +6,10 @@ forms and a scrollable graph; the script adds zoom, highlighting and collapsing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from roargit.cli.compare import cause_text
+from roargit.structs import NamedTuple
 from roargit.web.graphs import Links, command_text
 from roargit.web.layout import Placed, svg
 from roargit.web.text import esc, human_size, short
