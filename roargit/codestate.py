@@ -18,7 +18,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable
 
-from roargit.git import run_git
+from roargit.git import LIST_UNTRACKED, STATUS_TRACKED, run_git
 from roargit.gitobjects import (
     TREE_MODE,
     ObjectReader,
@@ -216,26 +216,14 @@ def work_tree_status(paths: RepoPaths, rule: CodeRule | None = None) -> WorkTree
 
     def list_untracked() -> None:
         try:
-            listed.append(
-                run_git(["ls-files", "-z", "--others", "--exclude-standard"], paths.root).stdout
-            )
+            listed.append(run_git(LIST_UNTRACKED, paths.root).stdout)
         except BaseException as exc:  # re-raised by the caller's thread
             failed.append(exc)
 
     lister = threading.Thread(target=list_untracked, name="roar-untracked", daemon=True)
     lister.start()
     try:
-        out = run_git(
-            [
-                "status",
-                "--porcelain=v1",
-                "-z",
-                "--untracked-files=no",
-                "--no-renames",
-                "--ignore-submodules=all",
-            ],
-            paths.root,
-        ).stdout
+        out = run_git(STATUS_TRACKED, paths.root).stdout
     finally:
         lister.join()
     if failed:

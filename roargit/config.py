@@ -81,6 +81,12 @@ def normalise_key(key: str) -> str:
 IDENTITY_KEYS = ("user.name", "user.email")
 
 
+def list_args(paths: RepoPaths) -> list[str]:
+    """The `git` arguments of read_all's one read (for git.start_early)."""
+    team = paths.root / TEAM_FILE
+    return ["-c", f"include.path={team}", "config", "--list", "-z", "--show-scope"]
+
+
 def read_all(
     paths: RepoPaths, *, identity: bool = False, git_keys: dict[str, list[str]] | None = None
 ) -> dict[str, Value]:
@@ -95,12 +101,7 @@ def read_all(
     its entries (scope "command") from the user's.
     """
     values = {k: Value(k, s.default, "default") for k, s in SETTINGS.items()}
-    team = paths.root / TEAM_FILE
-    proc = run_git(
-        ["-c", f"include.path={team}", "config", "--list", "-z", "--show-scope"],
-        paths.root,
-        check=False,
-    )
+    proc = run_git(list_args(paths), paths.root, check=False)
     if proc.returncode != 0:
         why = proc.stderr.decode(errors="replace").strip().splitlines()
         raise ConfigError(why[-1] if why else "git config cannot be read")

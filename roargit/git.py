@@ -17,6 +17,60 @@ from pathlib import Path
 
 from roargit.errors import GitFailed
 
+#: The work tree's changed tracked files, and its untracked, not ignored files: what every
+#: `roar run` asks before the command (codestate.work_tree_status).
+STATUS_TRACKED = (
+    "status",
+    "--porcelain=v1",
+    "-z",
+    "--untracked-files=no",
+    "--no-renames",
+    "--ignore-submodules=all",
+)
+LIST_UNTRACKED = ("ls-files", "-z", "--others", "--exclude-standard")
+
+
+class Started:
+    """A `git` command started now, its output read later (`result`)."""
+
+    def __init__(self, args: Sequence[str], cwd: Path) -> None:
+        self.cmd = ["git", *args]
+        self._proc = subprocess.Popen(
+            self.cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def result(self) -> subprocess.CompletedProcess[bytes]:
+        out, err = self._proc.communicate()
+        return subprocess.CompletedProcess(self.cmd, self._proc.returncode, out, err)
+
+
+# Commands started ahead by `start_early`, by (folder, args): each is taken by the first
+# run_git that asks exactly it.
+_early: dict[tuple[str, tuple[str, ...]], Started] = {}
+
+
+def start_early(args: Sequence[str], cwd: Path) -> None:
+    """Start `git ARGS` in `cwd` now, for the first `run_git(ARGS, cwd)` to take its answer.
+
+    `roar run` starts the few questions it asks git before every command (its settings, the
+    work tree's status) before it loads the modules that ask them: git answers on one core
+    while Python imports on the other. Only questions whose answer cannot change before it
+    is asked may be started early; `drop_early` forgets what was not taken."""
+    key = (str(cwd), tuple(args))
+    if key not in _early:
+        _early[key] = Started(args, cwd)
+
+
+def drop_early() -> None:
+    """Forget (and reap) the commands started early that no run_git took."""
+    while _early:
+        _, started = _early.popitem()
+        started.result()
+
 
 def run_git(
     args: Sequence[str],
@@ -27,6 +81,12 @@ def run_git(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     cmd = ["git", *args]
+    early = _early.pop((str(cwd), tuple(args)), None) if _early and input is None else None
+    if early is not None and not env:
+        proc = early.result()
+        if check and proc.returncode != 0:
+            raise GitFailed(cmd, proc.returncode, proc.stdout, proc.stderr)
+        return proc
     full_env = None
     if env:
         full_env = dict(os.environ)

@@ -55,11 +55,9 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     """Record the command's run; exit with its status (see docs/trace-format.md, "Exit
     status", for the exceptions)."""
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.capture import NotRecorded, record_run
-    from roargit.ledger import Ledger
+    from roargit import git
+    from roargit.config import list_args
     from roargit.repo import find_repo
-    from roargit.rerun import resolve as resolve_rerun
-    from roargit.stdio import STDERR, STDOUT, redirects, wrote_to
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -67,6 +65,23 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     if not command:
         raise RoarError(f"nothing to run: roar {kind} [--] COMMAND [ARGS…]")
     paths = find_repo(Path.cwd())
+    # What every run asks git before its command, asked now: git answers on one core while
+    # the modules below load on the other (git.start_early).
+    for question in (list_args(paths), git.STATUS_TRACKED, git.LIST_UNTRACKED):
+        git.start_early(question, paths.root)
+    try:
+        return _record_in(args, kind, paths, command)
+    finally:
+        git.drop_early()
+
+
+def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[str]) -> int:
+    # lazy: loaded when this command runs, not at every command's start-up
+    from roargit.capture import NotRecorded, record_run
+    from roargit.ledger import Ledger
+    from roargit.rerun import resolve as resolve_rerun
+    from roargit.stdio import STDERR, STDOUT, redirects, wrote_to
+
     step = None
     cwd = Path.cwd()
     ledger = Ledger(paths, fast_start=True)  # one reader for the re-run's lookup and the run
