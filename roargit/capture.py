@@ -266,11 +266,13 @@ def _group_folders(
     ledger: Ledger,
     known: folders.FolderCache | None = None,
     failed: dict[str, OSError] | None = None,
+    stat_keys: Mapping[str, bytes] | None = None,
 ) -> tuple[list[str], list[FileRef], list[Entry], dict[str, FileHash]]:
     """Replace the files of folders read/written nearly whole by one folder artifact each.
 
     With `known` (for folders the run read), a folder whose files' stat data are as they were
-    when its manifest was last made reuses that manifest without a per-file lookup."""
+    when its manifest was last made reuses that manifest without a per-file lookup; the stat
+    data are the tracer's (`Trace.stat_keys`) where it took them."""
     chosen = folders.choose_folders(abs_paths, never)
     if not chosen:
         return abs_paths, [], [], {}
@@ -283,7 +285,11 @@ def _group_folders(
             state = known.get(folder)
             if state is None:
                 continue  # nothing to compare: its stat digest comes from the hashing below
-            seen = folders.stat_digest(folder, files)
+            seen = (
+                folders.stat_digest_of_hex(folder, files, stat_keys)
+                if stat_keys
+                else folders.stat_digest(folder, files)
+            )
             if seen is None:
                 continue
             stats[folder] = seen
@@ -522,6 +528,7 @@ def _trace_and_record(
     if signals.first is not None:
         raise TerminatedBeforeStart(signals.first)
     started = time.time_ns()
+    folder_states = folders.FolderCache(roar_dir)
     trace = run_traced(
         list(argv),
         cwd,
@@ -530,6 +537,7 @@ def _trace_and_record(
         mode=None if mode == "auto" else mode,
         tmp_dir=roar_dir / "tmp",
         signals=signals,
+        stat_files=folder_states.remembers_any(),
     )
     ended = time.time_ns()
     progress.trace = trace
@@ -557,7 +565,7 @@ def _trace_and_record(
     in_failed: dict[str, OSError] = {}
     out_failed: dict[str, OSError] = {}
     in_paths, in_dirs, manifest_entries, _ = _group_folders(
-        data_in, cache, root, never, ledger, folders.FolderCache(roar_dir), in_failed
+        data_in, cache, root, never, ledger, folder_states, in_failed, trace.stat_keys
     )
     in_paths.extend(code_abs)  # hashed too: a code file some run wrote is also an input
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(

@@ -15,6 +15,7 @@ answers "unchanged?" for 100,000 files, instead of a hash-cache lookup per file.
 
 from __future__ import annotations
 
+import binascii
 import json
 import os
 import stat
@@ -189,13 +190,19 @@ _STAT = struct.Struct("<QQQqq")
 def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
     """A digest of the stat data of `files` (all under `folder`) and their newest ctime, or
     None when one of them is gone or not a regular file any more."""
+    packed = _lstat_keys(files)
+    if packed is None:
+        return None
+    return _stat_digest(folder, files, packed), _newest_ctime(packed)
+
+
+def _lstat_keys(files: list[str]) -> bytearray | None:
+    """The _STAT keys of `files`, back to back; None when one is gone or not a regular file."""
     # One lstat a file is the floor (a folder's mtime misses in-place writes); the rest is
-    # kept to a few operations a file, and hashed in one call at the end. Each lstat is made
-    # relative to its folder's descriptor (fstatat): the kernel then resolves one name, not
-    # every folder of the absolute path again.
+    # kept to a few operations a file. Each lstat is made relative to its folder's descriptor
+    # (fstatat): the kernel then resolves one name, not every folder of the absolute path.
     lstat, pack = os.lstat, _STAT.pack
     stats = bytearray()
-    newest = 0
     here, fd = "", -1
     try:
         for f in files:
@@ -209,16 +216,39 @@ def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
             st = lstat(name, dir_fd=fd)
             if st.st_mode & 0o170000 != stat.S_IFREG:
                 return None
-            ctime = st.st_ctime_ns
-            stats += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, ctime)
-            if ctime > newest:
-                newest = ctime
+            stats += pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     except OSError:
         return None
     finally:
         if fd >= 0:
             os.close(fd)
-    return _stat_digest(folder, files, stats), newest
+    return stats
+
+
+def stat_digest_of_hex(
+    folder: str, files: list[str], hex_keys: Mapping[str, bytes]
+) -> tuple[str, int] | None:
+    """`stat_digest` from the stat keys the tracer took once the run had ended (hex, as
+    `Trace.stat_keys` holds them); the few files it has none for (a folder is chosen when the
+    run touched 90% of it) are lstat-ed here. None as for `stat_digest`, or where a key is
+    malformed."""
+    try:
+        chunks = [hex_keys[f] for f in files]
+    except KeyError:
+        missing = [f for f in files if f not in hex_keys]
+        taken = _lstat_keys(missing)
+        if taken is None:
+            return None
+        hexed, n = binascii.b2a_hex(taken), 2 * _STAT.size
+        own = {f: hexed[i * n : (i + 1) * n] for i, f in enumerate(missing)}
+        chunks = [hex_keys[f] if f in hex_keys else own[f] for f in files]
+    try:
+        packed = binascii.a2b_hex(b"".join(chunks))
+    except ValueError:
+        return None
+    if len(packed) != _STAT.size * len(files):
+        return None
+    return _stat_digest(folder, files, packed), _newest_ctime(packed)
 
 
 def stat_digest_of_keys(
@@ -231,14 +261,21 @@ def stat_digest_of_keys(
         packed = b"".join([keys[f] for f in files])
     except KeyError:
         return None
-    newest = max((k[4] for k in _STAT.iter_unpack(packed)), default=0)  # k[4]: st_ctime_ns
-    return _stat_digest(folder, files, packed), newest
+    return _stat_digest(folder, files, packed), _newest_ctime(packed)
+
+
+_CTIME = struct.Struct("<32xq")  # st_ctime_ns, the last field of a _STAT key
+
+
+def _newest_ctime(packed: bytes | bytearray) -> int:
+    return max((c for (c,) in _CTIME.iter_unpack(packed)), default=0)
 
 
 def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str:
-    cut = len(folder) + 1
-    names = "\0".join([f[cut:] for f in files]).encode("utf-8", "surrogateescape")
-    h = blake3(names)
+    # The names relative to `folder`: every path starts with it and none holds NUL, so
+    # dropping "\0folder/" from the joined paths cuts each at once (no slice per path).
+    names = ("\0" + "\0".join(files)).replace(f"\0{folder}/", "\0")[1:]
+    h = blake3(names.encode("utf-8", "surrogateescape"))
     h.update(b"\0\0")  # no name holds NUL, so the names end here
     h.update(stats)
     return h.hexdigest()
@@ -253,6 +290,14 @@ class FolderCache:
 
     def _file(self, folder: str) -> Path:
         return self.dir / record_id(folder.encode("utf-8", "surrogateescape"))[:32]
+
+    def remembers_any(self) -> bool:
+        """Whether some folder's state is kept (then a run asks the tracer for stat keys)."""
+        try:
+            with os.scandir(self.dir) as it:
+                return next(it, None) is not None
+        except OSError:
+            return False
 
     def get(self, folder: str) -> FolderState | None:
         try:

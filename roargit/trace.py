@@ -83,6 +83,9 @@ class Trace(NamedTuple):
     processes: tuple[Process, ...]
     warnings: tuple[str, ...]
     leftover: tuple[int, ...] = ()  # pids still running when the trace ended
+    # path -> the stat key of a regular file (80 hex digits, docs/trace-format.md), taken by
+    # the tracer after every process of the run had ended; where asked (`stat_files`).
+    stat_keys: Mapping[str, bytes] = MappingProxyType({})
 
 
 class Event(NamedTuple):
@@ -119,6 +122,8 @@ class TraceLog(NamedTuple):
     # (pid, family, address) of each `connect` to a server on this machine ("unix" and a
     # socket path, or "inet" and a loopback address:port).
     connects: tuple[tuple[int, str, str], ...] = ()
+    # From a summary's `file` records of regular files that carry one: path -> stat key.
+    stat_keys: Mapping[str, bytes] = MappingProxyType({})
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -186,8 +191,11 @@ def parse_log(data: bytes) -> TraceLog:
     """Parse a roar-trace event log or summary (docs/trace-format.md). Pure: takes the bytes."""
     summarized: dict[str, int] = {}
     states: dict[str, str] = {}
-    log, rows = _parse(data, None, summarized, states)
-    return log._replace(events=tuple(Event(*r) for r in rows), summarized=summarized, states=states)
+    keys: dict[str, bytes] = {}
+    log, rows = _parse(data, None, summarized, states, keys=keys)
+    return log._replace(
+        events=tuple(Event(*r) for r in rows), summarized=summarized, states=states, stat_keys=keys
+    )
 
 
 # An event as a plain tuple (Event's fields, in order): cheaper to build and to read in bulk.
@@ -216,6 +224,7 @@ def _parse(
     summarized: dict[str, int] | None = None,
     states: dict[str, str] | None = None,
     direct: dict[str, FileAccess] | None = None,
+    keys: dict[str, bytes] | None = None,
 ) -> tuple[TraceLog, list[_Row]]:
     """parse_log, with the events as rows and `TraceLog.events` left empty.
 
@@ -225,7 +234,8 @@ def _parse(
     A summary's `file` records go to `summarized` (bits, OR-ed; default `opens`) and `states`;
     with `direct`, those of regular files and symlinks become FileAccess objects there at
     once (`_classify` merges in what other records did to the same paths): a big run's
-    per-path work, done once, a line at a time."""
+    per-path work, done once, a line at a time. `keys` gets the STAT field of those records
+    (by path, as it is; not for a path the reader normalised)."""
     if summarized is None:
         summarized = opens if opens is not None else {}
     if states is None:
@@ -266,6 +276,8 @@ def _parse(
                     summarized[path] = summarized.get(path, 0) | int(f[1])
                     continue
                 path = (_unescape(tok) if b"%" in tok else tok).decode(_FS_ENCODING, _FS_ERRORS)
+                if keys is not None and len(f) > 4:
+                    keys[path] = f[4]
                 if direct is not None:
                     key = f[1] + f[2]
                     if key in templates:
@@ -636,6 +648,7 @@ def run_traced(
     mode: str | None = None,
     tmp_dir: Path | None = None,
     signals: Terminations | None = None,
+    stat_files: bool = False,
 ) -> Trace:
     """Run `argv` in `cwd` under the tracer and return what it did.
 
@@ -645,6 +658,7 @@ def run_traced(
     "fallback" forces the weaker mode. SIGINT is ignored here while the command runs: Ctrl-C
     reaches the command through the process group and the run is reported as interrupted.
     `signals` (installed by the caller) passes SIGTERM and SIGHUP to the command.
+    `stat_files` asks the tracer for the stat keys of the regular files (`Trace.stat_keys`).
     """
     if not argv:
         raise RoarError("no command to run")
@@ -662,7 +676,9 @@ def run_traced(
         log_path = new_log_path(tmp_dir)
     summary_path = Path(f"{log_path}.summary")
     try:
-        status, data = _spawn_tracer(tracer, argv, Path(cwd), run_env, Path(log_path), signals)
+        status, data = _spawn_tracer(
+            tracer, argv, Path(cwd), run_env, Path(log_path), signals, stat_files
+        )
     finally:
         if own_log:
             for p in (Path(log_path), summary_path):
@@ -670,8 +686,9 @@ def run_traced(
     opens: dict[str, int] = {}
     states: dict[str, str] = {}
     direct: dict[str, FileAccess] = {}
+    keys: dict[str, bytes] = {}
     try:
-        parsed = _parse(data, opens, None, states, direct) if data else None
+        parsed = _parse(data, opens, None, states, direct, keys) if data else None
     except TraceLogCorrupt as exc:
         # The command has run: what it did is lost, not the run (a log cut by a full disk).
         return _unreadable_log(argv, cwd, status, str(exc))
@@ -693,7 +710,8 @@ def run_traced(
             raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
         return _unreadable_log(argv, cwd, status, "the tracer wrote no log")
     assert parsed is not None
-    return _to_trace(log, status, _classify(parsed[1], opens=opens, known=states, direct=direct))
+    files = _classify(parsed[1], opens=opens, known=states, direct=direct)
+    return _to_trace(log, status, files)._replace(stat_keys=keys)
 
 
 def _unreadable_log(argv: Sequence[str], cwd: Path, status: int, why: str) -> Trace:
@@ -752,6 +770,7 @@ def _spawn_tracer(
     env: dict[str, str],
     log_path: Path,
     signals: Terminations | None = None,
+    stat_files: bool = False,
 ) -> tuple[int, bytes]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
@@ -759,6 +778,8 @@ def _spawn_tracer(
     # one: a fraction of the raw log's lines for a big run.
     summary = Path(f"{log_path.absolute()}.summary")
     args = [str(tracer), "--log", str(log_path.absolute()), "--summary", str(summary)]
+    if stat_files:
+        args.append("--stat-files")
     args += ["--cwd", str(cwd)]
     if previous == signal.SIG_IGN:
         args.append("--sigint-ignored")

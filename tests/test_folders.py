@@ -192,6 +192,30 @@ def test_stat_digest_from_the_hash_caches_keys_is_the_lstat_one(tmp_path: Path) 
     assert folders.stat_digest_of_keys(folder, files, keys) is None
 
 
+def test_stat_digest_from_hex_keys_is_the_lstat_one(tmp_path: Path) -> None:
+    """The tracer's keys (hex) give the lstat digest; files without one are lstat-ed, and a
+    malformed key or a file gone gives no digest."""
+    import struct
+
+    folder = str(tmp_path / "data")
+    files = sorted(_files(tmp_path / "data", 10) + _files(tmp_path / "data" / "sub", 3))
+    expected = folders.stat_digest(folder, files)
+    assert expected is not None
+    keys = {}
+    for f in files:
+        st = Path(f).lstat()
+        packed = struct.pack("<QQQqq", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                             st.st_ctime_ns)  # fmt: skip
+        keys[f] = packed.hex().encode()
+    assert folders.stat_digest_of_hex(folder, files, keys) == expected
+    del keys[files[2]], keys[files[11]]  # files the run did not touch
+    assert folders.stat_digest_of_hex(folder, files, keys) == expected
+    assert folders.stat_digest_of_hex(folder, files, {**keys, files[0]: b"zz"}) is None
+    assert folders.stat_digest_of_hex(folder, files, {**keys, files[0]: b"00"}) is None
+    Path(files[2]).unlink()
+    assert folders.stat_digest_of_hex(folder, files, keys) is None
+
+
 def test_a_remembered_folder_whose_manifest_the_ledger_lacks_records_it_again(
     git_repo: Path,
 ) -> None:

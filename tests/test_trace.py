@@ -498,6 +498,60 @@ def test_summary_states_from_a_directory_listing(tmp_path: Path) -> None:
     assert both.states[str(d / "f00")] == "none" and str(d / "f05") in both.direct
 
 
+def _lstat_key(path: Path) -> bytes:
+    import struct
+
+    st = os.lstat(path)
+    key = struct.pack("<QQQqq", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return key.hex().encode()
+
+
+def test_stat_keys_are_each_regular_files_lstat_after_the_run(tmp_path: Path) -> None:
+    """With `stat_files`, the tracer gives every regular file the run left its stat key, taken
+    once the run ended (the in-place append below is in it): the digest a folder is checked
+    by comes out as Python's own lstat gives it. Folders listed (40 files) or not alike."""
+    from roargit import folders
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(40):
+        (d / f"f{i:02}").write_text(str(i))
+    (tmp_path / "in").write_text("x")
+    (d / "with space").write_text("s")
+    script = (
+        "cat d/* in > /dev/null; echo more >> d/f01; rm d/f00; ln -s in link; cat link >/dev/null; "
+        "mkdir sub; cat missing 2>/dev/null; echo new > d/new; true"
+    )
+    t = run_traced(["sh", "-c", script], tmp_path, stat_files=True)
+    # (a file of the run's, not one only exec-ed: /usr/bin/cat has no `open` record)
+    regular = sorted(p for p, a in t.files.items() if a.regular and p.startswith(str(tmp_path)))
+    assert str(d / "f01") in regular and str(d / "with space") in regular
+    for p in regular:
+        assert t.stat_keys[p] == _lstat_key(Path(p)), p
+    for gone in ("f00", "missing", "link", "sub"):
+        assert str(d / gone) not in t.stat_keys and str(tmp_path / gone) not in t.stat_keys
+    files = sorted(str(p) for p in d.iterdir())
+    assert folders.stat_digest_of_hex(str(d), files, t.stat_keys) == folders.stat_digest(
+        str(d), files
+    )
+    assert run_traced(["sh", "-c", "cat in"], tmp_path).stat_keys == {}  # not asked
+
+
+def test_no_stat_keys_while_a_process_is_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process the run left running may still write: the stat keys would be taken too early."""
+    monkeypatch.setenv("ROAR_TRACE_DAEMON_GRACE", "0.3")
+    (tmp_path / "in").write_text("x")
+    t = run_traced(["sh", "-c", "sleep 60 & cat in"], tmp_path, stat_files=True)
+    try:
+        assert len(t.leftover) == 1 and t.files[str(tmp_path / "in")].regular
+        assert t.stat_keys == {}
+    finally:
+        for pid in t.leftover:
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite already runs as an ordinary user")
 def test_as_an_ordinary_user() -> None:
     import tempfile

@@ -1,8 +1,8 @@
 /*
  * roar-trace: record the file accesses of a command and of every process it starts.
  *
- *   roar-trace --log FILE [--summary FILE] [--cwd DIR] [--no-filter] [--no-shim]
- *              [--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]
+ *   roar-trace --log FILE [--summary FILE [--stat-files]] [--cwd DIR] [--no-filter]
+ *              [--no-shim] [--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]
  *
  * The command runs under ptrace with a seccomp-bpf filter installed before its execve, so
  * only the file-related system calls (open family, rename/unlink/link/symlink/truncate,
@@ -1574,8 +1574,42 @@ static char listed_state(const struct dir_info *di, const char *name, size_t len
     return 'n';
 }
 
-/* The state of every path of the summary, in `states[k]` for t->order[k]. */
-static void find_states(const struct path_table *t, char *states) {
+/* The stat key of a regular file: its lstat data packed as Python's struct "<QQQqq" packs
+ * (dev, ino, size, mtime ns, ctime ns), written as 80 hex digits (roargit.folders uses it). */
+#define STAT_KEY_HEX 80
+
+static void stat_key_hex(const struct stat *st, char *out) {
+    uint64_t v[5] = {(uint64_t)st->st_dev, (uint64_t)st->st_ino, (uint64_t)st->st_size,
+                     (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec,
+                     (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec};
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 5; i++)
+        for (int b = 0; b < 8; b++) { /* little-endian */
+            unsigned char c = (unsigned char)(v[i] >> (8 * b));
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 15];
+        }
+}
+
+/* lstat the escaped path `tok` through `dirfd` (its folder; -1: by the whole path). */
+static int stat_token(int dirfd, const char *tok, size_t len, struct stat *st) {
+    char p[PATH_MAX * 2];
+    if (len == 3 && memcmp(tok, "%00", 3) == 0) return -1;
+    if (dirfd < 0) {
+        unescape_into(p, sizeof p, tok, len);
+        return lstat(p, st);
+    }
+    const char *slash = memrchr(tok, '/', len);
+    if (!slash || slash + 1 == tok + len) return -1;
+    unescape_into(p, sizeof p, slash + 1, (size_t)(tok + len - slash - 1));
+    return fstatat(dirfd, p, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/* The state of every path of the summary, in `states[k]` for t->order[k]. With `keys`, each
+ * path is lstat-ed instead (through its folder's descriptor): its state comes from that stat,
+ * and a regular file's stat key goes to keys[k * STAT_KEY_HEX] (keys[k * STAT_KEY_HEX] is 0
+ * for the others). */
+static void find_states(const struct path_table *t, char *states, char *keys) {
     struct dir_table d = {0};
     d.cap = 64;
     while (d.cap < 2 * t->n) d.cap <<= 1;
@@ -1586,9 +1620,29 @@ static void find_states(const struct path_table *t, char *states) {
         dir_at[k] = d.index ? dir_of(&d, sl->tok, sl->len) : -1;
         if (dir_at[k] >= 0) d.dirs[dir_at[k]].wanted++;
     }
+    long fd_of = -1; /* the directory `fd` is open on */
+    int fd = -1;
     for (size_t k = 0; k < t->n; k++) {
         const struct path_slot *sl = &t->slots[t->order[k]];
         struct dir_info *di = dir_at && dir_at[k] >= 0 ? &d.dirs[dir_at[k]] : NULL;
+        if (keys) {
+            if (di && dir_at[k] != fd_of) {
+                char path[PATH_MAX * 2];
+                if (fd >= 0) close(fd);
+                unescape_into(path, sizeof path, di->tok, di->len);
+                fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                fd_of = dir_at[k];
+            }
+            struct stat st;
+            keys[k * STAT_KEY_HEX] = 0;
+            if (stat_token(di ? fd : -1, sl->tok, sl->len, &st) != 0) {
+                states[k] = state_now(sl->tok, sl->len); /* gone, or a name too long */
+                continue;
+            }
+            states[k] = state_of_mode(st.st_mode);
+            if (states[k] == 'f') stat_key_hex(&st, keys + k * STAT_KEY_HEX);
+            continue;
+        }
         if (di && di->wanted >= LIST_AT_LEAST && di->listed == 0) list_dir(di);
         const char *slash = memrchr(sl->tok, '/', sl->len);
         if (di && di->listed == 1 && slash && slash + 1 < sl->tok + sl->len)
@@ -1596,6 +1650,7 @@ static void find_states(const struct path_table *t, char *states) {
         else
             states[k] = state_now(sl->tok, sl->len);
     }
+    if (fd >= 0) close(fd);
     for (size_t i = 0; i < d.n; i++) {
         free(d.dirs[i].arena), free(d.dirs[i].offsets), free(d.dirs[i].states);
         free(d.dirs[i].set);
@@ -1624,7 +1679,7 @@ static char *read_whole(const char *path, size_t *size) {
 
 /* Write the summary of the finished log at `log_path` to `summary_path` (atomically: a
  * reader finds a whole summary or none). */
-static int write_summary(const char *log_path, const char *summary_path) {
+static int write_summary(const char *log_path, const char *summary_path, int with_keys) {
     size_t size;
     char *buf = read_whole(log_path, &size);
     if (!buf) return -1;
@@ -1662,15 +1717,20 @@ static int write_summary(const char *log_path, const char *summary_path) {
         line = eol + 1;
     }
     char *states = malloc(t.n + 1);
-    if (states) find_states(&t, states);
+    char *keys = with_keys ? malloc((t.n + 1) * STAT_KEY_HEX) : NULL;
+    if (states) find_states(&t, states, keys);
     for (size_t k = 0; k < t.n; k++) {
         const struct path_slot *sl = &t.slots[t.order[k]];
         char state = states ? states[k] : state_now(sl->tok, sl->len);
         fprintf(out, "file %d %c ", sl->bits, state);
         fwrite(sl->tok, 1, sl->len, out);
+        if (states && keys && keys[k * STAT_KEY_HEX]) {
+            putc(' ', out);
+            fwrite(keys + k * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+        }
         putc('\n', out);
     }
-    free(states);
+    free(states), free(keys);
     if (end_line) fwrite(end_line, 1, end_len, out);
     int bad = ferror(out);
     bad |= fclose(out) != 0;
@@ -1681,6 +1741,8 @@ static int write_summary(const char *log_path, const char *summary_path) {
     }
     return 0;
 }
+
+static int stat_files; /* --stat-files: the summary gives regular files' stat keys */
 
 static int worker(char **cmd, const char *log_path, const char *summary_path, double grace,
                   int sigint_ignored, int verdict_fd) {
@@ -1941,7 +2003,9 @@ static int worker(char **cmd, const char *log_path, const char *summary_path, do
         fprintf(logf_, "end code %d\n", WEXITSTATUS(root_status));
     fclose(logf_);
     logf_ = NULL;
-    if (summary_path && write_summary(log_path, summary_path) != 0)
+    /* Stat keys only once every traced process has ended: a left-behind one may still write
+     * (n_tasks counts those). */
+    if (summary_path && write_summary(log_path, summary_path, stat_files && n_tasks == 0) != 0)
         unlink(summary_path); /* the reader falls back to the log */
 
     /* Left-behind processes: we must outlive the front, which exits as soon as it has the
@@ -1995,8 +2059,9 @@ static void forward(int sig) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: roar-trace --log FILE [--summary FILE] [--cwd DIR] [--no-filter] "
-                    "[--no-shim] [--grace SECONDS] [--sigint-ignored] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: roar-trace --log FILE [--summary FILE [--stat-files]] [--cwd DIR] "
+                    "[--no-filter] [--no-shim] [--grace SECONDS] [--sigint-ignored] "
+                    "-- CMD [ARG...]\n");
     exit(2);
 }
 
@@ -2019,6 +2084,8 @@ int main(int argc, char **argv) {
             log_path = argv[++i];
         } else if (strcmp(argv[i], "--summary") == 0 && i + 1 < argc) {
             summary_path = argv[++i];
+        } else if (strcmp(argv[i], "--stat-files") == 0) {
+            stat_files = 1;
         } else if (strcmp(argv[i], "--cwd") == 0 && i + 1 < argc) {
             cwd = argv[++i];
         } else if (strcmp(argv[i], "--grace") == 0 && i + 1 < argc) {
