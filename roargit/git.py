@@ -28,6 +28,8 @@ STATUS_TRACKED = (
     "--ignore-submodules=all",
 )
 LIST_UNTRACKED = ("ls-files", "-z", "--others", "--exclude-standard")
+#: What gitobjects.ObjectReader reads objects through.
+OBJECT_READER = ("cat-file", "--batch-command")
 
 
 class Started:
@@ -51,6 +53,7 @@ class Started:
 # Commands started ahead by `start_early`, by (folder, args): each is taken by the first
 # run_git that asks exactly it.
 _early: dict[tuple[str, tuple[str, ...]], Started] = {}
+_early_spawned: dict[tuple[str, tuple[str, ...]], subprocess.Popen[bytes]] = {}
 
 
 def start_early(args: Sequence[str], cwd: Path) -> None:
@@ -70,6 +73,9 @@ def drop_early() -> None:
     while _early:
         _, started = _early.popitem()
         started.result()
+    while _early_spawned:
+        _, proc = _early_spawned.popitem()
+        proc.communicate()  # closes its input: it ends
 
 
 def run_git(
@@ -104,17 +110,26 @@ def run_git(
     return proc
 
 
-def spawn_git(args: Sequence[str], git_dir: Path) -> subprocess.Popen[bytes]:
+def spawn_git(
+    args: Sequence[str], git_dir: Path, *, early: bool = False
+) -> subprocess.Popen[bytes]:
     """A long-running `git --git-dir GIT_DIR ARGS…` with pipes on all three streams. It runs in
     its own session: a Ctrl-C meant for a traced command must not end it (it ends by itself
-    when its input is closed)."""
-    return subprocess.Popen(
+    when its input is closed). With `early`, it is kept for the first spawn_git of exactly
+    those arguments to take (see start_early)."""
+    key = (str(git_dir), tuple(args))
+    if not early and key in _early_spawned:
+        return _early_spawned.pop(key)
+    proc = subprocess.Popen(
         ["git", "--git-dir", str(git_dir), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    if early:
+        _early_spawned[key] = proc
+    return proc
 
 
 def is_ancestor(folder: Path, ancestor: str, commit: str) -> bool:

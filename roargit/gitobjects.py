@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from roargit.errors import GitFailed, RoarError
-from roargit.git import run_git, spawn_git
+from roargit.git import OBJECT_READER, run_git, spawn_git
 from roargit.structs import NamedTuple
 
 TREE_MODE = 0o40000
@@ -49,7 +49,7 @@ class ObjectReader:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
-            self._proc = spawn_git(["cat-file", "--batch-command"], self.git_dir)
+            self._proc = spawn_git(OBJECT_READER, self.git_dir)
         return self._proc
 
     def _ask(self, command: str, name: str) -> tuple[str, str, int] | None:

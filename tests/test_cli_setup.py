@@ -125,3 +125,41 @@ def test_unexpected_errors_leave_a_log(git_repo: Path) -> None:
     assert result.stderr.startswith("roar: internal error:")
     log = Path(result.stderr.rsplit("details in ", 1)[1].strip())
     assert "Traceback" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "true"],
+        ["run", "-q", "python", "train.py", "-q", "--json"],
+        ["run", "--json", "-q", "--", "-weird", "x"],
+        ["run", "--", "echo"],
+        ["run", "--quiet", "make", "all"],
+        ["build", "pip", "install", "-r", "requirements.txt"],
+        ["run", "@2", "--lr=0.001"],
+        ["run", "-h"],
+        ["run", "--jsn", "true"],
+        ["run", "-qq", "true"],
+        ["run"],
+        ["run", "-q"],
+        ["build", "--help"],
+    ],
+)
+def test_quick_record_args_agree_with_argparse(argv: list[str]) -> None:
+    """`roar run`'s argparse-free parse gives what argparse gives, or leaves it to argparse."""
+    from roargit.cli import build_parser, quick_record_args
+
+    quick = quick_record_args(argv)
+    if quick is None:
+        # Left to argparse: help, a flag `run` does not take, or no command at all.
+        assert argv in (["run", "-h"], ["run", "--jsn", "true"], ["run", "-qq", "true"],
+                        ["run"], ["run", "-q"], ["build", "--help"])  # fmt: skip
+        return
+    full = build_parser(argv[0]).parse_args(argv)
+    assert (quick.command, quick.quiet, quick.json, quick.chdir) == (
+        full.command,
+        full.quiet,
+        full.json,
+        full.chdir,
+    )
+    assert quick.func is full.func

@@ -8,16 +8,20 @@ heavy dependencies only when the command actually runs.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from roargit import __version__
 from roargit.errors import RoarError
 from roargit.pathguard import escape
+
+if TYPE_CHECKING:
+    import argparse
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
 COMMAND_MODULES = (
@@ -44,19 +48,22 @@ examples:
 Every command has --help with examples; query commands take --json."""
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32)
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    import argparse  # lazy: `roar run` parses its arguments without it (see quick_record_args)
+
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with `only`, just that command's (start-up time: building every
     command's parser and importing every command module would be paid by every command)."""
+    import argparse  # lazy: see help_formatter
+
     parser = argparse.ArgumentParser(
         prog="roar",
         description="Git-native lineage: record what each command read and wrote.",
         epilog=EPILOG,
-        formatter_class=HelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("--version", action="version", version=f"roar {__version__}")
     parser.add_argument(
@@ -122,7 +129,7 @@ def add_command(
         help=help,
         description=description or help,
         epilog="examples:\n" + examples.strip("\n"),
-        formatter_class=HelpFormatter,
+        formatter_class=help_formatter,
     )
     p.set_defaults(func=func)
     return p
@@ -130,6 +137,8 @@ def add_command(
 
 def command_names(parser: argparse.ArgumentParser) -> list[str]:
     """The subcommands `parser` knows, in --help order."""
+    import argparse  # lazy: see help_formatter
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return list(action.choices)
@@ -195,19 +204,60 @@ def _stdout_is_gone() -> bool:
         return False
 
 
+#: The commands `quick_record_args` may parse: they take these flags, then the command.
+RECORDING = ("run", "build")
+_RECORDING_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--json": "json"}
+
+
+def quick_record_args(args_list: Sequence[str]) -> SimpleNamespace | None:
+    """`roar run [-q] [--json] COMMAND…` as argparse would parse it, without argparse.
+
+    `roar run` is what users type most and its fixed cost is a budget (benchmarks/bench_run.py):
+    importing argparse and building the parser is some 4 ms of it. Anything else (help, an
+    unknown flag, a missing command) is left to argparse (None), which then answers as
+    always; tests/test_cli_setup.py holds the two parsers to the same results."""
+    if len(args_list) < 2 or args_list[0] not in RECORDING:
+        return None
+    flags = {"quiet": False, "json": False}
+    for i, word in enumerate(args_list[1:], start=1):
+        if word in _RECORDING_FLAGS:
+            flags[_RECORDING_FLAGS[word]] = True
+        elif word.startswith("-") and word != "--":
+            return None
+        else:
+            command = list(args_list[i:])
+            from roargit.cli.capture import cmd_build, cmd_run  # the module that registers them
+
+            func = cmd_run if args_list[0] == "run" else cmd_build
+            return SimpleNamespace(chdir=None, func=func, command=command, **flags)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list == ["--version"]:  # answered before any command module is imported
         print(f"roar {__version__}")
         return 0
+    quick = quick_record_args(args_list)
+    if quick is not None:
+        return _run_command(quick, None)
     first = next((a for a in args_list if not a.startswith("-")), None)
     direct = first if first in COMMAND_OF and args_list and args_list[0] == first else None
     parser = build_parser(direct)
     if first is not None and args_list[0] == first and first not in command_names(parser):
         print(unknown_command(first, command_names(parser)), file=sys.stderr)
         return 2
+    return _run_command(None, (parser, args_list))
+
+
+def _run_command(args: Any, parse: tuple[argparse.ArgumentParser, list[str]] | None) -> int:
+    """Parse (unless `args` came parsed: a quick_record_args namespace), run the command, and
+    turn its failures into one-line messages and exit statuses."""
     try:
-        args = parser.parse_args(args_list)
+        if args is None:
+            assert parse is not None
+            parser, args_list = parse
+            args = parser.parse_args(args_list)
         if args.chdir:
             try:
                 os.chdir(args.chdir)
@@ -220,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from_anywhere(args)
         if not getattr(args, "func", None):
-            parser.print_help()
+            assert parse is not None  # a quick parse always names its function
+            parse[0].print_help()
             return 0
         if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
             # lazy: only a terminal shows progress bars

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roargit.cli import add_command, report_bug
 from roargit.cli.output import (
@@ -20,6 +19,9 @@ from roargit.cli.output import (
     warn,
 )
 from roargit.errors import RoarError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
@@ -69,6 +71,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     # the modules below load on the other (git.start_early).
     for question in (list_args(paths), git.STATUS_TRACKED, git.LIST_UNTRACKED):
         git.start_early(question, paths.root)
+    git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True)  # the ledger's reader
     try:
         return _record_in(args, kind, paths, command)
     finally:
@@ -268,6 +271,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    import argparse  # lazy: `roar run` is parsed without it (cli.quick_record_args)
+
     for name, func, help_text, examples in (
         (
             "run",
