@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable, Iterable
 
@@ -347,6 +346,8 @@ def snapshot_tree(
     tmp_dir = paths.roar_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+    import shutil  # lazy: only a dirty tree's snapshot needs it (bz2 and lzma come with it)
+
     index = tmp_dir / f"index-{tag}"
     quarantine = tmp_dir / f"objects-{tag}"
     real_index = paths.git_dir / "index"
