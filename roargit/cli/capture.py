@@ -122,12 +122,14 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     except BrokenPipeError:
         # Whoever read roar's output has gone; the run is recorded and its status stands.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.hooks import after_run
+    settings = outcome.settings
+    if settings is not None and settings["roar.hooks.postrun"].value.strip():
+        # lazy: loaded when a post-run hook is configured
+        from roargit.hooks import after_run
 
-    hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
-    if hook_failed:
-        warn(hook_failed)
+        hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
+        if hook_failed:
+            warn(hook_failed)
     if outcome.signal is not None:
         return 128 + outcome.signal  # as a process ended by that signal would
     return outcome.record.exit_code
