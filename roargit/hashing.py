@@ -11,9 +11,11 @@ Cache design (all of it derived, rebuildable state):
   many processes (64 concurrent `roar run`s) read it without blocking and write it one
   transaction at a time. Each `hash_many` does one bulk lookup and at most one write
   transaction.
-- A row is trusted only if the packed stat key matches exactly. A row is *written* only if
-  the file's stat did not change while it was read, and if its ctime is older than the start
-  of the read by more than `racy_window_ns`. The second rule is git's "racy clean" problem:
+- A row is trusted only if the packed stat key matches exactly. A path with no row is not
+  stat-ed first: it is opened at once (O_NONBLOCK, so a FIFO cannot hang us) and its stat
+  taken from the open file. A row is *written* only if the file's stat did not change while
+  it was read, and if its ctime is older than the start of the read by more than
+  `racy_window_ns`. The second rule is git's "racy clean" problem:
   file timestamps have a coarse granularity (a kernel tick on ext4, a second on some network
   filesystems), so a same-size rewrite within one tick of our read would leave an identical
   stat key over different bytes. ctime rather than mtime because `utime` can move mtime into
@@ -54,6 +56,7 @@ from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
     import sqlite3
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 StrPath = Union[str, "os.PathLike[str]"]
 P = TypeVar("P", bound="str | os.PathLike[str]")
@@ -72,7 +75,7 @@ RETRIES = 2
 RACY_WINDOW_NS = 1_000_000_000
 
 _STAT_KEY = struct.Struct("<QQQqq")
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 _SCHEMA_VERSION = 3
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -119,10 +122,9 @@ def hash_file(path: StrPath) -> FileHash:
     and IsADirectoryError / OSError(EINVAL) for something that is not a regular file.
     """
     p = os.fspath(path)
-    for _ in range(RETRIES + 1):
-        result = _hash_path(p)
-        if result.stable:
-            return FileHash(result.digest, result.size)
+    result = _hash_stable(p)
+    if result.stable:
+        return FileHash(result.digest, result.size)
     raise FileChanged([p])
 
 
@@ -160,20 +162,39 @@ def _check_regular(st: os.stat_result, path: str) -> None:
     raise OSError(errno.EINVAL, "not a regular file", path)
 
 
-def _hash_path(path: str, before: os.stat_result | None = None) -> _Hashed:
-    """Hash one file; `before` is its stat if the caller just took one (saves an fstat)."""
+class _Deferred(Exception):
+    """`_hash_path` found a file bigger than it was asked to hash: `st` is its stat."""
+
+    def __init__(self, st: os.stat_result) -> None:
+        self.st = st
+
+
+def _hash_path(
+    path: str, before: os.stat_result | None = None, defer_from: int = sys.maxsize
+) -> _Hashed:
+    """Hash one file; `before` is its stat if the caller just took one (saves an fstat).
+    A file above `defer_from` bytes is not read: `_Deferred` is raised with its stat."""
     # This runs once per file of a big tree: it is kept flat on purpose. On small files the
-    # four system calls are most of the cost, so no other work is done per file that a
+    # five system calls are most of the cost, so no other work is done per file that a
     # batch could do once.
     started = time.time_ns()
-    # O_NONBLOCK: a path swapped for a FIFO between stat and open must not hang us.
-    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        # O_NONBLOCK: a FIFO must not hang us (with no `before`, the fstat below finds it);
+        # O_NOCTTY: nor a terminal become ours.
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if before is None and not isinstance(exc, FileNotFoundError):
+            # Say what it is, as a stat first would have (a socket fails with ENXIO).
+            _check_regular(os.stat(path), path)
+        raise
     try:
         if before is None:
             before = os.fstat(fd)
             if not stat_mod.S_ISREG(before.st_mode):
                 _check_regular(before, path)
         size = before.st_size
+        if size > defer_from:
+            raise _Deferred(before)
         if size <= SMALL_FILE:
             # One byte more than stat promised, so that growth shows up as a size mismatch.
             # (Never a fixed large buffer: os.read allocates what it is asked for.)
@@ -203,6 +224,20 @@ def _hash_path(path: str, before: os.stat_result | None = None) -> _Hashed:
         after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns
     )
     return _Hashed(raw, nread, key, stable, started, ctime)
+
+
+def _hash_stable(path: str, before: os.stat_result | None = None) -> _Hashed:
+    """`_hash_path`, re-read while the file changes under us (`RETRIES` times at most)."""
+    return _settle(path, _hash_path(path, before))
+
+
+def _settle(path: str, h: _Hashed) -> _Hashed:
+    """`h`, or `path` read again while it keeps changing (`RETRIES` times at most)."""
+    for _ in range(RETRIES):
+        if h.stable:
+            break
+        h = _hash_path(path)
+    return h
 
 
 def _drain(fd: int, head: bytes) -> bytes:
@@ -267,11 +302,11 @@ class HashCache:
     ) -> dict[P, FileHash]:
         """Digest and size of every path, keyed by the path objects given.
 
-        Unchanged files come from the cache without being read; the rest are hashed in a
-        thread pool (hashing pays across files on several cores) and written to the cache in
-        one transaction. With `missing_ok`, a path that does not exist (or vanishes before it
-        is read) is left out instead of raising FileNotFoundError. A file that keeps changing
-        while it is read raises `FileChanged` (after the others were cached).
+        Unchanged files come from the cache without being read; the rest are hashed (big ones
+        in a thread pool: hashing them pays across files on several cores) and written to the
+        cache in one transaction. With `missing_ok`, a path that does not exist (or vanishes
+        before it is read) is left out instead of raising FileNotFoundError. A file that keeps
+        changing while it is read raises `FileChanged` (after the others were cached).
 
         `keys`, when given, is filled with the stat key of each file in the result, by
         absolute path: `<QQQqq` of (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the
@@ -292,61 +327,46 @@ class HashCache:
         keys: dict[str, bytes] | None,
         errors: dict[P, OSError] | None = None,
     ) -> dict[P, FileHash]:
-        entries = self._stat_all(paths, missing_ok=missing_ok, errors=errors)
-        cached = self._select([e[1] for e in entries])
+        originals = list(paths)
+        abspaths = [_abspath(p) for p in originals]
+        cached = self._select(abspaths)
         result: dict[P, FileHash] = {}
-        todo: list[tuple[P, str, os.stat_result]] = []
+        failed: list[OSError] = []
+        # (path given, absolute path, its stat or None): a path the cache has no row for is
+        # not stat-ed first; `_hash_path` takes its stat from the open file.
+        todo: list[tuple[P, str, os.stat_result | None]]
         if cached:
+            todo = []
             pack = _STAT_KEY.pack
-            for original, abspath, st in entries:
+            stat, isreg = os.stat, stat_mod.S_ISREG  # hot loop: 100,000 turns
+            for original, abspath in zip(originals, abspaths, strict=True):
                 row = cached.get(abspath)
-                if row is not None and row[0] == (
-                    key := pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                ):
+                if row is None:
+                    todo.append((original, abspath, None))
+                    continue
+                try:
+                    st = stat(abspath)
+                    if not isreg(st.st_mode):
+                        _check_regular(st, abspath)
+                except OSError as exc:
+                    self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
+                    continue
+                key = pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if row[0] == key:
                     result[original] = FileHash(row[1], st.st_size)
                     if keys is not None:
                         keys[abspath] = key
                 else:
                     todo.append((original, abspath, st))
         else:
-            todo = entries  # a cold cache: nothing to compare
+            # nothing to compare
+            todo = [(o, a, None) for o, a in zip(originals, abspaths, strict=True)]
         self.stats.hits += len(result)
         self.stats.misses += len(todo)
-        if not todo:
-            return result
-
-        hashed, failed = self._hash_all([(a, st) for _, a, st in todo], missing_ok=missing_ok)
-        if errors is not None and failed:
-            by_path = {os.fspath(exc.filename): exc for exc in failed if exc.filename}
-            for original, abspath, _st in todo:
-                if abspath in by_path:
-                    errors[original] = by_path.pop(abspath)
-            failed = [exc for exc in failed if not exc.filename or exc.filename in by_path]
-        unstable: list[str] = []
-        rows: list[tuple[str, bytes, bytes]] = []
-        window = self.racy_window_ns
-        nbytes = seen = 0
-        for original, abspath, _st in todo:
-            h = hashed.get(abspath)
-            if h is None:
-                continue
-            seen += 1
-            nbytes += h.size
-            if not h.stable:
-                unstable.append(abspath)
-                continue
-            result[original] = FileHash(h.raw.hex(), h.size)
-            if keys is not None:
-                keys[abspath] = h.key
-            if h.ctime_ns < h.started_ns - window:
-                rows.append((abspath, h.key, h.raw))
-        self.stats.bytes_read += nbytes
-        self.stats.not_cached += seen - len(rows)  # changed while read, or too recent
-        self._insert(rows)
+        if todo:
+            self._hash_todo(todo, result, missing_ok, keys, errors, failed)
         if failed:
             raise failed[0]
-        if unstable:
-            raise FileChanged(unstable)
         return result
 
     def close(self) -> None:
@@ -392,48 +412,106 @@ class HashCache:
             out.append((original, abspath, st))
         return out
 
-    def _hash_all(
-        self, items: Sequence[tuple[str, os.stat_result]], *, missing_ok: bool
-    ) -> tuple[dict[str, _Hashed], list[OSError]]:
-        """Hash files (retrying those that change under us); collect, don't stop at, errors."""
-        hashed: dict[str, _Hashed] = {}
-        failed: list[OSError] = []
+    def _stat_failed(
+        self,
+        original: P,
+        abspath: str,
+        exc: OSError,
+        missing_ok: bool,
+        errors: dict[P, OSError] | None,
+        failed: list[OSError],
+    ) -> None:
+        """File an error about one path: skipped (missing), in `errors`, or to be raised."""
+        if isinstance(exc, FileNotFoundError):
+            if missing_ok:
+                return
+            exc = FileNotFoundError(errno.ENOENT, "no such file", abspath)
+        elif not exc.filename:  # read() names no file: `errors` callers want the path
+            exc = type(exc)(exc.errno, exc.strerror, abspath)
+        if errors is not None:
+            errors[original] = exc
+        else:
+            failed.append(exc)
 
-        def one(path: str, st: os.stat_result) -> None:
-            try:
-                h = _hash_path(path, st)
-                for _ in range(RETRIES):
-                    if h.stable:
-                        break
-                    h = _hash_path(path)
-                hashed[path] = h  # dict item assignment is atomic under the GIL
-            except FileNotFoundError as exc:  # vanished between stat and open
-                if not missing_ok:
-                    failed.append(exc if exc.filename else type(exc)(exc.errno, exc.strerror, path))
-            except OSError as exc:
-                # The path it is about, for `hash_many`'s `errors` (an error from read() has
-                # none).
-                failed.append(exc if exc.filename else type(exc)(exc.errno, exc.strerror, path))
+    def _hash_todo(
+        self,
+        todo: list[tuple[P, str, os.stat_result | None]],
+        result: dict[P, FileHash],
+        missing_ok: bool,
+        keys: dict[str, bytes] | None,
+        errors: dict[P, OSError] | None,
+        failed: list[OSError],
+    ) -> None:
+        """Hash `todo` into `result` and `keys`, cache what may be cached, and raise
+        `FileChanged` (after the caching) for files that kept changing while read."""
+        rows: list[tuple[str, bytes, bytes]] = []
+        unstable: list[str] = []
+        window = self.racy_window_ns
+        nbytes = seen = 0
+
+        def take(original: P, abspath: str, h: _Hashed) -> None:
+            nonlocal nbytes, seen
+            seen += 1
+            nbytes += h.size
+            if not h.stable:
+                unstable.append(abspath)
+                return
+            result[original] = FileHash(h.raw.hex(), h.size)
+            if keys is not None:
+                keys[abspath] = h.key
+            if h.ctime_ns < h.started_ns - window:
+                rows.append((abspath, h.key, h.raw))
 
         # Threads pay only where the GIL is released for long: reading and hashing big
         # files. For small files the per-file Python work holds the GIL, so more threads
         # hash them no faster; they stay on this thread, which works through them while the
-        # pool does the big ones.
-        big = [it for it in items if it[1].st_size > _POOL_FROM]
-        small = [it for it in items if it[1].st_size <= _POOL_FROM]
-        if len(big) < 2 or self.workers == 1:
-            for path, st in items:
-                one(path, st)
-            return hashed, failed
-        from concurrent.futures import ThreadPoolExecutor  # only big files need it: lazy
+        # pool does the big ones (from the second one found: one alone is not worth a pool).
+        big: list[tuple[P, str, os.stat_result]] = []
+        futures: list[tuple[P, str, Future[_Hashed]]] = []
+        pool: ThreadPoolExecutor | None = None
+        threads = self.workers > 1
+        try:
+            for original, abspath, st in todo:
+                try:
+                    h = _hash_path(abspath, st, _POOL_FROM)
+                    if not h.stable:
+                        h = _settle(abspath, h)
+                except _Deferred as deferred:
+                    big.append((original, abspath, deferred.st))
+                    if threads and len(big) > 1:
+                        if pool is None:
+                            from concurrent.futures import ThreadPoolExecutor  # lazy
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="roar-hash") as ex:
-            futures = [ex.submit(one, path, st) for path, st in big]
-            for path, st in small:
-                one(path, st)
-            for fut in futures:
-                fut.result()
-        return hashed, failed
+                            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="roar-hash")
+                        for o, a, s in big:
+                            futures.append((o, a, pool.submit(_hash_stable, a, s)))
+                        big.clear()
+                    continue
+                except OSError as exc:
+                    self.stats.misses -= 1
+                    self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
+                    continue
+                take(original, abspath, h)
+            for original, abspath, st in big:
+                try:
+                    take(original, abspath, _hash_stable(abspath, st))
+                except OSError as exc:
+                    self.stats.misses -= 1
+                    self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
+            for original, abspath, fut in futures:
+                try:
+                    take(original, abspath, fut.result())
+                except OSError as exc:
+                    self.stats.misses -= 1
+                    self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        self.stats.bytes_read += nbytes
+        self.stats.not_cached += seen - len(rows)  # changed while read, or too recent
+        self._insert(rows)
+        if unstable and not failed:
+            raise FileChanged(unstable)
 
     # -- the database --------------------------------------------------------------------
 

@@ -151,6 +151,56 @@ def test_missing_files(tmp_path: Path) -> None:
         cache.hash_many([tmp_path])
 
 
+def test_what_is_not_a_regular_file_is_named_so_with_or_without_a_row(tmp_path: Path) -> None:
+    """A path the cache has no row for is opened without a stat first: a FIFO must not hang
+    us, and a socket (which open refuses with ENXIO) is still 'not a regular file'."""
+    import socket
+
+    fifo, sock, ok = tmp_path / "fifo", tmp_path / "sock", write(tmp_path / "ok", b"ok")
+    os.mkfifo(fifo)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    try:
+        for racy in (0, hashing.RACY_WINDOW_NS):  # cached on the first turn, a row after
+            cache = HashCache(tmp_path / "state", racy_window_ns=racy)
+            errors: dict[Path, OSError] = {}
+            got = cache.hash_many([fifo, sock, ok, tmp_path, tmp_path / "gone"], errors=errors)
+            assert got == {ok: (blake3(b"ok").hexdigest(), 2)}
+            assert sorted(errors) == sorted([fifo, sock, tmp_path, tmp_path / "gone"])
+            assert "not a regular file" in str(errors[fifo])
+            assert "not a regular file" in str(errors[sock])
+            assert isinstance(errors[tmp_path], IsADirectoryError)
+            assert isinstance(errors[tmp_path / "gone"], FileNotFoundError)
+            for bad in (fifo, sock):
+                with pytest.raises(OSError, match="not a regular file"):
+                    cache.hash_many([ok, bad])
+        assert cache.stats.hits == 3  # the second turn read `ok` from its row, thrice
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_big_files_found_among_small_ones_are_hashed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Sizes are learnt only once a file is open: the big ones are handed to the pool (from
+    the second) or hashed after the small ones, and none is lost or hashed wrong."""
+    monkeypatch.setattr(hashing, "_POOL_FROM", 1000)
+    sizes = [10, 5000, 20, 3000, 0, 1001, 1000, 7]
+    files = [write(tmp_path / f"f{i}", os.urandom(n)) for i, n in enumerate(sizes)]
+    cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=workers)
+    keys: dict[str, bytes] = {}
+    got = cache.hash_many([*files, tmp_path / "gone"], missing_ok=True, keys=keys)
+    assert list(got) == files or set(got) == set(files)
+    for f in files:
+        assert got[f] == (blake3(f.read_bytes()).hexdigest(), f.stat().st_size)
+        assert keys[str(f)] == hashing._stat_key(f.stat())
+    assert (cache.stats.misses, cache.stats.bytes_read) == (len(files), sum(sizes))
+    again = HashCache(tmp_path / "state", racy_window_ns=0, workers=workers)
+    assert again.hash_many(files) == got
+    assert again.stats.hits == len(files)
+
+
 _WORKER = """
 import json, sys
 from roargit.hashing import HashCache
