@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from roargit import records
+from roargit import index_cache, records
 from roargit.codec import record_id
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
@@ -334,19 +334,32 @@ class Ledger:
         view = self._current()
         if view is None or not _plain(session_id):
             return []
-        buckets = [(*where, b) for b in view.names(where) if b != "session"]
-        ids: list[RunId] = []
-        indexed: set[str] = set()
-        for names in view.names_many(buckets):
-            for n in names:
-                if n.startswith("i."):
-                    indexed.add(n[2:])
-                elif _plain(n):
-                    ids.append(RunId(n))
-        wanted = [r for r in ids if r in indexed]
-        blobs = view.blobs([(*where, r[:2], f"i.{r}") for r in wanted])
+        # Buckets whose tree this clone has decoded before come from its cache (a run adds
+        # one entry: one bucket is read, not the whole session; index_cache.py).
+        roar_dir = self.paths.roar_dir
+        kept = index_cache.load(roar_dir, SessionId(session_id))
+        listing = [(b, oid) for b, oid in view.listing(where) if b != "session"]
+        todo = [b for b, oid in listing if oid not in kept]
+        fresh = dict(zip(todo, self._index_buckets(view, where, todo), strict=True))
+        buckets = {oid: kept[oid] if oid in kept else fresh[b] for b, oid in listing}
+        if todo or len(buckets) != len(kept):
+            index_cache.save(roar_dir, SessionId(session_id), buckets)
+        return [pair for bucket in buckets.values() for pair in bucket]
+
+    def _index_buckets(
+        self, view: Pygit2View | CatFileView, where: tuple[str, ...], names: list[str]
+    ) -> list[index_cache.Bucket]:
+        """Each named bucket of a session's index, read from the ledger: its runs, each with
+        its index entry or None (see session_index)."""
+        session_id = where[-1]
+        out: list[index_cache.Bucket] = []
+        listed = view.names_many([(*where, b) for b in names])
+        wanted = [
+            (b, n[2:]) for b, ns in zip(names, listed, strict=True) for n in ns if n[:2] == "i."
+        ]
+        blobs = view.blobs([(*where, b, f"i.{r}") for b, r in wanted])
         found: dict[str, records.StepIndex] = {}
-        for rid, data in zip(wanted, blobs, strict=True):
+        for (_, rid), data in zip(wanted, blobs, strict=True):
             if data is None:
                 continue
             try:
@@ -355,7 +368,10 @@ class Ledger:
                 continue
             if entry.run == rid and entry.session == session_id:
                 found[rid] = entry
-        return [(rid, found.get(rid)) for rid in ids]
+        for ns in listed:
+            runs = [RunId(n) for n in ns if not n.startswith("i.") and _plain(n)]
+            out.append([(r, found.get(r)) for r in runs])
+        return out
 
     def history(self) -> Iterator[list[str]]:
         """The record ids each ledger commit added (from its message), newest commit first,

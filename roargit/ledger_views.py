@@ -58,6 +58,11 @@ class Pygit2View:
         obj = self.lookup(parts)
         return None if obj is None else str(obj.id)
 
+    def listing(self, parts: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(name, object id) of each entry under the folder `parts`."""
+        obj = self.lookup(parts)
+        return [] if obj is None or obj.type != GIT_TREE else [(e.name, str(e.id)) for e in obj]
+
     def blobs(self, many: Sequence[tuple[str, ...]]) -> list[bytes | None]:
         return [self.blob(parts) for parts in many]
 
@@ -84,6 +89,13 @@ class CatFileView:
     def entry(self, parts: tuple[str, ...]) -> str | None:
         found = self.reader.info(f"{self.tip}:{'/'.join(parts)}")
         return None if found is None else found[0]
+
+    def listing(self, parts: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(name, object id) of each entry under the folder `parts`."""
+        obj = self.reader.read(f"{self.tip}:{'/'.join(parts)}")
+        if obj is None or obj.type != "tree":
+            return []
+        return [(name, oid) for _, name, oid in tree_entries(obj.data, self.width)]
 
     def blobs(self, many: Sequence[tuple[str, ...]]) -> list[bytes | None]:
         """`blob` of each, in one pipelined exchange (`ObjectReader.read_many`)."""

@@ -207,3 +207,48 @@ def test_edits_of_wide_fan_out_trees_stay_canonical(git_repo: Path, fast_start: 
     for h in shared[:3]:
         assert sorted(fresh.artifact_runs(h)[1]) == sorted(ids)
     assert sorted(fresh.session_runs(SESSION)) == sorted(ids)
+
+
+def test_decoded_buckets_are_kept_and_only_a_changed_bucket_is_read_again(
+    git_repo: Path,
+) -> None:
+    """index_cache: a run adds one entry, so a reader reads one bucket from git, not the
+    session; a damaged or missing cache is rebuilt and never changes the answer."""
+    from roargit import index_cache
+
+    paths = find_repo(git_repo)
+    led = Ledger(paths)
+    ids = [led.append_run(make_run(i, outputs=(hexid(i),), session=SESSION)) for i in range(40)]
+
+    def answer(fast_start: bool) -> list[tuple[RunId, StepIndex | None]]:
+        return sorted(Ledger(paths, fast_start=fast_start).session_index(SESSION))
+
+    truth = answer(True)  # no cache yet: read from git, then kept
+    assert sorted(rid for rid, _ in truth) == sorted(ids)
+    kept = index_cache.load(paths.roar_dir, SESSION)
+    assert sum(len(b) for b in kept.values()) == 40
+    assert answer(False) == truth  # from the cache, through either view
+
+    reads: list[str] = []
+    real = Ledger._index_buckets
+
+    def counting(self: Ledger, view: Any, where: tuple[str, ...], names: list[str]) -> Any:
+        reads.extend(names)
+        return real(self, view, where, names)
+
+    new = led.append_run(make_run(99, outputs=(hexid(99),), session=SESSION))
+    try:
+        Ledger._index_buckets = counting  # type: ignore[method-assign]
+        after = answer(True)
+    finally:
+        Ledger._index_buckets = real  # type: ignore[method-assign]
+    assert reads == [new[:2]]  # the one bucket the new run changed
+    assert sorted(rid for rid, _ in after) == sorted([*ids, new])
+    assert dict(after)[new] == StepIndex.of_run(new, led.run(new))
+
+    cache_file = paths.roar_dir / "session-index" / SESSION
+    for damage in (b"", b"\x93\x01", os.urandom(200), cache_file.read_bytes()[:-7]):
+        cache_file.write_bytes(damage)
+        assert answer(True) == after
+    cache_file.unlink()
+    assert answer(True) == after and cache_file.exists()

@@ -1,0 +1,67 @@
+"""This clone's cache of decoded session-index buckets, so that a run's cost does not grow
+with the number of runs before it in its session.
+
+A session's index lies in the ledger as `sessions/<ab>/<S>/<cd>/i.<R>`, one small entry a
+run, in up to 256 buckets by run id. Numbering a new run needs every entry; reading them
+from git costs a tree and a blob a run (a 200-run session: some 8 ms of each `roar run`).
+A run adds one entry, so it changes one bucket: each bucket's decoded entries are kept here
+under the bucket's tree id, and only a bucket whose id is not known is read from git.
+
+A tree id names its content, so a kept bucket is never stale; the file is derived state
+(`.git/roar/session-index/<S>`), rebuilt from the ledger when missing, damaged or of
+another version. It holds entries as this clone decoded and checked them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from roargit.records import RunId, SessionId, StepIndex
+
+_VERSION = 1
+#: (run id, its entry's fields or None where it has no usable one), in the bucket's order.
+Bucket = list[tuple[RunId, "StepIndex | None"]]
+
+
+def _file(roar_dir: Path, session_id: SessionId) -> Path:
+    return roar_dir / "session-index" / session_id
+
+
+def load(roar_dir: Path, session_id: SessionId) -> dict[str, Bucket]:
+    """The kept buckets by tree id; empty when there are none that can be used."""
+    try:
+        data = _file(roar_dir, session_id).read_bytes()
+        version, kept = msgpack.unpackb(data, use_list=False)
+        if version != _VERSION:
+            return {}
+        return {
+            oid: [
+                (RunId(rid), None if fields is None else StepIndex(*fields))
+                for rid, fields in bucket
+            ]
+            for oid, bucket in kept.items()
+        }
+    except (OSError, ValueError, TypeError, msgpack.UnpackException):
+        return {}
+
+
+def save(roar_dir: Path, session_id: SessionId, buckets: dict[str, Bucket]) -> None:
+    """Keep `buckets` (those of the session's current tree), replacing what was kept. A
+    cache that cannot be written costs the next run a read from git, never the run."""
+    kept: dict[str, Any] = {
+        oid: [(rid, None if e is None else tuple(e)) for rid, e in bucket]
+        for oid, bucket in buckets.items()
+    }
+    path = _file(roar_dir, session_id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(msgpack.packb((_VERSION, kept)))
+        os.replace(tmp, path)  # concurrent runs: the last one's whole file wins
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
