@@ -11,6 +11,10 @@ Cache design (all of it derived, rebuildable state):
   many processes (64 concurrent `roar run`s) read it without blocking and write it one
   transaction at a time. Each `hash_many` does one bulk lookup and at most one write
   transaction.
+- One row per folder holds the entries of the files in it (SQLite's cost is per row, and a
+  run reads and writes files by the folder). A write merges into the folder's row inside
+  its write transaction, so concurrent writers to one folder lose nothing. Entries of files
+  since deleted stay until their folder's row is damaged or the schema changes.
 - A row is trusted only if the packed stat key matches exactly. A path with no row is not
   stat-ed first: it is opened at once (O_NONBLOCK, so a FIFO cannot hang us) and its stat
   taken from the open file. A row is *written* only if the file's stat did not change while
@@ -76,7 +80,7 @@ RACY_WINDOW_NS = 1_000_000_000
 
 _STAT_KEY = struct.Struct("<QQQqq")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 # Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
@@ -539,6 +543,8 @@ class HashCache:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
         # the lock up front (honouring the busy timeout) instead of failing on upgrade.
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # A damaged value may read back as TEXT, and not UTF-8: as bytes, the crc tells.
+        db.text_factory = bytes
         try:
             db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL loses at most the last transactions on power loss, never
@@ -549,15 +555,18 @@ class HashCache:
                 db.execute("BEGIN IMMEDIATE")
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version != _SCHEMA_VERSION:
-                    db.execute("DROP TABLE IF EXISTS files")
+                    db.execute("DROP TABLE IF EXISTS files")  # schema 3 and before
+                    db.execute("DROP TABLE IF EXISTS dirs")
                     db.execute(
-                        # path: the file-system encoding of the name (names need not be
-                        # UTF-8). val: the 40-byte stat key then the 32-byte digest, one
-                        # column because each column costs on a 100k-row read. crc guards
-                        # each row from a damaged page that still parses (SQLite has no
-                        # page checksums).
-                        "CREATE TABLE files (path BLOB PRIMARY KEY, val BLOB NOT NULL,"
-                        " crc INTEGER NOT NULL) WITHOUT ROWID"
+                        # One row a folder, not a file: SQLite's cost is per row, and a run
+                        # reads and writes files by the folder. dir: the file-system
+                        # encoding of the folder's path (names need not be UTF-8). names:
+                        # its files' names joined by NUL. vals: per name, in that order,
+                        # the 40-byte stat key then the 32-byte digest. crc guards each row
+                        # from a damaged page that still parses (SQLite has no page
+                        # checksums).
+                        "CREATE TABLE dirs (dir BLOB PRIMARY KEY, names BLOB NOT NULL,"
+                        " vals BLOB NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID"
                     )
                     db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 db.execute("COMMIT")
@@ -605,19 +614,34 @@ class HashCache:
             return {}
 
     def _insert(self, rows: list[tuple[str, bytes, bytes]]) -> None:
+        """Remember (absolute path, stat key, digest) `rows`, merged into their folders'."""
         if not rows:
             return
         import sqlite3  # as in _connect: only a run that hashes loads it
 
+        fresh: dict[str, dict[str, bytes]] = {}
+        for path, key, digest in rows:
+            folder, _, name = path.rpartition("/")
+            entries = fresh.get(folder)
+            if entries is None:
+                fresh[folder] = entries = {}
+            entries[name] = key + digest
+        by_dir = {_fsencode(folder): entries for folder, entries in fresh.items()}
         try:
             db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")  # the merge reads what is there under the lock
             try:
-                # Sorted: B-tree inserts in key order touch each page once (-25% measured).
-                db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
-                    sorted(_row(path, key, digest) for path, key, digest in rows),
-                )
+                for bdir, names, vals in _sound_rows(db, by_dir)[0]:
+                    merged = dict(zip(names, _split_vals(vals), strict=True))
+                    merged.update(by_dir[bdir])
+                    by_dir[bdir] = merged
+                out = []
+                # Sorted: B-tree inserts in key order touch each page once.
+                for bdir, entries in sorted(by_dir.items()):
+                    bnames = "\0".join(entries).encode(_FS_ENCODING, _FS_ERRORS)
+                    vals = b"".join(entries.values())
+                    out.append((bdir, bnames, vals, _crc(bdir, bnames, vals)))
+                db.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?)", out)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -649,60 +673,87 @@ def _fsencode(path: str) -> bytes:
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
-def _row(path: str, key: bytes, digest: bytes) -> tuple[bytes, bytes, int]:
-    bpath = _fsencode(path)
-    val = key + digest
-    return bpath, val, zlib.crc32(val, zlib.crc32(bpath))
-
-
 _ROW_LEN = _STAT_KEY.size + 32
+
+
+def _crc(bdir: bytes, bnames: bytes, vals: bytes) -> int:
+    return zlib.crc32(vals, zlib.crc32(bnames, zlib.crc32(bdir)))
+
+
+def _split_vals(vals: bytes) -> list[bytes]:
+    return [vals[i : i + _ROW_LEN] for i in range(0, len(vals), _ROW_LEN)]
+
+
+def _sound_rows(
+    db: sqlite3.Connection, want: Mapping[bytes, object]
+) -> tuple[list[tuple[bytes, list[str], bytes]], int]:
+    """The rows of the folders in `want` as (dir, names, vals), and how many were damaged."""
+    out = []
+    damaged = 0
+    for bdir, bnames, vals, crc in _candidate_rows(db, want):
+        if bdir not in want:
+            continue
+        names = bnames.decode(_FS_ENCODING, _FS_ERRORS).split("\0")
+        if len(vals) != _ROW_LEN * len(names) or _crc(bdir, bnames, vals) != crc:
+            damaged += 1
+            continue
+        out.append((bdir, names, vals))
+    return out, damaged
 
 
 def _select_rows(
     db: sqlite3.Connection, abspaths: Sequence[str]
 ) -> tuple[dict[str, tuple[bytes, str]], int]:
     """Rows for `abspaths` as {path: (stat key, hex digest)}, and how many were damaged."""
-    want = {_fsencode(p): p for p in abspaths}
+    if db.execute("SELECT 1 FROM dirs LIMIT 1").fetchone() is None:
+        return {}, 0  # a new cache: spare the grouping below
+    # {folder: [(name, path)]}
+    want: dict[str, list[tuple[str, str]]] = {}
+    for path in abspaths:
+        folder, _, name = path.rpartition("/")
+        pairs = want.get(folder)
+        if pairs is None:
+            want[folder] = [(name, path)]
+        else:
+            pairs.append((name, path))
+    by_dir = {_fsencode(folder): pairs for folder, pairs in want.items()}
     found: dict[str, tuple[bytes, str]] = {}
-    damaged = 0
-    crc32 = zlib.crc32
     klen = _STAT_KEY.size
-    for bpath, val, crc in _candidate_rows(db, want):
-        path = want.get(bpath)
-        if path is None:
-            continue
-        if len(val) != _ROW_LEN or crc32(val, crc32(bpath)) != crc:
-            damaged += 1
-            continue
-        found[path] = (val[:klen], val[klen:].hex())
+    rows, damaged = _sound_rows(db, by_dir)
+    for bdir, cached, vals in rows:
+        at = dict(zip(cached, range(0, len(vals), _ROW_LEN), strict=True))
+        for name, path in by_dir[bdir]:
+            i = at.get(name)
+            if i is not None:
+                found[path] = (vals[i : i + klen], vals[i + klen : i + _ROW_LEN].hex())
     return found, damaged
 
 
-def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, str]) -> Iterable[Any]:
-    """Rows that include those for `want`'s paths, fetched the cheapest way measured.
+def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, object]) -> Iterable[Any]:
+    """Rows that include those for `want`'s folders, fetched the cheapest way measured.
 
     A scan of the whole table is cheapest when the request is most of it; otherwise range
-    scans over the sorted request, cheaper than `path IN (...)` lists (SQLite sorts each
-    list), which are cheaper than one query a path. Ranges may also return cached paths that
-    sort between the requested ones -- LIMIT caps that, and a range that hits it (a request
-    sparse among many cached files) falls back to IN for its paths.
+    scans over the sorted request, cheaper than `dir IN (...)` lists (SQLite sorts each
+    list), which are cheaper than one query a folder. Ranges may also return cached folders
+    that sort between the requested ones -- LIMIT caps that, and a range that hits it (a
+    request sparse among many cached folders) falls back to IN for its folders.
     """
     if len(want) >= 5000:
-        (count,) = db.execute("SELECT count(*) FROM files").fetchone()
+        (count,) = db.execute("SELECT count(*) FROM dirs").fetchone()
         if count <= 2 * len(want):
-            return db.execute("SELECT path, val, crc FROM files")
+            return db.execute("SELECT dir, names, vals, crc FROM dirs")
     wanted = sorted(want)
     rows: list[Any] = []
     for i in range(0, len(wanted), _RANGE):
         part = wanted[i : i + _RANGE]
         limit = 4 * len(part) + 64
         got = db.execute(
-            "SELECT path, val, crc FROM files WHERE path BETWEEN ? AND ? LIMIT ?",
+            "SELECT dir, names, vals, crc FROM dirs WHERE dir BETWEEN ? AND ? LIMIT ?",
             (part[0], part[-1], limit),
         ).fetchall()
         if len(got) == limit:
             marks = ",".join("?" * len(part))
-            query = f"SELECT path, val, crc FROM files WHERE path IN ({marks})"
+            query = f"SELECT dir, names, vals, crc FROM dirs WHERE dir IN ({marks})"
             got = db.execute(query, part).fetchall()
         rows += got
     return rows

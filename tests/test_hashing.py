@@ -90,6 +90,23 @@ def test_results_are_keyed_by_the_paths_given(
     assert cache.stats.hits == 1  # one entry, by absolute path
 
 
+def test_a_folder_row_keeps_what_each_call_added(tmp_path: Path) -> None:
+    """Rows are per folder: each write merges into what is there, replacing only its files."""
+    a, b, c = (write(tmp_path / n, n.encode()) for n in "abc")
+    (tmp_path / "sub").mkdir()
+    other = write(tmp_path / "sub" / "d", b"d")
+    state = tmp_path / "state"
+    HashCache(state, racy_window_ns=0).hash_many([a])
+    HashCache(state, racy_window_ns=0).hash_many([b, c, other])
+    write(b, b"a longer b")
+    HashCache(state, racy_window_ns=0).hash_many([b])
+    cache = HashCache(state, racy_window_ns=0)
+    got = cache.hash_many([a, b, c, other])
+    assert (cache.stats.hits, cache.stats.misses) == (4, 0)
+    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in got}
+    assert len(got) == 4
+
+
 def test_changed_file_is_rehashed(tmp_path: Path) -> None:
     f = write(tmp_path / "f", b"one")
     cache = HashCache(tmp_path / "state", racy_window_ns=0)
@@ -273,18 +290,41 @@ def test_unusable_cache_location_still_hashes(tmp_path: Path) -> None:
     assert cache.stats.cache_errors >= 1
 
 
-def test_damaged_row_that_still_parses_is_not_trusted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # a flipped bit in a digest
+        pytest.param(lambda vals: bytes([*vals[:-1], vals[-1] ^ 1]), id="bit"),
+        # a value that now reads as TEXT, and not even UTF-8 (SQLite's || makes text)
+        pytest.param(lambda vals: vals[:40].decode("latin-1") + "\xff", id="text"),
+    ],
+)
+def test_damaged_row_that_still_parses_is_not_trusted(
+    tmp_path: Path, damage: Callable[[bytes], object]
+) -> None:
     import sqlite3
 
-    f = write(tmp_path / "f", b"content")
+    f, g = write(tmp_path / "f", b"content"), write(tmp_path / "g", b"other")
     state = tmp_path / "state"
     with HashCache(state, racy_window_ns=0) as cache:
-        truth = cache.hash_file(f)
-    with sqlite3.connect(state / HashCache.FILENAME) as db:  # a flipped bit in a digest
-        db.execute("UPDATE files SET val = substr(val, 1, 40) || zeroblob(32)")
+        truth = cache.hash_many([f, g])
+    with sqlite3.connect(state / HashCache.FILENAME) as db:
+        ((vals,),) = db.execute("SELECT vals FROM dirs").fetchall()
+        bad = damage(vals)
+        if isinstance(bad, str):
+            bad = bad.encode("latin-1")
+            db.execute("UPDATE dirs SET vals = CAST(? AS TEXT)", (bad,))
+        else:
+            db.execute("UPDATE dirs SET vals = ?", (bad,))
     with HashCache(state, racy_window_ns=0) as cache:
-        assert cache.hash_file(f) == truth
+        assert cache.hash_file(f) == truth[f]
         assert (cache.stats.misses, cache.stats.cache_errors) == (1, 1)
+    with HashCache(state, racy_window_ns=0) as cache:  # the damaged row was replaced
+        assert cache.hash_many([f, g]) == truth
+        assert (cache.stats.hits, cache.stats.misses) == (1, 1)
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_many([f, g]) == truth
+        assert cache.stats.hits == 2
 
 
 def test_names_that_are_not_utf8(tmp_path: Path) -> None:
@@ -301,15 +341,16 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
     "pick",
     [
         pytest.param(lambda ps: ps[:3], id="few"),
-        pytest.param(lambda ps: ps[::10], id="sparse-among-many"),  # ranges hit LIMIT
-        pytest.param(lambda ps: ps[:9000], id="most-of-the-table"),  # whole-table scan
-        pytest.param(lambda ps: [*ps[::2], "/nowhere"], id="half-plus-unknown"),
+        pytest.param(lambda ps: ps[::20], id="sparse-among-many"),  # ranges hit LIMIT
+        pytest.param(lambda ps: ps[:11000], id="most-of-the-table"),  # whole-table scan
+        pytest.param(lambda ps: [*ps[::2], "/nowhere", "/x"], id="half-plus-unknown"),
     ],
 )
 def test_every_lookup_strategy_finds_the_same_rows(
     tmp_path: Path, pick: Callable[[list[str]], list[str]]
 ) -> None:
-    paths = [f"/data/{d:03}/file-{i:04}" for d in range(40) for i in range(300)]
+    # The strategies choose by the number of folders asked about and cached.
+    paths = [f"/data/{d:04}/file-{i}" for d in range(6000) for i in range(2)]
     rows = [(p, os.urandom(40), blake3(p.encode()).digest()) for p in paths]
     with HashCache(tmp_path / "state") as cache:
         cache._insert(rows)
