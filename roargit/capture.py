@@ -23,7 +23,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,10 +52,18 @@ from roargit.records import (
 )
 from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
-from roargit.rules import is_startup_file, system_paths
+from roargit.rules import is_startup_file, none_is_noise, system_paths
 from roargit.stdio import Redirect, with_redirects
 from roargit.structs import NamedTuple
-from roargit.trace import LOG_PREFIX, FileAccess, Terminations, Trace, run_traced
+from roargit.trace import (
+    LOG_PREFIX,
+    Accesses,
+    FileAccess,
+    FileGroup,
+    Terminations,
+    Trace,
+    run_traced,
+)
 
 if TYPE_CHECKING:
     from roargit.uploads import Stored
@@ -136,7 +144,23 @@ def sort_accesses(
     inner = any(root.startswith(g) for g in git_prefixes)
     own_git = root_slash + ".git/"
 
-    noise = system_paths(files, home, ignore)
+    # A folder's group of paths that the trace gave one access (trace.Accesses) is sorted at
+    # once where none of them can be a special case below; the others go path by path.
+    items: Iterable[tuple[str, FileAccess]] = files.items()
+    every: Iterable[str] = files
+    plain: list[FileGroup] = []
+    if isinstance(files, Accesses):
+        single, by_path = files.single, []
+        git_parents = {os.path.dirname(g) for g in git_dirs}
+        for g in files.groups:
+            if _plain_group(g, root_slash, git_prefixes, git_parents, home, ignore):
+                plain.append(g)
+            else:
+                fields = g.fields
+                by_path.extend([(p, FileAccess(p, *fields)) for p in g.paths])
+        items = [*single.items(), *by_path]
+        every = [p for p, _ in items]
+    noise = system_paths(every, home, ignore)
     inputs: list[str] = []
     outputs: list[str] = []
     code_reads: list[str] = []
@@ -166,7 +190,7 @@ def sort_accesses(
     # not a use of those distributions, so they are dropped before packages are named.
     startup: set[str] = set()
     candidates: list[tuple[int, FileAccess]] = []
-    for i, (p, a) in enumerate(files.items()):
+    for i, (p, a) in enumerate(items):
         if a.temporary:
             continue
         if (p.startswith(git_prefixes) or p in git_dirs) and not (
@@ -198,12 +222,49 @@ def sort_accesses(
                         executed.add(p[cut:])
                 else:
                     place(i, a)  # the warning
+    for g in plain:  # regular files inside the repo, none special: as the loop above sorts them
+        _read, written, created = g.fields[:3]
+        if written or created:
+            outputs.extend(g.paths)
+        elif _read:
+            inputs.extend(g.paths)
+            rel = g.folder[cut:] + "/"
+            start = len(g.folder) + 1
+            code_reads.extend([rel + p[start:] for p in g.paths])
     packages, package_files = packages_for_paths([a.path for _, a in candidates], code_roots=[root])
     for i, a in candidates:
         if a.path not in package_files and a.path not in noise:
             place(i, a)
     warnings = [w for _, w in sorted(warned)]
     return Sorted(inputs, outputs, code_reads, executed, packages, warnings)
+
+
+#: Substrings that make a path a case of its own in `sort_accesses` (git's, a start-up file, a
+#: package candidate), searched in a group's joined paths (see rules.none_is_noise).
+_SPECIAL_PARTS = (
+    "/_distutils_hack/", "/__editable__", "/libpython", ".pth\0", "-packages/", "/bin/", ".egg",
+)  # fmt: skip
+
+
+def _plain_group(
+    g: FileGroup,
+    root_slash: str,
+    git_prefixes: tuple[str, ...],
+    git_parents: set[str],
+    home: str,
+    ignore: Sequence[str],
+) -> bool:
+    """Whether every path of `g` is a regular file inside the repo that `sort_accesses` would
+    take as data, by tests made on the folder and on the joined paths once."""
+    if not g.fields[8] or g.fields[4] or ignore:  # not regular, executed; globs match per path
+        return False
+    folder_slash = g.folder + "/"
+    if not folder_slash.startswith(root_slash) or folder_slash.startswith(git_prefixes):
+        return False
+    if g.folder in git_parents:
+        return False  # a path of the group might be a git dir itself
+    joined = "\0".join(g.paths) + "\0"
+    return not any(s in joined for s in _SPECIAL_PARTS) and none_is_noise(g.folder, joined, home)
 
 
 def hash_settled(

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,8 +24,9 @@ from roargit import peers
 from roargit.errors import RoarError, TracerUnavailable
 from roargit.structs import NamedTuple
 
-LOG_VERSION = 3  # 2: the shim (start has a SHIM field; records after `end` are ignored)
+LOG_VERSION = 4  # 2: the shim (start has a SHIM field; records after `end` are ignored)
 # 3: the summary (`file` records: one per path, the bits of its `open` records OR-ed)
+# 4: `files` records (a folder's paths with the same bits and state, on one line)
 MODE_PTRACE = "ptrace"
 MODE_FALLBACK = "fallback"
 _TRACER_FAILED = 125  # the tracer's own failure status (see roar-trace.c)
@@ -73,13 +74,55 @@ class Process(NamedTuple):
     exit_code: int | None = None  # 128 + signal when killed; None when it outlived the trace
 
 
+class FileGroup(NamedTuple):
+    """Paths of one folder that a summary's `files` record gives the same access: each one's
+    FileAccess is (path, *fields)."""
+
+    folder: str
+    paths: list[str]
+    fields: tuple[Any, ...]
+
+
+class Accesses(Mapping[str, FileAccess]):
+    """`Trace.files` of a run whose summary had `files` records: the paths of those are kept
+    as groups (`groups`), and their FileAccess objects made only when the mapping is read path
+    by path. A consumer that handles a group at once (capture.sort_accesses) reads `single`
+    and `groups` instead: a big run then makes no object per path."""
+
+    def __init__(self, single: dict[str, FileAccess], groups: list[FileGroup]) -> None:
+        self.single = single
+        self.groups = groups
+        self._all: dict[str, FileAccess] | None = None
+
+    def _flat(self) -> dict[str, FileAccess]:
+        if self._all is None:
+            flat = dict(self.single)
+            for g in self.groups:
+                fields = g.fields
+                flat.update([(p, _new_tuple(FileAccess, (p, *fields))) for p in g.paths])
+            self._all = flat
+        return self._all
+
+    def __getitem__(self, path: str) -> FileAccess:
+        return self._flat()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __len__(self) -> int:
+        return len(self.single) + sum(len(g.paths) for g in self.groups)
+
+    def __repr__(self) -> str:
+        return f"Accesses({self._flat()!r})"
+
+
 class Trace(NamedTuple):
     mode: str  # MODE_PTRACE or MODE_FALLBACK
     complete: bool  # False: some accesses may be missing; `warnings` says why
     exit_code: int  # the command's status, 128 + signal if it was killed
     signal: int | None
     interrupted: bool  # the command was sent SIGINT (Ctrl-C)
-    files: dict[str, FileAccess]
+    files: Mapping[str, FileAccess]  # a dict, or Accesses where the summary grouped paths
     processes: tuple[Process, ...]
     warnings: tuple[str, ...]
     leftover: tuple[int, ...] = ()  # pids still running when the trace ended
@@ -216,6 +259,11 @@ def _file_template(bits: int, state: bytes) -> tuple[Any, ...] | None:
 
 
 _new_tuple = tuple.__new__
+_KEY_HEX = 80  # a STAT key: 40 bytes in hex
+
+
+def _key_at(n: int) -> range:
+    return range(0, n, _KEY_HEX)
 
 
 def _parse(
@@ -225,6 +273,7 @@ def _parse(
     states: dict[str, str] | None = None,
     direct: dict[str, FileAccess] | None = None,
     keys: dict[str, bytes] | None = None,
+    groups: list[FileGroup] | None = None,
 ) -> tuple[TraceLog, list[_Row]]:
     """parse_log, with the events as rows and `TraceLog.events` left empty.
 
@@ -235,7 +284,9 @@ def _parse(
     with `direct`, those of regular files and symlinks become FileAccess objects there at
     once (`_classify` merges in what other records did to the same paths): a big run's
     per-path work, done once, a line at a time. `keys` gets the STAT field of those records
-    (by path, as it is; not for a path the reader normalised)."""
+    (by path, as it is; not for a path the reader normalised). With `groups` (and `direct`),
+    a `files` record whose paths `direct` would take becomes one FileGroup there; otherwise
+    its paths are read as `file` records would be."""
     if summarized is None:
         summarized = opens if opens is not None else {}
     if states is None:
@@ -289,6 +340,32 @@ def _parse(
                         continue
                 summarized[path] = summarized.get(path, 0) | int(f[1])
                 states[path] = _STATE_OF[f[2]]
+            elif kind == b"files":  # BITS STATE DIR KEYS NAME...: a folder's paths at once
+                if b"%" in line or b"/." in line or b"//" in line or b" ." in line:
+                    raise ValueError("a `files` path is escaped or not normal")
+                folder = f[3].decode(_FS_ENCODING, _FS_ERRORS)
+                pre = folder + "/"
+                names = line.split(b" ", 5)[5].decode(_FS_ENCODING, _FS_ERRORS).split(" ")
+                paths = [pre + n for n in names]
+                kt = f[4]
+                if kt != b"-":
+                    if len(kt) != _KEY_HEX * len(paths):
+                        raise ValueError("one STAT key a path")
+                    if keys is not None:
+                        cuts = [kt[i : i + _KEY_HEX] for i in _key_at(len(kt))]
+                        keys.update(zip(paths, cuts, strict=True))
+                key = f[1] + f[2]
+                if key in templates:
+                    tpl = templates[key]
+                else:
+                    tpl = templates[key] = _file_template(int(f[1]), f[2])
+                if groups is not None and direct is not None and tpl is not None:
+                    groups.append(FileGroup(folder, paths, tpl))
+                    continue
+                bits, state = int(f[1]), _STATE_OF[f[2]]
+                for path in paths:
+                    summarized[path] = summarized.get(path, 0) | bits
+                    states[path] = state
             elif kind == b"open" and opens is not None:
                 fl = f[2] + f[3]
                 b = bits_of.get(fl)
@@ -683,12 +760,9 @@ def run_traced(
         if own_log:
             for p in (Path(log_path), summary_path):
                 p.unlink(missing_ok=True)
-    opens: dict[str, int] = {}
-    states: dict[str, str] = {}
-    direct: dict[str, FileAccess] = {}
-    keys: dict[str, bytes] = {}
+    found = _Found({}, {}, {}, {}, [])
     try:
-        parsed = _parse(data, opens, None, states, direct, keys) if data else None
+        parsed = _parse_found(data, found) if data else None
     except TraceLogCorrupt as exc:
         # The command has run: what it did is lost, not the run (a log cut by a full disk).
         return _unreadable_log(argv, cwd, status, str(exc))
@@ -710,8 +784,49 @@ def run_traced(
             raise TracerUnavailable(f"the tracer wrote no log (exit status {status})")
         return _unreadable_log(argv, cwd, status, "the tracer wrote no log")
     assert parsed is not None
-    files = _classify(parsed[1], opens=opens, known=states, direct=direct)
-    return _to_trace(log, status, files)._replace(stat_keys=keys)
+    files = _accesses(parsed[1], found)
+    return _to_trace(log, status, files)._replace(stat_keys=found.keys)
+
+
+class _Found(NamedTuple):
+    """What `_parse` gathers from a log or summary besides its rows."""
+
+    opens: dict[str, int]
+    states: dict[str, str]
+    direct: dict[str, FileAccess]
+    keys: dict[str, bytes]
+    groups: list[FileGroup]
+
+
+def _parse_found(data: bytes, found: _Found) -> tuple[TraceLog, list[_Row]]:
+    """`_parse` as `run_traced` reads a summary: into `found`."""
+    return _parse(data, found.opens, None, found.states, found.direct, found.keys, found.groups)
+
+
+def _accesses(rows: list[_Row], found: _Found) -> Mapping[str, FileAccess]:
+    """The run's accesses from what `_parse` read: `Accesses` where the summary grouped paths."""
+    touched = [p for row in rows for p in row[2]] + list(found.opens)
+    _ungroup(found.groups, touched, found.direct)
+    files = _classify(rows, opens=found.opens, known=found.states, direct=found.direct)
+    return Accesses(files, found.groups) if found.groups else files
+
+
+def _ungroup(
+    groups: list[FileGroup], touched: Iterable[str], direct: dict[str, FileAccess]
+) -> None:
+    """Move the paths that other records touch (renamed, removed, executed…) out of their
+    groups into `direct`, where `_classify` merges what those records did."""
+    by_folder: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_folder.setdefault(g.folder, []).append(i)
+    members: dict[int, set[str]] = {}
+    for path in touched:
+        for i in by_folder.get(path.rpartition("/")[0], ()):
+            g = groups[i]
+            if path in members.setdefault(i, set(g.paths)):
+                members[i].discard(path)
+                g.paths.remove(path)
+                direct[path] = _new_tuple(FileAccess, (path, *g.fields))
 
 
 def _unreadable_log(argv: Sequence[str], cwd: Path, status: int, why: str) -> Trace:
@@ -811,7 +926,7 @@ def _spawn_tracer(
     return status, b""
 
 
-def _to_trace(log: TraceLog, status: int, files: dict[str, FileAccess]) -> Trace:
+def _to_trace(log: TraceLog, status: int, files: Mapping[str, FileAccess]) -> Trace:
     warnings = list(log.warnings)
     complete = log.finished and not log.incomplete
     exit_code = log.exit_code if log.exit_code is not None else status

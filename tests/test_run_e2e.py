@@ -709,3 +709,56 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
         "data/gone.bin was read, then deleted: not recorded",
         "data/gone2.bin was read, then deleted: not recorded",
     ]
+
+
+def test_sort_accesses_of_grouped_folders_is_as_path_by_path(tmp_path: Path) -> None:
+    """A traced run that reads whole folders (the summary groups each: trace.Accesses) is
+    sorted as its accesses one by one are, for plain data folders (taken at once) and for
+    folders whose names or place make special cases: git's, bytecode, start-up files,
+    package dirs, `lib*` names, outside the repo, a `roar.ignore` glob."""
+    from roargit.capture import _plain_group, sort_accesses
+    from roargit.repo import RepoPaths
+    from roargit.trace import Accesses, run_traced
+
+    root = tmp_path / "repo"
+    folders = {
+        "data": "{}.bin",
+        "out": "{}.bin",
+        ".git/objects": "{}",
+        "pkg/__pycache__": "{}.pyc",
+        "env/lib/python3.11/site-packages/x": "{}.py",
+        "mixed": "lib{}.so",
+        "starts": "{}.pth",
+        "eggs": "{}.egg-info",
+        "bin": "{}",
+    }
+    for folder, name in folders.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(10):
+            (root / folder / name.format(i)).write_text(str(i))
+    (tmp_path / "ext").mkdir()
+    for i in range(10):
+        (tmp_path / "ext" / f"{i}.dat").write_text(str(i))
+    (root / "data" / "a.skip").write_text("s")
+    script = (
+        "cat data/* .git/objects/* pkg/__pycache__/* env/lib/python3.11/site-packages/x/* "
+        "mixed/* starts/* eggs/* bin/* ../ext/* > /dev/null; "
+        "for i in 0 1 2 3 4 5 6 7 8 9; do echo $i > out/$i.bin; done"
+    )
+    t = run_traced(["sh", "-c", script], root, stat_files=True)
+    assert isinstance(t.files, Accesses) and len(t.files.groups) >= len(folders)
+    paths = RepoPaths(root, root / ".git", root / ".git")
+    for ignore in ([], ["*.skip"]):
+        grouped = sort_accesses(t.files, paths, str(tmp_path / "home"), ignore)
+        one_by_one = sort_accesses(dict(t.files), paths, str(tmp_path / "home"), ignore)
+        for got, want in zip(grouped, one_by_one, strict=True):
+            assert sorted(got) == sorted(want)  # type: ignore[call-overload]
+    r = str(root)
+    # only the two plain folders are taken at once; every special case goes path by path
+    home, git = str(tmp_path / "home"), (f"{r}/.git/",)
+    at_once = {g.folder for g in t.files.groups if _plain_group(g, r + "/", git, {r}, home, [])}
+    assert at_once == {f"{r}/data", f"{r}/out"}
+    assert f"{r}/data/3.bin" in grouped.inputs and f"{r}/out/3.bin" in grouped.outputs
+    assert f"{r}/data/3.bin" in one_by_one.inputs and "data/3.bin" in grouped.code_reads
+    assert not any(p.startswith((f"{r}/.git/", f"{r}/pkg/")) for p in grouped.inputs)
+    assert f"{r}/data/a.skip" not in grouped.inputs

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -430,13 +430,13 @@ class BothWays(NamedTuple):
     expected: dict[str, FileAccess]  # the rules on the raw log
     got: dict[str, FileAccess]  # what run_traced makes of the summary
     states: dict[str, str]  # states the summary gave for paths left to the rules
-    direct: dict[str, FileAccess]  # accesses made straight from `file` records
+    found: Any  # trace._Found: accesses made straight from `file` and `files` records…
 
 
 def trace_both_ways(cwd: Path, script: str) -> BothWays:
     """Run `bash -c script` under the tracer with a summary; classify the raw log by the
     rules and the summary as `run_traced` does."""
-    from roargit.trace import _classify, _parse, parse_log, summarize, tracer_path
+    from roargit.trace import _accesses, _Found, _parse_found, parse_log, summarize, tracer_path
 
     log, summary = cwd / "log", cwd / "log.summary"
     r = subprocess.run(
@@ -446,12 +446,10 @@ def trace_both_ways(cwd: Path, script: str) -> BothWays:
     )
     assert r.returncode == 0
     raw = parse_log(log.read_bytes())
-    opens: dict[str, int] = {}
-    states: dict[str, str] = {}
-    direct: dict[str, FileAccess] = {}
-    _, rows = _parse(summary.read_bytes(), opens, None, states, direct)
-    got = _classify(rows, opens=opens, known=states, direct=direct)
-    return BothWays(raw, summary.read_bytes(), summarize(raw.events), got, states, direct)
+    found = _Found({}, {}, {}, {}, [])
+    _, rows = _parse_found(summary.read_bytes(), found)
+    got = dict(_accesses(rows, found))
+    return BothWays(raw, summary.read_bytes(), summarize(raw.events), got, found.states, found)
 
 
 def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
@@ -468,7 +466,7 @@ def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
         "cat missing 2>/dev/null; printf 'a' >> 'with space'; touch dir/./inner",
     )
     assert b"\nfile " in both.summary and b"\nopen " not in both.summary
-    assert both.direct  # the fast path was taken
+    assert both.found.direct  # the fast path was taken
     assert both.got == both.expected
     parsed = parse_log(both.summary)
     assert parsed.processes == both.raw.processes and parsed.exit_code == both.raw.exit_code == 0
@@ -486,7 +484,7 @@ def test_summary_states_from_a_directory_listing(tmp_path: Path) -> None:
         (d / n).write_text(n)
     both = trace_both_ways(
         tmp_path,
-        'for f in many/*; do cat "$f" > /dev/null; done; '
+        'for f in many/*; do cat "$f" > /dev/null; done; echo new > other; mv other many/f10; '
         "rm many/f00 many/f01; rm many/f02 && mkdir many/f02; "
         "rm many/f03 && ln -s f04 many/f03; cat many/nothing-here 2>/dev/null; true",
     )
@@ -494,8 +492,12 @@ def test_summary_states_from_a_directory_listing(tmp_path: Path) -> None:
     seen = {Path(p).name: a for p, a in both.got.items() if p.startswith(str(d))}
     assert "f02" not in seen and seen["f03"].read and not seen["f03"].regular
     assert {"with space", "pct%41", "tab\tname"} <= set(seen) and "nothing-here" not in seen
-    # what the listing said: f00 gone (left to the rules), f05 a file (made at once)
-    assert both.states[str(d / "f00")] == "none" and str(d / "f05") in both.direct
+    # what the listing said: f00 gone (left to the rules), f05 a file: one of the folder's
+    # `files` record, read as a group; f10, renamed onto, taken out of it to add the rename
+    assert both.states[str(d / "f00")] == "none" and b"\nfiles 1 f " in both.summary
+    [group] = [g for g in both.found.groups if g.folder == str(d)]
+    assert str(d / "f05") in group.paths and str(d / "f10") not in group.paths
+    assert seen["f10"].renamed_from == (str(tmp_path / "other"),) and seen["f10"].read
 
 
 def _lstat_key(path: Path) -> bytes:

@@ -49,7 +49,7 @@ def test_header_and_version() -> None:
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"something else\n")
     with pytest.raises(TraceLogTooNew):
-        parse_log(b"roar-trace 4\n")
+        parse_log(b"roar-trace 5\n")
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"roar-trace 1\nopen x\n")
 
@@ -182,3 +182,26 @@ def test_summary_file_records() -> None:
 def test_summary_with_a_bad_state_is_refused() -> None:
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"roar-trace 3\nfile 1 q /x\nend code 0\n")
+
+
+def test_summary_files_records() -> None:
+    """A `files` record: one folder's paths with the same BITS and STATE, and their STAT keys
+    back to back (or `-`); read as that many `file` records."""
+    k1, k2 = b"0" * 80, b"1" * 80
+    log = parse_log(
+        b"roar-trace 4\nstart 5 1 1\n"
+        b"files 1 f /d/sub " + k1 + k2 + b" a b\n"
+        b"files 3 o /d - link\n"
+        b"end code 0\n"
+    )
+    assert log.summarized == {"/d/sub/a": 1, "/d/sub/b": 1, "/d/link": 3}
+    assert log.states == {"/d/sub/a": "file", "/d/sub/b": "file", "/d/link": "other"}
+    assert log.stat_keys == {"/d/sub/a": k1, "/d/sub/b": k2}
+    for bad in (
+        b"files 1 f /d " + k1 + b" a b",
+        b"files 1 f /d - a%20b",
+        b"files 1 f /d/. - a",
+        b"files 1 f /d - a ..",
+    ):
+        with pytest.raises(TraceLogCorrupt):
+            parse_log(b"roar-trace 4\n" + bad + b"\nend code 0\n")

@@ -56,7 +56,7 @@
 
 #include "roar-shim.h"
 
-#define LOG_VERSION 3
+#define LOG_VERSION 4
 
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -1609,12 +1609,11 @@ static int stat_token(int dirfd, const char *tok, size_t len, struct stat *st) {
  * path is lstat-ed instead (through its folder's descriptor): its state comes from that stat,
  * and a regular file's stat key goes to keys[k * STAT_KEY_HEX] (keys[k * STAT_KEY_HEX] is 0
  * for the others). */
-static void find_states(const struct path_table *t, char *states, char *keys) {
+static void find_states(const struct path_table *t, char *states, char *keys, long *dir_at) {
     struct dir_table d = {0};
     d.cap = 64;
     while (d.cap < 2 * t->n) d.cap <<= 1;
     d.index = calloc(d.cap, sizeof *d.index);
-    long *dir_at = malloc((t->n + 1) * sizeof *dir_at); /* each path's directory, or -1 */
     for (size_t k = 0; dir_at && k < t->n; k++) {
         const struct path_slot *sl = &t->slots[t->order[k]];
         dir_at[k] = d.index ? dir_of(&d, sl->tok, sl->len) : -1;
@@ -1655,7 +1654,37 @@ static void find_states(const struct path_table *t, char *states, char *keys) {
         free(d.dirs[i].arena), free(d.dirs[i].offsets), free(d.dirs[i].states);
         free(d.dirs[i].set);
     }
-    free(d.index), free(d.dirs), free(dir_at);
+    free(d.index), free(d.dirs);
+}
+
+/* A `files` record (trace-format.md, "The summary") holds the paths of one folder that share
+ * their BITS and STATE: the reader makes one entry for the lot instead of one a path. Only
+ * plain paths go there (no escapes, nothing a reader would normalise, a regular file or other
+ * non-directory with its key where keys are given); the rest keep their `file` records. */
+#define GROUP_AT_LEAST 8
+
+static const struct path_table *group_t;
+static const long *group_dir;
+static const char *group_states;
+
+static int group_order(const void *a, const void *b) {
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    long di = group_dir[i], dj = group_dir[j];
+    int bi = group_t->slots[group_t->order[i]].bits, bj = group_t->slots[group_t->order[j]].bits;
+    if (di != dj) return di < dj ? -1 : 1;
+    if (bi != bj) return bi < bj ? -1 : 1;
+    if (group_states[i] != group_states[j]) return group_states[i] < group_states[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int groupable(const struct path_slot *sl, char state, const char *key, long dir) {
+    if (dir < 0 || (state != 'f' && state != 'o') || (key && state == 'f' && !*key)) return 0;
+    const char *slash = memrchr(sl->tok, '/', sl->len);
+    if (!slash || slash == sl->tok || slash + 1 == sl->tok + sl->len) return 0;
+    if (memchr(sl->tok, '%', sl->len)) return 0;
+    for (size_t i = 0; i + 1 < sl->len; i++)
+        if (sl->tok[i] == '/' && (sl->tok[i + 1] == '.' || sl->tok[i + 1] == '/')) return 0;
+    return 1;
 }
 
 static char *read_whole(const char *path, size_t *size) {
@@ -1718,19 +1747,65 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
     }
     char *states = malloc(t.n + 1);
     char *keys = with_keys ? malloc((t.n + 1) * STAT_KEY_HEX) : NULL;
-    if (states) find_states(&t, states, keys);
+    long *dir_at = malloc((t.n + 1) * sizeof *dir_at); /* each path's folder, or -1 */
+    size_t *grouped = malloc((t.n + 1) * sizeof *grouped), n_grouped = 0;
+    if (states && dir_at) find_states(&t, states, keys, dir_at);
     for (size_t k = 0; k < t.n; k++) {
         const struct path_slot *sl = &t.slots[t.order[k]];
-        char state = states ? states[k] : state_now(sl->tok, sl->len);
+        char state = states && dir_at ? states[k] : state_now(sl->tok, sl->len);
+        const char *key = states && dir_at && keys ? keys + k * STAT_KEY_HEX : NULL;
+        if (grouped && states && dir_at && groupable(sl, state, key, dir_at[k])) {
+            grouped[n_grouped++] = k; /* written below, with its folder's others */
+            continue;
+        }
         fprintf(out, "file %d %c ", sl->bits, state);
         fwrite(sl->tok, 1, sl->len, out);
-        if (states && keys && keys[k * STAT_KEY_HEX]) {
+        if (key && *key) {
             putc(' ', out);
-            fwrite(keys + k * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+            fwrite(key, 1, STAT_KEY_HEX, out);
         }
         putc('\n', out);
     }
-    free(states), free(keys);
+    group_t = &t, group_dir = dir_at, group_states = states;
+    if (n_grouped) qsort(grouped, n_grouped, sizeof *grouped, group_order);
+    for (size_t a = 0, b; a < n_grouped; a = b) {
+        size_t k = grouped[a];
+        for (b = a + 1; b < n_grouped && dir_at[grouped[b]] == dir_at[k] &&
+                        t.slots[t.order[grouped[b]]].bits == t.slots[t.order[k]].bits &&
+                        states[grouped[b]] == states[k];
+             b++)
+            ;
+        const struct path_slot *sl = &t.slots[t.order[k]];
+        size_t dlen = (size_t)((const char *)memrchr(sl->tok, '/', sl->len) - sl->tok);
+        int as_group = b - a >= GROUP_AT_LEAST;
+        if (as_group) {
+            fprintf(out, "files %d %c ", sl->bits, states[k]);
+            fwrite(sl->tok, 1, dlen, out);
+            putc(' ', out);
+            if (keys && states[k] == 'f')
+                for (size_t g = a; g < b; g++)
+                    fwrite(keys + grouped[g] * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+            else
+                putc('-', out);
+        }
+        for (size_t g = a; g < b; g++) {
+            const struct path_slot *m = &t.slots[t.order[grouped[g]]];
+            if (as_group) {
+                putc(' ', out);
+                fwrite(m->tok + dlen + 1, 1, m->len - dlen - 1, out);
+                continue;
+            }
+            fprintf(out, "file %d %c ", m->bits, states[grouped[g]]);
+            fwrite(m->tok, 1, m->len, out);
+            if (keys && states[grouped[g]] == 'f') {
+                putc(' ', out);
+                fwrite(keys + grouped[g] * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+            }
+            putc('\n', out);
+        }
+        if (as_group) putc('\n', out);
+    }
+    free(states), free(keys), free(dir_at), free(grouped);
     if (end_line) fwrite(end_line, 1, end_len, out);
     int bad = ferror(out);
     bad |= fclose(out) != 0;
