@@ -37,11 +37,9 @@ _RESERVED = frozenset(
 )  # fmt: skip
 
 
-# `__new__` of each arity, compiled once a process when a class of that arity first makes an
-# instance (a compile costs some 80 µs, and most classes make none in a given command): a
-# class's own is this code with its field names put in place of a0, a1, …, so that it takes
-# them by position and by keyword, with defaults, at the speed of the `__new__`
-# collections.namedtuple compiles for every class.
+# `__new__` of each arity, compiled once a process: a class's own is this code with its field
+# names put in place of a0, a1, …, so that it takes them by position and by keyword, with
+# defaults, at the speed of the `__new__` collections.namedtuple compiles for every class.
 _TEMPLATES: dict[int, CodeType] = {}
 
 
@@ -67,23 +65,6 @@ def _new(name: str, qualname: str, fields: tuple[str, ...], defaults: tuple[Any,
     return new
 
 
-def _first_new(
-    name: str, qualname: str, fields: tuple[str, ...], defaults: tuple[Any, ...]
-) -> tuple[Any, list[type]]:
-    """A class's `__new__` until its first instance, which puts the compiled one (`_new`) in
-    its own place on the class (the caller appends the class to the list returned), then
-    makes the instance with it."""
-    owner: list[type] = []
-
-    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
-        new = _new(name, qualname, fields, defaults)
-        owner[0].__new__ = new  # type: ignore[method-assign]
-        return new(cls, *args, **kwargs)
-
-    __new__.__qualname__ = f"{qualname}.__new__"
-    return __new__, owner
-
-
 def _build(name: str, ns: dict[str, Any]) -> type:
     annotations = ns.get("__annotations__", {})
     fields = tuple(annotations)
@@ -102,8 +83,7 @@ def _build(name: str, ns: dict[str, Any]) -> type:
         if key in _RESERVED:
             raise AttributeError(f"Cannot overwrite NamedTuple attribute {key}")
     count = len(fields)
-    qualname = ns.get("__qualname__", name)
-    __new__, owner = _first_new(name, qualname, fields, tuple(defaults.values()))
+    __new__ = _new(name, ns.get("__qualname__", name), fields, tuple(defaults.values()))
 
     def _make(cls: type, iterable: Any) -> Any:
         values = tuple(iterable)
@@ -145,9 +125,7 @@ def _build(name: str, ns: dict[str, Any]) -> type:
         attrs["__doc__"] = f"{name}({', '.join(fields)})"
     for index, field in enumerate(fields):
         attrs[field] = _tuplegetter(index, f"Alias for field number {index}")
-    made = type(name, (tuple,), attrs)
-    owner.append(made)
-    return made
+    return type(name, (tuple,), attrs)
 
 
 class _NamedTupleMeta(type):

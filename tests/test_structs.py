@@ -115,20 +115,3 @@ def test_pickle_copy_and_subclass() -> None:
 class Pickled(FastNamedTuple):
     name: str
     n: int
-
-
-def test_the_compiled_new_replaces_the_first_one_and_subclasses_share_it() -> None:
-    class Point(FastNamedTuple):
-        x: int
-        y: int = 0
-
-    first = Point.__new__
-
-    class Labelled(Point):
-        pass
-
-    assert Labelled(1) == (1, 0) and type(Labelled(1)) is Labelled  # the first instance
-    assert Point.__new__ is not first and Labelled.__new__ is Point.__new__
-    assert Point(2, y=3) == (2, 3) and Point(x=4) == (4, 0)
-    with pytest.raises(TypeError):
-        Point()  # type: ignore[call-arg]
