@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from roargit import index_cache, records
+from roargit import index_cache, loose_ref, records
 from roargit.codec import record_id
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
@@ -588,8 +588,12 @@ class Ledger:
     def swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
         """Move the ref from `old` to `new` if it still points at `old` (one transaction,
         which also drops a bulk import's scratch ref)."""
-        if old is not None and scratch is None and not self.fast_start:
-            return self._swap_in_process(old, new, message)
+        if old is not None and scratch is None:
+            if not self.fast_start:
+                return self._swap_in_process(old, new, message)
+            moved = loose_ref.compare_and_swap(self.paths.common_dir, self.ref, old, new)
+            if moved is not None:
+                return moved
         zero = "0" * len(new)
         script = f"update {self.ref} {new} {old or zero}\n"
         if scratch:
