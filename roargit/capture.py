@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roargit import codestate, config, folders, progress, session
+from roargit import codestate, config, folders, loose_ref, progress, session
 from roargit.clone import clone_id
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git
@@ -327,13 +327,15 @@ def _group_folders(
     known: folders.FolderCache | None = None,
     failed: dict[str, OSError] | None = None,
     stat_keys: Mapping[str, bytes] | None = None,
+    leaves: Mapping[str, list[str]] | None = None,
 ) -> tuple[list[str], list[FileRef], list[Entry], dict[str, FileHash]]:
     """Replace the files of folders read/written nearly whole by one folder artifact each.
 
     With `known` (for folders the run read), a folder whose files' stat data are as they were
     when its manifest was last made reuses that manifest without a per-file lookup; the stat
-    data are the tracer's (`Trace.stat_keys`) where it took them."""
-    chosen = folders.choose_folders(abs_paths, never)
+    data are the tracer's (`Trace.stat_keys`) where it took them. `leaves`: see
+    folders.choose_folders."""
+    chosen = folders.choose_folders(abs_paths, never, leaves)
     if not chosen:
         return abs_paths, [], [], {}
     began = folders.now_ns()
@@ -375,6 +377,16 @@ def _group_folders(
                 stat, newest = seen
                 known.put(folder, folders.FolderState(stat, digest, size), newest, began)
     return [p for p in abs_paths if p not in grouped], refs, entries, hashes
+
+
+def _leaves(files: Mapping[str, FileAccess]) -> dict[str, list[str]]:
+    """Folder -> the regular files in it that the trace grouped (trace.Accesses), for
+    folders.choose_folders."""
+    out: dict[str, list[str]] = {}
+    for g in files.groups if isinstance(files, Accesses) else ():
+        if g.fields[8]:  # regular when the run ended
+            out[g.folder] = out[g.folder] + g.paths if g.folder in out else g.paths
+    return out
 
 
 def _off(value: str) -> bool:
@@ -539,7 +551,8 @@ def _record_run(
     finally:
         if progress.pinned is not None:
             # The record names the snapshot now (code/<tree>), or the run failed.
-            run_git(["update-ref", "-d", progress.pinned], paths.git_dir, check=False)
+            if not loose_ref.delete(paths.common_dir, progress.pinned):
+                run_git(["update-ref", "-d", progress.pinned], paths.git_dir, check=False)
         signals.restore()
 
 
@@ -626,12 +639,13 @@ def _trace_and_record(
     never = {"/", root, home, *map(str, paths.root.parents)}
     in_failed: dict[str, OSError] = {}
     out_failed: dict[str, OSError] = {}
+    leaves = _leaves(trace.files)
     in_paths, in_dirs, manifest_entries, _ = _group_folders(
-        data_in, cache, root, never, ledger, folder_states, in_failed, trace.stat_keys
+        data_in, cache, root, never, ledger, folder_states, in_failed, trace.stat_keys, leaves
     )
     in_paths.extend(code_abs)  # hashed too: a code file some run wrote is also an input
     out_paths, out_dirs, out_entries, out_folder_hashes = _group_folders(
-        accesses.outputs, cache, root, never, ledger, None, out_failed
+        accesses.outputs, cache, root, never, ledger, None, out_failed, None, leaves
     )
     in_paths.sort()
     out_paths.sort()

@@ -45,10 +45,13 @@ class ManifestEntry(NamedTuple):
     size: int
 
 
-def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
+def choose_folders(
+    files: list[str], never: set[str], leaves: Mapping[str, list[str]] | None = None
+) -> dict[str, list[str]]:
     """Folders to record whole: {folder: every regular file under it}. `files` are absolute
     paths the run touched; folders in `never` (/, the repo root, $HOME …) and their parents are
-    never chosen."""
+    never chosen. `leaves` (folder -> regular files in it, as the trace found them once the
+    run ended) spares the listing's per-entry work for a folder that holds only those."""
     # Per folder first, then up the parents once per folder (not once per file).
     direct = Counter(f.rpartition("/")[0] for f in files)
     counts: Counter[str] = Counter()
@@ -68,19 +71,37 @@ def choose_folders(files: list[str], never: set[str]) -> dict[str, list[str]]:
     ):
         if folder in narrower or any(folder.startswith(c + "/") for c in chosen):
             continue
-        members = _walk_bounded(folder, int(counts[folder] / COVERAGE))
+        members = _walk_bounded(folder, int(counts[folder] / COVERAGE), leaves or {})
         if members is not None and counts[folder] >= COVERAGE * len(members):
             chosen[folder] = members
     return chosen
 
 
-def _walk_bounded(folder: str, limit: int) -> list[str] | None:
+def _walk_bounded(
+    folder: str, limit: int, leaves: Mapping[str, list[str]] | None = None
+) -> list[str] | None:
     """Every regular file under `folder`, or None as soon as there are more than `limit`."""
     found: list[str] = []
     stack = [folder]
     while stack:
+        here = stack.pop()
+        known = leaves.get(here) if leaves else None
+        if known is not None and len(known) <= limit - len(found) + 1:
+            try:
+                # (a folder much bigger than `known` is left to the bounded scan below)
+                listed = os.stat(here).st_size <= 4096 + 256 * len(known)
+                names = os.listdir(here) if listed else []
+            except OSError:
+                continue
+            # `known` are among the entries: as many entries means no others (no folder to
+            # walk into, no other file), without a type check or a path made per entry.
+            if len(names) == len(known):
+                found.extend(known)
+                if len(found) > limit:
+                    return None
+                continue
         try:
-            with os.scandir(stack.pop()) as it:
+            with os.scandir(here) as it:
                 for entry in it:
                     if entry.is_dir(follow_symlinks=False):
                         if entry.name != ".git":

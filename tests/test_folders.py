@@ -238,3 +238,21 @@ def test_a_remembered_folder_whose_manifest_the_ledger_lacks_records_it_again(
         ["git", "cat-file", "-t", where], cwd=git_repo, capture_output=True, text=True
     )
     assert kind.stdout.strip() == "blob", kind.stderr
+
+
+def test_a_walk_takes_the_traces_files_of_a_folder_that_holds_only_them(tmp_path: Path) -> None:
+    """A folder whose entries are as many as the regular files the trace found in it is not
+    scanned entry by entry; one with any other entry (a file, a subfolder) is."""
+    data = tmp_path / "data"
+    a, b = _files(data / "a", 10), _files(data / "b", 10)
+    nested = _files(data / "b" / "sub", 3)
+    (data / "a" / "other").write_text("x")
+    full = folders._walk_bounded(str(data), 100)
+    assert full == sorted([*a, *b, *nested, str(data / "a" / "other")])
+    leaves = {str(data / "a"): a, str(data / "b"): b}  # neither holds only those
+    assert folders._walk_bounded(str(data), 100, leaves) == full
+    (data / "a" / "other").unlink()
+    as_traced = [*a[:-1], str(data / "a" / "as-the-trace-named-it")]
+    got = folders._walk_bounded(str(data), 100, {str(data / "a"): as_traced})
+    assert got == sorted([*as_traced, *b, *nested])  # taken as it is: no scan of a/
+    assert folders._walk_bounded(str(data), 20, leaves) is None  # 23 files: over the limit
