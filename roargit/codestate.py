@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 
+from roargit import loose_ref
 from roargit.git import LIST_UNTRACKED, STATUS_TRACKED, run_git
 from roargit.gitobjects import (
     TREE_MODE,
@@ -374,7 +375,8 @@ def snapshot_tree(
             pack_dir = objects_dir / "pack"
             pack = pack_loose_objects(paths.git_dir, quarantine, pack_dir, len(tree) // 2)
             try:
-                run_git(["update-ref", pin, tree, "0" * len(tree)], paths.git_dir)
+                if not loose_ref.create(paths.common_dir, pin, tree):
+                    run_git(["update-ref", pin, tree, "0" * len(tree)], paths.git_dir)
             finally:
                 if pack is not None:
                     drop_keep(pack_dir, pack)
