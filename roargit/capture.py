@@ -549,10 +549,10 @@ def _record_run(
             ) from exc
         raise _not_recorded(exc, code) from exc
     finally:
-        if progress.pinned is not None:
-            # The record names the snapshot now (code/<tree>), or the run failed.
-            if not loose_ref.delete(paths.common_dir, progress.pinned):
-                run_git(["update-ref", "-d", progress.pinned], paths.git_dir, check=False)
+        # The record names the snapshot now (code/<tree>), or the run failed: the pin goes.
+        pinned = progress.pinned
+        if pinned is not None and not loose_ref.delete(paths.common_dir, pinned):
+            run_git(["update-ref", "-d", pinned], paths.git_dir, check=False)
         signals.restore()
 
 
