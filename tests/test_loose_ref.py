@@ -107,3 +107,22 @@ def test_many_writers_each_move_it_once(git_repo: Path) -> None:
     assert all(p.wait(timeout=120) == 0 for p in procs)
     # Every move was a compare-and-swap: the chain holds all 60 commits, none lost.
     assert int(git(git_repo, "rev-list", "--count", REF)) == before + 60
+
+
+def test_a_pin_is_made_and_removed_as_git_would(git_repo: Path) -> None:
+    from roargit.loose_ref import create, delete
+
+    a, b = _commits(git_repo, 2)
+    dot_git = git_repo / ".git"
+    pin = "refs/roar/tmp/123-abcd"
+    assert compare_and_swap(dot_git, pin, a, b) is None  # no such ref: not a move
+    assert create(dot_git, pin, a) is True
+    assert git(git_repo, "rev-parse", pin).strip() == a
+    assert create(dot_git, pin, b) is False  # exists already
+    assert delete(dot_git, pin) is True
+    assert subprocess.run(["git", "rev-parse", "--verify", "-q", pin], cwd=git_repo).returncode
+    assert delete(dot_git, pin) is True  # not there: nothing to do
+    assert create(dot_git, pin, a) is True
+    git(git_repo, "pack-refs", "--all")
+    assert delete(dot_git, pin) is None  # packed too: git rewrites packed-refs
+    assert create(dot_git, pin, b) is False
