@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -262,8 +263,14 @@ _new_tuple = tuple.__new__
 _KEY_HEX = 80  # a STAT key: 40 bytes in hex
 
 
-def _key_at(n: int) -> range:
-    return range(0, n, _KEY_HEX)
+_cutters: dict[int, struct.Struct] = {}
+
+
+def _key_cutter(n: int) -> struct.Struct:
+    """Cuts n STAT keys back to back into n bytes objects in one call."""
+    if n not in _cutters:
+        _cutters[n] = struct.Struct(f"{_KEY_HEX}s" * n)
+    return _cutters[n]
 
 
 def _parse(
@@ -317,7 +324,8 @@ def _parse(
     bits_of: dict[bytes, int] = {}  # FLAGS + EXISTED fields -> access bits (0: not a file)
     try:
         for line in body:
-            f = line.split(b" ")
+            # A `files` record's names are split once, as text, below.
+            f = line.split(b" ", 5) if line.startswith(b"files ") else line.split(b" ")
             kind = f[0]
             if kind == b"file":  # FILE BITS STATE PATH: nearly all of a summary
                 tok = f[3]
@@ -345,15 +353,14 @@ def _parse(
                     raise ValueError("a `files` path is escaped or not normal")
                 folder = f[3].decode(_FS_ENCODING, _FS_ERRORS)
                 pre = folder + "/"
-                names = line.split(b" ", 5)[5].decode(_FS_ENCODING, _FS_ERRORS).split(" ")
+                names = f[5].decode(_FS_ENCODING, _FS_ERRORS).split(" ")
                 paths = [pre + n for n in names]
                 kt = f[4]
                 if kt != b"-":
                     if len(kt) != _KEY_HEX * len(paths):
                         raise ValueError("one STAT key a path")
                     if keys is not None:
-                        cuts = [kt[i : i + _KEY_HEX] for i in _key_at(len(kt))]
-                        keys.update(zip(paths, cuts, strict=True))
+                        keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))
                 key = f[1] + f[2]
                 if key in templates:
                     tpl = templates[key]
