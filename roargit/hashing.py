@@ -33,7 +33,10 @@ Cache design (all of it derived, rebuildable state):
   without the cache for that call. The cache never breaks a run.
 
 Big files are hashed from a memory map under a read lease where one can be had, else with
-read() (roargit/bigfile.py).
+read() (roargit/bigfile.py), several at a time in a thread pool. Small files cost system
+calls and a little Python each, under the GIL, which threads cannot overlap: of a batch of
+many, a helper process hashes half (`_Helper`), and whatever it could not settle is hashed
+here again with every check above.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import marshal
 import os
 import stat as stat_mod
 import struct
@@ -49,7 +53,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, Union
 
 from blake3 import blake3
 
@@ -73,6 +77,9 @@ MULTITHREAD_FROM = 1 << 20
 MMAP_FROM = 8 << 20
 #: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
 _POOL_FROM = 256 << 10
+#: A batch of at least this many files to hash shares them with a helper process
+#: (`_Helper`): it costs a Python start-up on another core.
+_HELPER_FROM = 5000
 #: How often a file that changes under us is re-read before `FileChanged` is raised.
 RETRIES = 2
 #: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
@@ -97,7 +104,7 @@ class CacheStats:
     """Counters for one `HashCache` instance: how much work the cache saved. (A plain class:
     a dataclass costs a millisecond or more to define, on every `roar run`.)"""
 
-    __slots__ = ("bytes_read", "cache_errors", "hits", "misses", "not_cached")
+    __slots__ = ("bytes_read", "cache_errors", "helped", "hits", "misses", "not_cached")
 
     def __init__(self) -> None:
         self.hits = 0
@@ -107,6 +114,8 @@ class CacheStats:
         self.not_cached = 0
         #: the database was unusable once and the call ran without it
         self.cache_errors = 0
+        #: of the misses, hashed by the helper process
+        self.helped = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
@@ -306,11 +315,12 @@ class HashCache:
     ) -> dict[P, FileHash]:
         """Digest and size of every path, keyed by the path objects given.
 
-        Unchanged files come from the cache without being read; the rest are hashed (big ones
-        in a thread pool: hashing them pays across files on several cores) and written to the
-        cache in one transaction. With `missing_ok`, a path that does not exist (or vanishes
-        before it is read) is left out instead of raising FileNotFoundError. A file that keeps
-        changing while it is read raises `FileChanged` (after the others were cached).
+        Unchanged files come from the cache without being read; the rest are hashed (on
+        several cores where there are big ones or many, see the module docstring) and
+        written to the cache in one transaction. With `missing_ok`, a path that does not
+        exist (or vanishes before it is read) is left out instead of raising
+        FileNotFoundError. A file that keeps changing while it is read raises `FileChanged`
+        (after the others were cached).
 
         `keys`, when given, is filled with the stat key of each file in the result, by
         absolute path: `<QQQqq` of (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the
@@ -469,13 +479,16 @@ class HashCache:
         # Threads pay only where the GIL is released for long: reading and hashing big
         # files. For small files the per-file Python work holds the GIL, so more threads
         # hash them no faster; they stay on this thread, which works through them while the
-        # pool does the big ones (from the second one found: one alone is not worth a pool).
+        # pool does the big ones (from the second one found: one alone is not worth a pool),
+        # and, when there are many, a helper process does a share of them (`_Helper`).
         big: list[tuple[P, str, os.stat_result]] = []
         futures: list[tuple[P, str, Future[_Hashed]]] = []
         pool: ThreadPoolExecutor | None = None
         threads = self.workers > 1
-        try:
-            for original, abspath, st in todo:
+
+        def hash_items(items: Iterable[tuple[P, str, os.stat_result | None]]) -> None:
+            nonlocal pool
+            for original, abspath, st in items:
                 try:
                     h = _hash_path(abspath, st, _POOL_FROM)
                     if not h.stable:
@@ -496,6 +509,24 @@ class HashCache:
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
                     continue
                 take(original, abspath, h)
+
+        helper = None
+        if threads and len(todo) >= _HELPER_FROM:
+            share = len(todo) // 2  # from the end; it takes each stat from the open file
+            helper = _Helper.start([a for _, a, _ in todo[-share:]])
+            if helper is not None:
+                theirs, todo = todo[-share:], todo[:-share]
+        try:
+            hash_items(todo)
+            if helper is not None:
+                redo = []
+                for item, got in zip(theirs, helper.results(), strict=True):
+                    if got is None:
+                        redo.append(item)
+                    else:
+                        take(item[0], item[1], _Hashed(*got))
+                self.stats.helped += len(theirs) - len(redo)
+                hash_items(redo)
             for original, abspath, st in big:
                 try:
                     take(original, abspath, _hash_stable(abspath, st))
@@ -509,6 +540,8 @@ class HashCache:
                     self.stats.misses -= 1
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
         finally:
+            if helper is not None:
+                helper.close()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         self.stats.bytes_read += nbytes
@@ -648,6 +681,86 @@ class HashCache:
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
+
+
+class _Helper:
+    """A second process that hashes a share of many small files.
+
+    Small files cost a few system calls and some Python each, all under the GIL: threads
+    cannot overlap that work, a process can. It runs `_hash_path` on each path it is given
+    and answers, per path, the fields of a stable `_Hashed`, or None for anything else
+    (a big file, an error, a file that changed while read), which is then hashed here again
+    with all the checks and retries. If it cannot start or fails, everything is.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        import subprocess  # only a batch of many files starts one
+        import threading
+
+        self.count = len(paths)
+        self._answer = b""
+        package_parent = str(Path(__file__).resolve().parents[1])
+        self._proc = subprocess.Popen(
+            # -I: nothing from the environment or the current folder (a `blake3.py` in the
+            # repository must not be what is imported).
+            [sys.executable, "-I", "-c", _HELPER_MAIN, package_parent],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        # A thread feeds it and reads the answer, so that neither side waits on a full pipe.
+        self._thread = threading.Thread(
+            target=self._talk, args=(marshal.dumps(paths),), name="roar-hash-helper"
+        )
+        self._thread.start()
+
+    @classmethod
+    def start(cls, paths: list[str]) -> _Helper | None:
+        try:
+            return cls(paths)
+        except (OSError, ValueError):  # no interpreter to start (sys.executable empty)
+            return None
+
+    def _talk(self, request: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._answer = self._proc.communicate(request)[0]
+
+    def results(self) -> list[Any]:
+        """Per path given, the fields of its `_Hashed`, or None: hash that one here."""
+        self._thread.join()
+        got: Any = None
+        if self._proc.returncode == 0:
+            with contextlib.suppress(EOFError, ValueError, TypeError):
+                got = marshal.loads(self._answer)
+        if not isinstance(got, list) or len(got) != self.count:
+            return [None] * self.count
+        return got
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._thread.join()
+
+
+_HELPER_MAIN = """
+import sys
+sys.path[:0] = [sys.argv[1]]
+from roargit.hashing import _serve_helper
+_serve_helper(sys.stdin.buffer, sys.stdout.buffer)
+"""
+
+
+def _serve_helper(requests: BinaryIO, answers: BinaryIO) -> None:
+    """The helper process's work (see `_Helper`)."""
+    out: list[tuple[Any, ...] | None] = []
+    for path in marshal.load(requests):
+        try:
+            h = _hash_path(path, None, _POOL_FROM)  # small files only: blake3 on one thread
+        except Exception:  # the caller hashes it again, and says what failed
+            out.append(None)
+            continue
+        out.append(tuple(h) if h.stable else None)
+    answers.write(marshal.dumps(out))
 
 
 @contextlib.contextmanager

@@ -218,6 +218,79 @@ def test_big_files_found_among_small_ones_are_hashed_too(
     assert again.stats.hits == len(files)
 
 
+def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
+    """Small files, then a tail (the helper's share) that mixes in what it must hand back:
+    a FIFO, a folder, a missing file, one above `_POOL_FROM`, and a name not UTF-8."""
+    head = [write(tmp_path / f"f{i:02}", os.urandom(i * 3)) for i in range(20)]
+    fifo, folder = tmp_path / "fifo", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    odd = write(Path(os.fsdecode(bytes(tmp_path / "odd") + b"\xff")), b"odd")
+    big = write(tmp_path / "big", os.urandom(hashing._POOL_FROM + 1))
+    tail = [fifo, *head[:3], folder, tmp_path / "gone", big, odd]
+    ordered = [*head, *tail[:4], *(write(tmp_path / f"g{i}", b"%d" % i) for i in range(8)), *tail]
+    return ordered, [fifo, folder]
+
+
+def test_a_helper_process_hashes_a_share_of_many_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, unreadable = _helper_batch(tmp_path)
+    monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
+    # Started in a repository that holds a module named like one it imports: not imported.
+    (tmp_path / "repo").mkdir()
+    write(tmp_path / "repo" / "blake3.py", b"raise SystemExit(9)\n")
+    monkeypatch.chdir(tmp_path / "repo")
+    share = paths[-(len(paths) // 2) :]
+    cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    errors: dict[Path, OSError] = {}
+    keys: dict[str, bytes] = {}
+    got = cache.hash_many(paths, missing_ok=True, errors=errors, keys=keys)
+    readable = [p for p in paths if p.is_file() and not p.is_fifo()]
+    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
+    assert keys == {str(p): hashing._stat_key(p.stat()) for p in readable}
+    assert sorted(errors) == sorted(unreadable)
+    assert "not a regular file" in str(errors[tmp_path / "fifo"])
+    # Each small regular file of its share (its own path), no more: the rest came back.
+    small = [p for p in share if p.is_file() and not p.is_fifo() and p.stat().st_size < 1000]
+    assert cache.stats.helped == len(small) > 0
+    assert cache.stats.misses == len(readable)
+    again = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    assert again.hash_many(set(readable)) == got
+    assert again.stats.hits == len(got)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param({"sys.executable": "/nonexistent/python"}, id="cannot-start"),
+        pytest.param({"_HELPER_MAIN": "raise SystemExit(3)"}, id="fails"),
+        pytest.param({"_HELPER_MAIN": "print('not marshal')"}, id="talks-nonsense"),
+        pytest.param(
+            {"_HELPER_MAIN": "import marshal, sys; sys.stdout.buffer.write(marshal.dumps([None]))"},
+            id="answers-too-little",
+        ),
+    ],
+)
+def test_hashing_goes_on_without_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: dict[str, str]
+) -> None:
+    paths, unreadable = _helper_batch(tmp_path)
+    monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
+    for name, value in how.items():
+        if name == "sys.executable":
+            monkeypatch.setattr(sys, "executable", value)
+        else:
+            monkeypatch.setattr(hashing, name, value)
+    cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    errors: dict[Path, OSError] = {}
+    got = cache.hash_many(paths, missing_ok=True, errors=errors)
+    readable = [p for p in paths if p.is_file() and not p.is_fifo()]
+    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
+    assert sorted(errors) == sorted(unreadable)
+    assert cache.stats.helped == 0
+
+
 _WORKER = """
 import json, sys
 from roargit.hashing import HashCache
