@@ -53,7 +53,7 @@ from roargit.records import (
 from roargit.redact import is_secret_path, redact_argv
 from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.rules import is_startup_file, none_is_noise, system_paths
-from roargit.stdio import Redirect, with_redirects
+from roargit.stdio import STDIN, STREAM_NAMES, Redirect, with_redirects, wrote_to
 from roargit.structs import NamedTuple
 from roargit.trace import (
     LOG_PREFIX,
@@ -621,6 +621,14 @@ def _trace_and_record(
     home = run_env.get("HOME", "")
     ignore = [g.strip() for g in settings["roar.ignore"].value.split(",") if g.strip()]
     accesses = sort_accesses(with_redirects(trace.files, streams), paths, home, ignore)
+    # Where the shell pointed the command's streams, for reproduction to point them again:
+    # stdin's file wherever it lies, stdout's and stderr's when written and in the work tree.
+    redirected = {
+        STREAM_NAMES[r.fd]: rel
+        for r in streams
+        if (rel := rel_or_abs(os.path.normpath(r.path), root))
+        and (r.fd == STDIN or (wrote_to(r) and not rel.startswith("/")))
+    }
     warnings = early + list(trace.warnings) + accesses.warnings
 
     # Code is what the rule names or the run executed; every other file it read is data.
@@ -760,6 +768,7 @@ def _trace_and_record(
             environment=environment.to_dict(),
             unreadable=unreadable,
             recorded_by=recorded_by,
+            redirects=redirected,
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id

@@ -325,6 +325,16 @@ class Root:
             raise
         return os.path.join(self.path, rel)
 
+    def open_stream(self, rel: str, source: Source | None = None) -> int:
+        """An emptied file at `rel`, open for writing (a descriptor the caller owns), as a
+        shell's `> rel` gives a command: made below the root, following no link."""
+        rel = check(rel, source or self.source)
+        *parents, name = rel.split("/")
+        fd = self._parent_fd(rel, parents, source)
+        self._check_final(fd, name, rel, source)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(name, flags, 0o666, dir_fd=fd)
+
     def copy_in(self, rel: str, src: str, source: Source | None = None) -> str:
         """`write` with the bytes of the file at `src` (a path this process may read)."""
         import shutil  # lazy: only copying a file in needs it, and every command loads this

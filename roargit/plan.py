@@ -402,12 +402,14 @@ def make_plan(
 
 def check_paths(rec: RunRecord, source: pathguard.Source, locator: Locator) -> None:
     """Every path of a run to re-run through the one gate (pathguard.check), before anything
-    is written: its working folder and code paths must lie inside the repository; inputs and
-    outputs too, or be absolute (read in place, never written); so must each file of a
-    folder it reads."""
+    is written: its working folder, code paths and redirected stdout and stderr must lie
+    inside the repository; inputs and outputs too, or be absolute (read in place, never
+    written); so must each file of a folder it reads."""
     pathguard.check(rec.cwd, source, root_ok=True)
     for c in rec.code.inputs:
         pathguard.check(c.path, source)
+    for stream, path in rec.redirects.items():  # stdout and stderr are written; stdin read
+        pathguard.check(path, source, absolute_ok=stream == "stdin")
     for f in rec.outputs:
         pathguard.check(f.path, source, absolute_ok=True)
     for f in rec.inputs:

@@ -191,6 +191,10 @@ class RunRecord(NamedTuple):
     environment: Mapping[str, Any] = MappingProxyType({})
     unreadable: tuple[Unreadable, ...] = ()  # written only when there are some (ids unchanged)
     recorded_by: Identity | None = None  # written only when known (older records have none)
+    # The files the shell redirected the command's standard streams to ("stdin", "stdout",
+    # "stderr" → recorded path; stdio.py), for reproduction to redirect them again. Written
+    # only when there are some.
+    redirects: Mapping[str, str] = MappingProxyType({})
 
     @property
     def duration_ns(self) -> int:
@@ -219,6 +223,8 @@ class RunRecord(NamedTuple):
             m["unreadable"] = [u.to_map() for u in self.unreadable]
         if self.recorded_by is not None:
             m["recorded_by"] = self.recorded_by.to_map()
+        if self.redirects:
+            m["redirects"] = dict(self.redirects)
         return m
 
     @classmethod
@@ -256,6 +262,7 @@ class RunRecord(NamedTuple):
             environment=_sub(m, "environment", _environment, {}),
             unreadable=_items(m, "unreadable", Unreadable._read, optional=True),
             recorded_by=_sub(m, "recorded_by", Identity._read) if "recorded_by" in m else None,
+            redirects=_sub(m, "redirects", _redirects, {}),
         )
 
 
@@ -684,6 +691,18 @@ def _opt_str(m: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise _Bad(key, "must be a string or nil")
     return value
+
+
+STREAMS = ("stdin", "stdout", "stderr")
+
+
+def _redirects(value: Any) -> Mapping[str, str]:
+    m = _as_map(value)
+    for key in m:
+        if key not in STREAMS:
+            raise _Bad("", f"keys must be {', '.join(STREAMS)}")
+        _path(m, key)
+    return MappingProxyType(dict(m))
 
 
 def _path(m: dict[str, Any], key: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from roargit import config, pathguard, progress
+from roargit import config, pathguard, progress, stdio
 from roargit.blobstore import BlobStore, StoreDenied
 from roargit.capture import record_run
 from roargit.clone import clone_id
@@ -435,12 +435,22 @@ def _run_step(
             if not os.path.isdir(os.path.join(root.path, folder)):
                 root.makedirs(folder)
         cwd = Path(root.makedirs(rec.cwd))
+        streams = stdio.reopen(rec.redirects, root)  # `> out.jsonl` and the like, again
     t0 = time.perf_counter()
     # Filed as no producer: a reproduction attests to the original run (its verification,
     # below), it does not replace it in the lineage.
-    outcome = record_run(
-        wt, list(rec.argv), cwd, kind=rec.kind, step=rec.step, env=env, session_id=sid, index=False
-    )
+    with stdio.pointed(streams) as redirects:
+        outcome = record_run(
+            wt,
+            list(rec.argv),
+            cwd,
+            kind=rec.kind,
+            step=rec.step,
+            env=env,
+            session_id=sid,
+            index=False,
+            streams=redirects,
+        )
     took = time.perf_counter() - t0
     new = {f.path: f for f in outcome.record.outputs}
     checks = []

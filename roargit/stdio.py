@@ -12,15 +12,26 @@ and neither is one the command left empty.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from roargit import pathguard
 from roargit.structs import NamedTuple
 from roargit.trace import FileAccess
 
+if TYPE_CHECKING:
+    from roargit.pathguard import Root
+
 STDIN, STDOUT, STDERR = 0, 1, 2
+#: How records name them (RunRecord.redirects).
+STREAM_NAMES = {STDIN: "stdin", STDOUT: "stdout", STDERR: "stderr"}
+_STREAM_FDS = {name: fd for fd, name in STREAM_NAMES.items()}
 
 
 class Redirect(NamedTuple):
@@ -81,3 +92,59 @@ def with_redirects(
         else:
             out[path] = had._replace(written=True)
     return out
+
+
+class Reopened(NamedTuple):
+    fd: int  # the stream: STDIN, STDOUT or STDERR
+    opened: int  # a descriptor of the file (the caller's until `pointed` closes it)
+    path: str  # absolute
+
+
+def reopen(recorded: Mapping[str, str], root: Root) -> list[Reopened]:
+    """The files a record says the shell pointed the command's streams to (RunRecord.
+    redirects), opened again for a reproduction or a re-run: stdin's for reading, wherever it
+    lies; stdout's and stderr's emptied, below `root` and through no link (pathguard)."""
+    out: list[Reopened] = []
+    try:
+        for name, path in sorted(recorded.items()):
+            fd = _STREAM_FDS[name]
+            if fd == STDIN:
+                checked = pathguard.check(path, root.source, absolute_ok=True)
+                full = pathguard.abs_path(checked, Path(root.path))
+                out.append(Reopened(fd, os.open(full, os.O_RDONLY | os.O_CLOEXEC), full))
+            else:
+                opened = root.open_stream(path)
+                out.append(Reopened(fd, opened, os.path.join(root.path, path)))
+    except BaseException:
+        for r in out:
+            os.close(r.opened)
+        raise
+    return out
+
+
+@contextlib.contextmanager
+def pointed(streams: Sequence[Reopened]) -> Iterator[list[Redirect]]:
+    """This process's standard streams pointed at `streams`' files for the block (the command
+    inherits them), then put back; the files are closed after. Yields the Redirects for
+    capture.record_run's `streams`. Progress output waits: it would land in those files."""
+    from roargit import progress  # lazy: only a reproduction of a redirected run gets here
+
+    saved: list[tuple[int, int]] = []
+    was = progress.enabled()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        progress.enable(False)
+        for s in streams:
+            saved.append((s.fd, os.dup(s.fd)))
+            os.dup2(s.opened, s.fd)
+        yield [Redirect(s.fd, s.path) for s in streams]
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in reversed(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        for s in streams:
+            os.close(s.opened)
+        progress.enable(was)

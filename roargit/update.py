@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roargit import pathguard, session
+from roargit import pathguard, session, stdio
 from roargit.capture import record_run
 from roargit.errors import RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
+from roargit.pathguard import Root
 from roargit.records import RunId
 from roargit.redact import MARK
 from roargit.repo import RepoPaths
@@ -140,7 +141,12 @@ def run(
             yield Done(p, "skipped")
             continue
         announce(p, changes)
-        outcome = record_run(paths, list(p.argv), p.cwd, kind=p.kind, step=p.number)
+        with Root(paths.root) as root:
+            streams = stdio.reopen(current.run.redirects, root)  # `> out.csv` and the like
+        with stdio.pointed(streams) as redirects:
+            outcome = record_run(
+                paths, list(p.argv), p.cwd, kind=p.kind, step=p.number, streams=redirects
+            )
         failed = outcome.record.status != "ok" or outcome.signal is not None
         yield Done(p, "failed" if failed else "ran", outcome)
         if failed:

@@ -648,30 +648,34 @@ def run_to_json(
     verifications: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     env = rec.environment
-    return {
-        "kind": "run",
-        "id": run_id,
-        "step": label,
-        "session": rec.session,
-        "type": rec.kind,
-        "argv": list(rec.argv),
-        "cwd": rec.cwd,
-        "status": rec.status,
-        "exit_code": rec.exit_code,
-        "inputs": files_json(rec.inputs),
-        "outputs": files_json(rec.outputs),
-        "code": {
-            "commit": rec.code.commit,
-            "branch": rec.code.branch,
-            "dirty": rec.code.dirty,
-            "tree": rec.code.tree,
-            "inputs": [{"path": c.path, "blob": c.blob} for c in rec.code.inputs],
-        },
-        "started_at": iso(rec.started_at),
-        "duration_s": round(rec.duration_ns / 1e9, 3),
-        "capture": rec.capture,
-        "complete": rec.complete,
-        "recorded_by": who_json(rec),
-        "environment": dict(env),
-        "verifications": list(verifications),
-    } | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})
+    return (
+        {
+            "kind": "run",
+            "id": run_id,
+            "step": label,
+            "session": rec.session,
+            "type": rec.kind,
+            "argv": list(rec.argv),
+            "cwd": rec.cwd,
+            "status": rec.status,
+            "exit_code": rec.exit_code,
+            "inputs": files_json(rec.inputs),
+            "outputs": files_json(rec.outputs),
+            "code": {
+                "commit": rec.code.commit,
+                "branch": rec.code.branch,
+                "dirty": rec.code.dirty,
+                "tree": rec.code.tree,
+                "inputs": [{"path": c.path, "blob": c.blob} for c in rec.code.inputs],
+            },
+            "started_at": iso(rec.started_at),
+            "duration_s": round(rec.duration_ns / 1e9, 3),
+            "capture": rec.capture,
+            "complete": rec.complete,
+            "recorded_by": who_json(rec),
+            "environment": dict(env),
+            "verifications": list(verifications),
+        }
+        | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})
+        | ({"redirects": dict(rec.redirects)} if rec.redirects else {})
+    )

@@ -98,6 +98,7 @@ runs = st.builds(
     capture=st.sampled_from(["ptrace", "fallback"]),
     complete=st.booleans(),
     environment=environments,
+    redirects=st.dictionaries(st.sampled_from(records.STREAMS), paths, max_size=3),
 )
 
 

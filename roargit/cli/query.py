@@ -108,6 +108,9 @@ def _render_run(r: dict[str, Any]) -> None:
         size = human_size(u["size"]) if u["size"] >= 0 else "size unknown"
         tag = "in" if u["access"] == "input" else "out"
         say(f"  {tag:<9} {show_text(u['path'])}  unreadable ({show_text(u['reason'])})  {size}")
+    for stream, path in sorted(r.get("redirects", {}).items()):  # `< in.jsonl > out.jsonl`
+        arrow = "<" if stream == "stdin" else ">"
+        say(f"  {stream:<9} {arrow} {show_text(path)}")
 
 
 #: Deeper levels of a lineage tree are drawn at this indentation (a chain of 1,000 steps
