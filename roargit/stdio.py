@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from roargit import pathguard
 from roargit.structs import NamedTuple
-from roargit.trace import FileAccess
+from roargit.trace import Accesses, FileAccess
 
 if TYPE_CHECKING:
     from roargit.pathguard import Root
@@ -78,20 +78,39 @@ def with_redirects(
     files: Mapping[str, FileAccess], streams: Sequence[Redirect]
 ) -> Mapping[str, FileAccess]:
     """The run's accesses plus what it did through the redirected streams: stdin's file read,
-    stdout's and stderr's written. `files` is returned as it is when there are none."""
-    if not streams:
-        return files
-    out = dict(files)
+    stdout's and stderr's written. `files` is returned as it is when there are none; a grouped
+    trace (trace.Accesses) stays grouped, each redirected path taken out of its group."""
+    changed: dict[str, FileAccess] = {}
     for r in streams:
         if r.fd != STDIN and not wrote_to(r):
             continue
         path = os.path.normpath(r.path)
-        had = out.get(path, FileAccess(path, regular=True))
-        if r.fd == STDIN:
-            out[path] = had._replace(read=True)
-        else:
-            out[path] = had._replace(written=True)
-    return out
+        had = changed.get(path) or _access(files, path) or FileAccess(path, regular=True)
+        changed[path] = had._replace(read=True) if r.fd == STDIN else had._replace(written=True)
+    if not changed:
+        return files
+    if isinstance(files, Accesses):
+        groups = [
+            g._replace(paths=[p for p in g.paths if p not in changed])
+            if any(os.path.dirname(p) == g.folder for p in changed)
+            else g
+            for g in files.groups
+        ]
+        return Accesses({**files.single, **changed}, groups)
+    return {**files, **changed}
+
+
+def _access(files: Mapping[str, FileAccess], path: str) -> FileAccess | None:
+    """`files.get(path)`, without making a grouped trace's objects for every path."""
+    if not isinstance(files, Accesses):
+        return files.get(path)
+    if path in files.single:
+        return files.single[path]
+    folder = os.path.dirname(path)
+    for g in files.groups:
+        if g.folder == folder and path in g.paths:
+            return FileAccess(path, *g.fields)
+    return None
 
 
 class Reopened(NamedTuple):

@@ -105,3 +105,32 @@ def test_a_hostile_redirect_is_refused_with_nothing_written(git_repo: Path) -> N
         else:
             raise AssertionError("a link was followed")
     assert not outside.exists()
+
+
+def test_a_grouped_trace_stays_grouped_with_a_redirect_taken_out_of_its_group(
+    tmp_path: Path,
+) -> None:
+    """stdio.with_redirects on trace.Accesses: no object per path is made for the groups, and
+    a redirected file that a group also holds leaves the group with its new access."""
+    from roargit.stdio import Redirect, with_redirects
+    from roargit.trace import Accesses, FileAccess, FileGroup
+
+    folder = str(tmp_path)
+    names = [f"{folder}/f{i}.txt" for i in range(5)]
+    read = FileAccess(names[0], read=True, regular=True)
+    groups = [FileGroup(folder, list(names), tuple(read)[1:])]
+    files = Accesses({}, groups)
+    out = tmp_path / "f3.txt"
+    with open(out, "w") as f:
+        f.write("printed\n")
+        f.flush()
+        fd = os.dup(f.fileno())
+    try:
+        merged = with_redirects(files, [Redirect(fd, str(out))])
+    finally:
+        os.close(fd)
+    assert isinstance(merged, Accesses) and merged.groups[0].paths == [
+        n for n in names if n != str(out)
+    ]
+    assert merged[str(out)].written and merged[str(out)].read  # it was read too
+    assert len(merged) == 5 and merged[names[0]] == read
