@@ -34,9 +34,10 @@ Cache design (all of it derived, rebuildable state):
 
 Big files are hashed from a memory map under a read lease where one can be had, else with
 read() (roargit/bigfile.py), several at a time in a thread pool. Small files cost system
-calls and a little Python each, under the GIL, which threads cannot overlap: of a batch of
-many, a helper process hashes half (`_Helper`), and whatever it could not settle is hashed
-here again with every check above.
+calls and a little Python each, under the GIL, which threads cannot overlap: a batch of
+many is worked through by a helper process from the front and this one from the back until
+they meet (`_Helper`), and whatever the helper could not settle is hashed here again with
+every check above.
 """
 
 from __future__ import annotations
@@ -512,20 +513,30 @@ class HashCache:
 
         helper = None
         if threads and len(todo) >= _HELPER_FROM:
-            share = len(todo) // 2  # from the end; it takes each stat from the open file
-            helper = _Helper.start([a for _, a, _ in todo[-share:]])
-            if helper is not None:
-                theirs, todo = todo[-share:], todo[:-share]
+            # It takes each stat from the open file, row or not.
+            helper = _Helper.start([a for _, a, _ in todo])
         try:
-            hash_items(todo)
-            if helper is not None:
+            if helper is None:
+                hash_items(todo)
+            else:
+                # The helper works from the front, this thread from the back, until they
+                # meet: however busy either core is, neither waits for the other.
+                meet = len(todo)
+
+                def from_the_back() -> Iterator[tuple[P, str, os.stat_result | None]]:
+                    nonlocal meet
+                    while meet > len(helper.done):
+                        meet -= 1
+                        yield todo[meet]
+
+                hash_items(from_the_back())
                 redo = []
-                for item, got in zip(theirs, helper.results(), strict=True):
+                for item, got in zip(todo[:meet], helper.stop()[:meet], strict=True):
                     if got is None:
                         redo.append(item)
                     else:
                         take(item[0], item[1], _Hashed(*got))
-                self.stats.helped += len(theirs) - len(redo)
+                self.stats.helped += meet - len(redo)
                 hash_items(redo)
             for original, abspath, st in big:
                 try:
@@ -541,7 +552,7 @@ class HashCache:
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
         finally:
             if helper is not None:
-                helper.close()
+                helper.stop()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         self.stats.bytes_read += nbytes
@@ -684,21 +695,21 @@ class HashCache:
 
 
 class _Helper:
-    """A second process that hashes a share of many small files.
+    """A second process that hashes many small files alongside this one.
 
     Small files cost a few system calls and some Python each, all under the GIL: threads
-    cannot overlap that work, a process can. It runs `_hash_path` on each path it is given
-    and answers, per path, the fields of a stable `_Hashed`, or None for anything else
-    (a big file, an error, a file that changed while read), which is then hashed here again
-    with all the checks and retries. If it cannot start or fails, everything is.
+    cannot overlap that work, a process can. It runs `_hash_path` on the paths it is given,
+    in order, and answers in frames of `_FRAME` paths, per path the fields of a stable
+    `_Hashed`, or None for anything else (a big file, an error, a file that changed while
+    read), which is then hashed here again with all the checks and retries. `done` holds
+    the answers so far; if it cannot start or fails, it simply answers no more.
     """
 
     def __init__(self, paths: list[str]) -> None:
         import subprocess  # only a batch of many files starts one
         import threading
 
-        self.count = len(paths)
-        self._answer = b""
+        self.done: list[Any] = []
         package_parent = str(Path(__file__).resolve().parents[1])
         self._proc = subprocess.Popen(
             # -I: nothing from the environment or the current folder (a `blake3.py` in the
@@ -708,11 +719,13 @@ class _Helper:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
-        # A thread feeds it and reads the answer, so that neither side waits on a full pipe.
-        self._thread = threading.Thread(
-            target=self._talk, args=(marshal.dumps(paths),), name="roar-hash-helper"
-        )
-        self._thread.start()
+        # Threads feed it and read its answers, so that no side waits on a full pipe.
+        self._threads = [
+            threading.Thread(target=self._feed, args=(marshal.dumps(paths),), daemon=True),
+            threading.Thread(target=self._read, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @classmethod
     def start(cls, paths: list[str]) -> _Helper | None:
@@ -721,26 +734,37 @@ class _Helper:
         except (OSError, ValueError):  # no interpreter to start (sys.executable empty)
             return None
 
-    def _talk(self, request: bytes) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._answer = self._proc.communicate(request)[0]
+    def _feed(self, request: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        with contextlib.suppress(OSError, ValueError), stdin:
+            stdin.write(request)
 
-    def results(self) -> list[Any]:
-        """Per path given, the fields of its `_Hashed`, or None: hash that one here."""
-        self._thread.join()
-        got: Any = None
-        if self._proc.returncode == 0:
-            with contextlib.suppress(EOFError, ValueError, TypeError):
-                got = marshal.loads(self._answer)
-        if not isinstance(got, list) or len(got) != self.count:
-            return [None] * self.count
-        return got
+    def _read(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+            while len(head := stdout.read(4)) == 4:
+                frame = marshal.loads(stdout.read(int.from_bytes(head, "little")))
+                if not isinstance(frame, list):
+                    break
+                self.done.extend(frame)  # one step under the GIL: readers see whole frames
 
-    def close(self) -> None:
+    def stop(self) -> list[Any]:
+        """End it (it may be mid-way) and return its answers, one per path from the first."""
         if self._proc.poll() is None:
             self._proc.kill()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        return self.done
 
+
+#: Paths per answer frame of the helper: small enough that its progress shows often.
+_FRAME = 256
 
 _HELPER_MAIN = """
 import sys
@@ -752,15 +776,19 @@ _serve_helper(sys.stdin.buffer, sys.stdout.buffer)
 
 def _serve_helper(requests: BinaryIO, answers: BinaryIO) -> None:
     """The helper process's work (see `_Helper`)."""
-    out: list[tuple[Any, ...] | None] = []
-    for path in marshal.load(requests):
-        try:
-            h = _hash_path(path, None, _POOL_FROM)  # small files only: blake3 on one thread
-        except Exception:  # the caller hashes it again, and says what failed
-            out.append(None)
-            continue
-        out.append(tuple(h) if h.stable else None)
-    answers.write(marshal.dumps(out))
+    paths = marshal.load(requests)
+    for i in range(0, len(paths), _FRAME):
+        out: list[tuple[Any, ...] | None] = []
+        for path in paths[i : i + _FRAME]:
+            try:
+                h = _hash_path(path, None, _POOL_FROM)  # small files only: blake3 on one thread
+            except Exception:  # the caller hashes it again, and says what failed
+                out.append(None)
+                continue
+            out.append(tuple(h) if h.stable else None)
+        frame = marshal.dumps(out)
+        answers.write(len(frame).to_bytes(4, "little") + frame)
+        answers.flush()
 
 
 @contextlib.contextmanager
