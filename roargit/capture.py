@@ -629,6 +629,12 @@ def _trace_and_record(
         if (rel := rel_or_abs(os.path.normpath(r.path), root))
         and (r.fd == STDIN or (wrote_to(r) and not rel.startswith("/")))
     }
+    # Folders the command made in the work tree: reproduction leaves them for it to make.
+    made_dirs = tuple(
+        rel
+        for p in trace.created_dirs
+        if p.startswith(root + "/") and (rel := p[len(root) + 1 :]).split("/")[0] != ".git"
+    )
     warnings = early + list(trace.warnings) + accesses.warnings
 
     # Code is what the rule names or the run executed; every other file it read is data.
@@ -769,6 +775,7 @@ def _trace_and_record(
             unreadable=unreadable,
             recorded_by=recorded_by,
             redirects=redirected,
+            created_dirs=made_dirs,
         )
         run_id = ledger.append_run(record, [*manifest_entries, *out_entries], index)
         progress.recorded = run_id

@@ -410,6 +410,8 @@ def check_paths(rec: RunRecord, source: pathguard.Source, locator: Locator) -> N
         pathguard.check(c.path, source)
     for stream, path in rec.redirects.items():  # stdout and stderr are written; stdin read
         pathguard.check(path, source, absolute_ok=stream == "stdin")
+    for folder in rec.created_dirs:  # the folders above them are made
+        pathguard.check(folder, source)
     for f in rec.outputs:
         pathguard.check(f.path, source, absolute_ok=True)
     for f in rec.inputs:

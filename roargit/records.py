@@ -195,6 +195,10 @@ class RunRecord(NamedTuple):
     # "stderr" → recorded path; stdio.py), for reproduction to redirect them again. Written
     # only when there are some.
     redirects: Mapping[str, str] = MappingProxyType({})
+    # Folders inside the work tree that the run made itself, outermost only: reproduction
+    # leaves them for the command to make (`mkdir out` fails on one that is there). Written
+    # only when there are some.
+    created_dirs: tuple[str, ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -225,6 +229,8 @@ class RunRecord(NamedTuple):
             m["recorded_by"] = self.recorded_by.to_map()
         if self.redirects:
             m["redirects"] = dict(self.redirects)
+        if self.created_dirs:
+            m["created_dirs"] = list(self.created_dirs)
         return m
 
     @classmethod
@@ -263,6 +269,7 @@ class RunRecord(NamedTuple):
             unreadable=_items(m, "unreadable", Unreadable._read, optional=True),
             recorded_by=_sub(m, "recorded_by", Identity._read) if "recorded_by" in m else None,
             redirects=_sub(m, "redirects", _redirects, {}),
+            created_dirs=_paths(m, "created_dirs"),
         )
 
 
@@ -694,6 +701,16 @@ def _opt_str(m: dict[str, Any], key: str) -> str | None:
 
 
 STREAMS = ("stdin", "stdout", "stderr")
+
+
+def _paths(m: dict[str, Any], key: str) -> tuple[str, ...]:
+    """An optional list of paths (each as `_path` takes one)."""
+    if key not in m:
+        return ()
+    items = _list(m, key)
+    if len(items) > MAX_ARGV:
+        raise _Bad(key, f"must hold at most {MAX_ARGV} paths")
+    return tuple(_path({key: v}, key) for v in items)
 
 
 def _redirects(value: Any) -> Mapping[str, str]:

@@ -535,14 +535,27 @@ def layout(rec: RunRecord) -> list[str]:
     """The folders inside the repository that the run's files lay in: the folder of each
     input and output, and each folder it recorded whole. A worktree or a fresh clone lacks
     the untracked ones (`work/`, `features/`) that commands write into without making them.
+    A folder the run made itself (`created_dirs`) is left for the command to make again
+    (`mkdir out` fails on one that is there): the folder that held it is made instead.
     Absolute paths lie outside the repository and are never made."""
+    made = set(rec.created_dirs)
+
+    def before_the_run(folder: str) -> str:
+        parts = folder.split("/")
+        for i in range(1, len(parts) + 1):
+            if "/".join(parts[:i]) in made:
+                return "/".join(parts[: i - 1])
+        return folder
+
     folders: set[str] = set()
     for f in (*rec.inputs, *rec.outputs):
         if f.path.startswith("/"):
             continue
         folder = f.path.rstrip("/") if f.kind == "dir" else f.path.rpartition("/")[0]
         if folder:
-            folders.add(folder)
+            folders.add(before_the_run(folder))
+    folders.update(before_the_run(d.rpartition("/")[0]) for d in made)
+    folders.discard("")
     return sorted(folders)
 
 

@@ -130,6 +130,9 @@ class Trace(NamedTuple):
     # path -> the stat key of a regular file (80 hex digits, docs/trace-format.md), taken by
     # the tracer after every process of the run had ended; where asked (`stat_files`).
     stat_keys: Mapping[str, bytes] = MappingProxyType({})
+    # Folders the run made (a `mkdir` of a path that was not there) and that are folders when
+    # it ended, outermost only: one below another it made is left out.
+    created_dirs: tuple[str, ...] = ()
 
 
 class Event(NamedTuple):
@@ -792,7 +795,25 @@ def run_traced(
         return _unreadable_log(argv, cwd, status, "the tracer wrote no log")
     assert parsed is not None
     files = _accesses(parsed[1], found)
-    return _to_trace(log, status, files)._replace(stat_keys=found.keys)
+    return _to_trace(log, status, files)._replace(
+        stat_keys=found.keys, created_dirs=created_dirs(parsed[1])
+    )
+
+
+def created_dirs(rows: Iterable[_Row]) -> tuple[str, ...]:
+    """The outermost folders the rows' `mkdir` records made (see Trace.created_dirs): those
+    that were not there at the call and are folders now. A handful in most runs: a stat each."""
+    made = {r[2][0] for r in rows if r[0] == "mkdir" and r[4] is False}
+    out = []
+    for path in sorted(made):
+        above = os.path.dirname(path)
+        while above not in made and above != os.path.dirname(above):
+            above = os.path.dirname(above)
+        if above in made:
+            continue  # below another folder it made
+        if os.path.isdir(path) and not os.path.islink(path):
+            out.append(path)
+    return tuple(out)
 
 
 class _Found(NamedTuple):

@@ -678,4 +678,5 @@ def run_to_json(
         }
         | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})
         | ({"redirects": dict(rec.redirects)} if rec.redirects else {})
+        | ({"created_dirs": list(rec.created_dirs)} if rec.created_dirs else {})
     )

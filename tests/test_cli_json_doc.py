@@ -23,7 +23,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "cli-json.md"
 REPRODUCE_DOC = DOC.parent / "reproduce.md"
 
 #: Keys the page documents as present only sometimes ("only when some", "present only for").
-OPTIONAL = {"unreadable", "not_stored", "type", "redirects"}
+OPTIONAL = {"unreadable", "not_stored", "type", "redirects", "created_dirs"}
 #: Objects whose inner keys the page leaves open ("its inner keys are informative and may grow").
 OPEN = {"environment"}
 #: Keys the page's prose (not a table) says may be null.

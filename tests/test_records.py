@@ -99,6 +99,7 @@ runs = st.builds(
     complete=st.booleans(),
     environment=environments,
     redirects=st.dictionaries(st.sampled_from(records.STREAMS), paths, max_size=3),
+    created_dirs=st.lists(paths, max_size=3).map(tuple),
 )
 
 

@@ -101,3 +101,30 @@ def test_fresh_clone_makes_the_untracked_output_folders(
     assert digest(out) == metrics
     # The user's own work tree is left as it was.
     assert not (clone / "work").exists()
+
+
+MAKES_ITS_FOLDER = """\
+import os, sys
+os.mkdir("out")  # fails if it is there: the reproduction must not make it first
+os.makedirs("out/deep/er")
+open("out/deep/er/result.txt", "w").write(open("data/raw.csv").read().upper())
+os.mkdir("scratch")  # made, then removed: no folder of the run's
+os.rmdir("scratch")
+"""
+
+
+def test_a_folder_the_run_made_is_left_for_it_to_make_again(git_repo: Path) -> None:
+    (git_repo / "make.py").write_text(MAKES_ITS_FOLDER)
+    (git_repo / "data").mkdir()
+    (git_repo / "data" / "raw.csv").write_text("a,b\n")
+    (git_repo / ".gitignore").write_text("out/\n")
+    git(git_repo, "add", "make.py", "data/raw.csv", ".gitignore")
+    git(git_repo, "commit", "-q", "-m", "make")
+    roar(git_repo, "init")
+    roar(git_repo, "run", "-q", "python", "make.py")
+    record = roar_json(git_repo, "show", "@1")
+    assert record["created_dirs"] == ["out"]  # outermost only; scratch is gone
+    result = digest(git_repo / "out" / "deep" / "er" / "result.txt")
+    rep = roar_json(git_repo, "reproduce", result[:12], "--run", "-y", "--no-reuse")
+    assert rep["identical"], rep
+    assert digest(Path(rep["worktree"]) / "out" / "deep" / "er" / "result.txt") == result

@@ -743,3 +743,23 @@ def test_many_threads_many_files(tmp_path: Path) -> None:
     t = py(tmp_path, code)
     want = {f"t{k}-{i}": {"written", "created"} for k in range(4) for i in range(300)}
     assert seen(t, tmp_path) == want
+
+
+def test_created_dirs_are_the_outermost_folders_the_run_made(tmp_path: Path) -> None:
+    (tmp_path / "was-there").mkdir()
+    script = (
+        "import os\n"
+        "os.makedirs('new/a/b')\n"
+        "os.makedirs('was-there/inner', exist_ok=True)\n"
+        "os.makedirs('was-there', exist_ok=True)\n"
+        "os.mkdir('gone'); os.rmdir('gone')\n"
+        "os.mkdir('new-sibling')\n"
+    )
+    t = run_traced([sys.executable, "-c", script], tmp_path)
+    assert t.exit_code == 0
+    root = str(tmp_path)
+    assert sorted(t.created_dirs) == [
+        f"{root}/new",
+        f"{root}/new-sibling",
+        f"{root}/was-there/inner",
+    ]
