@@ -150,6 +150,23 @@ def _abspath(path: StrPath) -> str:
     return os.path.abspath(p)
 
 
+def _abspaths(paths: list[P]) -> list[str]:
+    """`_abspath` of each path, for many at once: when all are clean absolute `str`s, as
+    most callers' are, one check over them all instead of one a path."""
+    if paths and set(map(type, paths)) == {str}:
+        joined = "\0".join(paths)  # type: ignore[arg-type]  # all str, checked above
+        if (
+            joined[0] == "/"
+            and joined.count("\0") == joined.count("\0/") == len(paths) - 1
+            and "/." not in joined
+            and "//" not in joined
+            and "/\0" not in joined
+            and joined[-1] != "/"
+        ):
+            return paths  # type: ignore[return-value]
+    return [_abspath(p) for p in paths]
+
+
 def _stat_key(st: os.stat_result) -> bytes:
     # st_dev/st_ino are unsigned 64-bit; SQLite integers are signed, so the key is packed.
     return _STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -343,7 +360,7 @@ class HashCache:
         errors: dict[P, OSError] | None = None,
     ) -> dict[P, FileHash]:
         originals = list(paths)
-        abspaths = [_abspath(p) for p in originals]
+        abspaths = _abspaths(originals)
         cached = self._select(abspaths)
         result: dict[P, FileHash] = {}
         failed: list[OSError] = []
@@ -531,11 +548,20 @@ class HashCache:
 
                 hash_items(from_the_back())
                 redo = []
-                for item, got in zip(todo[:meet], helper.stop()[:meet], strict=True):
+                helped = todo[:meet]
+                # `take` for the stable `_Hashed` fields it answered, unrolled: many turns.
+                for item, got in zip(helped, helper.stop()[:meet], strict=True):
                     if got is None:
                         redo.append(item)
-                    else:
-                        take(item[0], item[1], _Hashed(*got))
+                        continue
+                    raw, size, key, _stable, started, ctime = got
+                    result[item[0]] = FileHash(raw.hex(), size)
+                    if keys is not None:
+                        keys[item[1]] = key
+                    if ctime < started - window:
+                        rows.append((item[1], key, raw))
+                    nbytes += size
+                seen += meet - len(redo)
                 self.stats.helped += meet - len(redo)
                 hash_items(redo)
             for original, abspath, st in big:

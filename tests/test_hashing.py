@@ -75,6 +75,30 @@ def test_cache_hit_reads_no_bytes(tmp_path: Path) -> None:
         assert first[p] == (blake3(p.read_bytes()).hexdigest(), p.stat().st_size)
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        ["rel/a"],
+        ["/a//b"],
+        ["/a/./b"],
+        ["/a/../b"],
+        ["/a/.x"],  # clean, but looks like the above: checked one by one
+        ["/a/b/"],
+        ["/a\0/b", "rel"],  # a NUL (refused by open) may not hide a relative path
+        ["/a\0b"],
+        ["/\udcff/b"],  # a name not UTF-8, decoded as Python does
+    ],
+)
+@pytest.mark.parametrize("at", [0, 1, 3])
+def test_abspaths_of_a_batch_are_each_paths(odd: list[str], at: int) -> None:
+    """The one check over a whole batch gives what `os.path.abspath` gives for each path,
+    wherever among clean absolute ones the odd one is."""
+    clean = ["/a/b", "/a/c d", "/x.y"]
+    for paths in (clean, [*clean[:at], *odd, *clean[at:]]):
+        assert hashing._abspaths(paths) == [os.path.abspath(p) for p in paths]
+    assert hashing._abspaths([Path("/a"), "/b"]) == ["/a", "/b"]
+
+
 def test_results_are_keyed_by_the_paths_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
