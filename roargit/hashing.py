@@ -548,9 +548,8 @@ class HashCache:
 
                 hash_items(from_the_back())
                 redo = []
-                helped = todo[:meet]
                 # `take` for the stable `_Hashed` fields it answered, unrolled: many turns.
-                for item, got in zip(helped, helper.stop()[:meet], strict=True):
+                for item, got in zip(todo[:meet], helper.stop()[:meet], strict=True):
                     if got is None:
                         redo.append(item)
                         continue

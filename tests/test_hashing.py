@@ -300,6 +300,24 @@ def test_a_helper_process_hashes_many_files_alongside(
     assert again.hash_many(set(readable)) == got
     assert again.stats.hits == len(got)
 
+    # Files with a row that changed go to the helper too: it takes their stat afresh.
+    changed = readable[:4]
+    for p in changed:
+        st = p.stat()
+        p.write_bytes(bytes(b ^ 0xFF for b in p.read_bytes()) or b"x")
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    monkeypatch.setattr(hashing, "_HELPER_FROM", 3)
+    helpers.clear()
+    third = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    keys.clear()
+    unique = list(dict.fromkeys(readable))
+    now = third.hash_many(unique, keys=keys)
+    assert len(helpers) == 1
+    assert now == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in unique}
+    assert keys == {str(p): hashing._stat_key(p.stat()) for p in unique}
+    assert third.stats.misses == len(changed)
+    assert third.stats.helped >= 1
+
 
 @pytest.mark.parametrize(
     "how",
