@@ -745,18 +745,25 @@ class _Helper:
             stderr=subprocess.DEVNULL,
         )
         # Threads feed it and read its answers, so that no side waits on a full pipe.
+        request = marshal.dumps(paths)
         self._threads = [
-            threading.Thread(target=self._feed, args=(marshal.dumps(paths),), daemon=True),
-            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._feed, args=(request,), name="roar-helper", daemon=True),
+            threading.Thread(target=self._read, name="roar-helper", daemon=True),
         ]
-        for thread in self._threads:
-            thread.start()
+        try:
+            for thread in self._threads:
+                thread.start()
+        except BaseException:
+            self._proc.kill()  # a thread could not start: the feeder, if any, sees EPIPE
+            self._end()
+            raise
 
     @classmethod
     def start(cls, paths: list[str]) -> _Helper | None:
         try:
             return cls(paths)
-        except (OSError, ValueError):  # no interpreter to start (sys.executable empty)
+        # No interpreter to start (sys.executable empty or gone), no thread to be had.
+        except (OSError, ValueError, RuntimeError):
             return None
 
     def _feed(self, request: bytes) -> None:
@@ -779,13 +786,17 @@ class _Helper:
         """End it (it may be mid-way) and return its answers, one per path from the first."""
         if self._proc.poll() is None:
             self._proc.kill()
+        self._end()
+        return self.done
+
+    def _end(self) -> None:
         for thread in self._threads:
-            thread.join()
+            if thread.ident is not None:  # started
+                thread.join()
         self._proc.wait()
         for pipe in (self._proc.stdin, self._proc.stdout):
             if pipe is not None:
                 pipe.close()
-        return self.done
 
 
 #: Paths per answer frame of the helper: small enough that its progress shows often.

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blake3 import blake3
@@ -240,6 +241,33 @@ def test_big_files_found_among_small_ones_are_hashed_too(
     again = HashCache(tmp_path / "state", racy_window_ns=0, workers=workers)
     assert again.hash_many(files) == got
     assert again.stats.hits == len(files)
+
+
+def test_a_helper_with_no_thread_to_talk_to_it_is_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, _ = _helper_batch(tmp_path)
+    monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
+    started: list[subprocess.Popen[bytes]] = []
+    popen, start = subprocess.Popen, threading.Thread.start
+
+    def recorded(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    def refused(thread: threading.Thread) -> None:
+        if thread.name == "roar-helper":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    got = cache.hash_many(paths, missing_ok=True, errors={})
+    readable = [p for p in paths if p.is_file() and not p.is_fifo()]
+    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
+    assert cache.stats.helped == 0
+    assert [proc.poll() for proc in started] == [-9]
 
 
 def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
