@@ -19,12 +19,12 @@ Cache design (all of it derived, rebuildable state):
   stat-ed first: it is opened at once (O_NONBLOCK, so a FIFO cannot hang us) and its stat
   taken from the open file. A row is *written* only if the file's stat did not change while
   it was read, and if its ctime is older than the start of the read by more than
-  `racy_window_ns`. The second rule is git's "racy clean" problem:
-  file timestamps have a coarse granularity (a kernel tick on ext4, a second on some network
-  filesystems), so a same-size rewrite within one tick of our read would leave an identical
-  stat key over different bytes. ctime rather than mtime because `utime` can move mtime into
-  the past (tar, rsync -t) but always sets ctime to now. Such a file is still hashed and
-  returned, just not remembered; the next call re-reads it once and caches it then.
+  `racy_window_ns`. The second rule is git's "racy clean" problem: file timestamps have a
+  coarse granularity (a kernel tick on ext4, a second on some network filesystems), so a
+  same-size rewrite within one tick of our read would leave an identical stat key over
+  different bytes. ctime rather than mtime because `utime` can move mtime into the past
+  (tar, rsync -t) but always sets ctime to now. Such a file is still hashed and returned,
+  just not remembered; the next call re-reads it once and caches it then.
 - A file whose stat differs before and after the read was being written while we read it;
   its digest names bytes that may never have existed together. It is re-read (twice at most)
   and, if it keeps changing, `FileChanged` is raised. It is never cached.
@@ -735,6 +735,7 @@ class _Helper:
         import threading
 
         self.done: list[Any] = []
+        request = marshal.dumps(paths)
         package_parent = str(Path(__file__).resolve().parents[1])
         self._proc = subprocess.Popen(
             # -I: nothing from the environment or the current folder (a `blake3.py` in the
@@ -745,7 +746,6 @@ class _Helper:
             stderr=subprocess.DEVNULL,
         )
         # Threads feed it and read its answers, so that no side waits on a full pipe.
-        request = marshal.dumps(paths)
         self._threads = [
             threading.Thread(target=self._feed, args=(request,), name="roar-helper", daemon=True),
             threading.Thread(target=self._read, name="roar-helper", daemon=True),
