@@ -25,9 +25,8 @@ import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from roargit import codestate, config, folders, loose_ref, progress, session
+from roargit import TYPE_CHECKING, codestate, config, folders, loose_ref, progress, session
 from roargit.clone import clone_id
 from roargit.errors import FileChanged, GitFailed, RoarError
 from roargit.git import run_git

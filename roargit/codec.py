@@ -10,12 +10,15 @@ so two machines that record the same facts produce the same id.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgpack
 from blake3 import blake3
 
+from roargit import TYPE_CHECKING
 from roargit.errors import RecordCorrupt, RecordTooNew
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 VERSION_KEY = "v"

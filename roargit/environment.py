@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Mapping
-from typing import Any
 
+from roargit import TYPE_CHECKING
 from roargit.errors import RecordCorrupt
 from roargit.records import check_environment
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class PythonInfo(NamedTuple):

@@ -24,14 +24,16 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from blake3 import blake3
 
-from roargit import codec
+from roargit import TYPE_CHECKING, codec
 from roargit.codec import record_id
 from roargit.errors import RecordCorrupt
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: A folder is recorded as one artifact when the run touched at least this many of its files…
 MIN_FILES = 100

@@ -16,11 +16,14 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from roargit import TYPE_CHECKING
 from roargit.errors import GitFailed, RoarError
 from roargit.git import OBJECT_READER, run_git, spawn_git
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 TREE_MODE = 0o40000
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 import msgpack
 
+from roargit import TYPE_CHECKING
 from roargit.records import RunId, SessionId, StepIndex
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _VERSION = 1
 #: (run id, its entry's fields or None where it has no usable one), in the bucket's order.

@@ -23,9 +23,8 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
-from roargit import index_cache, loose_ref, records
+from roargit import TYPE_CHECKING, index_cache, loose_ref, records
 from roargit.codec import record_id
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
@@ -50,6 +49,8 @@ from roargit.records import ArtifactId, RunId, RunRecord, SessionId, SessionReco
 from roargit.repo import RepoPaths
 
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     import pygit2
 
 
@@ -68,7 +69,8 @@ MAX_ATTEMPTS = 400
 #: first: past this many reads, its import costs less than the round trips it saves.
 SWITCH_TO_PYGIT2_AT = 150
 
-R = TypeVar("R", RunRecord, SessionRecord, records.VerificationRecord)
+if TYPE_CHECKING:
+    R = TypeVar("R", RunRecord, SessionRecord, records.VerificationRecord)
 
 Entry = NewEntry  # one path to add: a blob's bytes, or an existing tree by id
 

@@ -25,9 +25,8 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from roargit import records
+from roargit import TYPE_CHECKING, records
 from roargit.codec import record_id as blake3_hex
 from roargit.errors import RecordCorrupt, RecordTooNew
 from roargit.folders import decode_manifest
@@ -36,6 +35,8 @@ from roargit.pathguard import escape
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
+    from typing import Any
+
     import pygit2
 
 TOPS = frozenset(
@@ -95,7 +96,8 @@ def decode_record(data: bytes, name: str, source: str | None) -> records.Record:
 # bytes must hash to; `extra` a condition the decoded run must meet (("p"|"c", artifact hash)
 # / ("session", id) / ("folder p"|"folder c", key) / ("set", set id)), or for a set, the
 # artifact it must hold (("member", hash)).
-Slot = tuple[Any, ...]
+if TYPE_CHECKING:
+    Slot = tuple[Any, ...]
 
 
 def expect(parts: tuple[str, ...]) -> Slot | str:

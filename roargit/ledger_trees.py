@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from roargit import TYPE_CHECKING
 from roargit.gitobjects import NewEntry, tree_rows
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 # Git's object hash: CPython's own SHA-1, as `random` takes its sha512. hashlib loads OpenSSL,

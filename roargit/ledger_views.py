@@ -7,11 +7,13 @@ given as tuples of names; Ledger picks one and may switch (SWITCH_TO_PYGIT2_AT).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
+from roargit import TYPE_CHECKING
 from roargit.gitobjects import ObjectReader, tree_entries
 
 if TYPE_CHECKING:
+    from typing import Any
+
     import pygit2
 
 

@@ -27,10 +27,13 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
 
+from roargit import TYPE_CHECKING
 from roargit.errors import RoarError
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -13,7 +13,11 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import Any
+
+from roargit import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # Seconds of work before a bar appears: a command that ends sooner prints nothing extra.
 DELAY = 1.0

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, NewType
 
-from roargit import codec
+from roargit import TYPE_CHECKING, codec
 from roargit.errors import RecordCorrupt
 from roargit.structs import NamedTuple
 
-RunId = NewType("RunId", str)
-SessionId = NewType("SessionId", str)
-ArtifactId = NewType("ArtifactId", str)
+if TYPE_CHECKING:
+    from typing import Any, NewType
+
+    RunId = NewType("RunId", str)
+    SessionId = NewType("SessionId", str)
+    ArtifactId = NewType("ArtifactId", str)
+else:  # what NewType gives at run time, without importing typing (roargit.TYPE_CHECKING)
+    RunId = SessionId = ArtifactId = str
 
 RUN_KINDS = ("run", "build")
 RUN_STATUSES = ("ok", "failed", "interrupted", "terminated")

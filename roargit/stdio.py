@@ -19,9 +19,8 @@ import stat
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from roargit import pathguard
+from roargit import TYPE_CHECKING, pathguard
 from roargit.structs import NamedTuple
 from roargit.trace import Accesses, FileAccess
 

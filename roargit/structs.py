@@ -19,7 +19,8 @@ import collections
 import sys
 from operator import itemgetter
 from types import CodeType, FunctionType
-from typing import TYPE_CHECKING, Any
+
+from roargit import TYPE_CHECKING
 
 
 def _field_property(index: int, doc: str) -> Any:
@@ -142,6 +143,7 @@ class _Root(metaclass=_NamedTupleMeta):
 
 
 if TYPE_CHECKING:
+    from typing import Any
     from typing import NamedTuple as NamedTuple
 else:
     NamedTuple = _Root

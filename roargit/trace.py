@@ -19,11 +19,13 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-from roargit import peers
+from roargit import TYPE_CHECKING, peers
 from roargit.errors import RoarError, TracerUnavailable
 from roargit.structs import NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 LOG_VERSION = 4  # 2: the shim (start has a SHIM field; records after `end` are ignored)
 # 3: the summary (`file` records: one per path, the bits of its `open` records OR-ed)

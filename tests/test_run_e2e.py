@@ -752,7 +752,7 @@ def test_sort_accesses_of_grouped_folders_is_as_path_by_path(tmp_path: Path) -> 
         grouped = sort_accesses(t.files, paths, str(tmp_path / "home"), ignore)
         one_by_one = sort_accesses(dict(t.files), paths, str(tmp_path / "home"), ignore)
         for got, want in zip(grouped, one_by_one, strict=True):
-            assert sorted(got) == sorted(want)  # type: ignore[call-overload]
+            assert sorted(got) == sorted(want)
     r = str(root)
     # only the two plain folders are taken at once; every special case goes path by path
     home, git = str(tmp_path / "home"), (f"{r}/.git/",)

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
 
-from roargit import __version__
+from roargit import TYPE_CHECKING, __version__
 from roargit.errors import RoarError
 from roargit.pathguard import escape
 
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
 COMMAND_MODULES = (

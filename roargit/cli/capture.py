@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from roargit import TYPE_CHECKING
 from roargit.cli import add_command, report_bug
 from roargit.cli.output import (
     emit_json,
@@ -22,6 +22,7 @@ from roargit.errors import RoarError
 
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 
 def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
+from roargit import TYPE_CHECKING
 from roargit.pathguard import escape as show_text
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def emit_json(value: Any) -> None:
