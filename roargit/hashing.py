@@ -11,10 +11,11 @@ Cache design (all of it derived, rebuildable state):
   many processes (64 concurrent `roar run`s) read it without blocking and write it one
   transaction at a time. Each `hash_many` does one bulk lookup and at most one write
   transaction.
-- One row per folder holds the entries of the files in it (SQLite's cost is per row, and a
-  run reads and writes files by the folder). A write merges into the folder's row inside
-  its write transaction, so concurrent writers to one folder lose nothing. Entries of files
-  since deleted stay until their folder's row is damaged or the schema changes.
+- A row holds the entries of the files of one folder whose names fall in one of 16 buckets
+  (SQLite's cost is per row, and a run reads and writes files by the folder; the buckets
+  keep a change in a huge folder from rewriting all its entries). A write merges into the
+  rows inside its write transaction, so concurrent writers to one folder lose nothing.
+  Entries of files since deleted stay until their row is damaged or the schema changes.
 - A row is trusted only if the packed stat key matches exactly. A path with no row is not
   stat-ed first: it is opened at once (O_NONBLOCK, so a FIFO cannot hang us) and its stat
   taken from the open file. A row is *written* only if the file's stat did not change while
@@ -88,7 +89,7 @@ RACY_WINDOW_NS = 1_000_000_000
 
 _STAT_KEY = struct.Struct("<QQQqq")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 # Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
@@ -627,13 +628,13 @@ class HashCache:
                     db.execute("DROP TABLE IF EXISTS files")  # schema 3 and before
                     db.execute("DROP TABLE IF EXISTS dirs")
                     db.execute(
-                        # One row a folder, not a file: SQLite's cost is per row, and a run
-                        # reads and writes files by the folder. dir: the file-system
-                        # encoding of the folder's path (names need not be UTF-8). names:
-                        # its files' names joined by NUL. vals: per name, in that order,
-                        # the 40-byte stat key then the 32-byte digest. crc guards each row
-                        # from a damaged page that still parses (SQLite has no page
-                        # checksums).
+                        # Rows hold files by the folder, not one each: SQLite's cost is per
+                        # row, and a run reads and writes files by the folder. dir: the
+                        # file-system encoding of the folder's path (names need not be
+                        # UTF-8), NUL, and the bucket of the names (`_BUCKETS`). names: the
+                        # files' names joined by NUL. vals: per name, in that order, the
+                        # 40-byte stat key then the 32-byte digest. crc guards each row from
+                        # a damaged page that still parses (SQLite has no page checksums).
                         "CREATE TABLE dirs (dir BLOB PRIMARY KEY, names BLOB NOT NULL,"
                         " vals BLOB NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID"
                     )
@@ -688,14 +689,16 @@ class HashCache:
             return
         import sqlite3  # as in _connect: only a run that hashes loads it
 
-        fresh: dict[str, dict[str, bytes]] = {}
+        fresh: dict[tuple[str, int], dict[str, bytes]] = {}
+        crc32 = zlib.crc32
         for path, key, digest in rows:
             folder, _, name = path.rpartition("/")
-            entries = fresh.get(folder)
+            slot = (folder, crc32(name.encode(_FS_ENCODING, _FS_ERRORS)) & _BUCKET_MASK)
+            entries = fresh.get(slot)
             if entries is None:
-                fresh[folder] = entries = {}
+                fresh[slot] = entries = {}
             entries[name] = key + digest
-        by_dir = {_fsencode(folder): entries for folder, entries in fresh.items()}
+        by_dir = {_fsencode(f) + _BUCKETS[b]: entries for (f, b), entries in fresh.items()}
         try:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")  # the merge reads what is there under the lock
@@ -851,6 +854,11 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 
 
 _ROW_LEN = _STAT_KEY.size + 32
+#: A folder's files are spread over this many rows by their names' crc32, so that a change
+#: to one file of a huge folder rewrites a part of its entries, not all of them.
+_BUCKET_MASK = 15
+#: Row key = the folder's path, NUL (no path has one), the bucket.
+_BUCKETS = [b"\0" + bytes([i]) for i in range(_BUCKET_MASK + 1)]
 
 
 def _crc(bdir: bytes, bnames: bytes, vals: bytes) -> int:
@@ -884,16 +892,18 @@ def _select_rows(
     """Rows for `abspaths` as {path: (stat key, hex digest)}, and how many were damaged."""
     if db.execute("SELECT 1 FROM dirs LIMIT 1").fetchone() is None:
         return {}, 0  # a new cache: spare the grouping below
-    # {folder: [(name, path)]}
-    want: dict[str, list[tuple[str, str]]] = {}
+    # {(folder, bucket): [(name, path)]}
+    want: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    crc32 = zlib.crc32
     for path in abspaths:
         folder, _, name = path.rpartition("/")
-        pairs = want.get(folder)
+        slot = (folder, crc32(name.encode(_FS_ENCODING, _FS_ERRORS)) & _BUCKET_MASK)
+        pairs = want.get(slot)
         if pairs is None:
-            want[folder] = [(name, path)]
+            want[slot] = [(name, path)]
         else:
             pairs.append((name, path))
-    by_dir = {_fsencode(folder): pairs for folder, pairs in want.items()}
+    by_dir = {_fsencode(f) + _BUCKETS[b]: pairs for (f, b), pairs in want.items()}
     found: dict[str, tuple[bytes, str]] = {}
     klen = _STAT_KEY.size
     rows, damaged = _sound_rows(db, by_dir)

@@ -115,6 +115,29 @@ def test_results_are_keyed_by_the_paths_given(
     assert cache.stats.hits == 1  # one entry, by absolute path
 
 
+def test_a_change_in_a_big_folder_rewrites_one_of_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    files = [write(tmp_path / f"f{i}", b"%d" % i) for i in range(300)]
+    state = tmp_path / "state"
+    HashCache(state, racy_window_ns=0).hash_many(files)
+
+    def rows() -> dict[bytes, bytes]:
+        with sqlite3.connect(state / HashCache.FILENAME) as db:
+            return dict(db.execute("SELECT dir, vals FROM dirs").fetchall())
+
+    before = rows()
+    assert len(before) == hashing._BUCKET_MASK + 1  # 300 names fill every bucket
+    write(files[7], b"changed")
+    HashCache(state, racy_window_ns=0).hash_many([files[7]])
+    after = rows()
+    assert after.keys() == before.keys()
+    assert sum(after[k] != before[k] for k in after) == 1
+    cache = HashCache(state, racy_window_ns=0)
+    assert cache.hash_many(files)[files[7]].digest == blake3(b"changed").hexdigest()
+    assert cache.stats.hits == len(files)
+
+
 def test_a_folder_row_keeps_what_each_call_added(tmp_path: Path) -> None:
     """Rows are per folder: each write merges into what is there, replacing only its files."""
     a, b, c = (write(tmp_path / n, n.encode()) for n in "abc")
@@ -468,14 +491,14 @@ def test_damaged_row_that_still_parses_is_not_trusted(
     state = tmp_path / "state"
     with HashCache(state, racy_window_ns=0) as cache:
         truth = cache.hash_many([f, g])
-    with sqlite3.connect(state / HashCache.FILENAME) as db:
-        ((vals,),) = db.execute("SELECT vals FROM dirs").fetchall()
-        bad = damage(vals)
-        if isinstance(bad, str):
-            bad = bad.encode("latin-1")
-            db.execute("UPDATE dirs SET vals = CAST(? AS TEXT)", (bad,))
-        else:
-            db.execute("UPDATE dirs SET vals = ?", (bad,))
+    with sqlite3.connect(state / HashCache.FILENAME) as db:  # every row
+        for key, vals in db.execute("SELECT dir, vals FROM dirs").fetchall():
+            bad = damage(vals)
+            if isinstance(bad, str):
+                bad = bad.encode("latin-1")
+                db.execute("UPDATE dirs SET vals = CAST(? AS TEXT) WHERE dir = ?", (bad, key))
+            else:
+                db.execute("UPDATE dirs SET vals = ? WHERE dir = ?", (bad, key))
     with HashCache(state, racy_window_ns=0) as cache:
         assert cache.hash_file(f) == truth[f]
         assert (cache.stats.misses, cache.stats.cache_errors) == (1, 1)
