@@ -616,6 +616,7 @@ def _trace_and_record(
     ended = time.time_ns()
     progress.trace = trace
     ledger.refresh()  # see runs that other processes recorded while this one ran
+    code = codestate.resolve_tree(ledger.reader, code)
 
     home = run_env.get("HOME", "")
     ignore = [g.strip() for g in settings["roar.ignore"].value.split(",") if g.strip()]

@@ -17,17 +17,18 @@ from pathlib import Path
 
 from roargit.errors import GitFailed
 
-#: The work tree's changed tracked files, and its untracked, not ignored files: what every
-#: `roar run` asks before the command (codestate.work_tree_status).
-STATUS_TRACKED = (
+#: HEAD, the work tree's changed tracked files and its untracked, not ignored files: what
+#: every `roar run` asks before the command (codestate.work_tree_status).
+STATUS = (
     "status",
-    "--porcelain=v1",
+    "--porcelain=v2",
     "-z",
-    "--untracked-files=no",
+    "--branch",
+    "--no-ahead-behind",
+    "--untracked-files=all",
     "--no-renames",
     "--ignore-submodules=all",
 )
-LIST_UNTRACKED = ("ls-files", "-z", "--others", "--exclude-standard")
 #: What gitobjects.ObjectReader reads objects through.
 OBJECT_READER = ("cat-file", "--batch-command")
 

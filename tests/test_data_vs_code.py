@@ -148,3 +148,36 @@ def test_an_executed_file_is_code_whatever_its_name_and_roar_code_is_read(
     rec = roar_json(repo, "run", "./tool", "in.json", "out2.json")
     assert [c["path"] for c in rec["code"]["inputs"]] == ["in.json", "tool"]
     assert rec["inputs"] == []
+
+
+def test_work_tree_status_reads_head_and_odd_names_from_one_git_status(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    """codestate.work_tree_status: HEAD's commit and branch, changed tracked code, untracked
+    code (a name that starts like a status record included), with no cat-file asked."""
+    from roargit.codestate import work_tree_status
+    from roargit.repo import find_repo
+
+    unborn = tmp_path / "unborn"
+    git(tmp_path, "init", "-q", str(unborn))
+    (unborn / "c.py").write_text("")
+    empty = work_tree_status(find_repo(unborn))
+    assert (empty.commit, empty.branch, empty.untracked) == (None, None, ("c.py",))
+    paths = find_repo(git_repo)
+    (git_repo / "a.py").write_text("x = 1\n")
+    (git_repo / "data.csv").write_text("1,2\n")
+    git(git_repo, "add", "a.py", "data.csv")
+    git(git_repo, "commit", "-q", "-m", "a")
+    head = git(git_repo, "rev-parse", "HEAD").strip()
+    branch = git(git_repo, "symbolic-ref", "--short", "HEAD").strip()
+    (git_repo / "a.py").write_text("x = 2\n")
+    (git_repo / "data.csv").write_text("3,4\n")  # data: no snapshot
+    (git_repo / "? odd.py").write_text("y = 1\n")
+    (git_repo / "new dir").mkdir()
+    (git_repo / "new dir" / "b.py").write_text("z = 1\n")
+    st = work_tree_status(paths)
+    assert (st.commit, st.branch) == (head, branch)
+    assert st.modified == ("a.py",)
+    assert sorted(st.untracked) == ["? odd.py", "new dir/b.py"]
+    git(git_repo, "checkout", "-q", "--detach")
+    assert work_tree_status(paths).branch is None and work_tree_status(paths).commit == head

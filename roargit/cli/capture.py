@@ -70,7 +70,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     paths = find_repo(Path.cwd())
     # What every run asks git before its command, asked now: git answers on one core while
     # the modules below load on the other (git.start_early).
-    for question in (list_args(paths), git.STATUS_TRACKED, git.LIST_UNTRACKED):
+    for question in (list_args(paths), git.STATUS):
         git.start_early(question, paths.root)
     git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True)  # the ledger's reader
     try:
