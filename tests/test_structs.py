@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import typing
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,17 @@ def test_pickle_copy_and_subclass() -> None:
 class Pickled(FastNamedTuple):
     name: str
     n: int
+
+
+def test_classes_of_every_width_take_their_fields_by_position_and_keyword() -> None:
+    """Arities 1 to 20 use the written-out templates; wider ones compile their own."""
+    for width in (1, 2, 7, 20, 21, 30):
+        names = [f"f{i}" for i in range(width)]
+        ns: dict[str, object] = {"__annotations__": dict.fromkeys(names, "int")}
+        ns["f" + str(width - 1)] = -1  # the last one has a default
+        meta: Any = type(FastNamedTuple)  # the class statement, spelt as a call
+        wide = meta(f"W{width}", (FastNamedTuple,), ns)
+        full = wide(*range(width))
+        assert tuple(full) == tuple(range(width)) and full._fields == tuple(names)
+        assert wide(*range(width - 1)) == (*range(width - 1), -1)
+        assert wide(**{n: i for i, n in enumerate(names)}) == full
