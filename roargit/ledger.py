@@ -146,6 +146,13 @@ class Ledger:
         """The commit a ref points at now (not the pinned read view)."""
         name = ref or self.ref
         if self.fast_start:
+            # This ledger's own ref is read from its file where git keeps it there (no round
+            # trip, and no wait for cat-file to start: `roar run` asks this first after the
+            # command). A fetched one is asked of git, which checks it names a commit.
+            if name == self.ref:
+                known, value = loose_ref.read(self.paths.common_dir, name)
+                if known:
+                    return value
             found = self.reader.info(name)
             return None if found is None or found[1] != "commit" else found[0]
         try:

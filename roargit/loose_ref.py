@@ -36,6 +36,24 @@ def _packed(common_dir: Path, ref: str) -> str | None:
     return None
 
 
+def read(common_dir: Path, ref: str) -> tuple[bool, str | None]:
+    """(known, id): the id `ref` names (None: no such ref), read from its loose file or
+    `packed-refs` as git reads them; known is False where git must be asked (see the module
+    docstring: reftable, a symbolic ref, a file that is not an id)."""
+    if (common_dir / "reftable").exists():
+        return False, None
+    try:
+        with open(common_dir / ref, "rb") as f:
+            value = f.read().strip().decode("ascii", "replace")
+    except FileNotFoundError:
+        return True, _packed(common_dir, ref)
+    except OSError:
+        return False, None
+    if len(value) not in (40, 64) or value.strip("0123456789abcdef"):
+        return False, None
+    return True, value
+
+
 def compare_and_swap(common_dir: Path, ref: str, old: str, new: str) -> bool | None:
     """Move `ref` (e.g. refs/roar/ledger) from `old` to `new`. True when moved; False when it
     no longer names `old` or another writer holds its lock (the caller re-reads the tip and

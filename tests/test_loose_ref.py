@@ -126,3 +126,20 @@ def test_a_pin_is_made_and_removed_as_git_would(git_repo: Path) -> None:
     git(git_repo, "pack-refs", "--all")
     assert delete(dot_git, pin) is None  # packed too: git rewrites packed-refs
     assert create(dot_git, pin, b) is False
+
+
+def test_read_gives_a_loose_or_packed_ref_as_git_does(git_repo: Path) -> None:
+    from roargit.loose_ref import read
+
+    a, b = _commits(git_repo, 2)
+    dot_git = git_repo / ".git"
+    assert read(dot_git, REF) == (True, None)  # no such ref
+    git(git_repo, "update-ref", REF, a)
+    assert read(dot_git, REF) == (True, a)
+    (git_repo / ".git" / "refs" / "roar" / "keep").write_text(a + "\n")
+    git(git_repo, "pack-refs", "--all", "--prune")
+    assert read(dot_git, REF) == (True, a)  # from packed-refs
+    git(git_repo, "update-ref", REF, b)
+    assert read(dot_git, REF) == (True, b)  # the loose one wins
+    git(git_repo, "symbolic-ref", "refs/roar/sym", REF)
+    assert read(dot_git, "refs/roar/sym") == (False, None)  # git's to follow
