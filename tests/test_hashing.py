@@ -97,7 +97,8 @@ def test_abspaths_of_a_batch_are_each_paths(odd: list[str], at: int) -> None:
     clean = ["/a/b", "/a/c d", "/x.y"]
     for paths in (clean, [*clean[:at], *odd, *clean[at:]]):
         assert hashing._abspaths(paths) == [os.path.abspath(p) for p in paths]
-    assert hashing._abspaths([Path("/a"), "/b"]) == ["/a", "/b"]
+    mixed: list[str | Path] = [Path("/a"), "/b"]
+    assert hashing._abspaths(mixed) == ["/a", "/b"]
 
 
 def test_results_are_keyed_by_the_paths_given(
@@ -325,7 +326,7 @@ def test_a_helper_process_hashes_many_files_alongside(
         helpers.extend([helper] if helper else [])
         return helper
 
-    def after_a_frame(*args: object) -> object:
+    def after_a_frame(*args: Any) -> object:
         deadline = time.monotonic() + 60
         while helpers and not helpers[0].done and time.monotonic() < deadline:
             time.sleep(0.002)
