@@ -46,30 +46,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import marshal
 import os
 import stat as stat_mod
-import struct
 import sys
 import time
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, Union
 
 from blake3 import blake3
 
-from roargit import bigfile
-from roargit.bigfile import CHUNK
+from roargit import TYPE_CHECKING
 from roargit.errors import FileChanged
+from roargit.hash_rows import STAT_KEY, CacheDB
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
-    import sqlite3
     from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import TypeVar
 
-StrPath = Union[str, "os.PathLike[str]"]
-P = TypeVar("P", bound="str | os.PathLike[str]")
+    StrPath = str | os.PathLike[str]
+    P = TypeVar("P", bound="str | os.PathLike[str]")
 
 #: Files up to this size are read whole and hashed with one call (one read, one hasher).
 SMALL_FILE = 1 << 20
@@ -87,14 +83,8 @@ RETRIES = 2
 #: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
 RACY_WINDOW_NS = 1_000_000_000
 
-_STAT_KEY = struct.Struct("<QQQqq")
+_STAT_KEY = STAT_KEY
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
-_SCHEMA_VERSION = 5
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
-# Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
-# 32766 host parameters since 3.32, 999 before).
-_RANGE = 900
 
 
 class FileHash(NamedTuple):
@@ -236,6 +226,8 @@ def _hash_path(
             nread = len(data)
             raw = blake3(data).digest()
         else:
+            from roargit import bigfile  # lazy: threads, queues and mmap for big files only
+
             hasher = blake3(max_threads=blake3.AUTO)
             nread = bigfile.hash_mapped(fd, hasher) if size >= MMAP_FROM else 0
             # read() the rest: all of it without a lease, what a writer kept us from, or
@@ -274,6 +266,8 @@ def _settle(path: str, h: _Hashed) -> _Hashed:
 
 def _drain(fd: int, head: bytes) -> bytes:
     """The rest of a file whose size was not what fstat said (a short read, or growth)."""
+    from roargit.bigfile import CHUNK  # lazy: see _hash_path
+
     parts = [head]
     while chunk := os.read(fd, CHUNK):
         parts.append(chunk)
@@ -300,8 +294,7 @@ class HashCache:
         self.racy_window_ns = racy_window_ns
         self.workers = workers or os.cpu_count() or 1
         self.stats = CacheStats()
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
+        self._rows = CacheDB(self.path, self.stats)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -317,7 +310,7 @@ class HashCache:
         """
         found: dict[P, FileHash] = {}
         entries = self._stat_all(paths, missing_ok=True)
-        cached = self._select([e[1] for e in entries])
+        cached = self._rows.select([e[1] for e in entries])
         for original, abspath, st in entries:
             row = cached.get(abspath)
             if row is not None and row[0] == _stat_key(st):
@@ -362,7 +355,7 @@ class HashCache:
     ) -> dict[P, FileHash]:
         originals = list(paths)
         abspaths = _abspaths(originals)
-        cached = self._select(abspaths)
+        cached = self._rows.select(abspaths)
         result: dict[P, FileHash] = {}
         failed: list[OSError] = []
         # (path given, absolute path, its stat or None): a path the cache has no row for is
@@ -403,9 +396,7 @@ class HashCache:
         return result
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._rows.close()
 
     def __enter__(self) -> HashCache:
         return self
@@ -532,7 +523,9 @@ class HashCache:
         helper = None
         if threads and len(todo) >= _HELPER_FROM:
             # It takes each stat from the open file, row or not.
-            helper = _Helper.start([a for _, a, _ in todo])
+            from roargit.hash_helper import Helper  # lazy: only a batch this big starts one
+
+            helper = Helper.start([a for _, a, _ in todo])
         try:
             if helper is None:
                 hash_items(todo)
@@ -583,251 +576,9 @@ class HashCache:
                 pool.shutdown(cancel_futures=True)
         self.stats.bytes_read += nbytes
         self.stats.not_cached += seen - len(rows)  # changed while read, or too recent
-        self._insert(rows)
+        self._rows.insert(rows)
         if unstable and not failed:
             raise FileChanged(unstable)
-
-    # -- the database --------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        import sqlite3  # on first use: a run that hashes nothing never loads it
-
-        if self._db is not None and self._pid == os.getpid():
-            return self._db
-        # A connection inherited across fork must not be used by the child.
-        self._db = None
-        try:
-            db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            self._discard_files()
-            db = self._open()
-        self._db, self._pid = db, os.getpid()
-        return db
-
-    def _open(self) -> sqlite3.Connection:
-        import sqlite3  # as in _connect: only a run that hashes loads it
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
-        # the lock up front (honouring the busy timeout) instead of failing on upgrade.
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        # A damaged value may read back as TEXT, and not UTF-8: as bytes, the crc tells.
-        db.text_factory = bytes
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL loses at most the last transactions on power loss, never
-            # consistency; fine for derived state.
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                db.execute("BEGIN IMMEDIATE")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version != _SCHEMA_VERSION:
-                    db.execute("DROP TABLE IF EXISTS files")  # schema 3 and before
-                    db.execute("DROP TABLE IF EXISTS dirs")
-                    db.execute(
-                        # Rows hold files by the folder, not one each: SQLite's cost is per
-                        # row, and a run reads and writes files by the folder. dir: the
-                        # file-system encoding of the folder's path (names need not be
-                        # UTF-8), NUL, and the bucket of the names (`_BUCKETS`). names: the
-                        # files' names joined by NUL. vals: per name, in that order, the
-                        # 40-byte stat key then the 32-byte digest. crc guards each row from
-                        # a damaged page that still parses (SQLite has no page checksums).
-                        "CREATE TABLE dirs (dir BLOB PRIMARY KEY, names BLOB NOT NULL,"
-                        " vals BLOB NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID"
-                    )
-                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-                db.execute("COMMIT")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _discard_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.path}{suffix}")
-
-    def _failed(self, exc: BaseException) -> None:
-        """Forget the connection after a database error; delete a corrupt database.
-
-        Derived state: a broken cache costs a re-hash, never the run.
-        """
-        import sqlite3  # as in _connect: only a run that hashes loads it
-
-        self.stats.cache_errors += 1
-        self.close()
-        if isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc):
-            with contextlib.suppress(OSError):
-                self._discard_files()
-
-    def _select(self, abspaths: Sequence[str]) -> dict[str, tuple[bytes, str]]:
-        """Cached (stat key, digest) for those of `abspaths` the database knows."""
-        if not abspaths:
-            return {}
-        import sqlite3  # as in _connect: only a run that hashes loads it
-
-        try:
-            db = self._connect()
-            db.execute("BEGIN")  # one read snapshot across all queries
-            try:
-                found, damaged = _select_rows(db, abspaths)
-            finally:
-                db.execute("COMMIT")
-            # A damaged row is a miss; the re-hash replaces it.
-            self.stats.cache_errors += damaged
-            return found
-        except (sqlite3.Error, OSError) as exc:
-            self._failed(exc)
-            return {}
-
-    def _insert(self, rows: list[tuple[str, bytes, bytes]]) -> None:
-        """Remember (absolute path, stat key, digest) `rows`, merged into their folders'."""
-        if not rows:
-            return
-        import sqlite3  # as in _connect: only a run that hashes loads it
-
-        fresh: dict[tuple[str, int], dict[str, bytes]] = {}
-        crc32 = zlib.crc32
-        for path, key, digest in rows:
-            folder, _, name = path.rpartition("/")
-            slot = (folder, crc32(name.encode(_FS_ENCODING, _FS_ERRORS)) & _BUCKET_MASK)
-            entries = fresh.get(slot)
-            if entries is None:
-                fresh[slot] = entries = {}
-            entries[name] = key + digest
-        by_dir = {_fsencode(f) + _BUCKETS[b]: entries for (f, b), entries in fresh.items()}
-        try:
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE")  # the merge reads what is there under the lock
-            try:
-                for bdir, names, vals in _sound_rows(db, by_dir)[0]:
-                    merged = dict(zip(names, _split_vals(vals), strict=True))
-                    merged.update(by_dir[bdir])
-                    by_dir[bdir] = merged
-                out = []
-                # Sorted: B-tree inserts in key order touch each page once.
-                for bdir, entries in sorted(by_dir.items()):
-                    bnames = "\0".join(entries).encode(_FS_ENCODING, _FS_ERRORS)
-                    vals = b"".join(entries.values())
-                    out.append((bdir, bnames, vals, _crc(bdir, bnames, vals)))
-                db.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?)", out)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            self._failed(exc)
-
-
-class _Helper:
-    """A second process that hashes many small files alongside this one.
-
-    Small files cost a few system calls and some Python each, all under the GIL: threads
-    cannot overlap that work, a process can. It runs `_hash_path` on the paths it is given,
-    in order, and answers in frames of `_FRAME` paths, per path the fields of a stable
-    `_Hashed`, or None for anything else (a big file, an error, a file that changed while
-    read), which is then hashed here again with all the checks and retries. `done` holds
-    the answers so far; if it cannot start or fails, it simply answers no more.
-    """
-
-    def __init__(self, paths: list[str]) -> None:
-        import subprocess  # only a batch of many files starts one
-        import threading
-
-        self.done: list[Any] = []
-        request = marshal.dumps(paths)
-        package_parent = str(Path(__file__).resolve().parents[1])
-        self._proc = subprocess.Popen(
-            # -I: nothing from the environment or the current folder (a `blake3.py` in the
-            # repository must not be what is imported).
-            [sys.executable, "-I", "-c", _HELPER_MAIN, package_parent],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        # Threads feed it and read its answers, so that no side waits on a full pipe.
-        self._threads = [
-            threading.Thread(target=self._feed, args=(request,), name="roar-helper", daemon=True),
-            threading.Thread(target=self._read, name="roar-helper", daemon=True),
-        ]
-        try:
-            for thread in self._threads:
-                thread.start()
-        except BaseException:
-            self._proc.kill()  # a thread could not start: the feeder, if any, sees EPIPE
-            self._end()
-            raise
-
-    @classmethod
-    def start(cls, paths: list[str]) -> _Helper | None:
-        try:
-            return cls(paths)
-        # No interpreter to start (sys.executable empty or gone), no thread to be had.
-        except (OSError, ValueError, RuntimeError):
-            return None
-
-    def _feed(self, request: bytes) -> None:
-        stdin = self._proc.stdin
-        assert stdin is not None
-        with contextlib.suppress(OSError, ValueError), stdin:
-            stdin.write(request)
-
-    def _read(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
-        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-            while len(head := stdout.read(4)) == 4:
-                frame = marshal.loads(stdout.read(int.from_bytes(head, "little")))
-                if not isinstance(frame, list):
-                    break
-                self.done.extend(frame)  # one step under the GIL: readers see whole frames
-
-    def stop(self) -> list[Any]:
-        """End it (it may be mid-way) and return its answers, one per path from the first."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._end()
-        return self.done
-
-    def _end(self) -> None:
-        for thread in self._threads:
-            if thread.ident is not None:  # started
-                thread.join()
-        self._proc.wait()
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
-#: Paths per answer frame of the helper: small enough that its progress shows often.
-_FRAME = 256
-
-_HELPER_MAIN = """
-import sys
-sys.path[:0] = [sys.argv[1]]
-from roargit.hashing import _serve_helper
-_serve_helper(sys.stdin.buffer, sys.stdout.buffer)
-"""
-
-
-def _serve_helper(requests: BinaryIO, answers: BinaryIO) -> None:
-    """The helper process's work (see `_Helper`)."""
-    paths = marshal.load(requests)
-    for i in range(0, len(paths), _FRAME):
-        out: list[tuple[Any, ...] | None] = []
-        for path in paths[i : i + _FRAME]:
-            try:
-                h = _hash_path(path, None, _POOL_FROM)  # small files only: blake3 on one thread
-            except Exception:  # the caller hashes it again, and says what failed
-                out.append(None)
-                continue
-            out.append(tuple(h) if h.stable else None)
-        frame = marshal.dumps(out)
-        answers.write(len(frame).to_bytes(4, "little") + frame)
-        answers.flush()
 
 
 @contextlib.contextmanager
@@ -843,112 +594,3 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _fsencode(path: str) -> bytes:
-    # os.fsencode, minus its checks: twice as fast, and this runs once per path.
-    return path.encode(_FS_ENCODING, _FS_ERRORS)
-
-
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-
-
-_ROW_LEN = _STAT_KEY.size + 32
-#: A folder's files are spread over this many rows by their names' crc32, so that a change
-#: to one file of a huge folder rewrites a part of its entries, not all of them.
-_BUCKET_MASK = 15
-#: Row key = the folder's path, NUL (no path has one), the bucket.
-_BUCKETS = [b"\0" + bytes([i]) for i in range(_BUCKET_MASK + 1)]
-
-
-def _crc(bdir: bytes, bnames: bytes, vals: bytes) -> int:
-    return zlib.crc32(vals, zlib.crc32(bnames, zlib.crc32(bdir)))
-
-
-def _split_vals(vals: bytes) -> list[bytes]:
-    return [vals[i : i + _ROW_LEN] for i in range(0, len(vals), _ROW_LEN)]
-
-
-def _sound_rows(
-    db: sqlite3.Connection, want: Mapping[bytes, object]
-) -> tuple[list[tuple[bytes, list[str], bytes]], int]:
-    """The rows of the folders in `want` as (dir, names, vals), and how many were damaged."""
-    out = []
-    damaged = 0
-    for bdir, bnames, vals, crc in _candidate_rows(db, want):
-        if bdir not in want:
-            continue
-        names = bnames.decode(_FS_ENCODING, _FS_ERRORS).split("\0")
-        if len(vals) != _ROW_LEN * len(names) or _crc(bdir, bnames, vals) != crc:
-            damaged += 1
-            continue
-        out.append((bdir, names, vals))
-    return out, damaged
-
-
-def _select_rows(
-    db: sqlite3.Connection, abspaths: Sequence[str]
-) -> tuple[dict[str, tuple[bytes, str]], int]:
-    """Rows for `abspaths` as {path: (stat key, hex digest)}, and how many were damaged."""
-    if db.execute("SELECT 1 FROM dirs LIMIT 1").fetchone() is None:
-        return {}, 0  # a new cache: spare the grouping below
-    # {(folder, bucket): [(name, path)]}
-    want: dict[tuple[str, int], list[tuple[str, str]]] = {}
-    crc32 = zlib.crc32
-    for path in abspaths:
-        folder, _, name = path.rpartition("/")
-        slot = (folder, crc32(name.encode(_FS_ENCODING, _FS_ERRORS)) & _BUCKET_MASK)
-        pairs = want.get(slot)
-        if pairs is None:
-            want[slot] = [(name, path)]
-        else:
-            pairs.append((name, path))
-    by_dir = {_fsencode(f) + _BUCKETS[b]: pairs for (f, b), pairs in want.items()}
-    found: dict[str, tuple[bytes, str]] = {}
-    klen = _STAT_KEY.size
-    rows, damaged = _sound_rows(db, by_dir)
-    for bdir, cached, vals in rows:
-        at = dict(zip(cached, range(0, len(vals), _ROW_LEN), strict=True))
-        for name, path in by_dir[bdir]:
-            i = at.get(name)
-            if i is not None:
-                found[path] = (vals[i : i + klen], vals[i + klen : i + _ROW_LEN].hex())
-    return found, damaged
-
-
-def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, object]) -> Iterable[Any]:
-    """Rows that include those for `want`'s folders, fetched the cheapest way measured.
-
-    A scan of the whole table is cheapest when the request is most of it; otherwise range
-    scans over the sorted request, cheaper than `dir IN (...)` lists (SQLite sorts each
-    list), which are cheaper than one query a folder. Ranges may also return cached folders
-    that sort between the requested ones -- LIMIT caps that, and a range that hits it (a
-    request sparse among many cached folders) falls back to IN for its folders.
-    """
-    if len(want) >= 5000:
-        (count,) = db.execute("SELECT count(*) FROM dirs").fetchone()
-        if count <= 2 * len(want):
-            return db.execute("SELECT dir, names, vals, crc FROM dirs")
-    wanted = sorted(want)
-    rows: list[Any] = []
-    for i in range(0, len(wanted), _RANGE):
-        part = wanted[i : i + _RANGE]
-        limit = 4 * len(part) + 64
-        got = db.execute(
-            "SELECT dir, names, vals, crc FROM dirs WHERE dir BETWEEN ? AND ? LIMIT ?",
-            (part[0], part[-1], limit),
-        ).fetchall()
-        if len(got) == limit:
-            marks = ",".join("?" * len(part))
-            query = f"SELECT dir, names, vals, crc FROM dirs WHERE dir IN ({marks})"
-            got = db.execute(query, part).fetchall()
-        rows += got
-    return rows
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    text = str(exc)
-    return "not a database" in text or "malformed" in text

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from blake3 import blake3
 
-from roargit import bigfile, hashing
+from roargit import bigfile, hash_helper, hash_rows, hashing
 from roargit.errors import FileChanged
 from roargit.hashing import HashCache, hash_bytes, hash_file
 
@@ -128,7 +128,7 @@ def test_a_change_in_a_big_folder_rewrites_one_of_its_rows(tmp_path: Path) -> No
             return dict(db.execute("SELECT dir, vals FROM dirs").fetchall())
 
     before = rows()
-    assert len(before) == hashing._BUCKET_MASK + 1  # 300 names fill every bucket
+    assert len(before) == hash_rows.BUCKET_MASK + 1  # 300 names fill every bucket
     write(files[7], b"changed")
     HashCache(state, racy_window_ns=0).hash_many([files[7]])
     after = rows()
@@ -297,7 +297,7 @@ def test_a_helper_with_no_thread_to_talk_to_it_is_not_left_running(
 def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     """Small files, more than one answer frame of the helper, then what it must hand back:
     a FIFO, a folder, a missing file, one above `_POOL_FROM`, and a name not UTF-8."""
-    head = [write(tmp_path / f"f{i:03}", os.urandom(i % 50)) for i in range(hashing._FRAME + 40)]
+    head = [write(tmp_path / f"f{i:03}", os.urandom(i % 50)) for i in range(hash_helper.FRAME + 40)]
     fifo, folder = tmp_path / "fifo", tmp_path / "folder"
     os.mkfifo(fifo)
     folder.mkdir()
@@ -318,10 +318,10 @@ def test_a_helper_process_hashes_many_files_alongside(
     monkeypatch.chdir(tmp_path / "repo")
     # This side waits for the helper's first answers before it hashes anything: on a busy
     # machine the helper might otherwise not get a turn before this side is done.
-    helpers: list[hashing._Helper] = []
-    start, hash_path = hashing._Helper.start, hashing._hash_path
+    helpers: list[hash_helper.Helper] = []
+    start, hash_path = hash_helper.Helper.start, hashing._hash_path
 
-    def recorded(paths: list[str]) -> hashing._Helper | None:
+    def recorded(paths: list[str]) -> hash_helper.Helper | None:
         helper = start(paths)
         helpers.extend([helper] if helper else [])
         return helper
@@ -332,7 +332,7 @@ def test_a_helper_process_hashes_many_files_alongside(
             time.sleep(0.002)
         return hash_path(*args)
 
-    monkeypatch.setattr(hashing._Helper, "start", recorded)
+    monkeypatch.setattr(hash_helper.Helper, "start", recorded)
     monkeypatch.setattr(hashing, "_hash_path", after_a_frame)
     cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     errors: dict[Path, OSError] = {}
@@ -346,7 +346,7 @@ def test_a_helper_process_hashes_many_files_alongside(
     assert "not a regular file" in str(errors[tmp_path / "fifo"])
     # At least its first frame, and never what it must hand back.
     small = [p for p in readable if p.stat().st_size < hashing._POOL_FROM]
-    assert hashing._FRAME <= cache.stats.helped <= len(small)
+    assert hash_helper.FRAME <= cache.stats.helped <= len(small)
     assert cache.stats.misses == len(readable)
     again = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     assert again.hash_many(set(readable)) == got
@@ -392,7 +392,7 @@ def test_hashing_goes_on_without_the_helper(
         if name == "sys.executable":
             monkeypatch.setattr(sys, "executable", value)
         else:
-            monkeypatch.setattr(hashing, name, value)
+            monkeypatch.setattr(hash_helper, name, value)
     cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     errors: dict[Path, OSError] = {}
     got = cache.hash_many(paths, missing_ok=True, errors=errors)
@@ -537,9 +537,9 @@ def test_every_lookup_strategy_finds_the_same_rows(
     paths = [f"/data/{d:04}/file-{i}" for d in range(6000) for i in range(2)]
     rows = [(p, os.urandom(40), blake3(p.encode()).digest()) for p in paths]
     with HashCache(tmp_path / "state") as cache:
-        cache._insert(rows)
+        cache._rows.insert(rows)
         wanted = pick(paths)
-        found = cache._select(wanted)
+        found = cache._rows.select(wanted)
     chosen = set(wanted)
     expected = {p: (key, digest.hex()) for p, key, digest in rows if p in chosen}
     assert found == expected
