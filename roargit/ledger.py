@@ -36,7 +36,6 @@ from roargit.gitobjects import (
     roll_up_small_packs,
     write_pack,
 )
-from roargit.ledger_check import read_origins
 from roargit.ledger_layout import (
     fanout,
     folder_key,
@@ -648,6 +647,9 @@ class Ledger:
         """The remote a record arrived from by a merge; None if it was recorded here (or
         arrived before origins were kept)."""
         if self._origins is None:
+            # lazy: the merge gate's module, which a run that only appends never needs
+            from roargit.ledger_check import read_origins
+
             self._origins = read_origins(self.paths.roar_dir)
         return self._origins.get(record_id)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from roargit.errors import RoarError
 from roargit.ledger import Ledger
-from roargit.ledger_check import printable
+from roargit.pathguard import escape
 from roargit.records import RunId, RunRecord, SessionId, SessionRecord, StepIndex, paths_key
 from roargit.structs import NamedTuple
 
@@ -192,7 +192,7 @@ def _skipped(warnings: list[str] | None, problem: Exception) -> None:
     if warnings is None:
         return
 
-    line = printable(f"{problem} (skipped)")
+    line = escape(f"{problem} (skipped)")
     if line not in warnings:
         warnings.append(line)
 
