@@ -434,8 +434,9 @@ def record_run(
 #: Temporary files and folders under .git/roar/tmp, each named by the pid of the roar that
 #: made it: its trace log (trace.LOG_PREFIX), the fallback's hook folder, the snapshot's
 #: private index and object folder (codestate.snapshot_tree).
-_LEFTOVER = re.compile(rf"(?:{re.escape(LOG_PREFIX)}|roar-audit-|index-|objects-)(\d+)(?:[-.]|$)")
-_TMP_REF = re.compile(r"(\d+)-")
+#: (Compiled where used, by `re`'s cache: most runs find nothing to clear.)
+_LEFTOVER = rf"(?:{re.escape(LOG_PREFIX)}|roar-audit-|index-|objects-)(\d+)(?:[-.]|$)"
+_TMP_REF = r"(\d+)-"
 
 
 def _alive(pid: int) -> bool:
@@ -460,7 +461,7 @@ def clear_leftovers(paths: RepoPaths) -> None:
     except OSError:
         names = []
     for name in names:
-        m = _LEFTOVER.match(name)
+        m = re.match(_LEFTOVER, name)
         if m is None or _alive(int(m[1])):
             continue
         path = tmp / name
@@ -474,7 +475,7 @@ def clear_leftovers(paths: RepoPaths) -> None:
     dead = [
         ref
         for ref in refs_under(paths.common_dir, TMP_PREFIX)
-        if (m := _TMP_REF.match(ref[len(TMP_PREFIX) :])) and not _alive(int(m[1]))
+        if (m := re.match(_TMP_REF, ref[len(TMP_PREFIX) :])) and not _alive(int(m[1]))
     ]
     if dead:
         script = "".join(f"delete {ref}\n" for ref in dead).encode()

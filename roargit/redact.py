@@ -156,12 +156,12 @@ _rule(r"(?P<keep>\b(?:bearer|basic)\s+)" + _NOT_YET + r"[A-Za-z0-9._~+/=-]{8,}",
 
 # `--password=x`, `--token x`, `-pass x` and bare `db.password=x` / `?token=x&` inside a value
 # (a `bash -c` script, a DSN, a query string). The name is checked by `is_secret_flag`.
-_ASSIGNMENT = re.compile(
+_ASSIGNMENT = (
     r"(?<![\w./-])"  # a whole name: not the tail of a word or a path component (/key:x)
     r"(?:(?P<flag>--?[A-Za-z][\w.-]*)\s+(?=[^\s-])"  # --token x: dashed flags only, as
     r"|(?P<name>(?:--?)?[A-Za-z][\w.-]*)[\"']?\s*(?:=|:(?!//))\s*)"  # "a token" is prose
     r"(?P<q>[\"']?)" + _NOT_YET + r"(?P<val>[^\s&;,\"']+)"
-)
+)  # compiled on first use, by `re`'s cache, as the value rules are
 
 
 def _redact_assignments(value: str) -> str:
@@ -169,7 +169,8 @@ def _redact_assignments(value: str) -> str:
     # resume right after the name, not after the value it swallowed (`--data password=x`).
     parts: list[str] = []
     pos = 0
-    while (m := _ASSIGNMENT.search(value, pos)) is not None:
+    assignment = re.compile(_ASSIGNMENT)
+    while (m := assignment.search(value, pos)) is not None:
         name = m.group("flag") or m.group("name")
         if is_secret_flag(name):
             parts.append(value[pos : m.start("val")])
