@@ -125,14 +125,20 @@ class CodeRule:
         rest_ends = {_literal_end(g) for g in rest}
         self._rest_ends = None if "" in rest_ends else tuple(rest_ends)
         self._exclude = compile_all(exclude)
-        ends = {_literal_end(g) for g in include}
+        ends = {_literal_end(g).lower() for g in include}
         # Candidates in a NUL-separated listing are found by their fixed endings (see
-        # `find`); a glob with none (`src/**`) makes every listed path a candidate.
-        self._ends = (
-            None
-            if "" in ends or not ends
-            else re.compile("(?:" + "|".join(re.escape(e) for e in sorted(ends)) + ")\0")
+        # `find`); a glob with none (`src/**`) makes every listed path a candidate. Endings
+        # that start with "." go to one regex (the engine jumps from dot to dot), the others
+        # (whole names: Makefile) are found with str.find: one alternation of them all costs
+        # three times as much over 100,000 paths.
+        self._ends = None if "" in ends or not ends else sorted(ends)
+        dotted = [e[1:] for e in sorted(ends) if e.startswith(".")]
+        self._dot_ends = (
+            re.compile(r"\.(?:" + "|".join(re.escape(e) for e in dotted) + ")\0")
+            if dotted
+            else None
         )
+        self._name_ends = tuple(e + "\0" for e in sorted(ends) if not e.startswith("."))
 
     def matches(self, rel: str) -> bool:
         return bool(self.select([rel]))
@@ -166,9 +172,14 @@ class CodeRule:
             # lower() may change lengths outside ASCII: no positions to share, so per record.
             return [r for r in text.split("\0") if r and self.matches(r)]
         low = text.lower()
+        ends = [m.end() - 1 for m in self._dot_ends.finditer(low)] if self._dot_ends else []
+        for name in self._name_ends:
+            at = low.find(name)
+            while at >= 0:
+                ends.append(at + len(name) - 1)
+                at = low.find(name, at + 1)
         found = []
-        for m in self._ends.finditer(low):
-            end = m.end() - 1
+        for end in sorted(set(ends)):  # the listing's order
             path = text[text.rfind("\0", 0, end) + 1 : end]
             if path and self.matches(path):
                 found.append(path)

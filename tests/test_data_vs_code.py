@@ -181,3 +181,19 @@ def test_work_tree_status_reads_head_and_odd_names_from_one_git_status(
     assert sorted(st.untracked) == ["? odd.py", "new dir/b.py"]
     git(git_repo, "checkout", "-q", "--detach")
     assert work_tree_status(paths).branch is None and work_tree_status(paths).commit == head
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "default,!tests/**", "src/**,*.csv", "*.PY,Makefile,conf/*.j2"]
+)
+def test_find_in_a_listing_agrees_with_matching_each_path(spec: str) -> None:
+    """CodeRule.find searches a NUL-separated listing by endings (a regex for the dotted
+    ones, str.find for whole names); it must give what matching every path gives."""
+    rule = CodeRule(spec)
+    names = [
+        "data/f0001.bin", "src/Makefile", "a/GNUmakefile", "x/requirements-dev.txt",
+        "notes.txt", "CMakeLists.txt", "b/c.PY", "tests/t.py", "src/deep/m.py", ".py",
+        "conf/a.j2", "conf/b/a.j2", "Makefile.bak", "dockerfile", "q/x.csv", "src/x.bin",
+    ]  # fmt: skip
+    text = "\0" + "\0".join(names * 3) + "\0"
+    assert rule.find(text) == [n for n in names * 3 if rule.matches(n)]
