@@ -54,6 +54,35 @@ def read(common_dir: Path, ref: str) -> tuple[bool, str | None]:
     return True, value
 
 
+class _Lock:
+    """`<ref>.lock`, taken as git takes it (O_CREAT|O_EXCL: FileExistsError while another
+    writer holds it); removed when the block ends unless `put` renamed it over the ref."""
+
+    def __init__(self, path: Path) -> None:
+        self.ref_path = path
+        self.path = path.with_name(path.name + ".lock")
+        self.fd = os.open(self.path, _LOCK_FLAGS, 0o666)
+        self.done = False
+
+    def put(self, new: str) -> None:
+        """Write `new` and rename the lock over the ref: readers see the old id or this one."""
+        os.write(self.fd, f"{new}\n".encode("ascii"))
+        os.close(self.fd)
+        self.fd = -1
+        os.rename(self.path, self.ref_path)
+        self.done = True
+
+    def __enter__(self) -> _Lock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        if not self.done:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
 def compare_and_swap(common_dir: Path, ref: str, old: str, new: str) -> bool | None:
     """Move `ref` (e.g. refs/roar/ledger) from `old` to `new`. True when moved; False when it
     no longer names `old` or another writer holds its lock (the caller re-reads the tip and
@@ -62,20 +91,18 @@ def compare_and_swap(common_dir: Path, ref: str, old: str, new: str) -> bool | N
     if (common_dir / "reftable").exists() or (common_dir / "logs" / ref).exists():
         return None
     path = common_dir / ref
-    lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, _LOCK_FLAGS, 0o666)
+        lock = _Lock(path)
     except FileExistsError:
         return False
     except OSError:
         return None  # no folder for it (a ref only in packed-refs, say): git's to do
-    moved = False
-    try:
+    with lock:
         try:
             with open(path, "rb") as f:
                 current = f.read().strip().decode("ascii", "replace")
             # git writes a ref with its creator's permissions (core.sharedRepository): kept.
-            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+            os.fchmod(lock.fd, stat.S_IMODE(os.stat(path).st_mode))
         except FileNotFoundError:
             packed = _packed(common_dir, ref)
             if packed is None:
@@ -85,18 +112,8 @@ def compare_and_swap(common_dir: Path, ref: str, old: str, new: str) -> bool | N
             return None
         if current != old:
             return False
-        os.write(fd, f"{new}\n".encode("ascii"))
-        os.close(fd)
-        fd = -1
-        os.rename(lock, path)
-        moved = True
+        lock.put(new)
         return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if not moved:
-            with contextlib.suppress(OSError):
-                os.unlink(lock)
 
 
 def create(common_dir: Path, ref: str, new: str) -> bool | None:
@@ -105,30 +122,18 @@ def create(common_dir: Path, ref: str, new: str) -> bool | None:
     if (common_dir / "reftable").exists():
         return None
     path = common_dir / ref
-    lock = path.with_name(path.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, _LOCK_FLAGS, 0o666)
+        lock = _Lock(path)
     except FileExistsError:
         return False
     except OSError:
         return None
-    made = False
-    try:
+    with lock:
         if path.exists() or _packed(common_dir, ref) is not None:
             return False
-        os.write(fd, f"{new}\n".encode("ascii"))
-        os.close(fd)
-        fd = -1
-        os.rename(lock, path)
-        made = True
+        lock.put(new)
         return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if not made:
-            with contextlib.suppress(OSError):
-                os.unlink(lock)
 
 
 def delete(common_dir: Path, ref: str) -> bool | None:
@@ -137,18 +142,13 @@ def delete(common_dir: Path, ref: str) -> bool | None:
     if (common_dir / "reftable").exists() or (common_dir / "logs" / ref).exists():
         return None
     path = common_dir / ref
-    lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, _LOCK_FLAGS, 0o666)
+        lock = _Lock(path)
     except OSError:
         return None
-    try:
+    with lock:
         if _packed(common_dir, ref) is not None:
             return None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return True
-    finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
