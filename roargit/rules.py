@@ -34,12 +34,17 @@ from collections.abc import Iterable
 #: A path inside an installed-packages dir; group 1 is that dir.
 SITE_ROOT = re.compile(r"^(.*?/(?:site|dist)-packages)(?:/|$)")
 
-# Regexes, anchored at the start of the path; `lib` may be lib32, lib64, libx32 (multilib).
+# Anchored at the start of the path; `lib` may be lib32, lib64, libx32 (multilib). Plain
+# prefixes, not a regex: most runs touch a system file, and a regex of them all is compiled
+# afresh in every process.
 _SYSTEM_PREFIXES = (
-    r"/usr/lib(?:32|64|x32|exec)?/", r"/usr/(?:share|include|bin|sbin)/",
-    r"/usr/local/lib(?:32|64)?/", r"/usr/local/(?:share|include|bin|sbin)/",
-    r"/lib(?:32|64|x32)?/", r"/s?bin/", r"/etc/", r"/proc/", r"/sys/", r"/dev/", r"/run/",
-    r"/var/run/", r"/var/cache/", r"/var/lib/(?:dpkg|apt)/", r"/nix/store/", r"/snap/",
+    "/usr/lib/", "/usr/lib32/", "/usr/lib64/", "/usr/libx32/", "/usr/libexec/",
+    "/usr/share/", "/usr/include/", "/usr/bin/", "/usr/sbin/",
+    "/usr/local/lib/", "/usr/local/lib32/", "/usr/local/lib64/",
+    "/usr/local/share/", "/usr/local/include/", "/usr/local/bin/", "/usr/local/sbin/",
+    "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", "/sbin/", "/etc/", "/proc/", "/sys/",
+    "/dev/", "/run/", "/var/run/", "/var/cache/", "/var/lib/dpkg/", "/var/lib/apt/",
+    "/nix/store/", "/snap/",
 )  # fmt: skip
 # Trees under $HOME that are tool state, not data.
 _HOME_NOISE = (".cache/", ".pyenv/", ".nv/", ".triton/", ".terminfo/", ".python_history")
@@ -60,16 +65,12 @@ _ALWAYS_NOISE = re.compile(
 
 
 @functools.lru_cache(maxsize=16)
-def _noise_matcher(home: str, extra: tuple[str, ...]) -> re.Pattern[str]:
+def _home_rules(home: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The prefixes under `home` that are noise, and those among them that are kept."""
     home = home.rstrip("/")
-    parts = list(_SYSTEM_PREFIXES)
-    if home:
-        keep = "|".join(re.escape(k) for k in _HOME_KEEP)
-        noise = "|".join(re.escape(n) for n in _HOME_NOISE)
-        parts.append(rf"{re.escape(home)}/(?!{keep})(?:{noise})")
-    prefix = "|".join(parts)
-    globs = "|".join(fnmatch.translate(g) for g in extra)
-    return re.compile(rf"(?:{prefix})" + (f"|(?:{globs})" if globs else ""))
+    if not home:
+        return (), ()
+    return tuple(f"{home}/{n}" for n in _HOME_NOISE), tuple(f"{home}/{k}" for k in _HOME_KEEP)
 
 
 # A cheap first test, since most paths a run reads are data and a regex search costs far more
@@ -151,9 +152,14 @@ _NOISE_PARTS = ("/lib", "/bin/", "/.git", "/__pycache__", ".pyc\0", "/pyvenv.cfg
 def _by_rules(path: str, home: str, extra: tuple[str, ...]) -> bool:
     if SITE_ROOT.match(path):
         return False  # a package file: the package list's business, see packages.py
-    if _ALWAYS_NOISE.search(path):
+    if _ALWAYS_NOISE.search(path) or path.startswith(_SYSTEM_PREFIXES):
         return True
-    return _noise_matcher(home, extra).match(path) is not None
+    if home:
+        noise, keep = _home_rules(home)
+        if path.startswith(noise) and not path.startswith(keep):
+            return True
+    globs = _glob_matcher(extra)
+    return globs is not None and globs.match(path) is not None
 
 
 def is_system_path(path: str, home: str = "", extra_ignore: Iterable[str] = ()) -> bool:

@@ -6,6 +6,7 @@ import fnmatch
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import stat
 import subprocess
@@ -609,13 +610,38 @@ def test_home_rules_need_a_home_and_extra_globs_apply() -> None:
     assert not is_system_path("/data/run/tmp/keep.bin", home=HOME, extra_ignore=["*/scratch.*"])
 
 
+# The rules of roargit/rules.py's docstring as one regex, written here independently of the
+# prefix tables rules.py tests with: the oracle the cheap tests are held to.
+_SYSTEM_TREES = (
+    r"/usr/lib(?:32|64|x32|exec)?/", r"/usr/(?:share|include|bin|sbin)/",
+    r"/usr/local/lib(?:32|64)?/", r"/usr/local/(?:share|include|bin|sbin)/",
+    r"/lib(?:32|64|x32)?/", r"/s?bin/", r"/etc/", r"/proc/", r"/sys/", r"/dev/", r"/run/",
+    r"/var/run/", r"/var/cache/", r"/var/lib/(?:dpkg|apt)/", r"/nix/store/", r"/snap/",
+)  # fmt: skip
+_HOME_TREES = (
+    r"\.cache/",
+    r"\.pyenv/",
+    r"\.nv/",
+    r"\.triton/",
+    r"\.terminfo/",
+    r"\.python_history",
+)
+_HOME_KEPT = (r"\.cache/huggingface/", r"\.cache/torch/hub/", r"\.cache/roargit/")
+
+
 def _noise_by_regexes(path: str, home: str, extra: tuple[str, ...]) -> bool:
     """is_system_path as the rules' regexes alone say it, without the cheap first test."""
     if rules.SITE_ROOT.match(path):
         return False
     if rules._ALWAYS_NOISE.search(path):
         return True
-    return rules._noise_matcher(home, extra).match(path) is not None
+    parts = list(_SYSTEM_TREES)
+    if home.rstrip("/"):
+        kept, trees = "|".join(_HOME_KEPT), "|".join(_HOME_TREES)
+        parts.append(rf"{re.escape(home.rstrip('/'))}/(?!{kept})(?:{trees})")
+    globs = "|".join(fnmatch.translate(g) for g in extra)
+    rule = re.compile(f"(?:{'|'.join(parts)})" + (f"|(?:{globs})" if globs else ""))
+    return rule.match(path) is not None
 
 
 _SEGMENTS = [
