@@ -107,10 +107,10 @@ class CodeRule:
         exclude = [g[1:] for g in globs if g.startswith("!") and len(g) > 1]
         self.spec = spec
 
-        def compile_all(gs: list[str]) -> re.Pattern[str] | None:
-            if not gs:
-                return None
-            return re.compile("|".join(f"(?:{_glob_regex(g)})" for g in gs), re.IGNORECASE)
+        # The regexes are compiled where first used (by `re`'s cache): a run whose paths all
+        # pass the set lookups below never needs them, and each costs a compile a process.
+        def source(gs: list[str]) -> str | None:
+            return "|".join(f"(?:{_glob_regex(g)})" for g in gs) if gs else None
 
         # Most globs are `*.ext` or a plain name: those are told by a set lookup on the file
         # name (a run may read 100,000 files); only the others need the regex.
@@ -120,11 +120,11 @@ class CodeRule:
         self._suffixes &= {g[1:].lower() for g in include if simple.fullmatch(g)}
         self._names &= {g.lower() for g in include if simple.fullmatch(g)}
         rest = [g for g in include if not simple.fullmatch(g)]
-        self._include = compile_all(rest)
+        self._include = source(rest)
         # The regex is asked only about names ending as one of those globs must.
         rest_ends = {_literal_end(g) for g in rest}
         self._rest_ends = None if "" in rest_ends else tuple(rest_ends)
-        self._exclude = compile_all(exclude)
+        self._exclude = source(exclude)
         ends = {_literal_end(g).lower() for g in include}
         # Candidates in a NUL-separated listing are found by their fixed endings (see
         # `find`); a glob with none (`src/**`) makes every listed path a candidate. Endings
@@ -134,9 +134,7 @@ class CodeRule:
         self._ends = None if "" in ends or not ends else sorted(ends)
         dotted = [e[1:] for e in sorted(ends) if e.startswith(".")]
         self._dot_ends = (
-            re.compile(r"\.(?:" + "|".join(re.escape(e) for e in dotted) + ")\0")
-            if dotted
-            else None
+            r"\.(?:" + "|".join(re.escape(e) for e in dotted) + ")\0" if dotted else None
         )
         self._name_ends = tuple(e + "\0" for e in sorted(ends) if not e.startswith("."))
 
@@ -147,21 +145,22 @@ class CodeRule:
         """Those of `rels` that are code, in their order (one call for the 100,000 paths a
         run may read: the per-path work is a few string operations and set lookups)."""
         suffixes, names, ends = self._suffixes, self._names, self._rest_ends
-        include, exclude = self._include, self._exclude
+        include = exclude = None  # compiled when first needed
         out = []
         for rel in rels:
             name = rel[rel.rfind("/") + 1 :].lower()
             dot = name.rfind(".")
-            if (
-                (dot > 0 and name[dot:] in suffixes)
-                or name in names
-                or (
-                    include is not None
-                    and (ends is None or name.endswith(ends))
-                    and include.fullmatch(rel) is not None
-                )
-            ) and (exclude is None or exclude.fullmatch(rel) is None):
-                out.append(rel)
+            if not ((dot > 0 and name[dot:] in suffixes) or name in names):
+                if self._include is None or not (ends is None or name.endswith(ends)):
+                    continue
+                include = include or re.compile(self._include, re.IGNORECASE)
+                if include.fullmatch(rel) is None:
+                    continue
+            if self._exclude is not None:
+                exclude = exclude or re.compile(self._exclude, re.IGNORECASE)
+                if exclude.fullmatch(rel) is not None:
+                    continue
+            out.append(rel)
         return out
 
     def find(self, text: str) -> list[str]:
@@ -172,7 +171,8 @@ class CodeRule:
             # lower() may change lengths outside ASCII: no positions to share, so per record.
             return [r for r in text.split("\0") if r and self.matches(r)]
         low = text.lower()
-        ends = [m.end() - 1 for m in self._dot_ends.finditer(low)] if self._dot_ends else []
+        dotted = self._dot_ends
+        ends = [m.end() - 1 for m in re.finditer(dotted, low)] if dotted else []
         for name in self._name_ends:
             at = low.find(name)
             while at >= 0:
