@@ -16,7 +16,6 @@ answers "unchanged?" for 100,000 files, instead of a hash-cache lookup per file.
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import stat
 import struct
@@ -324,6 +323,8 @@ class FolderCache:
 
     def get(self, folder: str) -> FolderState | None:
         try:
+            import json  # lazy: only a run with a folder artifact reads or writes one
+
             m = json.loads(self._file(folder).read_text())
             return FolderState(str(m["stat"]), str(m["manifest"]), int(m["size"]))
         except (OSError, ValueError, KeyError, TypeError):
@@ -337,6 +338,8 @@ class FolderCache:
         self.dir.mkdir(exist_ok=True)
         target = self._file(folder)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        import json  # lazy: see get
+
         tmp.write_text(
             json.dumps({"stat": state.stat_digest, "manifest": state.manifest, "size": state.size})
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -102,6 +101,11 @@ def read_state(roar_dir: Path) -> LocalState:
         text = (roar_dir / STATE_FILE).read_bytes()
     except FileNotFoundError:
         return LocalState(None, frozenset())
+    plain = _plain_state(text)
+    if plain is not None:
+        return plain
+    import json  # lazy: the state as write_state writes it is read without it (~1 ms)
+
     try:
         data = json.loads(text)
         sid = data["id"]
@@ -114,6 +118,23 @@ def read_state(roar_dir: Path) -> LocalState:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
         return LocalState(None, frozenset(), damaged=why)
+
+
+_PLAIN_HEAD, _PLAIN_TAIL = b'{"id": "', b'", "popped": []}'
+
+
+def _plain_state(text: bytes) -> LocalState | None:
+    """The state file's usual bytes, `{"id": "<64 hex>", "popped": []}` as write_state
+    writes them, read without the json module; None for anything else (json reads it)."""
+    sid = text[len(_PLAIN_HEAD) : -len(_PLAIN_TAIL)]
+    if (
+        len(text) == len(_PLAIN_HEAD) + 64 + len(_PLAIN_TAIL)
+        and text.startswith(_PLAIN_HEAD)
+        and text.endswith(_PLAIN_TAIL)
+        and not sid.strip(b"0123456789abcdef")
+    ):
+        return LocalState(SessionId(sid.decode("ascii")), frozenset())
+    return None
 
 
 def set_aside_damaged(roar_dir: Path) -> str | None:
@@ -139,6 +160,8 @@ def set_aside_damaged(roar_dir: Path) -> str | None:
 
 def write_state(roar_dir: Path, state: LocalState) -> None:
     set_aside_damaged(roar_dir)  # kept for a look, never overwritten
+    import json  # lazy: see read_state
+
     tmp = roar_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"id": state.session_id, "popped": sorted(state.popped)}))
     tmp.replace(roar_dir / STATE_FILE)

@@ -508,3 +508,21 @@ def test_damaged_state_reads_as_no_session_and_is_set_aside_by_a_writer(
     assert message and "session.json.corrupt-" in message
     assert not (tmp_path / "session.json").exists()
     assert session.set_aside_damaged(tmp_path) is None
+
+
+@pytest.mark.parametrize("popped", [frozenset(), frozenset({"ab" * 32, "cd" * 32})])
+def test_state_reads_back_as_written_with_or_without_json(
+    tmp_path: Path, popped: frozenset[str]
+) -> None:
+    """read_state takes write_state's usual bytes without the json module (start-up time),
+    and anything else through it: the two readings agree."""
+    import json
+
+    sid = session.SessionId("5e" * 32)
+    session.write_state(tmp_path, session.LocalState(sid, popped))
+    assert session.read_state(tmp_path) == session.LocalState(sid, popped)
+    data = json.loads((tmp_path / "session.json").read_text())
+    assert (data["id"], set(data["popped"])) == (sid, popped)
+    near = '{"id": "' + "5E" * 32 + '", "popped": []}'  # not hex as written: json reads it
+    (tmp_path / "session.json").write_text(near)
+    assert session.read_state(tmp_path).session_id == "5E" * 32
