@@ -54,15 +54,8 @@ from roargit.repo import RepoPaths, ensure_roar_dir
 from roargit.rules import is_startup_file, none_is_noise, system_paths
 from roargit.stdio import STDIN, STREAM_NAMES, Redirect, with_redirects, wrote_to
 from roargit.structs import NamedTuple
-from roargit.trace import (
-    LOG_PREFIX,
-    Accesses,
-    FileAccess,
-    FileGroup,
-    Terminations,
-    Trace,
-    run_traced,
-)
+from roargit.trace import LOG_PREFIX, Terminations, Trace, run_traced
+from roargit.trace_log import Accesses, FileAccess, FileGroup
 
 if TYPE_CHECKING:
     from roargit.uploads import Stored
@@ -143,7 +136,7 @@ def sort_accesses(
     inner = any(root.startswith(g) for g in git_prefixes)
     own_git = root_slash + ".git/"
 
-    # A folder's group of paths that the trace gave one access (trace.Accesses) is sorted at
+    # A folder's group of paths that the trace gave one access (trace_log.Accesses) is sorted at
     # once where none of them can be a special case below; the others go path by path.
     items: Iterable[tuple[str, FileAccess]] = files.items()
     every: Iterable[str] = files
@@ -379,7 +372,7 @@ def _group_folders(
 
 
 def _leaves(files: Mapping[str, FileAccess]) -> dict[str, list[str]]:
-    """Folder -> the regular files in it that the trace grouped (trace.Accesses), for
+    """Folder -> the regular files in it that the trace grouped (trace_log.Accesses), for
     folders.choose_folders."""
     out: dict[str, list[str]] = {}
     for g in files.groups if isinstance(files, Accesses) else ():

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from roargit import trace
+from roargit import trace, trace_log
 
 # Installed as `sitecustomize` ahead of any other on PYTHONPATH; chains to the next one.
 _SITECUSTOMIZE = r"""
@@ -139,21 +139,23 @@ def run(
         shutil.rmtree(hook_dir, ignore_errors=True)
     after = _scan(root)
 
-    files: dict[str, trace.FileAccess] = {}
+    files: dict[str, trace_log.FileAccess] = {}
     for path, wrote in _audit_reads(audit).items():
         if path.startswith(hook_dir + os.sep) or not os.path.isfile(path):
             continue
-        files[path] = trace.FileAccess(path=path, read=not wrote or path in before, written=wrote)
+        files[path] = trace_log.FileAccess(
+            path=path, read=not wrote or path in before, written=wrote
+        )
     for path, meta in after.items():
         old = before.get(path)
         if old == meta:
             continue
         prev = files.get(path)
-        files[path] = trace.FileAccess(
+        files[path] = trace_log.FileAccess(
             path=path, read=bool(prev and prev.read), written=True, created=old is None
         )
     for path in before.keys() - after.keys():
-        files[path] = trace.FileAccess(path=path, deleted=True)
+        files[path] = trace_log.FileAccess(path=path, deleted=True)
 
     warning = (
         f"ptrace unavailable ({reason}): fell back to a scan of {root} and a Python audit "
@@ -166,7 +168,7 @@ def run(
         signal=sig,
         interrupted=sig == signal.SIGINT,
         files=files,
-        processes=(trace.Process(pid=0, ppid=0, argv=tuple(argv), cwd=str(cwd)),),
+        processes=(trace_log.Process(pid=0, ppid=0, argv=tuple(argv), cwd=str(cwd)),),
         warnings=(warning,),
     )
 

@@ -668,7 +668,7 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
 
     from roargit.capture import sort_accesses
     from roargit.repo import RepoPaths
-    from roargit.trace import FileAccess
+    from roargit.trace_log import FileAccess
 
     root = tmp_path / "repo"
     (root / "data").mkdir(parents=True)
@@ -712,13 +712,14 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
 
 
 def test_sort_accesses_of_grouped_folders_is_as_path_by_path(tmp_path: Path) -> None:
-    """A traced run that reads whole folders (the summary groups each: trace.Accesses) is
+    """A traced run that reads whole folders (the summary groups each: trace_log.Accesses) is
     sorted as its accesses one by one are, for plain data folders (taken at once) and for
     folders whose names or place make special cases: git's, bytecode, start-up files,
     package dirs, `lib*` names, outside the repo, a `roar.ignore` glob."""
     from roargit.capture import _plain_group, sort_accesses
     from roargit.repo import RepoPaths
-    from roargit.trace import Accesses, run_traced
+    from roargit.trace import run_traced
+    from roargit.trace_log import Accesses
 
     root = tmp_path / "repo"
     folders = {

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from roargit.trace import FileAccess, Trace, TraceLog, run_traced
+from roargit.trace import Trace, run_traced
+from roargit.trace_log import FileAccess, TraceLog
 
 PY = sys.executable
 
@@ -371,7 +372,8 @@ def test_interrupt_reaches_the_command_and_the_log_is_complete(tmp_path: Path) -
 
 
 def test_sigterm_to_the_tracer_is_passed_to_the_command(tmp_path: Path) -> None:
-    from roargit.trace import parse_log, tracer_path
+    from roargit.trace import tracer_path
+    from roargit.trace_log import parse_log
 
     log = tmp_path / "log"
     child = "import time; open('ready', 'w').close(); time.sleep(30)"
@@ -430,13 +432,14 @@ class BothWays(NamedTuple):
     expected: dict[str, FileAccess]  # the rules on the raw log
     got: dict[str, FileAccess]  # what run_traced makes of the summary
     states: dict[str, str]  # states the summary gave for paths left to the rules
-    found: Any  # trace._Found: accesses made straight from `file` and `files` records…
+    found: Any  # trace_log._Found: accesses made straight from `file` and `files` records…
 
 
 def trace_both_ways(cwd: Path, script: str) -> BothWays:
     """Run `bash -c script` under the tracer with a summary; classify the raw log by the
     rules and the summary as `run_traced` does."""
-    from roargit.trace import _accesses, _Found, _parse_found, parse_log, summarize, tracer_path
+    from roargit.trace import tracer_path
+    from roargit.trace_log import _accesses, _Found, _parse_found, parse_log, summarize
 
     log, summary = cwd / "log", cwd / "log.summary"
     r = subprocess.run(
@@ -455,7 +458,7 @@ def trace_both_ways(cwd: Path, script: str) -> BothWays:
 def test_summary_classifies_as_the_log_does(tmp_path: Path) -> None:
     """What `run_traced` reads (the tracer's summary) gives the same accesses as the rules on
     the raw log, for a run that reads, writes, renames, deletes, links and execs."""
-    from roargit.trace import parse_log
+    from roargit.trace_log import parse_log
 
     (tmp_path / "in").write_text("x\n")
     (tmp_path / "old").write_text("o\n")
@@ -558,7 +561,8 @@ def test_no_stat_keys_while_a_process_is_left_behind(
 def test_as_an_ordinary_user() -> None:
     import tempfile
 
-    from roargit.trace import parse_log, summarize, tracer_path
+    from roargit.trace import tracer_path
+    from roargit.trace_log import parse_log, summarize
 
     d = Path(tempfile.mkdtemp(prefix="roar-nobody-"))
     try:
@@ -617,7 +621,7 @@ def shim_log(root: Path, *argv: str, env: dict[str, str] | None = None) -> tuple
 
 
 def test_shim_is_used_and_not_recorded(tmp_path: Path) -> None:
-    from roargit.trace import parse_log
+    from roargit.trace_log import parse_log
 
     (tmp_path / "in").write_text("x")
     t, data = shim_log(tmp_path, PY, "-c", "open('out', 'w').write(open('in').read())")
@@ -658,7 +662,7 @@ def test_cleared_environment_still_traced(tmp_path: Path) -> None:
 def test_shim_off_sees_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env_var: str
 ) -> None:
-    from roargit.trace import parse_log
+    from roargit.trace_log import parse_log
 
     script = "cat a > b; mv b c; ln c d; rm c; mkdir m; : > m/t"
     (tmp_path / "a").write_text("x")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from roargit.trace import FileAccess, Trace, run_traced
+from roargit.trace import Trace, run_traced
+from roargit.trace_log import FileAccess
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roargit.trace import (
+from roargit.trace_log import (
     Event,
     TraceLogCorrupt,
     TraceLogTooNew,
@@ -97,7 +97,7 @@ def test_rules_on_events() -> None:
 
 def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
     # Enough paths in one directory that it is listed instead of lstat'ed per path.
-    from roargit.trace import _state_at_end, _states_at_end
+    from roargit.trace_log import _state_at_end, _states_at_end
 
     for i in range(40):
         (tmp_path / f"f{i}").write_text("x")
@@ -136,7 +136,7 @@ _FIELDS = [b"/a/b", b"/a/./b", b"/a//b", b"/a/b/", b"/sp%20ace", b"/c", b"/d/../
     )
 )
 def test_opens_gathered_by_field_classify_as_rows(records: list[tuple[Any, ...]]) -> None:
-    from roargit.trace import _classify, _parse
+    from roargit.trace_log import _classify, _parse
 
     lines = [b"roar-trace 2", b"start 1 1 1"]
     for r in records:
