@@ -146,6 +146,7 @@ def run_traced(
     tmp_dir: Path | None = None,
     signals: Terminations | None = None,
     stat_files: bool = False,
+    while_running: Callable[[], object] | None = None,
 ) -> Trace:
     """Run `argv` in `cwd` under the tracer and return what it did.
 
@@ -156,6 +157,9 @@ def run_traced(
     reaches the command through the process group and the run is reported as interrupted.
     `signals` (installed by the caller) passes SIGTERM and SIGHUP to the command.
     `stat_files` asks the tracer for the stat keys of the regular files (`Trace.stat_keys`).
+    `while_running` is called once the command has started, before it is waited for: work
+    that needs this process but not the command's results (loading what comes after) is then
+    done on one core while the command runs on another.
     """
     if not argv:
         raise RoarError("no command to run")
@@ -174,7 +178,7 @@ def run_traced(
     summary_path = Path(f"{log_path}.summary")
     try:
         status, data = _spawn_tracer(
-            tracer, argv, Path(cwd), run_env, Path(log_path), signals, stat_files
+            tracer, argv, Path(cwd), run_env, Path(log_path), signals, stat_files, while_running
         )
     finally:
         if own_log:
@@ -267,6 +271,7 @@ def _spawn_tracer(
     log_path: Path,
     signals: Terminations | None = None,
     stat_files: bool = False,
+    while_running: Callable[[], object] | None = None,
 ) -> tuple[int, bytes]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
@@ -291,6 +296,10 @@ def _spawn_tracer(
         pid = os.posix_spawn(str(tracer), args, env, setsigdef=default)
         if signals is not None:
             signals.forward_to(pid)
+        if while_running is not None:
+            # Its failure shows again where what it did is needed; the command is waited for.
+            with contextlib.suppress(Exception):
+                while_running()
         try:
             status = _wait(pid)
         finally:

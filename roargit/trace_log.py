@@ -83,7 +83,7 @@ class FileGroup(NamedTuple):
 class Accesses(Mapping[str, FileAccess]):
     """`Trace.files` of a run whose summary had `files` records: the paths of those are kept
     as groups (`groups`), and their FileAccess objects made only when the mapping is read path
-    by path. A consumer that handles a group at once (capture.sort_accesses) reads `single`
+    by path. A consumer that handles a group at once (run_files.sort_accesses) reads `single`
     and `groups` instead: a big run then makes no object per path."""
 
     def __init__(self, single: dict[str, FileAccess], groups: list[FileGroup]) -> None:

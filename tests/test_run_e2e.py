@@ -666,8 +666,8 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
 
     import msgpack
 
-    from roargit.capture import sort_accesses
     from roargit.repo import RepoPaths
+    from roargit.run_files import sort_accesses
     from roargit.trace_log import FileAccess
 
     root = tmp_path / "repo"
@@ -716,8 +716,8 @@ def test_sort_accesses_of_grouped_folders_is_as_path_by_path(tmp_path: Path) -> 
     sorted as its accesses one by one are, for plain data folders (taken at once) and for
     folders whose names or place make special cases: git's, bytecode, start-up files,
     package dirs, `lib*` names, outside the repo, a `roar.ignore` glob."""
-    from roargit.capture import _plain_group, sort_accesses
     from roargit.repo import RepoPaths
+    from roargit.run_files import _plain_group, sort_accesses
     from roargit.trace import run_traced
     from roargit.trace_log import Accesses
 

@@ -767,3 +767,26 @@ def test_created_dirs_are_the_outermost_folders_the_run_made(tmp_path: Path) -> 
         f"{root}/new-sibling",
         f"{root}/was-there/inner",
     ]
+
+
+def test_while_running_runs_during_the_command_and_its_failure_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """run_traced's `while_running` (roar run loads what comes after the command in it) is
+    called once the command has started, and an exception in it does not cost the trace."""
+    import time
+
+    marker = tmp_path / "started"
+    seen: list[bool] = []
+
+    def hook() -> None:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(marker.exists())
+        raise RuntimeError("a bug in what is loaded")
+
+    script = f"open({str(marker)!r}, 'w').close(); import time; time.sleep(0.2)"
+    t = run_traced([sys.executable, "-c", script], tmp_path, while_running=hook)
+    assert seen == [True]
+    assert t.exit_code == 0 and t.files[str(marker)].written
