@@ -112,12 +112,14 @@ def run_git(
 
 
 def spawn_git(
-    args: Sequence[str], git_dir: Path, *, early: bool = False
+    args: Sequence[str], git_dir: Path, *, early: bool = False, prime: bytes = b""
 ) -> subprocess.Popen[bytes]:
     """A long-running `git --git-dir GIT_DIR ARGS…` with pipes on all three streams. It runs in
     its own session: a Ctrl-C meant for a traced command must not end it (it ends by itself
     when its input is closed). With `early`, it is kept for the first spawn_git of exactly
-    those arguments to take (see start_early)."""
+    those arguments to take (see start_early). `prime` is written to it at once (a request
+    whose answer its taker reads and drops: `cat-file` opens the object database on its
+    first request, which then happens while roar does other work)."""
     key = (str(git_dir), tuple(args))
     if not early and key in _early_spawned:
         return _early_spawned.pop(key)
@@ -128,6 +130,11 @@ def spawn_git(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    proc.primed = prime.count(b"\n")  # type: ignore[attr-defined]  # answers to drop first
+    if prime:
+        assert proc.stdin is not None
+        proc.stdin.write(prime)
+        proc.stdin.flush()
     if early:
         _early_spawned[key] = proc
     return proc

@@ -52,7 +52,9 @@ class ObjectReader:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
-            self._proc = spawn_git(OBJECT_READER, self.git_dir)
+            self._proc = proc = spawn_git(OBJECT_READER, self.git_dir)
+            for _ in range(getattr(proc, "primed", 0)):  # see spawn_git's `prime`
+                self._answer(proc)
         return self._proc
 
     def _ask(self, command: str, name: str) -> tuple[str, str, int] | None:

@@ -72,7 +72,8 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     # the modules below load on the other (git.start_early).
     for question in (list_args(paths), git.STATUS):
         git.start_early(question, paths.root)
-    git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True)  # the ledger's reader
+    # The ledger's reader, asked something at once: it opens the object database meanwhile.
+    git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True, prime=b"info HEAD\n")
     try:
         return _record_in(args, kind, paths, command)
     finally:
