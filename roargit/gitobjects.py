@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import subprocess
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from roargit import TYPE_CHECKING
 from roargit.errors import GitFailed, RoarError
-from roargit.git import OBJECT_READER, run_git, spawn_git
+from roargit.git import OBJECT_READER, Spawned, run_git, spawn_git
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
@@ -48,12 +47,12 @@ class ObjectReader:
 
     def __init__(self, git_dir: Path) -> None:
         self.git_dir = git_dir
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Spawned | None = None
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> Spawned:
         if self._proc is None:
             self._proc = proc = spawn_git(OBJECT_READER, self.git_dir)
-            for _ in range(getattr(proc, "primed", 0)):  # see spawn_git's `prime`
+            for _ in range(proc.primed):  # see spawn_git's `prime`
                 self._answer(proc)
         return self._proc
 
@@ -64,7 +63,7 @@ class ObjectReader:
         proc.stdin.flush()
         return self._answer(proc)
 
-    def _answer(self, proc: subprocess.Popen[bytes]) -> tuple[str, str, int] | None:
+    def _answer(self, proc: Spawned) -> tuple[str, str, int] | None:
         """The header of the next answer: (oid, type, size), or None for a missing object."""
         assert proc.stdout is not None
         header = proc.stdout.readline()
@@ -563,6 +562,7 @@ class FastImport:
             raise ValueError("fast-import: no commit was written")
         self._write(b"get-mark :%d\ndone\n" % self._last)
         out, err = self._proc.communicate()
-        if self._proc.returncode != 0:
-            raise GitFailed(["git", "fast-import"], self._proc.returncode, out, err)
+        status = self._proc.wait()
+        if status != 0:
+            raise GitFailed(["git", "fast-import"], status, out, err)
         return out.split()[-1].decode()

@@ -14,7 +14,6 @@ import functools
 import os
 import pwd
 import re
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 
@@ -123,6 +122,8 @@ _NVIDIA_SMI_TIMEOUT_S = 5.0  # a healthy driver answers in well under a second
 
 @functools.cache
 def _query_gpus(nvidia_smi: str) -> tuple[GpuInfo, ...]:
+    import subprocess  # lazy: only a machine with nvidia-smi gets here
+
     try:
         out = subprocess.run(
             [
