@@ -526,3 +526,18 @@ def test_state_reads_back_as_written_with_or_without_json(
     near = '{"id": "' + "5E" * 32 + '", "popped": []}'  # not hex as written: json reads it
     (tmp_path / "session.json").write_text(near)
     assert session.read_state(tmp_path).session_id == "5E" * 32
+
+
+@pytest.mark.parametrize("closed", ["2>&-", ">&-", "<&-"])
+def test_a_closed_standard_stream_still_records_the_run(git_repo: Path, closed: str) -> None:
+    """`roar run cmd 2>&-`: Python starts with None for the stream; roar's own messages go
+    nowhere, the command gets the stream as the shell left it, and the run is recorded."""
+    roar(git_repo, "init")
+    proc = subprocess.run(
+        ["sh", "-c", f'roar run -q true {closed}; echo "rc=$?" >&2'],
+        cwd=git_repo,
+        capture_output=True,
+        text=True,
+    )
+    assert "rc=0" in proc.stderr and "internal error" not in proc.stderr + proc.stdout
+    assert "true" in roar(git_repo, "log", "-n", "1").stdout

@@ -235,6 +235,12 @@ def quick_record_args(args_list: Sequence[str]) -> SimpleNamespace | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Started with a standard stream closed (`roar run cmd 2>&-`), Python has None there:
+    # roar's own messages then go nowhere instead of failing (the command gets the stream as
+    # the shell left it).
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
     if args_list == ["--version"]:  # answered before any command module is imported
         print(f"roar {__version__}")
         return 0
