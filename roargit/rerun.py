@@ -10,8 +10,9 @@ their place: the caller says so, and the user passes them again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from roargit import session
 from roargit.ledger import Ledger
@@ -29,6 +30,9 @@ class Rerun(NamedTuple):
     kind: str  # "run" or "build"
     step: int
     redacted: bool  # the recorded command had secrets replaced by the marker
+    # Where the shell pointed its standard streams (RunRecord.redirects): pointed there again
+    # unless this invocation's shell points them itself.
+    redirects: Mapping[str, str] = MappingProxyType({})
 
 
 def apply_overrides(argv: Sequence[str], overrides: Sequence[str]) -> list[str]:
@@ -75,4 +79,5 @@ def resolve(paths: RepoPaths, command: Sequence[str], ledger: Ledger | None = No
         kind=kind,
         step=number,
         redacted=any(MARK in a for a in old.argv),
+        redirects=old.redirects,
     )

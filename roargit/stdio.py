@@ -145,7 +145,10 @@ def pointed(streams: Sequence[Reopened]) -> Iterator[list[Redirect]]:
     """This process's standard streams pointed at `streams`' files for the block (the command
     inherits them), then put back; the files are closed after. Yields the Redirects for
     capture.record_run's `streams`. Progress output waits: it would land in those files."""
-    from roargit import progress  # lazy: only a reproduction of a redirected run gets here
+    if not streams:
+        yield []
+        return
+    from roargit import progress  # lazy: only a run whose streams are pointed gets here
 
     saved: list[tuple[int, int]] = []
     was = progress.enabled()

@@ -134,3 +134,21 @@ def test_a_grouped_trace_stays_grouped_with_a_redirect_taken_out_of_its_group(
     ]
     assert merged[str(out)].written and merged[str(out)].read  # it was read too
     assert len(merged) == 5 and merged[names[0]] == read
+
+
+def test_roar_run_of_a_step_label_points_its_recorded_streams_again(git_repo: Path) -> None:
+    """`roar run @1` re-runs the step as recorded, `> out/scores.txt` included, unless the
+    shell points that stream itself now."""
+    _pipeline(git_repo)
+    (git_repo / "in.txt").write_text("delta\n")
+    (git_repo / "out" / "scores.txt").write_text("stale\n")
+    roar(git_repo, "run", "-q", "@1")
+    assert (git_repo / "out" / "scores.txt").read_text() == "DELTA\n"
+    assert (git_repo / "out" / "log.txt").read_text() == "scored\n"
+    record = roar_json(git_repo, "show", "@1")
+    assert record["redirects"]["stdout"] == "out/scores.txt"
+    # This shell points stdout elsewhere: that one wins, the recorded one is left alone.
+    with open(git_repo / "elsewhere.txt", "wb") as out:
+        subprocess.run(["roar", "run", "-q", "@1"], cwd=git_repo, stdout=out, check=True)
+    assert (git_repo / "elsewhere.txt").read_text() == "DELTA\n"
+    assert roar_json(git_repo, "show", "@1")["redirects"]["stdout"] == "elsewhere.txt"

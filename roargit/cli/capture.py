@@ -85,7 +85,7 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     from roargit.capture import NotRecorded, record_run
     from roargit.ledger import Ledger
     from roargit.rerun import resolve as resolve_rerun
-    from roargit.stdio import STDERR, STDOUT, redirects, wrote_to
+    from roargit.stdio import STDERR, STDOUT, STREAM_NAMES, pointed, redirects, reopen, wrote_to
 
     step = None
     cwd = Path.cwd()
@@ -98,10 +98,23 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     streams = redirects()
     if args.json:  # roar's JSON follows the command's bytes on stdout: not its output alone
         streams = [s for s in streams if s.fd != STDOUT]
+    # `roar run @2` points the step's recorded redirects (`> train.log`) again, but for a
+    # stream this shell points itself.
+    taken = {STREAM_NAMES[s.fd] for s in streams}
+    again_streams = {k: v for k, v in (again.redirects if again else {}).items() if k not in taken}
+    if again_streams:
+        from roargit.pathguard import Root
+
+        with Root(paths.root) as root:
+            reopened = reopen(again_streams, root)
+    else:
+        reopened = []
     try:
-        outcome = record_run(
-            paths, command, cwd, kind=kind, step=step, streams=streams, ledger=ledger
-        )
+        with pointed(reopened) as extra:
+            outcome = record_run(
+                paths, command, cwd, kind=kind, step=step, streams=[*streams, *extra],
+                ledger=ledger,
+            )  # fmt: skip
     except NotRecorded as exc:
         if exc.cause is not None and not isinstance(exc.cause, (RoarError, OSError)):
             report_bug(exc.cause)  # a bug: its report and log, but the command's status
