@@ -45,27 +45,32 @@ class Finished(NamedTuple):
     stderr: bytes
 
 
-def _scratch_fd() -> int:
+def _scratch_fd() -> int | None:
     """An unnamed temporary file (read and write) for a child's stderr: git can never block on
-    it as on a full pipe, and nothing is left behind."""
+    it as on a full pipe, and nothing is left behind. None where none can be made (no
+    writable temporary folder): the caller uses a pipe."""
     folder = os.environ.get("TMPDIR") or "/tmp"
     try:
         return os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except (OSError, AttributeError):  # no O_TMPFILE here: a named file, removed at once
-        for _ in range(10):
-            name = os.path.join(folder, f".roar-git-{os.getpid()}-{os.urandom(6).hex()}")
-            try:
-                fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                continue
-            os.unlink(name)
-            return fd
-        raise
+        pass
+    for _ in range(3):
+        name = os.path.join(folder, f".roar-git-{os.getpid()}-{os.urandom(6).hex()}")
+        try:
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        os.unlink(name)
+        return fd
+    return None
 
 
 class Spawned:
     """A `git` process started with os.posix_spawnp: stdout a pipe, stdin a pipe or
-    /dev/null, stderr an unnamed temporary file read once it has ended. Not `subprocess`:
+    /dev/null, stderr an unnamed temporary file (a pipe where none can be made) read once
+    stdout has ended. Not `subprocess`:
     its import (with selectors and locale) is some 1.5 ms of every `roar run`, which starts
     its git commands this way and runs none otherwise in the common case."""
 
@@ -75,7 +80,15 @@ class Spawned:
         self.args = list(argv)
         self._stderr = b""
         read_out, write_out = os.pipe()
-        self._err = _scratch_fd()
+        scratch = _scratch_fd()
+        # Without a scratch file, a pipe: the commands started here write little to stderr,
+        # and it is read once stdout has ended.
+        self._err_pipe = -1
+        if scratch is None:
+            self._err_pipe, child_err = os.pipe()
+        else:
+            child_err = scratch
+        self._err = -1 if scratch is None else scratch
         if stdin_pipe:
             read_in, write_in = os.pipe()
         else:
@@ -88,28 +101,44 @@ class Spawned:
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, read_in, 0),
                     (os.POSIX_SPAWN_DUP2, write_out, 1),
-                    (os.POSIX_SPAWN_DUP2, self._err, 2),
+                    (os.POSIX_SPAWN_DUP2, child_err, 2),
                 ],
                 setsid=new_session,
                 # What Python ignores, back to the defaults, as subprocess restores them.
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
             )
         except BaseException:
-            for fd in (read_out, write_out, self._err, read_in, write_in):
+            for fd in {read_out, write_out, child_err, self._err_pipe, read_in, write_in}:
                 if fd >= 0:
                     os.close(fd)
             raise
         os.close(read_in)
         os.close(write_out)
+        if self._err_pipe >= 0:
+            os.close(child_err)
         self.stdout: IO[bytes] = os.fdopen(read_out, "rb")
         self.stdin: IO[bytes] | None = os.fdopen(write_in, "wb") if stdin_pipe else None
         self.returncode: int | None = None
         self.primed = 0  # answers to requests written at the start, for the reader to drop
 
-    def _errors(self) -> bytes:
-        # pread from the start: the child's stderr shares this file's offset.
+    def _errors(self, to_the_end: bool = False) -> bytes:
+        if self._err_pipe >= 0:
+            # What is there; to its end only once stdout has ended (the child is ending): a
+            # reader that asks while the child runs must not wait for it.
+            os.set_blocking(self._err_pipe, to_the_end)
+            while True:
+                try:
+                    chunk = os.read(self._err_pipe, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    os.close(self._err_pipe)
+                    self._err_pipe = -1
+                    break
+                self._stderr += chunk
         if self._err < 0:
             return self._stderr
+        # pread from the start: the child's stderr shares this file's offset.
         return os.pread(self._err, os.fstat(self._err).st_size, 0)
 
     @property
@@ -129,9 +158,9 @@ class Spawned:
             self.stdin.close()
         out = self.stdout.read()
         self.stdout.close()
+        self._stderr = self._errors(to_the_end=True)
         self.wait()
         if self._err >= 0:
-            self._stderr = self._errors()
             os.close(self._err)
             self._err = -1
         return out, self._stderr

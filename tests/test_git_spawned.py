@@ -1,0 +1,40 @@
+"""git.Spawned: the git processes `roar run` starts without `subprocess` give what
+subprocess would: stdout, stderr and the status, with or without a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import roar
+
+from roargit import git
+
+
+@pytest.mark.parametrize("tmpdir", ["", "/nonexistent/roar-tmp"])
+def test_spawned_gives_output_errors_and_status(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch, tmpdir: str
+) -> None:
+    if tmpdir:  # no scratch file can be made: stderr comes through a pipe
+        monkeypatch.setenv("TMPDIR", tmpdir)
+    ok = git.Started(["rev-parse", "--show-toplevel"], git_repo).result()
+    assert ok.returncode == 0 and ok.stdout.decode().strip() == str(git_repo.resolve())
+    bad = git.Started(["rev-parse", "--verify", "no-such-ref"], git_repo).result()
+    assert bad.returncode != 0 and b"single revision" in bad.stderr
+    reader = git.spawn_git(git.OBJECT_READER, git_repo / ".git", prime=b"info HEAD\n")
+    assert reader.primed == 1 and reader.stdin is not None
+    reader.stdin.write(b"nonsense\n")
+    reader.stdin.flush()
+    early = reader.stderr.read()  # while it runs: what has come so far, without waiting
+    out, err = reader.communicate()
+    assert out.split()[1:] == [b"commit", out.split()[2]] and b"nonsense" in err
+    assert err.startswith(early)
+    assert reader.wait() != 0
+    assert not [f for f in os.listdir("/tmp") if f.startswith(".roar-git-")]
+
+
+def test_roar_run_without_a_writable_temporary_folder(git_repo: Path) -> None:
+    roar(git_repo, "init")
+    roar(git_repo, "run", "-q", "true", env={"TMPDIR": "/nonexistent/roar-tmp"})
+    assert "true" in roar(git_repo, "log", "-n", "1").stdout
