@@ -20,6 +20,13 @@ class NotAGitRepo(RoarError):
         )
 
 
+class GitMissing(RoarError):
+    """No `git` executable on PATH."""
+
+    def __init__(self) -> None:
+        super().__init__("git was not found on PATH: roar needs git (2.36 or newer) installed")
+
+
 class GitFailed(RoarError):
     """The `git` subprocess failed; carries everything needed to understand why."""
 

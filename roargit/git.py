@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from roargit.errors import GitFailed
+from roargit.errors import GitFailed, GitMissing
 from roargit.structs import NamedTuple
 
 #: HEAD, the work tree's changed tracked files and its untracked, not ignored files: what
@@ -107,10 +107,12 @@ class Spawned:
                 # What Python ignores, back to the defaults, as subprocess restores them.
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
             )
-        except BaseException:
+        except BaseException as exc:
             for fd in {read_out, write_out, child_err, self._err_pipe, read_in, write_in}:
                 if fd >= 0:
                     os.close(fd)
+            if isinstance(exc, FileNotFoundError) and self.args[0] == "git":
+                raise GitMissing() from None
             raise
         os.close(read_in)
         os.close(write_out)
@@ -228,14 +230,19 @@ def run_git(
     if env:
         full_env = dict(os.environ)
         full_env.update(env)
-    done = subprocess.run(
-        cmd,
-        cwd=cwd,
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        env=full_env,
-    )
+    try:
+        done = subprocess.run(
+            cmd,
+            cwd=cwd,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=full_env,
+        )
+    except FileNotFoundError:
+        if not Path(cwd).is_dir():
+            raise
+        raise GitMissing() from None
     if check and done.returncode != 0:
         raise GitFailed(cmd, done.returncode, done.stdout, done.stderr)
     return Finished(cmd, done.returncode, done.stdout, done.stderr)

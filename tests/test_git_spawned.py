@@ -38,3 +38,21 @@ def test_roar_run_without_a_writable_temporary_folder(git_repo: Path) -> None:
     roar(git_repo, "init")
     roar(git_repo, "run", "-q", "true", env={"TMPDIR": "/nonexistent/roar-tmp"})
     assert "true" in roar(git_repo, "log", "-n", "1").stdout
+
+
+def test_no_git_on_path_is_one_line(git_repo: Path) -> None:
+    import shutil
+    import subprocess
+
+    roar(git_repo, "init")
+    exe = shutil.which("roar")
+    assert exe is not None
+    for args in (["run", "-q", "true"], ["log"]):
+        proc = subprocess.run(
+            [exe, *args], cwd=git_repo, capture_output=True, text=True,
+            env={**os.environ, "PATH": "/nonexistent"},
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            "roar: git was not found on PATH: roar needs git (2.36 or newer) installed"
+        ]
