@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks.repos import script_repo
+from benchmarks.timing import roar_executable
 from roargit.blobstore import BlobStore
 
 RUNS = 4
@@ -229,7 +229,7 @@ def measure(b: Bench, make: Callable[[Bench], Fault]) -> Row:
 
 
 def main() -> None:
-    roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
+    roar = roar_executable()
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-faults-"))
     # Dummy credentials and no ~/.aws: nothing here may reach a real account.
     saved = dict(os.environ)

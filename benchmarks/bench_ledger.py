@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import ledger_fixture
-from benchmarks.timing import median_seconds, process_seconds, verdict
+from benchmarks.timing import median_seconds, process_seconds, roar_executable, verdict
 from roargit.ledger import Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId
 from roargit.repo import find_repo
@@ -83,7 +83,7 @@ def main() -> None:
         print(f"  same from a freshly opened ledger: {fresh_s * 1000:5.2f} ms")
         print(f"run by 8-hex id prefix:             {prefix_s * 1000:5.2f} ms")
 
-        roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
+        roar = roar_executable()
         bare = process_seconds([sys.executable, "-c", "pass"])
         for args in (["--help"], ["--version"]):
             s = process_seconds([roar, *args])

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.repos import script_repo
-from benchmarks.timing import median_seconds, process_seconds, verdict
+from benchmarks.timing import median_seconds, process_seconds, roar_executable, verdict
 from roargit import records
 from roargit.ledger import Ledger
 from roargit.records import ArtifactId, CodeState, FileRef, RunRecord, SessionId, SessionRecord
@@ -90,7 +90,7 @@ open(f"s{k + 1}.bin", "wb").write(data + bytes([k]) * 4096)
 
 
 def main() -> None:
-    roar = shutil.which("roar") or str(Path(sys.executable).parent / "roar")
+    roar = roar_executable()
     tmp = Path(tempfile.mkdtemp(prefix="roar-bench-reproduce-"))
     try:
         repo = script_repo(tmp / "plan", "step.py", STEP_SCRIPT)

@@ -18,12 +18,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import ledger_fixture
 from benchmarks.repos import empty_repo
-from benchmarks.timing import median_seconds, process_seconds, run_sections, verdict
+from benchmarks.timing import (
+    median_seconds,
+    once_seconds,
+    process_seconds,
+    roar_executable,
+    run_sections,
+    verdict,
+)
 from roargit.trace import tracer_path
 
 BIG = 2 << 30
@@ -40,16 +46,6 @@ READ_ALL = (
 )
 
 
-def _roar() -> str:
-    return shutil.which("roar") or str(Path(sys.executable).parent / "roar")
-
-
-def _once(argv: Sequence[str], cwd: Path) -> float:
-    t = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
-
-
 #: Steps recorded before the fixed cost is measured: a user's run comes after many others in
 #: its session, and a cost that grows with them must show (the 50th run, not the first).
 HISTORY = 50
@@ -57,9 +53,9 @@ HISTORY = 50
 
 def fixed_cost(tmp: Path) -> None:
     repo = empty_repo(tmp / "fixed")
-    roar = _roar()
+    roar = roar_executable()
     for i in range(HISTORY):  # distinct steps, each with an output of its own
-        _once([roar, "run", "-q", "sh", "-c", f"echo {i} > step{i}.txt"], repo)
+        once_seconds([roar, "run", "-q", "sh", "-c", f"echo {i} > step{i}.txt"], repo)
     tracer = [str(tracer_path()), "--log", str(tmp / "fixed.log"), "--"]
     # Interleaved rounds, medians: the same load for each figure on a shared machine.
     rounds: list[tuple[float, ...]] = []
@@ -72,9 +68,9 @@ def fixed_cost(tmp: Path) -> None:
         [roar, "run", "-q", "true"],
     )
     for argv in argvs:
-        _once(argv, repo)  # warm the page cache
+        once_seconds(argv, repo)  # warm the page cache
     for _ in range(20):
-        rounds.append(tuple(_once(argv, repo) for argv in argvs))
+        rounds.append(tuple(once_seconds(argv, repo) for argv in argvs))
     bare, traced, py, imports, version, run = (
         statistics.median(r[i] for r in rounds) for i in range(len(argvs))
     )
@@ -97,20 +93,20 @@ def big_input(tmp: Path) -> None:
     with open(data, "wb") as f:
         for _ in range(BIG >> 20):
             f.write(block)
-    roar = _roar()
+    roar = roar_executable()
     cmd = ["sh", "-c", "cat big.bin > /dev/null"]
     tracer = [str(tracer_path()), "--log", str(tmp / "big.log"), "--"]
-    _once(cmd, repo)  # page cache
-    bare = median_seconds(lambda: _once(cmd, repo), 3)
-    first = _once([roar, "run", "-q", *cmd], repo)
+    once_seconds(cmd, repo)  # page cache
+    bare = median_seconds(lambda: once_seconds(cmd, repo), 3)
+    first = once_seconds([roar, "run", "-q", *cmd], repo)
     # The second run against the tracer alone and the fixed cost, in interleaved rounds: one
     # `cat` of 2 GiB varies by 0.1 s from minute to minute on a shared machine, so figures
     # taken minutes apart would not subtract.
     rounds: list[tuple[float, float, float]] = []
     for _ in range(5):
-        traced = _once([*tracer, *cmd], repo)
-        again = _once([roar, "run", "-q", *cmd], repo)
-        fixed = _once([roar, "run", "-q", "true"], repo) - _once(["true"], repo)
+        traced = once_seconds([*tracer, *cmd], repo)
+        again = once_seconds([roar, "run", "-q", *cmd], repo)
+        fixed = once_seconds([roar, "run", "-q", "true"], repo) - once_seconds(["true"], repo)
         rounds.append((traced, again, fixed))
     traced, again, fixed = (sorted(r[i] for r in rounds)[2] for i in range(3))
     hashing_again = sorted(r[1] - r[0] - r[2] for r in rounds)[2]
@@ -141,17 +137,17 @@ def many_files(tmp: Path) -> None:
     script = tmp / "read_all.py"  # outside the repo: no code input, no dirty snapshot
     script.write_text(READ_ALL)
     cmd = [sys.executable, str(script), "data/many"]
-    roar = _roar()
+    roar = roar_executable()
     tracer = [str(tracer_path()), "--log", str(tmp / "many.log"), "--"]
-    _once(cmd, repo)  # page cache: the files were just written
-    bare_runs = [_once(cmd, repo)]
-    traced_runs = [_once([*tracer, *cmd], repo) for _ in range(2)]
-    first = _once([roar, "run", "-q", *cmd], repo)
+    once_seconds(cmd, repo)  # page cache: the files were just written
+    bare_runs = [once_seconds(cmd, repo)]
+    traced_runs = [once_seconds([*tracer, *cmd], repo) for _ in range(2)]
+    first = once_seconds([roar, "run", "-q", *cmd], repo)
     again_runs = []
     for _ in range(3):  # interleaved with the tracer alone and the bare read: the same load
-        again_runs.append(_once([roar, "run", "-q", *cmd], repo))
-        traced_runs.append(_once([*tracer, *cmd], repo))
-        bare_runs.append(_once(cmd, repo))
+        again_runs.append(once_seconds([roar, "run", "-q", *cmd], repo))
+        traced_runs.append(once_seconds([*tracer, *cmd], repo))
+        bare_runs.append(once_seconds(cmd, repo))
     bare = statistics.median(bare_runs)
     traced = statistics.median(traced_runs)
     again = statistics.median(again_runs)
@@ -169,8 +165,8 @@ def many_files(tmp: Path) -> None:
         [roar, "show", "data/many/d042/f0007.bin"], cwd=repo, capture_output=True, text=True
     )
     assert shown.returncode == 0, shown.stderr
-    one = median_seconds(lambda: _once([roar, "show", "data/many/d042/f0007.bin"], repo), 3)
-    folder = median_seconds(lambda: _once([roar, "show", "data/many/"], repo), 3)
+    one = median_seconds(lambda: once_seconds([roar, "show", "data/many/d042/f0007.bin"], repo), 3)
+    folder = median_seconds(lambda: once_seconds([roar, "show", "data/many/"], repo), 3)
     print(f"  roar show of the folder {folder:.3f} s, of one file in it {one:.3f} s")
     shutil.rmtree(root)
 
@@ -180,7 +176,7 @@ def queries(tmp: Path) -> None:
     t = time.perf_counter()
     big = ledger_fixture.build(repo, RUNS)
     print(f"built a ledger of {RUNS:,} runs in {time.perf_counter() - t:.1f} s (fast-import)")
-    roar = _roar()
+    roar = roar_executable()
     for label, args in (
         ("roar show <hash>", ["show", big.last_output]),
         ("roar show <hash> --json", ["show", big.last_output, "--json"]),

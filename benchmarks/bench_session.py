@@ -23,25 +23,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks.repos import empty_repo
-from benchmarks.timing import process_seconds, run_sections, verdict
+from benchmarks.timing import once_seconds, process_seconds, roar_executable, run_sections, verdict
 
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
-
-
-def _roar() -> str:
-    return shutil.which("roar") or str(Path(sys.executable).parent / "roar")
-
-
-def _timed(argv: list[str], cwd: Path) -> float:
-    t = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
 
 
 # Reads every other file of each folder (half of each: no folder is recorded whole) and
@@ -102,11 +91,11 @@ def _session_growth(tmp: Path, name: str, script_text: str, per_folder: int, wha
     script = tmp / f"{name}.py"  # outside the repo: no code input, no dirty snapshot
     script.write_text(script_text)
     (repo / "out").mkdir()
-    roar = _roar()
+    roar = roar_executable()
     times = []
     for n in range(runs):
         cmd = [roar, "run", "-q", sys.executable, str(script), "data", f"out/o{n:03d}.txt"]
-        times.append(_timed(cmd, repo))
+        times.append(once_seconds(cmd, repo))
     head, tail = statistics.median(times[:3]), statistics.median(times[-3:])
     ratio = tail / head
     print(
@@ -156,7 +145,7 @@ def status(tmp: Path) -> None:
         "        n += len(open(os.path.join(d, f), 'rb').read())\n"
         "open(sys.argv[2], 'w').write(str(n))\n"
     )
-    roar = _roar()
+    roar = roar_executable()
     subprocess.run([roar, "run", "-q", sys.executable, str(script), "data", "n.txt"], cwd=repo)
     s = process_seconds([roar, "status"], repo, repeat=5)
     print(f"roar status, {files:,}-file dataset unchanged: {s:.3f} s   goal ≤ 1 s  {verdict(s, 1)}")
@@ -166,7 +155,7 @@ def update(tmp: Path) -> None:
     steps = _int("ROAR_BENCH_UPDATE_STEPS", 20)
     repo = empty_repo(tmp / "update")
     (repo / "s0.txt").write_text("0\n")
-    roar = _roar()
+    roar = roar_executable()
     for n in range(steps):  # a chain: each step reads the one before's output
         script = f"cat s{n}.txt > s{n + 1}.txt; echo {n} >> s{n + 1}.txt"
         subprocess.run([roar, "run", "-q", "sh", "-c", script], cwd=repo, check=True)

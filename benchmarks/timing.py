@@ -6,10 +6,23 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+
+def roar_executable() -> str:
+    """The `roar` to time: the one on PATH, else the one beside this interpreter."""
+    return shutil.which("roar") or str(Path(sys.executable).parent / "roar")
+
+
+def once_seconds(argv: Sequence[str], cwd: Path) -> float:
+    """Wall time of one whole process (its stdout dropped; a failure raises)."""
+    t = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - t
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
