@@ -168,22 +168,9 @@ class Spawned:
         return out, self._stderr
 
 
-class Started:
-    """A `git` command started now, its output read later (`result`)."""
-
-    def __init__(self, args: Sequence[str], cwd: Path) -> None:
-        self.cmd = ["git", *args]
-        # -C: posix_spawn has no working folder to give; git's -C is the same thing.
-        self._proc = Spawned(["git", "-C", str(cwd), *args])
-
-    def result(self) -> Finished:
-        out, err = self._proc.communicate()
-        return Finished(self.cmd, self._proc.wait(), out, err)
-
-
 # Commands started ahead by `start_early`, by (folder, args): each is taken by the first
 # run_git that asks exactly it.
-_early: dict[tuple[str, tuple[str, ...]], Started] = {}
+_early: dict[tuple[str, tuple[str, ...]], Spawned] = {}
 _early_spawned: dict[tuple[str, tuple[str, ...]], Spawned] = {}
 
 
@@ -196,17 +183,15 @@ def start_early(args: Sequence[str], cwd: Path) -> None:
     is asked may be started early; `drop_early` forgets what was not taken."""
     key = (str(cwd), tuple(args))
     if key not in _early:
-        _early[key] = Started(args, cwd)
+        # -C: posix_spawn has no working folder to give; git's -C is the same thing.
+        _early[key] = Spawned(["git", "-C", str(cwd), *args])
 
 
 def drop_early() -> None:
     """Forget (and reap) the commands started early that no run_git took."""
-    while _early:
-        _, started = _early.popitem()
-        started.result()
-    while _early_spawned:
-        _, proc = _early_spawned.popitem()
-        proc.communicate()  # closes its input: it ends
+    for started in (_early, _early_spawned):
+        while started:
+            started.popitem()[1].communicate()  # closes its input: it ends
 
 
 def run_git(
@@ -218,9 +203,11 @@ def run_git(
     env: Mapping[str, str] | None = None,
 ) -> Finished:
     cmd = ["git", *args]
-    early = _early.pop((str(cwd), tuple(args)), None) if _early and input is None else None
-    if early is not None and not env:
-        proc = early.result()
+    asked_early = _early and input is None and not env
+    early = _early.pop((str(cwd), tuple(args)), None) if asked_early else None
+    if early is not None:
+        out, err = early.communicate()
+        proc = Finished(cmd, early.wait(), out, err)
         if check and proc.returncode != 0:
             raise GitFailed(cmd, proc.returncode, proc.stdout, proc.stderr)
         return proc

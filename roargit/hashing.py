@@ -83,7 +83,6 @@ RETRIES = 2
 #: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
 RACY_WINDOW_NS = 1_000_000_000
 
-_STAT_KEY = STAT_KEY
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -160,7 +159,7 @@ def _abspaths(paths: list[P]) -> list[str]:
 
 def _stat_key(st: os.stat_result) -> bytes:
     # st_dev/st_ino are unsigned 64-bit; SQLite integers are signed, so the key is packed.
-    return _STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class _Hashed(NamedTuple):
@@ -241,7 +240,7 @@ def _hash_path(
         os.close(fd)
     # `after` is of the open file, `before` may be of the path: the inode check catches a
     # file replaced in between (then this is simply retried). Same fields as the key.
-    pack = _STAT_KEY.pack
+    pack = STAT_KEY.pack
     ctime = before.st_ctime_ns
     key = pack(before.st_dev, before.st_ino, size, before.st_mtime_ns, ctime)
     stable = nread == size and key == pack(
@@ -363,7 +362,7 @@ class HashCache:
         todo: list[tuple[P, str, os.stat_result | None]]
         if cached:
             todo = []
-            pack = _STAT_KEY.pack
+            pack = STAT_KEY.pack
             stat, isreg = os.stat, stat_mod.S_ISREG  # hot loop: 100,000 turns
             for original, abspath in zip(originals, abspaths, strict=True):
                 row = cached.get(abspath)

@@ -426,7 +426,8 @@ def _run_step(
         checkout_code(wt, step)
         mat.code_state = state
     # A fresh root each step: the checkout above may have replaced any folder below it.
-    with Root(wt.root, pathguard.source_of(mat.ledger, step.run_id)) as root:
+    source = pathguard.source_of(mat.ledger, step.run_id)
+    with Root(wt.root, source) as root:
         for i in step.inputs:
             how = mat.put_ref(i.file, root, step.label)
             on_event("input", {"step": step.label, "path": i.file.path, "from": how})
@@ -435,11 +436,10 @@ def _run_step(
             if not os.path.isdir(os.path.join(root.path, folder)):
                 root.makedirs(folder)
         cwd = Path(root.makedirs(rec.cwd))
-        streams = stdio.reopen(rec.redirects, root)  # `> out.jsonl` and the like, again
     t0 = time.perf_counter()
     # Filed as no producer: a reproduction attests to the original run (its verification,
-    # below), it does not replace it in the lineage.
-    with stdio.pointed(streams) as redirects:
+    # below), it does not replace it in the lineage. `> out.jsonl` and the like, again.
+    with stdio.pointed_again(rec.redirects, wt.root, source) as redirects:
         outcome = record_run(
             wt,
             list(rec.argv),

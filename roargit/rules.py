@@ -85,8 +85,7 @@ _SYSTEM_STARTS = (
 
 @functools.lru_cache(maxsize=16)
 def _noise_starts(home: str) -> tuple[str, ...]:
-    home = home.rstrip("/")
-    return _SYSTEM_STARTS + tuple(f"{home}/{n}" for n in _HOME_NOISE if home)
+    return _SYSTEM_STARTS + _home_rules(home)[0]
 
 
 @functools.lru_cache(maxsize=16)

@@ -169,3 +169,21 @@ def pointed(streams: Sequence[Reopened]) -> Iterator[list[Redirect]]:
         for s in streams:
             os.close(s.opened)
         progress.enable(was)
+
+
+@contextlib.contextmanager
+def pointed_again(
+    recorded: Mapping[str, str],
+    root: str | os.PathLike[str],
+    source: pathguard.Source | None = None,
+) -> Iterator[list[Redirect]]:
+    """The streams a record says the shell pointed (RunRecord.redirects) opened again below
+    `root` (`reopen`, `source` naming the record in a refusal) and this process's streams
+    pointed at them for the block (`pointed`): how reproduction, `roar update` and
+    `roar run @N` run a step as it was recorded. Yields record_run's `streams`."""
+    streams: list[Reopened] = []
+    if recorded:
+        with pathguard.Root(root, source) as guard:
+            streams = reopen(recorded, guard)
+    with pointed(streams) as redirects:
+        yield redirects

@@ -21,7 +21,6 @@ from roargit.capture import record_run
 from roargit.errors import RoarError
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
-from roargit.pathguard import Root
 from roargit.records import RunId
 from roargit.redact import MARK
 from roargit.repo import RepoPaths
@@ -141,9 +140,8 @@ def run(
             yield Done(p, "skipped")
             continue
         announce(p, changes)
-        with Root(paths.root) as root:
-            streams = stdio.reopen(current.run.redirects, root)  # `> out.csv` and the like
-        with stdio.pointed(streams) as redirects:
+        # `> out.csv` and the like, again.
+        with stdio.pointed_again(current.run.redirects, paths.root) as redirects:
             outcome = record_run(
                 paths, list(p.argv), p.cwd, kind=p.kind, step=p.number, streams=redirects
             )

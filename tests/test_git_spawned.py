@@ -18,9 +18,14 @@ def test_spawned_gives_output_errors_and_status(
 ) -> None:
     if tmpdir:  # no scratch file can be made: stderr comes through a pipe
         monkeypatch.setenv("TMPDIR", tmpdir)
-    ok = git.Started(["rev-parse", "--show-toplevel"], git_repo).result()
+
+    def asked_early(args: list[str]) -> git.Finished:
+        git.start_early(args, git_repo)
+        return git.run_git(args, git_repo, check=False)  # takes the early answer
+
+    ok = asked_early(["rev-parse", "--show-toplevel"])
     assert ok.returncode == 0 and ok.stdout.decode().strip() == str(git_repo.resolve())
-    bad = git.Started(["rev-parse", "--verify", "no-such-ref"], git_repo).result()
+    bad = asked_early(["rev-parse", "--verify", "no-such-ref"])
     assert bad.returncode != 0 and b"single revision" in bad.stderr
     reader = git.spawn_git(git.OBJECT_READER, git_repo / ".git", prime=b"info HEAD\n")
     assert reader.primed == 1 and reader.stdin is not None
@@ -31,6 +36,7 @@ def test_spawned_gives_output_errors_and_status(
     assert out.split()[1:] == [b"commit", out.split()[2]] and b"nonsense" in err
     assert err.startswith(early)
     assert reader.wait() != 0
+    assert not git._early
     assert not [f for f in os.listdir("/tmp") if f.startswith(".roar-git-")]
 
 

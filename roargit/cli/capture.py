@@ -85,7 +85,7 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     from roargit.capture import NotRecorded, record_run
     from roargit.ledger import Ledger
     from roargit.rerun import resolve as resolve_rerun
-    from roargit.stdio import STDERR, STDOUT, STREAM_NAMES, pointed, redirects, reopen, wrote_to
+    from roargit.stdio import STDERR, STDOUT, STREAM_NAMES, pointed_again, redirects, wrote_to
 
     step = None
     cwd = Path.cwd()
@@ -102,15 +102,8 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     # stream this shell points itself.
     taken = {STREAM_NAMES[s.fd] for s in streams}
     again_streams = {k: v for k, v in (again.redirects if again else {}).items() if k not in taken}
-    if again_streams:
-        from roargit.pathguard import Root
-
-        with Root(paths.root) as root:
-            reopened = reopen(again_streams, root)
-    else:
-        reopened = []
     try:
-        with pointed(reopened) as extra:
+        with pointed_again(again_streams, paths.root) as extra:
             outcome = record_run(
                 paths, command, cwd, kind=kind, step=step, streams=[*streams, *extra],
                 ledger=ledger,
