@@ -272,6 +272,7 @@ def _load_after_command() -> None:
     runs (trace.run_traced's `while_running`): ~3 ms of `roar run`'s start-up done on one core
     while the command starts on the other."""
     import roargit.clone
+    import roargit.index_cache  # and msgpack, which the record's bytes need (codec.py)
     import roargit.machine
     import roargit.run_files
     import roargit.session  # noqa: F401
@@ -318,7 +319,10 @@ def _trace_and_record(
     # code), under a ref of this run's own until the record names it (codestate.snapshot_tree).
     pin = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     early: list[str] = []
-    code = codestate.capture(paths, ledger.reader, known_data, pin=pin, warnings=early, rule=rule)
+    untracked_dirs: list[str] = []
+    code = codestate.capture(
+        paths, ledger.reader, known_data, pin, early, rule, untracked_dirs=untracked_dirs
+    )
     if code.dirty:
         progress.pinned = pin
     mode = settings["roar.trace.mode"].value
@@ -369,6 +373,17 @@ def _trace_and_record(
         if p.startswith(root + "/") and (rel := p[len(root) + 1 :]).split("/")[0] != ".git"
     )
     warnings = early + list(trace.warnings) + accesses.warnings
+    if untracked_dirs:
+        # The code the run read from folders untracked as a whole joins the snapshot now,
+        # under a pin of its own; the tree it builds on stays reachable through the new one.
+        late_pin = f"{pin}-read"
+        grown = codestate.add_read_code(
+            paths, code, untracked_dirs, accesses.code_reads, known_data, late_pin, warnings, rule
+        )
+        if grown is not code:
+            old_pin, progress.pinned, code = progress.pinned, late_pin, grown
+            if old_pin is not None and not loose_ref.delete(paths.common_dir, old_pin):
+                run_git(["update-ref", "-d", old_pin], paths.git_dir, check=False)
 
     # Code is what the rule names or the run executed; every other file it read is data.
     # The code tree is asked first (a folder at a time): 100,000 untracked data files cost one

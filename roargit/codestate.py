@@ -4,7 +4,11 @@ Code is what `roar.code` says (`CodeRule`: scripts, modules, notebooks, build fi
 configuration by default); everything else a run reads is data, recorded by its BLAKE3 hash
 whether git tracks it or not. The snapshot holds HEAD's tree with the tracked code files as
 they are in the work tree plus untracked, non-ignored code files (small, and not known to the
-ledger as a data artifact); never data. It is built in a private index under `.git/roar/`,
+ledger as a data artifact); never data. Of a folder that is untracked as a whole (a new
+`experiments/`, a `data/` of 100,000 files) it holds the code files the run read, added once
+the command has run (`add_read_code`): git lists such a folder as one entry, where listing
+its files one by one would cost every run a walk of the biggest datasets in the work tree.
+It is built in a private index under `.git/roar/`,
 so the user's index, branches and stash are never touched, and the tree is kept reachable
 from the ledger (`code/<tree>`) so it is pushed with the lineage.
 """
@@ -206,19 +210,20 @@ class WorkTreeStatus(NamedTuple):
     commit: str | None  # HEAD; None before the first commit
     branch: str | None  # None on a detached HEAD (and before the first commit)
     modified: tuple[str, ...]  # tracked code files changed or deleted
-    untracked: tuple[str, ...]  # untracked, not ignored code files
+    untracked: tuple[str, ...]  # untracked, not ignored code files in folders git tracks
+    untracked_dirs: tuple[str, ...] = ()  # folders untracked as a whole, each ending in "/"
 
 
 def work_tree_status(paths: RepoPaths, rule: CodeRule | None = None) -> WorkTreeStatus:
-    """HEAD, the tracked code files that differ from it, and the untracked, not ignored code
-    files (by `rule`): a changed or new data file makes no snapshot.
+    """HEAD, the tracked code files that differ from it, the untracked, not ignored code
+    files (by `rule`) of folders git tracks, and the folders untracked as a whole: a changed
+    or new data file makes no snapshot.
 
-    One `git status --porcelain=v2 --branch -uall` (git.STATUS): HEAD's commit and branch
+    One `git status --porcelain=v2 --branch -unormal` (git.STATUS): HEAD's commit and branch
     come with it, and no `git cat-file` is waited for before the command runs (see
-    resolve_tree). With 100,000 untracked data files it costs some 10% more than listing
-    them with `git ls-files -o` beside a `git status -uno`, one process less on every run.
-    The listing is not limited with source-name pathspecs (git then matches every file
-    against every pattern, which is slower still); the untracked part is searched by regex
+    resolve_tree). `-unormal` lists an untracked folder as one entry, so 100,000 untracked
+    data files under `data/` cost git no walk and this no parse; the code a run reads there
+    joins the snapshot afterwards (`add_read_code`). The untracked part is searched by regex
     instead of being split into a string per file."""
     text = "\0" + os.fsdecode(run_git(STATUS, paths.root).stdout)
     # Headers, then changed tracked files, then untracked ones (`? PATH`), in that order.
@@ -241,8 +246,25 @@ def work_tree_status(paths: RepoPaths, rule: CodeRule | None = None) -> WorkTree
             continue
         if rule.matches(path):
             modified.append(path)
-    untracked = rule.find(text[cut:].replace("\0? ", "\0")) if cut >= 0 else []
-    return WorkTreeStatus(commit, branch if commit else None, tuple(modified), tuple(untracked))
+    untracked: list[str] = []
+    dirs: list[str] = []
+    if cut >= 0:
+        listing = text[cut:].replace("\0? ", "\0")
+        dirs = [listing[: i + 1].rpartition("\0")[2] for i in _dir_ends(listing)]
+        untracked = [p for p in rule.find(listing) if not p.endswith("/")]
+    return WorkTreeStatus(
+        commit, branch if commit else None, tuple(modified), tuple(untracked), tuple(dirs)
+    )
+
+
+def _dir_ends(listing: str) -> list[int]:
+    """Where each `DIR/` entry of a NUL-separated listing ends (its `/`)."""
+    out = []
+    at = listing.find("/\0")
+    while at >= 0:
+        out.append(at)
+        at = listing.find("/\0", at + 2)
+    return out
 
 
 def resolve_tree(objects: ObjectReader, code: CodeState) -> CodeState:
@@ -262,9 +284,11 @@ def capture(
     pin: str | None = None,
     warnings: list[str] | None = None,
     rule: CodeRule | None = None,
+    untracked_dirs: list[str] | None = None,
 ) -> CodeState:
     """HEAD and, when the work tree's code differs from it, a snapshot tree; for a clean one
-    the tree is left to `resolve_tree`.
+    the tree is left to `resolve_tree`. `untracked_dirs` gets the folders untracked as a
+    whole, for `add_read_code` once the command has run.
 
     The snapshot holds code only (`rule`): a changed tracked data file keeps its committed
     version there (a run that reads it records its bytes by hash), and untracked data files
@@ -278,6 +302,8 @@ def capture(
     """
     status = work_tree_status(paths, rule)
     commit, branch = status.commit, status.branch
+    if untracked_dirs is not None:
+        untracked_dirs.extend(status.untracked_dirs)
     # A work tree may hold 100,000 untracked data files: only the few code files get a
     # stat, and those small enough to snapshot reach is_data.
     small = [
@@ -296,6 +322,69 @@ def capture(
     modified, sources = _readable(paths, status.modified, sources, warnings)
     snapshot = snapshot_tree(paths, modified, sources, pin)
     return CodeState(commit, branch, True, snapshot)
+
+
+def add_read_code(
+    paths: RepoPaths,
+    code: CodeState,
+    untracked_dirs: Iterable[str],
+    read: Iterable[str],
+    is_data: Callable[[list[str]], set[str]],
+    pin: str,
+    warnings: list[str],
+    rule: CodeRule | None = None,
+) -> CodeState:
+    """`code` with the code files the run read from folders untracked as a whole
+    (`untracked_dirs`, from `capture`) added to its tree, pinned by `pin` as `capture` pins a
+    snapshot; `code` itself when there are none. `read`: the files the run read and did not
+    write, relative to the root. The files are those `capture` would have taken had git
+    listed them: code by `rule`, small, not ignored, not known data, not secret-looking, and
+    not inside a repository of their own."""
+    dirs = tuple(untracked_dirs)
+    if not dirs:
+        return code
+    rule = rule or code_rule()
+    root = str(paths.root)
+    found = [
+        p
+        for p in rule.select(p for p in read if p.startswith(dirs))
+        if _size(os.path.join(root, p)) <= MAX_UNTRACKED_SOURCE
+        and not _in_nested_repo(root, p, dirs)
+    ]
+    if not found:
+        return code
+    ignored = run_git(
+        ["check-ignore", "-z", "--stdin"],
+        paths.root,
+        input=b"".join(os.fsencode(p) + b"\0" for p in found),
+        check=False,
+    ).stdout
+    skip = {os.fsdecode(p) for p in ignored.split(b"\0") if p}
+    found = [p for p in found if p not in skip]
+    data = is_data(found) if found else set()
+    hidden = [p for p in found if p not in data and is_secret_path(p)]
+    if hidden:
+        warnings.append(f"not in the code snapshot (secret-looking name): {', '.join(hidden)}")
+    kept = [p for p in found if p not in data and p not in hidden]
+    _, found = _readable(paths, (), kept, warnings)
+    if not found:
+        return code
+    # No tree yet (no commit, nothing dirty): the files alone.
+    tree = snapshot_tree(paths, [], found, pin, base=code.tree or "")
+    return code._replace(dirty=True, tree=tree)
+
+
+def _in_nested_repo(root: str, rel: str, dirs: tuple[str, ...]) -> bool:
+    """Whether `rel` lies in a repository of its own inside an untracked folder (git lists
+    such a repository as a folder and never its files)."""
+    top = next(d for d in dirs if rel.startswith(d))
+    parts = rel[len(top) :].split("/")[:-1]
+    here = os.path.join(root, top)
+    for part in ["", *parts]:
+        here = os.path.join(here, part) if part else here
+        if os.path.lexists(os.path.join(here, ".git")):
+            return True
+    return False
 
 
 def _readable(
@@ -341,9 +430,14 @@ def _size(path: str) -> int:
 
 
 def snapshot_tree(
-    paths: RepoPaths, modified: Iterable[str], untracked: Iterable[str], pin: str | None = None
+    paths: RepoPaths,
+    modified: Iterable[str],
+    untracked: Iterable[str],
+    pin: str | None = None,
+    base: str | None = None,
 ) -> str:
-    """Write the work tree's state to a tree object through a private copy of the index.
+    """Write the work tree's state to a tree object through a private copy of the index; or,
+    with `base`, `base`'s tree plus the files named (an index read from it; "": no tree).
 
     With `pin`, the new objects are protected from `git gc` from the moment they exist until
     the caller deletes that ref: git writes them into a private object folder (the
@@ -361,9 +455,12 @@ def snapshot_tree(
     real_index = paths.git_dir / "index"
     objects_dir = paths.common_dir / "objects"
     try:
-        if real_index.exists():
-            shutil.copyfile(real_index, index)  # keeps stat data: unchanged files aren't read
         env = {"GIT_INDEX_FILE": str(index)}
+        if base is not None:
+            if base:  # else no index file: git starts from an empty one
+                run_git(["read-tree", base], paths.root, env=env)
+        elif real_index.exists():
+            shutil.copyfile(real_index, index)  # keeps stat data: unchanged files aren't read
         if pin is not None:
             quarantine.mkdir()
             env["GIT_OBJECT_DIRECTORY"] = str(quarantine)

@@ -15,20 +15,24 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
+from roargit import TYPE_CHECKING
 from roargit.errors import GitFailed, GitMissing
 from roargit.structs import NamedTuple
 
-#: HEAD, the work tree's changed tracked files and its untracked, not ignored files: what
-#: every `roar run` asks before the command (codestate.work_tree_status).
+if TYPE_CHECKING:
+    from typing import IO
+
+#: HEAD, the work tree's changed tracked files and its untracked, not ignored files (a folder
+#: untracked as a whole as one `DIR/` entry): what every `roar run` asks before the command
+#: (codestate.work_tree_status).
 STATUS = (
     "status",
     "--porcelain=v2",
     "-z",
     "--branch",
     "--no-ahead-behind",
-    "--untracked-files=all",
+    "--untracked-files=normal",
     "--no-renames",
     "--ignore-submodules=all",
 )

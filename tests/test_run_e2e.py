@@ -599,8 +599,9 @@ def test_report_flags(git_repo: Path, flag: str) -> None:
 
 def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo: Path) -> None:
     """The untracked files a dirty snapshot takes are those is_source_name (the default code
-    rule) and .gitignore say, found in a listing of many untracked data files (searched, not
-    split per file); of the tracked files changed, only code ones."""
+    rule) and .gitignore say: in folders git tracks, found in git's listing (searched, not
+    split per file); in a folder untracked as a whole (one entry in that listing, however many
+    data files it holds), those the run read. Of the tracked files changed, only code ones."""
     from roargit.codestate import is_source_name, work_tree_status
     from roargit.repo import find_repo
 
@@ -617,7 +618,7 @@ def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo:
     ascii_names = [
         "Tool.PY", "sub/Makefile", "sub/makefile", "deep/er/Snakefile", "weird name.Yml",
         ".py", "x.py.bin", "mkfile", "Makefile.bak", "a.b.sh", "ignored/secret.py",
-        "data/big.txt", "dvc.yaml",
+        "data/big.txt", "dvc.yaml", "data/prep.py",
     ]  # fmt: skip
     # ASCII listings are searched by position; others record by record.
     for names in (ascii_names, ["notes é.md", "café/run.R", "kelvin.m\u212a"]):
@@ -625,19 +626,27 @@ def test_only_untracked_sources_join_the_snapshot_whatever_their_names(git_repo:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / name).write_text("x\n")
         status = work_tree_status(find_repo(repo))
-        listed = git(repo, "ls-files", "-o", "--exclude-standard", "-z").split("\0")
-        expected = [n for n in listed if n and is_source_name(n)]
+        listed = [
+            n for n in git(repo, "ls-files", "-o", "--exclude-standard", "-z").split("\0") if n
+        ]
+        expected = [n for n in listed if is_source_name(n) and "/" not in n]
         assert sorted(status.untracked) == sorted(expected)
-        assert "Tool.PY" in status.untracked and "ignored/secret.py" not in status.untracked
+        folders = {n.split("/")[0] + "/" for n in listed if "/" in n}
+        assert sorted(status.untracked_dirs) == sorted(folders)
+        assert "Tool.PY" in status.untracked and "ignored/" not in status.untracked_dirs
         assert status.modified == ("setup.cfg",)
-    (repo / "data" / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))  # too big for source
 
-    rec = roar_json(repo, "run", "sh", "-c", "cat data/f001.bin >/dev/null")
+    read = "data/f001.bin data/prep.py sub/Makefile deep/er/Snakefile ignored/secret.py"
+    rec = roar_json(repo, "run", "sh", "-c", f"cat {read} >/dev/null")
     tree = rec["code"]["tree"]
     in_tree = git(repo, "ls-tree", "-r", "-z", "--name-only", tree).split("\0")
+    # Read code from untracked folders joins; unread code there, data and ignored files do not.
+    from_folders = ["data/prep.py", "deep/er/Snakefile", "sub/Makefile"]
     assert sorted(filter(None, in_tree)) == sorted(
-        [".gitignore", "README", "setup.cfg", *[n for n in expected if n != "data/big.txt"]]
+        [".gitignore", "README", "setup.cfg", *expected, *from_folders]
     )
+    assert [c["path"] for c in rec["code"]["inputs"]] == from_folders
+    assert [i["path"] for i in rec["inputs"]] == ["data/f001.bin", "ignored/secret.py"]
     assert git(repo, "show", f"{tree}:README") != "changed"  # its committed version
     assert git(repo, "show", f"{tree}:setup.cfg") == "[y]"
 
