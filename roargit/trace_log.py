@@ -24,9 +24,10 @@ from roargit.structs import NamedTuple
 if TYPE_CHECKING:
     from typing import Any
 
-LOG_VERSION = 4  # 2: the shim (start has a SHIM field; records after `end` are ignored)
+LOG_VERSION = 5  # 2: the shim (start has a SHIM field; records after `end` are ignored)
 # 3: the summary (`file` records: one per path, the bits of its `open` records OR-ed)
 # 4: `files` records (a folder's paths with the same bits and state, on one line)
+# 5: a `files` record's names in byte order
 
 
 class TraceLogCorrupt(RoarError):

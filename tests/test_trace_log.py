@@ -49,7 +49,7 @@ def test_header_and_version() -> None:
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"something else\n")
     with pytest.raises(TraceLogTooNew):
-        parse_log(b"roar-trace 5\n")
+        parse_log(b"roar-trace 6\n")
     with pytest.raises(TraceLogCorrupt):
         parse_log(b"roar-trace 1\nopen x\n")
 

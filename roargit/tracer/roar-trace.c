@@ -56,7 +56,7 @@
 
 #include "roar-shim.h"
 
-#define LOG_VERSION 4
+#define LOG_VERSION 5
 
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -1658,23 +1658,34 @@ static void find_states(const struct path_table *t, char *states, char *keys, lo
 }
 
 /* A `files` record (trace-format.md, "The summary") holds the paths of one folder that share
- * their BITS and STATE: the reader makes one entry for the lot instead of one a path. Only
- * plain paths go there (no escapes, nothing a reader would normalise, a regular file or other
- * non-directory with its key where keys are given); the rest keep their `file` records. */
+ * their BITS and STATE, by name in byte order: the reader makes one entry for the lot instead
+ * of one a path, and a folder's stat digest (roargit.folders) is made from the record's names
+ * and keys as they stand. Only plain paths go there (no escapes, nothing a reader would
+ * normalise, a regular file or other non-directory with its key where keys are given); the
+ * rest keep their `file` records. */
 #define GROUP_AT_LEAST 8
 
-static const struct path_table *group_t;
-static const long *group_dir;
-static const char *group_states;
+/* A path of the summary that may go in a `files` record: its folder, BITS and STATE, and its
+ * name (the token's last component), by which a group's members are sorted. Gathered into one
+ * array so that the sort reads it in order. */
+struct member {
+    long dir;
+    int bits;
+    char state;
+    const char *name;
+    size_t name_len;
+    size_t k; /* its position in the summary's path order */
+};
 
-static int group_order(const void *a, const void *b) {
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    long di = group_dir[i], dj = group_dir[j];
-    int bi = group_t->slots[group_t->order[i]].bits, bj = group_t->slots[group_t->order[j]].bits;
-    if (di != dj) return di < dj ? -1 : 1;
-    if (bi != bj) return bi < bj ? -1 : 1;
-    if (group_states[i] != group_states[j]) return group_states[i] < group_states[j] ? -1 : 1;
-    return i < j ? -1 : i > j;
+static int member_order(const void *a, const void *b) {
+    const struct member *x = a, *y = b;
+    if (x->dir != y->dir) return x->dir < y->dir ? -1 : 1;
+    if (x->bits != y->bits) return x->bits < y->bits ? -1 : 1;
+    if (x->state != y->state) return x->state < y->state ? -1 : 1;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n); /* byte order, as trace-format.md says */
+    if (c) return c;
+    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
 static int groupable(const struct path_slot *sl, char state, const char *key, long dir) {
@@ -1745,17 +1756,29 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
             fwrite(line, 1, len + 1, out);
         line = eol + 1;
     }
+    /* The paths in first-seen order, in one array: every pass below reads them in order
+     * instead of at their scattered places in the hash table. */
+    struct path_slot *dense = malloc((t.n + 1) * sizeof *dense);
+    if (dense) {
+        for (size_t k = 0; k < t.n; k++) dense[k] = t.slots[t.order[k]], t.order[k] = k;
+        free(t.slots);
+        t.slots = dense;
+    }
     char *states = malloc(t.n + 1);
     char *keys = with_keys ? malloc((t.n + 1) * STAT_KEY_HEX) : NULL;
     long *dir_at = malloc((t.n + 1) * sizeof *dir_at); /* each path's folder, or -1 */
-    size_t *grouped = malloc((t.n + 1) * sizeof *grouped), n_grouped = 0;
+    struct member *grouped = malloc((t.n + 1) * sizeof *grouped);
+    size_t n_grouped = 0;
     if (states && dir_at) find_states(&t, states, keys, dir_at);
     for (size_t k = 0; k < t.n; k++) {
         const struct path_slot *sl = &t.slots[t.order[k]];
         char state = states && dir_at ? states[k] : state_now(sl->tok, sl->len);
         const char *key = states && dir_at && keys ? keys + k * STAT_KEY_HEX : NULL;
         if (grouped && states && dir_at && groupable(sl, state, key, dir_at[k])) {
-            grouped[n_grouped++] = k; /* written below, with its folder's others */
+            /* written below, with its folder's others */
+            const char *slash = memrchr(sl->tok, '/', sl->len);
+            grouped[n_grouped++] = (struct member){dir_at[k], sl->bits, state, slash + 1,
+                                                   (size_t)(sl->tok + sl->len - slash - 1), k};
             continue;
         }
         fprintf(out, "file %d %c ", sl->bits, state);
@@ -1766,44 +1789,41 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
         }
         putc('\n', out);
     }
-    group_t = &t, group_dir = dir_at, group_states = states;
-    if (n_grouped) qsort(grouped, n_grouped, sizeof *grouped, group_order);
+    if (n_grouped) qsort(grouped, n_grouped, sizeof *grouped, member_order);
     for (size_t a = 0, b; a < n_grouped; a = b) {
-        size_t k = grouped[a];
-        for (b = a + 1; b < n_grouped && dir_at[grouped[b]] == dir_at[k] &&
-                        t.slots[t.order[grouped[b]]].bits == t.slots[t.order[k]].bits &&
-                        states[grouped[b]] == states[k];
+        const struct member *m = &grouped[a];
+        for (b = a + 1; b < n_grouped && grouped[b].dir == m->dir && grouped[b].bits == m->bits &&
+                        grouped[b].state == m->state;
              b++)
             ;
-        const struct path_slot *sl = &t.slots[t.order[k]];
-        size_t dlen = (size_t)((const char *)memrchr(sl->tok, '/', sl->len) - sl->tok);
-        int as_group = b - a >= GROUP_AT_LEAST;
-        if (as_group) {
-            fprintf(out, "files %d %c ", sl->bits, states[k]);
+        const struct path_slot *sl = &t.slots[t.order[m->k]];
+        size_t dlen = (size_t)(m->name - 1 - sl->tok);
+        if (b - a >= GROUP_AT_LEAST) {
+            fprintf(out, "files %d %c ", m->bits, m->state);
             fwrite(sl->tok, 1, dlen, out);
             putc(' ', out);
-            if (keys && states[k] == 'f')
+            if (keys && m->state == 'f')
                 for (size_t g = a; g < b; g++)
-                    fwrite(keys + grouped[g] * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+                    fwrite(keys + grouped[g].k * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
             else
                 putc('-', out);
+            for (size_t g = a; g < b; g++) {
+                putc(' ', out);
+                fwrite(grouped[g].name, 1, grouped[g].name_len, out);
+            }
+            putc('\n', out);
+            continue;
         }
         for (size_t g = a; g < b; g++) {
-            const struct path_slot *m = &t.slots[t.order[grouped[g]]];
-            if (as_group) {
+            const struct path_slot *p = &t.slots[t.order[grouped[g].k]];
+            fprintf(out, "file %d %c ", p->bits, grouped[g].state);
+            fwrite(p->tok, 1, p->len, out);
+            if (keys && grouped[g].state == 'f') {
                 putc(' ', out);
-                fwrite(m->tok + dlen + 1, 1, m->len - dlen - 1, out);
-                continue;
-            }
-            fprintf(out, "file %d %c ", m->bits, states[grouped[g]]);
-            fwrite(m->tok, 1, m->len, out);
-            if (keys && states[grouped[g]] == 'f') {
-                putc(' ', out);
-                fwrite(keys + grouped[g] * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
+                fwrite(keys + grouped[g].k * STAT_KEY_HEX, 1, STAT_KEY_HEX, out);
             }
             putc('\n', out);
         }
-        if (as_group) putc('\n', out);
     }
     free(states), free(keys), free(dir_at), free(grouped);
     if (end_line) fwrite(end_line, 1, end_len, out);
