@@ -373,24 +373,24 @@ def _trace_and_record(
         if p.startswith(root + "/") and (rel := p[len(root) + 1 :]).split("/")[0] != ".git"
     )
     warnings = early + list(trace.warnings) + accesses.warnings
-    if untracked_dirs:
+    # Code is what the rule names or the run executed; every other file it read is data. The
+    # rule searches the reads joined as one text (100,000 data files are passed over by their
+    # endings, not put to it one by one), and the code tree is asked about those few alone.
+    reads = accesses.code_reads
+    named = rule.find("\0" + "\0".join(reads) + "\0") if reads else []
+    if untracked_dirs and named:
         # The code the run read from folders untracked as a whole joins the snapshot now,
         # under a pin of its own; the tree it builds on stays reachable through the new one.
         late_pin = f"{pin}-read"
         grown = codestate.add_read_code(
-            paths, code, untracked_dirs, accesses.code_reads, known_data, late_pin, warnings, rule
+            paths, code, untracked_dirs, named, known_data, late_pin, warnings
         )
         if grown is not code:
             old_pin, progress.pinned, code = progress.pinned, late_pin, grown
             if old_pin is not None and not loose_ref.delete(paths.common_dir, old_pin):
                 run_git(["update-ref", "-d", old_pin], paths.git_dir, check=False)
-
-    # Code is what the rule names or the run executed; every other file it read is data.
-    # The code tree is asked first (a folder at a time): 100,000 untracked data files cost one
-    # lookup, and only the files it holds are put to the rule.
-    in_tree = codestate.code_inputs(ledger.reader, code.tree, accesses.code_reads)
-    named = set(rule.select([c.path for c in in_tree]))
-    code_inputs = [c for c in in_tree if c.path in named or c.path in accesses.executed]
+    candidates = sorted({*named, *accesses.executed})
+    code_inputs = codestate.code_inputs(ledger.reader, code.tree, candidates)
     in_code = {c.path for c in code_inputs}
     code_abs = [os.path.join(root, c) for c in in_code]
     data_in = accesses.inputs

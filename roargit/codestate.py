@@ -328,27 +328,24 @@ def add_read_code(
     paths: RepoPaths,
     code: CodeState,
     untracked_dirs: Iterable[str],
-    read: Iterable[str],
+    read_code: Iterable[str],
     is_data: Callable[[list[str]], set[str]],
     pin: str,
     warnings: list[str],
-    rule: CodeRule | None = None,
 ) -> CodeState:
     """`code` with the code files the run read from folders untracked as a whole
     (`untracked_dirs`, from `capture`) added to its tree, pinned by `pin` as `capture` pins a
-    snapshot; `code` itself when there are none. `read`: the files the run read and did not
-    write, relative to the root. The files are those `capture` would have taken had git
-    listed them: code by `rule`, small, not ignored, not known data, not secret-looking, and
-    not inside a repository of their own."""
+    snapshot; `code` itself when there are none. `read_code`: the files the run read and did
+    not write that are code by the rule, relative to the root. Those taken are the ones
+    `capture` would have taken had git listed them: small, not ignored, not known data, not
+    secret-looking, and not inside a repository of their own."""
     dirs = tuple(untracked_dirs)
-    if not dirs:
-        return code
-    rule = rule or code_rule()
     root = str(paths.root)
     found = [
         p
-        for p in rule.select(p for p in read if p.startswith(dirs))
-        if _size(os.path.join(root, p)) <= MAX_UNTRACKED_SOURCE
+        for p in read_code
+        if p.startswith(dirs)
+        and _size(os.path.join(root, p)) <= MAX_UNTRACKED_SOURCE
         and not _in_nested_repo(root, p, dirs)
     ]
     if not found:
