@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 #: A file's stat key: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
 STAT_KEY = struct.Struct("<QQQqq")
 _SCHEMA_VERSION = 5
+#: A row holds a folder bucket's entries (72 bytes a file): with SQLite's default 4 KiB pages
+#: most rows spill into overflow pages, each written and read on its own.
+_PAGE_SIZE = 32768
+#: How long a write waits for another process's transaction to end.
+_BUSY_TIMEOUT_S = 60
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 # Paths per range query in a lookup; also the IN-list size of the fallback (SQLite allows
@@ -74,10 +79,12 @@ class CacheDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer waits for
         # the lock up front (honouring the busy timeout) instead of failing on upgrade.
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         # A damaged value may read back as TEXT, and not UTF-8: as bytes, the crc tells.
         db.text_factory = bytes
         try:
+            # Effective only while the file is new and empty (see `_repage` for older ones).
+            db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL loses at most the last transactions on power loss, never
             # consistency; fine for derived state.
@@ -102,6 +109,8 @@ class CacheDB:
                     )
                     db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 db.execute("COMMIT")
+            if db.execute("PRAGMA page_size").fetchone()[0] < _PAGE_SIZE:
+                _repage(db)
         except BaseException:
             db.close()
             raise
@@ -283,6 +292,25 @@ def _candidate_rows(db: sqlite3.Connection, want: Mapping[bytes, object]) -> Ite
             got = db.execute(query, part).fetchall()
         rows += got
     return rows
+
+
+def _repage(db: sqlite3.Connection) -> None:
+    """Rewrite a database made with smaller pages with `_PAGE_SIZE` ones, if no other
+    connection has it open: page_size changes only by a VACUUM outside WAL mode, and leaving
+    WAL needs the database to itself. Otherwise it is tried again by the next open."""
+    import sqlite3  # as in _connect: only a run that hashes loads it
+
+    # Another connection must not make us wait: it only means not now.
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        if db.execute("PRAGMA journal_mode=DELETE").fetchone()[0].lower() == b"delete":
+            db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+            db.execute("VACUUM")
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:

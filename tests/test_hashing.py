@@ -740,3 +740,40 @@ def test_leases_as_an_ordinary_user(tmp_path: Path) -> None:
     digest = blake3(data).hexdigest()
     mapped = len(data) if leases else 0
     assert proc.stdout.decode().splitlines() == [f"mine {mapped} {digest}", f"root's 0 {digest}"]
+
+
+def test_a_cache_made_with_small_pages_gets_big_ones_once_it_is_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    files = [write(tmp_path / f"f{i}", b"%d" % i) for i in range(300)]
+    state = tmp_path / "state"
+    db = state / HashCache.FILENAME
+    monkeypatch.setattr(hash_rows, "_PAGE_SIZE", 4096)
+    with HashCache(state, racy_window_ns=0) as cache:
+        truth = cache.hash_many(files)
+    monkeypatch.undo()
+
+    def page_size() -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    assert page_size() == 4096
+    other = sqlite3.connect(db)  # another process's connection: not now, and no waiting
+    try:
+        assert other.execute("SELECT count(*) FROM dirs").fetchone()[0] > 0
+        began = time.monotonic()
+        with HashCache(state, racy_window_ns=0) as cache:
+            assert cache.hash_many(files) == truth
+            assert cache.stats.hits == len(files)
+        assert time.monotonic() - began < hash_rows._BUSY_TIMEOUT_S / 2
+        assert page_size() == 4096
+    finally:
+        other.close()
+    with HashCache(state, racy_window_ns=0) as cache:
+        assert cache.hash_many(files) == truth
+        assert cache.stats.hits == len(files)
+    assert page_size() == hash_rows._PAGE_SIZE
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
