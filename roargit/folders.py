@@ -10,7 +10,10 @@ against its id and its schema, as records are checked.
 A folder that did not change is not re-hashed file by file either: `FolderCache` remembers,
 per folder, a digest of every file's stat data (path, device, inode, size, mtime, ctime) and
 the manifest id it gave, as git's index does for single files. One lstat per file then
-answers "unchanged?" for 100,000 files, instead of a hash-cache lookup per file.
+answers "unchanged?" for 100,000 files, instead of a hash-cache lookup per file. It also
+remembers the stat data of every folder under it: a folder's mtime moves whenever an entry is
+added, removed or renamed in it (as git's untracked cache relies on), so while none moved, the
+files the trace found there are all there is, and the folder needs no listing either.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import stat
 import struct
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from blake3 import blake3
@@ -46,6 +49,26 @@ class ManifestEntry(NamedTuple):
     size: int
 
 
+class Leaf(NamedTuple):
+    """The regular files of one folder as a trace found them once the run had ended."""
+
+    paths: list[str]
+    # Their names, "/"-separated, in byte order, and their STAT keys in hex back to back in
+    # that order (docs/trace-format.md): b"" where the trace took no keys.
+    names: bytes = b""
+    keys: bytes = b""
+
+
+class Chosen(NamedTuple):
+    """A folder to record whole."""
+
+    members: list[str]  # every regular file under it
+    # (path relative to it, STAT key) of every folder under it, itself ("") first, as walked;
+    # None where one could not be listed, or where `proved` (nothing walked)
+    dirs: list[tuple[str, bytes]] | None
+    proved: FolderState | None = None  # the remembered state its stat data still match
+
+
 def choose_folders(
     files: list[str], never: set[str], leaves: Mapping[str, list[str]] | None = None
 ) -> dict[str, list[str]]:
@@ -53,6 +76,18 @@ def choose_folders(
     paths the run touched; folders in `never` (/, the repo root, $HOME …) and their parents are
     never chosen. `leaves` (folder -> regular files in it, as the trace found them once the
     run ended) spares the listing's per-entry work for a folder that holds only those."""
+    return {f: c.members for f, c in choose(files, never, leaves).items()}
+
+
+def choose(
+    files: list[str],
+    never: set[str],
+    leaves: Mapping[str, list[str]] | None = None,
+    prove: Callable[[str], tuple[list[str], FolderState] | None] | None = None,
+) -> dict[str, Chosen]:
+    """`choose_folders`, with how each folder was found. `prove(folder)` gives a remembered
+    folder's members and state where its stat data prove it unchanged (see `unchanged_members`):
+    such a folder is not walked."""
     # Per folder first, then up the parents once per folder (not once per file).
     direct = Counter(f.rpartition("/")[0] for f in files)
     counts: Counter[str] = Counter()
@@ -65,16 +100,22 @@ def choose_folders(
     # subfolder is the dataset, and the parent would only add files the run never touched
     # (`data/` holding `data/images/` and a few CSVs made by other steps).
     narrower = {os.path.dirname(d) for d, n in counts.items() if n == counts[os.path.dirname(d)]}
-    chosen: dict[str, list[str]] = {}
+    chosen: dict[str, Chosen] = {}
     # Outer folders first; by name among equals, so `files` may come in any order.
     for folder in sorted(
         (d for d, n in counts.items() if n >= MIN_FILES), key=lambda d: (len(d), d)
     ):
         if folder in narrower or any(folder.startswith(c + "/") for c in chosen):
             continue
-        members = _walk_bounded(folder, int(counts[folder] / COVERAGE), leaves or {})
-        if members is not None and counts[folder] >= COVERAGE * len(members):
-            chosen[folder] = members
+        proved = prove(folder) if prove is not None else None
+        if proved is not None:
+            # its members exactly: the walk would find these, so its verdict is final
+            if counts[folder] >= COVERAGE * len(proved[0]):
+                chosen[folder] = Chosen(proved[0], None, proved[1])
+            continue
+        walked = _walk(folder, int(counts[folder] / COVERAGE), leaves or {})
+        if walked is not None and counts[folder] >= COVERAGE * len(walked[0]):
+            chosen[folder] = Chosen(*walked)
     return chosen
 
 
@@ -82,17 +123,35 @@ def _walk_bounded(
     folder: str, limit: int, leaves: Mapping[str, list[str]] | None = None
 ) -> list[str] | None:
     """Every regular file under `folder`, or None as soon as there are more than `limit`."""
+    walked = _walk(folder, limit, leaves or {})
+    return None if walked is None else walked[0]
+
+
+def _walk(
+    folder: str, limit: int, leaves: Mapping[str, list[str]]
+) -> tuple[list[str], list[tuple[str, bytes]] | None] | None:
+    """`_walk_bounded`'s files, sorted, and (relative path, STAT key) of each folder walked,
+    taken before it was listed; None for the folders where one could not be listed."""
     found: list[str] = []
+    dirs: list[tuple[str, bytes]] | None = []
+    cut = len(folder) + 1
     stack = [folder]
     while stack:
         here = stack.pop()
-        known = leaves.get(here) if leaves else None
+        try:
+            st = os.stat(here)
+        except OSError:
+            dirs = None
+            continue
+        if dirs is not None:
+            dirs.append((here[cut:], _pack(st)))
+        known = leaves.get(here)
         if known is not None and len(known) <= limit - len(found) + 1:
             try:
                 # (a folder much bigger than `known` is left to the bounded scan below)
-                listed = os.stat(here).st_size <= 4096 + 256 * len(known)
-                names = os.listdir(here) if listed else []
+                names = os.listdir(here) if st.st_size <= 4096 + 256 * len(known) else []
             except OSError:
+                dirs = None
                 continue
             # `known` are among the entries: as many entries means no others (no folder to
             # walk into, no other file), without a type check or a path made per entry.
@@ -112,8 +171,46 @@ def _walk_bounded(
                         if len(found) > limit:
                             return None
         except OSError:
+            dirs = None
             continue
-    return sorted(found)
+    return sorted(found), dirs
+
+
+def unchanged_members(
+    folder: str, state: FolderState, leaves: Callable[[str], Leaf | None]
+) -> list[str] | None:
+    """Every regular file under `folder`, when its folders' and files' stat data are as
+    `state` remembers them; None otherwise (or where `state` holds no folders). `leaves(path)`
+    gives a folder's regular files as the trace found them, with their STAT keys.
+
+    No folder is listed: while every folder under it keeps its remembered stat data, none had
+    an entry added, removed or renamed (each moves its folder's mtime and ctime), so each holds
+    the files it held when `state` was made; the trace's files equal to those, by the stat
+    digest, are then all of them, with the stat data remembered."""
+    if not state.dirs or not state.tree:
+        return None
+    keys = []
+    for rel in state.dirs:
+        try:
+            st = os.stat(f"{folder}/{rel}" if rel else folder)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        keys.append(_pack(st))
+    if _tree_digest(list(zip(state.dirs, keys, strict=True))) != state.tree:
+        return None
+    rows, members = [], []
+    for rel in state.dirs:
+        leaf = leaves(f"{folder}/{rel}" if rel else folder)
+        if leaf is not None:
+            if not leaf.keys:
+                return None
+            rows.append((_fs(rel), leaf.names, leaf.keys))
+            members.extend(leaf.paths)
+    if _files_digest(rows) != state.stat_digest:
+        return None
+    return members
 
 
 def encode_manifest(entries: list[ManifestEntry]) -> tuple[str, bytes]:
@@ -199,14 +296,25 @@ _HEX = "0123456789abcdef"
 
 
 class FolderState(NamedTuple):
-    """What a folder's files looked like (their stat data) and the manifest they gave."""
+    """What a folder's files and folders looked like (their stat data) and the manifest they
+    gave."""
 
-    stat_digest: str
+    stat_digest: str  # of its regular files (`stat_digest`)
     manifest: str
     size: int
+    tree: str = ""  # of every folder under it, itself included (`_tree_digest`); "": not known
+    dirs: tuple[str, ...] = ()  # those folders, relative to it ("" itself), in `tree`'s order
 
 
 _STAT = struct.Struct("<QQQqq")
+
+
+def _pack(st: os.stat_result) -> bytes:
+    return _STAT.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _fs(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
 
 
 def stat_digest(folder: str, files: list[str]) -> tuple[str, int] | None:
@@ -294,13 +402,75 @@ def _newest_ctime(packed: bytes | bytearray) -> int:
 
 
 def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str:
-    # The names relative to `folder`: every path starts with it and none holds NUL, so
-    # dropping "\0folder/" from the joined paths cuts each at once (no slice per path).
-    names = ("\0" + "\0".join(files)).replace(f"\0{folder}/", "\0")[1:]
-    h = blake3(names.encode("utf-8", "surrogateescape"))
-    h.update(b"\0\0")  # no name holds NUL, so the names end here
-    h.update(stats)
+    """The digest of `files` (under `folder`) whose _STAT keys are `stats`, in `files` order."""
+    hexed, n = binascii.b2a_hex(stats), 2 * _STAT.size
+    by_dir: dict[str, tuple[list[str], list[bytes]]] = {}
+    for i, f in enumerate(files):
+        d, _, name = f.rpartition("/")
+        got = by_dir.get(d)
+        if got is None:
+            got = by_dir[d] = ([], [])
+        got[0].append(name)
+        got[1].append(hexed[i * n : (i + 1) * n])
+    cut = len(folder) + 1
+    rows = []
+    for d, (names, keys) in by_dir.items():
+        order = sorted(range(len(names)), key=names.__getitem__)
+        joined = "/".join([names[i] for i in order])
+        try:
+            blob = joined.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes (surrogateescape): sort as bytes
+            order = sorted(range(len(names)), key=lambda i: _fs(names[i]))
+            blob = _fs("/".join([names[i] for i in order]))
+        rows.append((_fs(d[cut:]), blob, b"".join([keys[i] for i in order])))
+    rows.sort()
+    return _files_digest(rows)
+
+
+# Digests of this definition never equal those of another: each starts with its own name.
+_FILES_DIGEST = b"roar folder files 2\0"
+_TREE_DIGEST = b"roar folder tree 2\0"
+
+
+def _files_digest(rows: list[tuple[bytes, bytes, bytes]]) -> str:
+    """The stat digest of a folder's regular files from one row per folder that holds some:
+    (its path relative to the folder, b"" for the folder itself; its files' names "/"-joined
+    in byte order; their STAT keys in hex, back to back in that order), the rows ordered by
+    path. A trace's `files` record gives a row as it stands (docs/trace-format.md)."""
+    h = blake3(_FILES_DIGEST)
+    for rel, names, keys in rows:
+        # No path holds NUL, no name "/" or NUL, a key is hex of fixed length: one reading.
+        h.update(rel)
+        h.update(b"\0")
+        h.update(names)
+        h.update(b"\0")
+        h.update(keys)
+        h.update(b"\n")
     return h.hexdigest()
+
+
+def _tree_digest(dirs: list[tuple[str, bytes]]) -> str:
+    """The digest of (relative path, packed _STAT key) of a folder's folders, in that order."""
+    h = blake3(_TREE_DIGEST)
+    for rel, key in dirs:
+        h.update(_fs(rel))
+        h.update(b"\0")
+        h.update(key)
+    return h.hexdigest()
+
+
+def tree_state(dirs: list[tuple[str, bytes]]) -> tuple[str, tuple[str, ...], int]:
+    """(`FolderState.tree`, `.dirs`, their newest ctime) of the folders a walk took."""
+    ordered = sorted(dirs, key=lambda d: _fs(d[0]))
+    return (
+        _tree_digest(ordered),
+        tuple(rel for rel, _ in ordered),
+        _newest_ctime(b"".join(k for _, k in ordered)),
+    )
+
+
+#: The digests' definition a kept state was made by (states before it have no "v").
+_STATE_VERSION = 2
 
 
 class FolderCache:
@@ -326,8 +496,15 @@ class FolderCache:
             import json  # lazy: only a run with a folder artifact reads or writes one
 
             m = json.loads(self._file(folder).read_text())
-            return FolderState(str(m["stat"]), str(m["manifest"]), int(m["size"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            if m.get("v") != _STATE_VERSION:
+                return None  # made by another definition of the digests: rebuilt
+            dirs = m["dirs"]
+            if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+                return None
+            return FolderState(
+                str(m["stat"]), str(m["manifest"]), int(m["size"]), str(m["tree"]), tuple(dirs)
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # absent or damaged: derived state, simply rebuilt
 
     def put(self, folder: str, state: FolderState, newest_ctime_ns: int, began_ns: int) -> None:
@@ -341,7 +518,16 @@ class FolderCache:
         import json  # lazy: see get
 
         tmp.write_text(
-            json.dumps({"stat": state.stat_digest, "manifest": state.manifest, "size": state.size})
+            json.dumps(
+                {
+                    "v": _STATE_VERSION,
+                    "stat": state.stat_digest,
+                    "manifest": state.manifest,
+                    "size": state.size,
+                    "tree": state.tree,
+                    "dirs": list(state.dirs),
+                }
+            )
         )
         tmp.replace(target)
 

@@ -11,7 +11,7 @@ runs (trace.run_traced's `while_running`): its imports cost the run nothing then
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from roargit import TYPE_CHECKING, config, folders, progress
 from roargit.errors import FileChanged
@@ -25,7 +25,7 @@ from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
 from roargit.rules import is_startup_file, none_is_noise, system_paths
 from roargit.structs import NamedTuple
-from roargit.trace_log import Accesses, FileAccess, FileGroup
+from roargit.trace_log import Accesses, FileAccess, FileGroup, StatKeys
 
 if TYPE_CHECKING:
     from roargit.uploads import Stored
@@ -244,37 +244,61 @@ def group_folders(
 
     With `known` (for folders the run read), a folder whose files' stat data are as they were
     when its manifest was last made reuses that manifest without a per-file lookup; the stat
-    data are the tracer's (`Trace.stat_keys`) where it took them. `leaves`: see
-    folders.choose_folders."""
-    chosen = folders.choose_folders(abs_paths, never, leaves)
+    data are the tracer's (`Trace.stat_keys`) where it took them. Where the tracer's keys come
+    grouped by folder (trace_log.StatKeys) and none of the folder's folders moved either, it is
+    not even listed (folders.unchanged_members). `leaves`: see folders.choose_folders."""
+    prove = None
+    if known is not None and isinstance(stat_keys, StatKeys) and stat_keys.groups:
+        keyed = _keyed_leaves(stat_keys)
+
+        def prove(folder: str) -> tuple[list[str], folders.FolderState] | None:
+            assert known is not None
+            state = known.get(folder)
+            if state is None or not ledger.has_manifest(state.manifest):
+                return None
+            members = folders.unchanged_members(folder, state, keyed)
+            return None if members is None else (members, state)
+
+    # Before the walk: a folder's stat data taken in it then count as taken after `began`
+    # (FolderCache.put's racy rule), as the files' keys taken by the hashing do.
+    began = folders.now_ns()
+    chosen = folders.choose(abs_paths, never, leaves, prove)
     if not chosen:
         return abs_paths, [], [], {}
-    began = folders.now_ns()
     refs, entries = [], []
     grouped: set[str] = set()
     stats: dict[str, tuple[str, int]] = {}
-    if known is not None:
-        for folder, files in list(chosen.items()):
-            state = known.get(folder)
-            if state is None:
-                continue  # nothing to compare: its stat digest comes from the hashing below
+    for folder, c in list(chosen.items()):
+        state = c.proved or (known.get(folder) if known is not None else None)
+        if state is None:
+            continue  # nothing to compare: its stat digest comes from the hashing below
+        if c.proved is None:
             seen = (
-                folders.stat_digest_of_hex(folder, files, stat_keys)
+                folders.stat_digest_of_hex(folder, c.members, stat_keys)
                 if stat_keys
-                else folders.stat_digest(folder, files)
+                else folders.stat_digest(folder, c.members)
             )
             if seen is None:
                 continue
             stats[folder] = seen
-            if state.stat_digest == seen[0] and ledger.has_manifest(state.manifest):
-                rel = rel_or_abs(folder, root) + "/"
-                refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
-                grouped.update(files)
-                del chosen[folder]
-    members = [m for ms in chosen.values() for m in ms]
+            if state.stat_digest != seen[0] or not ledger.has_manifest(state.manifest):
+                continue
+            if c.dirs is not None and known is not None:
+                # The files are as remembered (the walk listed every folder): what is kept of
+                # the folders is brought up to date, so that the next run needs no listing.
+                tree, dirs, newest = folders.tree_state(c.dirs)
+                if (tree, dirs) != (state.tree, state.dirs):
+                    fresh = state._replace(tree=tree, dirs=dirs)
+                    known.put(folder, fresh, max(newest, seen[1]), began)
+        rel = rel_or_abs(folder, root) + "/"
+        refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
+        grouped.update(c.members)
+        del chosen[folder]
+    members = [m for c in chosen.values() for m in c.members]
     keys: dict[str, bytes] = {}
     hashes = hash_settled(cache, members, [], keys, failed) if members else {}
-    for folder, files in chosen.items():
+    for folder, c in chosen.items():
+        files = c.members
         digest, data, size, count = folders.manifest_from_hashes(folder, files, hashes)
         if not ledger.has_manifest(digest):
             entries.append(manifest_entry(digest, data))
@@ -286,8 +310,43 @@ def group_folders(
             seen = folders.stat_digest_of_keys(folder, files, keys) or stats.get(folder)
             if seen is not None:
                 stat, newest = seen
-                known.put(folder, folders.FolderState(stat, digest, size), newest, began)
+                tree, dirs, dirs_newest = (
+                    folders.tree_state(c.dirs) if c.dirs is not None else ("", (), 0)
+                )
+                state = folders.FolderState(stat, digest, size, tree, dirs)
+                known.put(folder, state, max(newest, dirs_newest), began)
     return [p for p in abs_paths if p not in grouped], refs, entries, hashes
+
+
+def _keyed_leaves(stat_keys: StatKeys) -> Callable[[str], folders.Leaf | None]:
+    """folder -> its regular files that the trace took STAT keys of, as a folders.Leaf: a
+    `files` record as it stands where it holds them all (its names come in byte order)."""
+    by_folder: dict[str, list[FileGroup]] = {}
+    for g in stat_keys.groups:
+        by_folder.setdefault(g.folder, []).append(g)
+    single: dict[str, list[str]] | None = None
+
+    def leaf(folder: str) -> folders.Leaf | None:
+        nonlocal single
+        if single is None:
+            single = {}
+            for p in stat_keys.single:
+                single.setdefault(p.rpartition("/")[0], []).append(p)
+        groups, alone = by_folder.get(folder, []), single.get(folder, [])
+        if len(groups) == 1 and not alone:
+            g = groups[0]
+            return folders.Leaf(g.paths, g.names.replace(b" ", b"/"), g.keys)
+        if not groups and not alone:
+            return None
+        # Several records (paths with other access bits, or odd names): merged in name order.
+        rows = [(p, stat_keys[p]) for g in groups for p in g.paths]
+        rows += [(p, stat_keys.single[p]) for p in alone]
+        cut = len(folder) + 1
+        rows.sort(key=lambda r: r[0][cut:].encode("utf-8", "surrogateescape"))
+        names = b"/".join([r[0][cut:].encode("utf-8", "surrogateescape") for r in rows])
+        return folders.Leaf([r[0] for r in rows], names, b"".join([r[1] for r in rows]))
+
+    return leaf
 
 
 def leaves_of(files: Mapping[str, FileAccess]) -> dict[str, list[str]]:

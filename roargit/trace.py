@@ -24,6 +24,7 @@ from roargit.structs import NamedTuple
 from roargit.trace_log import (
     FileAccess,
     Process,
+    StatKeys,
     TraceLog,
     TraceLogCorrupt,
     _accesses,
@@ -51,7 +52,8 @@ class Trace(NamedTuple):
     warnings: tuple[str, ...]
     leftover: tuple[int, ...] = ()  # pids still running when the trace ended
     # path -> the stat key of a regular file (80 hex digits, docs/trace-format.md), taken by
-    # the tracer after every process of the run had ended; where asked (`stat_files`).
+    # the tracer after every process of the run had ended; where asked (`stat_files`). A
+    # trace_log.StatKeys where the summary grouped paths.
     stat_keys: Mapping[str, bytes] = MappingProxyType({})
     # Folders the run made (a `mkdir` of a path that was not there) and that are folders when
     # it ended, outermost only: one below another it made is left out.
@@ -210,7 +212,7 @@ def run_traced(
     assert parsed is not None
     files = _accesses(parsed[1], found)
     return _to_trace(log, status, files)._replace(
-        stat_keys=found.keys, created_dirs=created_dirs(parsed[1])
+        stat_keys=StatKeys(found.keys, found.groups), created_dirs=created_dirs(parsed[1])
     )
 
 

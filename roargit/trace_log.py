@@ -74,11 +74,15 @@ class Process(NamedTuple):
 
 class FileGroup(NamedTuple):
     """Paths of one folder that a summary's `files` record gives the same access: each one's
-    FileAccess is (path, *fields)."""
+    FileAccess is (path, *fields). Where the record carries STAT keys, `keys` holds them back
+    to back (80 hex digits a path, in `paths` order) and `names` the paths' last components
+    as the record wrote them (space-separated bytes); both empty otherwise."""
 
     folder: str
     paths: list[str]
     fields: tuple[Any, ...]
+    keys: bytes = b""
+    names: bytes = b""
 
 
 class Accesses(Mapping[str, FileAccess]):
@@ -112,6 +116,37 @@ class Accesses(Mapping[str, FileAccess]):
 
     def __repr__(self) -> str:
         return f"Accesses({self._flat()!r})"
+
+
+class StatKeys(Mapping[str, bytes]):
+    """`Trace.stat_keys` of a run whose summary had `files` records with keys: those keys stay
+    on their `FileGroup` (`groups`) until the mapping is read path by path. A consumer that
+    takes a folder at a time (run_files.group_folders) reads `single` and `groups` instead."""
+
+    def __init__(self, single: dict[str, bytes], groups: list[FileGroup]) -> None:
+        self.single = single
+        self.groups = [g for g in groups if g.keys]
+        self._all: dict[str, bytes] | None = None
+
+    def _flat(self) -> dict[str, bytes]:
+        if self._all is None:
+            flat = dict(self.single)
+            for g in self.groups:
+                flat.update(zip(g.paths, _key_cutter(len(g.paths)).unpack(g.keys), strict=True))
+            self._all = flat
+        return self._all
+
+    def __getitem__(self, path: str) -> bytes:
+        return self._flat()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __len__(self) -> int:
+        return len(self.single) + sum(len(g.paths) for g in self.groups)
+
+    def __repr__(self) -> str:
+        return f"StatKeys({self._flat()!r})"
 
 
 class Event(NamedTuple):
@@ -274,8 +309,8 @@ def _parse(
     once (`_classify` merges in what other records did to the same paths): a big run's
     per-path work, done once, a line at a time. `keys` gets the STAT field of those records
     (by path, as it is; not for a path the reader normalised). With `groups` (and `direct`),
-    a `files` record whose paths `direct` would take becomes one FileGroup there; otherwise
-    its paths are read as `file` records would be."""
+    a `files` record whose paths `direct` would take becomes one FileGroup there, its keys
+    with it (not in `keys`); otherwise its paths are read as `file` records would be."""
     if summarized is None:
         summarized = opens if opens is not None else {}
     if states is None:
@@ -338,19 +373,21 @@ def _parse(
                 names = f[5].decode(_FS_ENCODING, _FS_ERRORS).split(" ")
                 paths = [pre + n for n in names]
                 kt = f[4]
-                if kt != b"-":
-                    if len(kt) != _KEY_HEX * len(paths):
-                        raise ValueError("one STAT key a path")
-                    if keys is not None:
-                        keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))
+                if kt == b"-":
+                    kt = b""
+                elif len(kt) != _KEY_HEX * len(paths):
+                    raise ValueError("one STAT key a path")
                 key = f[1] + f[2]
                 if key in templates:
                     tpl = templates[key]
                 else:
                     tpl = templates[key] = _file_template(int(f[1]), f[2])
                 if groups is not None and direct is not None and tpl is not None:
-                    groups.append(FileGroup(folder, paths, tpl))
+                    # the keys stay with the group (StatKeys), unsplit
+                    groups.append(FileGroup(folder, paths, tpl, kt, f[5] if kt else b""))
                     continue
+                if kt and keys is not None:
+                    keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))
                 bits, state = int(f[1]), _STATE_OF[f[2]]
                 for path in paths:
                     summarized[path] = summarized.get(path, 0) | bits
@@ -664,24 +701,42 @@ def _parse_found(data: bytes, found: _Found) -> tuple[TraceLog, list[_Row]]:
 def _accesses(rows: list[_Row], found: _Found) -> Mapping[str, FileAccess]:
     """The run's accesses from what `_parse` read: `Accesses` where the summary grouped paths."""
     touched = [p for row in rows for p in row[2]] + list(found.opens)
-    _ungroup(found.groups, touched, found.direct)
+    _ungroup(found.groups, touched, found.direct, found.keys)
     files = _classify(rows, opens=found.opens, known=found.states, direct=found.direct)
     return Accesses(files, found.groups) if found.groups else files
 
 
 def _ungroup(
-    groups: list[FileGroup], touched: Iterable[str], direct: dict[str, FileAccess]
+    groups: list[FileGroup],
+    touched: Iterable[str],
+    direct: dict[str, FileAccess],
+    keys: dict[str, bytes],
 ) -> None:
     """Move the paths that other records touch (renamed, removed, executed…) out of their
-    groups into `direct`, where `_classify` merges what those records did."""
+    groups into `direct`, where `_classify` merges what those records did; their STAT keys
+    into `keys`."""
     by_folder: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         by_folder.setdefault(g.folder, []).append(i)
     members: dict[int, set[str]] = {}
+    gone: dict[int, set[str]] = {}
     for path in touched:
         for i in by_folder.get(path.rpartition("/")[0], ()):
-            g = groups[i]
-            if path in members.setdefault(i, set(g.paths)):
-                members[i].discard(path)
-                g.paths.remove(path)
+            if path in members.setdefault(i, set(groups[i].paths)):
+                gone.setdefault(i, set()).add(path)
+    for i, out in gone.items():
+        g = groups[i]
+        kept = []
+        for j, path in enumerate(g.paths):
+            if path in out:
                 direct[path] = _new_tuple(FileAccess, (path, *g.fields))
+                if g.keys:
+                    keys[path] = g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX]
+            else:
+                kept.append(j)
+        names = g.names.split(b" ") if g.names else []
+        groups[i] = g._replace(
+            paths=[g.paths[j] for j in kept],
+            keys=b"".join([g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX] for j in kept]),
+            names=b" ".join([names[j] for j in kept]) if names else b"",
+        )

@@ -542,6 +542,30 @@ def test_stat_keys_are_each_regular_files_lstat_after_the_run(tmp_path: Path) ->
     assert run_traced(["sh", "-c", "cat in"], tmp_path).stat_keys == {}  # not asked
 
 
+def test_a_files_record_lists_its_names_in_byte_order_with_their_keys(tmp_path: Path) -> None:
+    """Read in reverse order, a folder's files still come in byte order in its `files` record,
+    each key beside its name; a grouped path that another record touches (renamed onto) leaves
+    the group and keeps its key."""
+    from roargit.trace_log import StatKeys
+
+    d = tmp_path / "d"
+    d.mkdir()
+    names = [f"f{i:02}" for i in range(20)] + ["F", "\u00e9", "z"]
+    for n in names:
+        (d / n).write_text(n)
+    (tmp_path / "other").write_text("o")
+    script = "for f in $(ls d | sort -r); do cat d/$f > /dev/null; done; mv other d/f10"
+    t = run_traced(["sh", "-c", script], tmp_path, stat_files=True)
+    assert isinstance(t.stat_keys, StatKeys)
+    [group] = [g for g in t.stat_keys.groups if g.folder == str(d)]
+    written = [n.encode() for n in names if n != "f10"]
+    assert group.names == b" ".join(sorted(written))
+    assert group.paths == [str(d / os.fsdecode(n)) for n in sorted(written)]
+    assert group.keys == b"".join(_lstat_key(Path(p)) for p in group.paths)
+    assert t.stat_keys[str(d / "f10")] == _lstat_key(d / "f10")
+    assert t.files[str(d / "f10")].renamed_from == (str(tmp_path / "other"),)
+
+
 def test_no_stat_keys_while_a_process_is_left_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
