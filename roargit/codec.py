@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgpack
 from blake3 import blake3
 
 from roargit import TYPE_CHECKING
@@ -19,6 +18,10 @@ from roargit.errors import RecordCorrupt, RecordTooNew
 
 if TYPE_CHECKING:
     from typing import Any
+
+# msgpack (with the datetime it imports) is imported where it is used: `roar run` needs no
+# record's bytes before its command starts, and loads it while the command runs
+# (capture._load_after_command).
 
 SCHEMA_VERSION = 1
 VERSION_KEY = "v"
@@ -44,6 +47,8 @@ def _canonical(value: Any, where: str) -> Any:
 
 def encode(record: dict[str, Any]) -> bytes:
     """Canonical bytes of a record map; stamps the schema version."""
+    import msgpack  # lazy: see the note at the imports
+
     body = dict(record)
     body[VERSION_KEY] = SCHEMA_VERSION
     return msgpack.packb(_canonical(body, "record"), use_bin_type=True, unicode_errors=_ERRORS)
@@ -52,6 +57,8 @@ def encode(record: dict[str, Any]) -> bytes:
 def encode_with_rows(record: dict[str, Any], key: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
     """`encode(record | {key: rows})`, the same bytes, for rows of plain strings and ints that
     need no canonical walk one by one (a folder manifest may list millions of files)."""
+    import msgpack  # lazy: see the note at the imports
+
     head = _canonical({**record, key: [], VERSION_KEY: SCHEMA_VERSION}, "record")
     head[key] = rows  # the key keeps its sorted place; only its value is swapped
     return msgpack.packb(head, use_bin_type=True, unicode_errors=_ERRORS)
@@ -71,6 +78,8 @@ INT64_MAX = (1 << 63) - 1
 def unpack(data: bytes, name: str, source: str | None = None) -> Any:
     """The msgpack value in `data`, within the limits above; RecordCorrupt for anything
     else (not msgpack, trailing bytes, too long, too deep, an extension type)."""
+    import msgpack  # lazy: see the note at the imports
+
     n = len(data)
     try:
         return msgpack.unpackb(

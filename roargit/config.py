@@ -2,17 +2,20 @@
 
 Like Git LFS's `.lfsconfig`: the team commits `.roarconfig` (git-config format) at the top of
 the work tree; anyone may override a key in their own git config (local, global or system),
-which wins. Reads take one `git config --list` (see read_all); writes go through
-`git config`, so the files stay exactly as git would write them.
+which wins. Reads take one `git config --list` (see read_all), or its answer as this clone
+kept it while git's files are unchanged (config_cache); writes go through `git config`, so
+the files stay exactly as git would write them.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+from roargit import config_cache
 from roargit.errors import ConfigError
-from roargit.git import run_git
+from roargit.git import run_git, start_early
 from roargit.repo import RepoPaths
 from roargit.structs import NamedTuple
 
@@ -82,9 +85,50 @@ IDENTITY_KEYS = ("user.name", "user.email")
 
 
 def list_args(paths: RepoPaths) -> list[str]:
-    """The `git` arguments of read_all's one read (for git.start_early)."""
+    """The `git` arguments of read_all's one read."""
     team = paths.root / TEAM_FILE
-    return ["-c", f"include.path={team}", "config", "--list", "-z", "--show-scope"]
+    return [
+        "-c", f"include.path={team}", "config", "--list", "-z", "--show-scope", "--show-origin"
+    ]  # fmt: skip
+
+
+# Reads begun by `start_reading`, by work tree: (when git was started, or None; the kept
+# answer, or None). Each is taken by the first read_all there.
+_begun: dict[str, tuple[float | None, bytes | None]] = {}
+
+
+def start_reading(paths: RepoPaths) -> None:
+    """Begin read_all's read now: `roar run` takes the kept answer (config_cache) or starts
+    `git config` (git.start_early) before it loads the modules that read the settings, so
+    that git answers on one core while Python imports on the other."""
+    kept = config_cache.load(paths)
+    started = None
+    if kept is None:
+        started = time.time()
+        start_early(list_args(paths), paths.root)
+    _begun[str(paths.root)] = (started, kept)
+
+
+def drop_reading() -> None:
+    """Forget the reads begun that no read_all took (their `git`: git.drop_early)."""
+    _begun.clear()
+
+
+def _listing(paths: RepoPaths) -> bytes:
+    """What `git config --list` (list_args) answers here: kept, begun or asked now."""
+    started, kept = _begun.pop(str(paths.root), (None, None))
+    if kept is None and started is None:
+        kept = config_cache.load(paths)
+        started = time.time()
+    if kept is not None:
+        return kept
+    proc = run_git(list_args(paths), paths.root, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ConfigError(why[-1] if why else "git config cannot be read")
+    assert started is not None
+    config_cache.save(paths, proc.stdout, started, str(paths.root / TEAM_FILE))
+    return proc.stdout
 
 
 def read_all(
@@ -98,16 +142,13 @@ def read_all(
 
     One `git config --list` reads every scope; .roarconfig comes in through a command-line
     include, so git parses it exactly as it parses its own files, and `--show-scope` tells
-    its entries (scope "command") from the user's.
+    its entries (scope "command") from the user's. `--show-origin` names the file of each,
+    for config_cache to check that it can keep the answer.
     """
     values = {k: Value(k, s.default, "default") for k, s in SETTINGS.items()}
-    proc = run_git(list_args(paths), paths.root, check=False)
-    if proc.returncode != 0:
-        why = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ConfigError(why[-1] if why else "git config cannot be read")
     mine: dict[str, str] = {}
-    fields = proc.stdout.split(b"\0")
-    for scope, item in zip(fields[0::2], fields[1::2], strict=False):
+    fields = _listing(paths).split(b"\0")
+    for scope, item in zip(fields[0::3], fields[2::3], strict=False):
         key, _, value = item.decode(errors="surrogateescape").partition("\n")
         if git_keys is not None and scope != b"command":
             git_keys.setdefault(key, []).append(value)

@@ -203,7 +203,7 @@ def write_pack(
             byte = size & 0x7F
             size >>= 7
         head.append(byte)
-        chunk = bytes(head) + zlib.compress(data, 1)
+        chunk = bytes(head) + _deflate(data)
         index.append((oid, zlib.crc32(chunk), pos))
         parts.append(chunk)
         pos += len(chunk)
@@ -238,6 +238,15 @@ def write_pack(
     name = f"pack-{checksum.hex()}"
     install_pack(pack_dir, name, [(".pack", b"".join(parts)), (".idx", idx)], keep=keep)
     return name
+
+
+def _deflate(data: bytes) -> bytes:
+    """`data` as a zlib stream (level 1), with a window no bigger than it needs: zlib sets up
+    the memory of its window and hash table for every stream, which costs a small object
+    many times what compressing it does. Any inflater reads a stream of a smaller window."""
+    bits = min(15, max(9, len(data).bit_length()))
+    c = zlib.compressobj(1, zlib.DEFLATED, bits, max(1, bits - 7))
+    return c.compress(data) + c.flush()
 
 
 def install_pack(

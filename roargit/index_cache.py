@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 _VERSION = 1
+#: Buckets read from git that make the cache worth writing again: the file holds the whole
+#: session, so writing it after every run (which changes one bucket) would cost each run more
+#: than reading the few buckets changed since it was last written.
+SAVE_AT = 16
 #: (run id, its entry's fields or None where it has no usable one), in the bucket's order.
 Bucket = list[tuple[RunId, "StepIndex | None"]]
 

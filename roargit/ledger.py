@@ -18,13 +18,12 @@ read (pygit2, or `git cat-file` with `fast_start`) and how the ref moves.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from roargit import TYPE_CHECKING, index_cache, loose_ref, records
+from roargit import TYPE_CHECKING, loose_ref, records
 from roargit.codec import record_id
 from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
 from roargit.git import run_git
@@ -34,6 +33,7 @@ from roargit.gitobjects import (
     ObjectReader,
     drop_keep,
     roll_up_small_packs,
+    tree_entries,
     write_pack,
 )
 from roargit.ledger_layout import (
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
     import pygit2
 
+    from roargit import index_cache
+
 
 LEDGER_REF = "refs/roar/ledger"
 REMOTES_PREFIX = "refs/roar/remotes/"
@@ -64,6 +66,8 @@ def jitter(most: float) -> float:
 
 
 MAX_ATTEMPTS = 400
+#: Folders on an append's paths up to which they are read at once by path (Ledger._folders_at).
+PREFETCH_MAX = 256
 #: Each cat-file read is a pipe round trip; pygit2 reads in process but must be imported
 #: first: past this many reads, its import costs less than the round trips it saves.
 SWITCH_TO_PYGIT2_AT = 150
@@ -342,6 +346,9 @@ class Ledger:
         view = self._current()
         if view is None or not _plain(session_id):
             return []
+        # lazy: with msgpack, loaded while `roar run`'s command runs (capture.py)
+        from roargit import index_cache
+
         # Buckets whose tree this clone has decoded before come from its cache (a run adds
         # one entry: one bucket is read, not the whole session; index_cache.py).
         roar_dir = self.paths.roar_dir
@@ -350,7 +357,7 @@ class Ledger:
         todo = [b for b, oid in listing if oid not in kept]
         fresh = dict(zip(todo, self._index_buckets(view, where, todo), strict=True))
         buckets = {oid: kept[oid] if oid in kept else fresh[b] for b, oid in listing}
-        if todo or len(buckets) != len(kept):
+        if len(todo) >= index_cache.SAVE_AT:
             index_cache.save(roar_dir, SessionId(session_id), buckets)
         return [pair for bucket in buckets.values() for pair in bucket]
 
@@ -384,6 +391,8 @@ class Ledger:
     def history(self) -> Iterator[list[str]]:
         """The record ids each ledger commit added (from its message), newest commit first,
         read lazily: `roar log -n 20` reads about 20 commits, however long the history."""
+        import heapq  # lazy: the history's readers only
+
         tip = self.tip()
         if tip is None:
             return
@@ -517,9 +526,10 @@ class Ledger:
         """Add entries in one commit on the ledger ref, retrying until the CAS wins."""
         for attempt in range(MAX_ATTEMPTS):
             old = self.tip()
-            if old is not None and self._all_present(old, entries):
+            folders = self._folders_at(old, entries)
+            if old is not None and self._all_present(old, entries, folders):
                 return old
-            new = self._write_commit(old, entries, message)
+            new = self._write_commit(old, entries, message, folders)
             try:
                 swapped = self.swap(old, new, message)
             finally:  # the ref names the commit now (or never will): see write_pack's keep
@@ -532,7 +542,55 @@ class Ledger:
             time.sleep(jitter(min(0.05, 0.002 * (attempt + 1))))
         raise LedgerBusy(self.ref, MAX_ATTEMPTS)
 
-    def _all_present(self, tip: str, entries: Sequence[Entry]) -> bool:
+    def _folders_at(
+        self, tip: str | None, entries: Sequence[Entry]
+    ) -> dict[tuple[str, ...], tuple[bytes, bytes]] | None:
+        """With `fast_start`, every folder on the entries' paths in commit `tip`, read by path
+        in one pipelined exchange: {folder: (raw tree id, tree)}, a folder absent there left
+        out. An append then asks git nothing more (the trees to edit, the entries already
+        there); reading a level at a time would cost a round trip a level. None where there
+        are more folders than PREFETCH_MAX (a run that read thousands of files: its trees
+        are read a level at a time, each once), or without `fast_start`."""
+        if not self.fast_start or tip is None:
+            return None
+        wanted = dict.fromkeys(e.path[:k] for e in entries for k in range(len(e.path)))
+        if len(wanted) > PREFETCH_MAX:
+            return None
+        commit, *objs = self.reader.read_many([tip, *(f"{tip}:{'/'.join(f)}" for f in wanted)])
+        found = {
+            f: (bytes.fromhex(o.oid), o.data)
+            for f, o in zip(wanted, objs, strict=True)
+            if o is not None and o.type == "tree"
+        }
+        if (
+            commit is None
+            or commit.type != "commit"
+            or () not in found
+            or not commit.data.startswith(b"tree %s\n" % found[()][0].hex().encode())
+        ):
+            raise GitFailed(["git", "cat-file", tip], 1, b"", b"ledger commit missing")
+        return found
+
+    def _all_present(
+        self,
+        tip: str,
+        entries: Sequence[Entry],
+        folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None,
+    ) -> bool:
+        if folders is not None:
+            listed: dict[tuple[str, ...], dict[str, str]] = {}
+            for e in entries:
+                where = e.path[:-1]
+                if where not in listed:
+                    tree = folders.get(where)
+                    width = len(tip) // 2
+                    listed[where] = (
+                        {} if tree is None else {n: o for _, n, o in tree_entries(tree[1], width)}
+                    )
+                want = e.tree if e.data is None else blob_oid(e.data, len(tip))
+                if listed[where].get(e.path[-1]) != want:
+                    return False
+            return True
         view = CatFileView(self.reader, tip) if self.fast_start else Pygit2View(self.repo, tip)
         for e in entries:
             want = e.tree if e.data is None else blob_oid(e.data, len(tip))
@@ -540,13 +598,27 @@ class Ledger:
                 return False
         return True
 
-    def _write_commit(self, old: str | None, entries: Sequence[Entry], message: str) -> str:
-        """A new commit (not yet on the ref), written as one small pack."""
+    def _write_commit(
+        self,
+        old: str | None,
+        entries: Sequence[Entry],
+        message: str,
+        folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None,
+    ) -> str:
+        """A new commit (not yet on the ref), written as one small pack. `folders`: the trees
+        on the entries' paths in `old`, read already (`_folders_at`)."""
         if self._editor is None:
             self._editor = TreeEditor()
-        read, old_root = self._tree_access(old)
         many = None
-        if self.fast_start:
+        if folders is not None:
+            # The editor asks only for trees their parents name on the entries' paths: all
+            # of them are here (read by `_folders_at`).
+            known = dict(folders.values())
+            read = known.__getitem__
+            old_root: bytes | None = folders[()][0]
+        else:
+            read, old_root = self._tree_access(old)
+        if folders is None and self.fast_start:
             reader = self.reader
 
             def many(oids: list[bytes]) -> list[bytes]:

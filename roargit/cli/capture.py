@@ -58,8 +58,7 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     """Record the command's run; exit with its status (see docs/trace-format.md, "Exit
     status", for the exceptions)."""
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit import git
-    from roargit.config import list_args
+    from roargit import config, git
     from roargit.repo import find_repo
 
     command = list(args.command)
@@ -70,13 +69,14 @@ def _record(args: argparse.Namespace, kind: str) -> int:
     paths = find_repo(Path.cwd())
     # What every run asks git before its command, asked now: git answers on one core while
     # the modules below load on the other (git.start_early).
-    for question in (list_args(paths), git.STATUS):
-        git.start_early(question, paths.root)
+    config.start_reading(paths)
+    git.start_early(git.STATUS, paths.root)
     # The ledger's reader, asked something at once: it opens the object database meanwhile.
     git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True, prime=b"info HEAD\n")
     try:
         return _record_in(args, kind, paths, command)
     finally:
+        config.drop_reading()
         git.drop_early()
 
 
