@@ -366,11 +366,15 @@ def _parse(
                 summarized[path] = summarized.get(path, 0) | int(f[1])
                 states[path] = _STATE_OF[f[2]]
             elif kind == b"files":  # BITS STATE DIR KEYS NAME...: a folder's paths at once
-                if b"%" in line or b"/." in line or b"//" in line or b" ." in line:
+                d, ns = f[3], f[5]  # (not the keys between them: most of the line)
+                if (
+                    b"%" in d or b"/." in d or b"//" in d or b"%" in ns or b"/" in ns
+                    or b" ." in ns or ns.startswith(b".")
+                ):  # fmt: skip
                     raise ValueError("a `files` path is escaped or not normal")
-                folder = f[3].decode(_FS_ENCODING, _FS_ERRORS)
+                folder = d.decode(_FS_ENCODING, _FS_ERRORS)
                 pre = folder + "/"
-                names = f[5].decode(_FS_ENCODING, _FS_ERRORS).split(" ")
+                names = ns.decode(_FS_ENCODING, _FS_ERRORS).split(" ")
                 paths = [pre + n for n in names]
                 kt = f[4]
                 if kt == b"-":
@@ -384,7 +388,7 @@ def _parse(
                     tpl = templates[key] = _file_template(int(f[1]), f[2])
                 if groups is not None and direct is not None and tpl is not None:
                     # the keys stay with the group (StatKeys), unsplit
-                    groups.append(FileGroup(folder, paths, tpl, kt, f[5] if kt else b""))
+                    groups.append(FileGroup(folder, paths, tpl, kt, ns if kt else b""))
                     continue
                 if kt and keys is not None:
                     keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))

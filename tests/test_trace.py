@@ -542,6 +542,28 @@ def test_stat_keys_are_each_regular_files_lstat_after_the_run(tmp_path: Path) ->
     assert run_traced(["sh", "-c", "cat in"], tmp_path).stat_keys == {}  # not asked
 
 
+def test_stat_keys_of_many_paths_are_each_files_own(tmp_path: Path) -> None:
+    """Past 8192 paths the tracer shares the lstat calls with a helper process: every key is
+    still the lstat of its own file, whichever process took it (the files lie among paths
+    that are not there, from the first to the last)."""
+    paths, files = [], []
+    for i in range(9000):
+        p = tmp_path / f"d{i % 3}" / f"{i:04}"
+        if i % 30 == 0:
+            p.parent.mkdir(exist_ok=True)
+            p.write_bytes(b"%d" % i)
+            files.append(p)
+        paths.append(str(p))
+    script = (
+        "import sys\nfor f in sys.argv[1:]:\n    try: open(f, 'rb').read()\n"
+        "    except OSError: pass"
+    )
+    t = run_traced([sys.executable, "-c", script, *paths], tmp_path, stat_files=True)
+    assert len(t.stat_keys) >= len(files) == 300
+    assert all(t.stat_keys[str(p)] == _lstat_key(p) for p in files)
+    assert str(tmp_path / "d1" / "0001") not in t.stat_keys
+
+
 def test_a_files_record_lists_its_names_in_byte_order_with_their_keys(tmp_path: Path) -> None:
     """Read in reverse order, a folder's files still come in byte order in its `files` record,
     each key beside its name; a grouped path that another record touches (renamed onto) leaves

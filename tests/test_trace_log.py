@@ -202,6 +202,10 @@ def test_summary_files_records() -> None:
         b"files 1 f /d - a%20b",
         b"files 1 f /d/. - a",
         b"files 1 f /d - a ..",
+        b"files 1 f /d - .a b",
+        b"files 1 f /d - a b/c",
+        b"files 1 f /d%20e - a",
+        b"files 1 f /d//e - a",
     ):
         with pytest.raises(TraceLogCorrupt):
             parse_log(b"roar-trace 4\n" + bad + b"\nend code 0\n")

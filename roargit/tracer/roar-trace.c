@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -1605,10 +1606,74 @@ static int stat_token(int dirfd, const char *tok, size_t len, struct stat *st) {
     return fstatat(dirfd, p, st, AT_SYMLINK_NOFOLLOW);
 }
 
+/* lstat paths `from` to `to` of the summary through their folders' descriptors: states[k]
+ * from that stat, and a regular file's stat key at keys[k * STAT_KEY_HEX] (keys[k *
+ * STAT_KEY_HEX] is 0 for the others). */
+static void stat_paths(const struct path_table *t, const struct dir_table *d, const long *dir_at,
+                       char *states, char *keys, size_t from, size_t to) {
+    long fd_of = -1; /* the directory `fd` is open on */
+    int fd = -1;
+    for (size_t k = from; k < to; k++) {
+        const struct path_slot *sl = &t->slots[t->order[k]];
+        const struct dir_info *di = dir_at && dir_at[k] >= 0 ? &d->dirs[dir_at[k]] : NULL;
+        if (di && dir_at[k] != fd_of) {
+            char path[PATH_MAX * 2];
+            if (fd >= 0) close(fd);
+            unescape_into(path, sizeof path, di->tok, di->len);
+            fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            fd_of = dir_at[k];
+        }
+        struct stat st;
+        keys[k * STAT_KEY_HEX] = 0;
+        if (stat_token(di ? fd : -1, sl->tok, sl->len, &st) != 0) {
+            states[k] = state_now(sl->tok, sl->len); /* gone, or a name too long */
+            continue;
+        }
+        states[k] = state_of_mode(st.st_mode);
+        if (states[k] == 'f') stat_key_hex(&st, keys + k * STAT_KEY_HEX);
+    }
+    if (fd >= 0) close(fd);
+}
+
+/* Paths from which a second process takes half of the lstat calls, as git's preload-index
+ * spreads its lstat calls over threads: the command has ended and roar waits, so a second
+ * CPU is usually idle. A process, not a thread: nothing more to link. */
+#define SHARE_STATS_AT_LEAST 8192
+
+/* Memory that a forked helper writes into and this process reads (MAP_SHARED); NULL if none. */
+static void *shared_alloc(size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* `stat_paths` for every path, the second half in a forked helper where there are many
+ * (`states` and `keys` from shared_alloc); all in this process if the helper cannot be had or
+ * fails. */
+static void stat_all_paths(const struct path_table *t, const struct dir_table *d,
+                           const long *dir_at, char *states, char *keys) {
+    size_t half = t->n >= SHARE_STATS_AT_LEAST ? t->n / 2 : t->n;
+    pid_t helper = half < t->n ? fork() : -1;
+    if (helper == 0) {
+        /* Not the tracer's handlers: they would pass signals to the run's (gone) processes. */
+        signal(SIGTERM, SIG_DFL), signal(SIGHUP, SIG_DFL), signal(SIGALRM, SIG_DFL);
+        signal(SIGUSR1, SIG_DFL), signal(SIGUSR2, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        stat_paths(t, d, dir_at, states, keys, half, t->n);
+        _exit(0); /* no atexit, no stdio flush: the summary's buffer is the parent's */
+    }
+    stat_paths(t, d, dir_at, states, keys, 0, helper > 0 ? half : t->n);
+    if (helper > 0) {
+        int status = -1;
+        while (waitpid(helper, &status, 0) < 0 && errno == EINTR)
+            ;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            stat_paths(t, d, dir_at, states, keys, half, t->n);
+    }
+}
+
 /* The state of every path of the summary, in `states[k]` for t->order[k]. With `keys`, each
- * path is lstat-ed instead (through its folder's descriptor): its state comes from that stat,
- * and a regular file's stat key goes to keys[k * STAT_KEY_HEX] (keys[k * STAT_KEY_HEX] is 0
- * for the others). */
+ * path is lstat-ed instead (`stat_paths`; `states` and `keys` from shared_alloc); otherwise a
+ * folder holding many of them is listed once. */
 static void find_states(const struct path_table *t, char *states, char *keys, long *dir_at) {
     struct dir_table d = {0};
     d.cap = 64;
@@ -1619,29 +1684,10 @@ static void find_states(const struct path_table *t, char *states, char *keys, lo
         dir_at[k] = d.index ? dir_of(&d, sl->tok, sl->len) : -1;
         if (dir_at[k] >= 0) d.dirs[dir_at[k]].wanted++;
     }
-    long fd_of = -1; /* the directory `fd` is open on */
-    int fd = -1;
-    for (size_t k = 0; k < t->n; k++) {
+    if (keys) stat_all_paths(t, &d, dir_at, states, keys);
+    for (size_t k = 0; !keys && k < t->n; k++) {
         const struct path_slot *sl = &t->slots[t->order[k]];
         struct dir_info *di = dir_at && dir_at[k] >= 0 ? &d.dirs[dir_at[k]] : NULL;
-        if (keys) {
-            if (di && dir_at[k] != fd_of) {
-                char path[PATH_MAX * 2];
-                if (fd >= 0) close(fd);
-                unescape_into(path, sizeof path, di->tok, di->len);
-                fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-                fd_of = dir_at[k];
-            }
-            struct stat st;
-            keys[k * STAT_KEY_HEX] = 0;
-            if (stat_token(di ? fd : -1, sl->tok, sl->len, &st) != 0) {
-                states[k] = state_now(sl->tok, sl->len); /* gone, or a name too long */
-                continue;
-            }
-            states[k] = state_of_mode(st.st_mode);
-            if (states[k] == 'f') stat_key_hex(&st, keys + k * STAT_KEY_HEX);
-            continue;
-        }
         if (di && di->wanted >= LIST_AT_LEAST && di->listed == 0) list_dir(di);
         const char *slash = memrchr(sl->tok, '/', sl->len);
         if (di && di->listed == 1 && slash && slash + 1 < sl->tok + sl->len)
@@ -1649,7 +1695,6 @@ static void find_states(const struct path_table *t, char *states, char *keys, lo
         else
             states[k] = state_now(sl->tok, sl->len);
     }
-    if (fd >= 0) close(fd);
     for (size_t i = 0; i < d.n; i++) {
         free(d.dirs[i].arena), free(d.dirs[i].offsets), free(d.dirs[i].states);
         free(d.dirs[i].set);
@@ -1764,8 +1809,15 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
         free(t.slots);
         t.slots = dense;
     }
-    char *states = malloc(t.n + 1);
-    char *keys = with_keys ? malloc((t.n + 1) * STAT_KEY_HEX) : NULL;
+    size_t states_size = t.n + 1, keys_size = (t.n + 1) * STAT_KEY_HEX;
+    char *states = with_keys ? shared_alloc(states_size) : malloc(states_size);
+    char *keys = with_keys ? shared_alloc(keys_size) : NULL;
+    if (with_keys && (!states || !keys)) { /* no shared memory: no keys, states as without */
+        if (states) munmap(states, states_size);
+        if (keys) munmap(keys, keys_size);
+        keys = NULL, with_keys = 0;
+        states = malloc(states_size);
+    }
     long *dir_at = malloc((t.n + 1) * sizeof *dir_at); /* each path's folder, or -1 */
     struct member *grouped = malloc((t.n + 1) * sizeof *grouped);
     size_t n_grouped = 0;
@@ -1825,7 +1877,11 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
             putc('\n', out);
         }
     }
-    free(states), free(keys), free(dir_at), free(grouped);
+    if (with_keys)
+        munmap(states, states_size), munmap(keys, keys_size);
+    else
+        free(states);
+    free(dir_at), free(grouped);
     if (end_line) fwrite(end_line, 1, end_len, out);
     int bad = ferror(out);
     bad |= fclose(out) != 0;
