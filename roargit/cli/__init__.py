@@ -254,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     quick = quick_record_args(args_list)
     if quick is not None:
+        if argv is None:
+            # This process records one run and ends: no cyclic garbage collection in it. A
+            # run makes no cycles worth collecting (capture.record_run), and the modules it
+            # loads make thousands of objects that would set off collections walking them.
+            gc.disable()
         return _run_command(quick, None)
     first = next((a for a in args_list if not a.startswith("-")), None)
     direct = first if first in COMMAND_OF and args_list and args_list[0] == first else None
