@@ -49,6 +49,37 @@ class ManifestEntry(NamedTuple):
     size: int
 
 
+class FolderRuns(list[str]):
+    """Paths, some stretches of which are a folder's paths added at once (a trace's group):
+    `runs` holds (start, folder, the list added) for each. `choose` counts such a stretch by
+    its length, not path by path; one no longer as it was added is counted path by path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[int, str, list[str]]] = []
+
+    def extend_run(self, folder: str, paths: list[str]) -> None:
+        """Add `paths`, all directly in `folder`."""
+        self.runs.append((len(self), folder, paths))
+        self.extend(paths)
+
+
+def _per_folder(files: list[str]) -> Counter[str]:
+    """How many of `files` lie directly in each folder."""
+    out: Counter[str] = Counter()
+    at = 0
+    for start, folder, paths in files.runs if isinstance(files, FolderRuns) else ():
+        end = start + len(paths)
+        # (the same objects: compared by identity, without a step per path in Python)
+        if start < at or files[start:end] != paths:
+            return Counter(f.rpartition("/")[0] for f in files)  # changed since it was made
+        out.update(f.rpartition("/")[0] for f in files[at:start])
+        out[folder] += len(paths)
+        at = end
+    out.update(f.rpartition("/")[0] for f in files[at:])
+    return out
+
+
 class Leaf(NamedTuple):
     """The regular files of one folder as a trace found them once the run had ended."""
 
@@ -89,9 +120,8 @@ def choose(
     folder's members and state where its stat data prove it unchanged (see `unchanged_members`):
     such a folder is not walked."""
     # Per folder first, then up the parents once per folder (not once per file).
-    direct = Counter(f.rpartition("/")[0] for f in files)
     counts: Counter[str] = Counter()
-    for folder, n in direct.items():
+    for folder, n in _per_folder(files).items():
         d = folder
         while d and d not in never and d != "/":
             counts[d] += n
@@ -114,7 +144,8 @@ def choose(
                 chosen[folder] = Chosen(proved[0], None, proved[1])
             continue
         walked = _walk(folder, int(counts[folder] / COVERAGE), leaves or {})
-        if walked is not None and counts[folder] >= COVERAGE * len(walked[0]):
+        # (none found: the folder is gone, or cannot be listed)
+        if walked is not None and walked[0] and counts[folder] >= COVERAGE * len(walked[0]):
             chosen[folder] = Chosen(*walked)
     return chosen
 

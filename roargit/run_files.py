@@ -72,8 +72,8 @@ def sort_accesses(
         items = [*single.items(), *by_path]
         every = [p for p, _ in items]
     noise = system_paths(every, home, ignore)
-    inputs: list[str] = []
-    outputs: list[str] = []
+    # a folder's group goes in whole (FolderRuns): folders.choose then counts it at once
+    inputs, outputs = folders.FolderRuns(), folders.FolderRuns()
     code_reads: list[str] = []
     executed: set[str] = set()
     warned: list[tuple[int, str]] = []  # (place in the trace, warning)
@@ -136,9 +136,9 @@ def sort_accesses(
     for g in plain:  # regular files inside the repo, none special: as the loop above sorts them
         _read, written, created = g.fields[:3]
         if written or created:
-            outputs.extend(g.paths)
+            outputs.extend_run(g.folder, g.paths)
         elif _read:
-            inputs.extend(g.paths)
+            inputs.extend_run(g.folder, g.paths)
             rel = g.folder[cut:] + "/"
             start = len(g.folder) + 1
             code_reads.extend([rel + p[start:] for p in g.paths])

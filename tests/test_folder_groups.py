@@ -166,3 +166,19 @@ def test_a_folder_state_of_the_earlier_definition_is_not_taken(tmp_path: Path) -
     )
     assert cache.get("/d") is None
     assert folders.unchanged_members("/d", state._replace(dirs=()), lambda _: None) is None
+
+
+def test_a_folders_run_of_paths_is_counted_by_its_length_while_it_is_as_added() -> None:
+    paths = folders.FolderRuns()
+    paths.append("/x/1")
+    a = [f"/d/a/{i}" for i in range(150)]
+    paths.extend_run("/d/a", a)
+    paths.append("/d/b/1")
+    paths.extend_run("/d/b", [f"/d/b/{i}" for i in range(2, 150)])
+    expected = {"/x": 1, "/d/a": 150, "/d/b": 149}
+    assert folders._per_folder(paths) == expected
+    assert folders.choose_folders(paths, never={"/d"}) == {}  # nothing there to list
+    paths.insert(0, "/d/a/new")  # every run moved: counted path by path
+    assert folders._per_folder(paths) == {**expected, "/d/a": 151}
+    paths[5] = "/y/0"  # one of a run's paths is another
+    assert folders._per_folder(paths) == {**expected, "/d/a": 150, "/y": 1}
