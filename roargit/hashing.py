@@ -37,8 +37,8 @@ Big files are hashed from a memory map under a read lease where one can be had, 
 read() (roargit/bigfile.py), several at a time in a thread pool. Small files cost system
 calls and a little Python each, under the GIL, which threads cannot overlap: a batch of
 many is worked through by a helper process from the front and this one from the back until
-they meet (`_Helper`), and whatever the helper could not settle is hashed here again with
-every check above.
+they meet (`hash_helper.Helper`), and whatever the helper could not settle is hashed here
+again with every check above.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ import os
 import stat as stat_mod
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from blake3 import blake3
@@ -76,7 +77,7 @@ MMAP_FROM = 8 << 20
 #: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
 _POOL_FROM = 256 << 10
 #: A batch of at least this many files to hash shares them with a helper process
-#: (`_Helper`): it costs a Python start-up on another core.
+#: (`hash_helper.Helper`): it costs a Python start-up on another core.
 _HELPER_FROM = 5000
 #: How often a file that changes under us is re-read before `FileChanged` is raised.
 RETRIES = 2
@@ -271,6 +272,75 @@ def _drain(fd: int, head: bytes) -> bytes:
     while chunk := os.read(fd, CHUNK):
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _hash_fresh(
+    todo: list[tuple[P, str, os.stat_result | None]],
+    answered: Sequence[int],
+    cache_before_ns: int,
+    result: dict[P, FileHash],
+    keys: dict[str, bytes] | None,
+    rows: list[tuple[str, bytes, bytes]],
+    other: Callable[[int], object],
+) -> tuple[int, int, int]:
+    """Hash `todo` from its end until `answered[0]` (a helper's count, working up from the
+    start) is reached: small regular files with no row, read as `_hash_path` reads them,
+    their results put where `_hash_todo`'s `take` puts them; rows for those whose ctime is
+    before `cache_before_ns`. Anything else (a row's stat to compare, not there, not regular,
+    big, changed while read, an error) is handed to `other` by index, to go through
+    `_hash_path` and all its checks. Returns (where it stopped, files hashed here, bytes read
+    here)."""
+    # The common case of a first hashing of many files, with nothing but the system calls
+    # `_hash_path` makes (the per-file Python around them cost as much as two of those).
+    open_, fstat, read, close, pack = os.open, os.fstat, os.read, os.close, STAT_KEY.pack
+    flags, small, regular = _OPEN_FLAGS, _POOL_FROM, stat_mod.S_IFREG
+    at = len(todo)
+    done = nbytes = 0
+    while at > answered[0]:
+        at -= 1
+        original, abspath, st = todo[at]
+        if st is not None:
+            other(at)
+            continue
+        try:
+            fd = open_(abspath, flags)
+        except OSError:
+            other(at)
+            continue
+        try:
+            before = fstat(fd)
+            size = before.st_size
+            if size > small or before.st_mode & 0o170000 != regular:
+                other(at)
+                continue
+            # One byte more than stat promised, so that growth shows up as a size mismatch.
+            data = read(fd, size + 1)
+            after = fstat(fd)
+        except OSError:
+            other(at)
+            continue
+        finally:
+            close(fd)
+        # Stable: every byte accounted for, and the open file's stat unchanged by the read.
+        if (
+            len(data) != size
+            or after.st_size != size
+            or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns
+        ):
+            other(at)
+            continue
+        raw = blake3(data).digest()
+        ctime = before.st_ctime_ns
+        key = pack(before.st_dev, before.st_ino, size, before.st_mtime_ns, ctime)
+        result[original] = FileHash(raw.hex(), size)
+        if keys is not None:
+            keys[abspath] = key
+        if ctime < cache_before_ns:
+            rows.append((abspath, key, raw))
+        done += 1
+        nbytes += size
+    return at, done, nbytes
 
 
 class HashCache:
@@ -489,7 +559,8 @@ class HashCache:
         # files. For small files the per-file Python work holds the GIL, so more threads
         # hash them no faster; they stay on this thread, which works through them while the
         # pool does the big ones (from the second one found: one alone is not worth a pool),
-        # and, when there are many, a helper process does a share of them (`_Helper`).
+        # and, when there are many, a helper process does a share of them
+        # (`hash_helper.Helper`).
         big: list[tuple[P, str, os.stat_result]] = []
         futures: list[tuple[P, str, Future[_Hashed]]] = []
         pool: ThreadPoolExecutor | None = None
@@ -522,36 +593,43 @@ class HashCache:
         helper = None
         if threads and len(todo) >= _HELPER_FROM:
             # It takes each stat from the open file, row or not.
-            from roargit.hash_helper import Helper  # lazy: only a batch this big starts one
+            from roargit.hash_helper import CACHEABLE, Helper  # lazy: a batch this big only
 
-            helper = Helper.start([a for _, a, _ in todo])
+            helper = Helper.start(list(map(itemgetter(1), todo)), window, self._rows.path)
+        cached_by_helper = 0
+        # Every read below begins after this instant, so a ctime older than it by the window
+        # is older than the read by more than that (the racy rule, a little stricter).
+        cache_before = time.time_ns() - window
         try:
-            if helper is None:
-                hash_items(todo)
-            else:
-                # The helper works from the front, this thread from the back, until they
-                # meet: however busy either core is, neither waits for the other.
-                meet = len(todo)
-
-                def from_the_back() -> Iterator[tuple[P, str, os.stat_result | None]]:
-                    nonlocal meet
-                    while meet > len(helper.done):
-                        meet -= 1
-                        yield todo[meet]
-
-                hash_items(from_the_back())
-                redo = []
+            # The helper works from the front, this thread from the back, until they meet:
+            # however busy either core is, neither waits for the other.
+            meet, fresh, fresh_bytes = _hash_fresh(
+                todo,
+                [0] if helper is None else helper.counters,
+                cache_before,
+                result,
+                keys,
+                rows,
+                lambda i: hash_items((todo[i],)),
+            )
+            seen += fresh
+            nbytes += fresh_bytes
+            if helper is not None:
+                answers, caches = helper.finish(meet)
+                redo = todo[len(answers) : meet]
                 # `take` for the stable `_Hashed` fields it answered, unrolled: many turns.
-                for item, got in zip(todo[:meet], helper.stop()[:meet], strict=True):
-                    if got is None:
+                for item, (status, size, key, raw) in zip(todo, answers, strict=False):
+                    if not status:
                         redo.append(item)
                         continue
-                    raw, size, key, _stable, started, ctime = got
                     result[item[0]] = FileHash(raw.hex(), size)
                     if keys is not None:
                         keys[item[1]] = key
-                    if ctime < started - window:
-                        rows.append((item[1], key, raw))
+                    if status == CACHEABLE:
+                        if caches:
+                            cached_by_helper += 1
+                        else:
+                            rows.append((item[1], key, raw))
                     nbytes += size
                 seen += meet - len(redo)
                 self.stats.helped += meet - len(redo)
@@ -568,14 +646,17 @@ class HashCache:
                 except OSError as exc:
                     self.stats.misses -= 1
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
+            self.stats.bytes_read += nbytes
+            # changed while read, or too recent
+            self.stats.not_cached += seen - len(rows) - cached_by_helper
+            self._rows.insert(rows)
+            if helper is not None:
+                helper.join()  # its rows are in too
         finally:
             if helper is not None:
-                helper.stop()
+                helper.close()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        self.stats.bytes_read += nbytes
-        self.stats.not_cached += seen - len(rows)  # changed while read, or too recent
-        self._rows.insert(rows)
         if unstable and not failed:
             raise FileChanged(unstable)
 

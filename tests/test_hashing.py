@@ -267,37 +267,10 @@ def test_big_files_found_among_small_ones_are_hashed_too(
     assert again.stats.hits == len(files)
 
 
-def test_a_helper_with_no_thread_to_talk_to_it_is_not_left_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    paths, _ = _helper_batch(tmp_path)
-    monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
-    started: list[subprocess.Popen[bytes]] = []
-    popen, start = subprocess.Popen, threading.Thread.start
-
-    def recorded(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(popen(*args, **kwargs))
-        return started[-1]
-
-    def refused(thread: threading.Thread) -> None:
-        if thread.name == "roar-helper":
-            raise RuntimeError("can't start new thread")
-        start(thread)
-
-    monkeypatch.setattr(subprocess, "Popen", recorded)
-    monkeypatch.setattr(threading.Thread, "start", refused)
-    cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
-    got = cache.hash_many(paths, missing_ok=True, errors={})
-    readable = [p for p in paths if p.is_file() and not p.is_fifo()]
-    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
-    assert cache.stats.helped == 0
-    assert [proc.poll() for proc in started] == [-9]
-
-
 def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
-    """Small files, more than one answer frame of the helper, then what it must hand back:
-    a FIFO, a folder, a missing file, one above `_POOL_FROM`, and a name not UTF-8."""
-    head = [write(tmp_path / f"f{i:03}", os.urandom(i % 50)) for i in range(hash_helper.FRAME + 40)]
+    """Small files, then what the helper must hand back: a FIFO, a folder, a missing file,
+    one above `_POOL_FROM`, and a name not UTF-8."""
+    head = [write(tmp_path / f"f{i:03}", os.urandom(i % 50)) for i in range(300)]
     fifo, folder = tmp_path / "fifo", tmp_path / "folder"
     os.mkfifo(fifo)
     folder.mkdir()
@@ -307,8 +280,9 @@ def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     return [*head, *tail, *head[-5:]], [fifo, folder]
 
 
+@pytest.mark.parametrize("waits_for", ["its-first-answer", "all-its-answers"])
 def test_a_helper_process_hashes_many_files_alongside(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits_for: str
 ) -> None:
     paths, unreadable = _helper_batch(tmp_path)
     monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
@@ -316,24 +290,26 @@ def test_a_helper_process_hashes_many_files_alongside(
     (tmp_path / "repo").mkdir()
     write(tmp_path / "repo" / "blake3.py", b"raise SystemExit(9)\n")
     monkeypatch.chdir(tmp_path / "repo")
-    # This side waits for the helper's first answers before it hashes anything: on a busy
-    # machine the helper might otherwise not get a turn before this side is done.
+    # This side waits for the helper's answers before it hashes anything: on a busy machine
+    # the helper might otherwise not get a turn before this side is done. Having answered
+    # all, the helper waits to hear where this side stopped.
     helpers: list[hash_helper.Helper] = []
-    start, hash_path = hash_helper.Helper.start, hashing._hash_path
+    start, hash_fresh = hash_helper.Helper.start, hashing._hash_fresh
 
-    def recorded(paths: list[str]) -> hash_helper.Helper | None:
-        helper = start(paths)
+    def recorded(*args: Any) -> hash_helper.Helper | None:
+        helper = start(*args)
         helpers.extend([helper] if helper else [])
         return helper
 
-    def after_a_frame(*args: Any) -> object:
+    def after_its_answers(todo: list[Any], answered: Any, *args: Any) -> object:
+        want = 1 if waits_for == "its-first-answer" or not helpers else len(todo)
         deadline = time.monotonic() + 60
-        while helpers and not helpers[0].done and time.monotonic() < deadline:
+        while helpers and answered[0] < want and time.monotonic() < deadline:
             time.sleep(0.002)
-        return hash_path(*args)
+        return hash_fresh(todo, answered, *args)
 
     monkeypatch.setattr(hash_helper.Helper, "start", recorded)
-    monkeypatch.setattr(hashing, "_hash_path", after_a_frame)
+    monkeypatch.setattr(hashing, "_hash_fresh", after_its_answers)
     cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     errors: dict[Path, OSError] = {}
     keys: dict[str, bytes] = {}
@@ -344,10 +320,14 @@ def test_a_helper_process_hashes_many_files_alongside(
     assert keys == {str(p): hashing._stat_key(p.stat()) for p in readable}
     assert sorted(errors) == sorted(unreadable)
     assert "not a regular file" in str(errors[tmp_path / "fifo"])
-    # At least its first frame, and never what it must hand back.
+    # At least its first answer, and never what it must hand back.
     small = [p for p in readable if p.stat().st_size < hashing._POOL_FROM]
-    assert hash_helper.FRAME <= cache.stats.helped <= len(small)
+    assert 1 <= cache.stats.helped <= len(small)
+    if waits_for == "all-its-answers":
+        assert cache.stats.helped == len(small)
     assert cache.stats.misses == len(readable)
+    assert cache.stats.not_cached == 0
+    # The helper wrote the rows of the files it hashed, this side the rest.
     again = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     assert again.hash_many(set(readable)) == got
     assert again.stats.hits == len(got)
@@ -371,15 +351,49 @@ def test_a_helper_process_hashes_many_files_alongside(
     assert third.stats.helped >= 1
 
 
+def test_a_helper_reports_recent_files_as_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The racy rule holds for what the helper hashed: nothing too recent gets a row."""
+    files = [write(tmp_path / f"f{i:03}", b"%d" % i) for i in range(400)]
+    monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
+    hash_fresh = hashing._hash_fresh
+
+    def after_its_first_answer(todo: list[Any], answered: Any, *args: Any) -> object:
+        deadline = time.monotonic() + 60
+        while answered[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return hash_fresh(todo, answered, *args)
+
+    monkeypatch.setattr(hashing, "_hash_fresh", after_its_first_answer)
+    cache = HashCache(tmp_path / "state", workers=2)  # default window: all are too recent
+    got = cache.hash_many(files)
+    assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in files}
+    assert cache.stats.helped >= 1
+    assert cache.stats.not_cached == len(files)
+    assert HashCache(tmp_path / "state", workers=2).lookup_many(files) == {}
+
+
+# A helper that writes its counters as `Helper` reads them, and then some mischief.
+_SAYS_ALL_ANSWERED = (
+    "import mmap, os, sys, time; fd = int(sys.argv[2]); m = mmap.mmap(fd, os.fstat(fd).st_size);"
+    " m[:8] = int(sys.argv[3]).to_bytes(8, sys.byteorder);"
+)
+
+
 @pytest.mark.parametrize(
     "how",
     [
         pytest.param({"sys.executable": "/nonexistent/python"}, id="cannot-start"),
         pytest.param({"_HELPER_MAIN": "raise SystemExit(3)"}, id="fails"),
-        pytest.param({"_HELPER_MAIN": "print('not marshal')"}, id="talks-nonsense"),
+        pytest.param({"_HELPER_MAIN": "import time; time.sleep(600)"}, id="hangs"),
         pytest.param(
-            {"_HELPER_MAIN": "import marshal, sys; sys.stdout.buffer.write(marshal.dumps([None]))"},
-            id="answers-too-little",
+            {"_HELPER_MAIN": _SAYS_ALL_ANSWERED + " sys.stdin.read(); print('.', end='')"},
+            id="answers-nothing-it-claims",
+        ),
+        pytest.param(
+            {"_HELPER_MAIN": _SAYS_ALL_ANSWERED + " time.sleep(600)"},
+            id="never-says-it-stopped",
         ),
     ],
 )
@@ -388,18 +402,45 @@ def test_hashing_goes_on_without_the_helper(
 ) -> None:
     paths, unreadable = _helper_batch(tmp_path)
     monkeypatch.setattr(hashing, "_HELPER_FROM", 10)
+    monkeypatch.setattr(hash_helper, "STOP_TIMEOUT_S", 0.5)
     for name, value in how.items():
         if name == "sys.executable":
             monkeypatch.setattr(sys, "executable", value)
         else:
             monkeypatch.setattr(hash_helper, name, value)
+    started: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def recorded(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    hash_fresh = hashing._hash_fresh
+    claims = how.get("_HELPER_MAIN", "").startswith(_SAYS_ALL_ANSWERED)
+
+    def after_its_claim(todo: list[Any], answered: Any, *args: Any) -> object:
+        # One that claims answers gets to make its claim before this side is done.
+        deadline = time.monotonic() + (60 if claims else 0)
+        while answered[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return hash_fresh(todo, answered, *args)
+
+    monkeypatch.setattr(hashing, "_hash_fresh", after_its_claim)
     cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
     errors: dict[Path, OSError] = {}
+    began = time.monotonic()
     got = cache.hash_many(paths, missing_ok=True, errors=errors)
+    if claims and how["_HELPER_MAIN"].endswith("sleep(600)"):
+        assert time.monotonic() - began >= hash_helper.STOP_TIMEOUT_S  # then it was killed
     readable = [p for p in paths if p.is_file() and not p.is_fifo()]
     assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
     assert sorted(errors) == sorted(unreadable)
     assert cache.stats.helped == 0
+    assert all(proc.poll() is not None for proc in started)  # none left running
+    again = HashCache(tmp_path / "state", racy_window_ns=0, workers=2)
+    assert again.hash_many(readable) == got
+    assert again.stats.hits == len(got)
 
 
 _WORKER = """
