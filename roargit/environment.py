@@ -150,12 +150,12 @@ def _strmap(data: Mapping[str, Any], key: str) -> dict[str, str]:
 
 # --- comparing two environments ---------------------------------------------------------------
 
-_PEP503 = re.compile(r"[-_.]+")
+_PEP503 = r"[-_.]+"  # compiled on first use (re's cache): comparisons only, not `roar run`
 
 
 def normalise_name(name: str) -> str:
     """A distribution name as PEP 503 compares it: `PyYAML`, `pyyaml` and `py_yaml` alike."""
-    return _PEP503.sub("-", name).lower()
+    return re.sub(_PEP503, "-", name).lower()
 
 
 class Change(NamedTuple):

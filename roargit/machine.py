@@ -59,7 +59,9 @@ def parse_cpuinfo(text: str) -> str:
     return ""
 
 
-_MIB = re.compile(r"^\s*(\d+)\s*MiB\s*$", re.IGNORECASE)
+# Patterns that only some machines or interpreters need are compiled on first use (re's
+# cache), not by every `roar run` that loads this module.
+_MIB = r"^\s*(\d+)\s*MiB\s*$"
 
 
 def parse_nvidia_smi(text: str) -> tuple[GpuInfo, ...]:
@@ -72,7 +74,7 @@ def parse_nvidia_smi(text: str) -> tuple[GpuInfo, ...]:
         if len(row) < 3:
             continue
         name, driver, memory = (c.strip() for c in row[:3])
-        m = _MIB.match(memory)
+        m = re.match(_MIB, memory, re.IGNORECASE)
         gpus.append(GpuInfo(name=name, driver=driver, memory_mib=int(m.group(1)) if m else 0))
     return tuple(gpus)
 
@@ -169,7 +171,7 @@ def _user(env: Mapping[str, str]) -> str:
         return str(os.getuid())
 
 
-_PY_NAME = re.compile(r"^(python|pypy)(\d+(?:\.\d+)?)?", re.IGNORECASE)
+_PY_NAME = r"^(python|pypy)(\d+(?:\.\d+)?)?"
 
 
 @functools.cache
@@ -193,7 +195,7 @@ def python_info(executable: str | None = None) -> PythonInfo:
         if sep:
             cfg[key.strip().lower()] = value.strip()
     names = (os.path.basename(executable), os.path.basename(os.path.realpath(executable)))
-    matches = [m for m in (_PY_NAME.match(n) for n in names) if m]
+    matches = [m for m in (re.match(_PY_NAME, n, re.IGNORECASE) for n in names) if m]
     implementation = cfg.get("implementation", "")
     if not implementation and matches:
         implementation = "PyPy" if matches[0].group(1).lower() == "pypy" else "CPython"
@@ -232,11 +234,11 @@ def _env_selector(include: tuple[str, ...]) -> Callable[[str], bool]:
     suffixes: list[str] = []
     others: list[str] = []
     for g in (*DEFAULT_ENV_INCLUDE, *include):
-        if not _GLOB_CHARS.search(g):
+        if not _has_glob(g):
             names.add(g)
-        elif g.endswith("*") and not _GLOB_CHARS.search(g[:-1]):
+        elif g.endswith("*") and not _has_glob(g[:-1]):
             prefixes.append(g[:-1])
-        elif g.startswith("*") and not _GLOB_CHARS.search(g[1:]):
+        elif g.startswith("*") and not _has_glob(g[1:]):
             suffixes.append(g[1:])
         else:
             others.append(g)
@@ -254,7 +256,8 @@ def _env_selector(include: tuple[str, ...]) -> Callable[[str], bool]:
     return wanted
 
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
+def _has_glob(text: str) -> bool:
+    return "*" in text or "?" in text or "[" in text
 
 
 def select_env(env: Mapping[str, str], include: Iterable[str] = ()) -> dict[str, str]:
