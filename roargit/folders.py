@@ -237,7 +237,7 @@ def unchanged_members(
         if leaf is not None:
             if not leaf.keys:
                 return None
-            rows.append((_fs(rel), leaf.names, leaf.keys))
+            rows.append((fsencode(rel), leaf.names, leaf.keys))
             members.extend(leaf.paths)
     if _files_digest(rows) != state.stat_digest:
         return None
@@ -344,7 +344,7 @@ def _pack(st: os.stat_result) -> bytes:
     return _STAT.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _fs(name: str) -> bytes:
+def fsencode(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
 
 
@@ -451,9 +451,9 @@ def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str
         try:
             blob = joined.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes (surrogateescape): sort as bytes
-            order = sorted(range(len(names)), key=lambda i: _fs(names[i]))
-            blob = _fs("/".join([names[i] for i in order]))
-        rows.append((_fs(d[cut:]), blob, b"".join([keys[i] for i in order])))
+            order = sorted(range(len(names)), key=lambda i: fsencode(names[i]))
+            blob = fsencode("/".join([names[i] for i in order]))
+        rows.append((fsencode(d[cut:]), blob, b"".join([keys[i] for i in order])))
     rows.sort()
     return _files_digest(rows)
 
@@ -484,7 +484,7 @@ def _tree_digest(dirs: list[tuple[str, bytes]]) -> str:
     """The digest of (relative path, packed _STAT key) of a folder's folders, in that order."""
     h = blake3(_TREE_DIGEST)
     for rel, key in dirs:
-        h.update(_fs(rel))
+        h.update(fsencode(rel))
         h.update(b"\0")
         h.update(key)
     return h.hexdigest()
@@ -492,7 +492,7 @@ def _tree_digest(dirs: list[tuple[str, bytes]]) -> str:
 
 def tree_state(dirs: list[tuple[str, bytes]]) -> tuple[str, tuple[str, ...], int]:
     """(`FolderState.tree`, `.dirs`, their newest ctime) of the folders a walk took."""
-    ordered = sorted(dirs, key=lambda d: _fs(d[0]))
+    ordered = sorted(dirs, key=lambda d: fsencode(d[0]))
     return (
         _tree_digest(ordered),
         tuple(rel for rel, _ in ordered),

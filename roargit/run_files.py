@@ -140,8 +140,7 @@ def sort_accesses(
         elif _read:
             inputs.extend_run(g.folder, g.paths)
             rel = g.folder[cut:] + "/"
-            start = len(g.folder) + 1
-            code_reads.extend([rel + p[start:] for p in g.paths])
+            code_reads.extend([rel + n for n in _names(g)])
     packages, package_files = packages_for_paths([a.path for _, a in candidates], code_roots=[root])
     for i, a in candidates:
         if a.path not in package_files and a.path not in noise:
@@ -151,10 +150,23 @@ def sort_accesses(
 
 
 #: Substrings that make a path a case of its own in `sort_accesses` (git's, a start-up file, a
-#: package candidate), searched in a group's joined paths (see rules.none_is_noise).
+#: package candidate). A group's paths are its folder and names, and no name holds "/": a part
+#: holding "/" anywhere but at its start lies in the folder (the "/" after it included), one
+#: starting with "/" and none after is one in the folder or the start of a name, and one
+#: without "/" lies in the folder or in a name. So each is searched in the folder and "/"
+#: once, and those that can reach into a name in "\0NAME\0NAME…\0" too.
 _SPECIAL_PARTS = (
     "/_distutils_hack/", "/__editable__", "/libpython", ".pth\0", "-packages/", "/bin/", ".egg",
 )  # fmt: skip
+_SPECIAL_NAME_PARTS = ("\0__editable__", "\0libpython", ".pth\0", ".egg")
+
+
+def _names(g: FileGroup) -> Sequence[str]:
+    """The last components of `g`'s paths, in order."""
+    if len(g.names) == len(g.paths):
+        return g.names
+    start = len(g.folder) + 1
+    return [p[start:] for p in g.paths]
 
 
 def _plain_group(
@@ -166,7 +178,7 @@ def _plain_group(
     ignore: Sequence[str],
 ) -> bool:
     """Whether every path of `g` is a regular file inside the repo that `sort_accesses` would
-    take as data, by tests made on the folder and on the joined paths once."""
+    take as data, by tests made on the folder, the names and the joined paths once."""
     if not g.fields[8] or g.fields[4] or ignore:  # not regular, executed; globs match per path
         return False
     folder_slash = g.folder + "/"
@@ -174,8 +186,12 @@ def _plain_group(
         return False
     if g.folder in git_parents:
         return False  # a path of the group might be a git dir itself
-    joined = "\0".join(g.paths) + "\0"
-    return not any(s in joined for s in _SPECIAL_PARTS) and none_is_noise(g.folder, joined, home)
+    if any(s in folder_slash for s in _SPECIAL_PARTS):
+        return False
+    names = "\0" + "\0".join(_names(g)) + "\0"
+    if any(s in names for s in _SPECIAL_NAME_PARTS):
+        return False
+    return none_is_noise(g.folder, "\0".join(g.paths) + "\0", home)
 
 
 def hash_settled(
@@ -335,7 +351,7 @@ def _keyed_leaves(stat_keys: StatKeys) -> Callable[[str], folders.Leaf | None]:
         groups, alone = by_folder.get(folder, []), single.get(folder, [])
         if len(groups) == 1 and not alone:
             g = groups[0]
-            return folders.Leaf(g.paths, g.names.replace(b" ", b"/"), g.keys)
+            return folders.Leaf(g.paths, folders.fsencode("/".join(_names(g))), g.keys)
         if not groups and not alone:
             return None
         # Several records (paths with other access bits, or odd names): merged in name order.

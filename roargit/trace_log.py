@@ -74,15 +74,15 @@ class Process(NamedTuple):
 
 class FileGroup(NamedTuple):
     """Paths of one folder that a summary's `files` record gives the same access: each one's
-    FileAccess is (path, *fields). Where the record carries STAT keys, `keys` holds them back
-    to back (80 hex digits a path, in `paths` order) and `names` the paths' last components
-    as the record wrote them (space-separated bytes); both empty otherwise."""
+    FileAccess is (path, *fields). `names` are the paths' last components, in `paths` order
+    (empty where not given); where the record carries STAT keys, `keys` holds them back to
+    back (80 hex digits a path, in that order)."""
 
     folder: str
     paths: list[str]
     fields: tuple[Any, ...]
     keys: bytes = b""
-    names: bytes = b""
+    names: Sequence[str] = ()
 
 
 class Accesses(Mapping[str, FileAccess]):
@@ -388,7 +388,7 @@ def _parse(
                     tpl = templates[key] = _file_template(int(f[1]), f[2])
                 if groups is not None and direct is not None and tpl is not None:
                     # the keys stay with the group (StatKeys), unsplit
-                    groups.append(FileGroup(folder, paths, tpl, kt, ns if kt else b""))
+                    groups.append(FileGroup(folder, paths, tpl, kt, names))
                     continue
                 if kt and keys is not None:
                     keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))
@@ -738,9 +738,8 @@ def _ungroup(
                     keys[path] = g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX]
             else:
                 kept.append(j)
-        names = g.names.split(b" ") if g.names else []
         groups[i] = g._replace(
             paths=[g.paths[j] for j in kept],
             keys=b"".join([g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX] for j in kept]),
-            names=b" ".join([names[j] for j in kept]) if names else b"",
+            names=[g.names[j] for j in kept] if g.names else (),
         )

@@ -182,3 +182,28 @@ def test_a_folders_run_of_paths_is_counted_by_its_length_while_it_is_as_added() 
     assert folders._per_folder(paths) == {**expected, "/d/a": 151}
     paths[5] = "/y/0"  # one of a run's paths is another
     assert folders._per_folder(paths) == {**expected, "/d/a": 150, "/y": 1}
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["/r/data", "/r/bin", "/r/x-packages", "/r/_distutils_hack", "/r/a.egg-info", "/r/lib"],
+)
+@pytest.mark.parametrize(
+    "name",
+    ["f.bin", "x.pth", "libpython3.so", "__editable__.x", "y.egg", "a.pthx", "bin", "pth"],
+)
+def test_a_groups_special_parts_are_found_by_folder_and_names_as_in_its_paths(
+    folder: str, name: str
+) -> None:
+    """Searched in the folder and the names, a group's special parts are found exactly where
+    they are in its joined paths."""
+    from roargit.trace_log import FileAccess, FileGroup
+
+    names = [f"n{i}" for i in range(9)] + [name]
+    paths = [f"{folder}/{n}" for n in names]
+    fields = tuple(FileAccess("", read=True, regular=True))[1:]
+    joined = "\0".join(paths) + "\0"
+    per_path = not any(s in joined for s in run_files._SPECIAL_PARTS)
+    for g in (FileGroup(folder, paths, fields, b"", names), FileGroup(folder, paths, fields)):
+        plain = run_files._plain_group(g, "/r/", ("/r/.git/",), {"/r"}, "/home/u", [])
+        assert plain == (per_path and run_files.none_is_noise(folder, joined, "/home/u"))
