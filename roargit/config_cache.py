@@ -13,8 +13,8 @@ It is kept only where it can be checked that way:
 - every entry came from one of those files: none from an include (`include.path`,
   `includeIf`, whose target and condition, HEAD's branch with `onbranch:`, are not stat'd);
 - the environment tells git nothing else (`GIT_CONFIG_PARAMETERS` and `GIT_CONFIG_COUNT`, a
-  parent git's `-c`; `GIT_DIR`); the variables that choose the files, the user and `PATH`
-  (which git) are part of the key;
+  parent git's `-c`; `GIT_DIR`, `GIT_COMMON_DIR`); the variables that choose the files (and
+  every other `GIT_*`), the user and `PATH` (which git) are part of the key;
 - no file changed in the RACY_S before git was started: a change within one tick of the
   clock leaves mtime and ctime as they were (git's "racy git" problem), and one made while
   git read would go unseen. Such an answer is used once and not kept.
@@ -33,7 +33,9 @@ _MAGIC = "roar-config-cache 1"
 #: A file changed less than this before git read it may change again unseen by its stat.
 RACY_S = 2.0
 #: What `git -c` and the like pass on to git: entries from no file this checks.
-_UNCHECKABLE = ("GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CONFIG", "GIT_DIR")
+_UNCHECKABLE = (
+    "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CONFIG", "GIT_DIR", "GIT_COMMON_DIR"
+)  # fmt: skip
 _CHOOSING = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM")
 
 
@@ -153,6 +155,14 @@ def _system_file(paths: RepoPaths, listing: bytes) -> str | None:
     return err[at + len(mark) : end] if end > 0 else None
 
 
+def _settled(files: list[str], started: float) -> tuple[str, set[str]] | None:
+    """(the key, the files that exist) when no file changed in the RACY_S before `started`."""
+    found = _key(files)
+    if found is None or found[1] >= (started - RACY_S) * 1e9:
+        return None
+    return found[0], found[2]
+
+
 def _entries(listing: bytes) -> list[tuple[bytes, bytes, bytes]]:
     """(scope, origin, `key\\nvalue`) of each entry of `git config --list -z --show-scope
     --show-origin`."""
@@ -166,16 +176,17 @@ def save(paths: RepoPaths, listing: bytes, started: float, team_include: str) ->
     next read a `git config`, never this one."""
     if not paths.roar_dir.is_dir():
         return
+    # The other files first: a change too recent to keep the answer shows without asking git
+    # where the system file is.
+    files = _files(paths, "")
+    if files is None or _settled(files, started) is None:
+        return
     system = _system_file(paths, listing)
-    if system is None:
+    files = None if system is None else _files(paths, system)
+    found = None if files is None else _settled(files, started)
+    if system is None or found is None:
         return
-    files = _files(paths, system)
-    if files is None:
-        return
-    found = _key(files)
-    if found is None or found[1] >= (started - RACY_S) * 1e9:
-        return
-    key, _, present = found
+    key, present = found
     root = str(paths.root)
     for scope, origin, item in _entries(listing):
         name, _, value = item.partition(b"\n")

@@ -167,6 +167,17 @@ def test_settings_from_the_environment_are_never_kept(
     assert value(paths) == "1G"
 
 
+@pytest.mark.parametrize("name", ["GIT_DIR", "GIT_COMMON_DIR"])
+def test_a_repository_named_by_the_environment_keeps_nothing(
+    paths: RepoPaths, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """git then reads another repository's config than the one whose stat would be kept."""
+    monkeypatch.setenv(name, str(paths.git_dir))
+    settle()
+    assert value(paths, PROOF) == "3"
+    assert not cache_file(paths).exists()
+
+
 def test_a_file_changed_just_before_git_read_it_is_not_kept(
     paths: RepoPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
