@@ -283,6 +283,9 @@ def group_folders(
         return abs_paths, [], [], {}
     refs, entries = [], []
     grouped: set[str] = set()
+    # The folders of the folders proved unchanged: every regular file directly in one is a
+    # member (folders.unchanged_members), so a run's path there is taken without a lookup.
+    proved: set[str] = set()
     stats: dict[str, tuple[str, int]] = {}
     for folder, c in list(chosen.items()):
         state = c.proved or (known.get(folder) if known is not None else None)
@@ -308,7 +311,10 @@ def group_folders(
                     known.put(folder, fresh, max(newest, seen[1]), began)
         rel = rel_or_abs(folder, root) + "/"
         refs.append(FileRef(rel, ArtifactId(state.manifest), state.size, "dir"))
-        grouped.update(c.members)
+        if c.proved is not None:
+            proved.update(f"{folder}/{d}" if d else folder for d in state.dirs)
+        else:
+            grouped.update(c.members)
         del chosen[folder]
     members = [m for c in chosen.values() for m in c.members]
     keys: dict[str, bytes] = {}
@@ -331,7 +337,29 @@ def group_folders(
                 )
                 state = folders.FolderState(stat, digest, size, tree, dirs)
                 known.put(folder, state, max(newest, dirs_newest), began)
-    return [p for p in abs_paths if p not in grouped], refs, entries, hashes
+    return _outside(abs_paths, grouped, proved), refs, entries, hashes
+
+
+def _outside(files: list[str], grouped: set[str], within: set[str]) -> list[str]:
+    """`files` but those in `grouped` and those directly in a folder of `within`; a run of
+    FolderRuns in such a folder is left out at once."""
+    out: list[str] = []
+    at = 0
+    for start, folder, paths in files.runs if isinstance(files, folders.FolderRuns) else ():
+        end = start + len(paths)
+        if folder not in within:
+            continue
+        if start < at or files[start:end] != paths:  # changed since it was made
+            out, at = [], 0
+            break
+        out.extend([p for p in files[at:start] if _kept(p, grouped, within)])
+        at = end
+    out.extend([p for p in files[at:] if _kept(p, grouped, within)])
+    return out
+
+
+def _kept(path: str, grouped: set[str], within: set[str]) -> bool:
+    return path not in grouped and (not within or path.rpartition("/")[0] not in within)
 
 
 def _keyed_leaves(stat_keys: StatKeys) -> Callable[[str], folders.Leaf | None]:

@@ -207,3 +207,19 @@ def test_a_groups_special_parts_are_found_by_folder_and_names_as_in_its_paths(
     for g in (FileGroup(folder, paths, fields, b"", names), FileGroup(folder, paths, fields)):
         plain = run_files._plain_group(g, "/r/", ("/r/.git/",), {"/r"}, "/home/u", [])
         assert plain == (per_path and run_files.none_is_noise(folder, joined, "/home/u"))
+
+
+def test_the_paths_left_outside_grouped_folders_are_the_same_by_runs_or_path_by_path() -> None:
+    paths = folders.FolderRuns()
+    paths.extend(["/x/1", "/d/a/odd name", "/d/b/2"])
+    paths.extend_run("/d/a", [f"/d/a/{i}" for i in range(20)])
+    paths.extend_run("/d/c", [f"/d/c/{i}" for i in range(20)])
+    paths.append("/d/a/late")
+    grouped = {"/d/c/3", "/x/1"}
+    within = {"/d/a", "/d/b"}
+    expected = [p for p in paths if p not in grouped and p.rpartition("/")[0] not in within]
+    assert run_files._outside(paths, grouped, within) == expected
+    assert expected == [f"/d/c/{i}" for i in range(20) if i != 3]
+    paths.insert(4, "/d/c/new")  # the runs moved: path by path
+    assert run_files._outside(paths, grouped, within) == ["/d/c/new", *expected]
+    assert run_files._outside(list(paths), set(), set()) == list(paths)
