@@ -1722,15 +1722,46 @@ struct member {
     size_t k; /* its position in the summary's path order */
 };
 
+/* The order of members of one folder: by BITS, STATE, then name (members_by_folder). */
 static int member_order(const void *a, const void *b) {
     const struct member *x = a, *y = b;
-    if (x->dir != y->dir) return x->dir < y->dir ? -1 : 1;
     if (x->bits != y->bits) return x->bits < y->bits ? -1 : 1;
     if (x->state != y->state) return x->state < y->state ? -1 : 1;
     size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
     int c = memcmp(x->name, y->name, n); /* byte order, as trace-format.md says */
     if (c) return c;
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+static int member_full_order(const void *a, const void *b) {
+    const struct member *x = a, *y = b;
+    if (x->dir != y->dir) return x->dir < y->dir ? -1 : 1;
+    return member_order(a, b);
+}
+
+/* Sort `m` (n members) by folder, then by member_order: the folders are put in order by
+ * counting (their numbers are dense), so that the comparison sort only sees one folder's
+ * members at a time; `tmp` has room for n. Returns the sorted array (`m` or `tmp`). */
+static struct member *members_by_folder(struct member *m, struct member *tmp, size_t n) {
+    size_t dirs = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((size_t)m[i].dir + 1 > dirs) dirs = (size_t)m[i].dir + 1;
+    size_t *at = calloc(dirs + 1, sizeof *at);
+    if (!at || !tmp) {
+        free(at);
+        qsort(m, n, sizeof *m, member_full_order);
+        return m;
+    }
+    for (size_t i = 0; i < n; i++) at[m[i].dir + 1]++;
+    for (size_t d = 0; d < dirs; d++) at[d + 1] += at[d];
+    for (size_t i = 0; i < n; i++) tmp[at[m[i].dir]++] = m[i];
+    for (size_t a = 0, b; a < n; a = b) {
+        for (b = a + 1; b < n && tmp[b].dir == tmp[a].dir; b++)
+            ;
+        qsort(tmp + a, b - a, sizeof *tmp, member_order);
+    }
+    free(at);
+    return tmp;
 }
 
 static int groupable(const struct path_slot *sl, char state, const char *key, long dir) {
@@ -1841,7 +1872,8 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
         }
         putc('\n', out);
     }
-    if (n_grouped) qsort(grouped, n_grouped, sizeof *grouped, member_order);
+    struct member *unsorted = grouped, *spare = n_grouped ? malloc(n_grouped * sizeof *spare) : NULL;
+    if (n_grouped) grouped = members_by_folder(grouped, spare, n_grouped);
     for (size_t a = 0, b; a < n_grouped; a = b) {
         const struct member *m = &grouped[a];
         for (b = a + 1; b < n_grouped && grouped[b].dir == m->dir && grouped[b].bits == m->bits &&
@@ -1881,6 +1913,7 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
         munmap(states, states_size), munmap(keys, keys_size);
     else
         free(states);
+    free(grouped == unsorted ? spare : unsorted);
     free(dir_at), free(grouped);
     if (end_line) fwrite(end_line, 1, end_len, out);
     int bad = ferror(out);
