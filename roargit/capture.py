@@ -272,7 +272,7 @@ def _load_after_command() -> None:
     runs (trace.run_traced's `while_running`): ~3 ms of `roar run`'s start-up done on one core
     while the command starts on the other."""
     import roargit.clone
-    import roargit.index_cache  # and msgpack, which the record's bytes need (codec.py)
+    import roargit.index_cache
     import roargit.machine
     import roargit.run_files
     import roargit.session  # noqa: F401

@@ -9,6 +9,7 @@ so two machines that record the same facts produce the same id.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from blake3 import blake3
@@ -18,10 +19,6 @@ from roargit.errors import RecordCorrupt, RecordTooNew
 
 if TYPE_CHECKING:
     from typing import Any
-
-# msgpack (with the datetime it imports) is imported where it is used: `roar run` needs no
-# record's bytes before its command starts, and loads it while the command runs
-# (capture._load_after_command).
 
 SCHEMA_VERSION = 1
 VERSION_KEY = "v"
@@ -47,17 +44,109 @@ def _canonical(value: Any, where: str) -> Any:
 
 def encode(record: dict[str, Any]) -> bytes:
     """Canonical bytes of a record map; stamps the schema version."""
-    import msgpack  # lazy: see the note at the imports
-
     body = dict(record)
     body[VERSION_KEY] = SCHEMA_VERSION
+    try:
+        return _pack(body)
+    except (_Unusual, struct.error):
+        pass
+    # What `_pack` leaves (an int beyond 64 bits, a subclass, a type no record holds) goes
+    # the way msgpack itself packs it: the same bytes, or its error.
+    import msgpack  # lazy: see _pack
+
     return msgpack.packb(_canonical(body, "record"), use_bin_type=True, unicode_errors=_ERRORS)
+
+
+class _Unusual(Exception):
+    """A value `_pack` leaves to msgpack."""
+
+
+_FIXED = [bytes((b,)) for b in range(256)]
+_U8, _U16, _U32, _U64 = (struct.Struct(f">B{c}").pack for c in "BHIQ")
+_I8, _I16, _I32, _I64 = (struct.Struct(f">B{c}").pack for c in "bhiq")
+
+
+def _by_key(item: tuple[bytes, Any]) -> bytes:
+    return item[0]
+
+
+def _pack(value: Any) -> bytes:
+    """The canonical msgpack of `value` (maps by their keys' UTF-8 bytes, the smallest form of
+    each int and length, strings as str8 and up, as msgpack's `packb(use_bin_type=True)`
+    writes them), packed here: msgpack's import (with the datetime it loads) would cost a
+    `roar run` more than packing its record does. Decoding, and the rows of a manifest, stay
+    with msgpack. _Unusual for anything but exact dicts, lists, tuples, strings, ints, bytes,
+    bools and None."""
+    out: list[bytes] = []
+    put = out.append
+
+    def text(raw: bytes) -> None:
+        n = len(raw)
+        if n <= 31:
+            put(_FIXED[0xA0 | n])
+        elif n <= 0xFF:
+            put(_U8(0xD9, n))
+        elif n <= 0xFFFF:
+            put(_U16(0xDA, n))
+        else:
+            put(_U32(0xDB, n))
+        put(raw)
+
+    def walk(v: Any) -> None:
+        t = type(v)
+        if t is str:
+            text(v.encode("utf-8", _ERRORS))
+        elif t is dict:
+            items = []
+            for key, item in v.items():
+                if type(key) is not str:
+                    raise _Unusual
+                items.append((key.encode("utf-8", _ERRORS), item))
+            items.sort(key=_by_key)
+            n = len(items)
+            put(_FIXED[0x80 | n] if n <= 15 else _U16(0xDE, n) if n <= 0xFFFF else _U32(0xDF, n))
+            for raw, item in items:
+                text(raw)
+                walk(item)
+        elif t is int:
+            if 0 <= v <= 0x7F or -32 <= v < 0:
+                put(_FIXED[v & 0xFF])
+            elif v > 0:
+                put(
+                    _U8(0xCC, v) if v <= 0xFF else _U16(0xCD, v) if v <= 0xFFFF
+                    else _U32(0xCE, v) if v <= 0xFFFFFFFF else _U64(0xCF, v)
+                )  # fmt: skip
+            else:
+                put(
+                    _I8(0xD0, v) if v >= -0x80 else _I16(0xD1, v) if v >= -0x8000
+                    else _I32(0xD2, v) if v >= -0x80000000 else _I64(0xD3, v)
+                )  # fmt: skip
+        elif t is list or t is tuple:
+            n = len(v)
+            put(_FIXED[0x90 | n] if n <= 15 else _U16(0xDC, n) if n <= 0xFFFF else _U32(0xDD, n))
+            for item in v:
+                walk(item)
+        elif v is None:
+            put(b"\xc0")
+        elif v is True:
+            put(b"\xc3")
+        elif v is False:
+            put(b"\xc2")
+        elif t is bytes:
+            n = len(v)
+            put(_U8(0xC4, n) if n <= 0xFF else _U16(0xC5, n) if n <= 0xFFFF else _U32(0xC6, n))
+            put(v)
+        else:
+            raise _Unusual
+
+    walk(value)
+    return b"".join(out)
 
 
 def encode_with_rows(record: dict[str, Any], key: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
     """`encode(record | {key: rows})`, the same bytes, for rows of plain strings and ints that
     need no canonical walk one by one (a folder manifest may list millions of files)."""
-    import msgpack  # lazy: see the note at the imports
+    import msgpack  # lazy: see _pack
 
     head = _canonical({**record, key: [], VERSION_KEY: SCHEMA_VERSION}, "record")
     head[key] = rows  # the key keeps its sorted place; only its value is swapped
@@ -78,7 +167,7 @@ INT64_MAX = (1 << 63) - 1
 def unpack(data: bytes, name: str, source: str | None = None) -> Any:
     """The msgpack value in `data`, within the limits above; RecordCorrupt for anything
     else (not msgpack, trailing bytes, too long, too deep, an extension type)."""
-    import msgpack  # lazy: see the note at the imports
+    import msgpack  # lazy: see _pack
 
     n = len(data)
     try:

@@ -9,16 +9,19 @@ under the bucket's tree id, and only a bucket whose id is not known is read from
 
 A tree id names its content, so a kept bucket is never stale; the file is derived state
 (`.git/roar/session-index/<S>`), rebuilt from the ledger when missing, damaged or of
-another version. It holds entries as this clone decoded and checked them.
+another version. It holds entries as this clone decoded and checked them, or wrote them: a
+run that appends keeps the bucket it wrote (Ledger.append_run), so that the next run reads
+and decodes nothing from git while no other writer moved the ledger. The file is written
+with `marshal` (in C, with no import: a run loads no msgpack for it); it is this clone's
+own, as trusted as the rest of `.git/`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 from pathlib import Path
-
-import msgpack
 
 from roargit import TYPE_CHECKING
 from roargit.records import RunId, SessionId, StepIndex
@@ -26,10 +29,9 @@ from roargit.records import RunId, SessionId, StepIndex
 if TYPE_CHECKING:
     from typing import Any
 
-_VERSION = 1
-#: Buckets read from git that make the cache worth writing again: the file holds the whole
-#: session, so writing it after every run (which changes one bucket) would cost each run more
-#: than reading the few buckets changed since it was last written.
+_MAGIC = b"roar-session-index 2\n"
+#: Buckets a read took from git that make the cache worth writing again when no run is
+#: appended (a query): the file holds the whole session.
 SAVE_AT = 16
 #: (run id, its entry's fields or None where it has no usable one), in the bucket's order.
 Bucket = list[tuple[RunId, "StepIndex | None"]]
@@ -43,9 +45,9 @@ def load(roar_dir: Path, session_id: SessionId) -> dict[str, Bucket]:
     """The kept buckets by tree id; empty when there are none that can be used."""
     try:
         data = _file(roar_dir, session_id).read_bytes()
-        version, kept = msgpack.unpackb(data, use_list=False)
-        if version != _VERSION:
+        if not data.startswith(_MAGIC):
             return {}
+        kept = marshal.loads(memoryview(data)[len(_MAGIC) :])
         return {
             oid: [
                 (RunId(rid), None if fields is None else StepIndex(*fields))
@@ -53,7 +55,7 @@ def load(roar_dir: Path, session_id: SessionId) -> dict[str, Bucket]:
             ]
             for oid, bucket in kept.items()
         }
-    except (OSError, ValueError, TypeError, msgpack.UnpackException):
+    except (OSError, EOFError, ValueError, TypeError, AttributeError):
         return {}
 
 
@@ -68,7 +70,7 @@ def save(roar_dir: Path, session_id: SessionId, buckets: dict[str, Bucket]) -> N
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(msgpack.packb((_VERSION, kept)))
+        tmp.write_bytes(_MAGIC + marshal.dumps(kept))
         os.replace(tmp, path)  # concurrent runs: the last one's whole file wins
     with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)

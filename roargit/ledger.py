@@ -123,6 +123,12 @@ class Ledger:
         self._reads = 0
         self._editor: TreeEditor | None = None
         self._origins: dict[str, str] | None = None
+        # The last session index read (session, its buckets by tree id), and what the last
+        # commit written was made on: its parent's folders and its new objects (append_run
+        # keeps the bucket it wrote, see index_cache).
+        self._index_read: tuple[str, dict[str, index_cache.Bucket]] | None = None
+        self._parent_folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None
+        self._written: dict[bytes, tuple[bytes, bytes]] | None = None
 
     @property
     def repo(self) -> pygit2.Repository:
@@ -359,6 +365,7 @@ class Ledger:
         buckets = {oid: kept[oid] if oid in kept else fresh[b] for b, oid in listing}
         if len(todo) >= index_cache.SAVE_AT:
             index_cache.save(roar_dir, SessionId(session_id), buckets)
+        self._index_read = (session_id, buckets)
         return [pair for bucket in buckets.values() for pair in bucket]
 
     def _index_buckets(
@@ -440,7 +447,34 @@ class Ledger:
         filed = index and self._set_filed(record)
         entries = run_entries(run_id, data, record, index, set_filed=filed)
         self.commit([*entries, *extra], f"run {run_id}")
+        self._keep_index_bucket(run_id, record)
         return RunId(run_id)
+
+    def _keep_index_bucket(self, run_id: str, record: RunRecord) -> None:
+        """Keep, in this clone's session-index cache, the bucket the run's commit wrote: the
+        bucket it was made on (as read by session_index) and the run's own entry, under the
+        new bucket's tree id. The next run then reads no bucket from git. Nothing is kept
+        where the bucket it was made on is not known here."""
+        read, parents, written = self._index_read, self._parent_folders, self._written
+        if read is None or read[0] != record.session or parents is None or written is None:
+            return
+        # lazy: with the cache's other readers (session_index)
+        from roargit import index_cache
+
+        sid, buckets = read
+        parent = parents.get(("sessions", sid[:2], sid, run_id[:2]))
+        before = [] if parent is None else buckets.get(parent[0].hex())
+        # The bucket written is the one new tree that names the run's index entry.
+        name = b" i.%s\0" % run_id.encode()
+        new = next((o for o, (k, d) in written.items() if k == b"tree" and name in d), None)
+        if before is None or new is None:
+            return
+        entry = records.StepIndex.of_run(run_id, record)
+        bucket = sorted([*before, (RunId(run_id), entry)], key=lambda pair: pair[0])
+        kept = {oid: b for oid, b in buckets.items() if parent is None or oid != parent[0].hex()}
+        kept[new.hex()] = bucket
+        index_cache.save(self.paths.roar_dir, SessionId(sid), kept)
+        self._index_read = (sid, kept)
 
     def _set_filed(self, record: RunRecord) -> bool:
         """Whether the run's input set is in the ledger at its live tip. A set is only ever
@@ -525,11 +559,13 @@ class Ledger:
     def commit(self, entries: Sequence[Entry], message: str) -> str:
         """Add entries in one commit on the ledger ref, retrying until the CAS wins."""
         for attempt in range(MAX_ATTEMPTS):
+            self._parent_folders = self._written = None
             old = self.tip()
             folders = self._folders_at(old, entries)
             if old is not None and self._all_present(old, entries, folders):
                 return old
             new = self._write_commit(old, entries, message, folders)
+            self._parent_folders = folders
             try:
                 swapped = self.swap(old, new, message)
             finally:  # the ref names the commit now (or never will): see write_pack's keep
@@ -628,6 +664,7 @@ class Ledger:
                 return [o.data for o in objs if o is not None]
 
         new, objects = self._editor.commit(read, old_root, entries, message, old, many)
+        self._written = objects
         objects_dir = self.paths.common_dir / "objects"
         # Kept until the ref moves: a `git gc` meanwhile must not drop the unnamed commit.
         self._kept_pack = write_pack(

@@ -252,3 +252,54 @@ def test_decoded_buckets_are_kept_and_only_a_changed_bucket_is_read_again(
         assert answer(True) == after
     cache_file.unlink()
     assert answer(True) == after and cache_file.exists()
+
+
+def test_an_appending_run_keeps_the_bucket_it_wrote_and_a_moved_ledger_is_read_again(
+    git_repo: Path,
+) -> None:
+    """Ledger.append_run keeps the bucket its commit wrote (index_cache): the next reader
+    reads no bucket from git. Another writer's runs (a concurrent run, a merge) are read
+    from git, and every answer is the one a reader with no cache gives."""
+    from roargit import index_cache
+
+    paths = find_repo(git_repo)
+    Ledger(paths).import_records([make_run(i, session=SESSION) for i in range(30)])
+
+    def truth() -> list[tuple[RunId, StepIndex | None]]:
+        cache = paths.roar_dir / "session-index" / SESSION
+        kept = cache.read_bytes() if cache.exists() else None
+        cache.unlink(missing_ok=True)
+        try:
+            return sorted(Ledger(paths, fast_start=True).session_index(SESSION))
+        finally:
+            if kept is not None:
+                cache.write_bytes(kept)
+
+    reads: list[str] = []
+    real = Ledger._index_buckets
+
+    def counting(self: Ledger, view: Any, where: tuple[str, ...], names: list[str]) -> Any:
+        reads.extend(names)
+        return real(self, view, where, names)
+
+    try:
+        Ledger._index_buckets = counting  # type: ignore[method-assign]
+        for i in range(30, 34):
+            mine = Ledger(paths, fast_start=True)  # as `roar run`: read, then append
+            mine.session_index(SESSION)
+            new = mine.append_run(make_run(i, session=SESSION, step=i))
+            reads.clear()
+            after = sorted(Ledger(paths, fast_start=True).session_index(SESSION))
+            assert reads == []  # the bucket it wrote was kept
+            assert after == truth() and new in dict(after)
+        # Another writer appends between this reader's read and its append.
+        mine = Ledger(paths, fast_start=True)
+        mine.session_index(SESSION)
+        theirs = Ledger(paths, fast_start=True).append_run(make_run(40, session=SESSION))
+        new = mine.append_run(make_run(41, session=SESSION))
+        reads.clear()
+        after = sorted(Ledger(paths, fast_start=True).session_index(SESSION))
+        assert after == truth() and {new, theirs} <= set(dict(after))
+        assert index_cache.load(paths.roar_dir, SESSION)  # a file marshal reads back
+    finally:
+        Ledger._index_buckets = real  # type: ignore[method-assign]
