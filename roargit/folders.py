@@ -19,9 +19,11 @@ files the trace found there are all there is, and the folder needs no listing ei
 from __future__ import annotations
 
 import binascii
+import bisect
 import os
 import stat
 import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -429,12 +431,38 @@ _CTIME = struct.Struct("<32xq")  # st_ctime_ns, the last field of a _STAT key
 
 
 def _newest_ctime(packed: bytes | bytearray) -> int:
+    if sys.byteorder == "little":  # the keys' own order: their int64 fields read in place
+        return max(memoryview(packed).cast("q")[4::5], default=0)
     return max((c for (c,) in _CTIME.iter_unpack(packed)), default=0)
 
 
 def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str:
     """The digest of `files` (under `folder`) whose _STAT keys are `stats`, in `files` order."""
-    hexed, n = binascii.b2a_hex(stats), 2 * _STAT.size
+    hexed, width = binascii.b2a_hex(stats), 2 * _STAT.size
+    cut = len(folder) + 1
+    rows = []
+    # Sorted files whose folders hold no subfolder among them, in ASCII (a walk of a common
+    # dataset): each folder's files are one stretch, found by bisection and made a row by
+    # string operations on it, its keys one slice. Anything else goes path by path.
+    at = 0
+    while at < len(files):
+        d = files[at].rpartition("/")[0]
+        end = bisect.bisect_left(files, d + "0", at)  # past d + "/…" ("0" follows "/")
+        paths = files[at:end]
+        names = ("\0" + "\0".join(paths)).replace(f"\0{d}/", "/")[1:]
+        if names.count("/") != len(paths) - 1 or not names.isascii() or paths != sorted(paths):
+            return _stat_digest_by_path(folder, files, hexed)
+        rows.append((fsencode(d[cut:]), names.encode(), hexed[at * width : end * width]))
+        at = end
+    if len({r[0] for r in rows}) < len(rows):  # a folder's files apart
+        return _stat_digest_by_path(folder, files, hexed)
+    rows.sort()
+    return _files_digest(rows)
+
+
+def _stat_digest_by_path(folder: str, files: list[str], hexed: bytes) -> str:
+    """`_stat_digest` of files in any order and any names; `hexed` their keys in hex."""
+    width = 2 * _STAT.size
     by_dir: dict[str, tuple[list[str], list[bytes]]] = {}
     for i, f in enumerate(files):
         d, _, name = f.rpartition("/")
@@ -442,7 +470,7 @@ def _stat_digest(folder: str, files: list[str], stats: bytes | bytearray) -> str
         if got is None:
             got = by_dir[d] = ([], [])
         got[0].append(name)
-        got[1].append(hexed[i * n : (i + 1) * n])
+        got[1].append(hexed[i * width : (i + 1) * width])
     cut = len(folder) + 1
     rows = []
     for d, (names, keys) in by_dir.items():

@@ -223,3 +223,26 @@ def test_the_paths_left_outside_grouped_folders_are_the_same_by_runs_or_path_by_
     paths.insert(4, "/d/c/new")  # the runs moved: path by path
     assert run_files._outside(paths, grouped, within) == ["/d/c/new", *expected]
     assert run_files._outside(list(paths), set(), set()) == list(paths)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a/1", "a/2", "b/1", "c/x/1"],  # folders of files only
+        ["1", "a.b", "a/x", "z"],  # a folder's files around a subfolder's
+        ["a/1", "a-b/1", "a/2", "a0/3"],  # names that sort between "a/" and "a0"
+        ["a/\u00e9", "a/e", "b/\udcff"],  # not ASCII, undecodable
+        ["b/2", "b/1", "a/1"],  # not sorted
+    ],
+)
+def test_a_stat_digest_is_the_same_by_folder_stretches_or_path_by_path(names: list[str]) -> None:
+    import binascii
+
+    folder = "/d"
+    files = [f"{folder}/{n}" for n in names]
+    stats = b"".join(os.urandom(40) for _ in files)
+    by_path = folders._stat_digest_by_path(folder, files, binascii.b2a_hex(stats))
+    assert folders._stat_digest(folder, files, stats) == by_path
+    order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i]))
+    resorted = b"".join(stats[i * 40 : (i + 1) * 40] for i in order)
+    assert folders._stat_digest(folder, [files[i] for i in order], resorted) == by_path
