@@ -25,7 +25,7 @@ from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
 from roargit.rules import is_startup_file, none_is_noise, system_paths
 from roargit.structs import NamedTuple
-from roargit.trace_log import Accesses, FileAccess, FileGroup, StatKeys
+from roargit.trace_log import KEY_HEX, Accesses, FileAccess, FileGroup, StatKeys
 
 if TYPE_CHECKING:
     from roargit.uploads import Stored
@@ -383,7 +383,8 @@ def _keyed_leaves(stat_keys: StatKeys) -> Callable[[str], folders.Leaf | None]:
         if not groups and not alone:
             return None
         # Several records (paths with other access bits, or odd names): merged in name order.
-        rows = [(p, stat_keys[p]) for g in groups for p in g.paths]
+        w = KEY_HEX
+        rows = [(p, g.keys[j * w : (j + 1) * w]) for g in groups for j, p in enumerate(g.paths)]
         rows += [(p, stat_keys.single[p]) for p in alone]
         cut = len(folder) + 1
         rows.sort(key=lambda r: r[0][cut:].encode("utf-8", "surrogateescape"))

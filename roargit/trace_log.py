@@ -277,7 +277,7 @@ def _file_template(bits: int, state: bytes) -> tuple[Any, ...] | None:
 
 
 _new_tuple = tuple.__new__
-_KEY_HEX = 80  # a STAT key: 40 bytes in hex
+KEY_HEX = 80  # a STAT key: 40 bytes in hex
 
 
 _cutters: dict[int, struct.Struct] = {}
@@ -286,7 +286,7 @@ _cutters: dict[int, struct.Struct] = {}
 def _key_cutter(n: int) -> struct.Struct:
     """Cuts n STAT keys back to back into n bytes objects in one call."""
     if n not in _cutters:
-        _cutters[n] = struct.Struct(f"{_KEY_HEX}s" * n)
+        _cutters[n] = struct.Struct(f"{KEY_HEX}s" * n)
     return _cutters[n]
 
 
@@ -379,7 +379,7 @@ def _parse(
                 kt = f[4]
                 if kt == b"-":
                     kt = b""
-                elif len(kt) != _KEY_HEX * len(paths):
+                elif len(kt) != KEY_HEX * len(paths):
                     raise ValueError("one STAT key a path")
                 key = f[1] + f[2]
                 if key in templates:
@@ -735,11 +735,11 @@ def _ungroup(
             if path in out:
                 direct[path] = _new_tuple(FileAccess, (path, *g.fields))
                 if g.keys:
-                    keys[path] = g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX]
+                    keys[path] = g.keys[j * KEY_HEX : (j + 1) * KEY_HEX]
             else:
                 kept.append(j)
         groups[i] = g._replace(
             paths=[g.paths[j] for j in kept],
-            keys=b"".join([g.keys[j * _KEY_HEX : (j + 1) * _KEY_HEX] for j in kept]),
+            keys=b"".join([g.keys[j * KEY_HEX : (j + 1) * KEY_HEX] for j in kept]),
             names=[g.names[j] for j in kept] if g.names else (),
         )
