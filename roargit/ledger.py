@@ -352,7 +352,7 @@ class Ledger:
         view = self._current()
         if view is None or not _plain(session_id):
             return []
-        # lazy: with msgpack, loaded while `roar run`'s command runs (capture.py)
+        # lazy: `roar run` loads it while its command runs (capture._load_after_command)
         from roargit import index_cache
 
         # Buckets whose tree this clone has decoded before come from its cache (a run adds
@@ -648,9 +648,15 @@ class Ledger:
         many = None
         if folders is not None:
             # The editor asks only for trees their parents name on the entries' paths: all
-            # of them are here (read by `_folders_at`).
+            # of them are here (read by `_folders_at`); git is asked for any other.
             known = dict(folders.values())
-            read = known.__getitem__
+            asked = self._tree_reader()
+
+            def prefetched(oid: bytes) -> bytes:
+                data = known.get(oid)
+                return asked(oid) if data is None else data
+
+            read: Callable[[bytes], bytes] = prefetched
             old_root: bytes | None = folders[()][0]
         else:
             read, old_root = self._tree_access(old)
@@ -672,18 +678,23 @@ class Ledger:
         )
         return new
 
+    def _tree_reader(self) -> Callable[[bytes], bytes]:
+        """A tree's content by its raw id, through the `cat-file` reader."""
+        reader = self.reader
+
+        def read(oid: bytes) -> bytes:
+            obj = reader.read(oid.hex())
+            if obj is None or obj.type != "tree":
+                raise GitFailed(["git", "cat-file", oid.hex()], 1, b"", b"ledger tree missing")
+            return obj.data
+
+        return read
+
     def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
         """How `TreeEditor` reads trees on this backend, and the root tree of commit `old`.
         With `fast_start` both come from the `cat-file` reader: no pygit2 import."""
         if self.fast_start:
-            reader = self.reader
-
-            def read(oid: bytes) -> bytes:
-                obj = reader.read(oid.hex())
-                if obj is None or obj.type != "tree":
-                    raise GitFailed(["git", "cat-file", oid.hex()], 1, b"", b"ledger tree missing")
-                return obj.data
-
+            reader, read = self.reader, self._tree_reader()
             if old is None:
                 return read, None
             commit = reader.read(old)
