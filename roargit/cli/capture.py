@@ -68,11 +68,13 @@ def _record(args: argparse.Namespace, kind: str) -> int:
         raise RoarError(f"nothing to run: roar {kind} [--] COMMAND [ARGS…]")
     paths = find_repo(Path.cwd())
     # What every run asks git before its command, asked now: git answers on one core while
-    # the modules below load on the other (git.start_early).
+    # the modules below load on the other (git.start_early). The ledger's reader first, asked
+    # something at once (it opens the object database meanwhile): it soon waits for more,
+    # where `git status` works on. posix_spawn returns once the child has exec'd, and a child
+    # started while another works on the other core may wait a scheduler slice behind it.
+    git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True, prime=b"info HEAD\n")
     config.start_reading(paths)
     git.start_early(git.STATUS, paths.root)
-    # The ledger's reader, asked something at once: it opens the object database meanwhile.
-    git.spawn_git(git.OBJECT_READER, paths.git_dir, early=True, prime=b"info HEAD\n")
     try:
         return _record_in(args, kind, paths, command)
     finally:
