@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 # The collections Python makes while it tears its modules down at exit walk every object
-# still alive (a few ms after `roar run`'s imports), only to free memory the exit frees
-# anyway: what is alive then is set aside (gc.freeze) first. Files are closed where they are
-# used, never by a finalizer of garbage in a cycle.
+# still alive (all that the imports made), only to free memory the exit frees anyway: what
+# is alive then is set aside (gc.freeze) first. Files are closed where they are used, never
+# by a finalizer of garbage in a cycle.
 atexit.register(gc.freeze)
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
