@@ -1714,12 +1714,12 @@ static void find_states(const struct path_table *t, char *states, char *keys, lo
  * name (the token's last component), by which a group's members are sorted. Gathered into one
  * array so that the sort reads it in order. */
 struct member {
-    long dir;
-    int bits;
-    char state;
     const char *name;
-    size_t name_len;
-    size_t k; /* its position in the summary's path order */
+    uint32_t dir;
+    uint32_t k; /* its position in the summary's path order */
+    uint16_t name_len; /* a name is at most NAME_MAX bytes, escaped */
+    uint8_t bits;
+    char state;
 };
 
 /* The order of members of one folder: by BITS, STATE, then name (members_by_folder). */
@@ -1768,6 +1768,7 @@ static int groupable(const struct path_slot *sl, char state, const char *key, lo
     if (dir < 0 || (state != 'f' && state != 'o') || (key && state == 'f' && !*key)) return 0;
     const char *slash = memrchr(sl->tok, '/', sl->len);
     if (!slash || slash == sl->tok || slash + 1 == sl->tok + sl->len) return 0;
+    if (sl->tok + sl->len - slash - 1 > UINT16_MAX) return 0; /* no name: see struct member */
     if (memchr(sl->tok, '%', sl->len)) return 0;
     for (size_t i = 0; i + 1 < sl->len; i++)
         if (sl->tok[i] == '/' && (sl->tok[i + 1] == '.' || sl->tok[i + 1] == '/')) return 0;
@@ -1860,8 +1861,9 @@ static int write_summary(const char *log_path, const char *summary_path, int wit
         if (grouped && states && dir_at && groupable(sl, state, key, dir_at[k])) {
             /* written below, with its folder's others */
             const char *slash = memrchr(sl->tok, '/', sl->len);
-            grouped[n_grouped++] = (struct member){dir_at[k], sl->bits, state, slash + 1,
-                                                   (size_t)(sl->tok + sl->len - slash - 1), k};
+            grouped[n_grouped++] = (struct member){slash + 1, (uint32_t)dir_at[k], (uint32_t)k,
+                                                   (uint16_t)(sl->tok + sl->len - slash - 1),
+                                                   (uint8_t)sl->bits, state};
             continue;
         }
         fprintf(out, "file %d %c ", sl->bits, state);
