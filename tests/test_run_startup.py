@@ -28,3 +28,12 @@ def test_a_run_after_a_run_loads_no_msgpack_datetime_or_typing(git_repo: Path) -
     loaded = set(proc.stderr.split())
     assert "roargit.capture" in loaded
     assert not {"msgpack", "datetime", "typing", "subprocess"} & loaded
+
+
+def test_a_run_leaves_the_hash_cache_closed(git_repo: Path) -> None:
+    """What a run made is still collected at exit (cli.capture freezes only what the imports
+    made): the hash cache's connection is closed and its WAL folded in."""
+    roar(git_repo, "run", "-q", "sh", "-c", "echo 1 > out.txt")
+    roar_dir = git_repo / ".git" / "roar"
+    assert (roar_dir / "hashcache.sqlite").is_file()
+    assert not (roar_dir / "hashcache.sqlite-wal").exists()

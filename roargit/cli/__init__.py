@@ -8,7 +8,6 @@ heavy dependencies only when the command actually runs.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import importlib
 import os
@@ -24,12 +23,6 @@ from roargit.pathguard import escape
 if TYPE_CHECKING:
     import argparse
     from typing import Any
-
-# The collections Python makes while it tears its modules down at exit walk every object
-# still alive (all that the imports made), only to free memory the exit frees anyway: what
-# is alive then is set aside (gc.freeze) first. Files are closed where they are used, never
-# by a finalizer of garbage in a cycle.
-atexit.register(gc.freeze)
 
 # Modules under roargit.cli that define `register(subparsers)`, in --help order.
 COMMAND_MODULES = (
@@ -257,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None:
             # This process records one run and ends: no cyclic garbage collection in it. A
             # run makes no cycles worth collecting (capture.record_run), and the modules it
-            # loads make thousands of objects that would set off collections walking them.
+            # loads make thousands of objects that would set off collections walking them
+            # (see also cli.capture's gc.freeze).
             gc.disable()
         return _run_command(quick, None)
     first = next((a for a in args_list if not a.startswith("-")), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -104,6 +105,11 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
     # stream this shell points itself.
     taken = {STREAM_NAMES[s.fd] for s in streams}
     again_streams = {k: v for k, v in (again.redirects if again else {}).items() if k not in taken}
+    if not gc.isenabled():  # a process of its own (cli.main)
+        # The collections Python makes while it tears its modules down at exit would walk
+        # every object the imports made: those are set aside now. What the run makes is
+        # still collected then (a sqlite connection in a cycle is closed, its WAL folded in).
+        gc.freeze()
     try:
         with pointed_again(again_streams, paths.root) as extra:
             outcome = record_run(
