@@ -42,10 +42,10 @@ def _dataset(data: Path) -> list[str]:
             p.write_bytes(b"%s %d" % (sub.encode(), i))
             made.append(str(p))
     for raw in ODD:
-        p = os.path.join(os.fsencode(data / "b"), raw)
-        with open(p, "wb") as f:
+        odd = os.path.join(os.fsencode(data / "b"), raw)
+        with open(odd, "wb") as f:
             f.write(raw)
-        made.append(os.fsdecode(p))
+        made.append(os.fsdecode(odd))
     (data / "empty").mkdir()
     return made
 
