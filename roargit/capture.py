@@ -273,6 +273,7 @@ def _load_after_command() -> None:
     while the command starts on the other."""
     import roargit.clone
     import roargit.index_cache
+    import roargit.ledger_trees
     import roargit.machine
     import roargit.run_files
     import roargit.session  # noqa: F401

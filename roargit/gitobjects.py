@@ -12,7 +12,6 @@ import contextlib
 import os
 import struct
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -190,6 +189,8 @@ def write_pack(
 
     On any failure (a full disk, say) nothing of the pack is left behind: no temporary file,
     no pack without its index, no `.keep`."""
+    import zlib  # lazy: a run writes its pack after its command (hash_rows loads it meanwhile)
+
     parts = [b"PACK" + struct.pack(">II", 2, len(objects))]
     pos = 12
     index: list[tuple[bytes, int, int]] = []
@@ -244,6 +245,8 @@ def _deflate(data: bytes) -> bytes:
     """`data` as a zlib stream (level 1), with a window no bigger than it needs: zlib sets up
     the memory of its window and hash table for every stream, which costs a small object
     many times what compressing it does. Any inflater reads a stream of a smaller window."""
+    import zlib  # lazy: see write_pack
+
     bits = min(15, max(9, len(data).bit_length()))
     c = zlib.compressobj(1, zlib.DEFLATED, bits, max(1, bits - 7))
     return c.compress(data) + c.flush()
@@ -384,6 +387,8 @@ def pack_loose_objects(
     if total > _PACK_IN_PROCESS:
         oids = [p.parent.name + p.name for p in loose]
         return _pack_with_git(git_dir, objects_dir, pack_dir, oids)
+    import zlib  # lazy: see write_pack
+
     objects: dict[bytes, tuple[bytes, bytes]] = {}
     for p in loose:
         raw = zlib.decompress(p.read_bytes())

@@ -42,7 +42,6 @@ from roargit.ledger_layout import (
     input_set,
     run_entries,
 )
-from roargit.ledger_trees import TreeEditor, blob_oid, hasher
 from roargit.ledger_views import CatFileView, Pygit2View
 from roargit.records import ArtifactId, RunId, RunRecord, SessionId, SessionRecord
 from roargit.repo import RepoPaths
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     import pygit2
 
     from roargit import index_cache
+    from roargit.ledger_trees import TreeEditor
 
 
 LEDGER_REF = "refs/roar/ledger"
@@ -613,6 +613,8 @@ class Ledger:
         entries: Sequence[Entry],
         folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None,
     ) -> bool:
+        from roargit.ledger_trees import blob_oid  # lazy: see _write_commit
+
         if folders is not None:
             listed: dict[tuple[str, ...], dict[str, str]] = {}
             for e in entries:
@@ -643,6 +645,9 @@ class Ledger:
     ) -> str:
         """A new commit (not yet on the ref), written as one small pack. `folders`: the trees
         on the entries' paths in `old`, read already (`_folders_at`)."""
+        # lazy: `roar run` loads it while its command runs (capture._load_after_command)
+        from roargit.ledger_trees import TreeEditor, hasher
+
         if self._editor is None:
             self._editor = TreeEditor()
         many = None
