@@ -23,10 +23,13 @@ import os
 import select
 import struct
 import sys
+import time
 from pathlib import Path
 
+from blake3 import blake3
+
 from roargit import TYPE_CHECKING, hashing
-from roargit.hash_rows import CacheDB
+from roargit.hash_rows import STAT_KEY, CacheDB
 
 if TYPE_CHECKING:
     import subprocess
@@ -49,7 +52,7 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 class Helper:
     """A second process that hashes `paths` from the first, alongside this one.
 
-    It runs `_hash_path` on each, writes a record for each path it settled, then moves
+    It reads each as `_read_small` does, writes a record for each it settled, then moves
     `counters[0]` past it. `finish` stops it and returns the records; one it did not write, or
     did not settle (a big file, an error, a file that changed while read), reads as UNSETTLED.
     If it cannot start or fails, it simply answers no more.
@@ -164,25 +167,27 @@ def serve(fd: int, size: int, racy_window_ns: int, cache_db: str) -> None:
     answers = _HEADER.size + RECORD.size * size
     paths = shared[answers:].decode(_FS_ENCODING, _FS_ERRORS).split("\0")
     counters = memoryview(shared)[: _HEADER.size].cast("Q")
-    pack_into, hash_path, small = RECORD.pack_into, hashing._hash_path, hashing._POOL_FROM
+    pack_into, read_small, pack = RECORD.pack_into, hashing._read_small, STAT_KEY.pack
     rows: list[tuple[str, bytes, bytes]] = []
     taken: list[int] = []  # the index of each of `rows`
+    cache_before = time.time_ns() - racy_window_ns  # as in hashing._hash_todo
     at = _HEADER.size
     for i, path in enumerate(paths):
         if counters[1]:
             break
-        try:
-            # Small files only: blake3 on one thread.
-            h = hash_path(path, None, small)
-        except Exception:  # the caller hashes it again, and says what failed
-            h = None
-        if h is not None and h.stable:
-            if h.ctime_ns < h.started_ns - racy_window_ns:
-                pack_into(shared, at, CACHEABLE, h.size, h.key, h.raw)
-                rows.append((path, h.key, h.raw))
+        got = read_small(path)
+        # Anything else is left to roar, to hash with every check or say what is wrong.
+        if got is not None:
+            data, before = got
+            raw = blake3(data).digest()
+            size, ctime = len(data), before.st_ctime_ns
+            key = pack(before.st_dev, before.st_ino, size, before.st_mtime_ns, ctime)
+            if ctime < cache_before:
+                pack_into(shared, at, CACHEABLE, size, key, raw)
+                rows.append((path, key, raw))
                 taken.append(i)
             else:
-                pack_into(shared, at, STABLE, h.size, h.key, h.raw)
+                pack_into(shared, at, STABLE, size, key, raw)
         # After the record: once roar hears that this process stopped, every record below
         # the count is whole.
         counters[0] = i + 1

@@ -51,6 +51,7 @@ import stat as stat_mod
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 
@@ -274,6 +275,40 @@ def _drain(fd: int, head: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _read_small(path: str) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of `path` and its stat, read as `_hash_path` reads a small file with no
+    `before`, if it is a regular file no bigger than `_POOL_FROM` that held still while read;
+    None for anything else (not there, not regular, big, changed while read, an error), which
+    `_hash_path` is to hash with all its checks, or say what is wrong with it."""
+    # The common case of a first hashing of many files, with the system calls of
+    # `_hash_path` and as little else as can be: the Python around them costs as much as two.
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        size = before.st_size
+        if size > _POOL_FROM or before.st_mode & 0o170000 != stat_mod.S_IFREG:
+            return None
+        # One byte more than stat promised, so that growth shows up as a size mismatch.
+        data = os.read(fd, size + 1)
+        after = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # Stable: every byte accounted for, and the open file's stat unchanged by the read.
+    if (
+        len(data) != size
+        or after.st_size != size
+        or after.st_mtime_ns != before.st_mtime_ns
+        or after.st_ctime_ns != before.st_ctime_ns
+    ):
+        return None
+    return data, before
+
+
 def _hash_fresh(
     todo: list[tuple[P, str, os.stat_result | None]],
     answered: Sequence[int],
@@ -284,54 +319,24 @@ def _hash_fresh(
     other: Callable[[int], object],
 ) -> tuple[int, int, int]:
     """Hash `todo` from its end until `answered[0]` (a helper's count, working up from the
-    start) is reached: small regular files with no row, read as `_hash_path` reads them,
-    their results put where `_hash_todo`'s `take` puts them; rows for those whose ctime is
-    before `cache_before_ns`. Anything else (a row's stat to compare, not there, not regular,
-    big, changed while read, an error) is handed to `other` by index, to go through
-    `_hash_path` and all its checks. Returns (where it stopped, files hashed here, bytes read
+    start) is reached: the files with no row that `_read_small` reads, their results put
+    where `_hash_todo`'s `take` puts them, with rows for those whose ctime is before
+    `cache_before_ns`. Anything else (a row's stat to compare, or what `_read_small` leaves)
+    is handed to `other` by index. Returns (where it stopped, files hashed here, bytes read
     here)."""
-    # The common case of a first hashing of many files, with nothing but the system calls
-    # `_hash_path` makes (the per-file Python around them cost as much as two of those).
-    open_, fstat, read, close, pack = os.open, os.fstat, os.read, os.close, STAT_KEY.pack
-    flags, small, regular = _OPEN_FLAGS, _POOL_FROM, stat_mod.S_IFREG
+    read_small, pack = _read_small, STAT_KEY.pack
     at = len(todo)
     done = nbytes = 0
     while at > answered[0]:
         at -= 1
         original, abspath, st = todo[at]
-        if st is not None:
+        got = None if st is not None else read_small(abspath)
+        if got is None:
             other(at)
             continue
-        try:
-            fd = open_(abspath, flags)
-        except OSError:
-            other(at)
-            continue
-        try:
-            before = fstat(fd)
-            size = before.st_size
-            if size > small or before.st_mode & 0o170000 != regular:
-                other(at)
-                continue
-            # One byte more than stat promised, so that growth shows up as a size mismatch.
-            data = read(fd, size + 1)
-            after = fstat(fd)
-        except OSError:
-            other(at)
-            continue
-        finally:
-            close(fd)
-        # Stable: every byte accounted for, and the open file's stat unchanged by the read.
-        if (
-            len(data) != size
-            or after.st_size != size
-            or after.st_mtime_ns != before.st_mtime_ns
-            or after.st_ctime_ns != before.st_ctime_ns
-        ):
-            other(at)
-            continue
+        data, before = got
         raw = blake3(data).digest()
-        ctime = before.st_ctime_ns
+        size, ctime = len(data), before.st_ctime_ns
         key = pack(before.st_dev, before.st_ino, size, before.st_mtime_ns, ctime)
         result[original] = FileHash(raw.hex(), size)
         if keys is not None:
@@ -455,7 +460,7 @@ class HashCache:
                     todo.append((original, abspath, st))
         else:
             # nothing to compare
-            todo = [(o, a, None) for o, a in zip(originals, abspaths, strict=True)]
+            todo = list(zip(originals, abspaths, repeat(None)))
         self.stats.hits += len(result)
         self.stats.misses += len(todo)
         if todo:
@@ -593,7 +598,7 @@ class HashCache:
         helper = None
         if threads and len(todo) >= _HELPER_FROM:
             # It takes each stat from the open file, row or not.
-            from roargit.hash_helper import CACHEABLE, Helper  # lazy: a batch this big only
+            from roargit.hash_helper import CACHEABLE, UNSETTLED, Helper  # lazy: big batches
 
             helper = Helper.start(list(map(itemgetter(1), todo)), window, self._rows.path)
         cached_by_helper = 0
@@ -617,7 +622,20 @@ class HashCache:
             if helper is not None:
                 answers, caches = helper.finish(meet)
                 redo = todo[len(answers) : meet]
-                # `take` for the stable `_Hashed` fields it answered, unrolled: many turns.
+                statuses = bytes(map(itemgetter(0), answers))
+                if caches and UNSETTLED not in statuses:
+                    # All settled, their rows written by the helper: taken in bulk.
+                    mine, sizes = todo[: len(answers)], list(map(itemgetter(1), answers))
+                    hexes = map(bytes.hex, map(itemgetter(3), answers))
+                    hashes = map(FileHash._make, zip(hexes, sizes, strict=True))
+                    result.update(zip(map(itemgetter(0), mine), hashes, strict=True))
+                    if keys is not None:
+                        got = map(itemgetter(2), answers)
+                        keys.update(zip(map(itemgetter(1), mine), got, strict=True))
+                    cached_by_helper += statuses.count(CACHEABLE)
+                    nbytes += sum(sizes)
+                    answers = []
+                # `take` for the fields of each it answered, unrolled: many turns.
                 for item, (status, size, key, raw) in zip(todo, answers, strict=False):
                     if not status:
                         redo.append(item)
