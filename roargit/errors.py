@@ -74,8 +74,9 @@ class RecordTooNew(RoarError):
 
 
 class NoMatch(RoarError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no artifact, run or step matches '{ref}'")
+    def __init__(self, ref: str, hint: str = "") -> None:
+        said = f"no artifact, run or step matches '{ref}'"
+        super().__init__(f"{said} ({hint})" if hint else said)
 
 
 class AmbiguousPrefix(RoarError):

@@ -16,8 +16,9 @@ from typing import Any
 from roargit import pathguard, remote_ledgers, session
 from roargit.errors import AmbiguousPrefix, NoMatch, PrefixTooShort, RoarError
 from roargit.folders import decode_manifest_rows
+from roargit.git import run_git
 from roargit.hashing import HashCache
-from roargit.ledger import Ledger, RecordMissing
+from roargit.ledger import REMOTES_PREFIX, Ledger, RecordMissing
 from roargit.ledger_check import printable
 from roargit.records import FileRef, RunId, RunRecord, VerificationRecord
 from roargit.repo import RepoPaths
@@ -159,11 +160,22 @@ class Context:
         runs = self.ledger.find_runs(prefix)
         found = [("artifact", a) for a in arts] + [("run", r) for r in runs]
         if not found:
-            raise NoMatch(ref)
+            raise NoMatch(ref, self._unfetched_hint())
         if len(found) > 1:
             # AmbiguousPrefix shows 16 characters of each: the ids alone, so they stay distinct.
             raise AmbiguousPrefix(ref, [i for _k, i in found])
         return Target(found[0][0], found[0][1])
+
+    def _unfetched_hint(self) -> str:
+        """What to do when a hash is not found in a clone that never fetched lineage from its
+        remotes (`git clone` brings branches, not refs/roar/*)."""
+        remotes = run_git(["remote"], self.paths.git_dir, check=False).stdout.decode().split()
+        prefix = len(REMOTES_PREFIX)
+        fetched = {ref[prefix : -len("/ledger")] for ref in remote_ledgers.remote_tips(self.paths)}
+        never = [r for r in remotes if r not in fetched]
+        if not never:
+            return ""
+        return f"lineage from {', '.join(never)} was never fetched here: run roar fetch"
 
     def _resolve_path(self, ref: str, candidate: Path) -> Target:
         root = str(self.paths.root)

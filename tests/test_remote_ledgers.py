@@ -85,3 +85,27 @@ def test_an_unreadable_note_only_costs_a_merge_that_finds_nothing_new(
     assert len(roar_json(clone, "log")) == 3
     assert Ledger(paths, fast_start=True).tip(LEDGER_REF) == tip
     assert remote_ledgers.unmerged(paths) == {}
+
+
+def test_a_hash_unknown_in_a_clone_that_never_fetched_says_to_fetch(
+    three_steps: Recorded, bare_remote: Path, tmp_path: Path
+) -> None:
+    repo = three_steps.repo
+    git(repo, "remote", "add", "origin", str(bare_remote))
+    git(repo, "push", "-q", "origin", "main")
+    roar(repo, "push")
+    digest = roar_json(repo, "log")[0]["id"]
+    clone = tmp_path / "plain-clone"
+    git(tmp_path, "clone", "-q", str(bare_remote), str(clone))  # branches only
+
+    before = roar(clone, "show", digest[:12], rc=None)
+    assert before.returncode != 0
+    assert "never fetched here: run roar fetch" in before.stderr
+    assert "origin" in before.stderr
+
+    roar(clone, "fetch")
+    assert digest in roar(clone, "show", digest[:12]).stdout
+    # Fetched, and still unknown: no hint to fetch again.
+    after = roar(clone, "show", "abcdef123456", rc=None)
+    assert after.returncode != 0
+    assert "roar fetch" not in after.stderr
