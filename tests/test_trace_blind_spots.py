@@ -63,9 +63,11 @@ def test_daemon_keeps_running_every_time(tmp_path: Path) -> None:
     env = dict(os.environ, ROAR_TRACE_DAEMON_GRACE="0")
     traces = []
     for i in range(50):
-        t = traced(tmp_path, "sh", "-c", f"(sleep 0.3; echo done > d{i}) &", env=env)
+        # Long enough that the shell has surely exited first, even on a loaded machine: the
+        # trace is then always the command's alone, with the background job left over.
+        t = traced(tmp_path, "sh", "-c", f"(sleep 2; echo done > d{i}) &", env=env)
         traces.append(t)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     missing = [i for i in range(50) if not (tmp_path / f"d{i}").exists()]
     while missing and time.monotonic() < deadline:
         time.sleep(0.05)
