@@ -1,7 +1,8 @@
 """`roar run` and the local queries, as whole processes, against peers in the same run.
 
 Goals, as ratios to a peer measured in the same run, so that they hold on any machine:
-- fixed cost: `roar run true` takes at most 2.5x `python -c pass`;
+- fixed cost: `roar run true` takes at most 2.5x `python -c pass`, both as a regular install
+  has them (not through an editable install's import hook);
 - a run that reads an unchanged 2 GiB input for the second time spends no time hashing it;
 - a run that reads 100,000 small files: what roargit adds beyond the tracer alone (the same
   command under `roar-trace`) is at most 1.5x the bare read the first time and 0.5x when
@@ -25,6 +26,7 @@ from benchmarks.repos import empty_repo
 from benchmarks.timing import (
     median_seconds,
     once_seconds,
+    plain_install,
     process_seconds,
     roar_executable,
     run_sections,
@@ -53,25 +55,30 @@ HISTORY = 50
 
 def fixed_cost(tmp: Path) -> None:
     repo = empty_repo(tmp / "fixed")
-    roar = roar_executable()
+    # Both sides as a regular install has them: not through this checkout's editable-install
+    # hook, which would add the same ~10 ms to each (timing.plain_install).
+    python, roar = plain_install(tmp)
     for i in range(HISTORY):  # distinct steps, each with an output of its own
         once_seconds([roar, "run", "-q", "sh", "-c", f"echo {i} > step{i}.txt"], repo)
     tracer = [str(tracer_path()), "--log", str(tmp / "fixed.log"), "--"]
+    dev_python, dev_roar = sys.executable, roar_executable()
     # Interleaved rounds, medians: the same load for each figure on a shared machine.
     rounds: list[tuple[float, ...]] = []
     argvs = (
         ["true"],
         [*tracer, "true"],
-        [sys.executable, "-c", "pass"],
-        [sys.executable, "-c", "import roargit.capture"],
+        [python, "-c", "pass"],
+        [python, "-c", "import roargit.capture"],
         [roar, "--version"],
         [roar, "run", "-q", "true"],
+        [dev_python, "-c", "pass"],
+        [dev_roar, "run", "-q", "true"],
     )
     for argv in argvs:
         once_seconds(argv, repo)  # warm the page cache
     for _ in range(20):
         rounds.append(tuple(once_seconds(argv, repo) for argv in argvs))
-    bare, traced, py, imports, version, run = (
+    bare, traced, py, imports, version, run, dev_py, dev_run = (
         statistics.median(r[i] for r in rounds) for i in range(len(argvs))
     )
     ratio = run / py
@@ -83,6 +90,10 @@ def fixed_cost(tmp: Path) -> None:
     print(
         f"  where it goes: python -c pass {py:.3f} s, roar --version {version:.3f} s, "
         f"python -c 'import roargit.capture' {imports:.3f} s, roar-trace true {traced:.3f} s"
+    )
+    print(
+        f"  in this checkout's editable install (its import hook in both): roar run true "
+        f"{dev_run:.3f} s, python -c pass {dev_py:.3f} s: {dev_run / dev_py:.2f}x"
     )
 
 

@@ -18,6 +18,34 @@ def roar_executable() -> str:
     return shutil.which("roar") or str(Path(sys.executable).parent / "roar")
 
 
+def plain_install(tmp: Path) -> tuple[str, str]:
+    """(python, roar) as a regular `pip install roargit` has them, without this checkout's
+    editable install: its import hook (a `.pth` that imports a finder, and pathlib and re
+    with it) loads in every interpreter of the venv and adds ~10 ms to `python -c pass` as
+    much as to roar, which flatters any ratio to it. Here a venv of its own finds roargit and
+    its dependencies on plain `sys.path` entries, as an installed package is found."""
+    import sysconfig
+    import venv
+
+    root = Path(__file__).resolve().parent.parent
+    deps = sysconfig.get_paths()["purelib"]  # this venv's site-packages, for blake3 & co.
+    env = tmp / "plain-venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # Path lines only: the .pth files in those folders are not run (only a site dir's are).
+    Path(site, "roargit-plain.pth").write_text(f"{root}\n{deps}\n")
+    roar = env / "bin" / "roar"
+    roar.write_text(f"#!{python}\nimport sys\nfrom roargit.cli import main\nsys.exit(main())\n")
+    roar.chmod(0o755)
+    return str(python), str(roar)
+
+
 def once_seconds(argv: Sequence[str], cwd: Path) -> float:
     """Wall time of one whole process (its stdout dropped; a failure raises)."""
     t = time.perf_counter()
