@@ -1,4 +1,4 @@
-"""`roar reproduce` and `roar get`: recreate an artifact's bytes, and check that they are.
+"""`roar reproduce`: recreate an artifact's bytes, and check that they are.
 
 Executing a plan (plan.py) happens in an isolated git worktree under
 `.git/roar/worktrees/<target>` — never the user's work tree. For each step to run:
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from roargit import config, pathguard, progress, stdio
+from roargit import config, pathguard, stdio
 from roargit.blobstore import BlobStore, StoreDenied
 from roargit.capture import record_run
 from roargit.clone import clone_id
@@ -41,8 +41,8 @@ from roargit.folders import decode_manifest
 from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import Ledger
-from roargit.pathguard import Root, Source, escape
-from roargit.plan import Locator, Plan, Planner, PlanStep, location
+from roargit.pathguard import Root, escape
+from roargit.plan import Plan, PlanStep, location
 from roargit.records import (
     ArtifactId,
     FileRef,
@@ -83,20 +83,6 @@ class DestinationExists(RoarError):
         super().__init__(
             f"{escape(str(path))} exists: choose another path or pass --force to replace it"
         )
-
-
-class RecordedOutside(RoarError):
-    def __init__(self, digest: str, path: str) -> None:
-        super().__init__(
-            f"artifact {digest[:16]} was recorded outside the repository, at '{escape(path)}': "
-            "roar writes only inside it; give a destination with -o PATH"
-        )
-
-
-class NotInStores(RoarError):
-    def __init__(self, digest: str, stores: Sequence[str], how: str) -> None:
-        where = ", ".join(stores) or "no store"
-        super().__init__(f"artifact {digest[:16]} is not in {where}; {how}")
 
 
 class InputUnavailable(RoarError):
@@ -584,116 +570,3 @@ def _conclude(report: Report, plan: Plan, where: Path) -> None:
                 report.target_status = "failed" if r.action == "failed" else o.status
                 if o.actual is not None:
                     report.target_path = str(_abs(where, o.path))
-
-
-# -- roar get --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GetResult:
-    hash: str
-    path: str
-    source: str  # where the bytes came from
-    size: int
-    already: bool  # the destination held these bytes already
-
-
-def get_artifact(
-    paths: RepoPaths, digest: str, dest: Path | None, *, force: bool = False
-) -> GetResult:
-    """Write artifact `digest` to `dest` (default: where it was recorded), verified.
-
-    The recorded path, and every entry of a folder's manifest, pass pathguard before
-    anything is written; the writes never follow a symbolic link below the repository (or
-    below the folder `dest` names)."""
-
-    ledger = Ledger(paths)
-    cache = HashCache(ensure_roar_dir(paths))
-    stores = stores_for(paths)
-    planner = Planner(paths, ledger, Locator(paths, ledger, cache, stores))
-    recorded: FileRef | None = None
-    source: Source | None = None
-    produced, consumed = ledger.artifact_runs(digest)
-    for rid in [*produced, *consumed]:
-        rec = planner.run(rid)
-        recorded = next((f for f in (*rec.outputs, *rec.inputs) if f.hash == digest), None)
-        if recorded is not None:
-            source = pathguard.source_of(ledger, rid)
-            break
-    kind = recorded.kind if recorded is not None else "file"
-    if dest is None:
-        if recorded is None:
-            raise RoarError(f"artifact {digest[:16]} has no recorded path: give one with -o PATH")
-        if recorded.path.startswith("/"):
-            pathguard.check(recorded.path, source, absolute_ok=True)
-            raise RecordedOutside(digest, recorded.path)
-        # Below the repository, by the recorded path.
-        base, rel = paths.root, pathguard.check(recorded.path, source)
-    elif kind == "dir":
-        base, rel = dest, ""  # below the folder the user named
-    else:
-        base, rel = dest.parent, dest.name
-    mat = Materialiser(paths, cache, stores)
-    try:
-        if kind == "dir":
-            return _get_folder(mat, digest, base, rel, source, force)
-        return _get_file(mat, digest, base, rel, source, force)
-    except FileNotFoundError:
-        how = _how_to_reproduce(planner, digest)
-        raise NotInStores(digest, [location(s.url) for s in stores], how) from None
-
-
-def _get_file(
-    mat: Materialiser, digest: str, base: Path, rel: str, source: Source | None, force: bool
-) -> GetResult:
-    rel = pathguard.check(rel, source)
-    dest = base / rel
-    if mat.has(str(dest), digest):
-        return GetResult(digest, str(dest), "already there", dest.stat().st_size, True)
-    if base.is_dir():
-        with Root(base, source) as root:
-            root.preflight(rel)
-    if dest.exists() and not force:
-        raise DestinationExists(dest)
-    base.mkdir(parents=True, exist_ok=True)
-    with Root(base, source) as root, progress.Progress(f"getting {rel}"):
-        how = mat.put(digest, root, rel, "", work_tree=False)
-    return GetResult(digest, str(dest), how.removeprefix("store "), dest.stat().st_size, False)
-
-
-def _get_folder(
-    mat: Materialiser, digest: str, base: Path, folder: str, source: Source | None, force: bool
-) -> GetResult:
-
-    data = mat.ledger.manifest(digest)
-    if data is None:
-        raise FileNotFoundError(digest)
-    entries = decode_manifest(data, f"manifest {digest[:12]}", digest=digest)
-    # Every name is checked before the folder is made or anything written.
-    rels = [
-        pathguard.join(folder, e.path, source) if folder else pathguard.check(e.path, source)
-        for e in entries
-    ]
-    dest = base / folder if folder else base
-    if dest.exists() and not force:
-        raise DestinationExists(dest)
-    base.mkdir(parents=True, exist_ok=True)
-    with Root(base, source) as root:
-        for r in rels:
-            root.preflight(r)
-        sources = set()
-        with progress.Progress(
-            f"getting {len(entries)} file(s)", sum(e.size for e in entries)
-        ) as p:
-            for e, r in zip(entries, rels, strict=True):
-                sources.add(mat.put(e.hash, root, r, "", work_tree=False))
-                p.update(e.size)
-    where = ", ".join(sorted(x.removeprefix("store ") for x in sources))
-    return GetResult(digest, str(dest), where, sum(e.size for e in entries), False)
-
-
-def _how_to_reproduce(planner: Any, digest: str) -> str:
-    rid = planner.producer(digest)
-    if rid is None:
-        return "no recorded run produced it (source data): find the original file"
-    return f"it can be recreated: roar reproduce {digest[:12]} --run -y"

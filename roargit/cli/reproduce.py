@@ -231,7 +231,7 @@ def _quiet(_kind: str, _data: dict[str, Any]) -> None:
 
 def cmd_get(args: argparse.Namespace) -> int:
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.reproduce import get_artifact
+    from roargit.retrieval import get_artifact
 
     paths, digest, _named_at = _target(args.ref)
     _retry_uploads(paths)
