@@ -18,7 +18,6 @@ from collections.abc import Container, Mapping
 
 from roargit import TYPE_CHECKING
 from roargit.errors import RecordCorrupt
-from roargit.records import check_environment
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
@@ -87,6 +86,10 @@ class Environment(NamedTuple):
         read as empty (an older writer); unknown ones are ignored (a newer minor writer); wrong
         types raise `RecordCorrupt`, from the record schema's own check, so this reads only
         what a record may hold."""
+        # Here, not at the top: `roar run` loads this module to write an environment, never
+        # to read one (record_fields is the decoding side).
+        from roargit.record_fields import check_environment
+
         data = check_environment(data, "environment")
         py = _submap(data, "python")
         osd = _submap(data, "os")

@@ -9,7 +9,9 @@ docs/record-format.md). `to_map` / `decode` are the only translation to and from
 shape. Records arrive from other clones, so `decode` is a gate: every field is checked
 against the schema (type, presence, size, allowed values) before a record object exists, and
 anything else is refused with one `RecordCorrupt` naming the record, where it came from and
-the dotted path of the field (`environment.os must be a map`).
+the dotted path of the field (`environment.os must be a map`). The field checks are in
+record_fields.py, imported by each reader where it runs rather than here: `roar run` writes
+records and reads none, and its start-up pays for every module it loads.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ UNREADABLE_ACCESS = ("input", "output")
 MAX_ARGV = 100_000
 #: How deeply an environment value that this roargit does not know may nest.
 MAX_DEPTH = 32
+#: The standard streams a run's redirects may name (RunRecord.redirects).
+STREAMS = ("stdin", "stdout", "stderr")
 
 
 class FileRef(NamedTuple):
@@ -83,13 +87,15 @@ class FileRef(NamedTuple):
                 and type(not_stored) is str
             ):
                 return cls(path, ArtifactId(digest), size, kind, not_stored)
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         return cls(
-            path=_path(m, "path"),
-            hash=ArtifactId(_hex(m, "hash")),
-            size=_int(m, "size", 0),
-            kind=_choice(m, "kind", FILE_KINDS, "file"),
-            not_stored=_str(m, "not_stored", ""),
+            path=fields.path(m, "path"),
+            hash=ArtifactId(fields.hex_(m, "hash")),
+            size=fields.int_(m, "size", 0),
+            kind=fields.choice(m, "kind", FILE_KINDS, "file"),
+            not_stored=fields.str_(m, "not_stored", ""),
         )
 
 
@@ -106,12 +112,14 @@ class Unreadable(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> Unreadable:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         return cls(
-            path=_path(m, "path"),
-            access=_choice(m, "access", UNREADABLE_ACCESS),
-            size=_int(m, "size", -1),
-            reason=_str(m, "reason"),
+            path=fields.path(m, "path"),
+            access=fields.choice(m, "access", UNREADABLE_ACCESS),
+            size=fields.int_(m, "size", -1),
+            reason=fields.str_(m, "reason"),
         )
 
 
@@ -126,8 +134,10 @@ class CodeInput(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> CodeInput:
-        m = _as_map(m)
-        return cls(path=_path(m, "path"), blob=_git_oid(m, "blob"))
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
+        return cls(path=fields.path(m, "path"), blob=fields.git_oid(m, "blob"))
 
 
 class CodeState(NamedTuple):
@@ -150,13 +160,15 @@ class CodeState(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> CodeState:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         return cls(
-            commit=_opt_git_oid(m, "commit"),
-            branch=_opt_str(m, "branch"),
-            dirty=_bool(m, "dirty"),
-            tree=_opt_git_oid(m, "tree"),
-            inputs=_items(m, "inputs", CodeInput._read),
+            commit=fields.opt_git_oid(m, "commit"),
+            branch=fields.opt_str(m, "branch"),
+            dirty=fields.bool_(m, "dirty"),
+            tree=fields.opt_git_oid(m, "tree"),
+            inputs=fields.items(m, "inputs", CodeInput._read),
         )
 
 
@@ -173,8 +185,12 @@ class Identity(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> Identity:
-        m = _as_map(m)
-        return cls(name=_str(m, "name"), email=_str(m, "email"), host=_str(m, "host"))
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
+        return cls(
+            name=fields.str_(m, "name"), email=fields.str_(m, "email"), host=fields.str_(m, "host")
+        )
 
 
 class RunRecord(NamedTuple):
@@ -240,40 +256,46 @@ class RunRecord(NamedTuple):
     @classmethod
     def from_map(cls, m: Any, name: str, source: str | None = None) -> RunRecord:
         """The run in a decoded record map, checked field by field (see `decode`)."""
-        with _refusing(name, source):
+        import roargit.record_fields as fields
+
+        with fields.refusing(name, source):
             return cls._read(m)
 
     @classmethod
     def _read(cls, m: Any) -> RunRecord:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         if m.get("type") != "run":
-            raise _Bad("type", 'must be "run"')
-        argv = _list(m, "argv")
+            raise fields.Bad("type", 'must be "run"')
+        argv = fields.list_(m, "argv")
         if len(argv) > MAX_ARGV:
-            raise _Bad("argv", f"must hold at most {MAX_ARGV} words")
+            raise fields.Bad("argv", f"must hold at most {MAX_ARGV} words")
         for i, word in enumerate(argv):
             if not isinstance(word, str):
-                raise _Bad(f"argv[{i}]", "must be a string")
+                raise fields.Bad(f"argv[{i}]", "must be a string")
         return cls(
             argv=tuple(argv),
-            cwd=_path(m, "cwd"),
-            started_at=_int(m, "started_at"),
-            ended_at=_int(m, "ended_at"),
-            exit_code=_int(m, "exit_code"),
-            status=_choice(m, "status", RUN_STATUSES),
-            inputs=_items(m, "inputs", FileRef._read),
-            outputs=_items(m, "outputs", FileRef._read),
-            code=_sub(m, "code", CodeState._read),
-            session=SessionId(_hex(m, "session")),
-            step=_int(m, "step", 0),
-            kind=_choice(m, "kind", RUN_KINDS),
-            capture=_choice(m, "capture", CAPTURE_MODES),
-            complete=_bool(m, "complete"),
-            environment=_sub(m, "environment", _environment, {}),
-            unreadable=_items(m, "unreadable", Unreadable._read, optional=True),
-            recorded_by=_sub(m, "recorded_by", Identity._read) if "recorded_by" in m else None,
-            redirects=_sub(m, "redirects", _redirects, {}),
-            created_dirs=_paths(m, "created_dirs"),
+            cwd=fields.path(m, "cwd"),
+            started_at=fields.int_(m, "started_at"),
+            ended_at=fields.int_(m, "ended_at"),
+            exit_code=fields.int_(m, "exit_code"),
+            status=fields.choice(m, "status", RUN_STATUSES),
+            inputs=fields.items(m, "inputs", FileRef._read),
+            outputs=fields.items(m, "outputs", FileRef._read),
+            code=fields.sub(m, "code", CodeState._read),
+            session=SessionId(fields.hex_(m, "session")),
+            step=fields.int_(m, "step", 0),
+            kind=fields.choice(m, "kind", RUN_KINDS),
+            capture=fields.choice(m, "capture", CAPTURE_MODES),
+            complete=fields.bool_(m, "complete"),
+            environment=fields.sub(m, "environment", fields.environment, {}),
+            unreadable=fields.items(m, "unreadable", Unreadable._read, optional=True),
+            recorded_by=fields.sub(m, "recorded_by", Identity._read)
+            if "recorded_by" in m
+            else None,
+            redirects=fields.sub(m, "redirects", fields.redirects, {}),
+            created_dirs=fields.paths(m, "created_dirs"),
         )
 
 
@@ -295,20 +317,24 @@ class SessionRecord(NamedTuple):
     @classmethod
     def from_map(cls, m: Any, name: str, source: str | None = None) -> SessionRecord:
         """The session in a decoded record map, checked field by field (see `decode`)."""
-        with _refusing(name, source):
+        import roargit.record_fields as fields
+
+        with fields.refusing(name, source):
             return cls._read(m)
 
     @classmethod
     def _read(cls, m: Any) -> SessionRecord:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         if m.get("type") != "session":
-            raise _Bad("type", 'must be "session"')
+            raise fields.Bad("type", 'must be "session"')
         parent = m.get("parent")
         if parent is not None:
-            parent = _hex(m, "parent")
+            parent = fields.hex_(m, "parent")
         return cls(
-            created_at=_int(m, "created_at"),
-            clone=_str(m, "clone"),
+            created_at=fields.int_(m, "created_at"),
+            clone=fields.str_(m, "clone"),
             parent=SessionId(parent) if parent is not None else None,
         )
 
@@ -335,13 +361,15 @@ class VerifiedOutput(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> VerifiedOutput:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         new_hash = m.get("new_hash")
         return cls(
-            path=_path(m, "path"),
-            hash=ArtifactId(_hex(m, "hash")),
-            new_hash=ArtifactId(_hex(m, "new_hash")) if new_hash is not None else None,
-            status=_choice(m, "status", VERIFIED_STATUSES),
+            path=fields.path(m, "path"),
+            hash=ArtifactId(fields.hex_(m, "hash")),
+            new_hash=ArtifactId(fields.hex_(m, "new_hash")) if new_hash is not None else None,
+            status=fields.choice(m, "status", VERIFIED_STATUSES),
         )
 
 
@@ -381,27 +409,33 @@ class VerificationRecord(NamedTuple):
     @classmethod
     def from_map(cls, m: Any, name: str, source: str | None = None) -> VerificationRecord:
         """The verification in a decoded record map, checked field by field (see `decode`)."""
-        with _refusing(name, source):
+        import roargit.record_fields as fields
+
+        with fields.refusing(name, source):
             return cls._read(m)
 
     @classmethod
     def _read(cls, m: Any) -> VerificationRecord:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         if m.get("type") != "verification":
-            raise _Bad("type", 'must be "verification"')
+            raise fields.Bad("type", 'must be "verification"')
         reproduction = m.get("reproduction")
         return cls(
-            run=RunId(_hex(m, "run")),
-            result=_choice(m, "result", VERIFICATION_RESULTS),
-            outputs=_items(m, "outputs", VerifiedOutput._read),
-            exit_code=_int(m, "exit_code"),
-            started_at=_int(m, "started_at"),
-            ended_at=_int(m, "ended_at"),
-            by=_sub(m, "by", Identity._read),
-            clone=_str(m, "clone"),
-            code=_sub(m, "code", CodeState._read),
-            environment=_sub(m, "environment", _environment, {}),
-            reproduction=RunId(_hex(m, "reproduction")) if reproduction is not None else None,
+            run=RunId(fields.hex_(m, "run")),
+            result=fields.choice(m, "result", VERIFICATION_RESULTS),
+            outputs=fields.items(m, "outputs", VerifiedOutput._read),
+            exit_code=fields.int_(m, "exit_code"),
+            started_at=fields.int_(m, "started_at"),
+            ended_at=fields.int_(m, "ended_at"),
+            by=fields.sub(m, "by", Identity._read),
+            clone=fields.str_(m, "clone"),
+            code=fields.sub(m, "code", CodeState._read),
+            environment=fields.sub(m, "environment", fields.environment, {}),
+            reproduction=RunId(fields.hex_(m, "reproduction"))
+            if reproduction is not None
+            else None,
         )
 
 
@@ -496,19 +530,21 @@ class StepIndex(NamedTuple):
 
     @classmethod
     def _read(cls, m: Any) -> StepIndex:
-        m = _as_map(m)
+        import roargit.record_fields as fields
+
+        m = fields.as_map(m)
         if m.get("type") != "step":
-            raise _Bad("type", 'must be "step"')
+            raise fields.Bad("type", 'must be "step"')
         return cls(
-            run=RunId(_hex(m, "run")),
-            session=SessionId(_hex(m, "session")),
-            kind=_choice(m, "kind", RUN_KINDS),
-            step=_int(m, "step", 0),
-            status=_choice(m, "status", RUN_STATUSES),
-            started_at=_int(m, "started_at"),
-            argv=_hex(m, "argv"),
-            inputs=_hex(m, "inputs"),
-            outputs=_hex(m, "outputs"),
+            run=RunId(fields.hex_(m, "run")),
+            session=SessionId(fields.hex_(m, "session")),
+            kind=fields.choice(m, "kind", RUN_KINDS),
+            step=fields.int_(m, "step", 0),
+            status=fields.choice(m, "status", RUN_STATUSES),
+            started_at=fields.int_(m, "started_at"),
+            argv=fields.hex_(m, "argv"),
+            inputs=fields.hex_(m, "inputs"),
+            outputs=fields.hex_(m, "outputs"),
         )
 
 
@@ -518,297 +554,8 @@ def encode_step_index(entry: StepIndex) -> bytes:
 
 def decode_step_index(data: bytes, name: str, source: str | None = None) -> StepIndex:
     """The index entry in `data`, or RecordCorrupt / RecordTooNew, as `decode` gates records."""
+    import roargit.record_fields as fields
+
     m = codec.decode(data, name, source)
-    with _refusing(name, source):
+    with fields.refusing(name, source):
         return StepIndex._read(m)
-
-
-# -- the environment map ----------------------------------------------------------------
-# What `Environment.to_dict` writes, and what readers (plan, diff, views, the CLI) take from
-# it. Every key is optional (an older writer wrote fewer); a key this roargit does not know
-# may hold any plain value (nil, booleans, int64s, strings, lists, string-keyed maps).
-
-_ENV_STRINGS = ("arch", "hostname", "user")
-_ENV_SUBMAPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # key: (string fields, integer fields)
-    "python": (("implementation", "version", "executable"), ()),
-    "os": (("system", "release", "distro"), ()),
-    "cpu": (("model",), ("count",)),
-}
-_GPU_FIELDS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "driver"), ("memory_mib",))
-_ENV_STRMAPS = ("env_vars", "packages")
-
-
-def check_environment(m: Any, name: str, source: str | None = None) -> dict[str, Any]:
-    """`m` as a run's environment map, checked as `decode` checks it; RecordCorrupt naming
-    the field (`environment.os must be a map`) otherwise."""
-    with _refusing(name, source):
-        try:
-            return _environment(dict(m) if isinstance(m, Mapping) else m)
-        except _Bad as bad:
-            raise bad.under("environment") from None
-
-
-def _environment(m: Any) -> dict[str, Any]:
-    m = _as_map(m)
-    for key, value in m.items():
-        if key in _ENV_STRINGS:
-            _str(m, key)
-        elif key in _ENV_SUBMAPS:
-            strings, ints = _ENV_SUBMAPS[key]
-            _sub(m, key, lambda v, s=strings, i=ints: _fields(v, s, i))
-        elif key == "gpus":
-            _items(m, key, lambda v: _fields(v, *_GPU_FIELDS))
-        elif key in _ENV_STRMAPS:
-            _sub(m, key, _str_map)
-        else:
-            _unknown(key, value)
-    return m
-
-
-def _fields(m: Any, strings: tuple[str, ...], ints: tuple[str, ...]) -> dict[str, Any]:
-    m = _as_map(m)
-    for key, value in m.items():
-        if key in strings:
-            _str(m, key)
-        elif key in ints:
-            _int(m, key)
-        else:
-            _unknown(key, value)
-    return m
-
-
-def _unknown(key: Any, value: Any) -> None:
-    """A key this roargit does not read: it must still be plain data, for those who print it."""
-    if not isinstance(key, str):
-        raise _Bad("", "must have string keys")
-    try:
-        _plain(value)
-    except _Bad as bad:
-        raise bad.under(_key(key)) from None
-
-
-def _str_map(m: Any) -> dict[str, str]:
-    m = _as_map(m)
-    for key, value in m.items():
-        if not isinstance(key, str):
-            raise _Bad("", "must have string keys")
-        if not isinstance(value, str):
-            raise _Bad(_key(key), "must be a string")
-    return m
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """`value` if it is plain data (as JSON would hold it, with int64s and no floats)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        if not codec.INT64_MIN <= value <= codec.INT64_MAX:
-            raise _Bad("", "must be an integer within int64")
-        return value
-    if depth >= MAX_DEPTH:
-        raise _Bad("", f"must nest at most {MAX_DEPTH} levels deep")
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            try:
-                _plain(item, depth + 1)
-            except _Bad as bad:
-                raise bad.under(f"[{i}]") from None
-        return value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _Bad("", "must have string keys")
-            try:
-                _plain(item, depth + 1)
-            except _Bad as bad:
-                raise bad.under(_key(key)) from None
-        return value
-    raise _Bad("", "must be nil, a boolean, an integer, a string, a list or a map")
-
-
-# -- field checks -------------------------------------------------------------------------
-# Each raises _Bad with the (relative) path of the field it refused and what the field must
-# be; containers prefix their own path on the way out, and `_refusing` turns the result into
-# one RecordCorrupt. No message quotes a value from the record: it may be anything.
-
-
-class _Bad(Exception):
-    def __init__(self, field: str, why: str) -> None:
-        self.field = field
-        self.why = why
-
-    def under(self, parent: str) -> _Bad:
-        if not self.field:
-            self.field = parent
-        elif self.field.startswith("["):
-            self.field = parent + self.field
-        else:
-            self.field = f"{parent}.{self.field}"
-        return self
-
-
-class _refusing:
-    """Turns a _Bad raised inside into the record's RecordCorrupt."""
-
-    def __init__(self, name: str, source: str | None) -> None:
-        self.name = name
-        self.source = source
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, bad: BaseException | None, tb: object) -> None:
-        if isinstance(bad, _Bad):
-            raise RecordCorrupt(
-                self.name, bad.why, source=self.source, field=bad.field or "record"
-            ) from None
-
-
-_SAFE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def _key(key: str) -> str:
-    """A map key as a field-path step: plain names as they are, others quoted and escaped
-    (a key may hold control characters, and messages are one line)."""
-    if key and len(key) <= 64 and all(c in _SAFE_KEY for c in key):
-        return key
-    shown = key if len(key) <= 64 else key[:61] + "..."
-    return "[" + ascii(shown) + "]"
-
-
-def _as_map(m: Any) -> dict[str, Any]:
-    if not isinstance(m, dict):
-        raise _Bad("", "must be a map")
-    return m
-
-
-def _get(m: dict[str, Any], key: str) -> Any:
-    try:
-        return m[key]
-    except KeyError:
-        raise _Bad(key, "is missing") from None
-
-
-def _str(m: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = m.get(key, default) if default is not None else _get(m, key)
-    if not isinstance(value, str):
-        raise _Bad(key, "must be a string")
-    return value
-
-
-def _opt_str(m: dict[str, Any], key: str) -> str | None:
-    value = m.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _Bad(key, "must be a string or nil")
-    return value
-
-
-STREAMS = ("stdin", "stdout", "stderr")
-
-
-def _paths(m: dict[str, Any], key: str) -> tuple[str, ...]:
-    """An optional list of paths (each as `_path` takes one)."""
-    if key not in m:
-        return ()
-    items = _list(m, key)
-    if len(items) > MAX_ARGV:
-        raise _Bad(key, f"must hold at most {MAX_ARGV} paths")
-    return tuple(_path({key: v}, key) for v in items)
-
-
-def _redirects(value: Any) -> Mapping[str, str]:
-    m = _as_map(value)
-    for key in m:
-        if key not in STREAMS:
-            raise _Bad("", f"keys must be {', '.join(STREAMS)}")
-        _path(m, key)
-    return MappingProxyType(dict(m))
-
-
-def _path(m: dict[str, Any], key: str) -> str:
-    value = _get(m, key)
-    if not isinstance(value, str) or not value or "\0" in value:
-        raise _Bad(key, "must be a non-empty string without NUL")
-    return value
-
-
-def _hex(m: dict[str, Any], key: str) -> str:
-    value = _get(m, key)
-    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
-        raise _Bad(key, "must be 64 lowercase hex digits")
-    return value
-
-
-def _is_git_oid(value: Any) -> bool:
-    # SHA-1 repositories name objects with 40 hex digits, SHA-256 ones with 64.
-    return isinstance(value, str) and len(value) in (40, 64) and not value.strip("0123456789abcdef")
-
-
-def _git_oid(m: dict[str, Any], key: str) -> str:
-    value = _get(m, key)
-    if not _is_git_oid(value):
-        raise _Bad(key, "must be a git object id (40 or 64 lowercase hex digits)")
-    return str(value)
-
-
-def _opt_git_oid(m: dict[str, Any], key: str) -> str | None:
-    value = m.get(key)
-    if value is not None and not _is_git_oid(value):
-        raise _Bad(key, "must be nil or a git object id (40 or 64 lowercase hex digits)")
-    return value
-
-
-def _int(m: dict[str, Any], key: str, minimum: int = codec.INT64_MIN) -> int:
-    value = _get(m, key)
-    if type(value) is not int or not minimum <= value <= codec.INT64_MAX:
-        if minimum == codec.INT64_MIN:
-            raise _Bad(key, "must be an integer within int64")
-        raise _Bad(key, f"must be an integer from {minimum} to 2**63-1")
-    return value
-
-
-def _bool(m: dict[str, Any], key: str) -> bool:
-    value = _get(m, key)
-    if not isinstance(value, bool):
-        raise _Bad(key, "must be a boolean")
-    return value
-
-
-def _choice(
-    m: dict[str, Any], key: str, choices: tuple[str, ...], default: str | None = None
-) -> str:
-    value = m.get(key, default) if default is not None else _get(m, key)
-    if not isinstance(value, str) or value not in choices:
-        raise _Bad(key, "must be one of " + ", ".join(f'"{c}"' for c in choices))
-    return value
-
-
-def _list(m: dict[str, Any], key: str) -> list[Any]:
-    value = _get(m, key)
-    if not isinstance(value, list):
-        raise _Bad(key, "must be a list")
-    return value
-
-
-def _sub(m: dict[str, Any], key: str, read: Any, default: Any = None) -> Any:
-    """`read` of the value under `key` (missing: `default`, or refused when that is None)."""
-    value = m.get(key, default) if default is not None else _get(m, key)
-    try:
-        return read(value)
-    except _Bad as bad:
-        raise bad.under(key) from None
-
-
-def _items(m: dict[str, Any], key: str, read: Any, optional: bool = False) -> tuple[Any, ...]:
-    """`read` of each item of the list under `key`, as a tuple."""
-    if optional and key not in m:
-        return ()
-    value = _list(m, key)
-    out: list[Any] = []
-    try:
-        for item in value:
-            out.append(read(item))
-    except _Bad as bad:
-        raise bad.under(f"{key}[{len(out)}]") from None
-    return tuple(out)
