@@ -25,7 +25,7 @@ from roargit.redact import is_secret_path
 from roargit.repo import RepoPaths
 from roargit.rules import is_startup_file, none_is_noise, system_paths
 from roargit.structs import NamedTuple
-from roargit.trace_log import KEY_HEX, Accesses, FileAccess, FileGroup, StatKeys
+from roargit.trace_files import KEY_HEX, Accesses, FileAccess, FileGroup, StatKeys
 
 if TYPE_CHECKING:
     from roargit.uploads import Stored
@@ -55,7 +55,7 @@ def sort_accesses(
     inner = any(root.startswith(g) for g in git_prefixes)
     own_git = root_slash + ".git/"
 
-    # A folder's group of paths that the trace gave one access (trace_log.Accesses) is sorted at
+    # A folder's group of paths that the trace gave one access (trace_files.Accesses) is sorted at
     # once where none of them can be a special case below; the others go path by path.
     items: Iterable[tuple[str, FileAccess]] = files.items()
     every: Iterable[str] = files
@@ -261,7 +261,7 @@ def group_folders(
     With `known` (for folders the run read), a folder whose files' stat data are as they were
     when its manifest was last made reuses that manifest without a per-file lookup; the stat
     data are the tracer's (`Trace.stat_keys`) where it took them. Where the tracer's keys come
-    grouped by folder (trace_log.StatKeys) and none of the folder's folders moved either, it is
+    grouped by folder (trace_files.StatKeys) and none of the folder's folders moved either, it is
     not even listed (folders.unchanged_members). `leaves`: see folders.choose_folders."""
     prove = None
     if known is not None and isinstance(stat_keys, StatKeys) and stat_keys.groups:
@@ -395,7 +395,7 @@ def _keyed_leaves(stat_keys: StatKeys) -> Callable[[str], folders.Leaf | None]:
 
 
 def leaves_of(files: Mapping[str, FileAccess]) -> dict[str, list[str]]:
-    """Folder -> the regular files in it that the trace grouped (trace_log.Accesses), for
+    """Folder -> the regular files in it that the trace grouped (trace_files.Accesses), for
     folders.choose_folders."""
     out: dict[str, list[str]] = {}
     for g in files.groups if isinstance(files, Accesses) else ():

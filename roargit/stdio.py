@@ -22,7 +22,7 @@ from pathlib import Path
 
 from roargit import TYPE_CHECKING, pathguard
 from roargit.structs import NamedTuple
-from roargit.trace_log import Accesses, FileAccess
+from roargit.trace_files import Accesses, FileAccess
 
 if TYPE_CHECKING:
     from roargit.pathguard import Root
@@ -78,7 +78,7 @@ def with_redirects(
 ) -> Mapping[str, FileAccess]:
     """The run's accesses plus what it did through the redirected streams: stdin's file read,
     stdout's and stderr's written. `files` is returned as it is when there are none; a grouped
-    trace (trace_log.Accesses) stays grouped, each redirected path taken out of its group."""
+    trace (trace_files.Accesses) stays grouped, each redirected path taken out of its group."""
     changed: dict[str, FileAccess] = {}
     for r in streams:
         if r.fd != STDIN and not wrote_to(r):

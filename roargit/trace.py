@@ -21,10 +21,9 @@ from types import MappingProxyType
 from roargit import TYPE_CHECKING, peers
 from roargit.errors import RoarError, TracerUnavailable
 from roargit.structs import NamedTuple
+from roargit.trace_files import FileAccess, StatKeys
 from roargit.trace_log import (
-    FileAccess,
     Process,
-    StatKeys,
     TraceLog,
     TraceLogCorrupt,
     _accesses,
@@ -53,7 +52,7 @@ class Trace(NamedTuple):
     leftover: tuple[int, ...] = ()  # pids still running when the trace ended
     # path -> the stat key of a regular file (80 hex digits, docs/trace-format.md), taken by
     # the tracer after every process of the run had ended; where asked (`stat_files`). A
-    # trace_log.StatKeys where the summary grouped paths.
+    # trace_files.StatKeys where the summary grouped paths.
     stat_keys: Mapping[str, bytes] = MappingProxyType({})
     # Folders the run made (a `mkdir` of a path that was not there) and that are folders when
     # it ended, outermost only: one below another it made is left out.

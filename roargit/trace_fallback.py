@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from roargit import trace, trace_log
+from roargit import trace, trace_files, trace_log
 
 # Installed as `sitecustomize` ahead of any other on PYTHONPATH; chains to the next one.
 _SITECUSTOMIZE = r"""
@@ -139,11 +139,11 @@ def run(
         shutil.rmtree(hook_dir, ignore_errors=True)
     after = _scan(root)
 
-    files: dict[str, trace_log.FileAccess] = {}
+    files: dict[str, trace_files.FileAccess] = {}
     for path, wrote in _audit_reads(audit).items():
         if path.startswith(hook_dir + os.sep) or not os.path.isfile(path):
             continue
-        files[path] = trace_log.FileAccess(
+        files[path] = trace_files.FileAccess(
             path=path, read=not wrote or path in before, written=wrote
         )
     for path, meta in after.items():
@@ -151,11 +151,11 @@ def run(
         if old == meta:
             continue
         prev = files.get(path)
-        files[path] = trace_log.FileAccess(
+        files[path] = trace_files.FileAccess(
             path=path, read=bool(prev and prev.read), written=True, created=old is None
         )
     for path in before.keys() - after.keys():
-        files[path] = trace_log.FileAccess(path=path, deleted=True)
+        files[path] = trace_files.FileAccess(path=path, deleted=True)
 
     warning = (
         f"ptrace unavailable ({reason}): fell back to a scan of {root} and a Python audit "

@@ -3,8 +3,9 @@
 `roar-trace` (roargit/tracer/roar-trace.c, run by `roargit.trace.run_traced`) writes an
 event log and a summary of it, whose format docs/trace-format.md specifies. `parse_log` turns
 a log's bytes into records (`TraceLog`, `Event`) and `summarize` applies the classification
-rules to them, giving one `FileAccess` per path; `run_traced` reads a summary through
-`_parse_found` and `_accesses`, which keep a folder's like paths grouped (`Accesses`).
+rules to them, giving one `FileAccess` per path (trace_files.py); `run_traced` reads a
+summary through `_parse_found` and `_accesses`, which keep a folder's like paths grouped
+(`trace_files.Accesses`).
 
 This module is on the hot path of `roar run`: it imports nothing heavy.
 """
@@ -12,14 +13,14 @@ This module is on the hot path of `roar run`: it imports nothing heavy.
 from __future__ import annotations
 
 import os
-import struct
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from roargit import TYPE_CHECKING
+from roargit import TYPE_CHECKING, trace_files
 from roargit.errors import RoarError
 from roargit.structs import NamedTuple
+from roargit.trace_files import KEY_HEX, Accesses, FileAccess, FileGroup, key_cutter
 
 if TYPE_CHECKING:
     from typing import Any
@@ -42,27 +43,6 @@ class TraceLogTooNew(RoarError):
         )
 
 
-class FileAccess(NamedTuple):
-    """What the run did to one path (absolute, decoded with `os.fsdecode`).
-
-    A NamedTuple rather than a frozen dataclass: a big run makes one per path, and a frozen
-    dataclass's __init__ (object.__setattr__ per field) is several times the cost of a
-    tuple's."""
-
-    path: str
-    read: bool = False
-    written: bool = False
-    created: bool = False
-    deleted: bool = False
-    executed: bool = False
-    temporary: bool = False  # created and gone again within the run: not an output
-    renamed_from: tuple[str, ...] = ()
-    renamed_to: tuple[str, ...] = ()
-    # A regular file when the trace ended (the trace lists the folders to tell failed calls
-    # apart, so it knows without a stat). False: not one, or not known: ask the file system.
-    regular: bool = False
-
-
 class Process(NamedTuple):
     pid: int
     ppid: int  # 0 for the command itself
@@ -70,83 +50,6 @@ class Process(NamedTuple):
     cwd: str
     executable: str = ""
     exit_code: int | None = None  # 128 + signal when killed; None when it outlived the trace
-
-
-class FileGroup(NamedTuple):
-    """Paths of one folder that a summary's `files` record gives the same access: each one's
-    FileAccess is (path, *fields). `names` are the paths' last components, in `paths` order
-    (empty where not given); where the record carries STAT keys, `keys` holds them back to
-    back (80 hex digits a path, in that order)."""
-
-    folder: str
-    paths: list[str]
-    fields: tuple[Any, ...]
-    keys: bytes = b""
-    names: Sequence[str] = ()
-
-
-class Accesses(Mapping[str, FileAccess]):
-    """`Trace.files` of a run whose summary had `files` records: the paths of those are kept
-    as groups (`groups`), and their FileAccess objects made only when the mapping is read path
-    by path. A consumer that handles a group at once (run_files.sort_accesses) reads `single`
-    and `groups` instead: a big run then makes no object per path."""
-
-    def __init__(self, single: dict[str, FileAccess], groups: list[FileGroup]) -> None:
-        self.single = single
-        self.groups = groups
-        self._all: dict[str, FileAccess] | None = None
-
-    def _flat(self) -> dict[str, FileAccess]:
-        if self._all is None:
-            flat = dict(self.single)
-            for g in self.groups:
-                fields = g.fields
-                flat.update([(p, _new_tuple(FileAccess, (p, *fields))) for p in g.paths])
-            self._all = flat
-        return self._all
-
-    def __getitem__(self, path: str) -> FileAccess:
-        return self._flat()[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat())
-
-    def __len__(self) -> int:
-        return len(self.single) + sum(len(g.paths) for g in self.groups)
-
-    def __repr__(self) -> str:
-        return f"Accesses({self._flat()!r})"
-
-
-class StatKeys(Mapping[str, bytes]):
-    """`Trace.stat_keys` of a run whose summary had `files` records with keys: those keys stay
-    on their `FileGroup` (`groups`) until the mapping is read path by path. A consumer that
-    takes a folder at a time (run_files.group_folders) reads `single` and `groups` instead."""
-
-    def __init__(self, single: dict[str, bytes], groups: list[FileGroup]) -> None:
-        self.single = single
-        self.groups = [g for g in groups if g.keys]
-        self._all: dict[str, bytes] | None = None
-
-    def _flat(self) -> dict[str, bytes]:
-        if self._all is None:
-            flat = dict(self.single)
-            for g in self.groups:
-                flat.update(zip(g.paths, _key_cutter(len(g.paths)).unpack(g.keys), strict=True))
-            self._all = flat
-        return self._all
-
-    def __getitem__(self, path: str) -> bytes:
-        return self._flat()[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat())
-
-    def __len__(self) -> int:
-        return len(self.single) + sum(len(g.paths) for g in self.groups)
-
-    def __repr__(self) -> str:
-        return f"StatKeys({self._flat()!r})"
 
 
 class Event(NamedTuple):
@@ -263,6 +166,7 @@ def parse_log(data: bytes) -> TraceLog:
 _Row = tuple[str, int, tuple[str, ...], int, "bool | None"]
 
 
+_new_tuple = tuple.__new__  # a FileAccess per `file` record, without its class's __new__
 _STATE_OF = {b"f": "file", b"d": "dir", b"o": "other", b"n": "none"}
 
 
@@ -274,20 +178,6 @@ def _file_template(bits: int, state: bytes) -> tuple[Any, ...] | None:
         return None
     return (bool(bits & _READ), bool(bits & _WRITTEN), bool(bits & _CREATED), False, False,
             False, (), (), state == b"f")  # fmt: skip
-
-
-_new_tuple = tuple.__new__
-KEY_HEX = 80  # a STAT key: 40 bytes in hex
-
-
-_cutters: dict[int, struct.Struct] = {}
-
-
-def _key_cutter(n: int) -> struct.Struct:
-    """Cuts n STAT keys back to back into n bytes objects in one call."""
-    if n not in _cutters:
-        _cutters[n] = struct.Struct(f"{KEY_HEX}s" * n)
-    return _cutters[n]
 
 
 def _parse(
@@ -391,7 +281,7 @@ def _parse(
                     groups.append(FileGroup(folder, paths, tpl, kt, names))
                     continue
                 if kt and keys is not None:
-                    keys.update(zip(paths, _key_cutter(len(paths)).unpack(kt), strict=True))
+                    keys.update(zip(paths, key_cutter(len(paths)).unpack(kt), strict=True))
                 bits, state = int(f[1]), _STATE_OF[f[2]]
                 for path in paths:
                     summarized[path] = summarized.get(path, 0) | bits
@@ -501,65 +391,9 @@ _ACCMODE = 3
 _O_CREAT, _O_TRUNC, _O_WRONLY, _O_RDONLY = os.O_CREAT, os.O_TRUNC, os.O_WRONLY, os.O_RDONLY
 
 
-def _state_at_end(path: str) -> str:
-    """What is at `path` now: 'file' (a regular file), 'other' (a symlink or other
-    non-directory, which the rules count as a file), 'dir' or 'none'."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "none"
-    kind = st.st_mode & 0o170000
-    return "file" if kind == 0o100000 else "dir" if kind == 0o040000 else "other"
-
-
-def _states_at_end(paths: Collection[str]) -> dict[str, str]:
-    """`_state_at_end` for many paths at once: a directory holding many of them is listed
-    once (`scandir` gives the type without a stat per entry) instead of `lstat` per path."""
-    by_dir: dict[str, list[str]] = {}
-    for p in paths:
-        d, _, name = p.rpartition("/")
-        by_dir.setdefault(d or "/", []).append(p)
-    out: dict[str, str] = {}
-    for d, group in by_dir.items():
-        if len(group) >= _SCAN_AT_LEAST:
-            listed = _list_dir(d, len(group))
-            if listed is not None:
-                get, cut = listed.get, len(d) + 1 if d != "/" else 1
-                for p in group:
-                    name = p[cut:]
-                    out[p] = get(name, "none") if name else _state_at_end(p)
-                continue
-        for p in group:
-            out[p] = _state_at_end(p)
-    return out
-
-
-_SCAN_AT_LEAST = 32  # paths in one directory before listing it beats lstat per path
-
-
-def _list_dir(d: str, wanted: int) -> dict[str, str] | None:
-    """name -> 'file'/'dir' for directory `d`; None where listing it does not pay (a huge
-    directory of which few entries are wanted) or fails (then lstat per path decides)."""
-    try:
-        # st_size grows with the entries on the common file systems (ext4, xfs, tmpfs, btrfs)
-        if os.stat(d).st_size > wanted * 256:
-            return None
-        with os.scandir(d) as it:
-            return {
-                e.name: "file"
-                if e.is_file(follow_symlinks=False)
-                else "dir"
-                if e.is_dir(follow_symlinks=False)
-                else "other"
-                for e in it
-            }
-    except OSError:
-        return None
-
-
 def summarize(
     events: Sequence[Event],
-    state_at_end: Callable[[str], str] = _state_at_end,
+    state_at_end: Callable[[str], str] = trace_files.state_at_end,
     *,
     summarized: Mapping[str, int] | None = None,
     states: Mapping[str, str] | None = None,
@@ -568,8 +402,8 @@ def summarize(
     plus a summary's `file` records (`TraceLog.summarized` and `.states`) when given.
 
     `state_at_end(path)` says what is at a path after the run ('file', 'other', 'dir' or
-    'none', as `_state_at_end`): the tracer does not wait for a call's result, so a call that
-    failed is told apart from one that worked by what exists afterwards.
+    'none', as `trace_files.state_at_end`): the tracer does not wait for a call's result, so
+    a call that failed is told apart from one that worked by what exists afterwards.
     """
     rows = [(ev.kind, ev.pid, ev.paths, ev.flags, ev.existed) for ev in events]
     return _classify(rows, state_at_end, summarized, states)
@@ -592,7 +426,7 @@ def _open_bits(flags: int, existed: bool | None) -> int:
 
 def _classify(
     rows: Iterable[_Row],
-    state_at_end: Callable[[str], str] = _state_at_end,
+    state_at_end: Callable[[str], str] = trace_files.state_at_end,
     opens: Mapping[str, int] | None = None,
     known: Mapping[str, str] | None = None,
     direct: dict[str, FileAccess] | None = None,
@@ -636,12 +470,12 @@ def _classify(
             bits[path] |= (a.read and _READ) | (a.written and _WRITTEN) | (a.created and _CREATED)
 
     out: dict[str, FileAccess] = direct if direct is not None else {}
-    if state_at_end is _state_at_end:
+    if state_at_end is trace_files.state_at_end:
         if known:
             states = dict(known)
-            states.update(_states_at_end([p for p in bits if p not in known]))
+            states.update(trace_files.states_at_end([p for p in bits if p not in known]))
         else:
-            states = _states_at_end(bits)
+            states = trace_files.states_at_end(bits)
         state_of: Callable[[str], str] = states.__getitem__
     elif known:
         state_of = lambda p: known[p] if p in known else state_at_end(p)  # noqa: E731

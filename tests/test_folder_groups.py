@@ -15,7 +15,7 @@ from blake3 import blake3
 
 from roargit import folders, run_files
 from roargit.trace import run_traced
-from roargit.trace_log import StatKeys
+from roargit.trace_files import StatKeys
 
 # Reads the files named on the command line, or every file under the folder given.
 READ = (
@@ -197,7 +197,7 @@ def test_a_groups_special_parts_are_found_by_folder_and_names_as_in_its_paths(
 ) -> None:
     """Searched in the folder and the names, a group's special parts are found exactly where
     they are in its joined paths."""
-    from roargit.trace_log import FileAccess, FileGroup
+    from roargit.trace_files import FileAccess, FileGroup
 
     names = [f"n{i}" for i in range(9)] + [name]
     paths = [f"{folder}/{n}" for n in names]

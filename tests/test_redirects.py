@@ -110,10 +110,10 @@ def test_a_hostile_redirect_is_refused_with_nothing_written(git_repo: Path) -> N
 def test_a_grouped_trace_stays_grouped_with_a_redirect_taken_out_of_its_group(
     tmp_path: Path,
 ) -> None:
-    """stdio.with_redirects on trace_log.Accesses: no object per path is made for the groups, and
+    """stdio.with_redirects on trace_files.Accesses: no object per path is made for the groups, and
     a redirected file that a group also holds leaves the group with its new access."""
     from roargit.stdio import Redirect, with_redirects
-    from roargit.trace_log import Accesses, FileAccess, FileGroup
+    from roargit.trace_files import Accesses, FileAccess, FileGroup
 
     folder = str(tmp_path)
     names = [f"{folder}/f{i}.txt" for i in range(5)]

@@ -677,7 +677,7 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
 
     from roargit.repo import RepoPaths
     from roargit.run_files import sort_accesses
-    from roargit.trace_log import FileAccess
+    from roargit.trace_files import FileAccess
 
     root = tmp_path / "repo"
     (root / "data").mkdir(parents=True)
@@ -721,14 +721,14 @@ def test_sort_accesses_tells_each_kind_of_path_apart(tmp_path: Path) -> None:
 
 
 def test_sort_accesses_of_grouped_folders_is_as_path_by_path(tmp_path: Path) -> None:
-    """A traced run that reads whole folders (the summary groups each: trace_log.Accesses) is
+    """A traced run that reads whole folders (the summary groups each: trace_files.Accesses) is
     sorted as its accesses one by one are, for plain data folders (taken at once) and for
     folders whose names or place make special cases: git's, bytecode, start-up files,
     package dirs, `lib*` names, outside the repo, a `roar.ignore` glob."""
     from roargit.repo import RepoPaths
     from roargit.run_files import _plain_group, sort_accesses
     from roargit.trace import run_traced
-    from roargit.trace_log import Accesses
+    from roargit.trace_files import Accesses
 
     root = tmp_path / "repo"
     folders = {

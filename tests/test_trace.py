@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from roargit.trace import Trace, run_traced
-from roargit.trace_log import FileAccess, TraceLog
+from roargit.trace_files import FileAccess
+from roargit.trace_log import TraceLog
 
 PY = sys.executable
 
@@ -568,7 +569,7 @@ def test_a_files_record_lists_its_names_in_byte_order_with_their_keys(tmp_path: 
     """Read in reverse order, a folder's files still come in byte order in its `files` record,
     each key beside its name; a grouped path that another record touches (renamed onto) leaves
     the group and keeps its key."""
-    from roargit.trace_log import StatKeys
+    from roargit.trace_files import StatKeys
 
     d = tmp_path / "d"
     d.mkdir()

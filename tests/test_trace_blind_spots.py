@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from roargit.trace import Trace, run_traced
-from roargit.trace_log import FileAccess
+from roargit.trace_files import FileAccess
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
 

@@ -97,7 +97,7 @@ def test_rules_on_events() -> None:
 
 def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
     # Enough paths in one directory that it is listed instead of lstat'ed per path.
-    from roargit.trace_log import _state_at_end, _states_at_end
+    from roargit.trace_files import state_at_end, states_at_end
 
     for i in range(40):
         (tmp_path / f"f{i}").write_text("x")
@@ -106,8 +106,8 @@ def test_states_at_end_listing_matches_lstat(tmp_path: Path) -> None:
     (tmp_path / "dirlink").symlink_to("sub")
     names = [f"f{i}" for i in range(40)] + ["sub", "link", "dirlink", "gone", "f1/x"]
     paths = [str(tmp_path / n) for n in names] + ["/", str(tmp_path / "sub") + "/deep"]
-    states = _states_at_end(paths)
-    assert states == {p: _state_at_end(p) for p in paths}
+    states = states_at_end(paths)
+    assert states == {p: state_at_end(p) for p in paths}
     assert states[str(tmp_path / "link")] == "other" and states[str(tmp_path / "sub")] == "dir"
     assert states[str(tmp_path / "f1")] == "file" and states[str(tmp_path / "gone")] == "none"
 
