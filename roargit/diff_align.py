@@ -31,7 +31,7 @@ class Lineage:
     top: str | None  # the run the REF named, or that produced the artifact
     producer: dict[str, str]  # artifact hash → a run of this lineage that produced it
     # (reader run, input path) → the run whose write it read (None: source data); see
-    # views.choose_producer. An input named here never falls back on `producer`.
+    # producers.choose_producer. An input named here never falls back on `producer`.
     links: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def producer_of(self, digest: str, reader: str, path: str | None = None) -> str | None:

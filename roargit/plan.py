@@ -36,9 +36,9 @@ from roargit.folders import decode_manifest
 from roargit.hashing import HashCache, hash_bytes
 from roargit.ledger import Ledger
 from roargit.machine import this_machine
+from roargit.producers import choose_producer
 from roargit.records import ArtifactId, FileRef, RunId, RunRecord, SessionId
 from roargit.repo import RepoPaths
-from roargit.views import choose_producer
 
 SOURCES = ("code", "worktree", "store", "step", "missing")
 
@@ -284,7 +284,7 @@ class Planner:
         self, digest: str, path: str | None = None, reader: RunId | None = None
     ) -> RunId | None:
         """The run to regenerate these bytes with: the one whose write `reader` read at
-        `path` (views.choose_producer), or for the target the newest that made them."""
+        `path` (producers.choose_producer), or for the target the newest that made them."""
 
         if digest not in self._producers:
             self._producers[digest] = self.ledger.artifact_runs(digest)[0]

@@ -6,10 +6,9 @@ lineage read a handful of ledger trees per step; nothing here scans all records.
 
 from __future__ import annotations
 
-import datetime
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from roargit.git import run_git
 from roargit.hashing import HashCache
 from roargit.ledger import REMOTES_PREFIX, Ledger, RecordMissing
 from roargit.ledger_check import printable
+from roargit.producers import choose_producer
+from roargit.record_json import iso, run_to_json, verification_to_json, who_json
 from roargit.records import FileRef, RunId, RunRecord, VerificationRecord
 from roargit.repo import RepoPaths
 from roargit.staleness import stale_steps
@@ -550,145 +551,5 @@ def _upstream_first(
     return ordered
 
 
-def choose_producer(
-    digest: str,
-    path: str | None,
-    candidates: Sequence[tuple[RunId, RunRecord]],
-    reader: tuple[str, RunRecord] | None,
-) -> tuple[RunId | None, bool]:
-    """Which of the runs that wrote `digest` made the file at `path` that `reader` read:
-    (that run, whether it was found by bytes alone).
-
-    By run and path first: the run that last wrote these bytes at this path before the
-    reader started. Only when no run did is it some run that wrote these bytes elsewhere
-    (the second value is then True): one that finished before the reader started, a
-    successful one, the newest. Never the reader itself, a run that started after it, nor a
-    run that read these bytes at this path (it found them there, so it did not make them)."""
-    before = reader[1].started_at if reader is not None else None
-    rid_reader = reader[0] if reader is not None else None
-    # A run that started after the reader cannot have made what it read.
-    usable = [
-        (rid, rec)
-        for rid, rec in candidates
-        if rid != rid_reader and (before is None or rec.started_at < before)
-    ]
-    if path is not None:
-        here = [
-            (rid, rec)
-            for rid, rec in usable
-            if any(o.path == path and o.hash == digest for o in rec.outputs)
-        ]
-        if here:
-            return max(here, key=lambda c: _rank(c, before))[0], False
-        usable = [
-            (rid, rec)
-            for rid, rec in usable
-            if not any(i.path == path and i.hash == digest for i in rec.inputs)
-        ]
-    if not usable:
-        return None, False
-    return max(usable, key=lambda c: _rank(c, before))[0], path is not None
-
-
-def _rank(c: tuple[RunId, RunRecord], before: int | None) -> tuple[bool, bool, int, str]:
-    rid, rec = c
-    causal = before is None or rec.ended_at <= before
-    return (causal, rec.status == "ok", rec.ended_at, rid)
-
-
 def _is_hex(text: str) -> bool:
     return bool(text) and set(text.lower()) <= HEX
-
-
-def iso(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).isoformat(
-        timespec="seconds"
-    )
-
-
-def who_json(rec: RunRecord) -> dict[str, str] | None:
-    """Who recorded the run ({name, email, host}), or None for a record that does not say."""
-    return None if rec.recorded_by is None else rec.recorded_by.to_map()
-
-
-def files_json(files: Iterable[FileRef]) -> list[dict[str, Any]]:
-    out = []
-    for f in files:
-        m: dict[str, Any] = {"path": f.path, "hash": f.hash, "size": f.size}
-        if f.kind != "file":
-            m["type"] = f.kind
-        if f.not_stored:
-            m["not_stored"] = f.not_stored
-        out.append(m)
-    return out
-
-
-def verification_to_json(vid: str, rec: VerificationRecord) -> dict[str, Any]:
-    return {
-        "id": vid,
-        "run": rec.run,
-        "result": rec.result,
-        "by": rec.by.to_map(),
-        "at": iso(rec.ended_at),
-        "clone": rec.clone,
-        "reproduction": rec.reproduction,
-        "outputs": [o.to_map() for o in rec.outputs],
-    }
-
-
-def verification_summary(verifications: Sequence[dict[str, Any]]) -> str:
-    """`reproduced identical ×2, last by bob <bob@example.com> on 2026-12-07` ("" for none):
-    recorded text, to be escaped by whoever prints it."""
-    if not verifications:
-        return ""
-    counts: dict[str, int] = {}
-    for v in verifications:
-        counts[v["result"]] = counts.get(v["result"], 0) + 1
-    parts = [f"{r} ×{n}" if n > 1 else r for r, n in counts.items()]
-    last = verifications[-1]
-    by = last["by"]
-    who = " ".join(x for x in (by["name"], f"<{by['email']}>" if by["email"] else "") if x)
-    who = who or "someone"
-    host = f" on {by['host']}" if by["host"] else ""
-    return f"reproduced {', '.join(parts)}, last by {who}{host} at {last['at']}"
-
-
-def run_to_json(
-    run_id: str,
-    rec: RunRecord,
-    label: str | None,
-    verifications: Sequence[dict[str, Any]] = (),
-) -> dict[str, Any]:
-    env = rec.environment
-    return (
-        {
-            "kind": "run",
-            "id": run_id,
-            "step": label,
-            "session": rec.session,
-            "type": rec.kind,
-            "argv": list(rec.argv),
-            "cwd": rec.cwd,
-            "status": rec.status,
-            "exit_code": rec.exit_code,
-            "inputs": files_json(rec.inputs),
-            "outputs": files_json(rec.outputs),
-            "code": {
-                "commit": rec.code.commit,
-                "branch": rec.code.branch,
-                "dirty": rec.code.dirty,
-                "tree": rec.code.tree,
-                "inputs": [{"path": c.path, "blob": c.blob} for c in rec.code.inputs],
-            },
-            "started_at": iso(rec.started_at),
-            "duration_s": round(rec.duration_ns / 1e9, 3),
-            "capture": rec.capture,
-            "complete": rec.complete,
-            "recorded_by": who_json(rec),
-            "environment": dict(env),
-            "verifications": list(verifications),
-        }
-        | ({"unreadable": [u.to_map() for u in rec.unreadable]} if rec.unreadable else {})
-        | ({"redirects": dict(rec.redirects)} if rec.redirects else {})
-        | ({"created_dirs": list(rec.created_dirs)} if rec.created_dirs else {})
-    )

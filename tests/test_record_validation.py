@@ -22,8 +22,8 @@ from test_records import environments, runs
 from roargit import codec, folders, record_fields, records
 from roargit.environment import Environment
 from roargit.errors import RecordCorrupt, RecordTooNew, RoarError
+from roargit.record_json import run_to_json, verification_to_json
 from roargit.records import RunRecord, SessionRecord
-from roargit.views import run_to_json, verification_to_json
 
 NAME = "3fa9c1d2e4b5"
 

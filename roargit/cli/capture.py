@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def run_json(run_id: str, record: Any, label: str) -> dict[str, Any]:
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.views import run_to_json
+    from roargit.record_json import run_to_json
 
     return run_to_json(run_id, record, label)
 

@@ -182,7 +182,7 @@ def render(result: dict[str, Any], paint: Paint) -> None:
 
 def verification_summary(verifications: list[dict[str, Any]]) -> str:
     # lazy: loaded when this command runs, not at every command's start-up
-    from roargit.views import verification_summary as summary
+    from roargit.record_json import verification_summary as summary
 
     return summary(verifications)
 
