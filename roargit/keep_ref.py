@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from roargit.errors import RoarError
 from roargit.git import is_ancestor, run_git
-from roargit.ledger import Ledger, jitter
+from roargit.ledger import Ledger
+from roargit.ledger_commit import jitter
 from roargit.repo import RepoPaths
 
 KEEP_REF = "refs/roar/commits"

@@ -7,7 +7,7 @@ Every name is derived from content, so two ledgers can only ever disagree by hav
 entries: merging is a union of trees and cannot conflict (ledger_merge). The ref moves only by
 compare-and-swap (libgit2's under the ref's lock in process, `git update-ref REF NEW OLD`
 otherwise); a writer that loses the race re-applies its entries on the new tip and tries
-again. Nothing outside `refs/roar/` is touched.
+again (ledger_commit: the Ledger's writes). Nothing outside `refs/roar/` is touched.
 
 An append edits the raw trees on the changed paths (ledger_trees; the trees it wrote last time stay
 decoded, so the next append reads only the fan-out buckets it has not seen) and writes all its
@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from roargit import TYPE_CHECKING, loose_ref, records
 from roargit.codec import record_id
-from roargit.errors import GitFailed, RecordCorrupt, RecordTooNew, RoarError
-from roargit.git import run_git
-from roargit.gitobjects import (
-    FastImport,
-    NewEntry,
-    ObjectReader,
-    drop_keep,
-    roll_up_small_packs,
-    tree_entries,
-    write_pack,
-)
+from roargit.errors import RecordCorrupt, RecordTooNew, RoarError
+from roargit.gitobjects import FastImport, NewEntry, ObjectReader
+from roargit.ledger_commit import CommitWriter, LedgerBusy
 from roargit.ledger_layout import (
     fanout,
     folder_key,
@@ -52,22 +43,12 @@ if TYPE_CHECKING:
     import pygit2
 
     from roargit import index_cache
-    from roargit.ledger_trees import TreeEditor
 
 
 LEDGER_REF = "refs/roar/ledger"
 REMOTES_PREFIX = "refs/roar/remotes/"
 TMP_PREFIX = "refs/roar/tmp/"
 
-
-def jitter(most: float) -> float:
-    """A random pause in [0, most) for a writer that lost a race (not `random`: its import)."""
-    return most * int.from_bytes(os.urandom(2), "little") / 65536
-
-
-MAX_ATTEMPTS = 400
-#: Folders on an append's paths up to which they are read at once by path (Ledger._folders_at).
-PREFETCH_MAX = 256
 #: Each cat-file read is a pipe round trip; pygit2 reads in process but must be imported
 #: first: past this many reads, its import costs less than the round trips it saves.
 SWITCH_TO_PYGIT2_AT = 150
@@ -76,11 +57,6 @@ if TYPE_CHECKING:
     R = TypeVar("R", RunRecord, SessionRecord, records.VerificationRecord)
 
 Entry = NewEntry  # one path to add: a blob's bytes, or an existing tree by id
-
-
-class LedgerBusy(RoarError):
-    def __init__(self, ref: str, attempts: int) -> None:
-        super().__init__(f"could not update {ref} after {attempts} attempts: too many writers")
 
 
 class RecordMissing(RoarError, KeyError):
@@ -121,14 +97,11 @@ class Ledger:
         # Writes always start from the live tip.
         self._view: Pygit2View | CatFileView | None = None
         self._reads = 0
-        self._editor: TreeEditor | None = None
+        self._writer = CommitWriter()
         self._origins: dict[str, str] | None = None
-        # The last session index read (session, its buckets by tree id), and what the last
-        # commit written was made on: its parent's folders and its new objects (append_run
-        # keeps the bucket it wrote, see index_cache).
+        # The last session index read (session, its buckets by tree id): append_run keeps
+        # the bucket its commit wrote (see index_cache).
         self._index_read: tuple[str, dict[str, index_cache.Bucket]] | None = None
-        self._parent_folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None
-        self._written: dict[bytes, tuple[bytes, bytes]] | None = None
 
     @property
     def repo(self) -> pygit2.Repository:
@@ -455,7 +428,7 @@ class Ledger:
         bucket it was made on (as read by session_index) and the run's own entry, under the
         new bucket's tree id. The next run then reads no bucket from git. Nothing is kept
         where the bucket it was made on is not known here."""
-        read, parents, written = self._index_read, self._parent_folders, self._written
+        read, parents, written = self._index_read, self._writer.parent_folders, self._writer.written
         if read is None or read[0] != record.session or parents is None or written is None:
             return
         # lazy: with the cache's other readers (session_index)
@@ -558,215 +531,12 @@ class Ledger:
 
     def commit(self, entries: Sequence[Entry], message: str) -> str:
         """Add entries in one commit on the ledger ref, retrying until the CAS wins."""
-        for attempt in range(MAX_ATTEMPTS):
-            self._parent_folders = self._written = None
-            old = self.tip()
-            folders = self._folders_at(old, entries)
-            if old is not None and self._all_present(old, entries, folders):
-                return old
-            new = self._write_commit(old, entries, message, folders)
-            self._parent_folders = folders
-            try:
-                swapped = self.swap(old, new, message)
-            finally:  # the ref names the commit now (or never will): see write_pack's keep
-                drop_keep(self.paths.common_dir / "objects" / "pack", self._kept_pack)
-            if swapped:
-                self._roll_up(len(new) // 2)
-                self.pin(new)
-                return new
-            # Lost the race: back off a little (jittered, growing) and re-apply on the new tip.
-            time.sleep(jitter(min(0.05, 0.002 * (attempt + 1))))
-        raise LedgerBusy(self.ref, MAX_ATTEMPTS)
-
-    def _folders_at(
-        self, tip: str | None, entries: Sequence[Entry]
-    ) -> dict[tuple[str, ...], tuple[bytes, bytes]] | None:
-        """With `fast_start`, every folder on the entries' paths in commit `tip`, read by path
-        in one pipelined exchange: {folder: (raw tree id, tree)}, a folder absent there left
-        out. An append then asks git nothing more (the trees to edit, the entries already
-        there); reading a level at a time would cost a round trip a level. None where there
-        are more folders than PREFETCH_MAX (a run that read thousands of files: its trees
-        are read a level at a time, each once), or without `fast_start`."""
-        if not self.fast_start or tip is None:
-            return None
-        wanted = dict.fromkeys(e.path[:k] for e in entries for k in range(len(e.path)))
-        if len(wanted) > PREFETCH_MAX:
-            return None
-        commit, *objs = self.reader.read_many([tip, *(f"{tip}:{'/'.join(f)}" for f in wanted)])
-        found = {
-            f: (bytes.fromhex(o.oid), o.data)
-            for f, o in zip(wanted, objs, strict=True)
-            if o is not None and o.type == "tree"
-        }
-        if (
-            commit is None
-            or commit.type != "commit"
-            or () not in found
-            or not commit.data.startswith(b"tree %s\n" % found[()][0].hex().encode())
-        ):
-            raise GitFailed(["git", "cat-file", tip], 1, b"", b"ledger commit missing")
-        return found
-
-    def _all_present(
-        self,
-        tip: str,
-        entries: Sequence[Entry],
-        folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None,
-    ) -> bool:
-        from roargit.ledger_trees import blob_oid  # lazy: see _write_commit
-
-        if folders is not None:
-            listed: dict[tuple[str, ...], dict[str, str]] = {}
-            for e in entries:
-                where = e.path[:-1]
-                if where not in listed:
-                    tree = folders.get(where)
-                    width = len(tip) // 2
-                    listed[where] = (
-                        {} if tree is None else {n: o for _, n, o in tree_entries(tree[1], width)}
-                    )
-                want = e.tree if e.data is None else blob_oid(e.data, len(tip))
-                if listed[where].get(e.path[-1]) != want:
-                    return False
-            return True
-        view = CatFileView(self.reader, tip) if self.fast_start else Pygit2View(self.repo, tip)
-        for e in entries:
-            want = e.tree if e.data is None else blob_oid(e.data, len(tip))
-            if view.entry(e.path) != want:
-                return False
-        return True
-
-    def _write_commit(
-        self,
-        old: str | None,
-        entries: Sequence[Entry],
-        message: str,
-        folders: dict[tuple[str, ...], tuple[bytes, bytes]] | None = None,
-    ) -> str:
-        """A new commit (not yet on the ref), written as one small pack. `folders`: the trees
-        on the entries' paths in `old`, read already (`_folders_at`)."""
-        # lazy: `roar run` loads it while its command runs (capture._load_after_command)
-        from roargit.ledger_trees import TreeEditor, hasher
-
-        if self._editor is None:
-            self._editor = TreeEditor()
-        many = None
-        if folders is not None:
-            # The editor asks only for trees their parents name on the entries' paths: all
-            # of them are here (read by `_folders_at`); git is asked for any other.
-            known = dict(folders.values())
-            asked = self._tree_reader()
-
-            def prefetched(oid: bytes) -> bytes:
-                data = known.get(oid)
-                return asked(oid) if data is None else data
-
-            read: Callable[[bytes], bytes] = prefetched
-            old_root: bytes | None = folders[()][0]
-        else:
-            read, old_root = self._tree_access(old)
-        if folders is None and self.fast_start:
-            reader = self.reader
-
-            def many(oids: list[bytes]) -> list[bytes]:
-                objs = reader.read_many([oid.hex() for oid in oids])
-                if any(o is None or o.type != "tree" for o in objs):
-                    raise GitFailed(["git", "cat-file"], 1, b"", b"ledger tree missing")
-                return [o.data for o in objs if o is not None]
-
-        new, objects = self._editor.commit(read, old_root, entries, message, old, many)
-        self._written = objects
-        objects_dir = self.paths.common_dir / "objects"
-        # Kept until the ref moves: a `git gc` meanwhile must not drop the unnamed commit.
-        self._kept_pack = write_pack(
-            objects_dir / "pack", objects, hasher(len(new) // 2), keep=True
-        )
-        return new
-
-    def _tree_reader(self) -> Callable[[bytes], bytes]:
-        """A tree's content by its raw id, through the `cat-file` reader."""
-        reader = self.reader
-
-        def read(oid: bytes) -> bytes:
-            obj = reader.read(oid.hex())
-            if obj is None or obj.type != "tree":
-                raise GitFailed(["git", "cat-file", oid.hex()], 1, b"", b"ledger tree missing")
-            return obj.data
-
-        return read
-
-    def _tree_access(self, old: str | None) -> tuple[Callable[[bytes], bytes], bytes | None]:
-        """How `TreeEditor` reads trees on this backend, and the root tree of commit `old`.
-        With `fast_start` both come from the `cat-file` reader: no pygit2 import."""
-        if self.fast_start:
-            reader, read = self.reader, self._tree_reader()
-            if old is None:
-                return read, None
-            commit = reader.read(old)
-            if commit is None or not commit.data.startswith(b"tree "):
-                raise GitFailed(["git", "cat-file", old], 1, b"", b"ledger commit missing")
-            return read, bytes.fromhex(commit.data[5 : commit.data.index(b"\n")].decode())
-        repo, oid_of = self.repo, load_pygit2().Oid
-        root = None if old is None else repo[old].peel(load_pygit2().Tree).id.raw
-        return (lambda oid: repo.odb.read(oid_of(raw=oid))[1]), root
-
-    def _roll_up(self, width: int) -> None:
-        """Keep the number of small packs that in-process appends leave bounded."""
-        objects_dir = self.paths.common_dir / "objects"
-        if roll_up_small_packs(objects_dir, self.paths.roar_dir / "pack.lock", width):
-            # libgit2 would keep the deleted packs in its list (and try each on a miss): read
-            # through a fresh repository. The decoded trees stay valid.
-            self._repo = None
+        return self._writer.commit(self, entries, message)
 
     def swap(self, old: str | None, new: str, message: str, scratch: str | None = None) -> bool:
         """Move the ref from `old` to `new` if it still points at `old` (one transaction,
         which also drops a bulk import's scratch ref)."""
-        if old is not None and scratch is None:
-            if not self.fast_start:
-                return self._swap_in_process(old, new, message)
-            moved = loose_ref.compare_and_swap(self.paths.common_dir, self.ref, old, new)
-            if moved is not None:
-                return moved
-        zero = "0" * len(new)
-        script = f"update {self.ref} {new} {old or zero}\n"
-        if scratch:
-            script += f"delete {scratch}\n"
-        proc = run_git(
-            ["update-ref", "-m", f"roar: {message[:60]}", "--stdin"],
-            self.paths.git_dir,
-            input=script.encode(),
-            check=False,
-        )
-        if proc.returncode == 0:
-            return True
-        if scratch:
-            run_git(["update-ref", "-d", scratch], self.paths.git_dir, check=False)
-        err = proc.stderr.decode(errors="replace")
-        if "lock" in err or "but expected" in err or "is at" in err or "already exists" in err:
-            return False
-        raise GitFailed(["git", "update-ref", "--stdin"], proc.returncode, proc.stdout, proc.stderr)
-
-    def _swap_in_process(self, old: str, new: str, message: str) -> bool:
-        """The same compare-and-swap through libgit2, without a `git` process: it takes the
-        ref's lock file (the one git takes), checks the ref still names `old` under the lock,
-        and writes `new` (git_reference_set_target, which compares against the target read).
-        Creating the ref stays with update-ref: libgit2 checks absence before locking."""
-        import pygit2  # in-process swaps only (no `fast_start`): loaded with the repository
-
-        try:
-            ref = self.repo.references[self.ref]
-        except KeyError:
-            return False  # deleted meanwhile: the caller re-reads the tip
-        if ref.type != pygit2.enums.ReferenceType.DIRECT or str(ref.target) != old:
-            return False
-        try:
-            ref.set_target(new, f"roar: {message[:60]}")
-        except (OSError, pygit2.GitError) as e:
-            text = str(e)
-            if "lock" in text or "does not match" in text:
-                return False  # another writer holds the lock, or moved the ref
-            raise
-        return True
+        return self._writer.swap(self, old, new, message, scratch)
 
     def origin(self, record_id: str) -> str | None:
         """The remote a record arrived from by a merge; None if it was recorded here (or

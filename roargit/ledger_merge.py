@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from roargit import ledger_check
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import is_ancestor, run_git
-from roargit.ledger import MAX_ATTEMPTS, REMOTES_PREFIX, Ledger, LedgerBusy, jitter, load_pygit2
+from roargit.ledger import REMOTES_PREFIX, Ledger, load_pygit2
+from roargit.ledger_commit import MAX_ATTEMPTS, LedgerBusy, jitter
 from roargit.repo import RepoPaths
 from roargit.structs import NamedTuple
 

@@ -40,7 +40,8 @@ from roargit.keep_ref import (
     rev,
     unkept_commits,
 )
-from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger, jitter
+from roargit.ledger import LEDGER_REF, REMOTES_PREFIX, Ledger
+from roargit.ledger_commit import jitter
 from roargit.push_blobs import (
     BlobPlan,
     Progress,

@@ -37,7 +37,7 @@ from roargit import codec
 from roargit.errors import RecordCorrupt, RoarError
 from roargit.git import run_git
 from roargit.gitobjects import ObjectReader
-from roargit.ledger import jitter
+from roargit.ledger_commit import jitter
 from roargit.registry.scope import check_name, valid_scope_name
 from roargit.structs import NamedTuple
 

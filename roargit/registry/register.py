@@ -34,7 +34,8 @@ from roargit.blobstore import BlobStore
 from roargit.errors import GitFailed, RoarError
 from roargit.git import is_ancestor, push_refs, run_git
 from roargit.keep_ref import keep_commit, keep_commits, rev, swap_ref
-from roargit.ledger import Entry, Ledger, jitter
+from roargit.ledger import Entry, Ledger
+from roargit.ledger_commit import jitter
 from roargit.ledger_layout import fanout, run_entries
 from roargit.plan import NotProduced
 from roargit.push_blobs import BlobPlan, Uploaded, plan_blobs, referenced_blobs
