@@ -28,7 +28,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from roargit import TYPE_CHECKING, hashing
+from roargit import TYPE_CHECKING, hashing, stable_read
 from roargit.hash_rows import STAT_KEY, CacheDB
 
 if TYPE_CHECKING:
@@ -52,10 +52,10 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 class Helper:
     """A second process that hashes `paths` from the first, alongside this one.
 
-    It reads each as `_read_small` does, writes a record for each it settled, then moves
-    `counters[0]` past it. `finish` stops it and returns the records; one it did not write, or
-    did not settle (a big file, an error, a file that changed while read), reads as UNSETTLED.
-    If it cannot start or fails, it simply answers no more.
+    It reads each as `stable_read.read_small` does, writes a record for each it settled, then
+    moves `counters[0]` past it. `finish` stops it and returns the records; one it did not
+    write, or did not settle (a big file, an error, a file that changed while read), reads as
+    UNSETTLED. If it cannot start or fails, it simply answers no more.
     """
 
     def __init__(self, paths: list[str], racy_window_ns: int, cache_db: Path) -> None:
@@ -167,7 +167,7 @@ def serve(fd: int, size: int, racy_window_ns: int, cache_db: str) -> None:
     answers = _HEADER.size + RECORD.size * size
     paths = shared[answers:].decode(_FS_ENCODING, _FS_ERRORS).split("\0")
     counters = memoryview(shared)[: _HEADER.size].cast("Q")
-    pack_into, read_small, pack = RECORD.pack_into, hashing._read_small, STAT_KEY.pack
+    pack_into, read_small, pack = RECORD.pack_into, stable_read.read_small, STAT_KEY.pack
     rows: list[tuple[str, bytes, bytes]] = []
     taken: list[int] = []  # the index of each of `rows`
     cache_before = time.time_ns() - racy_window_ns  # as in hashing._hash_todo

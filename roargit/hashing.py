@@ -33,6 +33,7 @@ Cache design (all of it derived, rebuildable state):
   database failure (locked past the timeout, read-only folder, disk full) degrades to hashing
   without the cache for that call. The cache never breaks a run.
 
+Reading one file, and telling whether it held still meanwhile, is roargit/stable_read.py's.
 Big files are hashed from a memory map under a read lease where one can be had, else with
 read() (roargit/bigfile.py), several at a time in a thread pool. Small files cost system
 calls and a little Python each, under the GIL, which threads cannot overlap: a batch of
@@ -48,7 +49,6 @@ import errno
 import gc
 import os
 import stat as stat_mod
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
@@ -57,9 +57,19 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from roargit import TYPE_CHECKING
+from roargit import TYPE_CHECKING, stable_read
 from roargit.errors import FileChanged
 from roargit.hash_rows import STAT_KEY, CacheDB
+from roargit.stable_read import (
+    Deferred,
+    Hashed,
+    check_regular,
+    hash_path,
+    hash_stable,
+    read_small,
+    settle,
+    stat_key,
+)
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
@@ -69,23 +79,13 @@ if TYPE_CHECKING:
     StrPath = str | os.PathLike[str]
     P = TypeVar("P", bound="str | os.PathLike[str]")
 
-#: Files up to this size are read whole and hashed with one call (one read, one hasher).
-SMALL_FILE = 1 << 20
 #: Above this size the hasher may use all cores (blake3's tree hashing pays off).
 MULTITHREAD_FROM = 1 << 20
-#: Files at least this big are hashed from a memory map where a read lease can be had.
-MMAP_FROM = 8 << 20
-#: Files above this size are hashed in the thread pool (see `HashCache._hash_all`).
-_POOL_FROM = 256 << 10
 #: A batch of at least this many files to hash shares them with a helper process
 #: (`hash_helper.Helper`): it costs a Python start-up on another core.
 _HELPER_FROM = 5000
-#: How often a file that changes under us is re-read before `FileChanged` is raised.
-RETRIES = 2
 #: Default racy window (see module docstring): a second covers coarse-timestamp filesystems.
 RACY_WINDOW_NS = 1_000_000_000
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileHash(NamedTuple):
@@ -128,7 +128,7 @@ def hash_file(path: StrPath) -> FileHash:
     and IsADirectoryError / OSError(EINVAL) for something that is not a regular file.
     """
     p = os.fspath(path)
-    result = _hash_stable(p)
+    result = hash_stable(p)
     if result.stable:
         return FileHash(result.digest, result.size)
     raise FileChanged([p])
@@ -159,156 +159,6 @@ def _abspaths(paths: list[P]) -> list[str]:
     return [_abspath(p) for p in paths]
 
 
-def _stat_key(st: os.stat_result) -> bytes:
-    # st_dev/st_ino are unsigned 64-bit; SQLite integers are signed, so the key is packed.
-    return STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-class _Hashed(NamedTuple):
-    raw: bytes  # the 32-byte digest
-    size: int
-    key: bytes  # stat key taken before the read
-    stable: bool  # stat identical before and after, and every byte accounted for
-    started_ns: int  # wall clock when the read began
-    ctime_ns: int
-
-    @property
-    def digest(self) -> str:
-        return self.raw.hex()
-
-
-def _check_regular(st: os.stat_result, path: str) -> None:
-    if stat_mod.S_ISREG(st.st_mode):
-        return
-    if stat_mod.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-    raise OSError(errno.EINVAL, "not a regular file", path)
-
-
-class _Deferred(Exception):
-    """`_hash_path` found a file bigger than it was asked to hash: `st` is its stat."""
-
-    def __init__(self, st: os.stat_result) -> None:
-        self.st = st
-
-
-def _hash_path(
-    path: str, before: os.stat_result | None = None, defer_from: int = sys.maxsize
-) -> _Hashed:
-    """Hash one file; `before` is its stat if the caller just took one (saves an fstat).
-    A file above `defer_from` bytes is not read: `_Deferred` is raised with its stat."""
-    # This runs once per file of a big tree: it is kept flat on purpose. On small files the
-    # five system calls are most of the cost, so no other work is done per file that a
-    # batch could do once.
-    started = time.time_ns()
-    try:
-        # O_NONBLOCK: a FIFO must not hang us (with no `before`, the fstat below finds it);
-        # O_NOCTTY: nor a terminal become ours.
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        if before is None and not isinstance(exc, FileNotFoundError):
-            # Say what it is, as a stat first would have (a socket fails with ENXIO).
-            _check_regular(os.stat(path), path)
-        raise
-    try:
-        if before is None:
-            before = os.fstat(fd)
-            if not stat_mod.S_ISREG(before.st_mode):
-                _check_regular(before, path)
-        size = before.st_size
-        if size > defer_from:
-            raise _Deferred(before)
-        if size <= SMALL_FILE:
-            # One byte more than stat promised, so that growth shows up as a size mismatch.
-            # (Never a fixed large buffer: os.read allocates what it is asked for.)
-            data = os.read(fd, size + 1)
-            if len(data) != size:
-                data = _drain(fd, data)
-            nread = len(data)
-            raw = blake3(data).digest()
-        else:
-            from roargit import bigfile  # lazy: threads, queues and mmap for big files only
-
-            hasher = blake3(max_threads=blake3.AUTO)
-            nread = bigfile.hash_mapped(fd, hasher) if size >= MMAP_FROM else 0
-            # read() the rest: all of it without a lease, what a writer kept us from, or
-            # what has grown since (one byte tells; spares a reader thread)
-            if nread < size or os.pread(fd, 1, nread):
-                os.lseek(fd, nread, os.SEEK_SET)
-                nread += bigfile.hash_piped(fd, hasher)
-            raw = hasher.digest()
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    # `after` is of the open file, `before` may be of the path: the inode check catches a
-    # file replaced in between (then this is simply retried). Same fields as the key.
-    pack = STAT_KEY.pack
-    ctime = before.st_ctime_ns
-    key = pack(before.st_dev, before.st_ino, size, before.st_mtime_ns, ctime)
-    stable = nread == size and key == pack(
-        after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns
-    )
-    return _Hashed(raw, nread, key, stable, started, ctime)
-
-
-def _hash_stable(path: str, before: os.stat_result | None = None) -> _Hashed:
-    """`_hash_path`, re-read while the file changes under us (`RETRIES` times at most)."""
-    return _settle(path, _hash_path(path, before))
-
-
-def _settle(path: str, h: _Hashed) -> _Hashed:
-    """`h`, or `path` read again while it keeps changing (`RETRIES` times at most)."""
-    for _ in range(RETRIES):
-        if h.stable:
-            break
-        h = _hash_path(path)
-    return h
-
-
-def _drain(fd: int, head: bytes) -> bytes:
-    """The rest of a file whose size was not what fstat said (a short read, or growth)."""
-    from roargit.bigfile import CHUNK  # lazy: see _hash_path
-
-    parts = [head]
-    while chunk := os.read(fd, CHUNK):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _read_small(path: str) -> tuple[bytes, os.stat_result] | None:
-    """The bytes of `path` and its stat, read as `_hash_path` reads a small file with no
-    `before`, if it is a regular file no bigger than `_POOL_FROM` that held still while read;
-    None for anything else (not there, not regular, big, changed while read, an error), which
-    `_hash_path` is to hash with all its checks, or say what is wrong with it."""
-    # The common case of a first hashing of many files, with the system calls of
-    # `_hash_path` and as little else as can be: the Python around them costs as much as two.
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError:
-        return None
-    try:
-        before = os.fstat(fd)
-        size = before.st_size
-        if size > _POOL_FROM or before.st_mode & 0o170000 != stat_mod.S_IFREG:
-            return None
-        # One byte more than stat promised, so that growth shows up as a size mismatch.
-        data = os.read(fd, size + 1)
-        after = os.fstat(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # Stable: every byte accounted for, and the open file's stat unchanged by the read.
-    if (
-        len(data) != size
-        or after.st_size != size
-        or after.st_mtime_ns != before.st_mtime_ns
-        or after.st_ctime_ns != before.st_ctime_ns
-    ):
-        return None
-    return data, before
-
-
 def _hash_fresh(
     todo: list[tuple[P, str, os.stat_result | None]],
     answered: Sequence[int],
@@ -319,18 +169,18 @@ def _hash_fresh(
     other: Callable[[int], object],
 ) -> tuple[int, int, int]:
     """Hash `todo` from its end until `answered[0]` (a helper's count, working up from the
-    start) is reached: the files with no row that `_read_small` reads, their results put
+    start) is reached: the files with no row that `read_small` reads, their results put
     where `_hash_todo`'s `take` puts them, with rows for those whose ctime is before
-    `cache_before_ns`. Anything else (a row's stat to compare, or what `_read_small` leaves)
+    `cache_before_ns`. Anything else (a row's stat to compare, or what `read_small` leaves)
     is handed to `other` by index. Returns (where it stopped, files hashed here, bytes read
     here)."""
-    read_small, pack = _read_small, STAT_KEY.pack
+    read, pack = read_small, STAT_KEY.pack
     at = len(todo)
     done = nbytes = 0
     while at > answered[0]:
         at -= 1
         original, abspath, st = todo[at]
-        got = None if st is not None else read_small(abspath)
+        got = None if st is not None else read(abspath)
         if got is None:
             other(at)
             continue
@@ -387,7 +237,7 @@ class HashCache:
         cached = self._rows.select([e[1] for e in entries])
         for original, abspath, st in entries:
             row = cached.get(abspath)
-            if row is not None and row[0] == _stat_key(st):
+            if row is not None and row[0] == stat_key(st):
                 found[original] = FileHash(row[1], st.st_size)
         return found
 
@@ -433,7 +283,7 @@ class HashCache:
         result: dict[P, FileHash] = {}
         failed: list[OSError] = []
         # (path given, absolute path, its stat or None): a path the cache has no row for is
-        # not stat-ed first; `_hash_path` takes its stat from the open file.
+        # not stat-ed first; `hash_path` takes its stat from the open file.
         todo: list[tuple[P, str, os.stat_result | None]]
         if cached:
             todo = []
@@ -447,7 +297,7 @@ class HashCache:
                 try:
                     st = stat(abspath)
                     if not isreg(st.st_mode):
-                        _check_regular(st, abspath)
+                        check_regular(st, abspath)
                 except OSError as exc:
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)
                     continue
@@ -494,7 +344,7 @@ class HashCache:
             try:
                 st = stat(abspath)
                 if not isreg(st.st_mode):
-                    _check_regular(st, abspath)
+                    check_regular(st, abspath)
             except FileNotFoundError:
                 if missing_ok:
                     continue
@@ -547,7 +397,7 @@ class HashCache:
         window = self.racy_window_ns
         nbytes = seen = 0
 
-        def take(original: P, abspath: str, h: _Hashed) -> None:
+        def take(original: P, abspath: str, h: Hashed) -> None:
             nonlocal nbytes, seen
             seen += 1
             nbytes += h.size
@@ -567,18 +417,20 @@ class HashCache:
         # and, when there are many, a helper process does a share of them
         # (`hash_helper.Helper`).
         big: list[tuple[P, str, os.stat_result]] = []
-        futures: list[tuple[P, str, Future[_Hashed]]] = []
+        futures: list[tuple[P, str, Future[Hashed]]] = []
         pool: ThreadPoolExecutor | None = None
         threads = self.workers > 1
+        # One bound for both: what `read_small` leaves above it is what the pool takes.
+        pool_from = stable_read.POOL_FROM
 
         def hash_items(items: Iterable[tuple[P, str, os.stat_result | None]]) -> None:
             nonlocal pool
             for original, abspath, st in items:
                 try:
-                    h = _hash_path(abspath, st, _POOL_FROM)
+                    h = hash_path(abspath, st, pool_from)
                     if not h.stable:
-                        h = _settle(abspath, h)
-                except _Deferred as deferred:
+                        h = settle(abspath, h)
+                except Deferred as deferred:
                     big.append((original, abspath, deferred.st))
                     if threads and len(big) > 1:
                         if pool is None:
@@ -586,7 +438,7 @@ class HashCache:
 
                             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="roar-hash")
                         for o, a, s in big:
-                            futures.append((o, a, pool.submit(_hash_stable, a, s)))
+                            futures.append((o, a, pool.submit(hash_stable, a, s)))
                         big.clear()
                     continue
                 except OSError as exc:
@@ -654,7 +506,7 @@ class HashCache:
                 hash_items(redo)
             for original, abspath, st in big:
                 try:
-                    take(original, abspath, _hash_stable(abspath, st))
+                    take(original, abspath, hash_stable(abspath, st))
                 except OSError as exc:
                     self.stats.misses -= 1
                     self._stat_failed(original, abspath, exc, missing_ok, errors, failed)

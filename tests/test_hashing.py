@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from blake3 import blake3
 
-from roargit import bigfile, hash_helper, hash_rows, hashing
+from roargit import bigfile, hash_helper, hash_rows, hashing, stable_read
 from roargit.errors import FileChanged
 from roargit.hashing import HashCache, hash_bytes, hash_file
 
@@ -36,7 +36,7 @@ def test_hash_bytes_known_values() -> None:
 
 @pytest.mark.parametrize(
     "size",
-    [0, 1, 1023, hashing.SMALL_FILE, hashing.SMALL_FILE + 1, 2 * bigfile.CHUNK + 3],
+    [0, 1, 1023, stable_read.SMALL_FILE, stable_read.SMALL_FILE + 1, 2 * bigfile.CHUNK + 3],
 )
 def test_hash_file_matches_blake3_across_size_paths(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
@@ -251,7 +251,7 @@ def test_big_files_found_among_small_ones_are_hashed_too(
 ) -> None:
     """Sizes are learnt only once a file is open: the big ones are handed to the pool (from
     the second) or hashed after the small ones, and none is lost or hashed wrong."""
-    monkeypatch.setattr(hashing, "_POOL_FROM", 1000)
+    monkeypatch.setattr(stable_read, "POOL_FROM", 1000)
     sizes = [10, 5000, 20, 3000, 0, 1001, 1000, 7]
     files = [write(tmp_path / f"f{i}", os.urandom(n)) for i, n in enumerate(sizes)]
     cache = HashCache(tmp_path / "state", racy_window_ns=0, workers=workers)
@@ -260,7 +260,7 @@ def test_big_files_found_among_small_ones_are_hashed_too(
     assert list(got) == files or set(got) == set(files)
     for f in files:
         assert got[f] == (blake3(f.read_bytes()).hexdigest(), f.stat().st_size)
-        assert keys[str(f)] == hashing._stat_key(f.stat())
+        assert keys[str(f)] == stable_read.stat_key(f.stat())
     assert (cache.stats.misses, cache.stats.bytes_read) == (len(files), sum(sizes))
     again = HashCache(tmp_path / "state", racy_window_ns=0, workers=workers)
     assert again.hash_many(files) == got
@@ -269,13 +269,13 @@ def test_big_files_found_among_small_ones_are_hashed_too(
 
 def _helper_batch(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     """Small files, then what the helper must hand back: a FIFO, a folder, a missing file,
-    one above `_POOL_FROM`, and a name not UTF-8."""
+    one above `stable_read.POOL_FROM`, and a name not UTF-8."""
     head = [write(tmp_path / f"f{i:03}", os.urandom(i % 50)) for i in range(300)]
     fifo, folder = tmp_path / "fifo", tmp_path / "folder"
     os.mkfifo(fifo)
     folder.mkdir()
     odd = write(Path(os.fsdecode(bytes(tmp_path / "odd") + b"\xff")), b"odd")
-    big = write(tmp_path / "big", os.urandom(hashing._POOL_FROM + 1))
+    big = write(tmp_path / "big", os.urandom(stable_read.POOL_FROM + 1))
     tail = [fifo, *head[:3], folder, tmp_path / "gone", big, odd]
     return [*head, *tail, *head[-5:]], [fifo, folder]
 
@@ -317,11 +317,11 @@ def test_a_helper_process_hashes_many_files_alongside(
     assert len(helpers) == 1
     readable = [p for p in paths if p.is_file() and not p.is_fifo()]
     assert got == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in readable}
-    assert keys == {str(p): hashing._stat_key(p.stat()) for p in readable}
+    assert keys == {str(p): stable_read.stat_key(p.stat()) for p in readable}
     assert sorted(errors) == sorted(unreadable)
     assert "not a regular file" in str(errors[tmp_path / "fifo"])
     # At least its first answer, and never what it must hand back.
-    small = [p for p in readable if p.stat().st_size < hashing._POOL_FROM]
+    small = [p for p in readable if p.stat().st_size < stable_read.POOL_FROM]
     assert 1 <= cache.stats.helped <= len(small)
     if waits_for == "all-its-answers":
         assert cache.stats.helped == len(small)
@@ -346,7 +346,7 @@ def test_a_helper_process_hashes_many_files_alongside(
     now = third.hash_many(unique, keys=keys)
     assert len(helpers) == 1
     assert now == {p: (blake3(p.read_bytes()).hexdigest(), p.stat().st_size) for p in unique}
-    assert keys == {str(p): hashing._stat_key(p.stat()) for p in unique}
+    assert keys == {str(p): stable_read.stat_key(p.stat()) for p in unique}
     assert third.stats.misses == len(changed)
     assert third.stats.helped >= 1
 
@@ -616,7 +616,7 @@ def _lease_possible(path: Path) -> bool:
 @pytest.fixture
 def small_map(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mapped path for files of a few MiB, in windows of 1 MiB (page multiples)."""
-    monkeypatch.setattr(hashing, "MMAP_FROM", 2 << 20)
+    monkeypatch.setattr(stable_read, "MMAP_FROM", 2 << 20)
     monkeypatch.setattr(bigfile, "MAP_WINDOW", 1 << 20)
 
 
@@ -707,11 +707,11 @@ def test_writer_mid_way_gets_the_file_and_the_rest_is_read(tmp_path: Path) -> No
 
 _HASH_UNTIL_EMPTY = """
 import sys, time
-from roargit import bigfile, hashing
+from roargit import bigfile, hashing, stable_read
 from roargit.errors import FileChanged
 # Windows big enough that a truncate is likely to land while one is hashed: without the
 # lease, that is SIGBUS.
-hashing.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 16 << 20
+stable_read.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 16 << 20
 print("go", flush=True)
 deadline, empty = time.monotonic() + 20, 0
 while empty < 3 and time.monotonic() < deadline:
@@ -747,8 +747,8 @@ def test_truncating_a_file_being_hashed_never_kills_us(tmp_path: Path, how: str)
 _AS_USER = """
 import os, sys
 from blake3 import blake3
-from roargit import bigfile, hashing
-hashing.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 1 << 20
+from roargit import bigfile, hashing, stable_read
+stable_read.MMAP_FROM, bigfile.MAP_WINDOW = 2 << 20, 1 << 20
 bigfile._fs_type(0)  # loads libc while it still may
 os.chdir(sys.argv[1])
 os.setgid(65534)
