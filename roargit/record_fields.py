@@ -1,5 +1,6 @@
-"""The field checks that make `records.decode` a gate: a record map from another clone, read
-field by field against the record schema (docs/record-format.md) before a record object exists.
+"""Reading records: what makes `records.decode` a gate. A record map from another clone is
+read field by field against the record schema (docs/record-format.md) before a record object
+exists (`read_record`, `read_step_index`).
 
 Each check raises `Bad` with the dotted path of the field it refused and what the field must
 be; `refusing` turns that into the record's one `RecordCorrupt`. Kept apart from records.py
@@ -8,12 +9,37 @@ so that what only writes records (`roar run`) does not load them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from roargit import TYPE_CHECKING, codec
 from roargit.errors import RecordCorrupt
-from roargit.records import MAX_ARGV, MAX_DEPTH, STREAMS
+from roargit.records import (
+    CAPTURE_MODES,
+    FILE_KINDS,
+    MAX_ARGV,
+    MAX_DEPTH,
+    RUN_KINDS,
+    RUN_STATUSES,
+    STREAMS,
+    UNREADABLE_ACCESS,
+    VERIFICATION_RESULTS,
+    VERIFIED_STATUSES,
+    ArtifactId,
+    CodeInput,
+    CodeState,
+    FileRef,
+    Identity,
+    Record,
+    RunId,
+    RunRecord,
+    SessionId,
+    SessionRecord,
+    StepIndex,
+    Unreadable,
+    VerificationRecord,
+    VerifiedOutput,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -307,3 +333,187 @@ def items(m: dict[str, Any], key: str, read: Any, optional: bool = False) -> tup
     except Bad as bad:
         raise bad.under(f"{key}[{len(out)}]") from None
     return tuple(out)
+
+
+# -- the readers: a record object from a decoded map, field by field -----------------------
+
+
+def read_record(m: Any, name: str, source: str | None = None) -> Record:
+    """The run, session or verification in a decoded record map (`records.decode`)."""
+    kind = m.get("type") if isinstance(m, dict) else None
+    read = _RECORD_READERS.get(kind) if isinstance(kind, str) else None
+    if read is None:
+        raise RecordCorrupt(
+            name, 'must be "run", "session" or "verification"', source=source, field="type"
+        )
+    with refusing(name, source):
+        return read(m)
+
+
+def read_step_index(m: Any, name: str, source: str | None = None) -> StepIndex:
+    """The session-index entry in a decoded map (`records.decode_step_index`)."""
+    with refusing(name, source):
+        return _step_index(m)
+
+
+def _file_ref(m: Any) -> FileRef:
+    # A run may list 100,000 files: the common, valid entry is checked in one expression;
+    # anything else takes the field-by-field path below, which names what is wrong.
+    if type(m) is dict:
+        path_, digest, size = m.get("path"), m.get("hash"), m.get("size")
+        kind, not_stored = m.get("kind", "file"), m.get("not_stored", "")
+        if (
+            type(path_) is str
+            and path_
+            and "\0" not in path_
+            and type(digest) is str
+            and len(digest) == 64
+            and not digest.strip("0123456789abcdef")
+            and type(size) is int
+            and 0 <= size <= codec.INT64_MAX
+            and (kind == "file" or kind == "dir")
+            and type(kind) is str
+            and type(not_stored) is str
+        ):
+            return FileRef(path_, ArtifactId(digest), size, kind, not_stored)
+    m = as_map(m)
+    return FileRef(
+        path=path(m, "path"),
+        hash=ArtifactId(hex_(m, "hash")),
+        size=int_(m, "size", 0),
+        kind=choice(m, "kind", FILE_KINDS, "file"),
+        not_stored=str_(m, "not_stored", ""),
+    )
+
+
+def _unreadable(m: Any) -> Unreadable:
+    m = as_map(m)
+    return Unreadable(
+        path=path(m, "path"),
+        access=choice(m, "access", UNREADABLE_ACCESS),
+        size=int_(m, "size", -1),
+        reason=str_(m, "reason"),
+    )
+
+
+def _code_input(m: Any) -> CodeInput:
+    m = as_map(m)
+    return CodeInput(path=path(m, "path"), blob=git_oid(m, "blob"))
+
+
+def _code_state(m: Any) -> CodeState:
+    m = as_map(m)
+    return CodeState(
+        commit=opt_git_oid(m, "commit"),
+        branch=opt_str(m, "branch"),
+        dirty=bool_(m, "dirty"),
+        tree=opt_git_oid(m, "tree"),
+        inputs=items(m, "inputs", _code_input),
+    )
+
+
+def _identity(m: Any) -> Identity:
+    m = as_map(m)
+    return Identity(name=str_(m, "name"), email=str_(m, "email"), host=str_(m, "host"))
+
+
+def _run(m: Any) -> RunRecord:
+    m = as_map(m)
+    if m.get("type") != "run":
+        raise Bad("type", 'must be "run"')
+    argv = list_(m, "argv")
+    if len(argv) > MAX_ARGV:
+        raise Bad("argv", f"must hold at most {MAX_ARGV} words")
+    for i, word in enumerate(argv):
+        if not isinstance(word, str):
+            raise Bad(f"argv[{i}]", "must be a string")
+    return RunRecord(
+        argv=tuple(argv),
+        cwd=path(m, "cwd"),
+        started_at=int_(m, "started_at"),
+        ended_at=int_(m, "ended_at"),
+        exit_code=int_(m, "exit_code"),
+        status=choice(m, "status", RUN_STATUSES),
+        inputs=items(m, "inputs", _file_ref),
+        outputs=items(m, "outputs", _file_ref),
+        code=sub(m, "code", _code_state),
+        session=SessionId(hex_(m, "session")),
+        step=int_(m, "step", 0),
+        kind=choice(m, "kind", RUN_KINDS),
+        capture=choice(m, "capture", CAPTURE_MODES),
+        complete=bool_(m, "complete"),
+        environment=sub(m, "environment", environment, {}),
+        unreadable=items(m, "unreadable", _unreadable, optional=True),
+        recorded_by=sub(m, "recorded_by", _identity) if "recorded_by" in m else None,
+        redirects=sub(m, "redirects", redirects, {}),
+        created_dirs=paths(m, "created_dirs"),
+    )
+
+
+def _session(m: Any) -> SessionRecord:
+    m = as_map(m)
+    if m.get("type") != "session":
+        raise Bad("type", 'must be "session"')
+    parent = m.get("parent")
+    if parent is not None:
+        parent = hex_(m, "parent")
+    return SessionRecord(
+        created_at=int_(m, "created_at"),
+        clone=str_(m, "clone"),
+        parent=SessionId(parent) if parent is not None else None,
+    )
+
+
+def _verified_output(m: Any) -> VerifiedOutput:
+    m = as_map(m)
+    new_hash = m.get("new_hash")
+    return VerifiedOutput(
+        path=path(m, "path"),
+        hash=ArtifactId(hex_(m, "hash")),
+        new_hash=ArtifactId(hex_(m, "new_hash")) if new_hash is not None else None,
+        status=choice(m, "status", VERIFIED_STATUSES),
+    )
+
+
+def _verification(m: Any) -> VerificationRecord:
+    m = as_map(m)
+    if m.get("type") != "verification":
+        raise Bad("type", 'must be "verification"')
+    reproduction = m.get("reproduction")
+    return VerificationRecord(
+        run=RunId(hex_(m, "run")),
+        result=choice(m, "result", VERIFICATION_RESULTS),
+        outputs=items(m, "outputs", _verified_output),
+        exit_code=int_(m, "exit_code"),
+        started_at=int_(m, "started_at"),
+        ended_at=int_(m, "ended_at"),
+        by=sub(m, "by", _identity),
+        clone=str_(m, "clone"),
+        code=sub(m, "code", _code_state),
+        environment=sub(m, "environment", environment, {}),
+        reproduction=RunId(hex_(m, "reproduction")) if reproduction is not None else None,
+    )
+
+
+def _step_index(m: Any) -> StepIndex:
+    m = as_map(m)
+    if m.get("type") != "step":
+        raise Bad("type", 'must be "step"')
+    return StepIndex(
+        run=RunId(hex_(m, "run")),
+        session=SessionId(hex_(m, "session")),
+        kind=choice(m, "kind", RUN_KINDS),
+        step=int_(m, "step", 0),
+        status=choice(m, "status", RUN_STATUSES),
+        started_at=int_(m, "started_at"),
+        argv=hex_(m, "argv"),
+        inputs=hex_(m, "inputs"),
+        outputs=hex_(m, "outputs"),
+    )
+
+
+_RECORD_READERS: dict[str, Callable[[Any], Record]] = {
+    "run": _run,
+    "session": _session,
+    "verification": _verification,
+}

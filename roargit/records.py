@@ -10,8 +10,9 @@ shape. Records arrive from other clones, so `decode` is a gate: every field is c
 against the schema (type, presence, size, allowed values) before a record object exists, and
 anything else is refused with one `RecordCorrupt` naming the record, where it came from and
 the dotted path of the field (`environment.os must be a map`). The field checks are in
-record_fields.py, imported by each reader where it runs rather than here: `roar run` writes
-records and reads none, and its start-up pays for every module it loads.
+record_fields.py, with the readers that make record objects from a checked map, imported by
+`decode` when it runs: `roar run` writes records and reads none, and its start-up pays for
+every module it loads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from roargit import TYPE_CHECKING, codec
-from roargit.errors import RecordCorrupt
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
@@ -66,38 +66,6 @@ class FileRef(NamedTuple):
             m["not_stored"] = self.not_stored
         return m
 
-    @classmethod
-    def _read(cls, m: Any) -> FileRef:
-        # A run may list 100,000 files: the common, valid entry is checked in one expression;
-        # anything else takes the field-by-field path below, which names what is wrong.
-        if type(m) is dict:
-            path, digest, size = m.get("path"), m.get("hash"), m.get("size")
-            kind, not_stored = m.get("kind", "file"), m.get("not_stored", "")
-            if (
-                type(path) is str
-                and path
-                and "\0" not in path
-                and type(digest) is str
-                and len(digest) == 64
-                and not digest.strip("0123456789abcdef")
-                and type(size) is int
-                and 0 <= size <= codec.INT64_MAX
-                and (kind == "file" or kind == "dir")
-                and type(kind) is str
-                and type(not_stored) is str
-            ):
-                return cls(path, ArtifactId(digest), size, kind, not_stored)
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        return cls(
-            path=fields.path(m, "path"),
-            hash=ArtifactId(fields.hex_(m, "hash")),
-            size=fields.int_(m, "size", 0),
-            kind=fields.choice(m, "kind", FILE_KINDS, "file"),
-            not_stored=fields.str_(m, "not_stored", ""),
-        )
-
 
 class Unreadable(NamedTuple):
     """A file the run read or wrote that roargit could not read back (no hash to give)."""
@@ -110,18 +78,6 @@ class Unreadable(NamedTuple):
     def to_map(self) -> dict[str, Any]:
         return {"path": self.path, "access": self.access, "size": self.size, "reason": self.reason}
 
-    @classmethod
-    def _read(cls, m: Any) -> Unreadable:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        return cls(
-            path=fields.path(m, "path"),
-            access=fields.choice(m, "access", UNREADABLE_ACCESS),
-            size=fields.int_(m, "size", -1),
-            reason=fields.str_(m, "reason"),
-        )
-
 
 class CodeInput(NamedTuple):
     """A git-tracked file the run read, by its git blob id (so diffs can show its lines)."""
@@ -131,13 +87,6 @@ class CodeInput(NamedTuple):
 
     def to_map(self) -> dict[str, Any]:
         return {"path": self.path, "blob": self.blob}
-
-    @classmethod
-    def _read(cls, m: Any) -> CodeInput:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        return cls(path=fields.path(m, "path"), blob=fields.git_oid(m, "blob"))
 
 
 class CodeState(NamedTuple):
@@ -158,19 +107,6 @@ class CodeState(NamedTuple):
             "inputs": [i.to_map() for i in self.inputs],
         }
 
-    @classmethod
-    def _read(cls, m: Any) -> CodeState:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        return cls(
-            commit=fields.opt_git_oid(m, "commit"),
-            branch=fields.opt_str(m, "branch"),
-            dirty=fields.bool_(m, "dirty"),
-            tree=fields.opt_git_oid(m, "tree"),
-            inputs=fields.items(m, "inputs", CodeInput._read),
-        )
-
 
 class Identity(NamedTuple):
     """Who recorded a run: git's user.name and user.email, and the host; each "" when unknown
@@ -182,15 +118,6 @@ class Identity(NamedTuple):
 
     def to_map(self) -> dict[str, Any]:
         return {"name": self.name, "email": self.email, "host": self.host}
-
-    @classmethod
-    def _read(cls, m: Any) -> Identity:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        return cls(
-            name=fields.str_(m, "name"), email=fields.str_(m, "email"), host=fields.str_(m, "host")
-        )
 
 
 class RunRecord(NamedTuple):
@@ -253,51 +180,6 @@ class RunRecord(NamedTuple):
             m["created_dirs"] = list(self.created_dirs)
         return m
 
-    @classmethod
-    def from_map(cls, m: Any, name: str, source: str | None = None) -> RunRecord:
-        """The run in a decoded record map, checked field by field (see `decode`)."""
-        import roargit.record_fields as fields
-
-        with fields.refusing(name, source):
-            return cls._read(m)
-
-    @classmethod
-    def _read(cls, m: Any) -> RunRecord:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        if m.get("type") != "run":
-            raise fields.Bad("type", 'must be "run"')
-        argv = fields.list_(m, "argv")
-        if len(argv) > MAX_ARGV:
-            raise fields.Bad("argv", f"must hold at most {MAX_ARGV} words")
-        for i, word in enumerate(argv):
-            if not isinstance(word, str):
-                raise fields.Bad(f"argv[{i}]", "must be a string")
-        return cls(
-            argv=tuple(argv),
-            cwd=fields.path(m, "cwd"),
-            started_at=fields.int_(m, "started_at"),
-            ended_at=fields.int_(m, "ended_at"),
-            exit_code=fields.int_(m, "exit_code"),
-            status=fields.choice(m, "status", RUN_STATUSES),
-            inputs=fields.items(m, "inputs", FileRef._read),
-            outputs=fields.items(m, "outputs", FileRef._read),
-            code=fields.sub(m, "code", CodeState._read),
-            session=SessionId(fields.hex_(m, "session")),
-            step=fields.int_(m, "step", 0),
-            kind=fields.choice(m, "kind", RUN_KINDS),
-            capture=fields.choice(m, "capture", CAPTURE_MODES),
-            complete=fields.bool_(m, "complete"),
-            environment=fields.sub(m, "environment", fields.environment, {}),
-            unreadable=fields.items(m, "unreadable", Unreadable._read, optional=True),
-            recorded_by=fields.sub(m, "recorded_by", Identity._read)
-            if "recorded_by" in m
-            else None,
-            redirects=fields.sub(m, "redirects", fields.redirects, {}),
-            created_dirs=fields.paths(m, "created_dirs"),
-        )
-
 
 class SessionRecord(NamedTuple):
     """The start of a pipeline in one clone; runs name it and number their steps within it."""
@@ -313,30 +195,6 @@ class SessionRecord(NamedTuple):
             "clone": self.clone,
             "parent": self.parent,
         }
-
-    @classmethod
-    def from_map(cls, m: Any, name: str, source: str | None = None) -> SessionRecord:
-        """The session in a decoded record map, checked field by field (see `decode`)."""
-        import roargit.record_fields as fields
-
-        with fields.refusing(name, source):
-            return cls._read(m)
-
-    @classmethod
-    def _read(cls, m: Any) -> SessionRecord:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        if m.get("type") != "session":
-            raise fields.Bad("type", 'must be "session"')
-        parent = m.get("parent")
-        if parent is not None:
-            parent = fields.hex_(m, "parent")
-        return cls(
-            created_at=fields.int_(m, "created_at"),
-            clone=fields.str_(m, "clone"),
-            parent=SessionId(parent) if parent is not None else None,
-        )
 
 
 VERIFIED_STATUSES = ("identical", "differs", "missing")
@@ -358,19 +216,6 @@ class VerifiedOutput(NamedTuple):
             "new_hash": self.new_hash,
             "status": self.status,
         }
-
-    @classmethod
-    def _read(cls, m: Any) -> VerifiedOutput:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        new_hash = m.get("new_hash")
-        return cls(
-            path=fields.path(m, "path"),
-            hash=ArtifactId(fields.hex_(m, "hash")),
-            new_hash=ArtifactId(fields.hex_(m, "new_hash")) if new_hash is not None else None,
-            status=fields.choice(m, "status", VERIFIED_STATUSES),
-        )
 
 
 class VerificationRecord(NamedTuple):
@@ -406,38 +251,6 @@ class VerificationRecord(NamedTuple):
             "reproduction": self.reproduction,
         }
 
-    @classmethod
-    def from_map(cls, m: Any, name: str, source: str | None = None) -> VerificationRecord:
-        """The verification in a decoded record map, checked field by field (see `decode`)."""
-        import roargit.record_fields as fields
-
-        with fields.refusing(name, source):
-            return cls._read(m)
-
-    @classmethod
-    def _read(cls, m: Any) -> VerificationRecord:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        if m.get("type") != "verification":
-            raise fields.Bad("type", 'must be "verification"')
-        reproduction = m.get("reproduction")
-        return cls(
-            run=RunId(fields.hex_(m, "run")),
-            result=fields.choice(m, "result", VERIFICATION_RESULTS),
-            outputs=fields.items(m, "outputs", VerifiedOutput._read),
-            exit_code=fields.int_(m, "exit_code"),
-            started_at=fields.int_(m, "started_at"),
-            ended_at=fields.int_(m, "ended_at"),
-            by=fields.sub(m, "by", Identity._read),
-            clone=fields.str_(m, "clone"),
-            code=fields.sub(m, "code", CodeState._read),
-            environment=fields.sub(m, "environment", fields.environment, {}),
-            reproduction=RunId(fields.hex_(m, "reproduction"))
-            if reproduction is not None
-            else None,
-        )
-
 
 Record = RunRecord | SessionRecord | VerificationRecord
 
@@ -450,17 +263,9 @@ def decode(data: bytes, name: str, source: str | None = None) -> Record:
     """The record in `data`, or RecordCorrupt / RecordTooNew: never another exception,
     whatever the bytes. `name` says which object it is (e.g. `run 3fa9c1d2e4b5`) and
     `source` the remote it was fetched from (None: recorded here)."""
-    m = codec.decode(data, name, source)
-    kind = m.get("type")
-    if kind == "run":
-        return RunRecord.from_map(m, name, source)
-    if kind == "session":
-        return SessionRecord.from_map(m, name, source)
-    if kind == "verification":
-        return VerificationRecord.from_map(m, name, source)
-    raise RecordCorrupt(
-        name, 'must be "run", "session" or "verification"', source=source, field="type"
-    )
+    import roargit.record_fields as fields  # here: `roar run` decodes no record
+
+    return fields.read_record(codec.decode(data, name, source), name, source)
 
 
 def identify(record: Record) -> tuple[str, bytes]:
@@ -528,25 +333,6 @@ class StepIndex(NamedTuple):
             "outputs": self.outputs,
         }
 
-    @classmethod
-    def _read(cls, m: Any) -> StepIndex:
-        import roargit.record_fields as fields
-
-        m = fields.as_map(m)
-        if m.get("type") != "step":
-            raise fields.Bad("type", 'must be "step"')
-        return cls(
-            run=RunId(fields.hex_(m, "run")),
-            session=SessionId(fields.hex_(m, "session")),
-            kind=fields.choice(m, "kind", RUN_KINDS),
-            step=fields.int_(m, "step", 0),
-            status=fields.choice(m, "status", RUN_STATUSES),
-            started_at=fields.int_(m, "started_at"),
-            argv=fields.hex_(m, "argv"),
-            inputs=fields.hex_(m, "inputs"),
-            outputs=fields.hex_(m, "outputs"),
-        )
-
 
 def encode_step_index(entry: StepIndex) -> bytes:
     return codec.encode(entry.to_map())
@@ -554,8 +340,6 @@ def encode_step_index(entry: StepIndex) -> bytes:
 
 def decode_step_index(data: bytes, name: str, source: str | None = None) -> StepIndex:
     """The index entry in `data`, or RecordCorrupt / RecordTooNew, as `decode` gates records."""
-    import roargit.record_fields as fields
+    import roargit.record_fields as fields  # here: `roar run` decodes no record
 
-    m = codec.decode(data, name, source)
-    with fields.refusing(name, source):
-        return StepIndex._read(m)
+    return fields.read_step_index(codec.decode(data, name, source), name, source)
