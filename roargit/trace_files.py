@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 from roargit import TYPE_CHECKING
 from roargit.structs import NamedTuple
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
+
+    _V = TypeVar("_V")
 
 KEY_HEX = 80  # a STAT key: 40 bytes in hex
 
@@ -65,68 +67,60 @@ class FileGroup(NamedTuple):
     names: Sequence[str] = ()
 
 
-class Accesses(Mapping[str, FileAccess]):
+class _Grouped(Mapping[str, "_V"]):
+    """A mapping of `single` and of every path of `groups`, whose per-path entries are made
+    only when it is first read path by path (`_members`, one group at a time)."""
+
+    def __init__(self, single: dict[str, _V], groups: list[FileGroup]) -> None:
+        self.single = single
+        self.groups = groups
+        self._all: dict[str, _V] | None = None
+
+    def _members(self, group: FileGroup) -> Iterable[tuple[str, _V]]:
+        raise NotImplementedError
+
+    def _flat(self) -> dict[str, _V]:
+        if self._all is None:
+            flat = dict(self.single)
+            for g in self.groups:
+                flat.update(self._members(g))
+            self._all = flat
+        return self._all
+
+    def __getitem__(self, path: str) -> _V:
+        return self._flat()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __len__(self) -> int:
+        return len(self.single) + sum(len(g.paths) for g in self.groups)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._flat()!r})"
+
+
+class Accesses(_Grouped[FileAccess]):
     """`Trace.files` of a run whose summary had `files` records: the paths of those are kept
     as groups (`groups`), and their FileAccess objects made only when the mapping is read path
     by path. A consumer that handles a group at once (run_files.sort_accesses) reads `single`
     and `groups` instead: a big run then makes no object per path."""
 
-    def __init__(self, single: dict[str, FileAccess], groups: list[FileGroup]) -> None:
-        self.single = single
-        self.groups = groups
-        self._all: dict[str, FileAccess] | None = None
-
-    def _flat(self) -> dict[str, FileAccess]:
-        if self._all is None:
-            flat = dict(self.single)
-            for g in self.groups:
-                fields = g.fields
-                flat.update([(p, _new_tuple(FileAccess, (p, *fields))) for p in g.paths])
-            self._all = flat
-        return self._all
-
-    def __getitem__(self, path: str) -> FileAccess:
-        return self._flat()[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat())
-
-    def __len__(self) -> int:
-        return len(self.single) + sum(len(g.paths) for g in self.groups)
-
-    def __repr__(self) -> str:
-        return f"Accesses({self._flat()!r})"
+    def _members(self, group: FileGroup) -> list[tuple[str, FileAccess]]:
+        fields = group.fields
+        return [(p, _new_tuple(FileAccess, (p, *fields))) for p in group.paths]
 
 
-class StatKeys(Mapping[str, bytes]):
+class StatKeys(_Grouped[bytes]):
     """`Trace.stat_keys` of a run whose summary had `files` records with keys: those keys stay
     on their `FileGroup` (`groups`) until the mapping is read path by path. A consumer that
     takes a folder at a time (run_files.group_folders) reads `single` and `groups` instead."""
 
     def __init__(self, single: dict[str, bytes], groups: list[FileGroup]) -> None:
-        self.single = single
-        self.groups = [g for g in groups if g.keys]
-        self._all: dict[str, bytes] | None = None
+        super().__init__(single, [g for g in groups if g.keys])
 
-    def _flat(self) -> dict[str, bytes]:
-        if self._all is None:
-            flat = dict(self.single)
-            for g in self.groups:
-                flat.update(zip(g.paths, key_cutter(len(g.paths)).unpack(g.keys), strict=True))
-            self._all = flat
-        return self._all
-
-    def __getitem__(self, path: str) -> bytes:
-        return self._flat()[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat())
-
-    def __len__(self) -> int:
-        return len(self.single) + sum(len(g.paths) for g in self.groups)
-
-    def __repr__(self) -> str:
-        return f"StatKeys({self._flat()!r})"
+    def _members(self, group: FileGroup) -> Iterable[tuple[str, bytes]]:
+        return zip(group.paths, key_cutter(len(group.paths)).unpack(group.keys), strict=True)
 
 
 _cutters: dict[int, struct.Struct] = {}
