@@ -111,6 +111,11 @@ class Ledger:
             self._repo = pygit2.Repository(str(self.paths.git_dir))
         return self._repo
 
+    def reopen_repo(self) -> None:
+        """Open a fresh repository on next use: libgit2 keeps deleted packs in its list (and
+        tries each on a miss) after a roll-up removed them."""
+        self._repo = None
+
     @property
     def reader(self) -> ObjectReader:
         if self._reader is None:

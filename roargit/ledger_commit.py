@@ -220,9 +220,7 @@ class CommitWriter:
         """Keep the number of small packs that in-process appends leave bounded."""
         objects_dir = ledger.paths.common_dir / "objects"
         if roll_up_small_packs(objects_dir, ledger.paths.roar_dir / "pack.lock", width):
-            # libgit2 would keep the deleted packs in its list (and try each on a miss): the
-            # ledger reads through a fresh repository. The decoded trees stay valid.
-            ledger._repo = None
+            ledger.reopen_repo()  # the decoded trees stay valid
 
     def swap(
         self, ledger: Ledger, old: str | None, new: str, message: str, scratch: str | None = None
