@@ -14,7 +14,7 @@ COV_ARGS := --cov=roargit --cov-report=term:skip-covered --cov-fail-under=$(COV_
 
 .PHONY: demo test quick lint typecheck unit bench docs clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard roargit/tracer/*.c roargit/tracer/*.h)
+$(STAMP): pyproject.toml setup.py $(wildcard roargit/tracer/*.c roargit/tracer/*.h roargit/launcher/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)

@@ -32,6 +32,7 @@ from benchmarks.timing import (
     run_sections,
     verdict,
 )
+from roargit.recorder import stop_in
 from roargit.trace import tracer_path
 
 BIG = 2 << 30
@@ -58,6 +59,18 @@ def fixed_cost(tmp: Path) -> None:
     # Both sides as a regular install has them: not through this checkout's editable-install
     # hook, which would add the same ~10 ms to each (timing.plain_install).
     python, roar = plain_install(tmp)
+    # Resident recorders of this benchmark's own, stopped at the end (roargit/recorder.py).
+    runtime = tmp / "runtime"
+    runtime.mkdir(mode=0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        _fixed_cost(tmp, repo, python, roar)
+    finally:
+        del os.environ["XDG_RUNTIME_DIR"]
+        stop_in(str(runtime / "roar"))
+
+
+def _fixed_cost(tmp: Path, repo: Path, python: str, roar: str) -> None:
     for i in range(HISTORY):  # distinct steps, each with an output of its own
         once_seconds([roar, "run", "-q", "sh", "-c", f"echo {i} > step{i}.txt"], repo)
     tracer = [str(tracer_path()), "--log", str(tmp / "fixed.log"), "--"]
@@ -71,6 +84,8 @@ def fixed_cost(tmp: Path) -> None:
         [python, "-c", "import roargit.capture"],
         [roar, "--version"],
         [roar, "run", "-q", "true"],
+        ["env", "ROAR_RECORDER=off", roar, "run", "-q", "true"],
+        ["env", "ROAR_RECORDER=off", "true"],
         [dev_python, "-c", "pass"],
         [dev_roar, "run", "-q", "true"],
     )
@@ -78,7 +93,7 @@ def fixed_cost(tmp: Path) -> None:
         once_seconds(argv, repo)  # warm the page cache
     for _ in range(20):
         rounds.append(tuple(once_seconds(argv, repo) for argv in argvs))
-    bare, traced, py, imports, version, run, dev_py, dev_run = (
+    bare, traced, py, imports, version, run, cold, env_true, dev_py, dev_run = (
         statistics.median(r[i] for r in rounds) for i in range(len(argvs))
     )
     ratio = run / py
@@ -86,6 +101,11 @@ def fixed_cost(tmp: Path) -> None:
         f"roar run true, after {HISTORY} steps in its session: {run:.3f} s, python -c pass "
         f"{py:.3f} s: {ratio:.2f}x   goal ≤ 2.5x  {verdict(ratio, 2.5)}   (true {bare:.3f} s: "
         f"+{run - bare:.3f} s)"
+    )
+    cold -= env_true  # less what `env` itself costs
+    print(
+        f"  without the resident recorder (ROAR_RECORDER=off; a user's first run): "
+        f"{cold:.3f} s: {cold / py:.2f}x"
     )
     print(
         f"  where it goes: python -c pass {py:.3f} s, roar --version {version:.3f} s, "

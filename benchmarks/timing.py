@@ -40,9 +40,14 @@ def plain_install(tmp: Path) -> tuple[str, str]:
     ).stdout.strip()
     # Path lines only: the .pth files in those folders are not run (only a site dir's are).
     Path(site, "roargit-plain.pth").write_text(f"{root}\n{deps}\n")
+    # The scripts as pip makes them: `roar` the C front end, `git-roar` the Python program.
+    script = env / "bin" / "git-roar"
+    script.write_text(f"#!{python}\nimport sys\nfrom roargit.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
     roar = env / "bin" / "roar"
-    roar.write_text(f"#!{python}\nimport sys\nfrom roargit.cli import main\nsys.exit(main())\n")
-    roar.chmod(0o755)
+    launcher = root / "roargit" / "launcher" / "roar.c"
+    cc = os.environ.get("CC", "cc")
+    subprocess.run([cc, "-O2", "-std=gnu11", "-o", str(roar), str(launcher)], check=True)
     return str(python), str(roar)
 
 

@@ -146,8 +146,8 @@ def record_run(
 #: made it: its trace log (trace.LOG_PREFIX), the fallback's hook folder, the snapshot's
 #: private index and object folder (codestate.snapshot_tree).
 #: (Compiled where used, by `re`'s cache: most runs find nothing to clear.)
-_LEFTOVER = rf"(?:{re.escape(LOG_PREFIX)}|roar-audit-|index-|objects-)(\d+)(?:[-.]|$)"
-_TMP_REF = r"(\d+)-"
+LEFTOVER = rf"(?:{re.escape(LOG_PREFIX)}|roar-audit-|index-|objects-)(\d+)(?:[-.]|$)"
+TMP_REF = r"(\d+)-"
 
 
 def _alive(pid: int) -> bool:
@@ -172,7 +172,7 @@ def clear_leftovers(paths: RepoPaths) -> None:
     except OSError:
         names = []
     for name in names:
-        m = re.match(_LEFTOVER, name)
+        m = re.match(LEFTOVER, name)
         if m is None or _alive(int(m[1])):
             continue
         path = tmp / name
@@ -186,7 +186,7 @@ def clear_leftovers(paths: RepoPaths) -> None:
     dead = [
         ref
         for ref in refs_under(paths.common_dir, TMP_PREFIX)
-        if (m := re.match(_TMP_REF, ref[len(TMP_PREFIX) :])) and not _alive(int(m[1]))
+        if (m := re.match(TMP_REF, ref[len(TMP_PREFIX) :])) and not _alive(int(m[1]))
     ]
     if dead:
         script = "".join(f"delete {ref}\n" for ref in dead).encode()
@@ -307,9 +307,10 @@ def _trace_and_record(
         # knows as an artifact (a config a step generated, say) is data all the same.
         from roargit.hashing import HashCache  # lazy: few runs have untracked code to check
 
-        rows = HashCache(roar_dir).hash_many(
-            [os.path.join(root, r) for r in rels], missing_ok=True, errors={}
-        )
+        with HashCache(roar_dir) as untracked:
+            rows = untracked.hash_many(
+                [os.path.join(root, r) for r in rels], missing_ok=True, errors={}
+            )
         return {
             r
             for r in rels
@@ -533,6 +534,9 @@ def _trace_and_record(
 
         # The store took this run's bytes: a good moment to send what earlier runs queued.
         uploads.drain_quietly(paths, settings, uploads.store_url(paths, settings), warnings)
+    # Closed now, not at exit: a resident recorder's child ends by os._exit, and the WAL is
+    # folded in when the last connection closes.
+    cache.close()
     superseded = (previous.current.run, *previous.superseded) if previous else ()
     return RunOutcome(
         run_id,

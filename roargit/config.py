@@ -49,6 +49,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "roar.trace.mode": Setting("auto", "auto, ptrace or fallback"),
     "roar.trace.daemongrace": Setting("2", "seconds to wait for background processes"),
+    "roar.recorder.idle": Setting(
+        "600", "seconds the resident recorder waits for the next run (0: none is kept)"
+    ),
     "roar.share.blobs": Setting("true", "roar push uploads the bytes records name to the store"),
     "roar.share.hostname": Setting("true", "false: runs are recorded without the host's name"),
     "roar.share.user": Setting("true", "false: runs are recorded without the user's name"),

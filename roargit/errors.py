@@ -113,6 +113,17 @@ class TracerUnavailable(RoarError):
     pass
 
 
+class RunElsewhere(BaseException):
+    """A run the resident recorder's child cannot take, raised before its command starts:
+    the `roar` front end then runs roar the slow way (roargit/recorder.py). A BaseException,
+    so that no handler for failures takes it for one. `retire`: no run of this user can be
+    taken by a recorder (ptrace is refused here), so the recorder ends."""
+
+    def __init__(self, why: str, retire: bool = False) -> None:
+        super().__init__(why)
+        self.retire = retire
+
+
 class FileChanged(RoarError):
     """Files that kept changing while they were hashed: their digests name no real state."""
 

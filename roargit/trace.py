@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from roargit import TYPE_CHECKING, peers
-from roargit.errors import RoarError, TracerUnavailable
+from roargit.errors import RoarError, RunElsewhere, TracerUnavailable
 from roargit.structs import NamedTuple
 from roargit.trace_files import FileAccess, StatKeys
 from roargit.trace_log import (
@@ -33,11 +33,24 @@ from roargit.trace_log import (
 )
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
+
+    class FrontEnd(Protocol):
+        """Who starts the tracer when this process may not (recorder.FrontEnd)."""
+
+        def start(self, path: str, argv: Sequence[str], env: dict[str, str]) -> int: ...
+
+        def wait(self, pid: int) -> int: ...
+
 
 MODE_PTRACE = "ptrace"
 MODE_FALLBACK = "fallback"
 _TRACER_FAILED = 125  # the tracer's own failure status (see roar-trace.c)
+
+#: Set in a resident recorder's child: the `roar` front end that asked for the run starts
+#: the tracer, so that the command is the shell's grandchild as it would be without the
+#: recorder (roargit/recorder.py). None: this process starts it.
+front_end: FrontEnd | None = None
 
 
 class Trace(NamedTuple):
@@ -167,6 +180,8 @@ def run_traced(
     mode = mode or os.environ.get("ROAR_TRACE_MODE") or MODE_PTRACE
     run_env = dict(os.environ if env is None else env)
     if mode == MODE_FALLBACK:
+        if front_end is not None:  # the fallback starts the command itself
+            raise RunElsewhere("the fallback mode")
         from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(
@@ -193,6 +208,8 @@ def run_traced(
         return _unreadable_log(argv, cwd, status, str(exc))
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
+        if front_end is not None:  # the command never started (roar-trace.c, "unavailable")
+            raise RunElsewhere("the tracer is unavailable", retire=True)
         from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(
@@ -294,7 +311,10 @@ def _spawn_tracer(
         # SIGTERM/SIGHUP back to their defaults in the tracer, whatever roar's handlers are:
         # it installs its own (docs/trace-format.md, "Signals").
         default = (signal.SIGPIPE, signal.SIGXFSZ, *TERMINATING)
-        pid = os.posix_spawn(str(tracer), args, env, setsigdef=default)
+        if front_end is not None:
+            pid = front_end.start(str(tracer), args, env)
+        else:
+            pid = os.posix_spawn(str(tracer), args, env, setsigdef=default)
         if signals is not None:
             signals.forward_to(pid)
         if while_running is not None:
@@ -302,7 +322,7 @@ def _spawn_tracer(
             with contextlib.suppress(Exception):
                 while_running()
         try:
-            status = _wait(pid)
+            status = _wait(pid) if front_end is None else front_end.wait(pid)
         finally:
             if signals is not None:
                 signals.stop_forwarding()

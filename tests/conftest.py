@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -19,11 +20,27 @@ settings.register_profile("roar", database=None, deadline=None)
 settings.load_profile("roar")
 
 
+#: This test process's runtime folder: the resident recorders the installed `roar` starts
+#: live here, not in the user's own (roargit/recorder.py), and are stopped at the end.
+RUNTIME = tempfile.mkdtemp(prefix="roar-test-runtime-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_recorders() -> Iterator[None]:
+    yield
+    from roargit.recorder import stop_in
+
+    stop_in(os.path.join(RUNTIME, "roar"))
+    shutil.rmtree(RUNTIME, ignore_errors=True)
+
+
 def isolated_environment(home: Path) -> dict[str, str]:
     """The variables every test runs with: $HOME (and git's global config) in `home`, a fixed
-    git identity, and this environment's `roar`, `git-roar` and `python` first on PATH."""
+    git identity, this environment's `roar`, `git-roar` and `python` first on PATH, and a
+    runtime folder of this test process's own."""
     return {
         "HOME": str(home),
+        "XDG_RUNTIME_DIR": RUNTIME,
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "XDG_CACHE_HOME": str(home / ".cache"),

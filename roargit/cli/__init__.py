@@ -234,7 +234,15 @@ def quick_record_args(args_list: Sequence[str]) -> SimpleNamespace | None:
     return None
 
 
+#: Where the `roar` front end found no resident recorder listening (roargit/recorder.py):
+#: this process starts one there once its run is recorded. Taken out of the environment at
+#: once, so that neither the command nor its record sees it.
+recorder_socket: str | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global recorder_socket
+    recorder_socket = os.environ.pop("ROAR_RECORDER_SOCKET", None) or recorder_socket
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Started with a standard stream closed (`roar run cmd 2>&-`), Python has None there:
     # roar's own messages then go nowhere instead of failing (the command gets the stream as

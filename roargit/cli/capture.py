@@ -146,9 +146,28 @@ def _record_in(args: argparse.Namespace, kind: str, paths: Any, command: list[st
         hook_failed = after_run(paths, outcome)  # never changes the record or the exit status
         if hook_failed:
             warn(hook_failed)
+    _keep_a_recorder(outcome)
     if outcome.signal is not None:
         return 128 + outcome.signal  # as a process ended by that signal would
     return outcome.record.exit_code
+
+
+def _keep_a_recorder(outcome: Any) -> None:
+    """Start the resident recorder the `roar` front end found missing (cli.recorder_socket),
+    once a run has shown that the tracer works here: the next runs then skip the start-up."""
+    import roargit.cli
+
+    where = roargit.cli.recorder_socket
+    if where is None or outcome.record.capture != "ptrace" or outcome.settings is None:
+        return
+    roargit.cli.recorder_socket = None
+    try:
+        idle = float(outcome.settings["roar.recorder.idle"].value)
+    except ValueError:
+        idle = 0.0
+    from roargit import recorder
+
+    recorder.start(where, idle)
 
 
 def _report_to_stderr(outcome: Any) -> None:
