@@ -279,6 +279,19 @@ def _load_after_command() -> None:
     import roargit.session  # noqa: F401
 
 
+def _while_command_runs(ledger: Ledger, roar_dir: Path, session_id: SessionId | None) -> None:
+    """Work for the time the command runs (trace.run_traced's `while_running`): the modules
+    that come after it, then the active session's index read ahead (`keep`: numbering the
+    step takes it as it is if the ledger has not moved meanwhile, session.load_index)."""
+    _load_after_command()
+    if session_id is None:
+        from roargit import session
+
+        state = session.read_state(roar_dir)
+        if state.session_id is not None:
+            session.load_index(ledger, state.session_id, state.popped, keep=True)
+
+
 def _trace_and_record(
     paths: RepoPaths,
     argv: Sequence[str],
@@ -343,7 +356,7 @@ def _trace_and_record(
         tmp_dir=roar_dir / "tmp",
         signals=signals,
         stat_files=folder_states.remembers_any(),
-        while_running=_load_after_command,
+        while_running=lambda: _while_command_runs(ledger, roar_dir, session_id),
     )
     ended = time.time_ns()
     progress.trace = trace

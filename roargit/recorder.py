@@ -204,12 +204,18 @@ def serve(socket_path: str, idle: float) -> None:
     import select
     import signal
     import socket
+    import time
 
     os.chdir("/")  # holds no work tree busy
     lock = os.open(f"{socket_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    # A retiring recorder lets go of its lock within moments; a live one keeps it.
+    for _ in range(40):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
         return  # another recorder has it
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
@@ -238,41 +244,84 @@ def serve(socket_path: str, idle: float) -> None:
     def stop(*_: object) -> None:
         raise SystemExit(0)  # out of select(), which a handler that returns would resume
 
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One child at a time waits for the next front end (a spare): forked before it is
+    # needed, a run does not wait for the fork. It says through `note` when it has taken a
+    # connection (b"t": the next spare is forked), or that the recorder should end (b"i":
+    # idle for `idle` seconds; b"r": the code on disk changed).
+    note_r, note_w = os.pipe2(os.O_CLOEXEC)
+    me, spare = os.getpid(), 0
     try:
         while True:
-            ready, _, _ = select.select([listener], [], [], idle)
-            if not ready:
+            if not spare:
+                spare = os.fork()
+                if spare == 0:
+                    os.close(note_r)
+                    _spare(listener, lock, note_w, stamps, idle, me)  # never returns
+            ready, _, _ = select.select([note_r], [], [], 1.0)
+            said = os.read(note_r, 1) if ready else b""
+            if said == b"t":
+                spare = 0
+            elif said:
+                spare = 0
                 break
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            if _changed(stamps):
-                conn.close()  # the front end, told nothing, runs roar the slow way
-                break
-            me = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                os.close(lock)
-                code = 0
-                try:
-                    _child(conn, me)
-                except BaseException:  # the child ends here, whatever happened
-                    code = 1
-                os._exit(code)
-            conn.close()
+            # Reaped as they end: the runs' children, and a spare that died without a word.
+            with contextlib.suppress(ChildProcessError):
+                while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+                    if pid == spare:
+                        spare = 0
     finally:
+        if spare:
+            with contextlib.suppress(OSError):
+                os.kill(spare, signal.SIGUSR1)  # only a waiting spare ends by it
         try:
             if os.stat(socket_path).st_ino == bound:
                 os.unlink(socket_path)
         except OSError:
             pass
         listener.close()
+
+
+def _spare(
+    listener: socket.socket,
+    lock: int,
+    note: int,
+    stamps: dict[str, tuple[int, int]],
+    idle: float,
+    recorder: int,
+) -> None:
+    """A forked child waiting for the next front end; it serves it, then ends."""
+    import select
+    import signal
+
+    def leave(*_: object) -> None:
+        os._exit(0)  # the recorder ends: this spare has taken no run
+
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, leave)
+        ready, _, _ = select.select([listener], [], [], idle)
+        if not ready:
+            os.write(note, b"i")
+            os._exit(0)
+        conn, _ = listener.accept()
+        # From here a SIGUSR1 is ignored: a run in hand is served whatever the recorder does.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        if _changed(stamps):
+            os.write(note, b"r")
+            conn.close()  # the front end, told nothing, runs roar the slow way
+            os._exit(0)
+        os.write(note, b"t")
+        os.close(note)
+        listener.close()
+        os.close(lock)
+        _child(conn, recorder)
+    except BaseException:  # the child ends here, whatever happened
+        code = 1
+    os._exit(code)
 
 
 def _warm() -> None:

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -488,6 +489,10 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, NULL, &old_int);
     if (old_int.sa_handler != SIG_IGN) handle(SIGINT);
     if (request(fd, argc, argv) != 0) slow_way(argv, NULL);
+    /* A recorder that does not answer at all within this is stuck: the slow way. (Nothing
+     * can have started: the command is only ever started here, after its 'H' and 'X'.) */
+    struct timeval patience = {10, 0}, forever = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
 
     int started = 0, status = -1;
     for (;;) {
@@ -500,6 +505,7 @@ int main(int argc, char **argv) {
         if (!f) break;
         if (type == 'H' && k == 1) {
             recorder_pid = (sig_atomic_t)strtol(f[0], NULL, 10);
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
             if (pending_signal) kill((pid_t)recorder_pid, pending_signal);
         } else if (type == 'L') { /* the command never ran (a refused ptrace included) */
             close(fd);
