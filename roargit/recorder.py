@@ -422,6 +422,14 @@ def _child(conn: socket.socket, recorder: int) -> None:
         key, sep, value = entry.partition("=")
         if sep and key:
             os.environ[key] = value
+    # What a process of its own takes from its environment at start: its locale (text
+    # encodings) and time zone (times shown).
+    import locale
+    import time
+
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_CTYPE, "")
+    time.tzset()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -20,9 +20,16 @@ settings.register_profile("roar", database=None, deadline=None)
 settings.load_profile("roar")
 
 
-#: This test process's runtime folder: the resident recorders the installed `roar` starts
-#: live here, not in the user's own (roargit/recorder.py), and are stopped at the end.
-RUNTIME = tempfile.mkdtemp(prefix="roar-test-runtime-")
+_runtime: list[str] = []
+
+
+def runtime_dir() -> str:
+    """This test process's runtime folder (made on first use: xdist's controller runs no
+    test): the resident recorders the installed `roar` starts live here, not in the user's
+    own (roargit/recorder.py), and are stopped at the end."""
+    if not _runtime:
+        _runtime.append(tempfile.mkdtemp(prefix="roar-test-runtime-"))
+    return _runtime[0]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,8 +37,9 @@ def own_recorders() -> Iterator[None]:
     yield
     from roargit.recorder import stop_in
 
-    stop_in(os.path.join(RUNTIME, "roar"))
-    shutil.rmtree(RUNTIME, ignore_errors=True)
+    for folder in _runtime:
+        stop_in(os.path.join(folder, "roar"))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def isolated_environment(home: Path) -> dict[str, str]:
@@ -40,7 +48,7 @@ def isolated_environment(home: Path) -> dict[str, str]:
     runtime folder of this test process's own."""
     return {
         "HOME": str(home),
-        "XDG_RUNTIME_DIR": RUNTIME,
+        "XDG_RUNTIME_DIR": runtime_dir(),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "XDG_CACHE_HOME": str(home / ".cache"),

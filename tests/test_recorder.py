@@ -301,13 +301,23 @@ def test_a_dead_recorders_socket_is_replaced(warm: Path, runtime: Path) -> None:
     assert who_ran(repo) == "roar"
 
 
-def test_a_runtime_folder_others_may_enter_gets_no_recorder(git_repo: Path, runtime: Path) -> None:
+def test_a_runtime_folder_others_may_enter_is_passed_over(
+    git_repo: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runtime.mkdir(mode=0o700)
     runtime.chmod(0o777)
-    for _ in range(2):
-        assert who_ran(git_repo).startswith("python")
-    time.sleep(0.5)
-    assert list(runtime.iterdir()) == []
+    tmp = runtime.parent / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    roar(git_repo, "run", "-q", "true")
+    fallback = tmp / f"roar-{os.geteuid()}"  # the next candidate, and the user's alone
+    try:
+        listening(fallback)
+        assert who_ran(git_repo) == "roar"
+        assert list(runtime.iterdir()) == []
+        assert fallback.stat().st_mode & 0o777 == 0o700
+    finally:
+        recorder.stop_in(str(fallback))
 
 
 def test_a_roar_run_inside_a_traced_command_starts_no_recorder(
