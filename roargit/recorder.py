@@ -60,31 +60,31 @@ RUN_MODULES = (
 
 def start(socket_path: str, idle: float) -> bool:
     """Start a recorder listening at `socket_path` (the front end's choice), detached from
-    this process: in a session of its own, its streams on /dev/null. Nothing is started when
-    this process is itself traced (a `roar run` inside a traced command): the tracer would
-    wait for the recorder as for any process the command left behind."""
+    this process: in a session of its own, in /, its streams on /dev/null and no other
+    descriptor of this process's (a parent waiting for a pipe to close, make's jobserver,
+    must not wait ten minutes for it). Nothing is started when this process is itself traced
+    (a `roar run` inside a traced command): the tracer would wait for the recorder as for
+    any process the command left behind."""
     if idle <= 0 or _traced():
         return False
+    import subprocess  # lazy: only the run that starts a recorder pays for it
+
     code = (
-        "import sys; del sys.path[0]\n"  # -c puts the cwd first: a repo's files are no modules
+        "import sys; del sys.path[0]\n"  # -c puts the cwd first: no folder's files are modules
         "from roargit.recorder import serve; serve(sys.argv[1], float(sys.argv[2]))"
     )
-    devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        import signal
-
-        os.posix_spawn(
-            sys.executable,
+        subprocess.Popen(
             [sys.executable, "-c", code, socket_path, str(idle)],
-            dict(os.environ),
-            file_actions=[(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)],
-            setsid=True,
-            setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
         )
     except OSError:
         return False  # a run never fails for want of a recorder
-    finally:
-        os.close(devnull)
     return True
 
 

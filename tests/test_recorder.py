@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -349,6 +350,19 @@ def test_an_idle_time_of_zero_keeps_no_recorder(git_repo: Path, runtime: Path) -
     roar(git_repo, "run", "-q", "true")
     time.sleep(0.5)
     assert list(runtime.glob("*.sock")) == []
+
+
+def test_the_recorder_holds_none_of_its_starters_descriptors(git_repo: Path, runtime: Path) -> None:
+    # A caller that reads roar's output to its end (a CI runner, make's jobserver) must not
+    # wait for the recorder that roar leaves running.
+    r, w = os.pipe()
+    proc = subprocess.Popen(["roar", "run", "-q", "true"], cwd=git_repo, pass_fds=(w,))
+    os.close(w)
+    assert proc.wait(timeout=60) == 0
+    listening(runtime)
+    ready, _, _ = select.select([r], [], [], 10)
+    assert ready and os.read(r, 1) == b"", "the recorder holds the pipe open"
+    os.close(r)
 
 
 def test_changed_code_on_disk_retires_the_recorder(tmp_path: Path) -> None:
