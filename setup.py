@@ -10,11 +10,13 @@ folder pip installs scripts from (it copies text scripts only, so that step is r
 
 import os
 import subprocess
-from distutils.command.build_scripts import build_scripts  # setuptools provides it
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
+
+# The class setuptools itself runs (from its own copy of distutils: Python 3.12 has none).
+build_scripts = Distribution().get_command_class("build_scripts")
 
 HERE = Path(__file__).resolve().parent
 SOURCE = Path("roargit") / "tracer" / "roar-trace.c"

@@ -9,9 +9,13 @@ import io
 import os
 import pkgutil
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from roargit.recorder import stop_in
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 
@@ -109,17 +113,25 @@ def main() -> int:
         print("--write-docs reruns every benchmark: name none", file=sys.stderr)
         return 2
     figures: list[tuple[str, str]] = []
-    for name in names:
-        if wanted and name.removeprefix("bench_") not in wanted:
-            continue
-        print(f"== {name}", flush=True)
-        tee = _Tee(sys.stdout)  # type: ignore[arg-type]
-        real, sys.stdout = sys.stdout, tee
-        try:
-            importlib.import_module(f"benchmarks.{name}").main()
-        finally:
-            sys.stdout = real
-        figures.extend(goal_lines(name.removeprefix("bench_"), tee.lines))
+    # The resident recorders the benchmarks' `roar run`s start (roargit/recorder.py) live in
+    # a runtime folder of this run's own, not the user's, and are stopped at the end.
+    runtime = tempfile.mkdtemp(prefix="roar-bench-runtime-")
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    try:
+        for name in names:
+            if wanted and name.removeprefix("bench_") not in wanted:
+                continue
+            print(f"== {name}", flush=True)
+            tee = _Tee(sys.stdout)  # type: ignore[arg-type]
+            real, sys.stdout = sys.stdout, tee
+            try:
+                importlib.import_module(f"benchmarks.{name}").main()
+            finally:
+                sys.stdout = real
+            figures.extend(goal_lines(name.removeprefix("bench_"), tee.lines))
+    finally:
+        stop_in(os.path.join(runtime, "roar"))
+        shutil.rmtree(runtime, ignore_errors=True)
     if docs:
         write_docs(figures)
     return 0
