@@ -65,9 +65,11 @@ static void slow_way(char **argv, const char *socket_path) {
     }
     char script[PATH_MAX + 16];
     if (self_dir[0] && snprintf(script, sizeof script, "%s/git-roar", self_dir) < (int)sizeof script &&
-        access(script, X_OK) == 0) {
+        access(script, F_OK) == 0) {
         argv[0] = script;
         execv(script, argv);
+        fprintf(stderr, "roar: cannot run %s: %s\n", script, strerror(errno));
+        exit(126);
     }
     /* No script beside this one (a copied binary): the package, by the interpreter on PATH. */
     int argc = 0;
