@@ -3,6 +3,7 @@ everything (argv, exit status, stdout, stderr)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -78,3 +79,23 @@ def roar_json(
 def digest(path: Path) -> str:
     """BLAKE3 of a file's bytes: an artifact's id."""
     return blake3(path.read_bytes()).hexdigest()
+
+
+def last_run(repo: Path) -> dict[str, Any]:
+    """`roar show --json` of the run `roar log` lists first (the newest)."""
+    rid = json.loads(roar(repo, "log", "--json", "-n", "1").stdout)[0]["id"]
+    data: dict[str, Any] = json.loads(roar(repo, "show", "--json", rid).stdout)
+    return data
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie does not: its parent, roar-trace, may not
+    have reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+            return False
+    return True

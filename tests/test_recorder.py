@@ -17,10 +17,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_helpers import git, roar
+from cli_helpers import alive, git, last_run, roar
 
 from roargit import recorder
 
@@ -78,10 +77,25 @@ def who_ran(repo: Path, *env: tuple[str, str]) -> str:
     return out.stdout.strip()
 
 
-def last_run(repo: Path) -> dict[str, Any]:
-    rid = json.loads(roar(repo, "log", "--json", "-n", "1").stdout)[0]["id"]
-    data: dict[str, Any] = json.loads(roar(repo, "show", "--json", rid).stdout)
-    return data
+def start_sleeper(repo: Path, body: str) -> subprocess.Popen[str]:
+    """`roar run python sleeper.py` in a session of its own (signals reach only what they
+    are sent to), once the command has written `started` (its pid) and gone to sleep."""
+    (repo / "sleeper.py").write_text(
+        f"import os, time\n{body}open('started', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        ["roar", "run", PY, "sleeper.py"],
+        cwd=repo,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (repo / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    return proc
 
 
 @pytest.fixture
@@ -161,24 +175,7 @@ def test_sigterm_to_the_front_end_reaches_the_command_and_the_run_is_recorded(
     warm: Path,
 ) -> None:
     repo = warm
-    (repo / "sleeper.py").write_text(
-        "import os, time\n"
-        "open('out.txt', 'w').write('partial')\n"
-        "open('started', 'w').write(str(os.getpid()))\n"
-        "time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py"],
-        cwd=repo,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (repo / "started").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = start_sleeper(repo, "open('out.txt', 'w').write('partial')\n")
     os.kill(proc.pid, signal.SIGTERM)  # a scheduler ends the job
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -189,50 +186,24 @@ def test_sigterm_to_the_front_end_reaches_the_command_and_the_run_is_recorded(
 
 
 def test_ctrl_c_reaches_the_command_by_its_process_group(warm: Path) -> None:
-    repo = warm
-    (repo / "sleeper.py").write_text(
-        "import time\nopen('started', 'w').write('1')\ntime.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py"],
-        cwd=repo,
-        start_new_session=True,  # a group of its own, as a shell's foreground job
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (repo / "started").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = start_sleeper(warm, "")  # a group of its own, as a shell's foreground job
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert last_run(repo)["status"] == "interrupted"
+    assert last_run(warm)["status"] == "interrupted"
 
 
 def test_kill_9_of_the_front_end_ends_the_command_and_leaves_nothing_behind(
     warm: Path,
 ) -> None:
     repo = warm
-    (repo / "sleeper.py").write_text(
-        "import os, time\nopen('started', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py"], cwd=repo, start_new_session=True
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (repo / "started").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = start_sleeper(repo, "")
     command = int((repo / "started").read_text())
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    while (
-        Path(f"/proc/{command}").exists()
-        and "Z" not in Path(f"/proc/{command}/stat").read_text().split(") ")[-1][:1]
-    ):
-        assert time.monotonic() < deadline + 30, "the command outlived its roar"
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(command):  # the tracer dies with its front end, the command with the tracer
+        assert time.monotonic() < deadline, "the command outlived its roar"
         time.sleep(0.02)
     # The recorder's child saw its front end go and tidied up after itself.
     deadline = time.monotonic() + 10

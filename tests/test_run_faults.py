@@ -10,7 +10,6 @@ permissions).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import git, roar
+from cli_helpers import alive, git, last_run, roar
 
 from roargit import codestate, gitobjects, session
 from roargit.capture import TerminatedBeforeStart, record_run
@@ -35,30 +34,12 @@ from roargit.repo import find_repo
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
 
 
-def last_run(repo: Path) -> dict[str, Any]:
-    rid = json.loads(roar(repo, "log", "--json", "-n", "1").stdout)[0]["id"]
-    data: dict[str, Any] = json.loads(roar(repo, "show", "--json", rid).stdout)
-    return data
-
-
 def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes (its parent, roar-trace, may not have reaped it yet).
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
-            return False
-    return True
 
 
 def leftovers(repo: Path, pid: int) -> list[str]:
