@@ -68,9 +68,14 @@ def save(roar_dir: Path, session_id: SessionId, buckets: dict[str, Bucket]) -> N
     }
     path = _file(roar_dir, session_id)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(_MAGIC + marshal.dumps(kept))
+    data = _MAGIC + marshal.dumps(kept)
+    try:
+        try:
+            tmp.write_bytes(data)
+        except FileNotFoundError:  # the first session of this clone: no folder yet
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
         os.replace(tmp, path)  # concurrent runs: the last one's whole file wins
-    with contextlib.suppress(OSError):
-        tmp.unlink(missing_ok=True)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

@@ -237,6 +237,9 @@ def serve(socket_path: str, idle: float) -> None:
 
     _load_after_command()
     _warm()
+    import array  # noqa: F401 - what each run's child takes in (_child): loaded once here
+    import locale  # noqa: F401
+
     stamps = _stamps(str(tracer_path()))
     gc.collect()
     gc.freeze()  # what the imports made is never walked again, here or in a child
@@ -303,6 +306,7 @@ def _spare(
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, leave)
+        own = (_namespaces(), _credentials())  # what a front end's must match, read ahead
         ready, _, _ = select.select([listener], [], [], idle)
         if not ready:
             os.write(note, b"i")
@@ -318,7 +322,7 @@ def _spare(
         os.close(note)
         listener.close()
         os.close(lock)
-        _child(conn, recorder)
+        _child(conn, recorder, *own)
     except BaseException:  # the child ends here, whatever happened
         code = 1
     os._exit(code)
@@ -373,9 +377,10 @@ def _credentials() -> str:
     return os.fsdecode(out)
 
 
-def _child(conn: socket.socket, recorder: int) -> None:
+def _child(conn: socket.socket, recorder: int, namespaces: list[str], credentials: str) -> None:
     """Serve one front end: take on its state, run `roar` as it was asked, send its status.
-    `recorder`: the pid of the recorder that forked this child."""
+    `recorder`: the pid of the recorder that forked this child; `namespaces` and
+    `credentials`: this process's (_namespaces, _credentials)."""
     import array
     import gc
     import signal
@@ -403,7 +408,7 @@ def _child(conn: socket.socket, recorder: int) -> None:
     argv, environ = fields[9 : 9 + argc], fields[9 + argc :]
     # Files seen otherwise than the front end sees them (another mount namespace, other
     # groups or capabilities) would be recorded wrong: the slow way.
-    if fields[4:7] != _namespaces() or fields[7] != _credentials():
+    if fields[4:7] != namespaces or fields[7] != credentials:
         send(conn, b"L")
         return
     try:
