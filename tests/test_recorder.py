@@ -347,6 +347,16 @@ def test_changed_code_on_disk_retires_the_recorder(tmp_path: Path) -> None:
     assert recorder._changed(stamps)
 
 
+def test_the_files_that_retire_a_recorder_are_its_code_and_the_tracer() -> None:
+    import roargit.capture
+    from roargit.trace import tracer_path
+
+    stamps = recorder._stamps(str(tracer_path()))
+    assert str(tracer_path()) in stamps
+    assert recorder.__file__ in stamps and roargit.capture.__file__ in stamps
+    assert all("/roargit/" in path for path in stamps)
+
+
 def test_a_recorders_lock_keeps_a_second_one_from_starting(warm: Path, runtime: Path) -> None:
     [sock] = runtime.glob("*.sock")
     first = recorder_pid(runtime)
