@@ -71,10 +71,18 @@ class PlanIncomplete(RoarError):
                 f"fetch the ledger (git fetch brings refs/roar/*){more}"
             )
             return
+        # The local store alone: the team's was never configured here (a teammate's clone
+        # whose branch with the .roarconfig that names it has not been pulled, say).
+        hint = (
+            "; this clone has no team store: pull the commit whose .roarconfig sets "
+            "store.url, or roar config set store.url URL"
+            if len(plan.stores) < 2
+            else ""
+        )
         super().__init__(
             f"{first_step.label} needs {escape(first.file.path)} ({first.file.hash[:12]}), "
             "which is reachable nowhere: not in the work tree, the code, any blob store, or "
-            f"made by a recorded step{more}"
+            f"made by a recorded step{more}{hint}"
         )
 
 

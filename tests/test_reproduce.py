@@ -126,11 +126,16 @@ def test_unreachable_input_fails_at_plan_time(git_repo: Path) -> None:
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "raw.csv" in err[0] and "reachable nowhere" in err[0]
+    assert "this clone has no team store" in err[0]  # where the bytes might have been
     assert "MISSING" in proc.stdout
     plan = roar_json_allow_fail(git_repo, "reproduce", clean[:12])
     assert not plan["ok"] and plan["missing"][0]["path"] == "raw.csv"
     run = roar(git_repo, "reproduce", clean[:12], "--run", "-y", rc=None)
     assert run.returncode == 1 and not (git_repo / ".git" / "roar" / "worktrees").exists()
+    # With a team store configured, the store was asked: no hint about configuring one.
+    git(git_repo, "config", "roar.store.url", str(git_repo.parent / "team-store"))
+    proc = roar(git_repo, "reproduce", clean[:12], rc=1)
+    assert "reachable nowhere" in proc.stderr and "no team store" not in proc.stderr
 
 
 def test_size_cap_records_by_hash_only_and_plan_regenerates(git_repo: Path) -> None:
