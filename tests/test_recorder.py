@@ -231,6 +231,33 @@ def test_roar_run_of_a_step_points_its_recorded_streams_again(warm: Path) -> Non
     assert (repo / "out" / "up.txt").read_text() == "ECHO\n"
 
 
+def test_a_command_on_a_terminal_keeps_it(warm: Path) -> None:
+    import pty
+
+    (warm / "ask.py").write_text(
+        "import sys\nprint('tty' if sys.stdin.isatty() else 'no tty', input(), flush=True)\n"
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        ["roar", "run", "-q", PY, "ask.py"], cwd=warm, stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    os.write(master, b"typed\n")
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"tty typed" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                break
+    assert proc.wait(timeout=60) == 0
+    os.close(master)
+    assert b"tty typed" in seen and b"no tty" not in seen, seen
+    assert who_ran(warm) == "roar"  # the recorder took these runs
+
+
 def test_the_fallback_mode_goes_the_slow_way(warm: Path) -> None:
     repo = warm
     out = who_ran(repo, ("ROAR_TRACE_MODE", "fallback"))
