@@ -320,7 +320,11 @@ def register(sub: argparse._SubParsersAction) -> None:
   roar run -- python train.py --lr 0.01 --out model.pkl
   roar run @2 --lr=0.001          re-run step 2 with one flag changed
   roar run -q make all            no report
-  roar run --json ./eval.sh       print the record as JSON""",
+  roar run --json ./eval.sh       print the record as JSON
+
+After a first run, a recorder of yours stays warm for the next ones (roar.recorder.idle
+seconds, 600 by default; 0 keeps none), so that a step costs milliseconds, not Python's
+start-up; ROAR_RECORDER=off runs without it (docs/architecture.md).""",
         ),
         (
             "build",
