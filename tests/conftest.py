@@ -34,9 +34,17 @@ def runtime_dir() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def own_recorders() -> Iterator[None]:
+    # Set for the whole session, not only per test (isolated_home): module and session
+    # fixtures that record pipelines run before any test's environment is made.
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = runtime_dir()
     yield
     from roargit.recorder import stop_in
 
+    if saved is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = saved
     for folder in _runtime:
         stop_in(os.path.join(folder, "roar"))
         shutil.rmtree(folder, ignore_errors=True)
