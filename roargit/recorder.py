@@ -127,8 +127,21 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(conn: socket.socket) -> tuple[bytes, list[str]]:
-    n = int.from_bytes(_exactly(conn, 4), "little")
+def receive(conn: socket.socket, fds: list[int] | None = None) -> tuple[bytes, list[str]]:
+    """The next message: its type and fields. With `fds`, the descriptors sent with it
+    (SCM_RIGHTS, which come with its first bytes) are added there."""
+    head = b""
+    if fds is not None:
+        import array
+        import socket
+
+        got = array.array("i")
+        head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(3 * got.itemsize))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got.frombytes(data[: len(data) - len(data) % got.itemsize])
+        fds.extend(got)
+    n = int.from_bytes(head + _exactly(conn, 4 - len(head)), "little")
     if not 1 <= n <= MAX_MESSAGE:
         raise EOFError(f"a message of {n} bytes")
     body = _exactly(conn, n)
@@ -381,26 +394,17 @@ def _child(conn: socket.socket, recorder: int, namespaces: list[str], credential
     """Serve one front end: take on its state, run `roar` as it was asked, send its status.
     `recorder`: the pid of the recorder that forked this child; `namespaces` and
     `credentials`: this process's (_namespaces, _credentials)."""
-    import array
     import gc
     import signal
     import socket
     import struct
 
-    fds = array.array("i")
-    head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(3 * fds.itemsize))
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    if len(head) < 4:
-        head += _exactly(conn, 4 - len(head))
-    n = int.from_bytes(head, "little")
-    if not 1 <= n <= MAX_MESSAGE or len(fds) != 3:
+    fds: list[int] = []
+    kind, fields = receive(conn, fds)
+    if len(fds) != 3:
         return
-    body = _exactly(conn, n)
-    fields = [os.fsdecode(f) for f in body[1:].split(b"\0")[:-1]]
     peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    if body[:1] != b"R" or len(fields) < 9 or fields[0] != PROTOCOL or peer[1] != os.geteuid():
+    if kind != b"R" or len(fields) < 9 or fields[0] != PROTOCOL or peer[1] != os.geteuid():
         send(conn, b"L")
         return
     cwd, umask, sigint_ignored = fields[1], int(fields[2]), fields[3] == "1"

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from roargit import TYPE_CHECKING, peers
-from roargit.errors import RoarError, RunElsewhere, TracerUnavailable
+from roargit.errors import RoarError, TracerUnavailable
 from roargit.structs import NamedTuple
 from roargit.trace_files import FileAccess, StatKeys
 from roargit.trace_log import (
@@ -180,8 +180,6 @@ def run_traced(
     mode = mode or os.environ.get("ROAR_TRACE_MODE") or MODE_PTRACE
     run_env = dict(os.environ if env is None else env)
     if mode == MODE_FALLBACK:
-        if front_end is not None:  # the fallback starts the command itself
-            raise RunElsewhere("the fallback mode")
         from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(
@@ -208,8 +206,6 @@ def run_traced(
         return _unreadable_log(argv, cwd, status, str(exc))
     log = parsed[0] if parsed else None
     if log is not None and log.unavailable is not None:
-        if front_end is not None:  # the command never started (roar-trace.c, "unavailable")
-            raise RunElsewhere("the tracer is unavailable", retire=True)
         from roargit import trace_fallback  # it imports this module; only its mode needs it
 
         return trace_fallback.run(

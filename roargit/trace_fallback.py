@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from roargit import trace, trace_files, trace_log
+from roargit.errors import RunElsewhere
 
 # Installed as `sitecustomize` ahead of any other on PYTHONPATH; chains to the next one.
 _SITECUSTOMIZE = r"""
@@ -117,7 +118,13 @@ def run(
     signals: trace.Terminations | None = None,
     tmp_dir: Path | None = None,
 ) -> trace.Trace:
-    """Run `argv` untraced; infer its accesses from a scan of `scan_root` and audit hooks."""
+    """Run `argv` untraced; infer its accesses from a scan of `scan_root` and audit hooks.
+    `reason`: "forced" (the mode asked for), else why the tracer was unavailable (the
+    command did not start under it)."""
+    if trace.front_end is not None:
+        # A resident recorder's child: this mode would start the command itself, outside the
+        # shell's process group. Nothing has run; a refused ptrace refuses every run here.
+        raise RunElsewhere(f"the fallback mode ({reason})", retire=reason != "forced")
     root = Path(scan_root).resolve()
     before = _scan(root)
     # Named by pid like the trace log, so that the next run removes it if roar was killed.

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,31 @@ def alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
             return False
     return True
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Until `path` exists, while `proc` runs."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def start_roar(
+    repo: Path, *args: str, env: Mapping[str, str] | None = None, until: str = "started"
+) -> subprocess.Popen[str]:
+    """`roar ARGS` in `repo`, in a session of its own (a signal sent to it reaches it alone),
+    once its command has made `repo/until`."""
+    (repo / until).unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        ["roar", *args],
+        cwd=repo,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
+    wait_for(repo / until, proc)
+    return proc

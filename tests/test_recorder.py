@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import alive, git, last_run, roar
+from cli_helpers import alive, git, last_run, roar, start_roar
 
 from roargit import recorder
 
@@ -78,24 +78,12 @@ def who_ran(repo: Path, *env: tuple[str, str]) -> str:
 
 
 def start_sleeper(repo: Path, body: str) -> subprocess.Popen[str]:
-    """`roar run python sleeper.py` in a session of its own (signals reach only what they
-    are sent to), once the command has written `started` (its pid) and gone to sleep."""
+    """`roar run python sleeper.py` in a session of its own, once the command has written
+    `started` (its pid) and gone to sleep."""
     (repo / "sleeper.py").write_text(
         f"import os, time\n{body}open('started', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
     )
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py"],
-        cwd=repo,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (repo / "started").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    return proc
+    return start_roar(repo, "run", PY, "sleeper.py")
 
 
 @pytest.fixture

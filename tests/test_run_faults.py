@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import alive, git, last_run, roar
+from cli_helpers import alive, git, last_run, roar, start_roar
 
 from roargit import codestate, gitobjects, session
 from roargit.capture import TerminatedBeforeStart, record_run
@@ -32,14 +32,6 @@ from roargit.hashing import HashCache
 from roargit.repo import find_repo
 
 PY = os.path.basename(sys.executable)  # `python` on PATH is this environment's (conftest)
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 def leftovers(repo: Path, pid: int) -> list[str]:
@@ -73,18 +65,7 @@ time.sleep(60)
 def start(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`roar run python sleeper.py` in a session of its own: signals go to roar's pid only."""
     (repo / "sleeper.py").write_text(SLEEPER)  # untracked source: a dirty-tree snapshot
-    (repo / "started").unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py", *args],
-        cwd=repo,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=None if env is None else {**os.environ, **env},
-    )
-    wait_for(repo / "started", proc)
-    return proc
+    return start_roar(repo, "run", PY, "sleeper.py", *args, env=env)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -123,15 +104,7 @@ def test_the_trace_log_lives_in_the_repository_while_the_command_runs(git_repo: 
     (git_repo / "sleeper.py").write_text(SLEEPER)
     git(git_repo, "add", "sleeper.py")
     git(git_repo, "commit", "-q", "-m", "sleeper")  # a clean tree: no snapshot, no pin
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "sleeper.py"],
-        cwd=git_repo,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(git_repo / "started", proc)
+    proc = start_roar(git_repo, "run", PY, "sleeper.py")
     logs = os.listdir(git_repo / ".git" / "roar" / "tmp")
     assert [n.startswith("roar-trace-") for n in logs] == [True], logs
     recorder = logs[0].split("-")[2]  # roar's pid, or its resident recorder's child's
@@ -155,15 +128,7 @@ def test_a_second_signal_kills_the_whole_tree_and_the_run_is_still_recorded(
         "child.wait()\n"
     )
     (git_repo / "sleeper.py").write_text(SLEEPER)
-    proc = subprocess.Popen(
-        ["roar", "run", PY, "parent.py"],
-        cwd=git_repo,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(git_repo / "started", proc)
+    proc = start_roar(git_repo, "run", PY, "parent.py")
     child = int((git_repo / "started").read_text())
     os.kill(proc.pid, signal.SIGTERM)
     time.sleep(1.0)

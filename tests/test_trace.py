@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from cli_helpers import wait_for
 
 from roargit.trace import Trace, run_traced
 from roargit.trace_files import FileAccess
@@ -340,16 +341,6 @@ t = run_traced([sys.executable, "-c", child], Path(sys.argv[1]))
 print(json.dumps({"interrupted": t.interrupted, "exit_code": t.exit_code, "signal": t.signal,
                   "complete": t.complete, "files": sorted(t.files)}))
 """
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
-    import time
-
-    deadline = time.monotonic() + 20
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.02)
 
 
 def test_interrupt_reaches_the_command_and_the_log_is_complete(tmp_path: Path) -> None:
